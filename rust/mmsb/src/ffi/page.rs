@@ -1,0 +1,353 @@
+//! C ABI: pages (create, free, read, views, writes).
+
+use std::ffi::c_char;
+
+use crate::ffi::state::{state_ref, MmsbState};
+use crate::ffi::{
+    arg_bytes, arg_ref, arg_slice, arg_str, boundary, check_out, write_out, FfiError, MmsbStatus, MMSB_NO_EPOCH,
+};
+use crate::runtime::router::RouteOp;
+use crate::types::delta::Delta;
+use crate::types::page::{Location, PageId, PageMeta, PageView};
+
+/// Descriptive fields of a page, filled by `mmsb_page_info`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MmsbPageInfo {
+    pub id: u64,
+    pub size: u64,
+    pub capacity: u64,
+    pub epoch: u64,
+    /// 0 cpu, 1 gpu, 2 unified.
+    pub location: u8,
+}
+
+/// Opaque zero-copy view of a page's bytes; keeps them mapped until `mmsb_view_free`.
+pub struct MmsbView {
+    view: PageView,
+}
+
+pub(crate) fn epoch_arg(expected_epoch: u64) -> Option<u64> {
+    (expected_epoch != MMSB_NO_EPOCH).then_some(expected_epoch)
+}
+
+/// Creates a zeroed page of `size` bytes at `location` (0 cpu, 1 gpu, 2 unified) with an
+/// optional UTF-8 name (`name_len` bytes; NULL/0 for none). Writes its id to `*out_id`.
+///
+/// # Safety
+/// `state` a live handle; `name` valid for `name_len` bytes; `out_id` writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_page_create(
+    state: *const MmsbState,
+    size: u64,
+    location: u8,
+    name: *const c_char,
+    name_len: usize,
+    out_id: *mut u64,
+) -> MmsbStatus {
+    boundary(|| {
+        check_out(out_id, "out_id")?;
+        // SAFETY: forwarded contract.
+        let s = unsafe { state_ref(state) }?;
+        // SAFETY: forwarded contract.
+        let name = unsafe { arg_str(name, name_len, "name") }?;
+        let location =
+            Location::from_u8(location).ok_or_else(|| FfiError::invalid(format!("unknown location {location}")))?;
+        let id = s.create_page(size, location, PageMeta { name: name.to_owned(), tags: Vec::new() })?;
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(out_id, id.0, "out_id") }
+    })
+}
+
+/// Frees a page. Views of it stay valid until freed themselves.
+///
+/// # Safety
+/// `state` a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_page_free(state: *const MmsbState, page: u64) -> MmsbStatus {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        unsafe { state_ref(state) }?.free_page(PageId(page))?;
+        Ok(())
+    })
+}
+
+/// Fills `*out` with the page's id, size, capacity, epoch and location.
+///
+/// # Safety
+/// `state` a live handle; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_page_info(state: *const MmsbState, page: u64, out: *mut MmsbPageInfo) -> MmsbStatus {
+    boundary(|| {
+        check_out(out, "out")?;
+        // SAFETY: forwarded contract.
+        let i = unsafe { state_ref(state) }?.page_info(PageId(page))?;
+        let info =
+            MmsbPageInfo { id: i.id.0, size: i.size, capacity: i.capacity, epoch: i.epoch, location: i.location as u8 };
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(out, info, "out") }
+    })
+}
+
+/// Copies the page's name (UTF-8, NUL-terminated, truncated to `cap`) into `buf`; the full
+/// length goes to `*out_len` (may be NULL).
+///
+/// # Safety
+/// `state` a live handle; `buf` NULL or valid for `cap` bytes; `out_len` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_page_name(
+    state: *const MmsbState,
+    page: u64,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> MmsbStatus {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let i = unsafe { state_ref(state) }?.page_info(PageId(page))?;
+        // SAFETY: forwarded contract.
+        unsafe { crate::ffi::copy_c_string(i.name.as_bytes(), buf, cap, out_len) };
+        Ok(())
+    })
+}
+
+/// Copies `len` bytes from `offset` of the page into `buf` (a consistent snapshot).
+///
+/// # Safety
+/// `state` a live handle; `buf` valid for writes of `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_page_read(
+    state: *const MmsbState,
+    page: u64,
+    offset: u64,
+    buf: *mut u8,
+    len: usize,
+) -> MmsbStatus {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let s = unsafe { state_ref(state) }?;
+        if len == 0 {
+            s.page_info(PageId(page))?;
+            return Ok(());
+        }
+        if buf.is_null() {
+            return Err(FfiError::null("buf"));
+        }
+        // SAFETY: non-NULL, valid for len bytes per contract; no aliasing Rust references exist.
+        let out = unsafe { std::slice::from_raw_parts_mut(buf, len) };
+        s.read_into(PageId(page), offset, out)?;
+        Ok(())
+    })
+}
+
+/// Opens a zero-copy view of the page. The bytes may change while the view lives (no snapshot).
+///
+/// # Safety
+/// `state` a live handle; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_page_view(state: *const MmsbState, page: u64, out: *mut *mut MmsbView) -> MmsbStatus {
+    boundary(|| {
+        check_out(out, "out")?;
+        // SAFETY: forwarded contract.
+        let view = unsafe { state_ref(state) }?.view(PageId(page))?;
+        let h = Box::into_raw(Box::new(MmsbView { view }));
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(out, h, "out") }
+    })
+}
+
+/// The address and length of a view's bytes; valid until `mmsb_view_free`.
+///
+/// # Safety
+/// `view` a live view; `out_ptr`, `out_len` writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_view_bytes(
+    view: *const MmsbView,
+    out_ptr: *mut *const u8,
+    out_len: *mut usize,
+) -> MmsbStatus {
+    boundary(|| {
+        check_out(out_ptr, "out_ptr")?;
+        check_out(out_len, "out_len")?;
+        // SAFETY: forwarded contract.
+        let v = unsafe { arg_ref(view, "view") }?;
+        // SAFETY: both checked non-NULL above.
+        unsafe {
+            write_out(out_ptr, v.view.as_ptr(), "out_ptr")?;
+            write_out(out_len, v.view.len(), "out_len")
+        }
+    })
+}
+
+/// Frees a view. NULL is accepted.
+///
+/// # Safety
+/// `view` NULL or a view not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_view_free(view: *mut MmsbView) {
+    if !view.is_null() {
+        // SAFETY: per contract the pointer came from Box::into_raw and is freed once.
+        drop(unsafe { Box::from_raw(view) });
+    }
+}
+
+/// Writes `len` bytes at `offset` as the smallest delta from the page's current bytes
+/// (`update_page`). `expected_epoch` is `MMSB_NO_EPOCH` or the epoch to compare-and-set on.
+///
+/// # Safety
+/// `state` a live handle; `bytes` valid for `len` bytes; `out_lsn` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_page_update(
+    state: *const MmsbState,
+    page: u64,
+    offset: u64,
+    bytes: *const u8,
+    len: usize,
+    expected_epoch: u64,
+    out_lsn: *mut u64,
+) -> MmsbStatus {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let s = unsafe { state_ref(state) }?;
+        // SAFETY: forwarded contract.
+        let bytes = unsafe { arg_bytes(bytes, len, "bytes") }?;
+        let lsn = s.update_page_at(PageId(page), offset, bytes, epoch_arg(expected_epoch))?;
+        // SAFETY: out_lsn is optional; written only when non-NULL.
+        unsafe { opt_out(out_lsn, lsn) };
+        Ok(())
+    })
+}
+
+/// Routes a plain write of `len` bytes at `offset` (a one-run sparse delta, no diff).
+///
+/// # Safety
+/// As `mmsb_page_update`.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_page_write(
+    state: *const MmsbState,
+    page: u64,
+    offset: u64,
+    bytes: *const u8,
+    len: usize,
+    expected_epoch: u64,
+    out_lsn: *mut u64,
+) -> MmsbStatus {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let s = unsafe { state_ref(state) }?;
+        // SAFETY: forwarded contract.
+        let bytes = unsafe { arg_bytes(bytes, len, "bytes") }?;
+        let delta = Delta::write(offset, bytes)?;
+        let lsn = s.route_delta(PageId(page), &delta, epoch_arg(expected_epoch))?;
+        // SAFETY: optional out-parameter.
+        unsafe { opt_out(out_lsn, lsn) };
+        Ok(())
+    })
+}
+
+/// Routes a dense masked write: `data` has `len` bytes starting at `offset`; `mask` has
+/// `mask_len == ceil(len / 8)` bytes, one bit per data byte, least significant bit first.
+///
+/// # Safety
+/// As `mmsb_page_update`; `mask` valid for `mask_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_page_write_masked(
+    state: *const MmsbState,
+    page: u64,
+    offset: u64,
+    mask: *const u8,
+    mask_len: usize,
+    data: *const u8,
+    len: usize,
+    expected_epoch: u64,
+    out_lsn: *mut u64,
+) -> MmsbStatus {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let s = unsafe { state_ref(state) }?;
+        // SAFETY: forwarded contract.
+        let mask = unsafe { arg_bytes(mask, mask_len, "mask") }?;
+        // SAFETY: forwarded contract.
+        let data = unsafe { arg_bytes(data, len, "data") }?;
+        let delta = Delta::dense(offset, mask, data)?;
+        let lsn = s.route_delta(PageId(page), &delta, epoch_arg(expected_epoch))?;
+        // SAFETY: optional out-parameter.
+        unsafe { opt_out(out_lsn, lsn) };
+        Ok(())
+    })
+}
+
+/// Routes a sparse write of `nruns` runs: run `i` writes `lens[i]` bytes at `offsets[i]`, taken
+/// consecutively from `data` (`data_len` must equal the sum of `lens`). Later runs win overlaps.
+///
+/// # Safety
+/// As `mmsb_page_update`; `offsets`, `lens` valid for `nruns` u64 each; `data` for `data_len`.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_page_write_sparse(
+    state: *const MmsbState,
+    page: u64,
+    offsets: *const u64,
+    lens: *const u64,
+    nruns: usize,
+    data: *const u8,
+    data_len: usize,
+    expected_epoch: u64,
+    out_lsn: *mut u64,
+) -> MmsbStatus {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let s = unsafe { state_ref(state) }?;
+        // SAFETY: forwarded contract (the three buffers).
+        let (offsets, lens, data) = unsafe {
+            (arg_slice(offsets, nruns, "offsets")?, arg_slice(lens, nruns, "lens")?, arg_bytes(data, data_len, "data")?)
+        };
+        let delta = crate::ffi::delta::sparse_from_parts(offsets, lens, data)?;
+        let lsn = s.route_delta(PageId(page), &delta, epoch_arg(expected_epoch))?;
+        // SAFETY: optional out-parameter.
+        unsafe { opt_out(out_lsn, lsn) };
+        Ok(())
+    })
+}
+
+/// Writes the ids of all pages (ascending) into `out` of `cap` entries; the count goes to
+/// `*out_count`. Fails with `BUFFER_TOO_SMALL` (count still written) when `cap` is short.
+///
+/// # Safety
+/// `state` a live handle; `out` NULL or valid for `cap` u64; `out_count` writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_page_list(
+    state: *const MmsbState,
+    out: *mut u64,
+    cap: usize,
+    out_count: *mut usize,
+) -> MmsbStatus {
+    boundary(|| {
+        check_out(out_count, "out_count")?;
+        // SAFETY: forwarded contract.
+        let ids = unsafe { state_ref(state) }?.page_ids()?;
+        // SAFETY: forwarded contract.
+        unsafe { crate::ffi::copy_u64s(ids.iter().map(|p| p.0), ids.len(), out, cap, out_count) }
+    })
+}
+
+/// Routes a single op; used by `mmsb_page_*` writers and the delta API.
+pub(crate) fn route_one(
+    s: &crate::runtime::state::MMSBState,
+    page: u64,
+    delta: &Delta,
+    expected_epoch: u64,
+) -> Result<u64, FfiError> {
+    let op = RouteOp { page: PageId(page), delta, expected_epoch: epoch_arg(expected_epoch) };
+    Ok(s.route_batch(&[op])?.start)
+}
+
+/// Writes `v` to an optional out-parameter.
+///
+/// # Safety
+/// `p` NULL or valid for a write.
+pub(crate) unsafe fn opt_out<T>(p: *mut T, v: T) {
+    if !p.is_null() {
+        // SAFETY: non-NULL and writable per contract.
+        unsafe { p.write(v) };
+    }
+}

@@ -1,0 +1,26 @@
+//! MMSB, the Memory-Mapped State Bus: page-aligned state that changes only through
+//! deterministic deltas (`state ⊕ Δ → state′`), a transaction log, and a dependency graph that
+//! propagates changes (`state′ ⊗ dependency → propagated_state`).
+//!
+//! The modules follow the layers of the architecture (`docs/architecture.md`):
+//! - [`types`]: pages, deltas, errors (layer 01);
+//! - [`runtime`]: the state, the delta router, the transaction log and replay (layer 02);
+//! - [`device`]: GPU mirrors and device synchronisation (layer 03);
+//! - [`graph`]: the ShadowPageGraph, propagation and events (layer 05);
+//! - [`monitoring`]: latency histograms, counters and budgets (utils);
+//! - [`ffi`]: the C ABI over all of them (`include/mmsb.h`).
+//!
+//! Layer 04 (compiler instrumentation) lives in the Julia package, on top of this crate.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod ffi;
+pub mod runtime;
+pub mod types;
+
+pub use runtime::router::RouteOp;
+pub use runtime::state::{Config, Durability, Lsn, MMSBState};
+pub use types::delta::Delta;
+pub use types::error::{Error, ErrorCode, Result};
+pub use types::page::{Location, PageId, PageInfo, PageMeta, PageView};

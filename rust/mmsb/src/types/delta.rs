@@ -1,0 +1,776 @@
+//! Deltas: the only way page bytes change (`state ⊕ Δ → state′`).
+//!
+//! A delta is a partial map from byte offsets to bytes. Two representations share one meaning:
+//! - **sparse**: sorted, disjoint, non-adjacent runs of `(offset, bytes)`;
+//! - **dense**: a span starting at `offset` with one mask bit per byte and a payload.
+//!
+//! Composition `a ⊕ b` ("b after a") is the union of writes where `b` wins, with the empty delta
+//! as identity; it is associative. Equality is semantic: two deltas are equal when they write the
+//! same bytes at the same offsets, whatever their representation.
+
+use std::fmt;
+
+use crate::types::error::DeltaError;
+
+/// A run of written bytes in a sparse delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl Run {
+    fn end(&self) -> u64 {
+        self.offset + self.len
+    }
+}
+
+#[derive(Clone)]
+enum Repr {
+    /// Invariant: runs sorted, `len > 0`, `runs[i].end() < runs[i+1].offset`, and
+    /// `data.len() == sum(len)`, concatenated in run order.
+    Sparse { runs: Vec<Run>, data: Vec<u8> },
+    /// Invariant: `mask.len() == ceil(data.len() / 64)`, mask bits past `data.len()` are zero,
+    /// and `data[i] == 0` where the mask bit is clear (so equal deltas have equal bytes).
+    Dense { offset: u64, mask: Vec<u64>, data: Vec<u8> },
+}
+
+/// A deterministic byte write to one page.
+#[derive(Clone)]
+pub struct Delta {
+    repr: Repr,
+}
+
+/// Encoding tag of a sparse delta.
+pub(crate) const TAG_SPARSE: u8 = 0;
+/// Encoding tag of a dense delta.
+pub(crate) const TAG_DENSE: u8 = 1;
+/// Size of a sparse run header in the encoding; also the gap below which `diff` merges runs.
+const RUN_HEADER: u64 = 12;
+
+/// For each mask byte, the u64 with 0xFF in every byte whose bit is set.
+static EXPAND: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut v = 0u64;
+        let mut b = 0;
+        while b < 8 {
+            if i & (1 << b) != 0 {
+                v |= 0xFFu64 << (8 * b);
+            }
+            b += 1;
+        }
+        t[i] = v;
+        i += 1;
+    }
+    t
+};
+
+fn checked_end(offset: u64, len: u64) -> Result<u64, DeltaError> {
+    offset.checked_add(len).ok_or(DeltaError::Overflow { offset, len })
+}
+
+impl Delta {
+    /// The identity of ⊕: writes nothing.
+    pub fn empty() -> Delta {
+        Delta { repr: Repr::Sparse { runs: Vec::new(), data: Vec::new() } }
+    }
+
+    /// Writes `bytes` at `offset`.
+    pub fn write(offset: u64, bytes: &[u8]) -> Result<Delta, DeltaError> {
+        checked_end(offset, bytes.len() as u64)?;
+        if bytes.is_empty() {
+            return Ok(Delta::empty());
+        }
+        Ok(Delta { repr: Repr::Sparse { runs: vec![Run { offset, len: bytes.len() as u64 }], data: bytes.to_vec() } })
+    }
+
+    /// Builds a sparse delta from runs applied in order (a later run wins where runs overlap).
+    pub fn sparse<'a, I>(runs: I) -> Result<Delta, DeltaError>
+    where
+        I: IntoIterator<Item = (u64, &'a [u8])>,
+    {
+        let mut acc = Delta::empty();
+        let mut sorted = true;
+        let mut last_end = 0u64;
+        let mut out_runs = Vec::new();
+        let mut data = Vec::new();
+        let mut pending = Vec::new();
+        for (offset, bytes) in runs {
+            let end = checked_end(offset, bytes.len() as u64)?;
+            if bytes.is_empty() {
+                continue;
+            }
+            pending.push((offset, bytes));
+            if sorted && (out_runs.is_empty() || offset > last_end) {
+                out_runs.push(Run { offset, len: bytes.len() as u64 });
+                data.extend_from_slice(bytes);
+                last_end = end;
+            } else {
+                sorted = false;
+            }
+        }
+        if sorted {
+            return Ok(Delta { repr: Repr::Sparse { runs: out_runs, data } });
+        }
+        // Overlapping, adjacent or unsorted runs: fold with ⊕ so the later run wins.
+        for (offset, bytes) in pending {
+            acc = acc.compose(&Delta::write(offset, bytes)?);
+        }
+        Ok(acc)
+    }
+
+    /// A dense delta over `data.len()` bytes at `offset`; `mask_bits` holds one bit per byte,
+    /// least significant bit first (`ceil(len / 8)` bytes; bits past `len` are ignored).
+    pub fn dense(offset: u64, mask_bits: &[u8], data: &[u8]) -> Result<Delta, DeltaError> {
+        let n = data.len();
+        if mask_bits.len() != n.div_ceil(8) {
+            return Err(DeltaError::MaskLengthMismatch { mask_bytes: mask_bits.len() as u64, payload_bytes: n as u64 });
+        }
+        checked_end(offset, n as u64)?;
+        let mut mask = vec![0u64; n.div_ceil(64)];
+        for (w, chunk) in mask.iter_mut().zip(mask_bits.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            *w = u64::from_le_bytes(b);
+        }
+        Ok(Delta::from_dense_parts(offset, mask, data.to_vec()))
+    }
+
+    /// A dense delta whose mask has one byte per payload byte (non-zero = written).
+    pub fn dense_bytemask(offset: u64, mask: &[u8], data: &[u8]) -> Result<Delta, DeltaError> {
+        if mask.len() != data.len() {
+            return Err(DeltaError::MaskLengthMismatch {
+                mask_bytes: mask.len() as u64,
+                payload_bytes: data.len() as u64,
+            });
+        }
+        checked_end(offset, data.len() as u64)?;
+        let mut words = vec![0u64; data.len().div_ceil(64)];
+        for (i, &m) in mask.iter().enumerate() {
+            if m != 0 {
+                words[i / 64] |= 1 << (i % 64);
+            }
+        }
+        Ok(Delta::from_dense_parts(offset, words, data.to_vec()))
+    }
+
+    /// Normalises raw dense parts (clears bits past the end and unmasked payload bytes).
+    fn from_dense_parts(offset: u64, mut mask: Vec<u64>, mut data: Vec<u8>) -> Delta {
+        let n = data.len();
+        if n == 0 {
+            return Delta::empty();
+        }
+        if n % 64 != 0 {
+            if let Some(last) = mask.last_mut() {
+                *last &= (1u64 << (n % 64)) - 1;
+            }
+        }
+        for (w, &m) in mask.iter().enumerate() {
+            if m == u64::MAX {
+                continue;
+            }
+            let base = w * 64;
+            let end = (base + 64).min(n);
+            for (i, byte) in data[base..end].iter_mut().enumerate() {
+                if m & (1 << i) == 0 {
+                    *byte = 0;
+                }
+            }
+        }
+        if mask.iter().all(|&m| m == 0) {
+            return Delta::empty();
+        }
+        Delta { repr: Repr::Dense { offset, mask, data } }
+    }
+
+    /// The smallest delta (in encoded bytes, up to run merging) that turns `old` into `new`.
+    pub fn diff(old: &[u8], new: &[u8]) -> Result<Delta, DeltaError> {
+        Delta::diff_at(0, old, new)
+    }
+
+    /// Like [`Delta::diff`], for buffers that sit at `base` in the page.
+    pub fn diff_at(base: u64, old: &[u8], new: &[u8]) -> Result<Delta, DeltaError> {
+        if old.len() != new.len() {
+            return Err(DeltaError::LengthMismatch { old: old.len() as u64, new: new.len() as u64 });
+        }
+        checked_end(base, old.len() as u64)?;
+        let n = old.len();
+        let mut runs: Vec<Run> = Vec::new();
+        let mut changed = 0u64;
+        let mut i = next_difference(old, new, 0);
+        while i < n {
+            let mut j = i;
+            while j < n && old[j] != new[j] {
+                j += 1;
+            }
+            changed += (j - i) as u64;
+            let start = base + i as u64;
+            let end = base + j as u64;
+            match runs.last_mut() {
+                // Bridging a short gap costs fewer bytes than a new run header.
+                Some(last) if start - last.end() <= RUN_HEADER => last.len = end - last.offset,
+                _ => runs.push(Run { offset: start, len: end - start }),
+            }
+            i = next_difference(old, new, j);
+        }
+        let (Some(first), Some(last)) = (runs.first(), runs.last()) else {
+            return Ok(Delta::empty());
+        };
+        let span = last.end() - first.offset;
+        let sparse_size = sparse_encoded_len(runs.len() as u64, runs.iter().map(|r| r.len).sum());
+        if dense_encoded_len(span) < sparse_size {
+            let lo = (first.offset - base) as usize;
+            let hi = lo + span as usize;
+            let mut mask = vec![0u64; (span as usize).div_ceil(64)];
+            let mut data = vec![0u8; span as usize];
+            for (k, (o, nw)) in old[lo..hi].iter().zip(&new[lo..hi]).enumerate() {
+                if o != nw {
+                    mask[k / 64] |= 1 << (k % 64);
+                    data[k] = *nw;
+                }
+            }
+            debug_assert_eq!(mask.iter().map(|m| m.count_ones() as u64).sum::<u64>(), changed);
+            return Ok(Delta { repr: Repr::Dense { offset: first.offset, mask, data } });
+        }
+        let mut data = Vec::with_capacity(runs.iter().map(|r| r.len as usize).sum());
+        for r in &runs {
+            let lo = (r.offset - base) as usize;
+            data.extend_from_slice(&new[lo..lo + r.len as usize]);
+        }
+        Ok(Delta { repr: Repr::Sparse { runs, data } })
+    }
+
+    /// True when the delta writes nothing.
+    pub fn is_empty(&self) -> bool {
+        match &self.repr {
+            Repr::Sparse { runs, .. } => runs.is_empty(),
+            Repr::Dense { mask, .. } => mask.iter().all(|&m| m == 0),
+        }
+    }
+
+    /// True for the dense representation.
+    pub fn is_dense(&self) -> bool {
+        matches!(self.repr, Repr::Dense { .. })
+    }
+
+    /// Number of bytes the delta writes.
+    pub fn written_bytes(&self) -> u64 {
+        match &self.repr {
+            Repr::Sparse { data, .. } => data.len() as u64,
+            Repr::Dense { mask, .. } => mask.iter().map(|m| m.count_ones() as u64).sum(),
+        }
+    }
+
+    /// The half-open byte range the delta touches, if any.
+    pub fn span(&self) -> Option<(u64, u64)> {
+        match &self.repr {
+            Repr::Sparse { runs, .. } => Some((runs.first()?.offset, runs.last()?.end())),
+            Repr::Dense { .. } => {
+                let mut span: Option<(u64, u64)> = None;
+                self.for_each_run(|o, b| {
+                    let end = o + b.len() as u64;
+                    span = Some(span.map_or((o, end), |(s, _)| (s, end)));
+                });
+                span
+            }
+        }
+    }
+
+    /// One past the last byte the representation covers (0 for the empty delta). Used for
+    /// bounds checks: a dense delta's whole span must fit the page even where its mask is clear.
+    pub fn extent(&self) -> u64 {
+        match &self.repr {
+            Repr::Sparse { runs, .. } => runs.last().map_or(0, Run::end),
+            Repr::Dense { offset, data, .. } => offset + data.len() as u64,
+        }
+    }
+
+    /// Checks that the delta fits a page of `page_size` bytes.
+    pub fn check_bounds(&self, page_size: u64) -> Result<(), DeltaError> {
+        let extent = self.extent();
+        if extent > page_size {
+            let (offset, len) = match &self.repr {
+                Repr::Sparse { runs, .. } => runs.last().map_or((0, 0), |r| (r.offset, r.len)),
+                Repr::Dense { offset, data, .. } => (*offset, data.len() as u64),
+            };
+            return Err(DeltaError::OutOfBounds { offset, len, page_size });
+        }
+        Ok(())
+    }
+
+    /// Applies the delta to `page` (a masked write). Fails without writing if it does not fit.
+    pub fn apply(&self, page: &mut [u8]) -> Result<(), DeltaError> {
+        self.check_bounds(page.len() as u64)?;
+        self.apply_unchecked(page);
+        Ok(())
+    }
+
+    /// Applies a delta already checked with [`Delta::check_bounds`] against `page.len()`.
+    pub(crate) fn apply_unchecked(&self, page: &mut [u8]) {
+        match &self.repr {
+            Repr::Sparse { runs, data } => {
+                let mut at = 0usize;
+                for r in runs {
+                    let len = r.len as usize;
+                    let o = r.offset as usize;
+                    page[o..o + len].copy_from_slice(&data[at..at + len]);
+                    at += len;
+                }
+            }
+            Repr::Dense { offset, mask, data } => {
+                let o = *offset as usize;
+                apply_dense(&mut page[o..o + data.len()], mask, data);
+            }
+        }
+    }
+
+    /// The writes as canonical runs (sorted, disjoint, non-adjacent).
+    pub fn to_runs(&self) -> Vec<(u64, Vec<u8>)> {
+        let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+        self.for_each_run(|offset, bytes| out.push((offset, bytes.to_vec())));
+        out
+    }
+
+    /// Calls `f(offset, bytes)` for each canonical run, in order.
+    pub fn for_each_run(&self, mut f: impl FnMut(u64, &[u8])) {
+        match &self.repr {
+            Repr::Sparse { runs, data } => {
+                let mut at = 0usize;
+                for r in runs {
+                    f(r.offset, &data[at..at + r.len as usize]);
+                    at += r.len as usize;
+                }
+            }
+            Repr::Dense { offset, mask, data } => {
+                let n = data.len();
+                let bit = |i: usize| mask[i / 64] & (1 << (i % 64)) != 0;
+                let mut i = 0;
+                while i < n {
+                    if mask[i / 64] == 0 {
+                        i = (i / 64 + 1) * 64;
+                        continue;
+                    }
+                    if !bit(i) {
+                        i += 1;
+                        continue;
+                    }
+                    let start = i;
+                    while i < n && bit(i) {
+                        i += 1;
+                    }
+                    f(offset + start as u64, &data[start..i]);
+                }
+            }
+        }
+    }
+
+    /// `self ⊕ later`: the writes of both, `later` winning where they overlap.
+    pub fn compose(&self, later: &Delta) -> Delta {
+        if later.is_empty() {
+            return self.clone();
+        }
+        if self.is_empty() {
+            return later.clone();
+        }
+        // Dense over the same span: a word-wide blend, no run bookkeeping.
+        if let (Repr::Dense { offset: oa, mask: ma, data: da }, Repr::Dense { offset: ob, mask: mb, data: db }) =
+            (&self.repr, &later.repr)
+        {
+            if oa == ob && da.len() == db.len() {
+                let mut data = da.clone();
+                apply_dense(&mut data, mb, db);
+                let mask = ma.iter().zip(mb).map(|(a, b)| a | b).collect();
+                return Delta { repr: Repr::Dense { offset: *oa, mask, data } };
+            }
+        }
+        let a = self.to_runs();
+        let b = later.to_runs();
+        let mut merged: Vec<(u64, &[u8])> = Vec::with_capacity(a.len() + b.len());
+        let mut bi = 0;
+        for (ao, abytes) in &a {
+            let mut lo = *ao;
+            let hi = ao + abytes.len() as u64;
+            // Skip later runs that end before this piece.
+            while bi < b.len() && b[bi].0 + b[bi].1.len() as u64 <= lo {
+                merged.push((b[bi].0, &b[bi].1));
+                bi += 1;
+            }
+            let mut k = bi;
+            while lo < hi {
+                match b.get(k) {
+                    Some((bo, bb)) if *bo < hi => {
+                        if *bo > lo {
+                            let s = (lo - ao) as usize;
+                            let e = (bo - ao) as usize;
+                            merged.push((lo, &abytes[s..e]));
+                        }
+                        lo = lo.max(bo + bb.len() as u64);
+                        k += 1;
+                    }
+                    _ => {
+                        let s = (lo - ao) as usize;
+                        merged.push((lo, &abytes[s..]));
+                        lo = hi;
+                    }
+                }
+            }
+        }
+        merged.extend(b[bi..].iter().map(|(o, v)| (*o, v.as_slice())));
+        merged.sort_by_key(|(o, _)| *o);
+        Delta::from_sorted_disjoint(&merged)
+    }
+
+    /// Builds the cheaper representation from sorted, disjoint (possibly adjacent) runs.
+    fn from_sorted_disjoint(pieces: &[(u64, &[u8])]) -> Delta {
+        let mut runs: Vec<Run> = Vec::with_capacity(pieces.len());
+        let mut data = Vec::new();
+        for (o, bytes) in pieces {
+            if bytes.is_empty() {
+                continue;
+            }
+            match runs.last_mut() {
+                Some(last) if last.end() == *o => last.len += bytes.len() as u64,
+                _ => runs.push(Run { offset: *o, len: bytes.len() as u64 }),
+            }
+            data.extend_from_slice(bytes);
+        }
+        let (Some(first), Some(last)) = (runs.first(), runs.last()) else {
+            return Delta::empty();
+        };
+        let span = last.end() - first.offset;
+        if runs.len() > 1 && dense_encoded_len(span) < sparse_encoded_len(runs.len() as u64, data.len() as u64) {
+            let base = first.offset;
+            let mut mask = vec![0u64; (span as usize).div_ceil(64)];
+            let mut dense = vec![0u8; span as usize];
+            let mut at = 0usize;
+            for r in &runs {
+                let s = (r.offset - base) as usize;
+                let len = r.len as usize;
+                dense[s..s + len].copy_from_slice(&data[at..at + len]);
+                set_bits(&mut mask, s, len);
+                at += len;
+            }
+            return Delta { repr: Repr::Dense { offset: base, mask, data: dense } };
+        }
+        Delta { repr: Repr::Sparse { runs, data } }
+    }
+
+    /// Bytes [`Delta::encode`] appends.
+    pub fn encoded_len(&self) -> usize {
+        match &self.repr {
+            Repr::Sparse { runs, data } => sparse_encoded_len(runs.len() as u64, data.len() as u64) as usize,
+            Repr::Dense { data, .. } => dense_encoded_len(data.len() as u64) as usize,
+        }
+    }
+
+    /// Appends the wire encoding (little-endian; see `docs/log-format.md`).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.reserve(self.encoded_len());
+        match &self.repr {
+            Repr::Sparse { runs, data } => {
+                out.push(TAG_SPARSE);
+                out.extend_from_slice(&(runs.len() as u32).to_le_bytes());
+                for r in runs {
+                    out.extend_from_slice(&r.offset.to_le_bytes());
+                    out.extend_from_slice(&(r.len as u32).to_le_bytes());
+                }
+                out.extend_from_slice(data);
+            }
+            Repr::Dense { offset, mask, data } => {
+                out.push(TAG_DENSE);
+                out.extend_from_slice(&offset.to_le_bytes());
+                out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+                let mask_bytes = data.len().div_ceil(8);
+                let mut written = 0;
+                for w in mask {
+                    let b = w.to_le_bytes();
+                    let take = (mask_bytes - written).min(8);
+                    out.extend_from_slice(&b[..take]);
+                    written += take;
+                }
+                out.extend_from_slice(data);
+            }
+        }
+    }
+
+    /// Decodes one delta from the front of `bytes`; returns it and the bytes consumed.
+    /// Rejects anything [`Delta::encode`] would not produce (except unmasked payload bytes,
+    /// which are normalised to zero).
+    pub fn decode(bytes: &[u8]) -> Result<(Delta, usize), DeltaError> {
+        let mut r = Reader { buf: bytes, at: 0 };
+        let tag = r.u8()?;
+        match tag {
+            TAG_SPARSE => {
+                let n = r.u32()? as usize;
+                if n.checked_mul(RUN_HEADER as usize).is_none_or(|h| h > r.remaining()) {
+                    return Err(DeltaError::Malformed("run count exceeds the input"));
+                }
+                let mut runs = Vec::with_capacity(n);
+                let mut total = 0usize;
+                let mut prev_end: Option<u64> = None;
+                for _ in 0..n {
+                    let offset = r.u64()?;
+                    let len = u64::from(r.u32()?);
+                    if len == 0 {
+                        return Err(DeltaError::Malformed("empty run"));
+                    }
+                    let end = offset.checked_add(len).ok_or(DeltaError::Malformed("run end overflows"))?;
+                    if prev_end.is_some_and(|p| offset <= p) {
+                        return Err(DeltaError::Malformed("runs not sorted and disjoint"));
+                    }
+                    prev_end = Some(end);
+                    total = total.checked_add(len as usize).ok_or(DeltaError::Malformed("run lengths overflow"))?;
+                    runs.push(Run { offset, len });
+                }
+                let data = r.take(total)?.to_vec();
+                Ok((Delta { repr: Repr::Sparse { runs, data } }, r.at))
+            }
+            TAG_DENSE => {
+                let offset = r.u64()?;
+                let len = r.u32()? as usize;
+                if len == 0 {
+                    return Err(DeltaError::Malformed("empty dense span"));
+                }
+                offset.checked_add(len as u64).ok_or(DeltaError::Malformed("dense span overflows"))?;
+                let mask_bytes = r.take(len.div_ceil(8))?;
+                if len % 8 != 0 && mask_bytes[mask_bytes.len() - 1] >> (len % 8) != 0 {
+                    return Err(DeltaError::Malformed("mask bits set past the span"));
+                }
+                let data = r.take(len)?;
+                let d = Delta::dense(offset, mask_bytes, data)?;
+                if d.is_empty() {
+                    return Err(DeltaError::Malformed("dense delta with an empty mask"));
+                }
+                Ok((d, r.at))
+            }
+            _ => Err(DeltaError::Malformed("unknown delta tag")),
+        }
+    }
+}
+
+fn sparse_encoded_len(runs: u64, bytes: u64) -> u64 {
+    1 + 4 + RUN_HEADER * runs + bytes
+}
+
+fn dense_encoded_len(span: u64) -> u64 {
+    1 + 8 + 4 + span.div_ceil(8) + span
+}
+
+fn set_bits(mask: &mut [u64], start: usize, len: usize) {
+    for i in start..start + len {
+        mask[i / 64] |= 1 << (i % 64);
+    }
+}
+
+/// Index of the first `i >= from` with `a[i] != b[i]`, or `a.len()`; compares 8 bytes at a time.
+fn next_difference(a: &[u8], b: &[u8], from: usize) -> usize {
+    let n = a.len();
+    let mut i = from;
+    while i + 8 <= n {
+        let x = u64::from_ne_bytes(a[i..i + 8].try_into().expect("8-byte slice"));
+        let y = u64::from_ne_bytes(b[i..i + 8].try_into().expect("8-byte slice"));
+        if x != y {
+            break;
+        }
+        i += 8;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
+/// Masked write of `src` into `dst` (same length): whole 64-byte words are copied or skipped,
+/// mixed ones blended eight bytes at a time with a lookup-expanded byte mask.
+fn apply_dense(dst: &mut [u8], mask: &[u64], src: &[u8]) {
+    debug_assert_eq!(dst.len(), src.len());
+    let mut dchunks = dst.chunks_exact_mut(64);
+    let mut schunks = src.chunks_exact(64);
+    for ((d, s), &m) in (&mut dchunks).zip(&mut schunks).zip(mask) {
+        if m == u64::MAX {
+            d.copy_from_slice(s);
+        } else if m != 0 {
+            for k in 0..8 {
+                let mb = (m >> (8 * k)) as u8;
+                let lane = 8 * k..8 * k + 8;
+                match mb {
+                    0 => {}
+                    0xFF => d[lane.clone()].copy_from_slice(&s[lane]),
+                    _ => {
+                        let bm = EXPAND[mb as usize];
+                        let dv = u64::from_le_bytes(d[lane.clone()].try_into().expect("8-byte lane"));
+                        let sv = u64::from_le_bytes(s[lane.clone()].try_into().expect("8-byte lane"));
+                        d[lane].copy_from_slice(&((dv & !bm) | (sv & bm)).to_le_bytes());
+                    }
+                }
+            }
+        }
+    }
+    let tail_word = src.len() / 64;
+    for (i, (d, s)) in dchunks.into_remainder().iter_mut().zip(schunks.remainder()).enumerate() {
+        if mask[tail_word] & (1 << i) != 0 {
+            *d = *s;
+        }
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.at
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DeltaError> {
+        if n > self.remaining() {
+            return Err(DeltaError::Malformed("truncated delta"));
+        }
+        let s = &self.buf[self.at..self.at + n];
+        self.at += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, DeltaError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, DeltaError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64, DeltaError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+}
+
+impl PartialEq for Delta {
+    fn eq(&self, other: &Delta) -> bool {
+        self.to_runs() == other.to_runs()
+    }
+}
+
+impl Eq for Delta {}
+
+impl Default for Delta {
+    fn default() -> Delta {
+        Delta::empty()
+    }
+}
+
+impl fmt::Debug for Delta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.is_dense() { "dense" } else { "sparse" };
+        f.debug_struct("Delta")
+            .field("kind", &kind)
+            .field("written", &self.written_bytes())
+            .field("runs", &self.to_runs())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_and_apply() {
+        let mut page = vec![0u8; 16];
+        Delta::write(4, b"abcd").unwrap().apply(&mut page).unwrap();
+        assert_eq!(&page[4..8], b"abcd");
+        assert!(Delta::write(14, b"abc").unwrap().apply(&mut page).is_err());
+        assert_eq!(&page[4..8], b"abcd", "a failed apply writes nothing");
+    }
+
+    #[test]
+    fn dense_mask_selects_bytes() {
+        let mut page = vec![9u8; 130];
+        let data: Vec<u8> = (0..130).map(|i| i as u8).collect();
+        let mask: Vec<u8> = (0..130).map(|i| (i % 3 == 0) as u8).collect();
+        let d = Delta::dense_bytemask(0, &mask, &data).unwrap();
+        d.apply(&mut page).unwrap();
+        for (i, &b) in page.iter().enumerate() {
+            assert_eq!(b, if i % 3 == 0 { i as u8 } else { 9 }, "byte {i}");
+        }
+        assert_eq!(d.written_bytes(), (0..130).filter(|i| i % 3 == 0).count() as u64);
+    }
+
+    #[test]
+    fn dense_rejects_mask_length_mismatch() {
+        assert!(matches!(Delta::dense(0, &[0xFF], &[1; 9]), Err(DeltaError::MaskLengthMismatch { .. })));
+        assert!(matches!(Delta::dense_bytemask(0, &[1; 3], &[1; 4]), Err(DeltaError::MaskLengthMismatch { .. })));
+    }
+
+    #[test]
+    fn overflowing_offsets_are_errors() {
+        assert!(matches!(Delta::write(u64::MAX, b"x"), Err(DeltaError::Overflow { .. })));
+    }
+
+    #[test]
+    fn sparse_later_run_wins() {
+        let d = Delta::sparse([(0u64, &b"aaaa"[..]), (2, &b"bb"[..])]).unwrap();
+        assert_eq!(d.to_runs(), vec![(0, b"aabb".to_vec())]);
+    }
+
+    #[test]
+    fn compose_later_wins_and_identity() {
+        let a = Delta::write(0, b"hello").unwrap();
+        let b = Delta::write(3, b"LOWORLD").unwrap();
+        let c = a.compose(&b);
+        let mut page = vec![0u8; 10];
+        c.apply(&mut page).unwrap();
+        assert_eq!(&page, b"helLOWORLD");
+        assert_eq!(a.compose(&Delta::empty()), a);
+        assert_eq!(Delta::empty().compose(&a), a);
+    }
+
+    #[test]
+    fn diff_round_trips_and_is_small() {
+        let old = vec![0u8; 4096];
+        let mut new = old.clone();
+        new[10] = 1;
+        new[4000] = 2;
+        let d = Delta::diff(&old, &new).unwrap();
+        assert!(!d.is_dense());
+        assert_eq!(d.written_bytes(), 2);
+        let mut s = old.clone();
+        d.apply(&mut s).unwrap();
+        assert_eq!(s, new);
+        assert!(Delta::diff(&old, &new).unwrap().encoded_len() < 64);
+        let all: Vec<u8> = (0..4096).map(|i| (i % 2) as u8).collect();
+        let d = Delta::diff(&old, &all).unwrap();
+        assert!(d.encoded_len() <= 4096 + 32, "short gaps are bridged, not paid for with run headers");
+        let mut s = old.clone();
+        d.apply(&mut s).unwrap();
+        assert_eq!(s, all);
+    }
+
+    #[test]
+    fn codec_round_trip_and_rejects_garbage() {
+        let ds = [
+            Delta::empty(),
+            Delta::write(7, b"xyz").unwrap(),
+            Delta::dense(3, &[0b1010_0101, 0b1], &[1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap(),
+        ];
+        for d in &ds {
+            let mut buf = Vec::new();
+            d.encode(&mut buf);
+            assert_eq!(buf.len(), d.encoded_len());
+            let (back, used) = Delta::decode(&buf).unwrap();
+            assert_eq!(used, buf.len());
+            assert_eq!(&back, d);
+            for cut in 0..buf.len() {
+                assert!(Delta::decode(&buf[..cut]).is_err(), "truncation at {cut} accepted");
+            }
+        }
+        assert!(Delta::decode(&[7]).is_err());
+        // Overlapping runs are not canonical.
+        let mut bad = vec![TAG_SPARSE, 2, 0, 0, 0];
+        for off in [0u64, 1] {
+            bad.extend_from_slice(&off.to_le_bytes());
+            bad.extend_from_slice(&2u32.to_le_bytes());
+        }
+        bad.extend_from_slice(&[0; 4]);
+        assert!(Delta::decode(&bad).is_err());
+    }
+}

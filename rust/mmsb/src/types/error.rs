@@ -1,0 +1,256 @@
+//! Error types, one per failure domain, and the stable numeric codes they map to at the C boundary.
+//!
+//! Each domain error converts into the crate-wide [`Error`]; [`Error::code`] gives the
+//! [`ErrorCode`] that the C ABI returns and that Julia's `MMSBError` carries.
+
+use std::io;
+
+use crate::types::page::PageId;
+
+/// Stable status codes of the C ABI. Numbers are never reused or renumbered.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    Ok = 0,
+    InvalidArgument = 1,
+    NullPointer = 2,
+    UnknownPage = 3,
+    OutOfBounds = 4,
+    LengthMismatch = 5,
+    EpochConflict = 6,
+    Closed = 7,
+    AllocationFailed = 8,
+    Io = 9,
+    Corrupt = 10,
+    UnsupportedVersion = 11,
+    Cycle = 12,
+    UnknownEdge = 13,
+    NoDevice = 14,
+    Device = 15,
+    Panic = 16,
+    PageInUse = 17,
+    BufferTooSmall = 18,
+    ReadOnly = 19,
+    Malformed = 20,
+    Callback = 21,
+    Budget = 22,
+    Unsupported = 23,
+}
+
+impl ErrorCode {
+    /// A short, stable name for the code (used by the C ABI and in Julia).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::Ok => "ok",
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::NullPointer => "null_pointer",
+            ErrorCode::UnknownPage => "unknown_page",
+            ErrorCode::OutOfBounds => "out_of_bounds",
+            ErrorCode::LengthMismatch => "length_mismatch",
+            ErrorCode::EpochConflict => "epoch_conflict",
+            ErrorCode::Closed => "closed",
+            ErrorCode::AllocationFailed => "allocation_failed",
+            ErrorCode::Io => "io",
+            ErrorCode::Corrupt => "corrupt",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::Cycle => "cycle",
+            ErrorCode::UnknownEdge => "unknown_edge",
+            ErrorCode::NoDevice => "no_device",
+            ErrorCode::Device => "device",
+            ErrorCode::Panic => "panic",
+            ErrorCode::PageInUse => "page_in_use",
+            ErrorCode::BufferTooSmall => "buffer_too_small",
+            ErrorCode::ReadOnly => "read_only",
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::Callback => "callback",
+            ErrorCode::Budget => "budget",
+            ErrorCode::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// Failures of page allocation and lookup.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PageError {
+    #[error("unknown page {0}")]
+    UnknownPage(PageId),
+    #[error("page {0} already exists")]
+    PageExists(PageId),
+    #[error("page size {requested} is invalid (must be 1..={max} bytes)")]
+    InvalidSize { requested: u64, max: u64 },
+    #[error("could not allocate {size} bytes for a page: {source}")]
+    AllocationFailed { size: u64, source: io::Error },
+    #[error("page {page} is still in use: {reason}")]
+    InUse { page: PageId, reason: String },
+    #[error("page name is invalid: {0}")]
+    InvalidName(String),
+}
+
+/// Failures of delta construction, decoding and application.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeltaError {
+    #[error("write of {len} bytes at offset {offset} is out of bounds for a page of {page_size} bytes")]
+    OutOfBounds { offset: u64, len: u64, page_size: u64 },
+    #[error("mask covers {mask_bytes} bytes but the payload has {payload_bytes}")]
+    MaskLengthMismatch { mask_bytes: u64, payload_bytes: u64 },
+    #[error("buffers differ in length: {old} vs {new} bytes")]
+    LengthMismatch { old: u64, new: u64 },
+    #[error("offset arithmetic overflows (offset {offset}, length {len})")]
+    Overflow { offset: u64, len: u64 },
+    #[error("malformed delta encoding: {0}")]
+    Malformed(&'static str),
+}
+
+/// Failures of the state itself (lifecycle, concurrency control, configuration).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    #[error("the state is closed")]
+    Closed,
+    #[error("epoch conflict on page {page}: expected {expected}, found {actual}; nothing was applied")]
+    EpochConflict { page: PageId, expected: u64, actual: u64 },
+    #[error("the state is read-only (a replayed snapshot)")]
+    ReadOnly,
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    #[error("{0} is not supported by this state")]
+    Unsupported(String),
+}
+
+/// Failures of the transaction log, checkpoints and recovery.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    #[error("log I/O failed while {context}: {source}")]
+    Io { context: String, source: io::Error },
+    #[error("log corrupt in {file} at byte {offset}: {reason}")]
+    Corrupt { file: String, offset: u64, reason: String },
+    #[error("{file} has format version {found}; this build reads up to {supported}")]
+    UnsupportedVersion { file: String, found: u32, supported: u32 },
+    #[error("no log record covers LSN {0}")]
+    LsnOutOfRange(u64),
+    #[error("a previous log write failed; the log is poisoned until the state is reopened: {0}")]
+    Poisoned(String),
+}
+
+impl LogError {
+    /// Wraps an I/O error with what the log was doing.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        LogError::Io { context: context.into(), source }
+    }
+}
+
+/// Failures of the ShadowPageGraph and propagation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GraphError {
+    #[error("adding {from} -> {to} would close the cycle {}", fmt_cycle(.cycle))]
+    Cycle { from: PageId, to: PageId, cycle: Vec<PageId> },
+    #[error("no edge {from} -> {to}")]
+    UnknownEdge { from: PageId, to: PageId },
+    #[error("an edge {from} -> {to} already exists")]
+    EdgeExists { from: PageId, to: PageId },
+    #[error("invalid transform command: {0}")]
+    InvalidCommand(String),
+    #[error("transform callback failed on {from} -> {to} with status {status}")]
+    Callback { from: PageId, to: PageId, status: i32 },
+}
+
+fn fmt_cycle(cycle: &[PageId]) -> String {
+    cycle.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" -> ")
+}
+
+/// Failures of the device layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    #[error("no GPU available: {0}")]
+    NoDevice(String),
+    #[error("CUDA driver error: {0}")]
+    Driver(String),
+    #[error("device layer: {0}")]
+    Invalid(String),
+}
+
+/// Failures of monitoring (budgets, exports).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MonitorError {
+    #[error("unknown metric {0:?}")]
+    UnknownMetric(String),
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
+}
+
+/// The crate-wide error: every domain error converts into it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Page(#[from] PageError),
+    #[error(transparent)]
+    Delta(#[from] DeltaError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    /// The stable status code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Page(e) => match e {
+                PageError::UnknownPage(_) => ErrorCode::UnknownPage,
+                PageError::PageExists(_) | PageError::InvalidSize { .. } | PageError::InvalidName(_) => {
+                    ErrorCode::InvalidArgument
+                }
+                PageError::AllocationFailed { .. } => ErrorCode::AllocationFailed,
+                PageError::InUse { .. } => ErrorCode::PageInUse,
+            },
+            Error::Delta(e) => match e {
+                DeltaError::OutOfBounds { .. } | DeltaError::Overflow { .. } => ErrorCode::OutOfBounds,
+                DeltaError::MaskLengthMismatch { .. } | DeltaError::LengthMismatch { .. } => ErrorCode::LengthMismatch,
+                DeltaError::Malformed(_) => ErrorCode::Malformed,
+            },
+            Error::State(e) => match e {
+                StateError::Closed => ErrorCode::Closed,
+                StateError::EpochConflict { .. } => ErrorCode::EpochConflict,
+                StateError::ReadOnly => ErrorCode::ReadOnly,
+                StateError::InvalidConfig(_) => ErrorCode::InvalidArgument,
+                StateError::Unsupported(_) => ErrorCode::Unsupported,
+            },
+            Error::Log(e) => match e {
+                LogError::Io { .. } | LogError::Poisoned(_) => ErrorCode::Io,
+                LogError::Corrupt { .. } => ErrorCode::Corrupt,
+                LogError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+                LogError::LsnOutOfRange(_) => ErrorCode::InvalidArgument,
+            },
+            Error::Graph(e) => match e {
+                GraphError::Cycle { .. } => ErrorCode::Cycle,
+                GraphError::UnknownEdge { .. } => ErrorCode::UnknownEdge,
+                GraphError::EdgeExists { .. } | GraphError::InvalidCommand(_) => ErrorCode::InvalidArgument,
+                GraphError::Callback { .. } => ErrorCode::Callback,
+            },
+            Error::Device(e) => match e {
+                DeviceError::NoDevice(_) => ErrorCode::NoDevice,
+                DeviceError::Driver(_) | DeviceError::Invalid(_) => ErrorCode::Device,
+            },
+            Error::Monitor(_) => ErrorCode::InvalidArgument,
+            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+        }
+    }
+}
+
+/// Result with the crate-wide error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

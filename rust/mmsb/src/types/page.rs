@@ -1,0 +1,300 @@
+//! Pages: page-aligned byte buffers with an id, an epoch, a location and metadata.
+//!
+//! A page's bytes live in a memory map (anonymous, or a file in the state's directory), so the
+//! backing is page-aligned and its address never moves while the page exists. Bytes change only
+//! through deltas routed by the state; readers either copy under the state's lock or hold a
+//! [`PageView`], which keeps the mapping alive even after the page is freed.
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use memmap2::{MmapMut, MmapOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::types::error::PageError;
+
+/// Identifies a page for its whole life, on the CPU and on a device alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[repr(transparent)]
+pub struct PageId(pub u64);
+
+impl fmt::Display for PageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Where a page's canonical bytes live. The CPU mirror always exists.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Location {
+    #[default]
+    Cpu = 0,
+    Gpu = 1,
+    Unified = 2,
+}
+
+impl Location {
+    /// Decodes the C ABI / log representation.
+    pub fn from_u8(v: u8) -> Option<Location> {
+        match v {
+            0 => Some(Location::Cpu),
+            1 => Some(Location::Gpu),
+            2 => Some(Location::Unified),
+            _ => None,
+        }
+    }
+}
+
+/// Descriptive metadata. Not interpreted by MMSB.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageMeta {
+    pub name: String,
+    pub tags: Vec<(String, String)>,
+}
+
+/// The OS page size (cached).
+pub fn os_page_size() -> usize {
+    static SIZE: OnceLock<usize> = OnceLock::new();
+    *SIZE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions; it returns -1 on error, handled below.
+        let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if v > 0 {
+            v as usize
+        } else {
+            4096
+        }
+    })
+}
+
+/// Rounds `size` up to a whole number of OS pages (at least one).
+pub fn round_to_os_pages(size: u64) -> Option<u64> {
+    let ps = os_page_size() as u64;
+    let n = size.max(1).checked_add(ps - 1)? / ps;
+    n.checked_mul(ps)
+}
+
+/// The page-aligned backing of one page. Shared by the registry and any live views.
+pub struct PageBuf {
+    ptr: *mut u8,
+    len: usize,
+    capacity: usize,
+    // Owns the mapping that `ptr` points into; unmapped on drop.
+    _map: MmapMut,
+}
+
+// SAFETY: PageBuf owns its mapping; `ptr` stays valid for `capacity` bytes until drop. Mutation
+// happens only through `write_at`/`as_mut_slice`, whose callers hold the state's exclusive lock
+// (documented on those methods), so sharing the handle between threads is sound.
+unsafe impl Send for PageBuf {}
+// SAFETY: see above; shared access only reads through raw pointers.
+unsafe impl Sync for PageBuf {}
+
+impl PageBuf {
+    /// Allocates an anonymous, zeroed, page-aligned buffer of `len` logical bytes.
+    pub fn anonymous(len: u64) -> Result<PageBuf, PageError> {
+        let capacity = round_to_os_pages(len).ok_or(PageError::InvalidSize { requested: len, max: u64::MAX })?;
+        let cap =
+            usize::try_from(capacity).map_err(|_| PageError::InvalidSize { requested: len, max: usize::MAX as u64 })?;
+        let mut map = MmapOptions::new()
+            .len(cap)
+            .map_anon()
+            .map_err(|source| PageError::AllocationFailed { size: len, source })?;
+        let ptr = map.as_mut_ptr();
+        Ok(PageBuf { ptr, len: len as usize, capacity: cap, _map: map })
+    }
+
+    /// Maps (creating or truncating) `path` as the backing of a zeroed page of `len` bytes.
+    pub fn file_backed(path: &Path, len: u64) -> Result<PageBuf, PageError> {
+        let capacity = round_to_os_pages(len).ok_or(PageError::InvalidSize { requested: len, max: u64::MAX })?;
+        let alloc_err = |source| PageError::AllocationFailed { size: len, source };
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let file = opts.open(path).map_err(alloc_err)?;
+        file.set_len(capacity).map_err(alloc_err)?;
+        // SAFETY: the file was just created/truncated by us with owner-only permissions inside
+        // the state's private directory; MMSB is the only writer of it while the state is open.
+        let mut map = unsafe { MmapOptions::new().len(capacity as usize).map_mut(&file) }.map_err(alloc_err)?;
+        let ptr = map.as_mut_ptr();
+        Ok(PageBuf { ptr, len: len as usize, capacity: capacity as usize, _map: map })
+    }
+
+    /// Logical length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a zero-length buffer (never produced by the allocators above).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes reserved (a whole number of OS pages).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Start of the buffer (page-aligned).
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    /// Copies the logical bytes into a new vector.
+    ///
+    /// Callers that need a consistent snapshot hold the state's lock (as `MMSBState` does).
+    pub fn to_vec(&self) -> Vec<u8> {
+        // SAFETY: ptr is valid for `len` bytes for the life of self; u8 has no invalid values.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }.to_vec()
+    }
+
+    /// Borrows the logical bytes.
+    ///
+    /// # Safety
+    /// No write may happen to this buffer while the slice is alive: hold the state's lock (shared
+    /// or exclusive) for the slice's lifetime.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: valid for `len` bytes; exclusion of writers is the caller's obligation.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// Borrows the logical bytes mutably.
+    ///
+    /// # Safety
+    /// The caller must have exclusive access: hold the state's exclusive lock, with no
+    /// outstanding `as_slice` borrows.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn as_mut_slice(&self) -> &mut [u8] {
+        // SAFETY: valid for `len` bytes; exclusivity is the caller's obligation.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl fmt::Debug for PageBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PageBuf").field("len", &self.len).field("capacity", &self.capacity).finish()
+    }
+}
+
+/// A page in the registry.
+#[derive(Debug)]
+pub struct Page {
+    pub id: PageId,
+    pub epoch: u64,
+    pub location: Location,
+    pub meta: PageMeta,
+    buf: Arc<PageBuf>,
+}
+
+impl Page {
+    /// Wraps a freshly allocated buffer.
+    pub fn new(id: PageId, location: Location, meta: PageMeta, buf: PageBuf) -> Page {
+        Page { id, epoch: 0, location, meta, buf: Arc::new(buf) }
+    }
+
+    /// Logical size in bytes.
+    pub fn size(&self) -> u64 {
+        self.buf.len() as u64
+    }
+
+    /// The shared backing buffer.
+    pub fn buf(&self) -> &Arc<PageBuf> {
+        &self.buf
+    }
+
+    /// A snapshot of the page's descriptive fields.
+    pub fn info(&self) -> PageInfo {
+        PageInfo {
+            id: self.id,
+            size: self.size(),
+            capacity: self.buf.capacity() as u64,
+            epoch: self.epoch,
+            location: self.location,
+            name: self.meta.name.clone(),
+        }
+    }
+}
+
+/// Descriptive snapshot of a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageInfo {
+    pub id: PageId,
+    pub size: u64,
+    pub capacity: u64,
+    pub epoch: u64,
+    pub location: Location,
+    pub name: String,
+}
+
+/// A zero-copy, read-only handle on a page's bytes that keeps the mapping alive.
+///
+/// Bytes may change while a view exists (deltas keep being routed); a view gives no snapshot
+/// isolation. Use `MMSBState::read_page` for a consistent copy.
+#[derive(Debug, Clone)]
+pub struct PageView {
+    pub id: PageId,
+    buf: Arc<PageBuf>,
+}
+
+impl PageView {
+    pub(crate) fn new(id: PageId, buf: Arc<PageBuf>) -> PageView {
+        PageView { id, buf }
+    }
+
+    /// Address of the first byte (page-aligned), valid while the view lives.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.buf.as_ptr()
+    }
+
+    /// Logical length.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when the page has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_page_aligned_and_zeroed() {
+        let b = PageBuf::anonymous(100).unwrap();
+        assert_eq!(b.as_ptr() as usize % os_page_size(), 0);
+        assert_eq!(b.capacity() % os_page_size(), 0);
+        assert_eq!(b.len(), 100);
+        assert!(b.to_vec().iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn rounding() {
+        let ps = os_page_size() as u64;
+        assert_eq!(round_to_os_pages(0), Some(ps));
+        assert_eq!(round_to_os_pages(ps), Some(ps));
+        assert_eq!(round_to_os_pages(ps + 1), Some(2 * ps));
+        assert_eq!(round_to_os_pages(u64::MAX), None);
+    }
+
+    #[test]
+    fn file_backed_page_maps_a_private_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.page");
+        let b = PageBuf::file_backed(&p, 10).unwrap();
+        assert_eq!(b.len(), 10);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+    }
+}
