@@ -87,7 +87,7 @@ typedef struct MmsbPageInfo {
 } MmsbPageInfo;
 
 // Status: success.
-#define MMSB_OK (uint32_t)MmsbStatusCode_Ok
+#define MMSB_OK 0
 
 #ifdef __cplusplus
 extern "C" {
@@ -414,7 +414,8 @@ MmsbStatus mmsb_state_close(const struct MmsbState *state);
 // handle during or after this call.
 //
 // # Safety
-// `state` must be NULL or a handle from `mmsb_state_open` not yet freed.
+// `state` must be NULL or a handle from `mmsb_state_open`. Freeing an already freed handle is
+// detected and ignored (unless its address was reused by a newer handle).
 void mmsb_state_free(struct MmsbState *state);
 
 // Reports whether the state is open (1) or closed (0).

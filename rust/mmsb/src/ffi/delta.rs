@@ -23,7 +23,10 @@ pub(crate) fn sparse_from_parts(offsets: &[u64], lens: &[u64], data: &[u8]) -> F
     if total != Some(data.len() as u64) {
         return Err(FfiError::with_code(
             ErrorCode::LengthMismatch,
-            format!("run lengths sum to {total:?} but data has {} bytes", data.len()),
+            match total {
+                Some(t) => format!("run lengths sum to {t} but data has {} bytes", data.len()),
+                None => "run lengths overflow".to_string(),
+            },
         ));
     }
     let mut at = 0usize;
@@ -40,7 +43,7 @@ pub(crate) fn sparse_from_parts(offsets: &[u64], lens: &[u64], data: &[u8]) -> F
 /// # Safety
 /// `out` checked non-NULL by the caller.
 unsafe fn emit(out: *mut *mut MmsbDelta, delta: Delta) -> FfiResult {
-    let h = Box::into_raw(Box::new(MmsbDelta { delta }));
+    let h = crate::ffi::new_handle(MmsbDelta { delta });
     // SAFETY: forwarded contract.
     unsafe { write_out(out, h, "out") }
 }
@@ -264,10 +267,8 @@ pub unsafe extern "C" fn mmsb_delta_apply(delta: *const MmsbDelta, buf: *mut u8,
 /// `delta` NULL or a handle not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_delta_free(delta: *mut MmsbDelta) {
-    if !delta.is_null() {
-        // SAFETY: came from Box::into_raw; freed once per contract.
-        drop(unsafe { Box::from_raw(delta) });
-    }
+    // SAFETY: forwarded contract; unknown and already freed pointers are ignored.
+    unsafe { crate::ffi::free_handle(delta, "delta") }
 }
 
 /// Routes a delta to a page (the delta is only read; free it yourself).
@@ -300,7 +301,7 @@ pub unsafe extern "C" fn mmsb_route_delta(
 pub unsafe extern "C" fn mmsb_batch_new(out: *mut *mut MmsbBatch) -> MmsbStatus {
     boundary(|| {
         check_out(out, "out")?;
-        let h = Box::into_raw(Box::new(MmsbBatch { ops: Vec::new() }));
+        let h = crate::ffi::new_handle(MmsbBatch { ops: Vec::new() });
         // SAFETY: checked above.
         unsafe { write_out(out, h, "out") }
     })
@@ -360,8 +361,6 @@ pub unsafe extern "C" fn mmsb_batch_route(
 /// `batch` NULL or a handle not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_batch_free(batch: *mut MmsbBatch) {
-    if !batch.is_null() {
-        // SAFETY: came from Box::into_raw; freed once per contract.
-        drop(unsafe { Box::from_raw(batch) });
-    }
+    // SAFETY: forwarded contract; unknown and already freed pointers are ignored.
+    unsafe { crate::ffi::free_handle(batch, "batch") }
 }

@@ -24,7 +24,7 @@ pub mod state;
 pub type MmsbStatus = u32;
 
 /// Status: success.
-pub const MMSB_OK: MmsbStatus = ErrorCode::Ok as u32;
+pub const MMSB_OK: MmsbStatus = 0;
 /// Sentinel for "no expected epoch" (no compare-and-set).
 pub const MMSB_NO_EPOCH: u64 = u64::MAX;
 /// Version of this ABI; bumped on any incompatible change.
@@ -84,6 +84,42 @@ impl_from_domain!(
 );
 
 pub(crate) type FfiResult<T = ()> = Result<T, FfiError>;
+
+/// Addresses of live handles, so that a `_free` of an already freed (or never issued) pointer is
+/// a detected no-op instead of a double free. Checked only on create and free, not on every call.
+/// A freed address that the allocator hands out again is live again: detection is best effort.
+static LIVE_HANDLES: parking_lot::Mutex<Option<std::collections::HashSet<usize>>> = parking_lot::const_mutex(None);
+
+/// Boxes `value` and registers the handle as live.
+pub(crate) fn new_handle<T>(value: T) -> *mut T {
+    let p = Box::into_raw(Box::new(value));
+    LIVE_HANDLES.lock().get_or_insert_with(Default::default).insert(p as usize);
+    p
+}
+
+/// Unregisters and drops a handle. NULL, unknown and already freed pointers are ignored (the
+/// latter two set the thread's last error to `INVALID_ARGUMENT`). Never unwinds.
+///
+/// # Safety
+/// A registered `p` must have come from [`new_handle`] with the same `T`.
+pub(crate) unsafe fn free_handle<T>(p: *mut T, what: &str) {
+    if p.is_null() {
+        return;
+    }
+    let live = LIVE_HANDLES.lock().as_mut().is_some_and(|set| set.remove(&(p as usize)));
+    if !live {
+        set_last_error(ErrorCode::InvalidArgument, format!("{what} handle is not live (double free?); ignored"));
+        return;
+    }
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the pointer was registered by new_handle::<T> and just unregistered, so this is
+        // the only free of this allocation.
+        drop(unsafe { Box::from_raw(p) });
+    }));
+    if r.is_err() {
+        set_last_error(ErrorCode::Panic, format!("panic while freeing a {what} handle"));
+    }
+}
 
 /// Runs `f` inside the panic boundary and turns its outcome into a status code.
 pub(crate) fn boundary(f: impl FnOnce() -> FfiResult) -> MmsbStatus {
@@ -359,6 +395,11 @@ mod tests {
         }
         // SAFETY: as above.
         assert_eq!(unsafe { CStr::from_ptr(mmsb_status_name(999)) }.to_str().unwrap(), "unknown");
+    }
+
+    #[test]
+    fn ok_constant_matches_the_enum() {
+        assert_eq!(MMSB_OK, ErrorCode::Ok as u32);
     }
 
     #[test]

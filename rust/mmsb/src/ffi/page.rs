@@ -150,7 +150,7 @@ pub unsafe extern "C" fn mmsb_page_view(state: *const MmsbState, page: u64, out:
         check_out(out, "out")?;
         // SAFETY: forwarded contract.
         let view = unsafe { state_ref(state) }?.view(PageId(page))?;
-        let h = Box::into_raw(Box::new(MmsbView { view }));
+        let h = crate::ffi::new_handle(MmsbView { view });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, h, "out") }
     })
@@ -185,10 +185,8 @@ pub unsafe extern "C" fn mmsb_view_bytes(
 /// `view` NULL or a view not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_view_free(view: *mut MmsbView) {
-    if !view.is_null() {
-        // SAFETY: per contract the pointer came from Box::into_raw and is freed once.
-        drop(unsafe { Box::from_raw(view) });
-    }
+    // SAFETY: forwarded contract; unknown and already freed pointers are ignored.
+    unsafe { crate::ffi::free_handle(view, "view") }
 }
 
 /// Writes `len` bytes at `offset` as the smallest delta from the page's current bytes

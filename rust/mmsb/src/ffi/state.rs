@@ -25,7 +25,7 @@ pub struct MmsbState {
 pub unsafe extern "C" fn mmsb_config_new(out: *mut *mut MmsbConfig) -> MmsbStatus {
     boundary(|| {
         check_out(out, "out")?;
-        let cfg = Box::into_raw(Box::new(MmsbConfig { config: Config::default() }));
+        let cfg = crate::ffi::new_handle(MmsbConfig { config: Config::default() });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, cfg, "out") }
     })
@@ -37,10 +37,8 @@ pub unsafe extern "C" fn mmsb_config_new(out: *mut *mut MmsbConfig) -> MmsbStatu
 /// `cfg` must be NULL or a pointer from `mmsb_config_new` not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_config_free(cfg: *mut MmsbConfig) {
-    if !cfg.is_null() {
-        // SAFETY: per contract, cfg came from Box::into_raw in mmsb_config_new and is freed once.
-        drop(unsafe { Box::from_raw(cfg) });
-    }
+    // SAFETY: forwarded contract; unknown and already freed pointers are ignored.
+    unsafe { crate::ffi::free_handle(cfg, "config") }
 }
 
 /// Borrows a config mutably for a setter.
@@ -134,7 +132,7 @@ pub unsafe extern "C" fn mmsb_state_open(cfg: *const MmsbConfig, out: *mut *mut 
             unsafe { arg_ref(cfg, "config") }?.config.clone()
         };
         let state = MMSBState::open(config)?;
-        let h = Box::into_raw(Box::new(MmsbState { state: Arc::new(state) }));
+        let h = crate::ffi::new_handle(MmsbState { state: Arc::new(state) });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, h, "out") }
     })
@@ -158,19 +156,13 @@ pub unsafe extern "C" fn mmsb_state_close(state: *const MmsbState) -> MmsbStatus
 /// handle during or after this call.
 ///
 /// # Safety
-/// `state` must be NULL or a handle from `mmsb_state_open` not yet freed.
+/// `state` must be NULL or a handle from `mmsb_state_open`. Freeing an already freed handle is
+/// detected and ignored (unless its address was reused by a newer handle).
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_state_free(state: *mut MmsbState) {
-    if state.is_null() {
-        return;
-    }
-    // Closing runs Rust code (flushing the log); keep panics inside the library.
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // SAFETY: per contract, state came from Box::into_raw and is freed exactly once.
-        let h = unsafe { Box::from_raw(state) };
-        h.state.close();
-        drop(h);
-    }));
+    // Dropping the last reference closes the state (MMSBState::drop).
+    // SAFETY: forwarded contract; unknown and already freed pointers are ignored.
+    unsafe { crate::ffi::free_handle(state, "state") }
 }
 
 /// Reports whether the state is open (1) or closed (0).

@@ -91,7 +91,7 @@ pub enum PageError {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DeltaError {
-    #[error("write of {len} bytes at offset {offset} is out of bounds for a page of {page_size} bytes")]
+    #[error("{len} bytes at offset {offset} are out of bounds for a page of {page_size} bytes")]
     OutOfBounds { offset: u64, len: u64, page_size: u64 },
     #[error("mask covers {mask_bytes} bytes but the payload has {payload_bytes}")]
     MaskLengthMismatch { mask_bytes: u64, payload_bytes: u64 },

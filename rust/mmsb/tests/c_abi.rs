@@ -1,0 +1,37 @@
+//! Compiles tests/c/abi_hostile.c against the committed header and the cdylib, runs it, and
+//! requires every hostile call to come back as the expected status code.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn cdylib() -> PathBuf {
+    // Integration test binaries live in target/<profile>/deps; the cdylib one level up.
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    dir.join("libmmsb.so")
+}
+
+#[test]
+fn hostile_c_caller_gets_status_codes_not_crashes() {
+    let lib = cdylib();
+    assert!(lib.exists(), "{} not built (cargo builds the cdylib with the tests)", lib.display());
+    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("abi_hostile");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&out)
+        .arg(crate_dir.join("tests/c/abi_hostile.c"))
+        .arg("-I")
+        .arg(crate_dir.join("include"))
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", lib.parent().unwrap().display()))
+        .status()
+        .unwrap_or_else(|e| panic!("could not run the C compiler {cc:?}: {e}"));
+    assert!(status.success(), "the C program (and so the header) must compile cleanly");
+    let run = Command::new(&out).output().expect("run the C program");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    println!("{stdout}");
+    assert!(run.status.success(), "hostile C checks failed (exit {:?}):\n{stdout}", run.status);
+    assert!(stdout.contains(" 0 failures"), "{stdout}");
+}
