@@ -235,8 +235,12 @@ pub unsafe extern "C" fn mmsb_page_write(
         let s = unsafe { state_ref(state) }?;
         // SAFETY: forwarded contract.
         let bytes = unsafe { arg_bytes(bytes, len, "bytes") }?;
-        let delta = Delta::write(offset, bytes)?;
-        let lsn = s.route_delta(PageId(page), &delta, epoch_arg(expected_epoch))?;
+        // An empty write still names a range: update_page_at checks it against the page.
+        let lsn = if bytes.is_empty() {
+            s.update_page_at(PageId(page), offset, bytes, epoch_arg(expected_epoch))?
+        } else {
+            s.route_delta(PageId(page), &Delta::write(offset, bytes)?, epoch_arg(expected_epoch))?
+        };
         // SAFETY: optional out-parameter.
         unsafe { opt_out(out_lsn, lsn) };
         Ok(())

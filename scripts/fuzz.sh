@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs the libFuzzer targets in rust/fuzz for a bounded time each.
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 20 s, every target)
+# Uses `cargo fuzz` when installed; otherwise builds the same instrumented binaries with the stable
+# toolchain (RUSTC_BOOTSTRAP enables the sanitizer flags cargo-fuzz would pass on nightly).
+# Corpora live in target/fuzz-corpus/<target> (not committed); crashes fail the script.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+secs=${1:-20}
+shift || true
+fuzz_dir="$root/rust/fuzz"
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  mapfile -t targets < <(sed -n 's/^name = "\(.*\)"$/\1/p' "$fuzz_dir/Cargo.toml" | grep -v '^mmsb-fuzz$')
+fi
+triple=x86_64-unknown-linux-gnu
+export CARGO_TARGET_DIR="$root/target/fuzz"
+flags="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Zsanitizer=address -Cdebug-assertions -Coverflow-checks"
+echo "== building fuzz targets (${targets[*]})" >&2
+(cd "$fuzz_dir" && RUSTC_BOOTSTRAP=1 RUSTFLAGS="$flags" cargo build --release --target "$triple" --bins)
+status=0
+for t in "${targets[@]}"; do
+  corpus="$root/target/fuzz-corpus/$t"
+  mkdir -p "$corpus" "$root/target/fuzz-artifacts/$t"
+  echo "== fuzzing $t for ${secs}s" >&2
+  log=$(mktemp)
+  if "$CARGO_TARGET_DIR/$triple/release/$t" "$corpus" -max_total_time="$secs" -rss_limit_mb=4096 \
+      -artifact_prefix="$root/target/fuzz-artifacts/$t/" -print_final_stats=1 >"$log" 2>&1; then
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    echo "fuzz $t: ${execs:-?} executions, 0 crashes" >&2
+  else
+    echo "fuzz $t: FAILED (crash or leak); artifacts in target/fuzz-artifacts/$t" >&2
+    tail -40 "$log" >&2
+    status=1
+  fi
+  rm -f "$log"
+done
+exit $status
