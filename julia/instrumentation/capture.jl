@@ -1,0 +1,135 @@
+# The type-inference hook: process-wide (the compiler has one entry point),
+# shared by every state that enabled instrumentation.
+#
+# Inside the hook we only record: the MethodInstance goes onto a queue. Any
+# work that could need new code (rendering, page writes) would re-enter
+# inference from inside inference, so it happens later, outside, in `flush`.
+# Everything the recording path runs is compiled before the hook is installed
+# (`_install_hook!` makes one real call first), and a per-thread flag stops a
+# nested inference (e.g. of a path compiled lazily) from recording again.
+
+"Thrown on purpose by the fault-injection switch used in the tests."
+struct InstrumentationFault <: Exception
+    msg::String
+end
+Base.showerror(io::IO, e::InstrumentationFault) = print(io, "InstrumentationFault: ", e.msg)
+
+const _QUEUE = Core.MethodInstance[]       # instances inferred since the last drain
+const _QUEUE_LOCK = Threads.SpinLock()      # no allocation, no task switch: safe inside inference
+const _RECORDING = Ref(false)               # the hook records only while some state is enabled
+const _INSTALLED = Ref(false)               # our hook is the compiler's entry point
+const _ORIGINAL = Ref{Any}(nothing)         # what the hook forwards to (and what we restore)
+const _IN_HOOK = zeros(Bool, 1024)          # per thread id: inside the recording path
+const _HOOK_CALLS = Threads.Atomic{Int}(0)  # instances recorded (ever)
+const _HOOK_ERRORS = Threads.Atomic{Int}(0) # errors caught inside the hook (ever)
+const _HOOK_FIRST_ERROR = Ref{Any}(nothing) # the first such exception (formatted later, outside)
+const _FAULT = Ref(:none)                   # test switch: :hook or :render throws on purpose
+const _HOOK_WORLDS = Dict{UInt,String}()    # world ages created by installing/removing the hook
+
+"""
+    _typeinf_hook(args...)
+
+The function installed as the compiler's type-inference entry point. Records
+the instance, then forwards every argument unchanged to the original entry
+point (so signature changes across Julia versions pass through).
+"""
+function _typeinf_hook(args...)
+    _record!(args)
+    return _ORIGINAL[](args...)
+end
+
+@noinline function _record!(args::Tuple)
+    _RECORDING[] || return nothing
+    tid = Threads.threadid()
+    tid <= length(_IN_HOOK) || return nothing
+    @inbounds _IN_HOOK[tid] && return nothing # nested inference started by our own recording
+    @inbounds _IN_HOOK[tid] = true
+    try
+        _FAULT[] === :hook && throw(InstrumentationFault("fault injected in the type-inference hook"))
+        mi = args[1]
+        if mi isa Core.MethodInstance
+            lock(_QUEUE_LOCK)
+            try
+                push!(_QUEUE, mi)
+            finally
+                unlock(_QUEUE_LOCK)
+            end
+            Threads.atomic_add!(_HOOK_CALLS, 1)
+        end
+    catch err
+        _hook_error!(err)
+    finally
+        @inbounds _IN_HOOK[tid] = false
+    end
+    return nothing
+end
+
+@noinline function _hook_error!(@nospecialize(err))
+    Threads.atomic_add!(_HOOK_ERRORS, 1) == 0 && (_HOOK_FIRST_ERROR[] = err)
+    return nothing
+end
+
+"Takes every queued instance (oldest first) and empties the queue."
+function _drain_queue!()
+    lock(_QUEUE_LOCK)
+    try
+        out = copy(_QUEUE)
+        empty!(_QUEUE)
+        return out
+    finally
+        unlock(_QUEUE_LOCK)
+    end
+end
+
+"Whether our hook is the compiler's type-inference entry point."
+hook_installed() = _INSTALLED[]
+
+function _install_hook!()
+    _INSTALLED[] && return nothing
+    orig = _default_typeinf_entry()
+    _ORIGINAL[] = orig
+    # Compile the whole recording path now: once installed, compiling it would
+    # need inference, which would call the hook, which is not compiled yet.
+    precompile(_typeinf_hook, _hook_argtypes())
+    precompile(_record!, (typeof(_warmup_args()),))
+    args = _warmup_args()
+    calls, first_error = _HOOK_CALLS[], _HOOK_FIRST_ERROR[]
+    _RECORDING[] = true
+    try
+        _typeinf_hook(args...)
+        _hook_error!(InstrumentationFault("warm-up")) # compiles the error path
+    finally
+        _RECORDING[] = false
+    end
+    # Undo what the warm-up recorded.
+    lock(_QUEUE_LOCK)
+    try
+        !isempty(_QUEUE) && _QUEUE[end] === args[1] && pop!(_QUEUE)
+    finally
+        unlock(_QUEUE_LOCK)
+    end
+    Threads.atomic_sub!(_HOOK_CALLS, _HOOK_CALLS[] - calls)
+    Threads.atomic_sub!(_HOOK_ERRORS, 1)
+    _HOOK_FIRST_ERROR[] = first_error
+    try
+        _RECORDING[] = true
+        _set_typeinf_entry!(_typeinf_hook)
+        _INSTALLED[] = true
+        _HOOK_WORLDS[Base.get_world_counter()] = "instrumentation hook installed"
+    catch
+        _RECORDING[] = false
+        _set_typeinf_entry!(orig)
+        rethrow()
+    end
+    return nothing
+end
+
+"Puts the compiler's original entry point back (idempotent)."
+function _uninstall_hook!()
+    _RECORDING[] = false
+    _INSTALLED[] || return nothing
+    _set_typeinf_entry!(_ORIGINAL[])
+    _INSTALLED[] = false
+    _HOOK_WORLDS[Base.get_world_counter()] = "instrumentation hook removed"
+    return nothing
+end

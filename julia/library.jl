@@ -1,0 +1,74 @@
+# Finding and loading libmmsb at run time (never at precompile time).
+
+"File name of the native library on this platform (what `cargo build` produces)."
+const LIBFILE = Sys.iswindows() ? "mmsb.dll" : string("libmmsb.", Libdl.dlext)
+
+"Path of the loaded native library (set by `__init__`)."
+const LIBPATH = Ref{String}("")
+
+"""
+    package_root()
+
+The root folder of this package (the one holding `Project.toml` and `rust/`).
+"""
+function package_root()
+    p = Base.pathof(@__MODULE__)
+    # pathof is `<root>/src/MMSB.jl`; fall back to this file's location when the
+    # module was not loaded as a package (e.g. `include`d).
+    return p === nothing ? dirname(@__DIR__) : dirname(dirname(p))
+end
+
+"""
+    library_path()
+
+The path of `libmmsb` this package will load: `ENV["MMSB_LIB"]` when set, else
+the project's own release build `target/release/libmmsb.so`. Throws an
+`ErrorException` with instructions when the file does not exist.
+"""
+function library_path()
+    root = package_root()
+    env = strip(get(ENV, "MMSB_LIB", ""))
+    path = isempty(env) ? joinpath(root, "target", "release", LIBFILE) : abspath(env)
+    if !isfile(path)
+        how = isempty(env) ? "" : "MMSB_LIB is set to $(repr(env)), which is not a file.\n"
+        error("""
+            MMSB: the native library was not found at $path.
+            $(how)Build it from the package root ($root) with
+                cargo build --release
+            or  julia --project=. deps/build.jl
+            or point the environment variable MMSB_LIB at an existing $LIBFILE.""")
+    end
+    if basename(path) != LIBFILE
+        error("MMSB: MMSB_LIB must name a file called $LIBFILE (got $(repr(path))); " *
+              "the bindings call the library by that name.")
+    end
+    return path
+end
+
+"""
+    load_library()
+
+Loads the library at [`library_path`](@ref), checks its ABI version against the
+one these bindings were written for, and puts its folder first on
+`Libdl.DL_LOAD_PATH` so that `ccall((:f, "libmmsb"), ...)` resolves to it.
+"""
+function load_library()
+    path = library_path()
+    handle = Libdl.dlopen(path) # kept open for the life of the process
+    fptr = Libdl.dlsym(handle, :mmsb_abi_version)
+    abi = ccall(fptr, UInt32, ())
+    if abi != LibMMSB.MMSB_ABI_VERSION
+        error("MMSB: $path implements ABI version $abi but this package needs " *
+              "$(LibMMSB.MMSB_ABI_VERSION); rebuild the library (cargo build --release) " *
+              "or update the package.")
+    end
+    dir = dirname(path)
+    filter!(!=(dir), Libdl.DL_LOAD_PATH)
+    pushfirst!(Libdl.DL_LOAD_PATH, dir)
+    # The name must now resolve to this very file (not another libmmsb elsewhere).
+    if Libdl.dlopen(LibMMSB.libmmsb) != handle
+        error("MMSB: $(LibMMSB.libmmsb) resolves to $(Libdl.dlpath(LibMMSB.libmmsb)), not $path")
+    end
+    LIBPATH[] = path
+    return path
+end

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# test.sh — every check of the project, from a fresh clone or a warm checkout.
+#
+#   bash scripts/test.sh
+#
+# Steps: cargo fmt --check, cargo clippy -D warnings, cargo test --workspace
+# (includes the header staleness test), cargo build --release, then the Julia
+# suite (JULIA_NUM_THREADS=2). Installs what is missing first: rustfmt/clippy
+# through rustup, a C linker through apt-get, Julia through
+# scripts/ensure-julia.sh. Every step runs even after an earlier failure
+# (except those that need the failed one); a summary ends the output and the
+# exit status is non-zero if any step failed.
+set -uo pipefail
+exec </dev/null # never wait on stdin (CI runs with it closed)
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO" || exit 1
+
+log() { printf '\n==> %s\n' "$*"; }
+warn() { printf 'test.sh: %s\n' "$*" >&2; }
+
+as_root() { # run a command as root (directly, or through passwordless sudo)
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo -n "$@"
+  else warn "need root to run: $*"; return 1; fi
+}
+
+apt_install() { # install Debian packages, only called for missing tools
+  command -v apt-get >/dev/null || { warn "apt-get not available; please install: $*"; return 1; }
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" ||
+    { as_root apt-get update -q && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"; }
+}
+
+# --- set-up ------------------------------------------------------------------
+SETUP_OK=1
+[ -d "$HOME/.cargo/bin" ] && case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) PATH="$HOME/.cargo/bin:$PATH" ;; esac
+if ! command -v cargo >/dev/null; then
+  log "set-up: installing the Rust toolchain (rustup, minimal profile)"
+  if command -v curl >/dev/null; then
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy &&
+      PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  command -v cargo >/dev/null || { warn "cargo not found; install Rust from https://rustup.rs"; SETUP_OK=0; }
+fi
+if command -v cargo >/dev/null; then
+  for comp in rustfmt clippy; do
+    sub=fmt; [ "$comp" = clippy ] && sub=clippy
+    if ! cargo "$sub" --version >/dev/null 2>&1; then
+      log "set-up: rustup component add $comp"
+      rustup component add "$comp" || { warn "could not install $comp"; SETUP_OK=0; }
+    fi
+  done
+fi
+if ! command -v cc >/dev/null; then
+  log "set-up: installing a C toolchain (the Rust linker needs cc)"
+  apt_install gcc libc6-dev || { warn "no C compiler (cc) available"; SETUP_OK=0; }
+fi
+
+# Where cargo puts the library (honours CARGO_TARGET_DIR).
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$REPO/$TARGET_DIR" ;; esac
+
+# --- steps -------------------------------------------------------------------
+NAMES=()
+RESULTS=()
+TIMES=()
+FAILED=0
+
+run_step() { # name, command...
+  local name="$1"; shift
+  log "$name"
+  local t0=$SECONDS
+  if "$@"; then RESULTS+=("ok"); else RESULTS+=("FAILED"); FAILED=1; fi
+  NAMES+=("$name")
+  TIMES+=("$((SECONDS - t0))s")
+}
+skip_step() { # name, reason
+  log "$1: skipped ($2)"
+  NAMES+=("$1"); RESULTS+=("skipped: $2"); TIMES+=("-"); FAILED=1
+}
+
+julia_suite() {
+  local jl
+  jl="$(bash "$REPO/scripts/ensure-julia.sh" | tail -n 1)" || return 1
+  [ -x "$jl" ] || { warn "ensure-julia.sh gave no julia"; return 1; }
+  MMSB_LIB="$TARGET_DIR/release/libmmsb.so" JULIA_NUM_THREADS=2 \
+    "$jl" --startup-file=no --project="$REPO" "$REPO/test/runtests.jl"
+}
+
+if [ "$SETUP_OK" = 1 ] || command -v cargo >/dev/null; then
+  run_step "cargo fmt --check" cargo fmt --all -- --check
+  run_step "cargo clippy" cargo clippy --all-targets -- -D warnings
+  run_step "cargo test" cargo test --workspace
+  run_step "cargo build --release" cargo build --release
+  if [ "${RESULTS[${#RESULTS[@]} - 1]}" = ok ]; then
+    run_step "julia tests" julia_suite
+  else
+    skip_step "julia tests" "release build failed"
+  fi
+else
+  skip_step "rust steps" "no Rust toolchain"
+  skip_step "julia tests" "no Rust toolchain"
+fi
+[ "$SETUP_OK" = 1 ] || FAILED=1
+
+# --- summary -----------------------------------------------------------------
+printf '\n==================== summary ====================\n'
+[ "$SETUP_OK" = 1 ] || printf '  %-24s %s\n' "set-up" "FAILED (see messages above)"
+for i in "${!NAMES[@]}"; do
+  printf '  %-24s %-8s %s\n' "${NAMES[$i]}" "${TIMES[$i]}" "${RESULTS[$i]}"
+done
+if [ "$FAILED" = 0 ]; then
+  printf 'ALL PASSED (%ss)\n' "$SECONDS"
+else
+  printf 'FAILED (%ss)\n' "$SECONDS"
+fi
+exit "$FAILED"

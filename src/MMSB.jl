@@ -1,0 +1,43 @@
+"""
+    MMSB
+
+The Memory-Mapped State Bus from Julia: page-aligned state that changes only
+through deterministic deltas (`state ⊕ Δ → state′`). This package wraps the
+Rust core (`libmmsb`, C ABI in `rust/mmsb/include/mmsb.h`).
+
+Start with [`mmsb_start`](@ref); see `examples/demo.jl`.
+
+The native library is found at run time (in `__init__`): the file named by the
+environment variable `MMSB_LIB`, else `target/release/libmmsb.so` under this
+package's root (build it with `cargo build --release`, or
+`julia --project=. deps/build.jl`).
+"""
+module MMSB
+
+using Libdl
+
+# The sources live under julia/ (Julia 1.5 requires the entry file src/MMSB.jl).
+# One file per subsystem; a new C subsystem (log, graph, monitoring, device) is
+# one more file here plus its names in the export list below.
+const SRC = joinpath(dirname(@__DIR__), "julia")
+include(joinpath(SRC, "LibMMSB.jl"))
+include(joinpath(SRC, "library.jl"))
+include(joinpath(SRC, "errors.jl"))
+include(joinpath(SRC, "state.jl"))
+include(joinpath(SRC, "pages.jl"))
+include(joinpath(SRC, "views.jl"))
+include(joinpath(SRC, "deltas.jl"))
+
+# The whole public API, in one place.
+export MMSBError, MMSBState, PageId, PageInfo, PageView, Delta
+export mmsb_start, lsn
+export create_page, free_page, page_ids, page_info, page_name, epoch
+export update_page, write_page, read_page, read_page!, page_view
+export delta_diff, compose, ⊕, apply, apply!, encode_delta, decode_delta, written_bytes, isdense
+export route_delta!, route_batch!
+
+function __init__()
+    load_library()
+end
+
+end # module MMSB

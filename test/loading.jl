@@ -1,0 +1,54 @@
+# Library loading: the chosen file, the ABI check, and the errors for a missing library.
+
+@test isfile(MMSB.LIBPATH[])
+@test basename(MMSB.LIBPATH[]) == MMSB.LIBFILE
+@test MMSB.LibMMSB.mmsb_abi_version() == MMSB.LibMMSB.MMSB_ABI_VERSION
+@test isfile(joinpath(MMSB.package_root(), "Project.toml"))
+
+function with_env(f, key, value)
+    old = get(ENV, key, nothing)
+    ENV[key] = value
+    try
+        f()
+    finally
+        old === nothing ? delete!(ENV, key) : (ENV[key] = old)
+    end
+end
+
+# a missing file: a clear error that says how to build
+with_env("MMSB_LIB", "/nonexistent/libmmsb.so") do
+    err = try MMSB.library_path() catch e; e end
+    @test err isa ErrorException
+    @test occursin("cargo build --release", err.msg) && occursin("MMSB_LIB", err.msg)
+end
+# a file under another name cannot be called through the constant library name
+mktempdir() do dir
+    other = joinpath(dir, "other.so")
+    cp(MMSB.LIBPATH[], other)
+    with_env("MMSB_LIB", other) do
+        err = try MMSB.library_path() catch e; e end
+        @test err isa ErrorException && occursin(MMSB.LIBFILE, err.msg)
+    end
+end
+# MMSB_LIB wins over the default location
+with_env("MMSB_LIB", MMSB.LIBPATH[]) do
+    @test MMSB.library_path() == MMSB.LIBPATH[]
+end
+
+# a fresh process without MMSB_LIB and without a build fails with the instructions
+mktempdir() do dir
+    cp(joinpath(MMSB.package_root(), "Project.toml"), joinpath(dir, "Project.toml"))
+    cp(joinpath(MMSB.package_root(), "src"), joinpath(dir, "src"))
+    cp(joinpath(MMSB.package_root(), "julia"), joinpath(dir, "julia"))
+    env = copy(ENV)
+    delete!(env, "MMSB_LIB")
+    env["JULIA_LOAD_PATH"] = "@:@stdlib"
+    cmd = `$(Base.julia_cmd()) --startup-file=no --project=$dir -e "using MMSB"`
+    out = Pipe()
+    proc = run(pipeline(ignorestatus(setenv(cmd, env)); stdout = out, stderr = out); wait = false)
+    close(out.in)
+    text = read(out, String)
+    wait(proc)
+    @test !success(proc)
+    @test occursin("native library was not found", text) && occursin("cargo build --release", text)
+end

@@ -1,0 +1,19 @@
+# The Julia suite: `JULIA_NUM_THREADS=2 julia --project=. test/runtests.jl`
+# (scripts/test.sh runs it after `cargo build --release`).
+using Test
+using MMSB
+
+@info "MMSB tests" julia = VERSION threads = Threads.nthreads() library = MMSB.LIBPATH[]
+
+# Each file runs in a module of its own, so files share no globals.
+const FILES = ["state", "pages", "views", "deltas", "errors", "gc", "threads", "loading"]
+
+@testset "MMSB" begin
+    for name in FILES
+        @testset "$name" begin
+            m = Module(Symbol("Test_", name))
+            Core.eval(m, :(using Test, Random, MMSB))
+            Base.include(m, joinpath(@__DIR__, "$name.jl"))
+        end
+    end
+end

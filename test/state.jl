@@ -1,0 +1,55 @@
+# mmsb_start, configuration, close, show.
+
+s = mmsb_start()
+@test s isa MMSBState
+@test isopen(s)
+@test lsn(s) == 0
+@test page_ids(s) == PageId[]
+@test sprint(show, s) == "MMSBState(open, 0 pages, lsn 0)"
+close(s)
+@test !isopen(s)
+close(s) # idempotent
+@test !isopen(s)
+@test sprint(show, s) == "MMSBState(closed)"
+
+# do-block form closes the state, also when the block throws
+kept = Ref{Any}(nothing)
+r = mmsb_start(max_page_size = 1 << 16, durability = :none) do st
+    kept[] = st
+    @test isopen(st)
+    create_page(st, 100)
+    :done
+end
+@test r == :done
+@test !isopen(kept[])
+@test_throws ErrorException mmsb_start() do st
+    kept[] = st
+    error("boom")
+end
+@test !isopen(kept[])
+
+# configuration keywords reach the core
+mmsb_start(max_page_size = 1024, gpu = false, file_backed_pages = false) do st
+    @test create_page(st, 1024) isa PageId
+    e = try create_page(st, 1025); nothing catch err; err end
+    @test e isa MMSBError && e.name == "invalid_argument"
+end
+@test_throws ArgumentError mmsb_start(durability = :sometimes)
+@test_throws ArgumentError mmsb_start(logging = true)          # the log needs a directory
+@test_throws ArgumentError mmsb_start(max_page_size = -1)
+e = try mmsb_start(no_such_option = 1) catch err; err end
+@test e isa MMSBError && e.name == "invalid_argument" && occursin("no_such_option", e.message)
+e = try mmsb_start(max_page_size = 0) catch err; err end
+@test e isa MMSBError
+
+for d in (:none, :group_commit, :always)
+    mktempdir() do dir
+        mmsb_start(dir = dir, durability = d) do st
+            @test st.config.dir == dir
+            @test st.config.durability == d
+            p = create_page(st, 64)
+            @test update_page(st, p, UInt8[1, 2, 3]) == 1
+            @test occursin("dir=", sprint(show, st))
+        end
+    end
+end

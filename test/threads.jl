@@ -1,0 +1,127 @@
+# Multi-threaded updates (run with JULIA_NUM_THREADS=2): writers on distinct and
+# shared pages; the final bytes equal the serial application of every write in
+# LSN order.
+
+Threads.nthreads() < 2 && @warn "threads tests run with 1 thread; set JULIA_NUM_THREADS=2 for real concurrency"
+
+struct Write
+    lsn::UInt64
+    page::PageId
+    delta::Delta   # what was written, as a delta on the page
+end
+
+const PAGE = 512
+mmsb_start() do s
+    shared = [create_page(s, PAGE) for _ in 1:2]
+    own = [create_page(s, PAGE) for _ in 1:4]
+    ntasks = 4
+    nwrites = 400
+    tasks = map(1:ntasks) do t
+        Threads.@spawn begin
+            rng = MersenneTwister(t)
+            log = Write[]
+            for k in 1:nwrites
+                page = rand(rng, Bool) ? rand(rng, shared) : own[t]
+                off = rand(rng, 0:PAGE - 16)
+                data = rand(rng, UInt8, rand(rng, 1:16))
+                kind = rand(rng, 1:5)
+                if kind == 1
+                    l = update_page(s, page, data; offset = off)
+                    d = Delta(off, data)
+                elseif kind == 2
+                    l = write_page(s, page, data; offset = off)
+                    d = Delta(off, data)
+                elseif kind == 3
+                    m = bitrand(rng, length(data))
+                    l = update_page(s, page, data, m; offset = off)
+                    d = Delta(off, data, m)
+                elseif kind == 4
+                    runs = [off => data, rand(rng, 0:PAGE - 1) => UInt8[k % 256]]
+                    l = update_page(s, page, runs)
+                    d = Delta(runs)
+                else
+                    d = Delta(off, data)
+                    l = route_delta!(s, page, d)
+                end
+                push!(log, Write(l, page, d))
+                k % 50 == 0 && yield()
+            end
+            log
+        end
+    end
+    logs = fetch.(tasks)
+    writes = sort!(reduce(vcat, logs); by = w -> w.lsn)
+    @test length(writes) == ntasks * nwrites
+    @test [w.lsn for w in writes] == UInt64(1):UInt64(ntasks * nwrites)   # every LSN exactly once
+    @test lsn(s) == ntasks * nwrites
+    expect = Dict(p => zeros(UInt8, PAGE) for p in vcat(shared, own))
+    for w in writes
+        apply!(expect[w.page], w.delta)
+    end
+    for p in vcat(shared, own)
+        @test read_page(s, p) == expect[p]
+    end
+    # per-page epochs count the writes routed to each page
+    for p in vcat(shared, own)
+        @test epoch(s, p) == count(w -> w.page == p, writes)
+    end
+    @test all(p -> epoch(s, p) > 0, own)
+end
+
+# compare-and-set counters from several threads: no lost updates
+mmsb_start() do s
+    p = create_page(s, 8)
+    ntasks, per = 4, 100
+    tasks = map(1:ntasks) do _
+        Threads.@spawn begin
+            conflicts = 0
+            for _ in 1:per
+                while true
+                    e = epoch(s, p)
+                    n = reinterpret(UInt64, read_page(s, p))[1]
+                    ok = try
+                        update_page(s, p, reinterpret(UInt8, [n + 1]); expected_epoch = e)
+                        true
+                    catch err
+                        err isa MMSBError && err.name == "epoch_conflict" || rethrow()
+                        false
+                    end
+                    ok && break
+                    conflicts += 1
+                end
+            end
+            conflicts
+        end
+    end
+    conflicts = sum(fetch.(tasks))
+    @test reinterpret(UInt64, read_page(s, p))[1] == ntasks * per
+    @info "CAS counter" conflicts
+end
+
+# closing a state while other threads write: they see MMSBError(closed), never a crash
+s = mmsb_start()
+p = create_page(s, 64)
+started = Threads.Atomic{Int}(0)
+writers = map(1:2) do t
+    Threads.@spawn begin
+        n = 0
+        try
+            while true
+                update_page(s, p, UInt8[t, n % 256])
+                n += 1
+                n == 10 && Threads.atomic_add!(started, 1)
+                n % 100 == 0 && yield()
+            end
+        catch err
+            err
+        end
+    end
+end
+while started[] < 2
+    sleep(0.001)
+end
+close(s)
+for w in writers
+    err = fetch(w)
+    @test err isa MMSBError && err.name == "closed"
+end
