@@ -182,9 +182,10 @@ Routes a delta to a page (the delta itself is unchanged and can be reused).
 With `expected_epoch` it is a compare-and-set on the page's [`epoch`](@ref).
 """
 function route_delta!(s::MMSBState, page::PageId, d::Delta; expected_epoch::Union{Nothing,Integer} = nothing)
-    out = Ref{UInt64}(0)
-    check(LibMMSB.mmsb_route_delta(s, page.value, d, epoch_arg(expected_epoch), out))
-    return out[]
+    e = epoch_arg(expected_epoch)
+    st, l = with_u64_out(out -> LibMMSB.mmsb_route_delta(s, page.value, d, e, out))
+    check(st)
+    return l
 end
 
 """

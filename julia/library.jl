@@ -72,3 +72,42 @@ function load_library()
     LIBPATH[] = path
     return path
 end
+
+# --- scratch out-parameters --------------------------------------------------
+# The hot calls (page writes) return an LSN through an out-parameter. A `Ref`
+# costs an allocation per call; instead each thread has its own slot (64 bytes
+# apart, so threads do not share a cache line). A slot is only used between a
+# `ccall` and the load right after it, with no yield in between, so no other task
+# can touch it meanwhile (tasks only switch or migrate at yield points).
+const SLOT_STRIDE = 8
+const OUT_SLOTS = UInt64[]
+
+function init_slots()
+    # Threads.maxthreadid covers the interactive pool too (Julia >= 1.9).
+    n = VERSION >= v"1.9" ? Threads.maxthreadid() : Threads.nthreads()
+    resize!(OUT_SLOTS, (n + 1) * SLOT_STRIDE)
+    return nothing
+end
+
+"""
+    MMSB.with_u64_out(f) -> (status, value)
+
+Calls `f(ptr)` (a `ccall` returning a status) with `ptr::Ptr{UInt64}` pointing
+to a scratch out-parameter of the current thread, and returns the status and the
+value written there.
+"""
+@inline function with_u64_out(f)
+    i = Threads.threadid() * SLOT_STRIDE
+    slots = OUT_SLOTS
+    if i <= length(slots)
+        GC.@preserve slots begin
+            p = pointer(slots, i)
+            st = f(p)
+            return st, unsafe_load(p)
+        end
+    else # a thread started after __init__ (foreign threads): fall back to a Ref
+        r = Ref{UInt64}(0)
+        st = f(r)
+        return st, r[]
+    end
+end

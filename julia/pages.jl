@@ -177,29 +177,30 @@ nothing changes (compare-and-set).
 function update_page(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UInt8},AbstractString};
                      offset::Integer = 0, expected_epoch::Union{Nothing,Integer} = nothing)
     b = contiguous(bytes)
-    out = Ref{UInt64}(0)
-    check(LibMMSB.mmsb_page_update(s, page.value, u64_arg(offset, "offset"), b, length(b),
-                                   epoch_arg(expected_epoch), out))
-    return out[]
+    off, e = u64_arg(offset, "offset"), epoch_arg(expected_epoch)
+    st, l = with_u64_out(out -> LibMMSB.mmsb_page_update(s, page.value, off, b, length(b), e, out))
+    check(st)
+    return l
 end
 
 function update_page(s::MMSBState, page::PageId, bytes::AbstractVector{UInt8}, mask::AbstractVector{Bool};
                      offset::Integer = 0, expected_epoch::Union{Nothing,Integer} = nothing)
     b = contiguous(bytes)
     m = pack_mask(mask, length(b))
-    out = Ref{UInt64}(0)
-    check(LibMMSB.mmsb_page_write_masked(s, page.value, u64_arg(offset, "offset"), m, length(m), b, length(b),
-                                         epoch_arg(expected_epoch), out))
-    return out[]
+    off, e = u64_arg(offset, "offset"), epoch_arg(expected_epoch)
+    st, l = with_u64_out(out -> LibMMSB.mmsb_page_write_masked(s, page.value, off, m, length(m), b, length(b), e, out))
+    check(st)
+    return l
 end
 
 function update_page(s::MMSBState, page::PageId, runs::AbstractVector{<:Pair};
                      offset::Integer = 0, expected_epoch::Union{Nothing,Integer} = nothing)
     offsets, lens, data = sparse_parts(runs, offset)
-    out = Ref{UInt64}(0)
-    check(LibMMSB.mmsb_page_write_sparse(s, page.value, offsets, lens, length(offsets), data, length(data),
-                                         epoch_arg(expected_epoch), out))
-    return out[]
+    e = epoch_arg(expected_epoch)
+    st, l = with_u64_out(out -> LibMMSB.mmsb_page_write_sparse(s, page.value, offsets, lens, length(offsets), data,
+                                                               length(data), e, out))
+    check(st)
+    return l
 end
 
 """
@@ -212,10 +213,10 @@ bytes change).
 function write_page(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UInt8},AbstractString};
                     offset::Integer = 0, expected_epoch::Union{Nothing,Integer} = nothing)
     b = contiguous(bytes)
-    out = Ref{UInt64}(0)
-    check(LibMMSB.mmsb_page_write(s, page.value, u64_arg(offset, "offset"), b, length(b),
-                                  epoch_arg(expected_epoch), out))
-    return out[]
+    off, e = u64_arg(offset, "offset"), epoch_arg(expected_epoch)
+    st, l = with_u64_out(out -> LibMMSB.mmsb_page_write(s, page.value, off, b, length(b), e, out))
+    check(st)
+    return l
 end
 
 # One bit per data byte, least significant bit first (what the C ABI expects).

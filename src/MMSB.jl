@@ -38,6 +38,7 @@ export route_delta!, route_batch!
 
 function __init__()
     load_library()
+    init_slots()
 end
 
 end # module MMSB

@@ -1,0 +1,775 @@
+# InstrumentationManager: what one state captured, its pages and edges, and
+# the work done outside the hook (rendering, page writes, world tracking).
+
+"""
+    IRSlot
+
+One IR text page: its current id and size, the text it holds, and how often
+the text changed after the page was first written.
+"""
+mutable struct IRSlot
+    page::PageId
+    size::Int
+    text::String
+    kind::Symbol      # :source, :lowered, :typed, :optimized
+    label::String
+    updates::Int
+end
+
+"""
+    Edge(from, to, kind)
+
+A compiler dependency between two pages, kept on the Julia side: `kind` is
+`:lowered` (source → lowered), `:typed` (lowered → typed), `:optimized`
+(typed → optimized) or `:calls` (caller's optimized → callee's optimized).
+"""
+struct Edge
+    from::PageId
+    to::PageId
+    kind::Symbol
+end
+
+# Source and lowered code belong to a method (shared by its instances).
+mutable struct MethodEntry
+    sig::Any
+    method::Method
+    label::String
+    source::IRSlot
+    lowered::IRSlot
+end
+
+# Typed and optimized code belong to one instance, keyed by its specTypes so a
+# redefinition (new Method, new MethodInstance, same signature) updates the
+# same pages through deltas.
+mutable struct InstanceEntry
+    spec::Any
+    mi::Core.MethodInstance
+    label::String
+    method::MethodEntry
+    typed::IRSlot
+    optimized::IRSlot
+    callees::Vector{Any}   # specTypes of the instances invoked from the optimized IR
+    world::UInt            # world the IR was last rendered in
+    closed_seen::Int       # closed CodeInstances already reported as invalidations
+end
+
+"""
+    InstrumentationManager
+
+The instrumentation of one state (see [`enable_instrumentation`](@ref)). Holds
+the captured method instances, the page of each IR form, the compiler edges
+between those pages and the world page. Its data stays queryable after
+`disable_instrumentation`.
+"""
+mutable struct InstrumentationManager
+    state::MMSBState
+    enabled::Bool
+    lock::ReentrantLock
+    include_system::Bool
+    modules::Union{Nothing,Vector{Module}}
+    follow_invokes::Bool
+    max_per_flush::Int
+    pending::Vector{Core.MethodInstance}
+    methods::Dict{Any,MethodEntry}
+    instances::Dict{Any,InstanceEntry}
+    slots::Dict{UInt64,IRSlot}            # page id => slot
+    edges::Vector{Edge}
+    edge_set::Set{Edge}
+    world_page::PageId
+    world_buf::Vector{UInt8}
+    world_count::UInt64
+    invalidations::UInt64
+    last_world::UInt
+    flushes::Int
+    renders::Int
+    deltas::Int
+    reallocations::Int
+    errors::Int
+    first_error::Union{Nothing,String}
+end
+
+const _MANAGERS = IdDict{MMSBState,InstrumentationManager}()
+const _REGISTRY_LOCK = ReentrantLock()
+const _SYSTEM_MODULE = IdDict{Module,Bool}()
+const _ATEXIT = Ref(false)
+
+function Base.show(io::IO, m::InstrumentationManager)
+    print(io, "InstrumentationManager(", m.enabled ? "enabled" : "disabled", ", ",
+          length(m.instances), " instances, ", length(m.slots), " IR pages, ", length(m.edges), " edges)")
+end
+
+"The manager of `state`, or `nothing` if instrumentation was never enabled on it."
+instrumentation_manager(state::MMSBState) = lock(() -> get(_MANAGERS, state, nothing), _REGISTRY_LOCK)
+
+function _manager(state::MMSBState)
+    m = instrumentation_manager(state)
+    m === nothing && throw(ArgumentError("instrumentation was never enabled on this state"))
+    return m
+end
+
+_active_managers() = lock(_REGISTRY_LOCK) do
+    InstrumentationManager[m for m in values(_MANAGERS) if m.enabled]
+end
+
+function _note_error!(m::InstrumentationManager, @nospecialize(err), what::AbstractString)
+    m.errors += 1
+    if m.first_error === nothing
+        m.first_error = string(what, ": ", sprint(showerror, err))
+    end
+    return nothing
+end
+
+# --- which instances are captured ---------------------------------------
+
+function _is_system(root::Module)
+    get!(_SYSTEM_MODULE, root) do
+        root === Core || root === Base || root === (@__MODULE__) ||
+            isdir(joinpath(Sys.STDLIB, string(nameof(root))))
+    end
+end
+
+function _within(mod::Module, top::Module)
+    while true
+        mod === top && return true
+        p = parentmodule(mod)
+        p === mod && return false
+        mod = p
+    end
+end
+
+function _accept(m::InstrumentationManager, mi::Core.MethodInstance)
+    def = mi.def
+    def isa Method || return false # top-level thunks have no method, no signature
+    mod = def.module
+    _within(mod, (@__MODULE__)) && return false # never capture our own rendering
+    m.modules !== nothing && return any(t -> _within(mod, t), m.modules)
+    return m.include_system || !_is_system(Base.moduleroot(mod))
+end
+
+# --- rendering (deterministic text) ---------------------------------------
+
+const _MAX_LABEL = 200
+
+function _instance_label(mi::Core.MethodInstance)
+    m = mi.def::Method
+    s = try
+        string(m.module, ".", sprint(Base.show_tuple_as_call, m.name, mi.specTypes))
+    catch
+        string(m.module, ".", m.name, " ", mi.specTypes)
+    end
+    return truncate_utf8(s, _MAX_LABEL)
+end
+
+_method_label(m::Method) = truncate_utf8(string(m.module, ".", m.name, " ", m.sig), _MAX_LABEL)
+
+"Renders a CodeInfo (and return type) as `code_typed`/`code_lowered` results print."
+_render(code::Core.CodeInfo) = sprint(show, code)
+_render(code::Core.CodeInfo, @nospecialize(rt)) = sprint(show, code => rt)
+
+const _MAX_SOURCE_LINES = 400
+
+"The text of the definition of `m` (from its file, or this session's REPL input), or `nothing`."
+function _source_text(m::Method, files::Dict{String,Vector{String}})
+    file = String(m.file)
+    line = Int(m.line)
+    rm = match(r"^REPL\[(\d+)\]$", file)
+    if rm !== nothing
+        return _repl_input(parse(Int, rm.captures[1]))
+    end
+    path = isfile(file) ? file : joinpath(Sys.BINDIR, Base.DATAROOTDIR, "julia", "base", file)
+    isfile(path) || return nothing
+    lines = get!(() -> readlines(path), files, path)
+    1 <= line <= length(lines) || return nothing
+    text = join(view(lines, line:min(length(lines), line + _MAX_SOURCE_LINES - 1)), "\n")
+    ex, pos = Meta.parse(text, 1; greedy = true, raise = false)
+    (ex isa Expr && ex.head in (:error, :incomplete)) && return nothing
+    return rstrip(text[1:prevind(text, min(pos, ncodeunits(text) + 1))])
+end
+
+function _render_source(m::Method, files)
+    src = try
+        _source_text(m, files)
+    catch
+        nothing
+    end
+    return string("module: ", m.module, "\n",
+                  "name: ", m.name, "\n",
+                  "file: ", m.file, "\n",
+                  "line: ", m.line, "\n",
+                  "signature: ", m.sig, "\n",
+                  "source:\n", src === nothing ? "(unavailable)" : src, "\n")
+end
+
+"The instances named by `:invoke` statements of optimized code."
+function _invoked(code::Core.CodeInfo)
+    out = Core.MethodInstance[]
+    for st in code.code
+        ex = st
+        # `%x = invoke f(...)` is stored as the bare :invoke expression; be lenient about assignments.
+        if ex isa Expr && ex.head === :(=) && length(ex.args) == 2
+            ex = ex.args[2]
+        end
+        if ex isa Expr && ex.head === :invoke && !isempty(ex.args)
+            t = _invoke_target(ex.args[1])
+            t === nothing || push!(out, t)
+        end
+    end
+    return out
+end
+
+# --- page writes ----------------------------------------------------------
+
+function _page_name(kind::Symbol, label::String)
+    return truncate_utf8(string("ir/", kind, "/", label), 255)
+end
+
+function _new_slot!(m::InstrumentationManager, kind::Symbol, label::String, text::String)
+    size = ir_page_size(sizeof(text))
+    page = create_page(m.state, size; name = _page_name(kind, label))
+    try
+        update_page(m.state, page, encode_ir(text))
+    catch
+        free_page(m.state, page)
+        rethrow()
+    end
+    slot = IRSlot(page, size, text, kind, label, 0)
+    m.slots[page.value] = slot
+    return slot
+end
+
+"""
+Writes `text` into the slot's page as a delta (nothing when unchanged). A text
+that outgrows the page moves to a new page of `ir_page_size(n)` bytes; the old
+page is freed and the slot's edges point to the new one. Returns whether the
+text changed.
+"""
+function _write_slot!(m::InstrumentationManager, slot::IRSlot, text::String)
+    text == slot.text && return false
+    n = sizeof(text)
+    if IR_HEADER + n > slot.size
+        size = ir_page_size(n)
+        page = create_page(m.state, size; name = _page_name(slot.kind, slot.label))
+        update_page(m.state, page, encode_ir(text))
+        old = slot.page
+        slot.page, slot.size = page, size
+        delete!(m.slots, old.value)
+        m.slots[page.value] = slot
+        _repoint_edges!(m, old, page)
+        free_page(m.state, old)
+        m.reallocations += 1
+    else
+        update_page(m.state, slot.page, encode_ir(text, sizeof(slot.text)))
+    end
+    slot.text = text
+    slot.updates += 1
+    m.deltas += 1
+    return true
+end
+
+# --- edges ----------------------------------------------------------------
+
+"""
+    _native_link!(state, from, to)
+
+The one place where a compiler edge reaches the native dependency graph.
+"""
+function _native_link!(state::MMSBState, from::PageId, to::PageId)
+    # TODO(lead): wire to add_dependency!(state, from, to; kind=:compiler) once the graph C ABI
+    # (mmsb_add_dependency) is merged. Until then edges live only in the manager's Julia-side
+    # table (`m.edges`, queried by `method_graph`). Edges leave the table when their page is
+    # reallocated or their caller stops invoking the callee (see `_repoint_edges!`,
+    # `_set_callees!`); the native side will need the matching removal (or free_page must
+    # drop a freed page's edges).
+    return nothing
+end
+
+function _link!(m::InstrumentationManager, from::PageId, to::PageId, kind::Symbol)
+    e = Edge(from, to, kind)
+    e in m.edge_set && return false
+    push!(m.edge_set, e)
+    push!(m.edges, e)
+    _native_link!(m.state, from, to)
+    return true
+end
+
+function _repoint_edges!(m::InstrumentationManager, old::PageId, new::PageId)
+    olds = filter(e -> e.from == old || e.to == old, m.edges)
+    isempty(olds) && return nothing
+    filter!(e -> !(e.from == old || e.to == old), m.edges)
+    foreach(e -> delete!(m.edge_set, e), olds)
+    for e in olds
+        _link!(m, e.from == old ? new : e.from, e.to == old ? new : e.to, e.kind)
+    end
+    return nothing
+end
+
+# Replaces the :calls edges leaving `ent`'s optimized page by those to the
+# callees captured now (a redefinition may change what it invokes).
+function _set_callees!(m::InstrumentationManager, ent::InstanceEntry)
+    from = ent.optimized.page
+    want = Set{Edge}()
+    for spec in ent.callees
+        callee = _lookup(m.instances, spec)
+        callee === nothing || push!(want, Edge(from, callee.optimized.page, :calls))
+    end
+    stale = [e for e in m.edges if e.kind === :calls && e.from == from && !(e in want)]
+    if !isempty(stale)
+        filter!(e -> !(e in stale), m.edges)
+        foreach(e -> delete!(m.edge_set, e), stale)
+    end
+    for e in want
+        _link!(m, e.from, e.to, e.kind)
+    end
+    return nothing
+end
+
+# Types as keys: `Dict` finds identical types; equal but distinct objects are
+# found by the linear fallback.
+function _lookup(d::Dict{Any,T}, @nospecialize(key)) where {T}
+    v = get(d, key, nothing)
+    v === nothing || return v
+    for (k, x) in d
+        k == key && return x
+    end
+    return nothing
+end
+
+# --- capture of one instance ------------------------------------------------
+
+"""
+Renders `mi` into its pages (creating them, or writing deltas when the text
+changed) and returns the instances its optimized code invokes. `force`
+re-renders a known instance (used by `reanalyze!`).
+"""
+function _capture!(m::InstrumentationManager, mi::Core.MethodInstance, world::UInt, files; force::Bool = false)
+    _FAULT[] === :render && throw(InstrumentationFault("fault injected while rendering $(mi.def)"))
+    def = mi.def::Method
+    spec = mi.specTypes
+    ent = _lookup(m.instances, spec)
+    # Source and lowered code: per method; re-rendered when the method object changed.
+    ment = _lookup(m.methods, def.sig)
+    if ment === nothing || ment.method !== def || force
+        src = _render_source(def, files)
+        low = _render(_lowered_ir(mi))
+        if ment === nothing
+            label = _method_label(def)
+            s = _new_slot!(m, :source, label, src)
+            l = _new_slot!(m, :lowered, label, low)
+            ment = MethodEntry(def.sig, def, label, s, l)
+            m.methods[def.sig] = ment
+        else
+            ment.method = def
+            _write_slot!(m, ment.source, src)
+            _write_slot!(m, ment.lowered, low)
+        end
+        _link!(m, ment.source.page, ment.lowered.page, :lowered)
+    end
+    typed_code, typed_rt = _infer_ir(mi, world, false)
+    opt_code, opt_rt = _infer_ir(mi, world, true)
+    typed = _render(typed_code, typed_rt)
+    opt = _render(opt_code, opt_rt)
+    callees = m.follow_invokes ? _invoked(opt_code) : Core.MethodInstance[]
+    m.renders += 1
+    if ent === nothing
+        label = _instance_label(mi)
+        t = _new_slot!(m, :typed, label, typed)
+        o = _new_slot!(m, :optimized, label, opt)
+        ent = InstanceEntry(spec, mi, label, ment, t, o, Any[c.specTypes for c in callees], world,
+                            length(_closed_worlds(mi)))
+        m.instances[spec] = ent
+    else
+        if ent.mi !== mi
+            ent.mi = mi
+            ent.closed_seen = length(_closed_worlds(mi))
+        end
+        ent.method = ment
+        _write_slot!(m, ent.typed, typed)
+        _write_slot!(m, ent.optimized, opt)
+        ent.callees = Any[c.specTypes for c in callees]
+        ent.world = world
+    end
+    _link!(m, ment.lowered.page, ent.typed.page, :typed)
+    _link!(m, ent.typed.page, ent.optimized.page, :optimized)
+    return callees
+end
+
+# Captures the pending instances and, transitively, what they invoke.
+function _process!(m::InstrumentationManager, roots::Vector{Core.MethodInstance}; force::Bool = false)
+    world = Base.get_world_counter()
+    files = Dict{String,Vector{String}}()
+    seen = Base.IdSet{Any}()
+    work = reverse(roots) # pop! from the end: oldest first
+    done = 0
+    while !isempty(work)
+        mi = pop!(work)
+        mi in seen && continue
+        push!(seen, mi)
+        _accept(m, mi) || continue
+        if done >= m.max_per_flush
+            _note_error!(m, ErrorException("more than $(m.max_per_flush) instances in one flush; the rest were dropped"), "flush")
+            break
+        end
+        done += 1
+        callees = try
+            _capture!(m, mi, world, files; force = force && mi in roots)
+        catch err
+            _note_error!(m, err, string("capturing ", mi))
+            Core.MethodInstance[]
+        end
+        for c in callees
+            # A callee already captured as this very instance needs no new render.
+            known = _lookup(m.instances, c.specTypes)
+            (known !== nothing && known.mi === c) && continue
+            c in seen || push!(work, c)
+        end
+    end
+    for ent in values(m.instances)
+        _set_callees!(m, ent)
+    end
+    return done
+end
+
+# --- world age ------------------------------------------------------------
+
+function _world_write!(m::InstrumentationManager, world::UInt, entries::Vector{WorldEntry})
+    for e in entries
+        world_entry!(m.world_buf, m.world_count, e)
+        m.world_count += 1
+        e.kind === :invalidated && (m.invalidations += 1)
+    end
+    world_header!(m.world_buf, UInt64(world), m.world_count, m.invalidations)
+    update_page(m.state, m.world_page, m.world_buf)
+    return nothing
+end
+
+# Methods defined in worlds (lo, hi] by the modules we watch: Main and its
+# submodules, and the user modules of captured methods.
+function _new_methods(m::InstrumentationManager, lo::UInt, hi::UInt)
+    mods = Module[Main]
+    for ment in values(m.methods)
+        mod = ment.method.module
+        (_is_system(Base.moduleroot(mod)) || mod in mods) || push!(mods, mod)
+    end
+    found = Method[]
+    seen = Base.IdSet{Any}()
+    i = 1
+    while i <= length(mods)
+        mod = mods[i]
+        i += 1
+        for n in names(mod; all = true)
+            isdefined(mod, n) || continue
+            v = try
+                getfield(mod, n)
+            catch
+                continue
+            end
+            v in seen && continue
+            push!(seen, v)
+            if v isa Module
+                (v !== mod && parentmodule(v) === mod && !(v in mods) && length(mods) < 64) && push!(mods, v)
+                continue
+            end
+            (v isa Function || v isa Type) || continue
+            ms = try
+                methods(v)
+            catch
+                continue
+            end
+            for meth in ms
+                w = _method_world(meth)
+                (lo < w <= hi && _within(meth.module, mod)) && push!(found, meth)
+            end
+        end
+    end
+    sort!(found; by = _method_world)
+    return found
+end
+
+function _sync_world!(m::InstrumentationManager)
+    world = Base.get_world_counter()
+    world == m.last_world && return nothing
+    entries = WorldEntry[]
+    for meth in _new_methods(m, m.last_world, world)
+        push!(entries, WorldEntry(_method_world(meth), :defined, string(meth.module, ".", meth.name)))
+    end
+    for ent in sort!(collect(values(m.instances)); by = e -> e.label)
+        closed = _closed_worlds(ent.mi)
+        for mw in reverse(closed[1:max(0, length(closed) - ent.closed_seen)])
+            push!(entries, WorldEntry(mw + 1, :invalidated, ent.label))
+        end
+        ent.closed_seen = length(closed)
+    end
+    for (w, what) in _HOOK_WORLDS
+        m.last_world < w <= world && push!(entries, WorldEntry(w, :advanced, what))
+    end
+    isempty(entries) && push!(entries, WorldEntry(world, :advanced, "world advanced"))
+    sort!(entries; by = e -> e.world)
+    _world_write!(m, world, entries)
+    m.last_world = world
+    return nothing
+end
+
+# --- flush ------------------------------------------------------------------
+
+"Moves the process-wide queue into the pending list of every enabled manager."
+function _distribute!()
+    mis = _drain_queue!()
+    isempty(mis) && return nothing
+    for m in _active_managers()
+        lock(m.lock) do
+            append!(m.pending, mis)
+        end
+    end
+    return nothing
+end
+
+function _flush!(m::InstrumentationManager)
+    lock(m.lock) do
+        isopen(m.state) || return 0
+        roots = m.pending
+        m.pending = Core.MethodInstance[]
+        n = try
+            _process!(m, roots)
+        catch err
+            _note_error!(m, err, "flush")
+            0
+        end
+        try
+            _sync_world!(m)
+        catch err
+            _note_error!(m, err, "world page")
+        end
+        m.flushes += 1
+        return n
+    end
+end
+
+"""
+    flush_instrumentation(state) -> Int
+    flush_instrumentation() -> Int
+
+Renders what the compiler inferred since the last flush into pages of
+`state` (or of every state with instrumentation enabled) and updates the world
+page. Returns the number of method instances captured. Never throws because
+of a capture error: those are counted in [`instrumentation_status`](@ref).
+Runs in the latest world (so it sees methods defined after the caller started).
+"""
+flush_instrumentation(state::MMSBState) = Base.invokelatest(_flush_state, state)
+flush_instrumentation() = Base.invokelatest(_flush_all)
+
+function _flush_state(state::MMSBState)
+    m = _manager(state)
+    _distribute!()
+    return _flush!(m)
+end
+
+function _flush_all()
+    _distribute!()
+    n = 0
+    for m in _active_managers()
+        n += _flush!(m)
+    end
+    return n
+end
+
+# --- enable / disable -------------------------------------------------------
+
+const _DEFAULT_STATE = Ref{Any}(nothing)
+
+"""
+    default_instrumentation_state() -> MMSBState
+
+The in-memory state used by the forms without a state argument (created by
+the first call; a new one replaces it once it is closed).
+"""
+function default_instrumentation_state()
+    s = _DEFAULT_STATE[]
+    if s === nothing || !isopen(s)
+        s = mmsb_start()
+        _DEFAULT_STATE[] = s
+    end
+    return s::MMSBState
+end
+
+"""
+    enable_instrumentation(state; include_system=false, modules=nothing, follow_invokes=true, max_per_flush=10_000)
+    enable_instrumentation(; kw...)
+
+Starts capturing what Julia's compiler infers into IR pages of `state` (the
+form without a state uses [`default_instrumentation_state`](@ref)). Installs
+the type-inference hook if no other state has it installed, creates the world
+page, and, in a REPL, flushes after every command. Returns the
+[`InstrumentationManager`](@ref).
+
+- `include_system`: also capture methods of Core, Base and the standard
+  libraries (off by default: user code only). MMSB's own methods are never captured.
+- `modules`: capture only methods of these modules (and their submodules).
+- `follow_invokes`: also capture the instances that captured optimized code
+  `invoke`s (the hook sees inference entry points only).
+- `max_per_flush`: cap on the instances rendered by one flush.
+"""
+function enable_instrumentation(state::MMSBState; include_system::Bool = false,
+                                modules::Union{Nothing,Module,AbstractVector{Module}} = nothing,
+                                follow_invokes::Bool = true, max_per_flush::Integer = 10_000)
+    isopen(state) || throw(ArgumentError("the state is closed"))
+    mods = modules === nothing ? nothing : modules isa Module ? Module[modules] : Module[modules...]
+    lock(_REGISTRY_LOCK) do
+        _forget_closed!()
+        m = get(_MANAGERS, state, nothing)
+        if m === nothing
+            world = Base.get_world_counter()
+            wp = create_page(state, WORLD_PAGE_SIZE; name = "instrumentation/world")
+            buf = world_header!(zeros(UInt8, WORLD_PAGE_SIZE), UInt64(world), UInt64(0), UInt64(0))
+            update_page(state, wp, buf)
+            m = InstrumentationManager(state, false, ReentrantLock(), include_system, mods, follow_invokes,
+                                       Int(max_per_flush), Core.MethodInstance[], Dict{Any,MethodEntry}(),
+                                       Dict{Any,InstanceEntry}(), Dict{UInt64,IRSlot}(), Edge[], Set{Edge}(),
+                                       wp, buf, UInt64(0), UInt64(0), world, 0, 0, 0, 0, 0, nothing)
+            _MANAGERS[state] = m
+        else
+            m.include_system, m.modules, m.follow_invokes = include_system, mods, follow_invokes
+            m.max_per_flush = Int(max_per_flush)
+        end
+        m.enabled && return m
+        # Instances recorded for other states before now are not this state's business.
+        _distribute!()
+        m.enabled = true
+        try
+            _install_hook!()
+            _RECORDING[] = true
+            _repl_attach!()
+            _register_atexit!()
+        catch
+            m.enabled = false
+            isempty(_active_managers()) && _uninstall_hook!()
+            rethrow()
+        end
+        return m
+    end
+end
+
+enable_instrumentation(; kw...) = enable_instrumentation(default_instrumentation_state(); kw...)
+
+"""
+    disable_instrumentation(state)
+    disable_instrumentation()
+
+Stops capturing for `state` (or for the default state): renders what was
+already recorded, and, when no state has instrumentation enabled any more,
+puts the compiler's original type-inference entry point back and removes the
+REPL transform. The pages and edges stay queryable. Idempotent.
+"""
+function disable_instrumentation(state::MMSBState)
+    m = instrumentation_manager(state)
+    (m === nothing || !m.enabled) && return nothing
+    lock(_REGISTRY_LOCK) do
+        try
+            _distribute!()
+            m.enabled = false
+            if isempty(_active_managers())
+                _uninstall_hook!()
+                _repl_detach!()
+            end
+        finally
+            # Whatever happened above, the compiler must not keep calling us for nobody.
+            isempty(_active_managers()) && _uninstall_hook!()
+        end
+    end
+    Base.invokelatest(_flush!, m)
+    return nothing
+end
+
+function disable_instrumentation()
+    s = _DEFAULT_STATE[]
+    s === nothing || disable_instrumentation(s)
+    return nothing
+end
+
+function _forget_closed!()
+    for (s, m) in collect(_MANAGERS)
+        isopen(s) || (m.enabled = false; delete!(_MANAGERS, s))
+    end
+    isempty(_active_managers()) && _uninstall_hook!()
+    return nothing
+end
+
+function _register_atexit!()
+    _ATEXIT[] && return nothing
+    _ATEXIT[] = true
+    atexit(_at_exit)
+    return nothing
+end
+
+# At exit: stop capturing first (so rendering is not itself captured), then
+# render what is left for states that are still open.
+function _at_exit()
+    try
+        _uninstall_hook!()
+    catch
+    end
+    try
+        _distribute_all!()
+        for m in collect(values(_MANAGERS))
+            m.enabled || continue
+            try
+                _flush!(m)
+            catch
+            end
+            m.enabled = false
+        end
+    catch
+    end
+    return nothing
+end
+
+# Like `_distribute!`, for managers still marked enabled (the hook is already gone).
+function _distribute_all!()
+    mis = _drain_queue!()
+    isempty(mis) && return nothing
+    for m in values(_MANAGERS)
+        m.enabled && append!(m.pending, mis)
+    end
+    return nothing
+end
+
+# --- deterministic re-analysis -------------------------------------------------
+
+"""
+    reanalyze!(state) -> Vector{String}
+    reanalyze!(state, f, types) -> Vector{String}
+
+Re-infers captured method instances (all of them, or the one `f(::types...)`
+dispatches to, captured now if it was not before) in the current world and
+writes every IR text that changed (e.g. after a method was redefined) to its
+page as a delta, so the log shows what changed and when. The same code in the
+same world gives the same bytes. Returns the labels of the pages that changed.
+"""
+reanalyze!(state::MMSBState) = Base.invokelatest(_reanalyze, state, nothing)
+reanalyze!(state::MMSBState, @nospecialize(f), @nospecialize(types)) =
+    Base.invokelatest(_reanalyze, state, Base.to_tuple_type(Tuple{Core.Typeof(f), Base.to_tuple_type(types).parameters...}))
+
+function _reanalyze(state::MMSBState, @nospecialize(tt))
+    m = _manager(state)
+    lock(m.lock) do
+        world = Base.get_world_counter()
+        specs = tt === nothing ? sort!(collect(keys(m.instances)); by = k -> m.instances[k].label) : Any[tt]
+        before = Dict(slot.page.value => slot.updates for slot in values(m.slots))
+        roots = Core.MethodInstance[]
+        for spec in specs
+            mi = _method_instance(spec, world)
+            if mi === nothing
+                tt === nothing || throw(ArgumentError("no unique method matches $spec"))
+                _note_error!(m, ErrorException("no unique method matches $spec any more"), "reanalyze")
+                continue
+            end
+            push!(roots, mi)
+        end
+        _process!(m, roots; force = true)
+        _sync_world!(m)
+        changed = String[]
+        for slot in values(m.slots)
+            get(before, slot.page.value, -1) != slot.updates && push!(changed, string(slot.kind, " ", slot.label))
+        end
+        return sort!(changed)
+    end
+end
