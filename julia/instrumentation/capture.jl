@@ -81,6 +81,23 @@ function _drain_queue!()
     end
 end
 
+"""
+    _without_recording(f)
+
+Runs `f()` with recording off on this thread: what our own rendering makes
+the compiler infer is not user code (other threads keep recording).
+"""
+function _without_recording(f)
+    tid = Threads.threadid()
+    (tid <= length(_IN_HOOK) && !_IN_HOOK[tid]) || return f()
+    _IN_HOOK[tid] = true
+    try
+        return f()
+    finally
+        _IN_HOOK[tid] = false
+    end
+end
+
 "Whether our hook is the compiler's type-inference entry point."
 hook_installed() = _INSTALLED[]
 

@@ -87,24 +87,51 @@ function _invoke_target(@nospecialize(x))
 end
 
 """
-    _infer_ir(mi, world, optimize) -> (CodeInfo, return type)
+    _infer_ir(mi, world) -> (typed::CodeInfo, optimized::CodeInfo, return type)
 
-Runs inference on `mi` in `world` the way `code_typed(...; optimize)` does,
-with line numbers removed (`debuginfo=:none`).
+Runs inference on `mi` in `world` as `code_typed(...; optimize=false)` and
+`code_typed(...; optimize=true)` do, with line numbers removed
+(`debuginfo=:none`). On 1.5 one inference serves both: the typed code is
+copied before the optimizer rewrites it in place (exactly the steps of
+`Core.Compiler.typeinf_code`), which halves the cost of a capture.
 """
-function _infer_ir(mi::Core.MethodInstance, world::UInt, optimize::Bool)
-    m = mi.def::Method
+function _infer_ir(mi::Core.MethodInstance, world::UInt)
     if _V15
-        code, ty = Core.Compiler.typeinf_code(m, mi.specTypes, mi.sparam_vals, optimize, Core.Compiler.Params(world))
-        code === nothing && error("inference of $mi did not succeed")
-        Base.remove_linenums!(code)
-        return code, ty
-    else # untested
-        for (code, ty) in Base.code_typed_by_type(mi.specTypes; optimize = optimize, debuginfo = :none, world = world)
-            return code, ty
+        C = Core.Compiler
+        ccall(:jl_typeinf_begin, Cvoid, ())
+        local typed, opt, rt
+        try
+            result = C.InferenceResult(mi)
+            frame = C.InferenceState(result, false, C.Params(world))
+            frame === nothing && error("inference of $mi did not start")
+            (C.typeinf(frame) && frame.inferred) || error("inference of $mi did not succeed")
+            typed = copy(frame.src)
+            ostate = C.OptimizationState(frame)
+            C.optimize(ostate, result.result)
+            ostate.src.inferred = true
+            opt = frame.src
+            rt = C.widenconst(result.result)
+        finally
+            ccall(:jl_typeinf_end, Cvoid, ())
         end
-        error("no method matches $(mi.specTypes) in world $world")
+        Base.remove_linenums!(typed)
+        Base.remove_linenums!(opt)
+        return typed, opt, rt
+    else # untested
+        typed, rt = only(Base.code_typed_by_type(mi.specTypes; optimize = false, debuginfo = :none, world = world))
+        opt, _ = only(Base.code_typed_by_type(mi.specTypes; optimize = true, debuginfo = :none, world = world))
+        return typed, opt, rt
     end
+end
+
+"Calls `f(method)` for every method of the generic function `func`."
+function _foreach_method(f, @nospecialize(func))
+    if VERSION < v"1.12.0-DEV"
+        Base.visit(f, typeof(func).name.mt)
+    else # untested: 1.12 keeps all methods in one global table
+        foreach(f, methods(func))
+    end
+    return nothing
 end
 
 "The lowered code of `mi`'s method (the staged code for a `@generated` one), without line numbers."

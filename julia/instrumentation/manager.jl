@@ -70,8 +70,8 @@ mutable struct InstrumentationManager
     follow_invokes::Bool
     max_per_flush::Int
     pending::Vector{Core.MethodInstance}
-    methods::Dict{Any,MethodEntry}
-    instances::Dict{Any,InstanceEntry}
+    methods::IdDict{Any,MethodEntry}
+    instances::IdDict{Any,InstanceEntry}
     slots::Dict{UInt64,IRSlot}            # page id => slot
     edges::Vector{Edge}
     edge_set::Set{Edge}
@@ -323,9 +323,10 @@ function _set_callees!(m::InstrumentationManager, ent::InstanceEntry)
     return nothing
 end
 
-# Types as keys: `Dict` finds identical types; equal but distinct objects are
-# found by the linear fallback.
-function _lookup(d::Dict{Any,T}, @nospecialize(key)) where {T}
+# Types as keys in an `IdDict` (whose methods do not specialize on the key's
+# type: a `Dict` would compile new code for every captured signature). Equal
+# but distinct type objects are found by the linear fallback.
+function _lookup(d::IdDict{Any,T}, @nospecialize(key)) where {T}
     v = get(d, key, nothing)
     v === nothing || return v
     for (k, x) in d
@@ -364,10 +365,9 @@ function _capture!(m::InstrumentationManager, mi::Core.MethodInstance, world::UI
         end
         _link!(m, ment.source.page, ment.lowered.page, :lowered)
     end
-    typed_code, typed_rt = _infer_ir(mi, world, false)
-    opt_code, opt_rt = _infer_ir(mi, world, true)
-    typed = _render(typed_code, typed_rt)
-    opt = _render(opt_code, opt_rt)
+    typed_code, opt_code, rt = _infer_ir(mi, world)
+    typed = _render(typed_code, rt)
+    opt = _render(opt_code, rt)
     callees = m.follow_invokes ? _invoked(opt_code) : Core.MethodInstance[]
     m.renders += 1
     if ent === nothing
@@ -469,15 +469,14 @@ function _new_methods(m::InstrumentationManager, lo::UInt, hi::UInt)
                 (v !== mod && parentmodule(v) === mod && !(v in mods) && length(mods) < 64) && push!(mods, v)
                 continue
             end
-            (v isa Function || v isa Type) || continue
-            ms = try
-                methods(v)
+            # Functions only: a type's constructors live in the shared table of `Type`.
+            v isa Function || continue
+            try
+                _foreach_method(v) do meth
+                    w = _method_world(meth)
+                    (lo < w <= hi && _within(meth.module, mod)) && push!(found, meth)
+                end
             catch
-                continue
-            end
-            for meth in ms
-                w = _method_world(meth)
-                (lo < w <= hi && _within(meth.module, mod)) && push!(found, meth)
             end
         end
     end
@@ -523,7 +522,9 @@ function _distribute!()
     return nothing
 end
 
-function _flush!(m::InstrumentationManager)
+_flush!(m::InstrumentationManager) = _without_recording(() -> _flush_locked!(m))
+
+function _flush_locked!(m::InstrumentationManager)
     lock(m.lock) do
         isopen(m.state) || return 0
         roots = m.pending
@@ -622,8 +623,8 @@ function enable_instrumentation(state::MMSBState; include_system::Bool = false,
             buf = world_header!(zeros(UInt8, WORLD_PAGE_SIZE), UInt64(world), UInt64(0), UInt64(0))
             update_page(state, wp, buf)
             m = InstrumentationManager(state, false, ReentrantLock(), include_system, mods, follow_invokes,
-                                       Int(max_per_flush), Core.MethodInstance[], Dict{Any,MethodEntry}(),
-                                       Dict{Any,InstanceEntry}(), Dict{UInt64,IRSlot}(), Edge[], Set{Edge}(),
+                                       Int(max_per_flush), Core.MethodInstance[], IdDict{Any,MethodEntry}(),
+                                       IdDict{Any,InstanceEntry}(), Dict{UInt64,IRSlot}(), Edge[], Set{Edge}(),
                                        wp, buf, UInt64(0), UInt64(0), world, 0, 0, 0, 0, 0, nothing)
             _MANAGERS[state] = m
         else
@@ -750,6 +751,12 @@ reanalyze!(state::MMSBState, @nospecialize(f), @nospecialize(types)) =
 
 function _reanalyze(state::MMSBState, @nospecialize(tt))
     m = _manager(state)
+    _without_recording() do
+        _reanalyze_locked(m, tt)
+    end
+end
+
+function _reanalyze_locked(m::InstrumentationManager, @nospecialize(tt))
     lock(m.lock) do
         world = Base.get_world_counter()
         specs = tt === nothing ? sort!(collect(keys(m.instances)); by = k -> m.instances[k].label) : Any[tt]
