@@ -192,6 +192,9 @@ impl MMSBState {
         };
         let ckpts: BTreeSet<Lsn> = w.checkpoints.keys().copied().collect();
         let newest_ckpt = ckpts.last().copied().unwrap_or(0);
+        // Records at or before the oldest retained checkpoint can never be replayed again (replay
+        // starts from a checkpoint): the new chain starts there.
+        let base = ckpts.first().map_or(base, |&k| k.max(base));
 
         // Fold, collecting the new segment's records as (lsn, count, kind, body).
         let mut out: Vec<(Lsn, u64, RecordType, Vec<u8>)> = Vec::new();
@@ -205,6 +208,9 @@ impl MMSBState {
             }
         };
         let walked = walk(storage, &listing.chain, OnInvalid::Stop, |h, body, file, off| {
+            if h.last_lsn() <= base {
+                return Ok(true);
+            }
             let foldable = h.last_lsn() <= upto && h.kind != RecordType::Extension as u8;
             if !foldable {
                 flush(&mut fold, &mut out);
@@ -286,7 +292,7 @@ impl MMSBState {
 }
 
 /// Keeps the `keep` newest checkpoints and the segments from the older of them on.
-fn prune(log: &Tlog, w: &mut Writer, keep: usize) -> Result<()> {
+pub(crate) fn prune(log: &Tlog, w: &mut Writer, keep: usize) -> Result<()> {
     let storage = log.storage.as_ref();
     while w.checkpoints.len() > keep {
         let (_, name) = w.checkpoints.pop_first().expect("non-empty");

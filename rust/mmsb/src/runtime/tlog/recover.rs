@@ -408,6 +408,8 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
                 w.bytes_since_checkpoint = 0;
             }
         }
+        // An interrupted checkpoint may have left older generations behind.
+        super::maintain::prune(&log, &mut w, super::maintain::CHECKPOINT_GENERATIONS)?;
         if let Some(c) = &ckpt {
             let since: u64 =
                 w.segments.values().filter(|m| m.base_lsn >= c.lsn).map(|m| m.len - SEGMENT_HEADER_LEN as u64).sum();
