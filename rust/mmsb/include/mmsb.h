@@ -19,6 +19,34 @@
 // Version of this ABI; bumped on any incompatible change.
 #define MMSB_ABI_VERSION 1
 
+// Version of the segment and checkpoint formats written by this build.
+#define FORMAT_VERSION 1
+
+// Bytes in a segment header.
+#define SEGMENT_HEADER_LEN 56
+
+// Bytes in a record header.
+#define RECORD_HEADER_LEN 32
+
+// Bytes in a checkpoint header.
+#define CHECKPOINT_HEADER_LEN 64
+
+// Segment flag: the log chain starts here (a fresh log, or the output of a compaction); lower
+// numbered segments are leftovers and are never replayed.
+#define FLAG_CHAIN_START 1
+
+// Checkpoints kept (the newest and the previous generation).
+#define CHECKPOINT_GENERATIONS 2
+
+// ShadowPageGraph: an edge was added.
+#define GRAPH_EDGE_ADD 1
+
+// ShadowPageGraph: an edge was removed.
+#define GRAPH_EDGE_REMOVE 2
+
+// Device layer: a host/device synchronisation completed.
+#define DEVICE_SYNC 3
+
 // Stable status codes of the C ABI. Numbers are never reused or renumbered.
 enum MmsbStatusCode
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -75,6 +103,22 @@ typedef struct MmsbView MmsbView;
 
 // Status code returned by every C function (see `ErrorCode` for the values).
 typedef uint32_t MmsbStatus;
+
+// Statistics of a state's log, filled by `mmsb_log_info`.
+typedef struct MmsbLogInfo {
+  // The last LSN assigned.
+  uint64_t lsn;
+  // Bytes in the retained log segments.
+  uint64_t log_bytes;
+  // Retained log segments.
+  uint64_t segments;
+  // Retained checkpoints.
+  uint64_t checkpoints;
+  // LSN of the newest checkpoint (0 if none).
+  uint64_t last_checkpoint_lsn;
+  // Oldest LSN `mmsb_state_replay` can reach.
+  uint64_t oldest_lsn;
+} MmsbLogInfo;
 
 // Descriptive fields of a page, filled by `mmsb_page_info`.
 typedef struct MmsbPageInfo {
@@ -235,6 +279,42 @@ MmsbStatus mmsb_batch_route(const struct MmsbState *state,
 // `batch` NULL or a handle not yet freed.
 void mmsb_batch_free(struct MmsbBatch *batch);
 
+// Turns the transaction log on (1) or off (0) for an in-memory state. A state with a
+// directory always logs.
+//
+// # Safety
+// `cfg` a live config not used concurrently.
+MmsbStatus mmsb_config_set_logging(struct MmsbConfig *cfg, uint8_t on);
+
+// Writes a checkpoint of every page; its LSN goes to `*out_lsn` (NULL allowed).
+//
+// # Safety
+// `state` a live handle; `out_lsn` NULL or writable.
+MmsbStatus mmsb_state_checkpoint(const struct MmsbState *state, uint64_t *out_lsn);
+
+// Rebuilds the state as of `lsn` into a new, read-only state handle (`*out_state`, free it
+// with `mmsb_state_free`). The live state is not disturbed. Fails with
+// `MMSB_STATUS_INVALID_ARGUMENT` when `lsn` is outside the retained log.
+//
+// # Safety
+// `state` a live handle; `out_state` writable.
+MmsbStatus mmsb_state_replay(const struct MmsbState *state,
+                             uint64_t lsn,
+                             struct MmsbState **out_state);
+
+// Compacts the log up to the current LSN (see docs/log-format.md for the rule).
+//
+// # Safety
+// `state` a live handle.
+MmsbStatus mmsb_state_compact(const struct MmsbState *state);
+
+// Fills `*out` with the log's statistics. Fails with `MMSB_STATUS_UNSUPPORTED` when the state
+// has no log.
+//
+// # Safety
+// `state` a live handle; `out` writable.
+MmsbStatus mmsb_log_info(const struct MmsbState *state, struct MmsbLogInfo *out);
+
 // Creates a zeroed page of `size` bytes at `location` (0 cpu, 1 gpu, 2 unified) with an
 // optional UTF-8 name (`name_len` bytes; NULL/0 for none). Writes its id to `*out_id`.
 //
@@ -388,7 +468,7 @@ MmsbStatus mmsb_config_set_dir(struct MmsbConfig *cfg, const char *dir, size_t l
 MmsbStatus mmsb_config_set_durability(struct MmsbConfig *cfg, uint32_t mode);
 
 // Sets a numeric option by name: `max_page_size`, `log_size_cap`, `segment_size`,
-// `file_backed_pages` (0/1), `tolerant_recovery` (0/1), `gpu` (0/1).
+// `file_backed_pages` (0/1), `tolerant_recovery` (0/1), `gpu` (0/1), `logging` (0/1).
 //
 // # Safety
 // `cfg` a live config; `key` valid for `key_len` bytes.

@@ -21,6 +21,7 @@ pub mod types;
 
 pub use runtime::router::RouteOp;
 pub use runtime::state::{Config, Durability, Lsn, MMSBState};
+pub use runtime::tlog::{LogEntry, LogInfo, LogOp, LogSlice};
 pub use types::delta::Delta;
 pub use types::error::{Error, ErrorCode, Result};
 pub use types::page::{Location, PageId, PageInfo, PageMeta, PageView};

@@ -82,7 +82,7 @@ pub unsafe extern "C" fn mmsb_config_set_durability(cfg: *mut MmsbConfig, mode: 
 }
 
 /// Sets a numeric option by name: `max_page_size`, `log_size_cap`, `segment_size`,
-/// `file_backed_pages` (0/1), `tolerant_recovery` (0/1), `gpu` (0/1).
+/// `file_backed_pages` (0/1), `tolerant_recovery` (0/1), `gpu` (0/1), `logging` (0/1).
 ///
 /// # Safety
 /// `cfg` a live config; `key` valid for `key_len` bytes.
@@ -111,6 +111,7 @@ pub unsafe extern "C" fn mmsb_config_set_u64(
             "file_backed_pages" => c.file_backed_pages = flag(value)?,
             "tolerant_recovery" => c.tolerant_recovery = flag(value)?,
             "gpu" => c.gpu = flag(value)?,
+            "logging" => c.logging = flag(value)?,
             _ => return Err(FfiError::invalid(format!("unknown configuration key {key:?}"))),
         }
         Ok(())

@@ -2,3 +2,4 @@
 
 pub mod router;
 pub mod state;
+pub mod tlog;

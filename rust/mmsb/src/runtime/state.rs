@@ -16,7 +16,8 @@ use crate::types::error::{Error, PageError, Result, StateError};
 use crate::types::page::{Location, Page, PageBuf, PageId, PageInfo, PageMeta, PageView};
 use crate::types::IdHasher;
 
-/// A log sequence number: every routed delta gets the next one, starting at 1.
+/// A log sequence number: every mutation (page create, page free, each routed delta) gets the
+/// next one, starting at 1.
 pub type Lsn = u64;
 
 /// How much the transaction log promises about a returned write.
@@ -63,6 +64,9 @@ pub struct Config {
     pub tolerant_recovery: bool,
     /// Ask the device layer to initialise a GPU context if one is present.
     pub gpu: bool,
+    /// Keep a transaction log. A state with `dir` always logs (to disk); this opts an in-memory
+    /// state into an in-memory log, so `replay_to`, `log_records` and `compact_log` work there.
+    pub logging: bool,
 }
 
 impl Default for Config {
@@ -76,6 +80,7 @@ impl Default for Config {
             segment_size: 64 << 20,
             tolerant_recovery: false,
             gpu: false,
+            logging: false,
         }
     }
 }
@@ -95,6 +100,8 @@ pub struct MMSBState {
     closed: AtomicBool,
     read_only: bool,
     config: Config,
+    /// The transaction log (runtime/tlog), when logging is on.
+    pub(crate) tlog: Option<crate::runtime::tlog::Tlog>,
 }
 
 impl MMSBState {
@@ -103,12 +110,15 @@ impl MMSBState {
         if config.max_page_size == 0 {
             return Err(StateError::InvalidConfig("max_page_size must be positive".into()).into());
         }
-        Ok(MMSBState {
-            core: RwLock::new(Core { next_page_id: 1, ..Core::default() }),
-            closed: AtomicBool::new(false),
-            read_only: false,
-            config,
-        })
+        let mut state = MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, config, false);
+        // TLog hook: recover from the directory (or start an in-memory log) and attach the log.
+        state.tlog_attach()?;
+        Ok(state)
+    }
+
+    /// A state around `core`, without a log (used by `open` and by log replay).
+    pub(crate) fn from_core(core: Core, config: Config, read_only: bool) -> MMSBState {
+        MMSBState { core: RwLock::new(core), closed: AtomicBool::new(false), read_only, config, tlog: None }
     }
 
     /// An in-memory state with the default configuration.
@@ -134,6 +144,8 @@ impl MMSBState {
     /// Closes the state: later calls fail with `Closed`; pages are released (live views keep
     /// their bytes). Idempotent and safe to call while other threads use the state.
     pub fn close(&self) {
+        // TLog hook: make everything logged durable before the pages go.
+        self.tlog_close();
         let mut core = self.core.write();
         self.closed.store(true, Ordering::Release);
         core.pages.clear();
@@ -168,12 +180,18 @@ impl MMSBState {
         let mut core = self.core.write();
         self.check_open()?;
         let id = PageId(core.next_page_id);
+        // TLog hook: log before the registry changes; a failed append changes nothing.
+        let pending = self.tlog_create(&core, id, size, location, &meta)?;
         core.next_page_id += 1;
+        core.lsn += 1;
         core.pages.insert(id, Page::new(id, location, meta, buf));
+        drop(core);
+        // TLog hook: wait for durability (group commit) outside the lock.
+        self.tlog_commit(pending)?;
         Ok(id)
     }
 
-    fn allocate(&self, size: u64) -> Result<PageBuf> {
+    pub(crate) fn allocate(&self, size: u64) -> Result<PageBuf> {
         Ok(PageBuf::anonymous(size)?)
     }
 
@@ -182,7 +200,15 @@ impl MMSBState {
         self.check_writable()?;
         let mut core = self.core.write();
         self.check_open()?;
-        core.pages.remove(&id).ok_or(PageError::UnknownPage(id))?;
+        if !core.pages.contains_key(&id) {
+            return Err(PageError::UnknownPage(id).into());
+        }
+        // TLog hook: log before the registry changes.
+        let pending = self.tlog_free(&core, id)?;
+        core.pages.remove(&id);
+        core.lsn += 1;
+        drop(core);
+        self.tlog_commit(pending)?;
         Ok(())
     }
 
@@ -199,7 +225,12 @@ impl MMSBState {
         let mut core = self.core.write();
         self.check_open()?;
         router::validate(&core, ops)?;
-        Ok(router::apply(&mut core, ops))
+        // TLog hook: one record for the whole batch, written before any page changes.
+        let pending = self.tlog_batch(&core, ops)?;
+        let lsns = router::apply(&mut core, ops);
+        drop(core);
+        self.tlog_commit(pending)?;
+        Ok(lsns)
     }
 
     /// Writes `bytes` at offset 0 as the smallest delta from the page's current bytes.
@@ -231,7 +262,12 @@ impl MMSBState {
         let delta = Delta::diff_at(offset, current, bytes)?;
         let ops = [RouteOp { page, delta: &delta, expected_epoch }];
         router::validate(&core, &ops)?;
-        Ok(router::apply(&mut core, &ops).start)
+        // TLog hook: as in route_batch.
+        let pending = self.tlog_batch(&core, &ops)?;
+        let lsn = router::apply(&mut core, &ops).start;
+        drop(core);
+        self.tlog_commit(pending)?;
+        Ok(lsn)
     }
 
     /// A consistent copy of the page's bytes.
@@ -295,6 +331,41 @@ impl MMSBState {
     /// The last LSN assigned (0 before the first delta).
     pub fn lsn(&self) -> Lsn {
         self.core.read().lsn
+    }
+}
+
+/// Log extension hooks: other layers (graph, device) add arms for their record kinds
+/// (`runtime::tlog::ext_kind`) and fill the checkpoint extension section.
+impl MMSBState {
+    /// Applies an extension record during recovery or replay (`core` is the state being rebuilt).
+    pub(crate) fn apply_log_extension(&self, core: &mut Core, kind: u8, body: &[u8]) -> Result<()> {
+        let _ = (core, body);
+        Err(crate::types::error::LogError::Corrupt {
+            file: String::new(),
+            offset: 0,
+            reason: format!("unknown log extension record kind {kind}"),
+        }
+        .into())
+    }
+
+    /// Bytes for the checkpoint's extension section (the graph snapshot); empty for now.
+    pub(crate) fn checkpoint_extension(&self, core: &Core) -> Vec<u8> {
+        let _ = core;
+        Vec::new()
+    }
+
+    /// Restores the checkpoint's extension section; nothing may be there yet.
+    pub(crate) fn restore_checkpoint_extension(&self, core: &mut Core, bytes: &[u8]) -> Result<()> {
+        let _ = core;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        Err(crate::types::error::LogError::Corrupt {
+            file: String::new(),
+            offset: 0,
+            reason: format!("checkpoint extension section of {} bytes that no layer reads", bytes.len()),
+        }
+        .into())
     }
 }
 

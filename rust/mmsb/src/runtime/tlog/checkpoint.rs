@@ -1,0 +1,181 @@
+//! Checkpoint files: every page (id, size, location, meta, epoch, bytes), the next page id and
+//! the LSN, plus an opaque extension section for other layers (the graph snapshot).
+//!
+//! Written atomically: a temp file is filled, fsynced, renamed over its final name, and the
+//! directory is fsynced. The previous generation stays until the new one is complete.
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::state::{Core, Lsn};
+use crate::runtime::tlog::format::{
+    checkpoint_name, le32, le64, CHECKPOINT_HEADER_LEN, CHECKPOINT_MAGIC, FORMAT_VERSION, TMP_SUFFIX,
+};
+use crate::runtime::tlog::storage::{Storage, StorageFile};
+use crate::types::error::LogError;
+use crate::types::page::{Location, PageId, PageMeta};
+
+/// One page in the checkpoint index (postcard); its bytes follow the index in index order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CkptPage {
+    pub id: PageId,
+    pub size: u64,
+    pub location: Location,
+    pub meta: PageMeta,
+    pub epoch: u64,
+}
+
+/// A checkpoint read back and verified. Page bytes are slices of `raw`.
+#[derive(Debug)]
+pub struct CheckpointData {
+    pub lsn: Lsn,
+    pub next_page_id: u64,
+    pub pages: Vec<CkptPage>,
+    raw: Vec<u8>,
+    data_start: usize,
+    ext_start: usize,
+    ext_len: usize,
+}
+
+impl CheckpointData {
+    /// Iterates `(page, bytes)` in index order.
+    pub fn pages(&self) -> impl Iterator<Item = (&CkptPage, &[u8])> {
+        let mut at = self.data_start;
+        self.pages.iter().map(move |p| {
+            let s = &self.raw[at..at + p.size as usize];
+            at += p.size as usize;
+            (p, s)
+        })
+    }
+
+    /// The extension section (empty when no layer wrote one).
+    pub fn extension(&self) -> &[u8] {
+        &self.raw[self.ext_start..self.ext_start + self.ext_len]
+    }
+}
+
+/// Buffers small writes so a checkpoint of many small pages is not one syscall per page.
+struct Out<'a> {
+    file: &'a dyn StorageFile,
+    at: u64,
+    buf: Vec<u8>,
+    crc: u32,
+}
+
+impl Out<'_> {
+    const CHUNK: usize = 1 << 20;
+
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        if self.buf.len() + bytes.len() > Self::CHUNK {
+            self.flush()?;
+        }
+        if bytes.len() >= Self::CHUNK {
+            self.file.write_at(self.at, bytes)?;
+            self.at += bytes.len() as u64;
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.file.write_at(self.at, &self.buf)?;
+            self.at += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Writes the checkpoint of `core` (the caller holds the state's lock, so it is consistent).
+/// Returns the file name and its size.
+pub(crate) fn write(storage: &dyn Storage, core: &Core, ext: &[u8]) -> Result<(String, u64), LogError> {
+    let name = checkpoint_name(core.lsn);
+    let tmp = format!("{name}{TMP_SUFFIX}");
+    let io = |what: &str| {
+        let what = format!("{what} checkpoint {}", storage.describe(&tmp));
+        move |e| LogError::io(what, e)
+    };
+    let mut ids: Vec<PageId> = core.pages.keys().copied().collect();
+    ids.sort_unstable();
+    let mut index = Vec::with_capacity(ids.len());
+    let mut data_len = 0u64;
+    for id in &ids {
+        let p = &core.pages[id];
+        data_len += p.size();
+        index.push(CkptPage { id: *id, size: p.size(), location: p.location, meta: p.meta.clone(), epoch: p.epoch });
+    }
+    let index = postcard::to_allocvec(&index).expect("postcard encodes plain structs");
+    let mut h = [0u8; CHECKPOINT_HEADER_LEN];
+    h[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[16..24].copy_from_slice(&core.lsn.to_le_bytes());
+    h[24..32].copy_from_slice(&core.next_page_id.to_le_bytes());
+    h[32..40].copy_from_slice(&(index.len() as u64).to_le_bytes());
+    h[40..48].copy_from_slice(&data_len.to_le_bytes());
+    h[48..56].copy_from_slice(&(ext.len() as u64).to_le_bytes());
+    let hcrc = crc32c::crc32c(&h[0..56]);
+    h[56..60].copy_from_slice(&hcrc.to_le_bytes());
+
+    let file = storage.create(&tmp).map_err(io("create"))?;
+    let mut out = Out { file: file.as_ref(), at: 0, buf: Vec::with_capacity(Out::CHUNK), crc: 0 };
+    let mut body = || -> std::io::Result<()> {
+        out.put(&h)?;
+        out.put(&index)?;
+        for id in &ids {
+            // SAFETY: the caller holds the state's lock for the whole call, which excludes
+            // writers of page buffers.
+            out.put(unsafe { core.pages[id].buf().as_slice() })?;
+        }
+        out.put(ext)?;
+        let crc = out.crc;
+        out.put(&crc.to_le_bytes())?;
+        out.flush()?;
+        out.file.sync()
+    };
+    if let Err(e) = body() {
+        let _ = storage.remove(&tmp);
+        return Err(io("write")(e));
+    }
+    let size = out.at;
+    storage.rename(&tmp, &name).map_err(io("rename"))?;
+    storage.sync_dir().map_err(io("sync directory after"))?;
+    Ok((name, size))
+}
+
+/// Reads and verifies a checkpoint. `Ok(None)`: not a valid checkpoint (torn or corrupt).
+pub fn read(storage: &dyn Storage, name: &str) -> Result<Option<CheckpointData>, LogError> {
+    let raw = storage.read(name).map_err(|e| LogError::io(format!("read checkpoint {}", storage.describe(name)), e))?;
+    let Some(h) = raw.get(..CHECKPOINT_HEADER_LEN) else { return Ok(None) };
+    if h[0..8] != CHECKPOINT_MAGIC || crc32c::crc32c(&h[0..56]) != le32(&h[56..60]) {
+        return Ok(None);
+    }
+    let version = le32(&h[8..12]);
+    if version > FORMAT_VERSION {
+        return Err(LogError::UnsupportedVersion {
+            file: storage.describe(name),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let (lsn, next_page_id) = (le64(&h[16..24]), le64(&h[24..32]));
+    let lens = [le64(&h[32..40]), le64(&h[40..48]), le64(&h[48..56])];
+    let total = lens.iter().try_fold(CHECKPOINT_HEADER_LEN as u64 + 4, |a, &l| a.checked_add(l));
+    if total != Some(raw.len() as u64) {
+        return Ok(None);
+    }
+    let end = raw.len() - 4;
+    if crc32c::crc32c(&raw[..end]) != le32(&raw[end..]) {
+        return Ok(None);
+    }
+    let [index_len, data_len, ext_len] = lens.map(|l| l as usize);
+    let data_start = CHECKPOINT_HEADER_LEN + index_len;
+    let Ok(pages) = postcard::from_bytes::<Vec<CkptPage>>(&raw[CHECKPOINT_HEADER_LEN..data_start]) else {
+        return Ok(None);
+    };
+    if pages.iter().try_fold(0u64, |a, p| a.checked_add(p.size)) != Some(data_len as u64) {
+        return Ok(None);
+    }
+    Ok(Some(CheckpointData { lsn, next_page_id, pages, raw, data_start, ext_start: data_start + data_len, ext_len }))
+}

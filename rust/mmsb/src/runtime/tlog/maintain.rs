@@ -1,0 +1,321 @@
+//! Checkpoints and compaction.
+//!
+//! Retention: the two newest checkpoints (the previous generation is the fallback if the newest
+//! does not verify) and the log from the older of them on. Segments wholly before the older
+//! checkpoint are removed.
+//!
+//! Compaction folds every record up to the compaction point `C` into `Compacted` records, one
+//! per maximal run that contains no extension record and does not cross a retained checkpoint
+//! LSN: per page, the deltas of the run are composed with ⊕ and counted (the epoch advance);
+//! pages created and freed inside the run vanish. Replay to any LSN ≥ `C`, to any retained
+//! checkpoint LSN and to the end of any run returns exactly what it returned before; LSNs
+//! strictly inside a run become `LsnOutOfRange`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::runtime::state::{Lsn, MMSBState};
+use crate::runtime::tlog::checkpoint;
+use crate::runtime::tlog::format::{
+    random_salt, seal_record, segment_name, SegmentHeader, FLAG_CHAIN_START, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    TMP_SUFFIX,
+};
+use crate::runtime::tlog::record::{CompactedBody, CreateBody, Record, RecordType};
+use crate::runtime::tlog::recover::{list, walk, OnInvalid};
+use crate::runtime::tlog::{SegMeta, Tlog, Writer};
+use crate::types::delta::Delta;
+use crate::types::error::{LogError, Result, StateError};
+use crate::types::page::PageId;
+
+/// Checkpoints kept (the newest and the previous generation).
+pub const CHECKPOINT_GENERATIONS: usize = 2;
+
+/// The fold of a run of page records.
+#[derive(Debug, Default)]
+struct Fold {
+    first: Lsn,
+    last: Lsn,
+    next_page_id: u64,
+    creates: BTreeMap<PageId, CreateBody>,
+    frees: BTreeSet<PageId>,
+    deltas: BTreeMap<PageId, (u64, Delta)>,
+}
+
+impl Fold {
+    fn create(&mut self, c: CreateBody) {
+        self.next_page_id = self.next_page_id.max(c.id.0 + 1);
+        self.creates.insert(c.id, c);
+    }
+    fn free(&mut self, id: PageId) {
+        self.deltas.remove(&id);
+        if self.creates.remove(&id).is_none() {
+            self.frees.insert(id);
+        }
+    }
+    fn delta(&mut self, page: PageId, n: u64, d: &Delta) {
+        let e = self.deltas.entry(page).or_insert_with(|| (0, Delta::empty()));
+        e.0 += n;
+        e.1 = e.1.compose(d);
+    }
+    fn add(&mut self, rec: Record) {
+        match rec {
+            Record::PageCreate(c) => self.create(c),
+            Record::PageFree(id) => self.free(id),
+            Record::Batch(ops) => {
+                for (p, d) in &ops {
+                    self.delta(*p, 1, d);
+                }
+            }
+            Record::Compacted(c) => {
+                for id in c.frees {
+                    self.free(id);
+                }
+                for cb in c.creates {
+                    self.create(cb);
+                }
+                for (p, n, d) in &c.deltas {
+                    self.delta(*p, *n, d);
+                }
+                self.next_page_id = self.next_page_id.max(c.next_page_id);
+            }
+            Record::Extension { .. } => unreachable!("extension records are never folded"),
+        }
+    }
+    fn finish(self) -> (Lsn, u64, Record) {
+        let body = CompactedBody {
+            next_page_id: self.next_page_id,
+            frees: self.frees.into_iter().collect(),
+            creates: self.creates.into_values().collect(),
+            deltas: self.deltas.into_iter().map(|(p, (n, d))| (p, n, d)).collect(),
+        };
+        (self.first, self.last - self.first + 1, Record::Compacted(body))
+    }
+}
+
+fn log_of(state: &MMSBState) -> Result<&Tlog> {
+    if state.is_closed() {
+        return Err(StateError::Closed.into());
+    }
+    if state.is_read_only() {
+        return Err(StateError::ReadOnly.into());
+    }
+    state.tlog.as_ref().ok_or_else(|| {
+        StateError::Unsupported("the transaction log (open the state with a directory or `logging: true`)".into())
+            .into()
+    })
+}
+
+fn io(log: &Tlog, what: &str, name: &str) -> impl FnOnce(std::io::Error) -> crate::types::error::Error {
+    let ctx = format!("{what} {}", log.storage.describe(name));
+    move |e| LogError::io(ctx, e).into()
+}
+
+impl MMSBState {
+    /// Writes a checkpoint of every page at the current LSN (atomically: temp file, fsync,
+    /// rename, directory fsync), then removes checkpoints beyond the previous generation and the
+    /// segments wholly before the older retained checkpoint. Writers wait while the pages are
+    /// written; readers do not. Returns the checkpoint's LSN.
+    pub fn checkpoint(&self) -> Result<Lsn> {
+        let log = log_of(self)?;
+        let _m = log.maint.lock();
+        self.checkpoint_locked(log)
+    }
+
+    fn checkpoint_locked(&self, log: &Tlog) -> Result<Lsn> {
+        let core = self.core.read();
+        if self.is_closed() {
+            return Err(StateError::Closed.into());
+        }
+        let k = core.lsn;
+        {
+            let w = log.w.lock();
+            if let Some(why) = &w.poisoned {
+                return Err(LogError::Poisoned(why.clone()).into());
+            }
+            if w.checkpoints.contains_key(&k) {
+                return Ok(k);
+            }
+        }
+        let ext = self.checkpoint_extension(&core);
+        let (name, _) = checkpoint::write(log.storage.as_ref(), &core, &ext)?;
+        let mut w = log.w.lock();
+        // Roll so that the log before the checkpoint ends with a whole segment, removable later.
+        if w.offset > SEGMENT_HEADER_LEN as u64 {
+            log.roll(&mut w)?;
+        }
+        drop(core);
+        w.checkpoints.insert(k, name);
+        w.bytes_since_checkpoint = 0;
+        prune(log, &mut w, CHECKPOINT_GENERATIONS)?;
+        Ok(k)
+    }
+
+    /// Removes every checkpoint but the newest and the log before it (after tolerant recovery).
+    pub(crate) fn drop_history_before_newest_checkpoint(&self) -> Result<()> {
+        let log = log_of(self)?;
+        let _m = log.maint.lock();
+        let mut w = log.w.lock();
+        prune(log, &mut w, 1)
+    }
+
+    /// Compacts the log up to the current LSN (see the module docs for the exact rule).
+    pub fn compact_log(&self) -> Result<()> {
+        let log = log_of(self)?;
+        let _m = log.maint.lock();
+        self.compact_locked(log, None)
+    }
+
+    /// Checkpoint, then compaction up to that checkpoint: what `log_size_cap` triggers.
+    pub(crate) fn auto_maintain(&self, log: &Tlog) -> Result<()> {
+        let _m = log.maint.lock();
+        if !log.over_cap_locked() {
+            return Ok(());
+        }
+        let k = self.checkpoint_locked(log)?;
+        self.compact_locked(log, Some(k))
+    }
+
+    fn compact_locked(&self, log: &Tlog, upto: Option<Lsn>) -> Result<()> {
+        let core = self.core.write();
+        if self.is_closed() {
+            return Err(StateError::Closed.into());
+        }
+        let upto = upto.unwrap_or(core.lsn);
+        let mut w = log.w.lock();
+        if let Some(why) = &w.poisoned {
+            return Err(LogError::Poisoned(why.clone()).into());
+        }
+        let storage = log.storage.as_ref();
+        w.file.sync().map_err(io(log, "fsync", &segment_name(w.segno)))?;
+        let listing = list(storage)?;
+        let Some(base) = listing.chain.first().and_then(|s| s.header).map(|h| h.base_lsn) else {
+            return Ok(());
+        };
+        let ckpts: BTreeSet<Lsn> = w.checkpoints.keys().copied().collect();
+        let newest_ckpt = ckpts.last().copied().unwrap_or(0);
+        // Records at or before the oldest retained checkpoint can never be replayed again (replay
+        // starts from a checkpoint): the new chain starts there.
+        let base = ckpts.first().map_or(base, |&k| k.max(base));
+
+        // Fold, collecting the new segment's records as (lsn, count, kind, body).
+        let mut out: Vec<(Lsn, u64, RecordType, Vec<u8>)> = Vec::new();
+        let mut fold: Option<Fold> = None;
+        let flush = |fold: &mut Option<Fold>, out: &mut Vec<(Lsn, u64, RecordType, Vec<u8>)>| {
+            if let Some(f) = fold.take() {
+                let (lsn, count, rec) = f.finish();
+                let mut body = Vec::new();
+                rec.encode(&mut body);
+                out.push((lsn, count, RecordType::Compacted, body));
+            }
+        };
+        let walked = walk(storage, &listing.chain, OnInvalid::Stop, |h, body, file, off| {
+            if h.last_lsn() <= base {
+                return Ok(true);
+            }
+            let foldable = h.last_lsn() <= upto && h.kind != RecordType::Extension as u8;
+            if !foldable {
+                flush(&mut fold, &mut out);
+                let kind = RecordType::from_u8(h.kind).ok_or_else(|| LogError::Corrupt {
+                    file: storage.describe(file),
+                    offset: off,
+                    reason: format!("unknown record type {}", h.kind),
+                })?;
+                out.push((h.lsn, h.count, kind, body.to_vec()));
+                return Ok(true);
+            }
+            let rec = Record::decode(h.kind, h.count, body).map_err(|reason| LogError::Corrupt {
+                file: storage.describe(file),
+                offset: off,
+                reason,
+            })?;
+            let f = fold.get_or_insert_with(|| Fold { first: h.lsn, ..Fold::default() });
+            f.add(rec);
+            f.last = h.last_lsn();
+            if ckpts.contains(&f.last) {
+                flush(&mut fold, &mut out);
+            }
+            Ok(true)
+        })?;
+        flush(&mut fold, &mut out);
+        if walked.last_lsn != w.last_lsn.max(base) {
+            return Err(LogError::Corrupt {
+                file: storage.describe(""),
+                offset: 0,
+                reason: format!("the log ends at LSN {} but the state is at {}", walked.last_lsn, w.last_lsn),
+            }
+            .into());
+        }
+
+        // Write the new chain start to a temp file, make it durable, then switch to it.
+        let header = SegmentHeader {
+            flags: FLAG_CHAIN_START,
+            segno: w.segno + 1,
+            salt: random_salt(),
+            prev_salt: 0,
+            base_lsn: base,
+        };
+        let name = segment_name(header.segno);
+        let tmp = format!("{name}{TMP_SUFFIX}");
+        let file = storage.create(&tmp).map_err(io(log, "create", &tmp))?;
+        let mut bytes = header.encode().to_vec();
+        let mut since_ckpt = 0u64;
+        for (lsn, count, kind, body) in &out {
+            let at = bytes.len();
+            bytes.resize(at + RECORD_HEADER_LEN, 0);
+            bytes.extend_from_slice(body);
+            seal_record(&mut bytes[at..], header.salt, *lsn, *count, *kind as u8);
+            if *lsn > newest_ckpt {
+                since_ckpt += (bytes.len() - at) as u64;
+            }
+        }
+        file.write_at(0, &bytes).map_err(io(log, "write", &tmp))?;
+        file.sync().map_err(io(log, "fsync", &tmp))?;
+        storage.rename(&tmp, &name).map_err(io(log, "rename", &tmp))?;
+        storage.sync_dir().map_err(io(log, "fsync the directory of", &name))?;
+        for s in &listing.chain {
+            storage.remove(&s.name).map_err(io(log, "remove", &s.name))?;
+        }
+        storage.sync_dir().map_err(io(log, "fsync the directory of", &name))?;
+        w.file = file;
+        w.segno = header.segno;
+        w.salt = header.salt;
+        w.offset = bytes.len() as u64;
+        w.segments.clear();
+        let len = w.offset;
+        w.segments.insert(header.segno, SegMeta { base_lsn: base, len });
+        w.bytes_since_checkpoint = since_ckpt;
+        let pos = w.pos;
+        drop(w);
+        drop(core);
+        log.mark_durable(pos);
+        Ok(())
+    }
+}
+
+/// Keeps the `keep` newest checkpoints and the segments from the older of them on.
+pub(crate) fn prune(log: &Tlog, w: &mut Writer, keep: usize) -> Result<()> {
+    let storage = log.storage.as_ref();
+    while w.checkpoints.len() > keep {
+        let (_, name) = w.checkpoints.pop_first().expect("non-empty");
+        storage.remove(&name).map_err(io(log, "remove", &name))?;
+    }
+    let Some(&oldest) = w.checkpoints.keys().next() else { return Ok(()) };
+    // A segment is wholly before `oldest` when the next one starts at or before it.
+    let segs: Vec<(u64, SegMeta)> = w.segments.iter().map(|(k, v)| (*k, *v)).collect();
+    for pair in segs.windows(2) {
+        let ((segno, _), (_, next)) = (pair[0], pair[1]);
+        if next.base_lsn <= oldest && segno != w.segno {
+            storage.remove(&segment_name(segno)).map_err(io(log, "remove", &segment_name(segno)))?;
+            w.segments.remove(&segno);
+        } else {
+            break;
+        }
+    }
+    storage.sync_dir().map_err(io(log, "fsync the directory after pruning", ""))?;
+    Ok(())
+}
+
+impl Tlog {
+    fn over_cap_locked(&self) -> bool {
+        self.log_size_cap > 0 && self.w.lock().bytes_since_checkpoint > self.log_size_cap
+    }
+}

@@ -1,0 +1,301 @@
+//! The transaction log (TLog): durable framing, group commit, checkpoints, replay to any LSN,
+//! compaction and crash recovery. The on-disk format and the promises are written down in
+//! `docs/log-format.md`.
+//!
+//! - [`storage`]: the file I/O trait, with a disk and an in-memory implementation;
+//! - [`format`]: byte layout of segments, records and checkpoints;
+//! - [`record`]: the record-type registry and record bodies;
+//! - [`checkpoint`]: checkpoint files;
+//! - `writer` (this file): appends, segment rollover, the group-commit coordinator;
+//! - [`recover`]: walking the segment chain, torn-tail truncation, opening a state;
+//! - [`replay`]: applying records, `replay_to`, epoch slices;
+//! - [`maintain`]: checkpoint and compaction;
+//! - [`api`]: the `MMSBState` methods (public API and the hooks `runtime/state.rs` calls).
+
+pub mod api;
+pub mod checkpoint;
+pub mod format;
+pub mod maintain;
+pub mod record;
+pub mod recover;
+pub mod replay;
+pub mod storage;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::runtime::state::{Durability, Lsn};
+use crate::runtime::tlog::format::{seal_record, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::runtime::tlog::record::RecordType;
+use crate::runtime::tlog::storage::{Storage, StorageFile};
+use crate::types::error::{Error, LogError, Result};
+
+pub use api::{LogEntry, LogInfo, LogOp, LogSlice};
+pub use record::ext_kind;
+
+/// A retained segment of the chain.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SegMeta {
+    pub(crate) base_lsn: Lsn,
+    pub(crate) len: u64,
+}
+
+/// Writer state, behind the log's mutex (taken while the state's exclusive lock is held, or by
+/// maintenance and the group-commit leader).
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub(crate) file: Arc<dyn StorageFile>,
+    pub(crate) segno: u64,
+    pub(crate) salt: u64,
+    /// End of valid data in the current segment.
+    pub(crate) offset: u64,
+    /// Record bytes appended since open (monotonic): the group-commit position.
+    pub(crate) pos: u64,
+    pub(crate) last_lsn: Lsn,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) poisoned: Option<String>,
+    /// The retained chain, by segment number.
+    pub(crate) segments: BTreeMap<u64, SegMeta>,
+    /// Retained checkpoints, by LSN (at most two: the newest and the previous generation).
+    pub(crate) checkpoints: BTreeMap<Lsn, String>,
+    /// Record bytes appended since the newest checkpoint (drives `log_size_cap`).
+    pub(crate) bytes_since_checkpoint: u64,
+    pub(crate) maintenance_failures: u64,
+    pub(crate) last_maintenance_error: Option<String>,
+    /// Records skipped by tolerant recovery at the last open.
+    pub(crate) skipped_regions: u64,
+    /// Bytes cut off a torn tail at the last open.
+    pub(crate) truncated_bytes: u64,
+}
+
+/// Where a group-commit writer waits until its record is durable.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    pos: u64,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    durable: u64,
+    leader: bool,
+    failed: Option<String>,
+}
+
+/// Leader/follower fsync coordinator: the first waiter becomes leader, syncs everything
+/// appended so far, and wakes the others; writers that arrive meanwhile share the next sync.
+#[derive(Debug, Default)]
+struct GroupSync {
+    state: Mutex<SyncState>,
+    cv: Condvar,
+}
+
+/// The log of one state.
+#[derive(Debug)]
+pub(crate) struct Tlog {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) durability: Durability,
+    pub(crate) segment_size: u64,
+    pub(crate) log_size_cap: u64,
+    pub(crate) w: Mutex<Writer>,
+    sync: GroupSync,
+    /// Serialises checkpoint, compaction and log readers against file removal.
+    pub(crate) maint: Mutex<()>,
+    pub(crate) auto_running: AtomicBool,
+}
+
+impl Tlog {
+    pub(crate) fn new(storage: Arc<dyn Storage>, config: &crate::Config, w: Writer) -> Tlog {
+        Tlog {
+            storage,
+            durability: config.durability,
+            segment_size: config.segment_size.max(SEGMENT_HEADER_LEN as u64 + RECORD_HEADER_LEN as u64),
+            log_size_cap: config.log_size_cap,
+            w: Mutex::new(w),
+            sync: GroupSync::default(),
+            maint: Mutex::new(()),
+            auto_running: AtomicBool::new(false),
+        }
+    }
+
+    fn io(&self, what: &str, name: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        let ctx = format!("{what} {}", self.storage.describe(name));
+        move |e| LogError::io(ctx, e).into()
+    }
+
+    /// Appends one record covering LSNs `lsn..lsn + count`; `body` writes its body. Called with
+    /// the state's exclusive lock held, before the change is applied: on error nothing was logged
+    /// (a partial write is truncated away, or the log is poisoned if even that fails).
+    pub(crate) fn append(
+        &self,
+        kind: RecordType,
+        lsn: Lsn,
+        count: u64,
+        body: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Ticket> {
+        let mut w = self.w.lock();
+        if let Some(why) = &w.poisoned {
+            return Err(LogError::Poisoned(why.clone()).into());
+        }
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        buf.resize(RECORD_HEADER_LEN, 0);
+        body(&mut buf);
+        let r = self.append_frame(&mut w, &mut buf, kind, lsn, count);
+        if buf.capacity() <= 4 << 20 {
+            // Keep the buffer for the next record, unless an outsized record grew it.
+            w.buf = buf;
+        }
+        r
+    }
+
+    fn append_frame(&self, w: &mut Writer, buf: &mut [u8], kind: RecordType, lsn: Lsn, count: u64) -> Result<Ticket> {
+        if buf.len() - RECORD_HEADER_LEN > u32::MAX as usize {
+            return Err(Error::InvalidArgument(format!(
+                "a log record of {} bytes exceeds the 4 GiB record limit",
+                buf.len()
+            )));
+        }
+        let len = buf.len() as u64;
+        if w.offset > SEGMENT_HEADER_LEN as u64 && w.offset + len > self.segment_size {
+            self.roll(w)?;
+        }
+        seal_record(buf, w.salt, lsn, count, kind as u8);
+        if let Err(e) = w.file.write_at(w.offset, buf) {
+            // Cut any partial record so later appends follow valid data; if even that fails the
+            // file's tail is unknown and no later record may be written after it.
+            if let Err(t) = w.file.truncate(w.offset) {
+                w.poisoned = Some(format!("append failed ({e}) and truncating the partial record failed ({t})"));
+            }
+            return Err(LogError::io("append a log record", e).into());
+        }
+        w.offset += len;
+        w.pos += len;
+        w.last_lsn = lsn + count - 1;
+        w.bytes_since_checkpoint += len;
+        let (segno, offset) = (w.segno, w.offset);
+        if let Some(m) = w.segments.get_mut(&segno) {
+            m.len = offset;
+        }
+        if self.durability == Durability::Always {
+            if let Err(e) = w.file.sync() {
+                // After a failed fsync the kernel may have dropped the dirty pages: nothing
+                // later can be promised durable, so the log stops here.
+                w.poisoned = Some(format!("fsync failed: {e}"));
+                return Err(LogError::io("fsync the log", e).into());
+            }
+        }
+        Ok(Ticket { pos: w.pos })
+    }
+
+    /// Starts the next segment of the chain (the current one is synced first, except in
+    /// `Durability::None`, which promises nothing across power loss).
+    pub(crate) fn roll(&self, w: &mut Writer) -> Result<()> {
+        let r = self.roll_inner(w);
+        if let Err(e) = &r {
+            w.poisoned = Some(format!("starting a new log segment failed: {e}"));
+        }
+        r
+    }
+
+    fn roll_inner(&self, w: &mut Writer) -> Result<()> {
+        let synced = self.durability != Durability::None;
+        if synced {
+            w.file.sync().map_err(self.io("fsync", &format::segment_name(w.segno)))?;
+        }
+        let header = SegmentHeader {
+            flags: 0,
+            segno: w.segno + 1,
+            salt: format::random_salt(),
+            prev_salt: w.salt,
+            base_lsn: w.last_lsn,
+        };
+        let file = self.create_segment(&header, synced)?;
+        w.file = file;
+        w.segno = header.segno;
+        w.salt = header.salt;
+        w.offset = SEGMENT_HEADER_LEN as u64;
+        w.segments.insert(header.segno, SegMeta { base_lsn: header.base_lsn, len: SEGMENT_HEADER_LEN as u64 });
+        Ok(())
+    }
+
+    /// Creates a segment file holding just its header.
+    pub(crate) fn create_segment(&self, header: &SegmentHeader, synced: bool) -> Result<Arc<dyn StorageFile>> {
+        let name = format::segment_name(header.segno);
+        let file = self.storage.create(&name).map_err(self.io("create", &name))?;
+        file.write_at(0, &header.encode()).map_err(self.io("write the header of", &name))?;
+        if synced {
+            file.sync().map_err(self.io("fsync", &name))?;
+            self.storage.sync_dir().map_err(self.io("fsync the directory of", &name))?;
+        }
+        Ok(file)
+    }
+
+    /// Returns once the record behind `t` is durable (group commit); immediately otherwise.
+    pub(crate) fn wait(&self, t: Ticket) -> Result<()> {
+        if self.durability != Durability::GroupCommit {
+            return Ok(());
+        }
+        let mut s = self.sync.state.lock();
+        loop {
+            if s.durable >= t.pos {
+                return Ok(());
+            }
+            if let Some(why) = &s.failed {
+                return Err(LogError::Poisoned(why.clone()).into());
+            }
+            if s.leader {
+                self.sync.cv.wait(&mut s);
+                continue;
+            }
+            s.leader = true;
+            drop(s);
+            // Everything appended so far is in `file` or in segments synced when they rolled.
+            let (target, file) = {
+                let w = self.w.lock();
+                (w.pos, w.file.clone())
+            };
+            let r = file.sync();
+            if let Err(e) = &r {
+                self.w.lock().poisoned = Some(format!("group-commit fsync failed: {e}"));
+            }
+            s = self.sync.state.lock();
+            s.leader = false;
+            match r {
+                Ok(()) => s.durable = s.durable.max(target),
+                Err(e) => s.failed = Some(format!("group-commit fsync failed: {e}")),
+            }
+            self.sync.cv.notify_all();
+        }
+    }
+
+    /// Marks everything appended so far durable (after maintenance synced it).
+    pub(crate) fn mark_durable(&self, pos: u64) {
+        let mut s = self.sync.state.lock();
+        s.durable = s.durable.max(pos);
+        self.sync.cv.notify_all();
+    }
+
+    /// Syncs the current segment (used on close).
+    pub(crate) fn sync_now(&self) -> Result<()> {
+        let (pos, file) = {
+            let w = self.w.lock();
+            if w.poisoned.is_some() {
+                return Ok(());
+            }
+            (w.pos, w.file.clone())
+        };
+        file.sync().map_err(|e| LogError::io("fsync the log on close", e))?;
+        self.mark_durable(pos);
+        Ok(())
+    }
+
+    /// True when the log has grown past its cap since the newest checkpoint.
+    pub(crate) fn over_cap(&self) -> bool {
+        self.log_size_cap > 0
+            && !self.auto_running.load(Ordering::Relaxed)
+            && self.w.lock().bytes_since_checkpoint > self.log_size_cap
+    }
+}

@@ -1,0 +1,456 @@
+//! Walking the segment chain, and recovery at open.
+//!
+//! The chain starts at the highest-numbered segment flagged `CHAIN_START` (or, if none is left,
+//! the lowest-numbered one); each later segment must carry the next number, the previous
+//! segment's salt and the next LSN. Recovery replays the newest valid checkpoint, then the
+//! records after it, and stops at the first record that does not verify:
+//! - nothing valid after it (a torn tail): the tail is cut off and the cut is fsynced;
+//! - valid records after it: `LogError::Corrupt`, unless `tolerant_recovery`, which skips to the
+//!   next valid record and takes a fresh checkpoint so the damaged region is not needed again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::runtime::state::{Lsn, MMSBState};
+use crate::runtime::tlog::checkpoint;
+use crate::runtime::tlog::format::{
+    check_record, parse_checkpoint_name, parse_segment_name, segment_name, Invalid, RecordHeader, SegmentHeader,
+    FLAG_CHAIN_START, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, TMP_SUFFIX,
+};
+use crate::runtime::tlog::replay::apply_record;
+use crate::runtime::tlog::storage::{FsStorage, MemStorage, Storage};
+use crate::runtime::tlog::{SegMeta, Tlog, Writer};
+use crate::types::error::{LogError, Result};
+
+/// A segment file found in the directory.
+#[derive(Debug, Clone)]
+pub(crate) struct SegFile {
+    pub(crate) name: String,
+    pub(crate) segno: u64,
+    /// `None`: the header does not verify.
+    pub(crate) header: Option<SegmentHeader>,
+    /// File length when listed.
+    pub(crate) len: u64,
+}
+
+/// What the directory holds.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    /// Segments from the chain start on, ascending.
+    pub(crate) chain: Vec<SegFile>,
+    /// Segments below the chain start (left by an interrupted compaction or cleanup).
+    pub(crate) leftovers: Vec<String>,
+    /// Checkpoint LSNs and names, ascending.
+    pub(crate) checkpoints: BTreeMap<Lsn, String>,
+    pub(crate) temps: Vec<String>,
+}
+
+pub(crate) fn list(storage: &dyn Storage) -> Result<Listing> {
+    let names = storage.list().map_err(|e| LogError::io(format!("list {}", storage.describe("")), e))?;
+    let mut l = Listing::default();
+    let mut segs = Vec::new();
+    for n in names {
+        if n.ends_with(TMP_SUFFIX) {
+            l.temps.push(n);
+        } else if let Some(segno) = parse_segment_name(&n) {
+            let mut head = [0u8; SEGMENT_HEADER_LEN];
+            let ioe = |e| LogError::io(format!("read {}", storage.describe(&n)), e);
+            let file = storage.open(&n).map_err(ioe)?;
+            let len = file.len().map_err(ioe)?;
+            let read = len >= SEGMENT_HEADER_LEN as u64 && file.read_at(0, &mut head).is_ok();
+            let header = if read { SegmentHeader::decode(&head, &storage.describe(&n))? } else { None };
+            let header = header.filter(|h| h.segno == segno);
+            segs.push(SegFile { name: n, segno, header, len });
+        } else if let Some(lsn) = parse_checkpoint_name(&n) {
+            l.checkpoints.insert(lsn, n);
+        }
+    }
+    segs.sort_by_key(|s| s.segno);
+    let start = segs.iter().rposition(|s| s.header.is_some_and(|h| h.flags & FLAG_CHAIN_START != 0)).unwrap_or(0);
+    l.leftovers = segs.drain(..start).map(|s| s.name).collect();
+    l.chain = segs;
+    Ok(l)
+}
+
+/// Where a walk stopped early.
+#[derive(Debug, Clone)]
+pub(crate) struct Cut {
+    /// Index into the chain.
+    pub(crate) seg: usize,
+    /// Byte offset (0: the segment header itself is the problem).
+    pub(crate) offset: u64,
+    pub(crate) reason: String,
+}
+
+/// Outcome of a walk.
+#[derive(Debug, Default)]
+pub(crate) struct Walk {
+    pub(crate) last_lsn: Lsn,
+    /// Valid bytes of each visited segment.
+    pub(crate) seg_ends: Vec<(u64, SegmentHeader, u64)>,
+    pub(crate) cut: Option<Cut>,
+    /// Damaged regions skipped (tolerant mode).
+    pub(crate) skipped: u64,
+}
+
+/// How a walk treats a record that does not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnInvalid {
+    /// Stop there (readers of a live log: the tail may be mid-append).
+    Stop,
+    /// Stop there, and report whether valid records follow (recovery).
+    Recover { tolerant: bool },
+}
+
+/// Visits the chain's records in LSN order: `f(header, body, segment name, offset)`; `f`
+/// returns `false` to stop. Reads one segment at a time.
+pub(crate) fn walk(
+    storage: &dyn Storage,
+    chain: &[SegFile],
+    mode: OnInvalid,
+    mut f: impl FnMut(&RecordHeader, &[u8], &str, u64) -> Result<bool>,
+) -> Result<Walk> {
+    let mut out = Walk::default();
+    let mut prev: Option<(u64, u64)> = None; // (segno, salt)
+    let mut i = 0;
+    let mut resume_at: Option<usize> = None;
+    // After skipping damage (tolerant recovery) the next record may jump ahead in LSN.
+    let mut jump_lsn = false;
+    while i < chain.len() {
+        let seg = &chain[i];
+        let data =
+            storage.read(&seg.name).map_err(|e| LogError::io(format!("read {}", storage.describe(&seg.name)), e))?;
+        let header_ok = match (seg.header, prev) {
+            (None, _) => Err("segment header does not verify"),
+            (Some(h), Some((pno, psalt))) if resume_at.is_none() => {
+                if h.segno != pno + 1 || h.prev_salt != psalt {
+                    Err("segment does not chain to the previous one (stale generation)")
+                } else if h.base_lsn != out.last_lsn {
+                    Err("segment's base LSN does not follow the previous segment")
+                } else {
+                    Ok(h)
+                }
+            }
+            (Some(h), _) => Ok(h),
+        };
+        let h = match header_ok {
+            Ok(h) => h,
+            Err(reason) => {
+                let cut = Cut { seg: i, offset: 0, reason: reason.into() };
+                match settle(storage, chain, mode, cut, &mut out, None)? {
+                    Some((seg, _)) => {
+                        i = seg;
+                        resume_at = Some(SEGMENT_HEADER_LEN);
+                        prev = None;
+                        jump_lsn = true;
+                        continue;
+                    }
+                    None => return Ok(out),
+                }
+            }
+        };
+        if prev.is_none() && resume_at.is_none() {
+            out.last_lsn = h.base_lsn;
+        }
+        let mut off = resume_at.take().unwrap_or(SEGMENT_HEADER_LEN);
+        while off < data.len() {
+            let rec = &data[off..];
+            let r = check_record(rec, h.salt);
+            let bad = match r {
+                Ok(rh) if rh.lsn == out.last_lsn + 1 || (jump_lsn && rh.lsn > out.last_lsn) => {
+                    jump_lsn = false;
+                    let body = &rec[RECORD_HEADER_LEN..RECORD_HEADER_LEN + rh.len as usize];
+                    if !f(&rh, body, &seg.name, off as u64)? {
+                        out.seg_ends.push((seg.segno, h, off as u64));
+                        return Ok(out);
+                    }
+                    out.last_lsn = rh.last_lsn();
+                    off += RECORD_HEADER_LEN + rh.len as usize;
+                    continue;
+                }
+                Ok(_) => Cut { seg: i, offset: off as u64, reason: "record LSN out of sequence".into() },
+                Err(Invalid::Truncated) => Cut { seg: i, offset: off as u64, reason: "record is truncated".into() },
+                Err(Invalid::Bad(why)) => Cut { seg: i, offset: off as u64, reason: why.into() },
+            };
+            out.seg_ends.push((seg.segno, h, off as u64));
+            match settle(storage, chain, mode, bad, &mut out, Some((&data, h.salt)))? {
+                Some((seg, at)) if seg == i => {
+                    off = at;
+                    jump_lsn = true;
+                    out.seg_ends.pop();
+                }
+                Some((seg, _)) => {
+                    i = seg;
+                    prev = None;
+                    resume_at = Some(SEGMENT_HEADER_LEN);
+                    jump_lsn = true;
+                    break;
+                }
+                None => return Ok(out),
+            }
+        }
+        if off >= data.len() {
+            out.seg_ends.push((seg.segno, h, data.len() as u64));
+            prev = Some((h.segno, h.salt));
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Decides what happens at a record that does not verify. Returns where to resume (tolerant
+/// recovery past damage) or `None` to stop (with `out.cut` set).
+fn settle(
+    storage: &dyn Storage,
+    chain: &[SegFile],
+    mode: OnInvalid,
+    cut: Cut,
+    out: &mut Walk,
+    seg_data: Option<(&[u8], u64)>,
+) -> Result<Option<(usize, usize)>> {
+    let OnInvalid::Recover { tolerant } = mode else {
+        out.cut = Some(cut);
+        return Ok(None);
+    };
+    let after = valid_after(chain, &cut, out.last_lsn, seg_data);
+    match after {
+        None => {
+            out.cut = Some(cut);
+            Ok(None)
+        }
+        Some(at) if tolerant => {
+            out.skipped += 1;
+            Ok(Some(at))
+        }
+        Some(_) => Err(LogError::Corrupt {
+            file: storage.describe(&chain[cut.seg].name),
+            offset: cut.offset,
+            reason: format!("{} (valid records follow, so this is not a torn tail)", cut.reason),
+        }
+        .into()),
+    }
+}
+
+/// Finds the first valid record after a cut: in the same segment (any offset, same salt, a later
+/// LSN) or a later segment that chains to this one. `(segment index, offset)`.
+fn valid_after(chain: &[SegFile], cut: &Cut, last_lsn: Lsn, seg_data: Option<(&[u8], u64)>) -> Option<(usize, usize)> {
+    if let Some((data, salt)) = seg_data {
+        let from = cut.offset as usize + 1;
+        for p in from..data.len().saturating_sub(RECORD_HEADER_LEN - 1) {
+            if let Ok(h) = check_record(&data[p..], salt) {
+                if h.lsn > last_lsn {
+                    return Some((cut.seg, p));
+                }
+            }
+        }
+    }
+    let this = &chain[cut.seg];
+    if cut.offset == 0 && this.header.is_none() && this.len > SEGMENT_HEADER_LEN as u64 {
+        // A header that does not verify in front of record bytes is damage, not a torn
+        // creation (segment headers are written, and in synced modes fsynced, before records).
+        return Some((cut.seg, SEGMENT_HEADER_LEN));
+    }
+    chain.iter().enumerate().skip(cut.seg + 1).find_map(|(j, s)| {
+        let h = s.header?;
+        let chains = match this.header {
+            Some(t) => h.prev_salt == t.salt && cut.offset != 0,
+            None => h.segno == this.segno + 1 && h.base_lsn >= last_lsn,
+        };
+        chains.then_some((j, SEGMENT_HEADER_LEN))
+    })
+}
+
+/// Opens the storage of a state with logging on, recovers into `state`, and attaches the log.
+pub(crate) fn open_into(state: &mut MMSBState) -> Result<()> {
+    let config = state.config().clone();
+    let storage: Arc<dyn Storage> = match &config.dir {
+        Some(dir) => Arc::new(FsStorage::new(dir).map_err(|e| LogError::io(format!("open {}", dir.display()), e))?),
+        None => Arc::new(MemStorage::new()),
+    };
+    open_with(state, storage)
+}
+
+/// Recovers into `state` from `storage` and attaches the log.
+pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Result<()> {
+    let config = state.config().clone();
+    let tolerant = config.tolerant_recovery;
+    let io = |what: String| move |e| LogError::io(what, e);
+    let listing = list(storage.as_ref())?;
+    for t in &listing.temps {
+        storage.remove(t).map_err(io(format!("remove {}", storage.describe(t))))?;
+    }
+    for t in &listing.leftovers {
+        storage.remove(t).map_err(io(format!("remove {}", storage.describe(t))))?;
+    }
+
+    // The newest checkpoint that verifies; a newer format version is an error, not a fallback.
+    let mut ckpt = None;
+    for name in listing.checkpoints.values().rev() {
+        if let Some(c) = checkpoint::read(storage.as_ref(), name)? {
+            ckpt = Some(c);
+            break;
+        }
+    }
+    let ckpt_lsn = ckpt.as_ref().map_or(0, |c| c.lsn);
+    let chain_base = listing.chain.first().and_then(|s| s.header).map(|h| h.base_lsn);
+    if let Some(base) = chain_base {
+        if base > ckpt_lsn {
+            return Err(LogError::Corrupt {
+                file: storage.describe(&listing.chain[0].name),
+                offset: 0,
+                reason: format!("the log starts after LSN {base} but the newest valid checkpoint is at LSN {ckpt_lsn}"),
+            }
+            .into());
+        }
+    }
+
+    let walk = {
+        let mut core = state.core.write();
+        if let Some(c) = &ckpt {
+            crate::runtime::tlog::replay::load_checkpoint(state, &mut core, c)?;
+        }
+        walk(storage.as_ref(), &listing.chain, OnInvalid::Recover { tolerant }, |h, body, file, off| {
+            if h.last_lsn() <= ckpt_lsn {
+                return Ok(true);
+            }
+            if h.lsn <= ckpt_lsn {
+                return Err(LogError::Corrupt {
+                    file: storage.describe(file),
+                    offset: off,
+                    reason: format!("record {}..={} straddles the checkpoint at {ckpt_lsn}", h.lsn, h.last_lsn()),
+                }
+                .into());
+            }
+            apply_record(state, &mut core, h, body, Lsn::MAX, tolerant).map_err(|reason| LogError::Corrupt {
+                file: storage.describe(file),
+                offset: off,
+                reason,
+            })?;
+            Ok(true)
+        })?
+    };
+    let last_lsn = walk.last_lsn.max(ckpt_lsn);
+
+    // Cut a torn tail: truncate the segment where it starts, drop everything after it.
+    let mut truncated = 0u64;
+    if let Some(cut) = &walk.cut {
+        for (j, s) in listing.chain.iter().enumerate().skip(cut.seg) {
+            let len = storage.open(&s.name).and_then(|f| f.len()).unwrap_or(0);
+            if j == cut.seg && cut.offset > 0 {
+                truncated += len - cut.offset;
+                let f = storage.open(&s.name).map_err(io(format!("open {}", storage.describe(&s.name))))?;
+                f.truncate(cut.offset).map_err(io(format!("truncate {}", storage.describe(&s.name))))?;
+                f.sync().map_err(io(format!("fsync {}", storage.describe(&s.name))))?;
+            } else {
+                truncated += len;
+                storage.remove(&s.name).map_err(io(format!("remove {}", storage.describe(&s.name))))?;
+            }
+        }
+        storage.sync_dir().map_err(io(format!("fsync {}", storage.describe(""))))?;
+    }
+
+    // The retained chain after the cut.
+    let mut segments = BTreeMap::new();
+    for (segno, h, end) in &walk.seg_ends {
+        segments.insert(*segno, SegMeta { base_lsn: h.base_lsn, len: *end });
+    }
+    let bytes_since: u64 = segments.values().map(|m| m.len - SEGMENT_HEADER_LEN as u64).sum();
+    let tail = walk.seg_ends.last().copied();
+    let w = Writer {
+        file: Arc::new(NoFile),
+        segno: 0,
+        salt: 0,
+        offset: 0,
+        pos: 0,
+        last_lsn,
+        buf: Vec::new(),
+        poisoned: None,
+        segments,
+        checkpoints: listing.checkpoints.clone(),
+        bytes_since_checkpoint: bytes_since,
+        maintenance_failures: 0,
+        last_maintenance_error: None,
+        skipped_regions: walk.skipped,
+        truncated_bytes: truncated,
+    };
+    let log = Tlog::new(storage.clone(), &config, w);
+    {
+        let mut w = log.w.lock();
+        w.checkpoints.retain(|lsn, _| ckpt.as_ref().is_some_and(|c| *lsn <= c.lsn));
+        match tail {
+            // Keep appending to the last segment when the log reaches the recovered state.
+            Some((segno, h, end)) if walk.last_lsn == last_lsn && walk.skipped == 0 => {
+                let name = segment_name(segno);
+                w.file = storage.open(&name).map_err(io(format!("open {}", storage.describe(&name))))?;
+                w.segno = segno;
+                w.salt = h.salt;
+                w.offset = end;
+            }
+            _ => {
+                // No usable log after the checkpoint: start a fresh chain after everything.
+                let segno = listing.chain.last().map_or(1, |s| s.segno + 1);
+                let header = SegmentHeader {
+                    flags: FLAG_CHAIN_START,
+                    segno,
+                    salt: super::format::random_salt(),
+                    prev_salt: 0,
+                    base_lsn: last_lsn,
+                };
+                w.file = log.create_segment(&header, config.dir.is_some())?;
+                for s in &listing.chain {
+                    storage.remove(&s.name).map_err(io(format!("remove {}", storage.describe(&s.name))))?;
+                }
+                w.segments.clear();
+                w.segments.insert(segno, SegMeta { base_lsn: last_lsn, len: SEGMENT_HEADER_LEN as u64 });
+                w.segno = segno;
+                w.salt = header.salt;
+                w.offset = SEGMENT_HEADER_LEN as u64;
+                w.bytes_since_checkpoint = 0;
+            }
+        }
+        // An interrupted checkpoint may have left older generations behind.
+        super::maintain::prune(&log, &mut w, super::maintain::CHECKPOINT_GENERATIONS)?;
+        if let Some(c) = &ckpt {
+            let since: u64 =
+                w.segments.values().filter(|m| m.base_lsn >= c.lsn).map(|m| m.len - SEGMENT_HEADER_LEN as u64).sum();
+            w.bytes_since_checkpoint = since;
+        }
+    }
+    {
+        let mut core = state.core.write();
+        core.lsn = last_lsn;
+    }
+    let skipped = walk.skipped;
+    state.tlog = Some(log);
+    if skipped > 0 {
+        // The damaged region must never be needed again: checkpoint, then drop all history.
+        state.checkpoint()?;
+        state.drop_history_before_newest_checkpoint()?;
+    }
+    Ok(())
+}
+
+/// Placeholder file for a writer before its segment is opened.
+#[derive(Debug)]
+struct NoFile;
+
+impl super::storage::StorageFile for NoFile {
+    fn write_at(&self, _: u64, _: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::other("no segment open"))
+    }
+    fn append(&self, _: &[u8]) -> std::io::Result<u64> {
+        Err(std::io::Error::other("no segment open"))
+    }
+    fn read_at(&self, _: u64, _: &mut [u8]) -> std::io::Result<()> {
+        Err(std::io::Error::other("no segment open"))
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(0)
+    }
+    fn truncate(&self, _: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

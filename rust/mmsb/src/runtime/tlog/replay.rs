@@ -1,0 +1,234 @@
+//! Applying records to a state (recovery and replay), `replay_to`, and epoch slices.
+
+use std::ops::Range;
+
+use crate::runtime::state::{Config, Core, Lsn, MMSBState};
+use crate::runtime::tlog::api::{LogEntry, LogOp, LogSlice};
+use crate::runtime::tlog::checkpoint::{self, CheckpointData};
+use crate::runtime::tlog::format::RecordHeader;
+use crate::runtime::tlog::record::{CreateBody, Record, RecordType};
+use crate::runtime::tlog::recover::{list, walk, OnInvalid};
+use crate::runtime::tlog::Tlog;
+use crate::types::delta::Delta;
+use crate::types::error::{LogError, Result, StateError};
+use crate::types::page::{Page, PageId};
+
+/// Replaces `core` with the checkpoint's pages.
+pub(crate) fn load_checkpoint(state: &MMSBState, core: &mut Core, c: &CheckpointData) -> Result<()> {
+    core.pages.clear();
+    for (p, bytes) in c.pages() {
+        let buf = state.allocate(p.size)?;
+        // SAFETY: the buffer was just allocated and is not shared yet.
+        unsafe { buf.as_mut_slice() }.copy_from_slice(bytes);
+        let mut page = Page::new(p.id, p.location, p.meta.clone(), buf);
+        page.epoch = p.epoch;
+        core.pages.insert(p.id, page);
+    }
+    core.next_page_id = c.next_page_id;
+    core.lsn = c.lsn;
+    state.restore_checkpoint_extension(core, c.extension())
+}
+
+fn create(state: &MMSBState, core: &mut Core, c: &CreateBody) -> Result<(), String> {
+    if core.pages.contains_key(&c.id) {
+        return Err(format!("page {} is created twice", c.id));
+    }
+    let buf = state.allocate(c.size).map_err(|e| e.to_string())?;
+    core.pages.insert(c.id, Page::new(c.id, c.location, c.meta.clone(), buf));
+    core.next_page_id = core.next_page_id.max(c.id.0 + 1);
+    Ok(())
+}
+
+fn apply_delta(core: &mut Core, page: PageId, d: &Delta, epochs: u64, tolerant: bool) -> Result<(), String> {
+    let Some(p) = core.pages.get_mut(&page) else {
+        return if tolerant { Ok(()) } else { Err(format!("delta for unknown page {page}")) };
+    };
+    d.check_bounds(p.size()).map_err(|e| format!("delta for page {page}: {e}"))?;
+    // SAFETY: `core` is borrowed mutably, so the caller holds the state's exclusive lock (or owns
+    // a state nobody else can see yet); no other access to this buffer runs.
+    d.apply_unchecked(unsafe { p.buf().as_mut_slice() });
+    p.epoch += epochs;
+    Ok(())
+}
+
+/// Applies one verified record (the LSNs up to `upto` of it). Errors describe the corruption.
+pub(crate) fn apply_record(
+    state: &MMSBState,
+    core: &mut Core,
+    h: &RecordHeader,
+    body: &[u8],
+    upto: Lsn,
+    tolerant: bool,
+) -> Result<(), String> {
+    let rec = Record::decode(h.kind, h.count, body)?;
+    match rec {
+        Record::PageCreate(c) => create(state, core, &c)?,
+        Record::PageFree(id) => {
+            if core.pages.remove(&id).is_none() && !tolerant {
+                return Err(format!("free of unknown page {id}"));
+            }
+        }
+        Record::Batch(ops) => {
+            for (k, (page, d)) in ops.iter().enumerate() {
+                let lsn = h.lsn + k as u64;
+                if lsn > upto {
+                    return Ok(());
+                }
+                apply_delta(core, *page, d, 1, tolerant)?;
+                core.lsn = lsn;
+            }
+        }
+        Record::Compacted(c) => {
+            for id in &c.frees {
+                if core.pages.remove(id).is_none() && !tolerant {
+                    return Err(format!("compacted free of unknown page {id}"));
+                }
+            }
+            for cb in &c.creates {
+                create(state, core, cb)?;
+            }
+            for (page, n, d) in &c.deltas {
+                apply_delta(core, *page, d, *n, tolerant)?;
+            }
+            core.next_page_id = core.next_page_id.max(c.next_page_id);
+        }
+        Record::Extension { kind, body } => {
+            state.apply_log_extension(core, kind, &body).map_err(|e| e.to_string())?;
+        }
+    }
+    core.lsn = h.last_lsn();
+    Ok(())
+}
+
+fn log_of(state: &MMSBState) -> Result<&Tlog> {
+    if state.is_closed() {
+        return Err(StateError::Closed.into());
+    }
+    state.tlog.as_ref().ok_or_else(|| {
+        StateError::Unsupported("the transaction log (open the state with a directory or `logging: true`)".into())
+            .into()
+    })
+}
+
+impl MMSBState {
+    /// Rebuilds the state as it was right after LSN `lsn`, as a new read-only state (writes fail
+    /// with `StateError::ReadOnly`); the live state is not disturbed. `lsn` may be any LSN from
+    /// the oldest retained checkpoint (or 0 while the log starts at 0) to the current one, except
+    /// LSNs strictly inside a compacted run (see `docs/log-format.md`): those, and LSNs outside
+    /// the retained range, are `LogError::LsnOutOfRange`.
+    pub fn replay_to(&self, lsn: Lsn) -> Result<MMSBState> {
+        let log = log_of(self)?;
+        let _m = log.maint.lock();
+        if lsn > self.lsn() {
+            return Err(LogError::LsnOutOfRange(lsn).into());
+        }
+        let storage = log.storage.as_ref();
+        let ckpts = log.w.lock().checkpoints.clone();
+        let listing = list(storage)?;
+        let chain_base = listing.chain.first().and_then(|s| s.header).map_or(0, |h| h.base_lsn);
+        let mut base = None;
+        for (k, name) in ckpts.range(..=lsn).rev() {
+            if *k < chain_base && *k != lsn {
+                break;
+            }
+            if let Some(c) = checkpoint::read(storage, name)? {
+                base = Some(c);
+                break;
+            }
+        }
+        if base.is_none() && chain_base != 0 {
+            return Err(LogError::LsnOutOfRange(lsn).into());
+        }
+        let config =
+            Config { dir: None, logging: false, tolerant_recovery: false, log_size_cap: 0, ..self.config().clone() };
+        let out = MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, config, true);
+        {
+            let mut core = out.core.write();
+            if let Some(c) = &base {
+                load_checkpoint(&out, &mut core, c)?;
+            }
+            let k = core.lsn;
+            if lsn > k {
+                let corrupt = |file: &str, offset: u64, reason: String| LogError::Corrupt {
+                    file: storage.describe(file),
+                    offset,
+                    reason,
+                };
+                walk(storage, &listing.chain, OnInvalid::Stop, |h, body, file, off| {
+                    if h.last_lsn() <= k {
+                        return Ok(true);
+                    }
+                    if h.lsn > lsn {
+                        return Ok(false);
+                    }
+                    if h.lsn <= k || (h.kind == RecordType::Compacted as u8 && h.last_lsn() > lsn) {
+                        // The LSN falls strictly inside a record that can only be applied whole.
+                        return Err(LogError::LsnOutOfRange(lsn).into());
+                    }
+                    apply_record(&out, &mut core, h, body, lsn, false).map_err(|r| corrupt(file, off, r))?;
+                    Ok(core.lsn < lsn)
+                })?;
+            }
+            if core.lsn != lsn {
+                return Err(LogError::Corrupt {
+                    file: storage.describe(""),
+                    offset: 0,
+                    reason: format!("the log ends at LSN {} before the requested LSN {lsn}", core.lsn),
+                }
+                .into());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The records of the epoch slice `range` (by LSN), in LSN order: one entry per page
+    /// creation, page free, delta (a batch yields one entry per delta), compacted run (when it
+    /// overlaps the range) and extension record. Materialised at the call.
+    pub fn log_records(&self, range: Range<Lsn>) -> Result<LogSlice> {
+        let log = log_of(self)?;
+        let _m = log.maint.lock();
+        let storage = log.storage.as_ref();
+        let listing = list(storage)?;
+        let chain_base = listing.chain.first().and_then(|s| s.header).map_or(0, |h| h.base_lsn);
+        if range.start <= chain_base && range.start < range.end {
+            return Err(LogError::LsnOutOfRange(range.start).into());
+        }
+        let mut entries = Vec::new();
+        walk(storage, &listing.chain, OnInvalid::Stop, |h, body, file, off| {
+            if h.lsn >= range.end {
+                return Ok(false);
+            }
+            if h.last_lsn() < range.start {
+                return Ok(true);
+            }
+            let rec = Record::decode(h.kind, h.count, body).map_err(|reason| LogError::Corrupt {
+                file: storage.describe(file),
+                offset: off,
+                reason,
+            })?;
+            match rec {
+                Record::PageCreate(c) => entries.push(LogEntry {
+                    lsn: h.lsn,
+                    op: LogOp::CreatePage { id: c.id, size: c.size, location: c.location, meta: c.meta },
+                }),
+                Record::PageFree(id) => entries.push(LogEntry { lsn: h.lsn, op: LogOp::FreePage(id) }),
+                Record::Batch(ops) => {
+                    for (k, (page, delta)) in ops.into_iter().enumerate() {
+                        let lsn = h.lsn + k as u64;
+                        if range.contains(&lsn) {
+                            entries.push(LogEntry { lsn, op: LogOp::Delta { page, delta } });
+                        }
+                    }
+                }
+                Record::Compacted(c) => {
+                    entries.push(LogEntry { lsn: h.last_lsn(), op: LogOp::Compacted { first_lsn: h.lsn, body: c } })
+                }
+                Record::Extension { kind, body } => {
+                    entries.push(LogEntry { lsn: h.lsn, op: LogOp::Extension { kind, body } })
+                }
+            }
+            Ok(true)
+        })?;
+        Ok(LogSlice { entries: entries.into_iter() })
+    }
+}

@@ -1,0 +1,61 @@
+//! Helpers shared by the tlog_* integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use mmsb::{Config, Durability, MMSBState, PageId, PageInfo};
+
+/// Everything observable about a state's pages, for equality checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub lsn: u64,
+    pub pages: Vec<(PageInfo, Vec<u8>)>,
+}
+
+pub fn snapshot(s: &MMSBState) -> Snapshot {
+    let pages = s
+        .page_ids()
+        .unwrap()
+        .into_iter()
+        .map(|id: PageId| (s.page_info(id).unwrap(), s.read_page(id).unwrap()))
+        .collect();
+    Snapshot { lsn: s.lsn(), pages }
+}
+
+pub fn disk_config(dir: &Path) -> Config {
+    Config { dir: Some(dir.to_path_buf()), durability: Durability::None, ..Config::default() }
+}
+
+pub fn mem_config() -> Config {
+    Config { logging: true, ..Config::default() }
+}
+
+/// Copies every file of `from` into a new directory `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// The segment files of a state directory, sorted.
+pub fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A scratch directory on disk (not tmpfs) under /work/tmp when it exists.
+pub fn scratch() -> tempfile::TempDir {
+    let base = Path::new("/work/tmp");
+    if base.is_dir() {
+        tempfile::tempdir_in(base).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    }
+}

@@ -1,0 +1,390 @@
+//! Crash recovery: torn tails, bit flips, checkpoints, stale segments, versions, permissions.
+
+mod tlog_common;
+
+use mmsb::runtime::tlog::format::{check_record, seal_record, SegmentHeader, FORMAT_VERSION, RECORD_HEADER_LEN};
+use mmsb::runtime::tlog::record::{Record, RecordType};
+use mmsb::{Delta, Durability, Error, Location, MMSBState, PageMeta, RouteOp};
+use tlog_common::*;
+
+use mmsb::types::error::LogError;
+
+fn meta(name: &str) -> PageMeta {
+    PageMeta { name: name.into(), tags: vec![] }
+}
+
+/// Runs a fixed workload, returning the snapshot after every LSN (index = LSN).
+fn workload(s: &MMSBState, n: usize) -> Vec<Snapshot> {
+    let mut snaps = vec![snapshot(s)];
+    let a = s.create_page(300, Location::Cpu, meta("a")).unwrap();
+    snaps.push(snapshot(s));
+    let b = s.create_page(64, Location::Gpu, meta("b")).unwrap();
+    snaps.push(snapshot(s));
+    for i in 0..n {
+        let bytes: Vec<u8> = (0..40).map(|k| (i * 7 + k) as u8).collect();
+        s.update_page_at(a, (i * 13 % 250) as u64, &bytes, None).unwrap();
+        snaps.push(snapshot(s));
+        if i % 3 == 0 {
+            let d1 = Delta::write(i as u64 % 60, &[i as u8; 4]).unwrap();
+            let d2 = Delta::dense_bytemask(0, &[1, 0, 1], &[9, 9, i as u8]).unwrap();
+            let r = s
+                .route_batch(&[
+                    RouteOp { page: b, delta: &d1, expected_epoch: None },
+                    RouteOp { page: a, delta: &d2, expected_epoch: None },
+                ])
+                .unwrap();
+            assert_eq!(r.end - r.start, 2);
+            // Both LSNs of the batch: the first one's state is the batch half applied.
+            let mut half = snaps.last().unwrap().clone();
+            half.lsn += 1;
+            let bi = half.pages.iter().position(|(p, _)| p.id == b).unwrap();
+            d1.apply(&mut half.pages[bi].1).unwrap();
+            half.pages[bi].0.epoch += 1;
+            snaps.push(half);
+            snaps.push(snapshot(s));
+        }
+    }
+    let c = s.create_page(10, Location::Cpu, meta("c")).unwrap();
+    snaps.push(snapshot(s));
+    s.free_page(c).unwrap();
+    snaps.push(snapshot(s));
+    for (i, sn) in snaps.iter().enumerate() {
+        assert_eq!(sn.lsn, i as u64);
+    }
+    snaps
+}
+
+#[test]
+fn reopen_after_checkpoint_and_more_writes_gives_the_same_state() {
+    let d = scratch();
+    let before = {
+        let s = MMSBState::open(disk_config(d.path())).unwrap();
+        workload(&s, 10);
+        let k = s.checkpoint().unwrap();
+        assert_eq!(k, s.lsn());
+        let p = s.create_page(100, Location::Unified, meta("after")).unwrap();
+        s.update_page(p, b"post-checkpoint").unwrap();
+        snapshot(&s)
+    };
+    let s = MMSBState::open(disk_config(d.path())).unwrap();
+    assert_eq!(snapshot(&s), before);
+    // New ids continue after the recovered ones.
+    let q = s.create_page(8, Location::Cpu, meta("q")).unwrap();
+    assert!(before.pages.iter().all(|(p, _)| p.id < q));
+    let info = s.log_info().unwrap();
+    assert_eq!(info.checkpoints, 1);
+    drop(s);
+    let s = MMSBState::open(disk_config(d.path())).unwrap();
+    assert_eq!(s.page_info(q).unwrap().name, "q");
+}
+
+#[test]
+fn torn_tail_at_every_byte_of_the_last_record_is_cut_and_fsynced() {
+    let d = scratch();
+    let dir = d.path().join("base");
+    let (full, prefix) = {
+        let s = MMSBState::open(disk_config(&dir)).unwrap();
+        let p = s.create_page(256, Location::Cpu, meta("p")).unwrap();
+        s.update_page(p, b"first").unwrap();
+        let prefix = snapshot(&s);
+        let seg = segments(&dir).pop().unwrap();
+        let good_len = std::fs::metadata(&seg).unwrap().len();
+        let d = Delta::dense_bytemask(10, &[1; 50], &[0xAB; 50]).unwrap();
+        s.route_delta(p, &d, None).unwrap();
+        (std::fs::metadata(&seg).unwrap().len(), (prefix, good_len))
+    };
+    let (prefix, good_len) = prefix;
+    assert!(full > good_len + RECORD_HEADER_LEN as u64);
+    for cut in good_len..full {
+        let trial = d.path().join(format!("cut{cut}"));
+        copy_dir(&dir, &trial);
+        let seg = segments(&trial).pop().unwrap();
+        std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(cut).unwrap();
+        let s = MMSBState::open(disk_config(&trial)).unwrap();
+        assert_eq!(snapshot(&s), prefix, "cut at {cut}");
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), good_len, "torn tail not truncated at {cut}");
+        assert_eq!(s.log_info().unwrap().truncated_bytes, cut - good_len);
+        // The log continues cleanly after the cut.
+        let p = s.page_ids().unwrap()[0];
+        s.update_page(p, b"again").unwrap();
+        let after = snapshot(&s);
+        drop(s);
+        assert_eq!(snapshot(&MMSBState::open(disk_config(&trial)).unwrap()), after);
+        std::fs::remove_dir_all(&trial).unwrap();
+    }
+}
+
+#[test]
+fn a_flipped_bit_anywhere_is_detected_and_never_replayed() {
+    let d = scratch();
+    let dir = d.path().join("base");
+    let snaps = {
+        let s = MMSBState::open(disk_config(&dir)).unwrap();
+        let p = s.create_page(64, Location::Cpu, meta("p")).unwrap();
+        let mut snaps = vec![Snapshot { lsn: 0, pages: vec![] }, snapshot(&s)];
+        for i in 0..3u8 {
+            s.update_page_at(p, 8 * i as u64, &[i + 1; 8], None).unwrap();
+            snaps.push(snapshot(&s));
+        }
+        snaps
+    };
+    let seg = segments(&dir).pop().unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    let name = seg.file_name().unwrap().to_owned();
+    let (mut corrupt, mut truncated) = (0, 0);
+    for pos in 0..bytes.len() {
+        for bit in [0u8, 3, 7] {
+            let trial = d.path().join("trial");
+            copy_dir(&dir, &trial);
+            let mut b = bytes.clone();
+            b[pos] ^= 1 << bit;
+            std::fs::write(trial.join(&name), &b).unwrap();
+            match MMSBState::open(disk_config(&trial)) {
+                Err(Error::Log(LogError::Corrupt { .. })) => corrupt += 1,
+                Err(e) => panic!("flip at {pos}: unexpected error {e}"),
+                Ok(s) => {
+                    let sn = snapshot(&s);
+                    assert!(sn.lsn < 5, "flip of bit {bit} at byte {pos} went unnoticed");
+                    assert_eq!(sn, snaps[sn.lsn as usize], "flip at {pos} replayed altered data");
+                    truncated += 1;
+                }
+            }
+            std::fs::remove_dir_all(&trial).unwrap();
+        }
+    }
+    eprintln!("{} flips: {corrupt} reported corrupt, {truncated} cut as a torn tail", bytes.len() * 3);
+    assert!(corrupt > 0 && truncated > 0);
+}
+
+#[test]
+fn tolerant_recovery_skips_damage_and_checkpoints() {
+    let d = scratch();
+    let dir = d.path().join("s");
+    let p = {
+        let s = MMSBState::open(disk_config(&dir)).unwrap();
+        let p = s.create_page(64, Location::Cpu, meta("p")).unwrap();
+        for i in 0..5u8 {
+            s.update_page_at(p, 8 * i as u64, &[i + 1; 8], None).unwrap();
+        }
+        p
+    };
+    let seg = segments(&dir).pop().unwrap();
+    let mut b = std::fs::read(&seg).unwrap();
+    let ends = record_ends(&b);
+    assert_eq!(ends.len(), 6);
+    // Damage the last byte of the second update (record 2, after the create and one update).
+    b[ends[2] - 1] ^= 0xFF;
+    std::fs::write(&seg, &b).unwrap();
+    assert!(matches!(MMSBState::open(disk_config(&dir)), Err(Error::Log(LogError::Corrupt { .. }))));
+    let cfg = mmsb::Config { tolerant_recovery: true, ..disk_config(&dir) };
+    let s = MMSBState::open(cfg).unwrap();
+    let info = s.log_info().unwrap();
+    assert_eq!(info.skipped_regions, 1);
+    assert_eq!(info.checkpoints, 1, "tolerant recovery checkpoints right away");
+    let bytes = s.read_page(p).unwrap();
+    assert_eq!(&bytes[0..8], &[1; 8]);
+    assert_eq!(&bytes[8..16], &[0; 8], "the damaged record is skipped");
+    assert_eq!(&bytes[32..40], &[5; 8], "records after the damage were replayed");
+    let snap = snapshot(&s);
+    drop(s);
+    // The damaged region is no longer needed: a strict open now succeeds.
+    assert_eq!(snapshot(&MMSBState::open(disk_config(&dir)).unwrap()), snap);
+}
+
+/// End offsets of the records of a segment file.
+fn record_ends(seg: &[u8]) -> Vec<usize> {
+    let h = SegmentHeader::decode(seg, "x").unwrap().unwrap();
+    let mut at = mmsb::runtime::tlog::format::SEGMENT_HEADER_LEN;
+    let mut ends = vec![];
+    while let Ok(r) = check_record(&seg[at..], h.salt) {
+        at += RECORD_HEADER_LEN + r.len as usize;
+        ends.push(at);
+    }
+    ends
+}
+
+fn stale_segment(segno: u64, prev_salt: u64, base_lsn: u64, salt: u64, seal_salt: u64, page: u64) -> Vec<u8> {
+    let h = SegmentHeader { flags: 0, segno, salt, prev_salt, base_lsn };
+    let mut out = h.encode().to_vec();
+    let rec = Record::Batch(vec![(mmsb::PageId(page), Delta::write(0, b"STALE").unwrap())]);
+    let at = out.len();
+    out.resize(at + RECORD_HEADER_LEN, 0);
+    rec.encode(&mut out);
+    seal_record(&mut out[at..], seal_salt, base_lsn + 1, 1, RecordType::Batch as u8);
+    out
+}
+
+#[test]
+fn records_of_another_generation_are_never_replayed() {
+    let d = scratch();
+    let dir = d.path().join("s");
+    let (snap, p) = {
+        let s = MMSBState::open(disk_config(&dir)).unwrap();
+        let p = s.create_page(64, Location::Cpu, meta("p")).unwrap();
+        s.update_page(p, b"live").unwrap();
+        (snapshot(&s), p)
+    };
+    let seg = segments(&dir).pop().unwrap();
+    let raw = std::fs::read(&seg).unwrap();
+    let live = SegmentHeader::decode(&raw, "x").unwrap().unwrap();
+    // (a) A next segment whose header does not chain to the live one (an older generation).
+    let stale = stale_segment(live.segno + 1, 0xDEAD_BEEF, snap.lsn, 77, 77, p.0);
+    let stale_path = dir.join(format!("log-{:020}.seg", live.segno + 1));
+    std::fs::write(&stale_path, &stale).unwrap();
+    let s = MMSBState::open(disk_config(&dir)).unwrap();
+    assert_eq!(snapshot(&s), snap, "a stale segment was replayed");
+    assert!(!stale_path.exists(), "the stale segment is cut off like a torn tail");
+    drop(s);
+    // (b) Records appended to the live segment but sealed with another generation's salt.
+    let before = std::fs::read(&seg).unwrap();
+    let foreign = stale_segment(live.segno, 0, snap.lsn, live.salt, live.salt ^ 1, p.0);
+    std::fs::write(&seg, [&before[..], &foreign[mmsb::runtime::tlog::format::SEGMENT_HEADER_LEN..]].concat()).unwrap();
+    let s = MMSBState::open(disk_config(&dir)).unwrap();
+    assert_eq!(snapshot(&s), snap, "a record with the wrong salt was replayed");
+    assert_eq!(std::fs::read(&seg).unwrap(), before);
+}
+
+#[test]
+fn a_newer_format_version_is_rejected_clearly() {
+    let d = scratch();
+    let dir = d.path().join("s");
+    {
+        let s = MMSBState::open(disk_config(&dir)).unwrap();
+        s.create_page(8, Location::Cpu, meta("p")).unwrap();
+        s.checkpoint().unwrap();
+    }
+    let bump = |path: &std::path::Path, crc_end: usize| {
+        let mut b = std::fs::read(path).unwrap();
+        b[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..crc_end]);
+        b[crc_end..crc_end + 4].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(path, b).unwrap();
+    };
+    let seg = segments(&dir).pop().unwrap();
+    let ck = dir.join(format!("ckpt-{:020}.ckpt", 1));
+    let trial = d.path().join("seg");
+    copy_dir(&dir, &trial);
+    bump(&trial.join(seg.file_name().unwrap()), 52);
+    match MMSBState::open(disk_config(&trial)) {
+        Err(e @ Error::Log(LogError::UnsupportedVersion { .. })) => {
+            assert_eq!(e.code(), mmsb::ErrorCode::UnsupportedVersion);
+            assert!(e.to_string().contains("format version 2"), "{e}");
+        }
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
+    let trial = d.path().join("ckpt");
+    copy_dir(&dir, &trial);
+    bump(&trial.join(ck.file_name().unwrap()), 56);
+    assert!(matches!(MMSBState::open(disk_config(&trial)), Err(Error::Log(LogError::UnsupportedVersion { .. }))));
+}
+
+#[test]
+fn files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = scratch();
+    let dir = d.path().join("s");
+    let s = MMSBState::open(mmsb::Config { segment_size: 256, ..disk_config(&dir) }).unwrap();
+    let p = s.create_page(100, Location::Cpu, meta("p")).unwrap();
+    for i in 0..20u8 {
+        s.update_page(p, &[i; 100]).unwrap();
+    }
+    s.checkpoint().unwrap();
+    s.compact_log().unwrap();
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        assert!(!name.contains("..") && !name.contains('/'));
+        assert_eq!(e.metadata().unwrap().permissions().mode() & 0o777, 0o600, "{name}");
+        n += 1;
+    }
+    assert!(n >= 2);
+}
+
+#[test]
+fn group_commit_writers_all_survive_reopen() {
+    let d = scratch();
+    let dir = d.path().join("s");
+    let cfg = mmsb::Config { durability: Durability::GroupCommit, ..disk_config(&dir) };
+    let snap = {
+        let s = std::sync::Arc::new(MMSBState::open(cfg.clone()).unwrap());
+        let pages: Vec<_> = (0..4).map(|i| s.create_page(512, Location::Cpu, meta(&format!("{i}"))).unwrap()).collect();
+        std::thread::scope(|sc| {
+            for t in 0..8usize {
+                let s = s.clone();
+                let pages = pages.clone();
+                sc.spawn(move || {
+                    for i in 0..50usize {
+                        s.update_page_at(pages[t % 4], (t * 64) as u64 % 512, &[(i + t) as u8; 64], None).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(s.lsn(), 4 + 8 * 50);
+        snapshot(&s)
+    };
+    assert_eq!(snapshot(&MMSBState::open(cfg).unwrap()), snap);
+}
+
+#[test]
+fn log_size_cap_keeps_the_log_bounded() {
+    let d = scratch();
+    let dir = d.path().join("s");
+    let cfg = mmsb::Config { log_size_cap: 64 << 10, segment_size: 16 << 10, ..disk_config(&dir) };
+    let s = MMSBState::open(cfg.clone()).unwrap();
+    let p = s.create_page(4096, Location::Cpu, meta("p")).unwrap();
+    let mut max_bytes = 0;
+    for i in 0..2000usize {
+        s.update_page_at(p, (i * 97 % 3000) as u64, &[i as u8; 1000], None).unwrap();
+        max_bytes = max_bytes.max(s.log_info().unwrap().log_bytes);
+    }
+    let info = s.log_info().unwrap();
+    assert_eq!(info.maintenance_failures, 0, "{:?}", info.last_maintenance_error);
+    assert!(info.checkpoints >= 1 && info.checkpoints <= 2);
+    // Two checkpoint intervals at most, plus one record and segment headers.
+    assert!(max_bytes < 3 * (64 << 10), "log grew to {max_bytes} bytes");
+    let snap = snapshot(&s);
+    let oldest = info.oldest_lsn;
+    assert!(oldest > 0);
+    assert!(s.replay_to(oldest - 1).is_err());
+    assert_eq!(snapshot(&s.replay_to(s.lsn()).unwrap()), snap);
+    drop(s);
+    assert_eq!(snapshot(&MMSBState::open(cfg).unwrap()), snap);
+}
+
+#[test]
+fn replay_sees_every_lsn_and_epoch_slices_list_the_records() {
+    for disk in [false, true] {
+        let d = scratch();
+        let s = if disk {
+            MMSBState::open(disk_config(&d.path().join("s"))).unwrap()
+        } else {
+            MMSBState::open(mem_config()).unwrap()
+        };
+        let snaps = workload(&s, 9);
+        for (lsn, want) in snaps.iter().enumerate() {
+            let r = s.replay_to(lsn as u64).unwrap();
+            assert!(r.is_read_only());
+            assert_eq!(&snapshot(&r), want, "replay to {lsn}");
+            assert!(matches!(r.create_page(1, Location::Cpu, meta("x")), Err(Error::State(_))));
+        }
+        assert!(matches!(s.replay_to(snaps.len() as u64), Err(Error::Log(LogError::LsnOutOfRange(_)))));
+        let slice: Vec<_> = s.log_records(3..8).unwrap().collect();
+        assert_eq!(slice.iter().map(|e| e.lsn).collect::<Vec<_>>(), vec![3, 4, 5, 6, 7]);
+        assert!(matches!(slice[0].op, mmsb::LogOp::Delta { .. }));
+        let all = s.log_records(1..u64::MAX).unwrap().count();
+        assert_eq!(all, snaps.len() - 1);
+    }
+}
+
+#[test]
+fn states_without_logging_do_not_log() {
+    let s = MMSBState::in_memory();
+    assert!(!s.has_log());
+    let p = s.create_page(8, Location::Cpu, meta("p")).unwrap();
+    s.update_page(p, b"x").unwrap();
+    assert_eq!(s.lsn(), 2, "LSNs are assigned the same way with or without a log");
+    assert!(s.replay_to(1).is_err());
+    assert!(s.checkpoint().is_err());
+}
