@@ -40,9 +40,10 @@ fn batches_are_all_or_nothing() {
     let bad = Delta::write(15, b"bb").unwrap();
     let ops =
         [RouteOp { page: p, delta: &a, expected_epoch: None }, RouteOp { page: q, delta: &bad, expected_epoch: None }];
+    let lsn_before = s.lsn();
     assert!(s.route_batch(&ops).is_err());
     assert_eq!(s.read_page(p).unwrap(), vec![0; 16]);
-    assert_eq!(s.lsn(), 0);
+    assert_eq!(s.lsn(), lsn_before);
 
     // Epoch expectations count earlier ops of the same batch.
     let b = Delta::write(4, b"bbbb").unwrap();
@@ -51,7 +52,7 @@ fn batches_are_all_or_nothing() {
         RouteOp { page: p, delta: &b, expected_epoch: Some(1) },
     ];
     let r = s.route_batch(&ops).unwrap();
-    assert_eq!(r, 1..3);
+    assert_eq!(r, lsn_before + 1..lsn_before + 3);
     assert_eq!(&s.read_page(p).unwrap()[..8], b"aaaabbbb");
     assert_eq!(s.page_info(p).unwrap().epoch, 2);
 }
@@ -98,6 +99,8 @@ fn page_sizes_round_to_os_pages() {
 fn concurrent_routing_equals_serial_lsn_order() {
     let s = Arc::new(MMSBState::in_memory());
     let pages: Vec<PageId> = (0..4).map(|_| s.create_page(256, Location::Cpu, PageMeta::default()).unwrap()).collect();
+    // Page creation takes LSNs too; deltas follow.
+    let base = s.lsn();
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
             let s = Arc::clone(&s);
@@ -128,7 +131,7 @@ fn concurrent_routing_equals_serial_lsn_order() {
     let mut all: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
     all.sort_by_key(|(lsn, _, _)| *lsn);
     let lsns: Vec<u64> = all.iter().map(|e| e.0).collect();
-    assert_eq!(lsns, (1..=all.len() as u64).collect::<Vec<_>>(), "LSNs are dense and unique");
+    assert_eq!(lsns, (base + 1..=base + all.len() as u64).collect::<Vec<_>>(), "LSNs are dense and unique");
 
     let serial = MMSBState::in_memory();
     for _ in 0..4 {

@@ -79,7 +79,7 @@ pub unsafe extern "C" fn mmsb_state_replay(
         // SAFETY: forwarded contract.
         let s = unsafe { state_ref(state) }?;
         let replayed = s.replay_to(lsn)?;
-        let h = Box::into_raw(Box::new(MmsbState { state: Arc::new(replayed) }));
+        let h = crate::ffi::new_handle(MmsbState { state: Arc::new(replayed) });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out_state, h, "out_state") }
     })
