@@ -19,6 +19,7 @@ use crate::types::error::{Error, ErrorCode};
 pub mod delta;
 pub mod page;
 pub mod state;
+pub mod stats;
 
 /// Status code returned by every C function (see `ErrorCode` for the values).
 pub type MmsbStatus = u32;

@@ -95,6 +95,8 @@ pub struct MMSBState {
     closed: AtomicBool,
     read_only: bool,
     config: Config,
+    // monitoring: histograms, counters, budgets (methods in monitoring/state_ext.rs)
+    pub(crate) monitor: crate::monitoring::Monitor,
 }
 
 impl MMSBState {
@@ -108,6 +110,7 @@ impl MMSBState {
             closed: AtomicBool::new(false),
             read_only: false,
             config,
+            monitor: crate::monitoring::Monitor::new(), // monitoring
         })
     }
 
@@ -136,6 +139,7 @@ impl MMSBState {
     pub fn close(&self) {
         let mut core = self.core.write();
         self.closed.store(true, Ordering::Release);
+        self.monitor.pages_released(core.pages.values().map(|p| p.buf().capacity() as u64)); // monitoring hook
         core.pages.clear();
     }
 
@@ -169,6 +173,7 @@ impl MMSBState {
         self.check_open()?;
         let id = PageId(core.next_page_id);
         core.next_page_id += 1;
+        self.monitor.page_created(buf.capacity() as u64); // monitoring hook
         core.pages.insert(id, Page::new(id, location, meta, buf));
         Ok(id)
     }
@@ -182,7 +187,8 @@ impl MMSBState {
         self.check_writable()?;
         let mut core = self.core.write();
         self.check_open()?;
-        core.pages.remove(&id).ok_or(PageError::UnknownPage(id))?;
+        let page = core.pages.remove(&id).ok_or(PageError::UnknownPage(id))?;
+        self.monitor.page_freed(page.buf().capacity() as u64); // monitoring hook
         Ok(())
     }
 
@@ -195,11 +201,16 @@ impl MMSBState {
     /// Routes a batch atomically under one lock: either every delta applies, in order, or none.
     /// Returns the LSNs assigned (`start..end`, empty for an empty batch).
     pub fn route_batch(&self, ops: &[RouteOp<'_>]) -> Result<std::ops::Range<Lsn>> {
+        let timer = self.monitor.start_sampled(crate::monitoring::Metric::DeltaRoute); // monitoring hook
         self.check_writable()?;
         let mut core = self.core.write();
         self.check_open()?;
         router::validate(&core, ops)?;
-        Ok(router::apply(&mut core, ops))
+        let lsns = router::apply(&mut core, ops);
+        self.note_routed(ops); // monitoring hook: under the lock (exact serial counters)
+        drop(core);
+        timer.stop(&self.monitor); // monitoring hook: after unlock, so a budget sink never runs under it
+        Ok(lsns)
     }
 
     /// Writes `bytes` at offset 0 as the smallest delta from the page's current bytes.
@@ -211,6 +222,7 @@ impl MMSBState {
     /// Writes `bytes` at `offset` as the smallest delta from the current bytes (a no-op write
     /// still takes an LSN and an epoch, so callers can sequence on it).
     pub fn update_page_at(&self, page: PageId, offset: u64, bytes: &[u8], expected_epoch: Option<u64>) -> Result<Lsn> {
+        let timer = self.monitor.start_sampled(crate::monitoring::Metric::DeltaRoute); // monitoring hook
         self.check_writable()?;
         let mut core = self.core.write();
         self.check_open()?;
@@ -231,7 +243,11 @@ impl MMSBState {
         let delta = Delta::diff_at(offset, current, bytes)?;
         let ops = [RouteOp { page, delta: &delta, expected_epoch }];
         router::validate(&core, &ops)?;
-        Ok(router::apply(&mut core, &ops).start)
+        let lsn = router::apply(&mut core, &ops).start;
+        self.note_routed(&ops); // monitoring hook: under the lock
+        drop(core);
+        timer.stop(&self.monitor); // monitoring hook: after unlock
+        Ok(lsn)
     }
 
     /// A consistent copy of the page's bytes.
