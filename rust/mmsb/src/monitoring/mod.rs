@@ -14,8 +14,8 @@
 //!   written with a plain load + store while the state's exclusive lock is held (no locked
 //!   read-modify-write); all others use `fetch_add`.
 //! - **Hot-path latencies are sampled.** Timers started with [`Monitor::start_sampled`] (the
-//!   route path) time about 1 in [`Monitor::sample_every`] events per thread (default
-//!   [`DEFAULT_SAMPLE_EVERY`]): after each sampled event the thread skips a pseudo-random number
+//!   route path) time about 1 in [`Monitor::sample_every`] events (default
+//!   [`DEFAULT_SAMPLE_EVERY`]): after each sampled event the monitor skips a pseudo-random number
 //!   of events drawn uniformly from `0..=2N-2` (mean `N - 1`), so periodic workloads do not
 //!   alias with the sampler. A metric that has a latency budget is timed on every event.
 //!   [`HistogramStats::sampled`] says how many recorded values came from sampled timers.
@@ -32,7 +32,6 @@ mod clock;
 pub mod state_ext;
 mod stats;
 
-use std::cell::Cell;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -346,6 +345,10 @@ pub struct Monitor {
     /// `ENABLED`, `LOG_BYTES_BUDGET` and one budget bit per metric: one load decides the fast path.
     flags: AtomicU64,
     sample_every: AtomicU32,
+    /// Hot-path events to skip before the next sampled one.
+    skip: AtomicU32,
+    /// xorshift32 state for the skip lengths (never 0).
+    rng: AtomicU32,
     clock: Clock,
     counters: [CounterCell; Counter::COUNT],
     slots: [Mutex<Slot>; Metric::COUNT],
@@ -406,52 +409,14 @@ impl Timer {
     }
 }
 
-thread_local! {
-    /// Events this thread still skips before its next sampled one (0: sample the next).
-    static SKIP: Cell<u32> = const { Cell::new(0) };
-    /// xorshift32 state for the skip lengths (0: not seeded yet).
-    static RNG: Cell<u32> = const { Cell::new(0) };
-}
-
-/// The thread's sampling decision for one hot-path event (see the module docs).
-#[inline(always)]
-fn sample_tick(every: u32) -> bool {
-    if every <= 1 {
-        return true; // also skips whatever countdown a coarser rate left behind
-    }
-    let skip = SKIP.with(Cell::get);
-    if skip > 0 {
-        SKIP.with(|s| s.set(skip - 1));
-        return false;
-    }
-    SKIP.with(|s| s.set(next_skip(every)));
-    true
-}
-
-#[cold]
-fn next_skip(every: u32) -> u32 {
-    let span = u64::from(every.max(1)) * 2 - 1;
-    let r = RNG.with(|r| {
-        let mut x = r.get();
-        if x == 0 {
-            // Per-thread seed: the address of a thread-local is distinct per live thread.
-            x = (r as *const Cell<u32> as usize as u32) | 1;
-        }
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        r.set(x);
-        x
-    });
-    (u64::from(r) % span) as u32
-}
-
 impl Monitor {
     /// An enabled monitor with no budgets and no sink.
     pub fn new() -> Monitor {
         Monitor {
             flags: AtomicU64::new(ENABLED),
             sample_every: AtomicU32::new(DEFAULT_SAMPLE_EVERY),
+            skip: AtomicU32::new(0),
+            rng: AtomicU32::new(0x9E37_79B9),
             clock: Clock::get(),
             counters: Default::default(),
             slots: std::array::from_fn(|_| Mutex::new(Slot::new())),
@@ -489,6 +454,7 @@ impl Monitor {
     /// About one hot-path event in `n` is timed (`n >= 1`; 1 times every event).
     pub fn set_sample_every(&self, n: u32) {
         self.sample_every.store(n.max(1), Relaxed);
+        self.skip.store(0, Relaxed); // start the new rate now, not after the old skip
     }
 
     /// The hot-path sampling rate.
@@ -511,12 +477,54 @@ impl Monitor {
     }
 
     /// Starts a sampled timer for a hot path: active for about 1 event in
-    /// [`Monitor::sample_every`] on this thread, or always when the metric has a latency budget.
+    /// [`Monitor::sample_every`] events, or always when the metric has a latency budget.
     #[inline]
     pub fn start_sampled(&self, metric: Metric) -> Timer {
+        self.start_sampled_enabled(metric).0
+    }
+
+    // The sampling countdown (`skip`) is shared by the monitor's threads and updated with plain
+    // loads and stores, not a locked read-modify-write (which would cost more than the rest of
+    // monitoring): a race only perturbs which event is sampled, never a count. It lives in the
+    // monitor rather than in a thread-local because thread-locals cost a `__tls_get_addr` call
+    // in the cdylib.
+
+    /// A pseudo-random skip length, uniform in `0..=2N-2` (mean `N - 1`).
+    fn next_skip(&self) -> u32 {
+        let span = u64::from(self.sample_every()) * 2 - 1;
+        // xorshift32; a racing thread may reuse a state, which only repeats one skip length.
+        let mut x = self.rng.load(Relaxed);
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng.store(x, Relaxed);
+        (u64::from(x) % span) as u32
+    }
+
+    /// [`Monitor::start_sampled`] plus whether the monitor is enabled, from one load of the
+    /// flags (the route probe needs both). The common case, a skipped event, is a load, a
+    /// decrement and a store; the sampled case is out of line so it does not bloat the caller.
+    #[inline(always)]
+    pub(crate) fn start_sampled_enabled(&self, metric: Metric) -> (Timer, bool) {
         let flags = self.flags.load(Relaxed);
-        if flags & ENABLED == 0 || (flags & metric.budget_bit() == 0 && !sample_tick(self.sample_every.load(Relaxed))) {
-            return Timer { metric, start: 0, mode: TimerMode::Off };
+        if flags & ENABLED == 0 {
+            return (Timer { metric, start: 0, mode: TimerMode::Off }, false);
+        }
+        if flags & metric.budget_bit() == 0 {
+            let skip = self.skip.load(Relaxed);
+            if skip > 0 {
+                self.skip.store(skip - 1, Relaxed);
+                return (Timer { metric, start: 0, mode: TimerMode::Off }, true);
+            }
+        }
+        (self.start_sampled_slow(metric, flags), true)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn start_sampled_slow(&self, metric: Metric, flags: u64) -> Timer {
+        if flags & metric.budget_bit() == 0 {
+            self.skip.store(self.next_skip(), Relaxed);
         }
         Timer { metric, start: self.clock.now(), mode: TimerMode::Sampled }
     }

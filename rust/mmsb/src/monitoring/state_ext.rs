@@ -1,7 +1,7 @@
 //! Monitoring methods of [`MMSBState`]: `get_stats`, `print_stats`, `track_*`, budgets, and the
 //! bookkeeping the router calls.
 
-use crate::monitoring::{Budget, Counter, Monitor, Stats};
+use crate::monitoring::{Budget, Counter, Metric, Monitor, Stats, Timer};
 use crate::runtime::router::RouteOp;
 use crate::runtime::state::MMSBState;
 
@@ -47,16 +47,53 @@ impl MMSBState {
     pub fn set_budget(&self, budget: Budget) {
         self.monitor.set_budget(budget);
     }
+}
 
-    /// Counts routed deltas and their bytes. Called by the router's hook while the state's
-    /// exclusive lock is held, which is what makes the serial counter cells exact.
+/// The route path's monitoring, in three steps around the state's lock:
+/// [`RouteProbe::start`] before taking it (starts the sampled timer and sums the bytes, so
+/// neither adds to the critical section), [`RouteProbe::commit`] while holding it (exact
+/// counters with plain stores), [`RouteProbe::finish`] after releasing it (records the latency;
+/// a budget sink then never runs under the state's lock). A probe dropped early (a failed
+/// route) records nothing.
+#[derive(Debug)]
+pub(crate) struct RouteProbe {
+    timer: Timer,
+    deltas: u64,
+    bytes: u64,
+    enabled: bool,
+}
+
+impl RouteProbe {
     #[inline]
-    pub(crate) fn note_routed(&self, ops: &[RouteOp<'_>]) {
-        if !self.monitor.is_enabled() {
-            return;
+    pub(crate) fn start(monitor: &Monitor, ops: &[RouteOp<'_>]) -> RouteProbe {
+        let (timer, enabled) = monitor.start_sampled_enabled(Metric::DeltaRoute);
+        let mut probe = RouteProbe { timer, deltas: 0, bytes: 0, enabled };
+        probe.add_ops(ops);
+        probe
+    }
+
+    /// Counts more ops (for paths that build their delta under the lock).
+    #[inline]
+    pub(crate) fn add_ops(&mut self, ops: &[RouteOp<'_>]) {
+        if self.enabled {
+            self.deltas += ops.len() as u64;
+            self.bytes += ops.iter().map(|op| op.delta.written_bytes()).sum::<u64>();
         }
-        let bytes: u64 = ops.iter().map(|op| op.delta.written_bytes()).sum();
-        self.monitor.add_serial(Counter::DeltasRouted, ops.len() as u64);
-        self.monitor.add_serial(Counter::DeltaBytes, bytes);
+    }
+
+    /// Publishes the counts. The caller holds the state's exclusive lock, which is what makes
+    /// the serial counter cells exact.
+    #[inline]
+    pub(crate) fn commit(&self, monitor: &Monitor) {
+        if self.enabled {
+            monitor.add_serial(Counter::DeltasRouted, self.deltas);
+            monitor.add_serial(Counter::DeltaBytes, self.bytes);
+        }
+    }
+
+    /// Records the latency (if sampled). Call after releasing the state's lock.
+    #[inline]
+    pub(crate) fn finish(self, monitor: &Monitor) {
+        self.timer.stop(monitor);
     }
 }

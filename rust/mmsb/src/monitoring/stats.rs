@@ -11,7 +11,7 @@ use super::{ClockKind, Counter, Metric};
 
 /// The sampling rule, as stated in every export.
 const SAMPLING_RULE: &str = "counters count every event; hot-path latencies (delta_route) time about 1 event in \
-     sample_every per thread, at pseudo-random intervals, except metrics with a latency budget, which are timed on \
+     sample_every, at pseudo-random intervals, except metrics with a latency budget, which are timed on \
      every event; explicit records (track_*, exact timers) are never sampled";
 
 /// Summary of one latency histogram, in nanoseconds. Percentiles are HdrHistogram's (3

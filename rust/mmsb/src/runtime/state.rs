@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
 
+use crate::monitoring::state_ext::RouteProbe; // monitoring
 use crate::runtime::router::{self, RouteOp};
 use crate::types::delta::Delta;
 use crate::types::error::{Error, PageError, Result, StateError};
@@ -201,15 +202,15 @@ impl MMSBState {
     /// Routes a batch atomically under one lock: either every delta applies, in order, or none.
     /// Returns the LSNs assigned (`start..end`, empty for an empty batch).
     pub fn route_batch(&self, ops: &[RouteOp<'_>]) -> Result<std::ops::Range<Lsn>> {
-        let timer = self.monitor.start_sampled(crate::monitoring::Metric::DeltaRoute); // monitoring hook
+        let probe = RouteProbe::start(&self.monitor, ops); // monitoring hook: before the lock
         self.check_writable()?;
         let mut core = self.core.write();
         self.check_open()?;
         router::validate(&core, ops)?;
         let lsns = router::apply(&mut core, ops);
-        self.note_routed(ops); // monitoring hook: under the lock (exact serial counters)
+        probe.commit(&self.monitor); // monitoring hook: exact counters, under the lock
         drop(core);
-        timer.stop(&self.monitor); // monitoring hook: after unlock, so a budget sink never runs under it
+        probe.finish(&self.monitor); // monitoring hook: after unlock, so a budget sink never runs under it
         Ok(lsns)
     }
 
@@ -222,7 +223,7 @@ impl MMSBState {
     /// Writes `bytes` at `offset` as the smallest delta from the current bytes (a no-op write
     /// still takes an LSN and an epoch, so callers can sequence on it).
     pub fn update_page_at(&self, page: PageId, offset: u64, bytes: &[u8], expected_epoch: Option<u64>) -> Result<Lsn> {
-        let timer = self.monitor.start_sampled(crate::monitoring::Metric::DeltaRoute); // monitoring hook
+        let mut probe = RouteProbe::start(&self.monitor, &[]); // monitoring hook
         self.check_writable()?;
         let mut core = self.core.write();
         self.check_open()?;
@@ -244,9 +245,10 @@ impl MMSBState {
         let ops = [RouteOp { page, delta: &delta, expected_epoch }];
         router::validate(&core, &ops)?;
         let lsn = router::apply(&mut core, &ops).start;
-        self.note_routed(&ops); // monitoring hook: under the lock
+        probe.add_ops(&ops); // monitoring hook: under the lock
+        probe.commit(&self.monitor); // monitoring hook
         drop(core);
-        timer.stop(&self.monitor); // monitoring hook: after unlock
+        probe.finish(&self.monitor); // monitoring hook: after unlock
         Ok(lsn)
     }
 
