@@ -60,6 +60,18 @@ fn overhead_ratio() {
         },
     );
     ab::report("route_64B monitoring overhead", "on", t_on, "off", t_off, "<= 1.02");
+    let dense = Delta::dense(0, &[0xFF; 512], &[0x5A; 4096]).unwrap();
+    let (d_on, d_off) = ab::interleaved(
+        100,
+        5_000,
+        || {
+            on.route_delta(black_box(pon), black_box(&dense), None).unwrap();
+        },
+        || {
+            off.route_delta(black_box(poff), black_box(&dense), None).unwrap();
+        },
+    );
+    ab::report("route dense 4 KiB monitoring overhead", "on", d_on, "off", d_off, "(none set)");
     let m = Monitor::new();
     let (t_rec, _) = ab::interleaved(50, 100_000, || m.record(black_box(Metric::LogAppend), black_box(1234)), || {});
     println!("record alone: {t_rec:.1} ns ({:.2}% of the monitoring-off route)", 100.0 * t_rec / t_off);

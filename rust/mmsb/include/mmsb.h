@@ -52,7 +52,7 @@
 // Deltas routed.
 #define MMSB_COUNTER_DELTAS_ROUTED 2
 
-// Bytes written by routed deltas.
+// Payload bytes of routed deltas (a dense delta counts its whole span).
 #define MMSB_COUNTER_DELTA_BYTES 3
 
 // Log size in bytes (gauge).
@@ -177,7 +177,8 @@ enum Counter
   COUNTER_BYTES_ALLOCATED = 1,
   // Deltas routed.
   COUNTER_DELTAS_ROUTED = 2,
-  // Bytes written by routed deltas (mask bits set / run bytes).
+  // Payload bytes of routed deltas: the bytes sparse runs write; for dense deltas the whole
+  // span, masked-out bytes included ([`Delta::payload_len`](crate::Delta::payload_len)).
   COUNTER_DELTA_BYTES = 3,
   // Current size of the transaction log in bytes (gauge).
   COUNTER_LOG_BYTES = 4,

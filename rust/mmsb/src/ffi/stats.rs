@@ -37,7 +37,7 @@ pub const MMSB_COUNTER_PAGES: u32 = 0;
 pub const MMSB_COUNTER_BYTES_ALLOCATED: u32 = 1;
 /// Deltas routed.
 pub const MMSB_COUNTER_DELTAS_ROUTED: u32 = 2;
-/// Bytes written by routed deltas.
+/// Payload bytes of routed deltas (a dense delta counts its whole span).
 pub const MMSB_COUNTER_DELTA_BYTES: u32 = 3;
 /// Log size in bytes (gauge).
 pub const MMSB_COUNTER_LOG_BYTES: u32 = 4;

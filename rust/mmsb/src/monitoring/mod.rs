@@ -42,7 +42,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 pub use clock::ClockKind;
-pub use stats::{HistogramStats, Stats};
+pub use stats::{HistogramStats, Stats, SAMPLING_RULE};
 
 use clock::Clock;
 
@@ -144,7 +144,8 @@ pub enum Counter {
     BytesAllocated = 1,
     /// Deltas routed.
     DeltasRouted = 2,
-    /// Bytes written by routed deltas (mask bits set / run bytes).
+    /// Payload bytes of routed deltas: the bytes sparse runs write; for dense deltas the whole
+    /// span, masked-out bytes included ([`Delta::payload_len`](crate::Delta::payload_len)).
     DeltaBytes = 3,
     /// Current size of the transaction log in bytes (gauge).
     LogBytes = 4,
@@ -225,7 +226,7 @@ impl Counter {
             Counter::Pages => "Live pages",
             Counter::BytesAllocated => "Bytes reserved by live pages (allocator pressure)",
             Counter::DeltasRouted => "Deltas routed",
-            Counter::DeltaBytes => "Bytes written by routed deltas",
+            Counter::DeltaBytes => "Payload bytes of routed deltas (dense deltas count their whole span)",
             Counter::LogBytes => "Current size of the transaction log in bytes",
             Counter::LogSegments => "Current number of log segments",
             Counter::Checkpoints => "Checkpoints written",

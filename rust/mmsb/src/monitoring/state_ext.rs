@@ -77,7 +77,8 @@ impl RouteProbe {
     pub(crate) fn add_ops(&mut self, ops: &[RouteOp<'_>]) {
         if self.enabled {
             self.deltas += ops.len() as u64;
-            self.bytes += ops.iter().map(|op| op.delta.written_bytes()).sum::<u64>();
+            // Payload, not popcount: counting mask bits costs 30 ns on a dense 4 KiB delta.
+            self.bytes += ops.iter().map(|op| op.delta.payload_len()).sum::<u64>();
         }
     }
 

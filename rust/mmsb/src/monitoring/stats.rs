@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::{ClockKind, Counter, Metric};
 
-/// The sampling rule, as stated in every export.
-const SAMPLING_RULE: &str = "counters count every event; hot-path latencies (delta_route) time about 1 event in \
+/// The sampling rule, as stated in every export (JSON `sampling.rule`).
+pub const SAMPLING_RULE: &str = "counters count every event; hot-path latencies (delta_route) time about 1 event in \
      sample_every, at pseudo-random intervals, except metrics with a latency budget, which are timed on \
      every event; explicit records (track_*, exact timers) are never sampled";
 
