@@ -19,6 +19,84 @@
 // Version of this ABI; bumped on any incompatible change.
 #define MMSB_ABI_VERSION 1
 
+// Latency of routing a delta or batch (sampled on the hot path).
+#define MMSB_METRIC_DELTA_ROUTE 0
+
+// Latency of one propagation round.
+#define MMSB_METRIC_PROPAGATION_ROUND 1
+
+// Latency of a log append.
+#define MMSB_METRIC_LOG_APPEND 2
+
+// Latency of one fsync.
+#define MMSB_METRIC_FSYNC 3
+
+// Latency of a checkpoint.
+#define MMSB_METRIC_CHECKPOINT 4
+
+// Latency of a replay.
+#define MMSB_METRIC_REPLAY 5
+
+// Latency of a device sync.
+#define MMSB_METRIC_DEVICE_SYNC 6
+
+// Number of metrics (valid numbers are `0..MMSB_METRIC_COUNT`).
+#define MMSB_METRIC_COUNT 7
+
+// Live pages (gauge).
+#define MMSB_COUNTER_PAGES 0
+
+// Bytes reserved by live pages (gauge).
+#define MMSB_COUNTER_BYTES_ALLOCATED 1
+
+// Deltas routed.
+#define MMSB_COUNTER_DELTAS_ROUTED 2
+
+// Payload bytes of routed deltas (a dense delta counts its whole span).
+#define MMSB_COUNTER_DELTA_BYTES 3
+
+// Log size in bytes (gauge).
+#define MMSB_COUNTER_LOG_BYTES 4
+
+// Log segments (gauge).
+#define MMSB_COUNTER_LOG_SEGMENTS 5
+
+// Checkpoints written.
+#define MMSB_COUNTER_CHECKPOINTS 6
+
+// Events dropped.
+#define MMSB_COUNTER_EVENTS_DROPPED 7
+
+// Budget violations.
+#define MMSB_COUNTER_BUDGET_VIOLATIONS 8
+
+// Propagation rounds.
+#define MMSB_COUNTER_PROPAGATION_ROUNDS 9
+
+// Pages recomputed by propagation.
+#define MMSB_COUNTER_PAGES_RECOMPUTED 10
+
+// Number of counters (valid numbers are `0..MMSB_COUNTER_COUNT`).
+#define MMSB_COUNTER_COUNT 11
+
+// Budget kind for `mmsb_set_budget`: every recorded latency above the value is a violation.
+#define MMSB_BUDGET_LATENCY_MAX 0
+
+// Budget kind: the metric's p99 rising above the value is a violation.
+#define MMSB_BUDGET_LATENCY_P99 1
+
+// Budget kind: the log growing past the value (bytes) is a violation; `metric` is ignored.
+#define MMSB_BUDGET_LOG_BYTES 2
+
+// Default sampling rate of hot-path timers: about 1 event in 64 is timed.
+#define DEFAULT_SAMPLE_EVERY 64
+
+// Number of metrics.
+#define Metric_COUNT 7
+
+// Number of counters.
+#define Counter_COUNT 11
+
 // Version of the segment and checkpoint formats written by this build.
 #define FORMAT_VERSION 1
 
@@ -46,6 +124,73 @@
 
 // Device layer: a host/device synchronisation completed.
 #define DEVICE_SYNC 3
+
+// A latency histogram. The numbers are part of the C ABI and never change.
+enum Metric
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Routing a delta or batch (`route_batch`, `update_page`), including lock wait.
+  METRIC_DELTA_ROUTE = 0,
+  // One propagation round of the PropagationEngine.
+  METRIC_PROPAGATION_ROUND = 1,
+  // Appending a record to the transaction log.
+  METRIC_LOG_APPEND = 2,
+  // One fsync of the log.
+  METRIC_FSYNC = 3,
+  // Writing a checkpoint.
+  METRIC_CHECKPOINT = 4,
+  // Replaying the log (recovery or an epoch slice).
+  METRIC_REPLAY = 5,
+  // Synchronising a page with a device.
+  METRIC_DEVICE_SYNC = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum Metric Metric;
+#else
+typedef uint32_t Metric;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// A counter or gauge. The numbers are part of the C ABI and never change.
+enum Counter
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Live pages (gauge).
+  COUNTER_PAGES = 0,
+  // Bytes reserved by live pages, OS-page rounded: allocator pressure (gauge).
+  COUNTER_BYTES_ALLOCATED = 1,
+  // Deltas routed.
+  COUNTER_DELTAS_ROUTED = 2,
+  // Payload bytes of routed deltas: the bytes sparse runs write; for dense deltas the whole
+  // span, masked-out bytes included ([`Delta::payload_len`](crate::Delta::payload_len)).
+  COUNTER_DELTA_BYTES = 3,
+  // Current size of the transaction log in bytes (gauge).
+  COUNTER_LOG_BYTES = 4,
+  // Current number of log segments (gauge).
+  COUNTER_LOG_SEGMENTS = 5,
+  // Checkpoints written.
+  COUNTER_CHECKPOINTS = 6,
+  // Events dropped (full subscriber queues, failing budget sinks).
+  COUNTER_EVENTS_DROPPED = 7,
+  // Budget violations observed.
+  COUNTER_BUDGET_VIOLATIONS = 8,
+  // Propagation rounds run.
+  COUNTER_PROPAGATION_ROUNDS = 9,
+  // Pages recomputed by propagation.
+  COUNTER_PAGES_RECOMPUTED = 10,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum Counter Counter;
+#else
+typedef uint32_t Counter;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
 
 // Stable status codes of the C ABI. Numbers are never reused or renumbered.
 enum MmsbStatusCode
@@ -130,8 +275,31 @@ typedef struct MmsbPageInfo {
   uint8_t location;
 } MmsbPageInfo;
 
+// Summary of one latency histogram (nanoseconds), filled by `mmsb_stats_histogram`.
+typedef struct MmsbHistogramStats {
+  // Values recorded.
+  uint64_t count;
+  // Of `count`, values from sampled hot-path timers.
+  uint64_t sampled;
+  uint64_t min_ns;
+  double mean_ns;
+  uint64_t p50_ns;
+  uint64_t p90_ns;
+  uint64_t p99_ns;
+  uint64_t p999_ns;
+  uint64_t max_ns;
+  // Exact sum of the recorded values.
+  uint64_t sum_ns;
+} MmsbHistogramStats;
+
 // Status: success.
 #define MMSB_OK 0
+
+// Every metric, in numeric order.
+#define Metric_ALL { Metric_DeltaRoute, Metric_PropagationRound, Metric_LogAppend, Metric_Fsync, Metric_Checkpoint, Metric_Replay, Metric_DeviceSync, }
+
+// Every counter, in numeric order.
+#define Counter_ALL { Counter_Pages, Counter_BytesAllocated, Counter_DeltasRouted, Counter_DeltaBytes, Counter_LogBytes, Counter_LogSegments, Counter_Checkpoints, Counter_EventsDropped, Counter_BudgetViolations, Counter_PropagationRounds, Counter_PagesRecomputed, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -509,6 +677,87 @@ MmsbStatus mmsb_state_is_open(const struct MmsbState *state, uint8_t *out);
 // # Safety
 // `state` a live handle; `out` writable.
 MmsbStatus mmsb_state_lsn(const struct MmsbState *state, uint64_t *out);
+
+// The stats as JSON (see `Stats::to_json`), NUL-terminated, with the module's buffer protocol.
+//
+// # Safety
+// `state` a live handle; `buf` NULL or valid for `cap` bytes; `out_len` writable.
+MmsbStatus mmsb_stats_json(const struct MmsbState *state, char *buf, size_t cap, size_t *out_len);
+
+// The stats in Prometheus text format 0.0.4, with the module's buffer protocol.
+//
+// # Safety
+// As `mmsb_stats_json`.
+MmsbStatus mmsb_stats_prometheus(const struct MmsbState *state,
+                                 char *buf,
+                                 size_t cap,
+                                 size_t *out_len);
+
+// The stats as an aligned human-readable table (`print_stats`), with the module's buffer
+// protocol.
+//
+// # Safety
+// As `mmsb_stats_json`.
+MmsbStatus mmsb_stats_table(const struct MmsbState *state, char *buf, size_t cap, size_t *out_len);
+
+// Fills `*out` with the summary of histogram `metric` (an `MMSB_METRIC_*` number).
+//
+// # Safety
+// `state` a live handle; `out` writable.
+MmsbStatus mmsb_stats_histogram(const struct MmsbState *state,
+                                uint32_t metric,
+                                struct MmsbHistogramStats *out);
+
+// The value of counter `counter` (an `MMSB_COUNTER_*` number).
+//
+// # Safety
+// `state` a live handle; `out` writable.
+MmsbStatus mmsb_stats_counter(const struct MmsbState *state, uint32_t counter, uint64_t *out);
+
+// Records a caller-measured latency of `nanos` ns into histogram `metric` (never sampled).
+// Julia's `track_delta_latency!` passes `MMSB_METRIC_DELTA_ROUTE`, `track_propagation_latency!`
+// `MMSB_METRIC_PROPAGATION_ROUND`. Budgets on the metric apply.
+//
+// # Safety
+// `state` a live handle.
+MmsbStatus mmsb_track_latency(const struct MmsbState *state, uint32_t metric, uint64_t nanos);
+
+// Sets one budget: `kind` is an `MMSB_BUDGET_*` number, `metric` an `MMSB_METRIC_*` number
+// (ignored for `MMSB_BUDGET_LOG_BYTES`), `value` the limit in ns (latency) or bytes (log);
+// `value == 0` removes that budget. A metric's max and p99 limits are independent.
+// Violations bump `MMSB_COUNTER_BUDGET_VIOLATIONS` and go to the state's event sink.
+//
+// # Safety
+// `state` a live handle.
+MmsbStatus mmsb_set_budget(const struct MmsbState *state,
+                           uint32_t kind,
+                           uint32_t metric,
+                           uint64_t value);
+
+// Clears histograms and monotonic counters; gauges and budgets stay.
+//
+// # Safety
+// `state` a live handle.
+MmsbStatus mmsb_stats_reset(const struct MmsbState *state);
+
+// Turns monitoring on (`enabled != 0`) or off. Off, only gauges are tracked.
+//
+// # Safety
+// `state` a live handle.
+MmsbStatus mmsb_monitor_set_enabled(const struct MmsbState *state, uint8_t enabled);
+
+// Hot-path latencies (delta routing) time about 1 event in `n` per thread (`n >= 1`; 1 times
+// every event). Counters always count every event.
+//
+// # Safety
+// `state` a live handle.
+MmsbStatus mmsb_monitor_set_sample_every(const struct MmsbState *state, uint32_t n);
+
+// A static, NUL-terminated name for a metric number ("unknown" when out of range).
+const char *mmsb_metric_name(uint32_t metric);
+
+// A static, NUL-terminated name for a counter number ("unknown" when out of range).
+const char *mmsb_counter_name(uint32_t counter);
 
 #ifdef __cplusplus
 }  // extern "C"

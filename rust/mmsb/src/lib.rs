@@ -16,9 +16,11 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod ffi;
+pub mod monitoring;
 pub mod runtime;
 pub mod types;
 
+pub use monitoring::{Budget, BudgetViolation, Counter, Metric, Monitor, Stats};
 pub use runtime::router::RouteOp;
 pub use runtime::state::{Config, Durability, Lsn, MMSBState};
 pub use runtime::tlog::{LogEntry, LogInfo, LogOp, LogSlice};

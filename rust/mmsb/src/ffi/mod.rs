@@ -20,6 +20,7 @@ pub mod delta;
 pub mod log;
 pub mod page;
 pub mod state;
+pub mod stats;
 
 /// Status code returned by every C function (see `ErrorCode` for the values).
 pub type MmsbStatus = u32;

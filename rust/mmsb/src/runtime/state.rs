@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
 
+use crate::monitoring::state_ext::RouteProbe; // monitoring
 use crate::runtime::router::{self, RouteOp};
 use crate::types::delta::Delta;
 use crate::types::error::{Error, PageError, Result, StateError};
@@ -102,6 +103,8 @@ pub struct MMSBState {
     config: Config,
     /// The transaction log (runtime/tlog), when logging is on.
     pub(crate) tlog: Option<crate::runtime::tlog::Tlog>,
+    // monitoring: histograms, counters, budgets (methods in monitoring/state_ext.rs)
+    pub(crate) monitor: crate::monitoring::Monitor,
 }
 
 impl MMSBState {
@@ -118,7 +121,14 @@ impl MMSBState {
 
     /// A state around `core`, without a log (used by `open` and by log replay).
     pub(crate) fn from_core(core: Core, config: Config, read_only: bool) -> MMSBState {
-        MMSBState { core: RwLock::new(core), closed: AtomicBool::new(false), read_only, config, tlog: None }
+        MMSBState {
+            core: RwLock::new(core),
+            closed: AtomicBool::new(false),
+            read_only,
+            config,
+            tlog: None,
+            monitor: crate::monitoring::Monitor::new(), // monitoring
+        }
     }
 
     /// An in-memory state with the default configuration.
@@ -148,6 +158,7 @@ impl MMSBState {
         self.tlog_close();
         let mut core = self.core.write();
         self.closed.store(true, Ordering::Release);
+        self.monitor.pages_released(core.pages.values().map(|p| p.buf().capacity() as u64)); // monitoring hook
         core.pages.clear();
     }
 
@@ -184,6 +195,7 @@ impl MMSBState {
         let pending = self.tlog_create(&core, id, size, location, &meta)?;
         core.next_page_id += 1;
         core.lsn += 1;
+        self.monitor.page_created(buf.capacity() as u64); // monitoring hook
         core.pages.insert(id, Page::new(id, location, meta, buf));
         drop(core);
         // TLog hook: wait for durability (group commit) outside the lock.
@@ -205,7 +217,9 @@ impl MMSBState {
         }
         // TLog hook: log before the registry changes.
         let pending = self.tlog_free(&core, id)?;
-        core.pages.remove(&id);
+        if let Some(page) = core.pages.remove(&id) {
+            self.monitor.page_freed(page.buf().capacity() as u64); // monitoring hook
+        }
         core.lsn += 1;
         drop(core);
         self.tlog_commit(pending)?;
@@ -221,6 +235,7 @@ impl MMSBState {
     /// Routes a batch atomically under one lock: either every delta applies, in order, or none.
     /// Returns the LSNs assigned (`start..end`, empty for an empty batch).
     pub fn route_batch(&self, ops: &[RouteOp<'_>]) -> Result<std::ops::Range<Lsn>> {
+        let probe = RouteProbe::start(&self.monitor, ops); // monitoring hook: before the lock
         self.check_writable()?;
         let mut core = self.core.write();
         self.check_open()?;
@@ -228,7 +243,9 @@ impl MMSBState {
         // TLog hook: one record for the whole batch, written before any page changes.
         let pending = self.tlog_batch(&core, ops)?;
         let lsns = router::apply(&mut core, ops);
+        probe.commit(&self.monitor); // monitoring hook: exact counters, under the lock
         drop(core);
+        probe.finish(&self.monitor); // monitoring hook: after unlock, so a budget sink never runs under it
         self.tlog_commit(pending)?;
         Ok(lsns)
     }
@@ -242,6 +259,7 @@ impl MMSBState {
     /// Writes `bytes` at `offset` as the smallest delta from the current bytes (a no-op write
     /// still takes an LSN and an epoch, so callers can sequence on it).
     pub fn update_page_at(&self, page: PageId, offset: u64, bytes: &[u8], expected_epoch: Option<u64>) -> Result<Lsn> {
+        let mut probe = RouteProbe::start(&self.monitor, &[]); // monitoring hook
         self.check_writable()?;
         let mut core = self.core.write();
         self.check_open()?;
@@ -265,7 +283,10 @@ impl MMSBState {
         // TLog hook: as in route_batch.
         let pending = self.tlog_batch(&core, &ops)?;
         let lsn = router::apply(&mut core, &ops).start;
+        probe.add_ops(&ops); // monitoring hook: under the lock
+        probe.commit(&self.monitor); // monitoring hook
         drop(core);
+        probe.finish(&self.monitor); // monitoring hook: after unlock
         self.tlog_commit(pending)?;
         Ok(lsn)
     }

@@ -263,6 +263,16 @@ impl Delta {
         }
     }
 
+    /// Bytes of payload the delta carries: what its runs write (sparse), or its whole span,
+    /// masked-out bytes included (dense). O(1), unlike [`Delta::written_bytes`], so the route
+    /// path can count it on every delta (monitoring's `delta_bytes`).
+    #[inline]
+    pub fn payload_len(&self) -> u64 {
+        match &self.repr {
+            Repr::Sparse { data, .. } | Repr::Dense { data, .. } => data.len() as u64,
+        }
+    }
+
     /// The half-open byte range the delta touches, if any.
     pub fn span(&self) -> Option<(u64, u64)> {
         match &self.repr {
