@@ -95,6 +95,8 @@ pub struct MMSBState {
     closed: AtomicBool,
     read_only: bool,
     config: Config,
+    /// Device layer (GPU mirrors, sync counters); see `crate::device`.
+    pub(crate) device: crate::device::DeviceManager,
 }
 
 impl MMSBState {
@@ -107,6 +109,8 @@ impl MMSBState {
             core: RwLock::new(Core { next_page_id: 1, ..Core::default() }),
             closed: AtomicBool::new(false),
             read_only: false,
+            // Device layer hook: detects the GPU only when `config.gpu` asks for it.
+            device: crate::device::DeviceManager::new(config.gpu),
             config,
         })
     }
@@ -137,6 +141,9 @@ impl MMSBState {
         let mut core = self.core.write();
         self.closed.store(true, Ordering::Release);
         core.pages.clear();
+        drop(core);
+        // Device layer hook: release mirrors and staging memory.
+        self.device.on_close();
     }
 
     fn check_open(&self) -> Result<()> {
@@ -170,6 +177,9 @@ impl MMSBState {
         let id = PageId(core.next_page_id);
         core.next_page_id += 1;
         core.pages.insert(id, Page::new(id, location, meta, buf));
+        drop(core);
+        // Device layer hook: mirror allocation may be slow, so it runs outside the core lock.
+        self.device.on_page_created(id, location, size);
         Ok(id)
     }
 
@@ -183,6 +193,9 @@ impl MMSBState {
         let mut core = self.core.write();
         self.check_open()?;
         core.pages.remove(&id).ok_or(PageError::UnknownPage(id))?;
+        drop(core);
+        // Device layer hook: the mirror goes with the page.
+        self.device.on_page_freed(id);
         Ok(())
     }
 
