@@ -125,6 +125,20 @@ impl Mirror {
     }
 }
 
+/// A delta's arguments already on the device (see [`Gpu::prepare`]).
+pub struct PreparedDelta {
+    blob: CudaSlice<u8>,
+    scalars: [u64; 2],
+    dense: bool,
+    dims: (u32, u32),
+}
+
+impl std::fmt::Debug for PreparedDelta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreparedDelta(dense {}, {} blob bytes, dims {:?})", self.dense, self.blob.len(), self.dims)
+    }
+}
+
 /// A pinned host buffer for staging copies, grown on demand.
 pub struct Staging {
     buf: Option<PinnedHostSlice<u8>>,
@@ -314,34 +328,54 @@ impl Gpu {
         self.kernels().map(|_| ())
     }
 
-    /// Enqueues the kernel that applies `args` to `mirror` on the copy stream. The caller has
-    /// checked the delta against the mirror's size.
-    pub fn launch_delta(&self, mirror: &mut Mirror, args: &KernelArgs) -> Result<(), DeviceError> {
-        let k = self.kernels()?;
+    /// Uploads a delta's flattened arguments (one host→device copy on the copy stream).
+    pub fn prepare(&self, args: &KernelArgs) -> Result<PreparedDelta, DeviceError> {
         let blob = self.copy.clone_htod(args.blob()).map_err(drv("uploading kernel arguments"))?;
-        let (grid, block) = args.launch_dims();
-        let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
-        self.prefetch(mirror)?;
-        let (func, scalars): (&CudaFunction, [u64; 2]) = match args {
-            KernelArgs::Dense { offset, len, .. } => (&k.dense, [*offset, *len]),
-            KernelArgs::Sparse { n_runs, .. } => (&k.sparse, [*n_runs, 0]),
+        let (scalars, dense) = match args {
+            KernelArgs::Dense { offset, len, .. } => ([*offset, *len], true),
+            KernelArgs::Sparse { n_runs, .. } => ([*n_runs, 0], false),
         };
-        let mut lb = self.copy.launch_builder(func);
+        Ok(PreparedDelta { blob, scalars, dense, dims: args.launch_dims() })
+    }
+
+    /// Enqueues the kernel that applies a prepared delta to `mirror` on the copy stream
+    /// (prefetching a unified mirror first when enabled). The caller has checked the delta
+    /// against the mirror's size.
+    pub fn launch_prepared(&self, mirror: &mut Mirror, p: &PreparedDelta) -> Result<(), DeviceError> {
+        let k = self.kernels()?;
+        self.prefetch(mirror)?;
+        let cfg = LaunchConfig { grid_dim: (p.dims.0, 1, 1), block_dim: (p.dims.1, 1, 1), shared_mem_bytes: 0 };
+        let mut lb = self.copy.launch_builder(if p.dense { &k.dense } else { &k.sparse });
         match mirror {
             Mirror::Device(s) => lb.arg(s),
             Mirror::Unified { buf, .. } => lb.arg(buf),
         };
-        lb.arg(&scalars[0]);
-        if matches!(args, KernelArgs::Dense { .. }) {
-            lb.arg(&scalars[1]);
+        lb.arg(&p.scalars[0]);
+        if p.dense {
+            lb.arg(&p.scalars[1]);
         }
-        lb.arg(&blob);
+        lb.arg(&p.blob);
         // SAFETY: the argument list matches the kernel signatures in KERNELS_CU (page pointer,
         // u64 scalars, blob pointer); the blob has the documented layout (built by
         // KernelArgs::from_delta) and the caller checked the delta fits the mirror, so every
         // access stays in bounds. cudarc orders the launch after earlier uses of both buffers.
         unsafe { lb.launch(cfg) }.map_err(drv("launching a delta kernel"))?;
         Ok(())
+    }
+
+    /// Uploads `args` and enqueues its kernel on `mirror`.
+    pub fn launch_delta(&self, mirror: &mut Mirror, args: &KernelArgs) -> Result<(), DeviceError> {
+        self.kernels()?;
+        let p = self.prepare(args)?;
+        self.launch_prepared(mirror, &p)
+    }
+
+    /// Copies the whole mirror to a new vector (synchronously; for checks and tools).
+    pub fn read_mirror(&self, mirror: &Mirror) -> Result<Vec<u8>, DeviceError> {
+        let mut out = vec![0u8; mirror.len()];
+        self.download(mirror, 0, &mut out)?;
+        self.readback.synchronize().map_err(drv("waiting for a readback"))?;
+        Ok(out)
     }
 
     /// A doorbell behind all host→device copies and kernels submitted so far.

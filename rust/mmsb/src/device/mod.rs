@@ -42,6 +42,7 @@ use parking_lot::Mutex;
 pub use dirty::DirtySet;
 pub use plan::{CommandBuffer, CopyOp, Plan, PlannerConfig, SyncCommand, SyncDirection};
 pub use record::{decode_sync_record, encode_sync_record, DeviceSyncRecord, DEVICE_SYNC_RECORD_KIND};
+pub use state_ext::{PageDeviceStatus, SyncReport};
 
 use crate::types::page::{Location, PageId};
 use crate::types::IdHasher;
@@ -86,6 +87,12 @@ fn gpu() -> Result<&'static std::sync::Arc<cuda::Gpu>, &'static str> {
     GPU.get_or_init(cuda::probe).as_ref().map_err(String::as_str)
 }
 
+/// The process's GPU backend, when one was found (for benchmarks and low-level tools).
+#[cfg(feature = "cuda")]
+pub fn gpu_handle() -> Option<&'static std::sync::Arc<cuda::Gpu>> {
+    gpu().ok()
+}
+
 /// Detects the GPU once per process (later calls return the cached answer). Never panics.
 pub fn device_status() -> &'static DeviceStatus {
     static STATUS: OnceLock<DeviceStatus> = OnceLock::new();
@@ -99,7 +106,7 @@ pub fn device_status() -> &'static DeviceStatus {
                     total_mem: g.info.total_mem,
                     managed_memory: g.info.managed_memory,
                 },
-                Err(reason) => DeviceStatus::Unavailable { reason: format!("no CUDA driver: {reason}") },
+                Err(reason) => DeviceStatus::Unavailable { reason: reason.to_string() },
             }
         }
         #[cfg(not(feature = "cuda"))]

@@ -107,6 +107,20 @@ impl MMSBState {
         Ok(p.dirty.as_ref().map_or_else(Vec::new, |d| d.ranges().to_vec()))
     }
 
+    /// A copy of `page`'s device mirror (synchronous; for checks and tools). Fails with
+    /// `NoDevice` when the page has no mirror.
+    pub fn read_mirror(&self, page: PageId) -> Result<Vec<u8>> {
+        self.device_check(false)?;
+        let inner = self.device.inner.lock();
+        self.require_mirror(&inner, page)?;
+        #[cfg(feature = "cuda")]
+        if let Some(Slot::Mirror(m)) = inner.slots.get(&page) {
+            let g = crate::device::gpu().map_err(|e| DeviceError::NoDevice(e.to_string()))?;
+            return Ok(g.read_mirror(m)?);
+        }
+        Err(DeviceError::NoDevice("no mirror".into()).into())
+    }
+
     /// Encoded DeviceSync records not yet taken (oldest first). Until the transaction log
     /// takes them through its extension-record hook, they wait here (bounded).
     pub fn take_device_sync_records(&self) -> Vec<Vec<u8>> {
@@ -283,6 +297,9 @@ mod gpu_impl {
         }
     }
 
+    /// Host→device copies are staged and enqueued in chunks of this size.
+    const STAGE_CHUNK: usize = 4 << 20;
+
     fn range(o: &CopyOp) -> std::ops::Range<usize> {
         o.offset as usize..(o.offset + o.len) as usize
     }
@@ -301,40 +318,43 @@ mod gpu_impl {
             let mut report = SyncReport::default();
             let Inner { slots, upload, readback } = inner;
 
-            // Host → device: snapshot the bytes under the core lock, copy after releasing it.
+            // Host → device: under the core lock, stage the bytes in pinned memory and enqueue each
+            // chunk's DMA as soon as it is staged (staging the next chunk overlaps it); the lock
+            // is released before waiting for the doorbell.
             let h2d: Vec<&CopyOp> = plan.copies.iter().filter(|c| c.direction == SyncDirection::HostToDevice).collect();
             if !h2d.is_empty() {
                 let stage = upload.get_or_insert_with(Staging::for_upload).get(g, plan.staging_h2d as usize)?;
                 let mut epochs: HashMap<PageId, u64, IdHasher> = HashMap::default();
-                {
-                    let mut core = self.core.write();
-                    self.device_check(true)?;
-                    for c in &h2d {
-                        let p = core.pages.get_mut(&c.page).ok_or(PageError::UnknownPage(c.page))?;
-                        // SAFETY: we hold the exclusive core lock; the borrow ends before any write.
-                        let src = unsafe { &p.buf().as_slice()[range(c)] };
-                        match mirror_of(slots, c.page)? {
-                            m @ Mirror::Unified { .. } => g.upload(m, c.offset as usize, src)?,
-                            Mirror::Device(_) => stage[staged(c)].copy_from_slice(src),
-                        }
-                        if let Some(d) = p.dirty.as_mut() {
-                            d.subtract(c.offset, c.offset + c.len);
-                        }
-                        epochs.insert(c.page, p.epoch);
-                    }
-                }
                 let sent = (|| -> Result<()> {
-                    for c in &h2d {
-                        let m = mirror_of(slots, c.page)?;
-                        match m {
-                            Mirror::Device(_) => g.upload(m, c.offset as usize, &stage[staged(c)])?,
-                            Mirror::Unified { .. } => {
-                                g.prefetch(m)?;
+                    {
+                        let mut core = self.core.write();
+                        self.device_check(true)?;
+                        for c in &h2d {
+                            let p = core.pages.get_mut(&c.page).ok_or(PageError::UnknownPage(c.page))?;
+                            // SAFETY: we hold the exclusive core lock; the borrow ends before any write.
+                            let src = unsafe { &p.buf().as_slice()[range(c)] };
+                            match mirror_of(slots, c.page)? {
+                                m @ Mirror::Unified { .. } => g.upload(m, c.offset as usize, src)?,
+                                m @ Mirror::Device(_) => {
+                                    let slot = &mut stage[staged(c)];
+                                    for (k, (dst, s)) in
+                                        slot.chunks_mut(STAGE_CHUNK).zip(src.chunks(STAGE_CHUNK)).enumerate()
+                                    {
+                                        dst.copy_from_slice(s);
+                                        g.upload(m, c.offset as usize + k * STAGE_CHUNK, dst)?;
+                                    }
+                                }
                             }
+                            if let Some(d) = p.dirty.as_mut() {
+                                d.subtract(c.offset, c.offset + c.len);
+                            }
+                            epochs.insert(c.page, p.epoch);
                         }
                     }
-                    g.doorbell_copy()?.wait()?;
-                    Ok(())
+                    for c in &h2d {
+                        g.prefetch(mirror_of(slots, c.page)?)?;
+                    }
+                    Ok(g.doorbell_copy()?.wait()?)
                 })();
                 if let Err(e) = sent {
                     // The mirror may have missed these bytes: mark them dirty again.
