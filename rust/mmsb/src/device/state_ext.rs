@@ -283,7 +283,7 @@ mod gpu_impl {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::device::cuda::{Mirror, Staging};
+    use crate::device::cuda::{Gpu, Mirror, Staging};
     use crate::device::kernels::KernelArgs;
     use crate::device::plan;
     use crate::device::Inner;
@@ -299,6 +299,49 @@ mod gpu_impl {
 
     /// Host→device copies are staged and enqueued in chunks of this size.
     const STAGE_CHUNK: usize = 4 << 20;
+
+    /// Copies of at least this many bytes are staged by several threads.
+    const PARALLEL_STAGE_MIN: usize = 8 << 20;
+
+    /// Copies `src` into the pinned `slot` and enqueues the DMA of each chunk as soon as it is
+    /// staged, so staging and the bus overlap. Large copies are staged by worker threads (one
+    /// core cannot fill pinned memory as fast as PCIe drains it); the calling thread enqueues.
+    fn stage_and_upload(g: &Gpu, m: &mut Mirror, offset: usize, slot: &mut [u8], src: &[u8]) -> Result<()> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        if src.len() < PARALLEL_STAGE_MIN || workers < 2 {
+            for (k, (dst, s)) in slot.chunks_mut(STAGE_CHUNK).zip(src.chunks(STAGE_CHUNK)).enumerate() {
+                dst.copy_from_slice(s);
+                g.upload(m, offset + k * STAGE_CHUNK, dst)?;
+            }
+            return Ok(());
+        }
+        // Per worker: (chunk index, pinned destination, source bytes).
+        type Share<'a> = Vec<(usize, &'a mut [u8], &'a [u8])>;
+        let mut shares: Vec<Share<'_>> = (0..workers).map(|_| Vec::new()).collect();
+        for (k, (dst, s)) in slot.chunks_mut(STAGE_CHUNK).zip(src.chunks(STAGE_CHUNK)).enumerate() {
+            shares[k % workers].push((k, dst, s));
+        }
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel::<(usize, &[u8])>();
+            for share in shares {
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    for (k, dst, s) in share {
+                        dst.copy_from_slice(s);
+                        let staged: &[u8] = dst;
+                        if tx.send((k, staged)).is_err() {
+                            return; // the enqueuer failed; stop staging
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for (k, staged) in rx {
+                g.upload(m, offset + k * STAGE_CHUNK, staged)?;
+            }
+            Ok(())
+        })
+    }
 
     fn range(o: &CopyOp) -> std::ops::Range<usize> {
         o.offset as usize..(o.offset + o.len) as usize
@@ -336,13 +379,7 @@ mod gpu_impl {
                             match mirror_of(slots, c.page)? {
                                 m @ Mirror::Unified { .. } => g.upload(m, c.offset as usize, src)?,
                                 m @ Mirror::Device(_) => {
-                                    let slot = &mut stage[staged(c)];
-                                    for (k, (dst, s)) in
-                                        slot.chunks_mut(STAGE_CHUNK).zip(src.chunks(STAGE_CHUNK)).enumerate()
-                                    {
-                                        dst.copy_from_slice(s);
-                                        g.upload(m, c.offset as usize + k * STAGE_CHUNK, dst)?;
-                                    }
+                                    stage_and_upload(g, m, c.offset as usize, &mut stage[staged(c)], src)?
                                 }
                             }
                             if let Some(d) = p.dirty.as_mut() {
