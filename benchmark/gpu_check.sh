@@ -71,7 +71,7 @@ if ! timeout 180 "$dir/device_gpu" gpu_ --test-threads=1 --nocapture 2>&1 | tee 
   log "GPU tests FAILED"
   status=1
 fi
-if grep -q '^SKIPPED' /tmp/mmsb_gpu_tests.log; then
+if grep -q 'SKIPPED: ' /tmp/mmsb_gpu_tests.log; then
   log "GPU tests were SKIPPED: no CUDA driver was found on this machine"
   status=1
 fi
@@ -84,6 +84,7 @@ fi
 
 echo
 echo "=== summary ($((SECONDS - start)) s) ==="
-grep -E '^test result|^SKIPPED' /tmp/mmsb_gpu_tests.log || true
+grep -E '^test result' /tmp/mmsb_gpu_tests.log || true
+echo "skipped gpu tests: $(grep -c 'SKIPPED: ' /tmp/mmsb_gpu_tests.log || true)"
 grep -E '^(RESULT|CHECK|SKIPPED)' /tmp/mmsb_gpu_bench.log | sed 's/^RESULT //' || true
 exit $status

@@ -378,6 +378,13 @@ impl Gpu {
         Ok(out)
     }
 
+    /// Best-effort wait for both streams to drain (after a failure, before staging memory that
+    /// copies may still read is reused). Errors are ignored: the failure is already reported.
+    pub fn drain(&self) {
+        let _ = self.copy.synchronize();
+        let _ = self.readback.synchronize();
+    }
+
     /// A doorbell behind all host→device copies and kernels submitted so far.
     pub fn doorbell_copy(&self) -> Result<Doorbell, DeviceError> {
         Doorbell::ring(&self.copy)

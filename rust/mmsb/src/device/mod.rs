@@ -279,6 +279,20 @@ mod tests {
     }
 
     #[test]
+    fn requesting_a_gpu_without_one_is_a_normal_state() {
+        let m = DeviceManager::new(true);
+        match device_status() {
+            DeviceStatus::Unavailable { reason } => {
+                assert!(!m.is_active());
+                assert_eq!(m.disabled.as_deref(), Some(reason.as_str()));
+                m.on_page_created(PageId(3), Location::Unified, 4096);
+                assert!(matches!(&m.inner.lock().slots[&PageId(3)], Slot::CpuOnly { reason: r } if r == reason));
+            }
+            DeviceStatus::Available { .. } => assert!(m.is_active()),
+        }
+    }
+
+    #[test]
     fn disabled_manager_records_why_pages_stay_on_the_cpu() {
         let m = DeviceManager::new(false);
         assert!(!m.is_active());

@@ -394,6 +394,7 @@ mod gpu_impl {
                     Ok(g.doorbell_copy()?.wait()?)
                 })();
                 if let Err(e) = sent {
+                    g.drain();
                     // The mirror may have missed these bytes: mark them dirty again.
                     let mut core = self.core.write();
                     for c in &h2d {
@@ -415,7 +416,10 @@ mod gpu_impl {
                         g.download(m, c.offset as usize, &mut stage[staged(c)])?;
                     }
                 }
-                g.doorbell_readback()?.wait()?;
+                if let Err(e) = g.doorbell_readback().and_then(|b| b.wait()) {
+                    g.drain();
+                    return Err(e.into());
+                }
                 for c in &d2h {
                     if let m @ Mirror::Unified { .. } = mirror_of(slots, c.page)? {
                         g.download(m, c.offset as usize, &mut stage[staged(c)])?;
