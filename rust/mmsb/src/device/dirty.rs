@@ -1,10 +1,10 @@
 //! Dirty tracking: which byte ranges of a page changed on the CPU since its last device sync.
 //!
 //! A [`DirtySet`] is a bounded interval set. Ranges are half-open `(start, end)`, kept sorted,
-//! disjoint and non-adjacent; when more than `cap` would be needed, the two ranges with the
-//! smallest gap between them are merged. The set may therefore over-approximate (it covers every
-//! changed byte, plus some clean gap bytes); copying a clean byte host→device is harmless because
-//! the CPU bytes are canonical.
+//! disjoint and non-adjacent; when more than `cap` would be needed, the ranges separated by the
+//! smallest gaps are merged (down to three quarters of the cap). The set may therefore
+//! over-approximate (it covers every changed byte, plus some clean gap bytes); copying a clean
+//! byte host→device is harmless because the CPU bytes are canonical.
 
 use crate::types::delta::{Delta, DeltaParts};
 
@@ -58,15 +58,21 @@ impl DirtySet {
         }
         // First range that ends at or after `start` (touching counts: adjacent ranges merge).
         let i = self.ranges.partition_point(|r| r.1 < start);
+        if let Some(r) = self.ranges.get(i) {
+            if r.0 <= start && end <= r.1 {
+                return; // already covered: the common case once a hot region is dirty
+            }
+        }
         // First range that starts strictly after `end`.
-        let j = self.ranges.partition_point(|r| r.0 <= end);
+        let j = i + self.ranges[i..].partition_point(|r| r.0 <= end);
         if i == j {
             self.ranges.insert(i, (start, end));
+            self.enforce_cap();
         } else {
             let merged = (start.min(self.ranges[i].0), end.max(self.ranges[j - 1].1));
-            self.ranges.splice(i..j, std::iter::once(merged));
+            self.ranges[i] = merged;
+            self.ranges.drain(i + 1..j);
         }
-        self.enforce_cap();
     }
 
     /// Marks the bytes a delta writes. Sparse deltas mark each run while that fits the cap (else
@@ -116,15 +122,31 @@ impl DirtySet {
         self.enforce_cap();
     }
 
-    /// Merges the closest neighbours until at most `cap` ranges remain.
+    /// Over the cap, merges the closest neighbours until a quarter of the cap is free again, so
+    /// the O(n log n) pass runs once per `cap / 4` new ranges rather than on every insert.
     fn enforce_cap(&mut self) {
-        while self.ranges.len() > self.cap {
-            let k = (0..self.ranges.len() - 1)
-                .min_by_key(|&k| self.ranges[k + 1].0 - self.ranges[k].1)
-                .expect("more than one range");
-            self.ranges[k].1 = self.ranges[k + 1].1;
-            self.ranges.remove(k + 1);
+        let n = self.ranges.len();
+        if n <= self.cap {
+            return;
         }
+        let target = self.cap - self.cap / 4;
+        let merges = n - target;
+        // (gap, index of the range before it); ties go to the lower index, deterministically.
+        let mut gaps: Vec<(u64, usize)> =
+            self.ranges.windows(2).enumerate().map(|(k, w)| (w[1].0 - w[0].1, k)).collect();
+        gaps.select_nth_unstable(merges - 1);
+        let mut merge_after = vec![false; n];
+        for &(_, k) in &gaps[..merges] {
+            merge_after[k] = true;
+        }
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(self.cap);
+        for (k, &r) in self.ranges.iter().enumerate() {
+            match out.last_mut() {
+                Some(last) if merge_after[k - 1] => last.1 = r.1,
+                _ => out.push(r),
+            }
+        }
+        self.ranges = out;
     }
 }
 
