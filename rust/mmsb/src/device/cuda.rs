@@ -195,6 +195,10 @@ impl std::fmt::Debug for Doorbell {
     }
 }
 
+/// Host function run by the driver when a stream reaches a doorbell.
+///
+/// # Safety
+/// `arg` must come from `Arc::into_raw` on an `Arc<AtomicBool>`, and be passed to exactly one call.
 unsafe extern "C" fn ring_doorbell(arg: *mut c_void) {
     // SAFETY: `arg` is the pointer Arc::into_raw produced in `Doorbell::ring`, handed to exactly
     // one host-function call; taking it back releases that reference.
