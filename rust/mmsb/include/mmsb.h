@@ -19,6 +19,18 @@
 // Version of this ABI; bumped on any incompatible change.
 #define MMSB_ABI_VERSION 1
 
+// `mmsb_device_status` code: a GPU is usable.
+#define MMSB_DEVICE_AVAILABLE 0
+
+// `mmsb_device_status` code: no usable GPU (the reason says why); a normal state.
+#define MMSB_DEVICE_UNAVAILABLE 1
+
+// Sync direction: CPU page → device mirror (pushes the dirty ranges).
+#define MMSB_SYNC_HOST_TO_DEVICE 0
+
+// Sync direction: device mirror → CPU page (differences are routed and logged as a delta).
+#define MMSB_SYNC_DEVICE_TO_HOST 1
+
 // Latency of routing a delta or batch (sampled on the hot path).
 #define MMSB_METRIC_DELTA_ROUTE 0
 
@@ -249,6 +261,21 @@ typedef struct MmsbView MmsbView;
 // Status code returned by every C function (see `ErrorCode` for the values).
 typedef uint32_t MmsbStatus;
 
+// Counters of a state's device layer, filled by `mmsb_device_stats`.
+typedef struct MmsbDeviceStats {
+  // Completed syncs (one per page and direction).
+  uint64_t syncs;
+  uint64_t bytes_h2d;
+  uint64_t bytes_d2h;
+  uint64_t kernels_launched;
+  // Bytes marked dirty on mirrored pages, waiting for a host-to-device sync.
+  uint64_t dirty_bytes_pending;
+  // Pages with a device mirror.
+  uint64_t mirrors;
+  // GPU or unified pages that stayed on the CPU (no GPU, or GPU use off).
+  uint64_t cpu_only_pages;
+} MmsbDeviceStats;
+
 // Statistics of a state's log, filled by `mmsb_log_info`.
 typedef struct MmsbLogInfo {
   // The last LSN assigned.
@@ -446,6 +473,48 @@ MmsbStatus mmsb_batch_route(const struct MmsbState *state,
 // # Safety
 // `batch` NULL or a handle not yet freed.
 void mmsb_batch_free(struct MmsbBatch *batch);
+
+// Detects the GPU (once per process; never fails for want of one). Writes
+// `MMSB_DEVICE_AVAILABLE` or `MMSB_DEVICE_UNAVAILABLE` to `*out_code`, and copies the device's
+// description or the reason there is none into `reason` (NUL-terminated, truncated to `cap`;
+// full length to `*out_len`). `reason` and `out_len` may be NULL.
+//
+// # Safety
+// `out_code` writable; `reason` NULL or valid for `cap` bytes; `out_len` NULL or writable.
+MmsbStatus mmsb_device_status(uint32_t *out_code, char *reason, size_t cap, size_t *out_len);
+
+// Syncs one page with its device mirror (`MMSB_SYNC_*`) and returns once the copies completed.
+// Fails with `MMSB_STATUS_NO_DEVICE` for a GPU/unified page that has no mirror (see
+// `mmsb_device_status`), and `MMSB_STATUS_DEVICE` for a CPU page or a CUDA failure.
+//
+// # Safety
+// `state` a live handle.
+MmsbStatus mmsb_page_sync(const struct MmsbState *state, uint64_t page, uint32_t direction);
+
+// Syncs every mirrored page of the state in `direction`. Succeeds with nothing to do when the
+// state has no GPU.
+//
+// # Safety
+// `state` a live handle.
+MmsbStatus mmsb_device_sync_all(const struct MmsbState *state, uint32_t direction);
+
+// Routes `delta` to `page` (like `mmsb_route_delta`) and, when the page has a device mirror,
+// applies it there with a kernel too. `expected_epoch` is `MMSB_NO_EPOCH` or the epoch to
+// compare-and-set on; the LSN goes to `*out_lsn` (may be NULL).
+//
+// # Safety
+// `state` live; `delta` live (only read); `out_lsn` NULL or writable.
+MmsbStatus mmsb_page_apply_on_device(const struct MmsbState *state,
+                                     uint64_t page,
+                                     const struct MmsbDelta *delta,
+                                     uint64_t expected_epoch,
+                                     uint64_t *out_lsn);
+
+// Fills `*out` with the state's device counters.
+//
+// # Safety
+// `state` a live handle; `out` writable.
+MmsbStatus mmsb_device_stats(const struct MmsbState *state, struct MmsbDeviceStats *out);
 
 // Turns the transaction log on (1) or off (0) for an in-memory state. A state with a
 // directory always logs.

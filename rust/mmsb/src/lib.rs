@@ -15,6 +15,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod device;
 pub mod ffi;
 pub mod monitoring;
 pub mod runtime;

@@ -43,6 +43,10 @@ pub(crate) fn apply(core: &mut Core, ops: &[RouteOp<'_>]) -> Range<Lsn> {
         // SAFETY: the caller holds the state's exclusive lock (we have `&mut Core`), so there is
         // no other reader or writer of this buffer through the registry; bounds were checked.
         op.delta.apply_unchecked(unsafe { page.buf().as_mut_slice() });
+        // Device layer hook: the mirror of a non-CPU page is now behind on these bytes.
+        if let Some(dirty) = page.dirty.as_mut() {
+            dirty.mark_delta(op.delta);
+        }
         page.epoch += 1;
         core.lsn += 1;
     }

@@ -105,6 +105,8 @@ pub struct MMSBState {
     pub(crate) tlog: Option<crate::runtime::tlog::Tlog>,
     // monitoring: histograms, counters, budgets (methods in monitoring/state_ext.rs)
     pub(crate) monitor: crate::monitoring::Monitor,
+    /// Device layer (GPU mirrors, sync counters); see `crate::device`.
+    pub(crate) device: crate::device::DeviceManager,
 }
 
 impl MMSBState {
@@ -116,6 +118,8 @@ impl MMSBState {
         let mut state = MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, config, false);
         // TLog hook: recover from the directory (or start an in-memory log) and attach the log.
         state.tlog_attach()?;
+        // Device layer hook: recovered GPU/unified pages get their mirrors (whole page dirty).
+        state.device_adopt_recovered()?;
         Ok(state)
     }
 
@@ -125,6 +129,8 @@ impl MMSBState {
             core: RwLock::new(core),
             closed: AtomicBool::new(false),
             read_only,
+            // Device layer hook: detects the GPU only when `config.gpu` asks for it.
+            device: crate::device::DeviceManager::new(config.gpu),
             config,
             tlog: None,
             monitor: crate::monitoring::Monitor::new(), // monitoring
@@ -160,6 +166,9 @@ impl MMSBState {
         self.closed.store(true, Ordering::Release);
         self.monitor.pages_released(core.pages.values().map(|p| p.buf().capacity() as u64)); // monitoring hook
         core.pages.clear();
+        drop(core);
+        // Device layer hook: release mirrors and staging memory.
+        self.device.on_close();
     }
 
     fn check_open(&self) -> Result<()> {
@@ -198,6 +207,8 @@ impl MMSBState {
         self.monitor.page_created(buf.capacity() as u64); // monitoring hook
         core.pages.insert(id, Page::new(id, location, meta, buf));
         drop(core);
+        // Device layer hook: mirror allocation may be slow, so it runs outside the core lock.
+        self.device.on_page_created(id, location, size);
         // TLog hook: wait for durability (group commit) outside the lock.
         self.tlog_commit(pending)?;
         Ok(id)
@@ -222,6 +233,8 @@ impl MMSBState {
         }
         core.lsn += 1;
         drop(core);
+        // Device layer hook: the mirror goes with the page.
+        self.device.on_page_freed(id);
         self.tlog_commit(pending)?;
         Ok(())
     }
@@ -239,15 +252,27 @@ impl MMSBState {
         self.check_writable()?;
         let mut core = self.core.write();
         self.check_open()?;
-        router::validate(&core, ops)?;
-        // TLog hook: one record for the whole batch, written before any page changes.
-        let pending = self.tlog_batch(&core, ops)?;
-        let lsns = router::apply(&mut core, ops);
+        let (lsns, pending) = self.route_locked(&mut core, ops)?;
         probe.commit(&self.monitor); // monitoring hook: exact counters, under the lock
         drop(core);
         probe.finish(&self.monitor); // monitoring hook: after unlock, so a budget sink never runs under it
         self.tlog_commit(pending)?;
         Ok(lsns)
+    }
+
+    /// The one path by which deltas reach pages, for every caller that holds the exclusive
+    /// lock (routing, `update_page`, propagation, device syncs): validate everything, log the
+    /// batch as one record, then apply. Nothing changes if validation or the log append fails.
+    /// The caller passes the returned [`Pending`] to `tlog_commit` after releasing the lock.
+    pub(crate) fn route_locked(
+        &self,
+        core: &mut Core,
+        ops: &[RouteOp<'_>],
+    ) -> Result<(std::ops::Range<Lsn>, crate::runtime::tlog::Pending)> {
+        router::validate(core, ops)?;
+        // TLog hook: one record for the whole batch, written before any page changes.
+        let pending = self.tlog_batch(core, ops)?;
+        Ok((router::apply(core, ops), pending))
     }
 
     /// Writes `bytes` at offset 0 as the smallest delta from the page's current bytes.
@@ -279,10 +304,8 @@ impl MMSBState {
         let current = unsafe { &p.buf().as_slice()[offset as usize..end as usize] };
         let delta = Delta::diff_at(offset, current, bytes)?;
         let ops = [RouteOp { page, delta: &delta, expected_epoch }];
-        router::validate(&core, &ops)?;
-        // TLog hook: as in route_batch.
-        let pending = self.tlog_batch(&core, &ops)?;
-        let lsn = router::apply(&mut core, &ops).start;
+        let (lsns, pending) = self.route_locked(&mut core, &ops)?;
+        let lsn = lsns.start;
         probe.add_ops(&ops); // monitoring hook: under the lock
         probe.commit(&self.monitor); // monitoring hook
         drop(core);
@@ -360,7 +383,11 @@ impl MMSBState {
 impl MMSBState {
     /// Applies an extension record during recovery or replay (`core` is the state being rebuilt).
     pub(crate) fn apply_log_extension(&self, core: &mut Core, kind: u8, body: &[u8]) -> Result<()> {
-        let _ = (core, body);
+        let _ = core;
+        if kind == crate::runtime::tlog::ext_kind::DEVICE_SYNC {
+            // Informational: the bytes a sync changed were logged as ordinary deltas.
+            return crate::device::decode_sync_record(body).map(|_| ()).map_err(Into::into);
+        }
         Err(crate::types::error::LogError::Corrupt {
             file: String::new(),
             offset: 0,

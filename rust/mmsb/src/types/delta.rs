@@ -25,6 +25,17 @@ impl Run {
     }
 }
 
+/// A borrowed view of a delta's representation (see [`Delta::parts`]); the invariants of
+/// each form are those documented on the private representation.
+#[derive(Debug, Clone, Copy)]
+pub enum DeltaParts<'a> {
+    /// Sorted, disjoint, non-adjacent runs; `data` holds their bytes concatenated in order.
+    Sparse { runs: &'a [Run], data: &'a [u8] },
+    /// `data.len()` bytes at `offset`, one mask bit per byte (LSB first); `mask.len()` is
+    /// `ceil(data.len() / 64)` and bits past the end are zero.
+    Dense { offset: u64, mask: &'a [u64], data: &'a [u8] },
+}
+
 #[derive(Clone)]
 enum Repr {
     /// Invariant: runs sorted, `len > 0`, `runs[i].end() < runs[i+1].offset`, and
@@ -240,6 +251,15 @@ impl Delta {
             data.extend_from_slice(&new[lo..lo + r.len as usize]);
         }
         Ok(Delta { repr: Repr::Sparse { runs, data } })
+    }
+
+    /// Borrows the raw representation, for consumers that ship a delta elsewhere as is (the
+    /// device layer flattens it into kernel arguments).
+    pub fn parts(&self) -> DeltaParts<'_> {
+        match &self.repr {
+            Repr::Sparse { runs, data } => DeltaParts::Sparse { runs, data },
+            Repr::Dense { offset, mask, data } => DeltaParts::Dense { offset: *offset, mask, data },
+        }
     }
 
     /// True when the delta writes nothing.

@@ -189,13 +189,18 @@ pub struct Page {
     pub epoch: u64,
     pub location: Location,
     pub meta: PageMeta,
+    /// Device layer hook: byte ranges changed on the CPU since the last device sync. `None` for
+    /// CPU pages, so tracking costs them nothing.
+    pub dirty: Option<crate::device::DirtySet>,
     buf: Arc<PageBuf>,
 }
 
 impl Page {
     /// Wraps a freshly allocated buffer.
     pub fn new(id: PageId, location: Location, meta: PageMeta, buf: PageBuf) -> Page {
-        Page { id, epoch: 0, location, meta, buf: Arc::new(buf) }
+        // Device layer hook: only pages that may have a device mirror track dirty ranges.
+        let dirty = (location != Location::Cpu).then(crate::device::DirtySet::default);
+        Page { id, epoch: 0, location, meta, dirty, buf: Arc::new(buf) }
     }
 
     /// Logical size in bytes.

@@ -33,6 +33,7 @@ use crate::runtime::tlog::record::RecordType;
 use crate::runtime::tlog::storage::{Storage, StorageFile};
 use crate::types::error::{Error, LogError, Result};
 
+pub(crate) use api::Pending;
 pub use api::{LogEntry, LogInfo, LogOp, LogSlice};
 pub use record::ext_kind;
 
