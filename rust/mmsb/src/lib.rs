@@ -16,6 +16,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod ffi;
+pub mod graph;
 pub mod runtime;
 pub mod types;
 

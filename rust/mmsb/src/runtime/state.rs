@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
 
+use crate::graph::events::EventSystem;
+use crate::graph::shadow_graph::ShadowPageGraph;
 use crate::runtime::router::{self, RouteOp};
 use crate::types::delta::Delta;
 use crate::types::error::{Error, PageError, Result, StateError};
@@ -86,6 +88,8 @@ pub(crate) struct Core {
     pub(crate) pages: HashMap<PageId, Page, IdHasher>,
     pub(crate) next_page_id: u64,
     pub(crate) lsn: Lsn,
+    /// The ShadowPageGraph (graph/): edges between pages, edited under this lock.
+    pub(crate) graph: ShadowPageGraph,
 }
 
 /// A page-aligned state fabric: pages, the delta router and (with a directory) the log.
@@ -95,6 +99,8 @@ pub struct MMSBState {
     closed: AtomicBool,
     read_only: bool,
     config: Config,
+    /// Event subscriptions (graph/events.rs); outside the lock so emitting needs no lock.
+    pub(crate) events: EventSystem,
 }
 
 impl MMSBState {
@@ -108,6 +114,7 @@ impl MMSBState {
             closed: AtomicBool::new(false),
             read_only: false,
             config,
+            events: EventSystem::default(),
         })
     }
 
@@ -137,6 +144,8 @@ impl MMSBState {
         let mut core = self.core.write();
         self.closed.store(true, Ordering::Release);
         core.pages.clear();
+        // GRAPH HOOK: subscriptions learn that no more events will come.
+        self.events.close();
     }
 
     fn check_open(&self) -> Result<()> {
@@ -182,6 +191,10 @@ impl MMSBState {
         self.check_writable()?;
         let mut core = self.core.write();
         self.check_open()?;
+        // GRAPH HOOK: a page with dependency edges cannot be freed (remove the edges first).
+        if core.graph.contains(id) {
+            return Err(PageError::InUse { page: id, reason: "it has dependency edges".into() }.into());
+        }
         core.pages.remove(&id).ok_or(PageError::UnknownPage(id))?;
         Ok(())
     }
@@ -199,7 +212,10 @@ impl MMSBState {
         let mut core = self.core.write();
         self.check_open()?;
         router::validate(&core, ops)?;
-        Ok(router::apply(&mut core, ops))
+        let lsns = router::apply(&mut core, ops);
+        // EVENT HOOK (graph): DeltaApplied for each routed delta; one atomic load with no subscriber.
+        self.events.emit_deltas(&core, lsns.clone(), ops);
+        Ok(lsns)
     }
 
     /// Writes `bytes` at offset 0 as the smallest delta from the page's current bytes.
@@ -231,7 +247,10 @@ impl MMSBState {
         let delta = Delta::diff_at(offset, current, bytes)?;
         let ops = [RouteOp { page, delta: &delta, expected_epoch }];
         router::validate(&core, &ops)?;
-        Ok(router::apply(&mut core, &ops).start)
+        let lsns = router::apply(&mut core, &ops);
+        // EVENT HOOK (graph): same as route_batch (this path bypasses it).
+        self.events.emit_deltas(&core, lsns.clone(), &ops);
+        Ok(lsns.start)
     }
 
     /// A consistent copy of the page's bytes.
