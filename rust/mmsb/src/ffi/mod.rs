@@ -17,6 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::types::error::{Error, ErrorCode};
 
 pub mod delta;
+pub mod graph;
 pub mod page;
 pub mod state;
 

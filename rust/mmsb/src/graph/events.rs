@@ -36,12 +36,11 @@ pub enum EventKind {
     Budget = 32,
 }
 
-/// A mask with every event kind.
-pub const EVENT_MASK_ALL: u32 = 0x3F;
-
-/// The largest channel capacity a subscription may ask for (events are 32 bytes; channels
-/// allocate their capacity up front).
-pub const MAX_SUBSCRIPTION_CAPACITY: usize = 1 << 20;
+impl EventKind {
+    /// A mask with every event kind.
+    /// cbindgen:ignore
+    pub const MASK_ALL: u32 = 0x3F;
+}
 
 /// Direction of a device synchronisation.
 #[repr(u32)]
@@ -202,20 +201,26 @@ pub struct EventSystem {
 }
 
 impl EventSystem {
+    /// The largest channel capacity a subscription may ask for (events are 32 bytes; channels
+    /// allocate their capacity up front).
+    /// cbindgen:ignore
+    pub const MAX_CAPACITY: usize = 1 << 20;
+
     /// A hub with no subscribers.
     pub fn new() -> EventSystem {
         EventSystem::default()
     }
 
     /// Subscribes to the kinds in `mask` (bits of [`EventKind`]) with a channel of `capacity`
-    /// events (1..=[`MAX_SUBSCRIPTION_CAPACITY`]).
+    /// events (1..=[`EventSystem::MAX_CAPACITY`]).
     pub fn subscribe(&self, capacity: usize, policy: OverflowPolicy, mask: u32) -> Result<Subscription> {
-        if capacity == 0 || capacity > MAX_SUBSCRIPTION_CAPACITY {
+        if capacity == 0 || capacity > EventSystem::MAX_CAPACITY {
             return Err(Error::InvalidArgument(format!(
-                "subscription capacity {capacity} is not in 1..={MAX_SUBSCRIPTION_CAPACITY}"
+                "subscription capacity {capacity} is not in 1..={}",
+                EventSystem::MAX_CAPACITY
             )));
         }
-        if mask == 0 || mask & !EVENT_MASK_ALL != 0 {
+        if mask == 0 || mask & !EventKind::MASK_ALL != 0 {
             return Err(Error::InvalidArgument(format!("event mask {mask:#x} is empty or has unknown bits")));
         }
         let mut slots = self.inner.slots.lock();
@@ -386,8 +391,8 @@ mod tests {
     #[test]
     fn bad_arguments_are_rejected() {
         let es = EventSystem::new();
-        assert!(es.subscribe(0, OverflowPolicy::DropOldest, EVENT_MASK_ALL).is_err());
-        assert!(es.subscribe(MAX_SUBSCRIPTION_CAPACITY + 1, OverflowPolicy::DropOldest, EVENT_MASK_ALL).is_err());
+        assert!(es.subscribe(0, OverflowPolicy::DropOldest, EventKind::MASK_ALL).is_err());
+        assert!(es.subscribe(EventSystem::MAX_CAPACITY + 1, OverflowPolicy::DropOldest, EventKind::MASK_ALL).is_err());
         assert!(es.subscribe(4, OverflowPolicy::DropOldest, 0).is_err());
         assert!(es.subscribe(4, OverflowPolicy::DropOldest, 0x40).is_err());
     }
@@ -395,7 +400,7 @@ mod tests {
     #[test]
     fn drop_oldest_keeps_the_latest() {
         let es = EventSystem::new();
-        let s = es.subscribe(3, OverflowPolicy::DropOldest, EVENT_MASK_ALL).unwrap();
+        let s = es.subscribe(3, OverflowPolicy::DropOldest, EventKind::MASK_ALL).unwrap();
         for i in 1..=5 {
             es.emit(delta_ev(i));
         }
@@ -407,7 +412,7 @@ mod tests {
     #[test]
     fn drop_newest_keeps_the_first_and_marks_lag() {
         let es = EventSystem::new();
-        let s = es.subscribe(3, OverflowPolicy::DropNewest, EVENT_MASK_ALL).unwrap();
+        let s = es.subscribe(3, OverflowPolicy::DropNewest, EventKind::MASK_ALL).unwrap();
         for i in 1..=5 {
             es.emit(delta_ev(i));
         }
@@ -419,7 +424,8 @@ mod tests {
     #[test]
     fn block_waits_for_the_consumer_then_times_out() {
         let es = Arc::new(EventSystem::new());
-        let s = es.subscribe(1, OverflowPolicy::Block { timeout: Duration::from_secs(10) }, EVENT_MASK_ALL).unwrap();
+        let s =
+            es.subscribe(1, OverflowPolicy::Block { timeout: Duration::from_secs(10) }, EventKind::MASK_ALL).unwrap();
         es.emit(delta_ev(1));
         // The second emit blocks until the consumer takes the first.
         let es2 = es.clone();
@@ -430,7 +436,8 @@ mod tests {
         assert_eq!(s.dropped(), 0);
 
         // A consumer that never comes: the emit gives up after the timeout and counts it.
-        let s2 = es.subscribe(1, OverflowPolicy::Block { timeout: Duration::from_millis(20) }, EVENT_MASK_ALL).unwrap();
+        let s2 =
+            es.subscribe(1, OverflowPolicy::Block { timeout: Duration::from_millis(20) }, EventKind::MASK_ALL).unwrap();
         drop(s);
         es.emit(delta_ev(3));
         let t0 = std::time::Instant::now();
@@ -443,16 +450,16 @@ mod tests {
     #[test]
     fn subscriptions_survive_the_hub() {
         let es = EventSystem::new();
-        let s = es.subscribe(4, OverflowPolicy::DropOldest, EVENT_MASK_ALL).unwrap();
+        let s = es.subscribe(4, OverflowPolicy::DropOldest, EventKind::MASK_ALL).unwrap();
         es.emit(delta_ev(1));
         es.close();
         assert!(s.is_closed());
-        assert!(es.subscribe(4, OverflowPolicy::DropOldest, EVENT_MASK_ALL).is_err());
+        assert!(es.subscribe(4, OverflowPolicy::DropOldest, EventKind::MASK_ALL).is_err());
         assert_eq!(s.try_recv(), Some(delta_ev(1)));
         assert_eq!(s.try_recv(), None);
 
         let es = EventSystem::new();
-        let s = es.subscribe(4, OverflowPolicy::DropOldest, EVENT_MASK_ALL).unwrap();
+        let s = es.subscribe(4, OverflowPolicy::DropOldest, EventKind::MASK_ALL).unwrap();
         drop(es);
         assert!(s.is_closed());
         assert_eq!(s.try_recv(), None);

@@ -16,6 +16,6 @@ pub mod shadow_graph;
 pub mod state_ext;
 
 pub use command::{CTransformFn, Callback, Command, CommandList, Lane, RustTransform, SemiOp};
-pub use events::{Event, EventKind, EventSystem, OverflowPolicy, Subscription, SyncDirection, EVENT_MASK_ALL};
+pub use events::{Event, EventKind, EventSystem, OverflowPolicy, Subscription, SyncDirection};
 pub use propagation::{MemStore, PageStore, PropagationEngine, RoundStats};
 pub use shadow_graph::{EdgeId, EdgeKind, EdgeView, ShadowPageGraph};

@@ -19,9 +19,6 @@ use crate::graph::shadow_graph::{EdgeId, EdgeKind, EdgeView, ShadowPageGraph};
 use crate::types::error::{GraphError, PageError, Result};
 use crate::types::page::PageId;
 
-/// Version of the snapshot format written by this build.
-pub const GRAPH_FORMAT_VERSION: u32 = 1;
-
 /// One edge, as logged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EdgeRecord {
@@ -48,11 +45,18 @@ pub enum GraphRecord {
 /// Every edge of a graph, for a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GraphSnapshot {
+    /// [`GraphSnapshot::FORMAT_VERSION`] when written by this build.
     pub version: u32,
     /// The id the next new edge gets (ids are never reused, even after a restore).
     pub next_edge_id: EdgeId,
     /// Edges by ascending id.
     pub edges: Vec<EdgeRecord>,
+}
+
+impl GraphSnapshot {
+    /// Version of the snapshot format written by this build.
+    /// cbindgen:ignore
+    pub const FORMAT_VERSION: u32 = 1;
 }
 
 /// What replaying one record did.
@@ -80,7 +84,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<GraphRecord, GraphError> {
 /// The snapshot of `graph`.
 pub fn snapshot(graph: &ShadowPageGraph) -> GraphSnapshot {
     GraphSnapshot {
-        version: GRAPH_FORMAT_VERSION,
+        version: GraphSnapshot::FORMAT_VERSION,
         next_edge_id: graph.next_edge_id(),
         edges: graph.edges().into_iter().map(EdgeRecord::from).collect(),
     }
@@ -94,10 +98,11 @@ pub fn encode_snapshot(graph: &ShadowPageGraph) -> Vec<u8> {
 /// Decodes a snapshot written by [`encode_snapshot`], checking its version.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<GraphSnapshot, GraphError> {
     let s: GraphSnapshot = postcard::from_bytes(bytes).map_err(|e| malformed("graph snapshot", e))?;
-    if s.version > GRAPH_FORMAT_VERSION {
+    if s.version > GraphSnapshot::FORMAT_VERSION {
         return Err(GraphError::Malformed(format!(
-            "graph snapshot has format version {}; this build reads up to {GRAPH_FORMAT_VERSION}",
-            s.version
+            "graph snapshot has format version {}; this build reads up to {}",
+            s.version,
+            GraphSnapshot::FORMAT_VERSION
         )));
     }
     Ok(s)
@@ -236,7 +241,7 @@ mod tests {
     #[test]
     fn newer_versions_are_refused() {
         let mut s = snapshot(&sample());
-        s.version = GRAPH_FORMAT_VERSION + 1;
+        s.version = GraphSnapshot::FORMAT_VERSION + 1;
         let bytes = postcard::to_allocvec(&s).unwrap();
         assert!(matches!(decode_snapshot(&bytes), Err(GraphError::Malformed(m)) if m.contains("version")));
     }
