@@ -1,10 +1,15 @@
 //! The PropagationEngine: `state′ ⊗ dependency → propagated_state`, one round at a time.
 //!
-//! A round starts from a batch of changed pages and schedules their dependents on a min-heap
-//! keyed by `(height, PageId)`. Popping in that order means every source of a page is final
-//! before the page is recomputed (sources have smaller heights), so a diamond's bottom sees both
-//! updated parents and runs once (no glitches), and ties break by page id, so the same inputs
-//! give the same order every time.
+//! A round starts from a batch of changed pages and schedules their dependents in
+//! `(height, PageId)` order. In that order every source of a page is final before the page is
+//! recomputed (sources have smaller heights), so a diamond's bottom sees both updated parents
+//! and runs once (no glitches), and ties break by page id, so the same inputs give the same
+//! order every time.
+//!
+//! The queue is a min-heap of *heights* with one bucket of pages per height. A page only ever
+//! schedules pages of greater height, so when the smallest pending height comes up its bucket
+//! is complete: it is sorted by page id once and run. That is the order a heap of
+//! `(height, PageId)` would give, without a heap operation per page.
 //!
 //! Recomputing a page copies its current bytes, applies every incoming edge's commands in
 //! `(source PageId, EdgeId)` order, and diffs the result against the current bytes. An unchanged
@@ -22,6 +27,7 @@
 //! routed like any other), and later pages are not recomputed.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap};
 
 use petgraph::stable_graph::{EdgeIndex, NodeIndex};
@@ -55,10 +61,18 @@ pub struct RoundStats {
     pub deltas_routed: u64,
 }
 
+/// A scheduled page: its id and node index.
+type Scheduled = (u64, u32);
+
 /// Reusable buffers for rounds. Holding one across rounds avoids reallocating them.
 #[derive(Debug, Default)]
 pub struct PropagationEngine {
-    heap: BinaryHeap<Reverse<(u32, u64, u32)>>,
+    /// Pending heights (each once), smallest first.
+    heights: BinaryHeap<Reverse<u32>>,
+    /// Pages scheduled at each pending height.
+    buckets: HashMap<u32, Vec<Scheduled>, IdHasher>,
+    /// Emptied buckets, kept for reuse.
+    pool: Vec<Vec<Scheduled>>,
     incoming: Vec<(PageId, u64, EdgeIndex)>,
     scratch: Vec<u8>,
 }
@@ -80,47 +94,74 @@ impl PropagationEngine {
         graph.round += 1;
         let round = graph.round;
         let mut stats = RoundStats { round, ..RoundStats::default() };
-        self.heap.clear();
+        // A failed round may have left work behind.
+        self.heights.clear();
+        for (_, mut b) in self.buckets.drain() {
+            b.clear();
+            self.pool.push(b);
+        }
         for &page in changed {
             if let Some(n) = graph.node(page) {
                 self.schedule_dependents(graph, n, round);
             }
         }
-        while let Some(Reverse((_, page, n))) = self.heap.pop() {
-            let (page, n) = (PageId(page), NodeIndex::new(n as usize));
-            self.incoming.clear();
-            for e in graph.g.edges_directed(n, Incoming) {
-                self.incoming.push((graph.g[e.source()].page, e.weight().id.0, e.id()));
+        while let Some(Reverse(h)) = self.heights.pop() {
+            let mut level = self.buckets.remove(&h).expect("a pending height has a bucket");
+            if level.len() > 1 {
+                level.sort_unstable();
             }
-            if self.incoming.len() > 1 {
-                self.incoming.sort_unstable_by_key(|&(src, id, _)| (src, id));
-            }
-            let delta =
-                {
-                    let old = store.bytes(page)?;
-                    self.scratch.clear();
-                    self.scratch.extend_from_slice(old);
-                    for &(src, _, e) in &self.incoming {
-                        let commands = &graph.g[e].commands;
-                        if commands.is_empty() {
-                            continue;
-                        }
-                        commands
-                            .execute(store.bytes(src)?, &mut self.scratch)
-                            .map_err(|status| GraphError::Callback { from: src, to: page, status })?;
-                    }
-                    stats.recomputed += 1;
-                    if self.scratch[..] == old[..] {
-                        stats.cutoff += 1;
-                        continue;
-                    }
-                    Delta::diff(old, &self.scratch)?
-                };
-            store.route(page, &delta)?;
-            stats.deltas_routed += 1;
-            self.schedule_dependents(graph, n, round);
+            let result = level.iter().try_for_each(|&(page, n)| {
+                self.recompute(graph, store, PageId(page), NodeIndex::new(n as usize), &mut stats)
+            });
+            level.clear();
+            self.pool.push(level);
+            result?;
         }
         Ok(stats)
+    }
+
+    /// Recomputes one page; if it changed, routes its delta and schedules its dependents.
+    fn recompute(
+        &mut self,
+        graph: &mut ShadowPageGraph,
+        store: &mut impl PageStore,
+        page: PageId,
+        n: NodeIndex,
+        stats: &mut RoundStats,
+    ) -> Result<()> {
+        self.incoming.clear();
+        for e in graph.g.edges_directed(n, Incoming) {
+            self.incoming.push((graph.g[e.source()].page, e.weight().id.0, e.id()));
+        }
+        if self.incoming.len() > 1 {
+            self.incoming.sort_unstable_by_key(|&(src, id, _)| (src, id));
+        }
+        let delta = {
+            let old = store.bytes(page)?;
+            self.scratch.clear();
+            self.scratch.extend_from_slice(old);
+            for &(src, _, e) in &self.incoming {
+                let commands = &graph.g[e].commands;
+                if commands.is_empty() {
+                    continue;
+                }
+                commands.execute(store.bytes(src)?, &mut self.scratch).map_err(|status| GraphError::Callback {
+                    from: src,
+                    to: page,
+                    status,
+                })?;
+            }
+            stats.recomputed += 1;
+            if self.scratch[..] == old[..] {
+                stats.cutoff += 1;
+                return Ok(());
+            }
+            Delta::diff(old, &self.scratch)?
+        };
+        store.route(page, &delta)?;
+        stats.deltas_routed += 1;
+        self.schedule_dependents(graph, n, stats.round);
+        Ok(())
     }
 
     fn schedule_dependents(&mut self, graph: &mut ShadowPageGraph, n: NodeIndex, round: u64) {
@@ -129,16 +170,31 @@ impl PropagationEngine {
             let node = &mut graph.g[m];
             if node.mark != round {
                 node.mark = round;
-                self.heap.push(Reverse((node.height, node.page.0, m.index() as u32)));
+                let entry = (node.page.0, m.index() as u32);
+                match self.buckets.entry(node.height) {
+                    Entry::Occupied(b) => b.into_mut().push(entry),
+                    Entry::Vacant(v) => {
+                        let mut b = self.pool.pop().unwrap_or_default();
+                        b.push(entry);
+                        v.insert(b);
+                        self.heights.push(Reverse(node.height));
+                    }
+                }
             }
         }
     }
 }
 
 /// A plain in-memory [`PageStore`]: for tests, benchmarks, and dry runs of a graph.
+///
+/// Page bytes live in one arena and page ids index a dense table, which suits the small,
+/// dense ids `MMSBState` hands out (ids of 2^32 and above are refused with a panic).
+/// Replacing a page by one of another size leaves the old bytes unused in the arena.
 #[derive(Debug, Default, Clone)]
 pub struct MemStore {
-    pages: HashMap<PageId, Vec<u8>, IdHasher>,
+    data: Vec<u8>,
+    /// `(offset, len)` in `data`, by page id.
+    slots: Vec<Option<(usize, usize)>>,
     /// Deltas routed so far.
     pub routed: u64,
 }
@@ -149,29 +205,46 @@ impl MemStore {
         MemStore::default()
     }
 
+    fn slot(&self, page: PageId) -> Option<(usize, usize)> {
+        *self.slots.get(usize::try_from(page.0).ok()?)?
+    }
+
     /// Adds or replaces a page.
     pub fn insert(&mut self, page: PageId, bytes: Vec<u8>) {
-        self.pages.insert(page, bytes);
+        assert!(page.0 < 1 << 32, "MemStore indexes pages by id; {page} is too large");
+        let i = page.0 as usize;
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, None);
+        }
+        match self.slots[i] {
+            Some((off, len)) if len == bytes.len() => self.data[off..off + len].copy_from_slice(&bytes),
+            _ => {
+                self.slots[i] = Some((self.data.len(), bytes.len()));
+                self.data.extend_from_slice(&bytes);
+            }
+        }
     }
 
     /// A page's bytes.
     pub fn get(&self, page: PageId) -> Option<&[u8]> {
-        self.pages.get(&page).map(Vec::as_slice)
+        let (off, len) = self.slot(page)?;
+        Some(&self.data[off..off + len])
     }
 
     /// A page's bytes, mutably (changes made here are not deltas: tests use it to set inputs).
-    pub fn get_mut(&mut self, page: PageId) -> Option<&mut Vec<u8>> {
-        self.pages.get_mut(&page)
+    pub fn get_mut(&mut self, page: PageId) -> Option<&mut [u8]> {
+        let (off, len) = self.slot(page)?;
+        Some(&mut self.data[off..off + len])
     }
 }
 
 impl PageStore for MemStore {
     fn bytes(&self, page: PageId) -> Result<&[u8]> {
-        Ok(self.pages.get(&page).ok_or(PageError::UnknownPage(page))?)
+        Ok(self.get(page).ok_or(PageError::UnknownPage(page))?)
     }
 
     fn route(&mut self, page: PageId, delta: &Delta) -> Result<()> {
-        let p = self.pages.get_mut(&page).ok_or(PageError::UnknownPage(page))?;
+        let p = self.get_mut(page).ok_or(PageError::UnknownPage(page))?;
         delta.apply(p)?;
         self.routed += 1;
         Ok(())
