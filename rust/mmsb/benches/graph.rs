@@ -9,16 +9,23 @@
 //!     compare, diff, route), no scheduling;
 //!   - `transform_only`: just the transforms, in order, on one flat buffer indexed by page id.
 //!
-//!   Per page, `engine - transform_only` is the engine's per-node overhead.
+//!   Per page, `engine - transform_only` is the engine's per-node overhead. Where a page deep
+//!   in the graph changes (`engine_one_page_changed`: 100 pages depend on it), the engine
+//!   recomputes only those, while the naive baseline would still recompute everything.
 //! - `wide`: a root with fan-out 1,000, each of those with fan-out 100 (101,001 pages), same
 //!   three variants.
 //! - `state_chain_10k`: the full stack (mmap pages, DeltaRouter, epochs, LSNs) on a 10,000-page
 //!   chain: `MMSBState::propagate` vs a client doing it by hand (read source, update page) in
 //!   topological order.
 //! - `emit`: the cost of an event emit with no subscriber (it sits on the route path).
+//!
+//! Every group runs twice: under wall time, and (prefix `cpu/`) under the benchmark thread's
+//! CPU time, which stays meaningful on a loaded machine where wall time mostly measures the
+//! wait for a core.
 
 use std::hint::black_box;
 
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mmsb::graph::{
     Command, CommandList, EdgeKind, Event, EventKind, EventSystem, MemStore, OverflowPolicy, PageStore,
@@ -27,6 +34,42 @@ use mmsb::graph::{
 use mmsb::{Delta, Location, MMSBState, PageId, PageMeta};
 
 const PAGE: usize = 8;
+
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`), reported like wall time.
+struct ThreadCpu;
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux supports.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Measurement for ThreadCpu {
+    type Intermediate = u64;
+    type Value = u64;
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns() - start
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        // Values are nanoseconds, like WallTime's: reuse its formatting.
+        static WALL: WallTime = WallTime;
+        WALL.formatter()
+    }
+}
 
 fn copy_all() -> CommandList {
     CommandList::new().with(Command::Copy { src_off: 0, dst_off: 0, len: PAGE as u64 })
@@ -82,7 +125,7 @@ fn naive_round(plan: &[(PageId, Vec<(PageId, CommandList)>)], store: &mut MemSto
     }
 }
 
-fn three_way(c: &mut Criterion, name: &str, mut s: Setup) {
+fn three_way<M: Measurement>(c: &mut Criterion<M>, name: &str, mut s: Setup, partial: Option<PageId>) {
     let n = s.plan.len() as u64;
     let mut group = c.benchmark_group(name);
     group.sample_size(10);
@@ -97,6 +140,15 @@ fn three_way(c: &mut Criterion, name: &str, mut s: Setup) {
             black_box(stats)
         })
     });
+    if let Some(mid) = partial {
+        // One page deep in the graph changes: the engine recomputes only what depends on it.
+        group.bench_function("engine_one_page_changed", |b| {
+            b.iter(|| {
+                bump(&mut s.store, mid, &mut k);
+                black_box(engine.run(&mut s.graph, &mut s.store, &[mid]).unwrap())
+            })
+        });
+    }
     let mut scratch = Vec::new();
     group.bench_function("naive_topo", |b| {
         b.iter(|| {
@@ -129,20 +181,20 @@ fn three_way(c: &mut Criterion, name: &str, mut s: Setup) {
     group.finish();
 }
 
-fn chain_1m(c: &mut Criterion) {
+fn chain_1m<M: Measurement>(c: &mut Criterion<M>, prefix: &str) {
     const N: u64 = 1_000_000;
-    three_way(c, "chain_1m", setup(N as usize, (1..N).map(|i| (i, i + 1))));
+    three_way(c, &format!("{prefix}chain_1m"), setup(N as usize, (1..N).map(|i| (i, i + 1))), Some(PageId(N - 100)));
 }
 
-fn wide(c: &mut Criterion) {
+fn wide<M: Measurement>(c: &mut Criterion<M>, prefix: &str) {
     // 1 -> 2..=1001 (fan-out 1000); each of those -> 100 leaves.
     let mids = 2..=1001u64;
     let leaves = mids.clone().flat_map(|m| (0..100u64).map(move |j| (m, 1002 + (m - 2) * 100 + j)));
     let n = 1 + 1000 + 100_000;
-    three_way(c, "wide", setup(n, mids.map(|m| (1, m)).chain(leaves)));
+    three_way(c, &format!("{prefix}wide"), setup(n, mids.map(|m| (1, m)).chain(leaves)), Some(PageId(500)));
 }
 
-fn state_chain_10k(c: &mut Criterion) {
+fn state_chain_10k<M: Measurement>(c: &mut Criterion<M>, prefix: &str) {
     const N: usize = 10_000;
     let s = MMSBState::in_memory();
     let p: Vec<PageId> =
@@ -150,7 +202,7 @@ fn state_chain_10k(c: &mut Criterion) {
     for w in p.windows(2) {
         s.add_dependency(w[0], w[1], EdgeKind::Data, copy_all()).unwrap();
     }
-    let mut group = c.benchmark_group("state_chain_10k");
+    let mut group = c.benchmark_group(format!("{prefix}state_chain_10k"));
     group.sample_size(10);
     group.throughput(Throughput::Elements(N as u64 - 1));
     let mut k = 0u64;
@@ -175,10 +227,10 @@ fn state_chain_10k(c: &mut Criterion) {
     group.finish();
 }
 
-fn emit(c: &mut Criterion) {
+fn emit<M: Measurement>(c: &mut Criterion<M>, prefix: &str) {
     let es = EventSystem::new();
     let ev = Event::DeltaApplied { lsn: 1, page: PageId(1), epoch: 1 };
-    let mut group = c.benchmark_group("emit");
+    let mut group = c.benchmark_group(format!("{prefix}emit"));
     group.bench_function("no_subscriber", |b| b.iter(|| es.emit(black_box(ev))));
     let _other = es.subscribe(16, OverflowPolicy::DropNewest, EventKind::Checkpoint as u32).unwrap();
     group.bench_function("masked_out_subscriber", |b| b.iter(|| es.emit(black_box(ev))));
@@ -188,5 +240,24 @@ fn emit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, emit, state_chain_10k, wide, chain_1m);
-criterion_main!(benches);
+fn all_wall(c: &mut Criterion) {
+    emit(c, "");
+    state_chain_10k(c, "");
+    wide(c, "");
+    chain_1m(c, "");
+}
+
+fn all_cpu(c: &mut Criterion<ThreadCpu>) {
+    emit(c, "cpu/");
+    state_chain_10k(c, "cpu/");
+    wide(c, "cpu/");
+    chain_1m(c, "cpu/");
+}
+
+criterion_group!(wall, all_wall);
+criterion_group! {
+    name = cpu;
+    config = Criterion::default().with_measurement(ThreadCpu);
+    targets = all_cpu
+}
+criterion_main!(wall, cpu);

@@ -6,9 +6,9 @@
 //! and runs once (no glitches), and ties break by page id, so the same inputs give the same
 //! order every time.
 //!
-//! The queue is a min-heap of *heights* with one bucket of pages per height. A page only ever
-//! schedules pages of greater height, so when the smallest pending height comes up its bucket
-//! is complete: it is sorted by page id once and run. That is the order a heap of
+//! The queue is an ordered map from *heights* to buckets of pages. A page only ever schedules
+//! pages of greater height, so when the smallest pending height comes up its bucket is
+//! complete: it is sorted by page id once and run. That is the order a heap of
 //! `(height, PageId)` would give, without a heap operation per page.
 //!
 //! Recomputing a page copies its current bytes, applies every incoming edge's commands in
@@ -26,9 +26,7 @@
 //! that page; pages recomputed earlier in the round keep their new bytes (their deltas were
 //! routed like any other), and later pages are not recomputed.
 
-use std::cmp::Reverse;
-use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BTreeMap;
 
 use petgraph::stable_graph::{EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
@@ -38,7 +36,6 @@ use crate::graph::shadow_graph::ShadowPageGraph;
 use crate::types::delta::Delta;
 use crate::types::error::{GraphError, PageError, Result};
 use crate::types::page::PageId;
-use crate::types::IdHasher;
 
 /// Where a round reads page bytes and routes its deltas.
 pub trait PageStore {
@@ -67,10 +64,8 @@ type Scheduled = (u64, u32);
 /// Reusable buffers for rounds. Holding one across rounds avoids reallocating them.
 #[derive(Debug, Default)]
 pub struct PropagationEngine {
-    /// Pending heights (each once), smallest first.
-    heights: BinaryHeap<Reverse<u32>>,
     /// Pages scheduled at each pending height.
-    buckets: HashMap<u32, Vec<Scheduled>, IdHasher>,
+    buckets: BTreeMap<u32, Vec<Scheduled>>,
     /// Emptied buckets, kept for reuse.
     pool: Vec<Vec<Scheduled>>,
     incoming: Vec<(PageId, u64, EdgeIndex)>,
@@ -95,8 +90,7 @@ impl PropagationEngine {
         let round = graph.round;
         let mut stats = RoundStats { round, ..RoundStats::default() };
         // A failed round may have left work behind.
-        self.heights.clear();
-        for (_, mut b) in self.buckets.drain() {
+        while let Some((_, mut b)) = self.buckets.pop_first() {
             b.clear();
             self.pool.push(b);
         }
@@ -105,8 +99,7 @@ impl PropagationEngine {
                 self.schedule_dependents(graph, n, round);
             }
         }
-        while let Some(Reverse(h)) = self.heights.pop() {
-            let mut level = self.buckets.remove(&h).expect("a pending height has a bucket");
+        while let Some((_, mut level)) = self.buckets.pop_first() {
             if level.len() > 1 {
                 level.sort_unstable();
             }
@@ -171,15 +164,8 @@ impl PropagationEngine {
             if node.mark != round {
                 node.mark = round;
                 let entry = (node.page.0, m.index() as u32);
-                match self.buckets.entry(node.height) {
-                    Entry::Occupied(b) => b.into_mut().push(entry),
-                    Entry::Vacant(v) => {
-                        let mut b = self.pool.pop().unwrap_or_default();
-                        b.push(entry);
-                        v.insert(b);
-                        self.heights.push(Reverse(node.height));
-                    }
-                }
+                let pool = &mut self.pool;
+                self.buckets.entry(node.height).or_insert_with(|| pool.pop().unwrap_or_default()).push(entry);
             }
         }
     }
