@@ -31,6 +31,78 @@
 // Sync direction: device mirror → CPU page (differences are routed and logged as a delta).
 #define MMSB_SYNC_DEVICE_TO_HOST 1
 
+// Edge kind: data dependency.
+#define MMSB_EDGE_DATA 0
+
+// Edge kind: control dependency.
+#define MMSB_EDGE_CONTROL 1
+
+// Edge kind: GPU synchronisation.
+#define MMSB_EDGE_GPU_SYNC 2
+
+// Edge kind: compiler (instrumentation) dependency.
+#define MMSB_EDGE_COMPILER 3
+
+// Lane-wise op: wrapping add (IEEE add for float lanes).
+#define MMSB_OP_ADD 0
+
+// Lane-wise op: bitwise xor.
+#define MMSB_OP_XOR 1
+
+// Lane-wise op: bitwise or.
+#define MMSB_OP_OR 2
+
+// Lane-wise op: bitwise and.
+#define MMSB_OP_AND 3
+
+// Lane-wise op: minimum (floats: NaN ignored, -0 < +0).
+#define MMSB_OP_MIN 4
+
+// Lane-wise op: maximum (floats: NaN ignored, -0 < +0).
+#define MMSB_OP_MAX 5
+
+// Lane type: u8.
+#define MMSB_LANE_U8 0
+
+// Lane type: little-endian u32.
+#define MMSB_LANE_U32 1
+
+// Lane type: little-endian f32.
+#define MMSB_LANE_F32 2
+
+// Lane type: little-endian f64.
+#define MMSB_LANE_F64 3
+
+// Overflow policy: the emitter waits up to the timeout, then drops the event (counted, lagged).
+#define MMSB_POLICY_BLOCK 0
+
+// Overflow policy: discard the oldest queued event (counted).
+#define MMSB_POLICY_DROP_OLDEST 1
+
+// Overflow policy ("error"): drop the new event, count it, mark the subscription lagged.
+#define MMSB_POLICY_DROP_NEWEST 2
+
+// Event kind bit: a delta was applied (`page`, `a` = LSN, `b` = epoch after it).
+#define MMSB_EVENT_DELTA_APPLIED 1
+
+// Event kind bit: a propagation round ended (`a` = round, `b` = recomputed, `c` = cut off).
+#define MMSB_EVENT_PROPAGATION_DONE 2
+
+// Event kind bit: a checkpoint was written (`a` = LSN).
+#define MMSB_EVENT_CHECKPOINT 4
+
+// Event kind bit: a device sync (`page`, `code` = 0 host to device, 1 device to host).
+#define MMSB_EVENT_DEVICE_SYNC 8
+
+// Event kind bit: an instrumentation hook (`page`, `code` = hook kind).
+#define MMSB_EVENT_INSTRUMENTATION 16
+
+// Event kind bit: a budget was crossed (`code` = metric, `a` = value, `b` = limit).
+#define MMSB_EVENT_BUDGET 32
+
+// Every event kind.
+#define MMSB_EVENT_ALL 63
+
 // Latency of routing a delta or batch (sampled on the hot path).
 #define MMSB_METRIC_DELTA_ROUTE 0
 
@@ -246,6 +318,10 @@ typedef uint32_t MmsbStatusCode;
 // Opaque batch of deltas routed atomically by `mmsb_batch_route`. Free with `mmsb_batch_free`.
 typedef struct MmsbBatch MmsbBatch;
 
+// Opaque list of transform commands. Create with `mmsb_command_list_new`, free with
+// `mmsb_command_list_free`; `mmsb_add_dependency` copies it, so it may be freed or reused.
+typedef struct MmsbCommandList MmsbCommandList;
+
 // Opaque configuration builder. Create with `mmsb_config_new`, free with `mmsb_config_free`.
 typedef struct MmsbConfig MmsbConfig;
 
@@ -254,6 +330,10 @@ typedef struct MmsbDelta MmsbDelta;
 
 // Opaque state handle. Create with `mmsb_state_open`, free with `mmsb_state_free`.
 typedef struct MmsbState MmsbState;
+
+// Opaque event subscription. Stays valid after its state is closed or freed (it then reports
+// closed and yields no new events). Free with `mmsb_subscription_free`.
+typedef struct MmsbSubscription MmsbSubscription;
 
 // Opaque zero-copy view of a page's bytes; keeps them mapped until `mmsb_view_free`.
 typedef struct MmsbView MmsbView;
@@ -275,6 +355,36 @@ typedef struct MmsbDeviceStats {
   // GPU or unified pages that stayed on the CPU (no GPU, or GPU use off).
   uint64_t cpu_only_pages;
 } MmsbDeviceStats;
+
+// A C transform: read `src_len` bytes at `src` (the source page), update `dst_len` bytes at
+// `dst` (the dependent page's new bytes). Return 0 on success; anything else fails the round
+// for that page (nothing is applied to it) with `MMSB_STATUS_CALLBACK`.
+typedef int32_t (*MmsbTransformFn)(void *user_data,
+                                   const uint8_t *src,
+                                   size_t src_len,
+                                   uint8_t *dst,
+                                   size_t dst_len);
+
+// What one propagation round did.
+typedef struct MmsbRoundStats {
+  uint64_t round;
+  // Pages whose transforms ran.
+  uint64_t recomputed;
+  // Recomputed pages whose bytes did not change (propagation stopped there).
+  uint64_t cutoff;
+  uint64_t deltas_routed;
+} MmsbRoundStats;
+
+// One event. `kind` is one `MMSB_EVENT_*` bit; the other fields depend on it (see those
+// constants); unused fields are 0.
+typedef struct MmsbEvent {
+  uint32_t kind;
+  uint32_t code;
+  uint64_t page;
+  uint64_t a;
+  uint64_t b;
+  uint64_t c;
+} MmsbEvent;
 
 // Statistics of a state's log, filled by `mmsb_log_info`.
 typedef struct MmsbLogInfo {
@@ -515,6 +625,163 @@ MmsbStatus mmsb_page_apply_on_device(const struct MmsbState *state,
 // # Safety
 // `state` a live handle; `out` writable.
 MmsbStatus mmsb_device_stats(const struct MmsbState *state, struct MmsbDeviceStats *out);
+
+// Creates an empty command list.
+//
+// # Safety
+// `out` writable.
+MmsbStatus mmsb_command_list_new(struct MmsbCommandList **out);
+
+// Frees a command list. NULL is accepted.
+//
+// # Safety
+// `list` NULL or a handle from `mmsb_command_list_new` not yet freed.
+void mmsb_command_list_free(struct MmsbCommandList *list);
+
+// Appends "copy `len` bytes from source offset `src_off` to destination offset `dst_off`".
+// Ranges are checked against the page sizes by `mmsb_add_dependency`.
+//
+// # Safety
+// `list` a live handle.
+MmsbStatus mmsb_command_list_push_copy(struct MmsbCommandList *list,
+                                       uint64_t src_off,
+                                       uint64_t dst_off,
+                                       uint64_t len);
+
+// Appends "fill `len` destination bytes at `dst_off` with `value`".
+//
+// # Safety
+// `list` a live handle.
+MmsbStatus mmsb_command_list_push_fill(struct MmsbCommandList *list,
+                                       uint64_t dst_off,
+                                       uint64_t len,
+                                       uint8_t value);
+
+// Appends a lane-wise op `dst = dst op src` over `len` bytes (`op`: `MMSB_OP_*`, `lane`:
+// `MMSB_LANE_*`; `len` must be a multiple of the lane size, lanes are little-endian).
+//
+// # Safety
+// `list` a live handle.
+MmsbStatus mmsb_command_list_push_op(struct MmsbCommandList *list,
+                                     uint32_t op,
+                                     uint32_t lane,
+                                     uint64_t src_off,
+                                     uint64_t dst_off,
+                                     uint64_t len);
+
+// Appends a C callback, called as `f(user_data, src, src_len, dst, dst_len)` over the whole
+// source page and the dependent page's new bytes. Callback edges are not restorable from the
+// log or a checkpoint (they are dropped there and must be added again).
+//
+// # Safety
+// `list` a live handle. `f` must be callable with `user_data` from whichever thread calls
+// `mmsb_propagate`, for as long as any edge built from this list exists; it must not unwind
+// and must not call into the same state.
+MmsbStatus mmsb_command_list_push_callback(struct MmsbCommandList *list,
+                                           MmsbTransformFn f,
+                                           void *user_data);
+
+// Adds the edge `from -> to` of `kind` (`MMSB_EDGE_*`) with a copy of `commands` (NULL for
+// none) and writes its id to `*out_edge`. Fails with `MMSB_STATUS_CYCLE` if it would close a
+// cycle (the message names it), `MMSB_STATUS_INVALID_ARGUMENT` for an invalid command or an
+// existing edge between the pair, `MMSB_STATUS_UNKNOWN_PAGE` for a missing page.
+//
+// # Safety
+// `state` a live handle; `commands` NULL or a live list; `out_edge` writable.
+MmsbStatus mmsb_add_dependency(const struct MmsbState *state,
+                               uint64_t from,
+                               uint64_t to,
+                               uint32_t kind,
+                               const struct MmsbCommandList *commands,
+                               uint64_t *out_edge);
+
+// Removes an edge by id (`MMSB_STATUS_UNKNOWN_EDGE` if there is none).
+//
+// # Safety
+// `state` a live handle.
+MmsbStatus mmsb_remove_dependency(const struct MmsbState *state, uint64_t edge);
+
+// Runs one propagation round from the `n` changed pages at `pages`; fills `*out_stats` when
+// it is not NULL. On `MMSB_STATUS_CALLBACK`, pages recomputed before the failing one keep
+// their new bytes; the failing page is unchanged.
+//
+// # Safety
+// `state` a live handle; `pages` valid for `n` u64; `out_stats` NULL or writable.
+MmsbStatus mmsb_propagate(const struct MmsbState *state,
+                          const uint64_t *pages,
+                          size_t n,
+                          struct MmsbRoundStats *out_stats);
+
+// Writes the pages with an edge from `page` (ascending) to `out` (room for `cap`) and their
+// number to `*out_count`. If `cap` is too small, only the count is written and the call fails
+// with `MMSB_STATUS_BUFFER_TOO_SMALL`.
+//
+// # Safety
+// `state` a live handle; `out` NULL or valid for `cap` u64; `out_count` writable.
+MmsbStatus mmsb_dependents(const struct MmsbState *state,
+                           uint64_t page,
+                           uint64_t *out,
+                           size_t cap,
+                           size_t *out_count);
+
+// Writes every page of the graph in propagation order (a topological order: by height, then
+// id) to `out`; as `mmsb_dependents` for `cap` and `*out_count`.
+//
+// # Safety
+// `state` a live handle; `out` NULL or valid for `cap` u64; `out_count` writable.
+MmsbStatus mmsb_topo_order(const struct MmsbState *state,
+                           uint64_t *out,
+                           size_t cap,
+                           size_t *out_count);
+
+// Subscribes to the event kinds in `mask` (`MMSB_EVENT_*` bits) with room for `capacity`
+// queued events (1..=1048576) and an overflow `policy` (`MMSB_POLICY_*`;
+// `block_timeout_ns` is used by `MMSB_POLICY_BLOCK` only). Writes the handle to `*out_sub`.
+//
+// # Safety
+// `state` a live handle; `out_sub` writable.
+MmsbStatus mmsb_subscribe(const struct MmsbState *state,
+                          size_t capacity,
+                          uint32_t policy,
+                          uint64_t block_timeout_ns,
+                          uint32_t mask,
+                          struct MmsbSubscription **out_sub);
+
+// Moves up to `cap` queued events into `out_events` without blocking and writes how many to
+// `*out_count` (0 when none are queued, also after the state closed).
+//
+// # Safety
+// `sub` a live handle; `out_events` NULL (only with `cap == 0`) or valid for `cap` events;
+// `out_count` writable.
+MmsbStatus mmsb_poll_events(const struct MmsbSubscription *sub,
+                            struct MmsbEvent *out_events,
+                            size_t cap,
+                            size_t *out_count);
+
+// Writes the number of events the subscription's overflow policy dropped so far.
+//
+// # Safety
+// `sub` a live handle; `out` writable.
+MmsbStatus mmsb_subscription_dropped(const struct MmsbSubscription *sub, uint64_t *out);
+
+// Writes 1 if the subscription lost events (policy block or drop-newest), else 0.
+//
+// # Safety
+// `sub` a live handle; `out` writable.
+MmsbStatus mmsb_subscription_lagged(const struct MmsbSubscription *sub, uint8_t *out);
+
+// Writes 1 once the subscription's state was closed or freed (no more events will come).
+//
+// # Safety
+// `sub` a live handle; `out` writable.
+MmsbStatus mmsb_subscription_closed(const struct MmsbSubscription *sub, uint8_t *out);
+
+// Unsubscribes and frees the handle. NULL is accepted. Works before or after the state is
+// freed.
+//
+// # Safety
+// `sub` NULL or a handle from `mmsb_subscribe` not yet freed, not in use by another thread.
+void mmsb_subscription_free(struct MmsbSubscription *sub);
 
 // Turns the transaction log on (1) or off (0) for an in-memory state. A state with a
 // directory always logs.

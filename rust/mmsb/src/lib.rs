@@ -17,6 +17,7 @@
 
 pub mod device;
 pub mod ffi;
+pub mod graph;
 pub mod monitoring;
 pub mod runtime;
 pub mod types;

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
 
+use crate::graph::events::EventSystem;
+use crate::graph::shadow_graph::ShadowPageGraph;
 use crate::monitoring::state_ext::RouteProbe; // monitoring
 use crate::runtime::router::{self, RouteOp};
 use crate::types::delta::Delta;
@@ -92,6 +94,8 @@ pub(crate) struct Core {
     pub(crate) pages: HashMap<PageId, Page, IdHasher>,
     pub(crate) next_page_id: u64,
     pub(crate) lsn: Lsn,
+    /// The ShadowPageGraph (graph/): edges between pages, edited under this lock.
+    pub(crate) graph: ShadowPageGraph,
 }
 
 /// A page-aligned state fabric: pages, the delta router and (with a directory) the log.
@@ -107,6 +111,8 @@ pub struct MMSBState {
     pub(crate) monitor: crate::monitoring::Monitor,
     /// Device layer (GPU mirrors, sync counters); see `crate::device`.
     pub(crate) device: crate::device::DeviceManager,
+    /// Event subscriptions (graph/events.rs); outside the lock so emitting needs no lock.
+    pub(crate) events: EventSystem,
 }
 
 impl MMSBState {
@@ -134,6 +140,7 @@ impl MMSBState {
             config,
             tlog: None,
             monitor: crate::monitoring::Monitor::new(), // monitoring
+            events: EventSystem::default(),
         }
     }
 
@@ -169,6 +176,8 @@ impl MMSBState {
         drop(core);
         // Device layer hook: release mirrors and staging memory.
         self.device.on_close();
+        // GRAPH HOOK: subscriptions learn that no more events will come.
+        self.events.close();
     }
 
     fn check_open(&self) -> Result<()> {
@@ -226,6 +235,10 @@ impl MMSBState {
         if !core.pages.contains_key(&id) {
             return Err(PageError::UnknownPage(id).into());
         }
+        // GRAPH HOOK: a page with dependency edges cannot be freed (remove the edges first).
+        if core.graph.contains(id) {
+            return Err(PageError::InUse { page: id, reason: "it has dependency edges".into() }.into());
+        }
         // TLog hook: log before the registry changes.
         let pending = self.tlog_free(&core, id)?;
         if let Some(page) = core.pages.remove(&id) {
@@ -262,8 +275,9 @@ impl MMSBState {
 
     /// The one path by which deltas reach pages, for every caller that holds the exclusive
     /// lock (routing, `update_page`, propagation, device syncs): validate everything, log the
-    /// batch as one record, then apply. Nothing changes if validation or the log append fails.
-    /// The caller passes the returned [`Pending`] to `tlog_commit` after releasing the lock.
+    /// batch as one record, apply, and emit `DeltaApplied` events. Nothing changes if validation
+    /// or the log append fails. The caller passes the returned `Pending` to `tlog_commit` after
+    /// releasing the lock.
     pub(crate) fn route_locked(
         &self,
         core: &mut Core,
@@ -272,7 +286,10 @@ impl MMSBState {
         router::validate(core, ops)?;
         // TLog hook: one record for the whole batch, written before any page changes.
         let pending = self.tlog_batch(core, ops)?;
-        Ok((router::apply(core, ops), pending))
+        let lsns = router::apply(core, ops);
+        // EVENT HOOK (graph): DeltaApplied for each routed delta; one atomic load with no subscriber.
+        self.events.emit_deltas(core, lsns.clone(), ops);
+        Ok((lsns, pending))
     }
 
     /// Writes `bytes` at offset 0 as the smallest delta from the page's current bytes.
@@ -383,37 +400,41 @@ impl MMSBState {
 impl MMSBState {
     /// Applies an extension record during recovery or replay (`core` is the state being rebuilt).
     pub(crate) fn apply_log_extension(&self, core: &mut Core, kind: u8, body: &[u8]) -> Result<()> {
-        let _ = core;
-        if kind == crate::runtime::tlog::ext_kind::DEVICE_SYNC {
+        use crate::graph::persist;
+        use crate::runtime::tlog::ext_kind;
+        match kind {
+            ext_kind::GRAPH_EDGE_ADD | ext_kind::GRAPH_EDGE_REMOVE => {
+                let record = persist::decode_record(body)?;
+                let Core { graph, pages, .. } = core;
+                persist::replay_record(graph, &record, |p| pages.get(&p).map(Page::size))?;
+                Ok(())
+            }
             // Informational: the bytes a sync changed were logged as ordinary deltas.
-            return crate::device::decode_sync_record(body).map(|_| ()).map_err(Into::into);
+            ext_kind::DEVICE_SYNC => crate::device::decode_sync_record(body).map(|_| ()).map_err(Into::into),
+            _ => Err(crate::types::error::LogError::Corrupt {
+                file: String::new(),
+                offset: 0,
+                reason: format!("unknown log extension record kind {kind}"),
+            }
+            .into()),
         }
-        Err(crate::types::error::LogError::Corrupt {
-            file: String::new(),
-            offset: 0,
-            reason: format!("unknown log extension record kind {kind}"),
-        }
-        .into())
     }
 
-    /// Bytes for the checkpoint's extension section (the graph snapshot); empty for now.
+    /// Bytes for the checkpoint's extension section: the graph snapshot.
     pub(crate) fn checkpoint_extension(&self, core: &Core) -> Vec<u8> {
-        let _ = core;
-        Vec::new()
+        crate::graph::persist::encode_snapshot(&core.graph)
     }
 
-    /// Restores the checkpoint's extension section; nothing may be there yet.
+    /// Restores the checkpoint's extension section (empty in checkpoints without a graph).
+    /// Callback edges are not restorable and are dropped (documented in `graph::persist`).
     pub(crate) fn restore_checkpoint_extension(&self, core: &mut Core, bytes: &[u8]) -> Result<()> {
-        let _ = core;
         if bytes.is_empty() {
             return Ok(());
         }
-        Err(crate::types::error::LogError::Corrupt {
-            file: String::new(),
-            offset: 0,
-            reason: format!("checkpoint extension section of {} bytes that no layer reads", bytes.len()),
-        }
-        .into())
+        let snapshot = crate::graph::persist::decode_snapshot(bytes)?;
+        let (graph, _dropped) = crate::graph::persist::restore(&snapshot, |p| core.pages.get(&p).map(Page::size))?;
+        core.graph = graph;
+        Ok(())
     }
 }
 

@@ -156,6 +156,10 @@ pub enum GraphError {
     InvalidCommand(String),
     #[error("transform callback failed on {from} -> {to} with status {status}")]
     Callback { from: PageId, to: PageId, status: i32 },
+    #[error("no edge with id {0}")]
+    UnknownEdgeId(u64),
+    #[error("malformed graph record: {0}")]
+    Malformed(String),
 }
 
 fn fmt_cycle(cycle: &[PageId]) -> String {
@@ -238,7 +242,8 @@ impl Error {
             },
             Error::Graph(e) => match e {
                 GraphError::Cycle { .. } => ErrorCode::Cycle,
-                GraphError::UnknownEdge { .. } => ErrorCode::UnknownEdge,
+                GraphError::UnknownEdge { .. } | GraphError::UnknownEdgeId(_) => ErrorCode::UnknownEdge,
+                GraphError::Malformed(_) => ErrorCode::Malformed,
                 GraphError::EdgeExists { .. } | GraphError::InvalidCommand(_) => ErrorCode::InvalidArgument,
                 GraphError::Callback { .. } => ErrorCode::Callback,
             },

@@ -1,0 +1,21 @@
+//! Layer 05: the ShadowPageGraph, the PropagationEngine and the EventSystem
+//! (`state′ ⊗ dependency → propagated_state`).
+//!
+//! - [`shadow_graph`]: explicit, typed, acyclic dependency edges between pages, with heights;
+//! - [`command`]: the transforms edges carry (copy, fill, lane-wise semiring ops, callbacks);
+//! - [`propagation`]: deterministic rounds in `(height, PageId)` order with early cutoff;
+//! - [`events`]: bounded, filtered subscriptions to what the state does;
+//! - [`persist`]: postcard records and snapshots of the graph for the log and checkpoints;
+//! - [`state_ext`]: the graph and event methods of `MMSBState`.
+
+pub mod command;
+pub mod events;
+pub mod persist;
+pub mod propagation;
+pub mod shadow_graph;
+pub mod state_ext;
+
+pub use command::{CTransformFn, Callback, Command, CommandList, Lane, RustTransform, SemiOp};
+pub use events::{Event, EventKind, EventSystem, OverflowPolicy, Subscription, SyncDirection};
+pub use propagation::{MemStore, PageStore, PropagationEngine, RoundStats};
+pub use shadow_graph::{EdgeId, EdgeKind, EdgeView, ShadowPageGraph};
