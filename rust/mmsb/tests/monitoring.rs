@@ -261,7 +261,7 @@ fn json_is_parseable_and_complete() {
     let state = busy_state();
     let json: serde_json::Value = serde_json::from_str(&state.get_stats().to_json()).unwrap();
     assert_eq!(json["enabled"], true);
-    assert_eq!(json["sampling"]["every"], 64);
+    assert_eq!(json["sampling"]["every"], mmsb::monitoring::DEFAULT_SAMPLE_EVERY);
     assert!(json["sampling"]["rule"].as_str().unwrap().contains("1 event in"));
     for m in Metric::ALL {
         let h = &json["histograms"][m.name()];

@@ -46,8 +46,11 @@ pub use stats::{HistogramStats, Stats, SAMPLING_RULE};
 
 use clock::Clock;
 
-/// Default sampling rate of hot-path timers: about 1 event in 64 is timed.
-pub const DEFAULT_SAMPLE_EVERY: u32 = 64;
+/// Default sampling rate of hot-path timers: about 1 event in 256 is timed. A sampled route
+/// costs about 40 ns (two TSC reads and a histogram record), so at 1 in 256 sampling adds
+/// about 0.15 ns to a 20 ns route; a million routes still give about 4000 samples. Lower it
+/// with [`Monitor::set_sample_every`] for short runs.
+pub const DEFAULT_SAMPLE_EVERY: u32 = 256;
 
 /// A latency histogram. The numbers are part of the C ABI and never change.
 #[repr(u32)]
