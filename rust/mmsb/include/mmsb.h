@@ -88,14 +88,9 @@
 // Budget kind: the log growing past the value (bytes) is a violation; `metric` is ignored.
 #define MMSB_BUDGET_LOG_BYTES 2
 
-// Default sampling rate of hot-path timers: about 1 event in 64 is timed.
-#define DEFAULT_SAMPLE_EVERY 64
-
-// Number of metrics.
-#define Metric_COUNT 7
-
-// Number of counters.
-#define Counter_COUNT 11
+// Hot-path latencies time about 1 event in this many unless changed with
+// `mmsb_monitor_set_sample_every`.
+#define MMSB_DEFAULT_SAMPLE_EVERY 256
 
 // Stable status codes of the C ABI. Numbers are never reused or renumbered.
 enum MmsbStatusCode
@@ -133,73 +128,6 @@ enum MmsbStatusCode
 typedef enum MmsbStatusCode MmsbStatusCode;
 #else
 typedef uint32_t MmsbStatusCode;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-// A latency histogram. The numbers are part of the C ABI and never change.
-enum Metric
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-  // Routing a delta or batch (`route_batch`, `update_page`), including lock wait.
-  METRIC_DELTA_ROUTE = 0,
-  // One propagation round of the PropagationEngine.
-  METRIC_PROPAGATION_ROUND = 1,
-  // Appending a record to the transaction log.
-  METRIC_LOG_APPEND = 2,
-  // One fsync of the log.
-  METRIC_FSYNC = 3,
-  // Writing a checkpoint.
-  METRIC_CHECKPOINT = 4,
-  // Replaying the log (recovery or an epoch slice).
-  METRIC_REPLAY = 5,
-  // Synchronising a page with a device.
-  METRIC_DEVICE_SYNC = 6,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum Metric Metric;
-#else
-typedef uint32_t Metric;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-// A counter or gauge. The numbers are part of the C ABI and never change.
-enum Counter
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-  // Live pages (gauge).
-  COUNTER_PAGES = 0,
-  // Bytes reserved by live pages, OS-page rounded: allocator pressure (gauge).
-  COUNTER_BYTES_ALLOCATED = 1,
-  // Deltas routed.
-  COUNTER_DELTAS_ROUTED = 2,
-  // Payload bytes of routed deltas: the bytes sparse runs write; for dense deltas the whole
-  // span, masked-out bytes included ([`Delta::payload_len`](crate::Delta::payload_len)).
-  COUNTER_DELTA_BYTES = 3,
-  // Current size of the transaction log in bytes (gauge).
-  COUNTER_LOG_BYTES = 4,
-  // Current number of log segments (gauge).
-  COUNTER_LOG_SEGMENTS = 5,
-  // Checkpoints written.
-  COUNTER_CHECKPOINTS = 6,
-  // Events dropped (full subscriber queues, failing budget sinks).
-  COUNTER_EVENTS_DROPPED = 7,
-  // Budget violations observed.
-  COUNTER_BUDGET_VIOLATIONS = 8,
-  // Propagation rounds run.
-  COUNTER_PROPAGATION_ROUNDS = 9,
-  // Pages recomputed by propagation.
-  COUNTER_PAGES_RECOMPUTED = 10,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum Counter Counter;
-#else
-typedef uint32_t Counter;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -250,12 +178,6 @@ typedef struct MmsbHistogramStats {
 
 // Status: success.
 #define MMSB_OK (uint32_t)MmsbStatusCode_Ok
-
-// Every metric, in numeric order.
-#define Metric_ALL { Metric_DeltaRoute, Metric_PropagationRound, Metric_LogAppend, Metric_Fsync, Metric_Checkpoint, Metric_Replay, Metric_DeviceSync, }
-
-// Every counter, in numeric order.
-#define Counter_ALL { Counter_Pages, Counter_BytesAllocated, Counter_DeltasRouted, Counter_DeltaBytes, Counter_LogBytes, Counter_LogSegments, Counter_Checkpoints, Counter_EventsDropped, Counter_BudgetViolations, Counter_PropagationRounds, Counter_PagesRecomputed, }
 
 #ifdef __cplusplus
 extern "C" {

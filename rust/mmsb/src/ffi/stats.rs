@@ -63,6 +63,10 @@ pub const MMSB_BUDGET_LATENCY_P99: u32 = 1;
 /// Budget kind: the log growing past the value (bytes) is a violation; `metric` is ignored.
 pub const MMSB_BUDGET_LOG_BYTES: u32 = 2;
 
+/// Hot-path latencies time about 1 event in this many unless changed with
+/// `mmsb_monitor_set_sample_every`.
+pub const MMSB_DEFAULT_SAMPLE_EVERY: u32 = 256;
+
 /// Summary of one latency histogram (nanoseconds), filled by `mmsb_stats_histogram`.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -367,6 +371,7 @@ mod tests {
         assert_eq!(MMSB_BUDGET_LATENCY_MAX, BudgetKind::LatencyMax as u32);
         assert_eq!(MMSB_BUDGET_LATENCY_P99, BudgetKind::LatencyP99 as u32);
         assert_eq!(MMSB_BUDGET_LOG_BYTES, BudgetKind::LogBytes as u32);
+        assert_eq!(MMSB_DEFAULT_SAMPLE_EVERY, crate::monitoring::DEFAULT_SAMPLE_EVERY);
     }
 
     #[test]

@@ -49,7 +49,9 @@ use clock::Clock;
 /// Default sampling rate of hot-path timers: about 1 event in 256 is timed. A sampled route
 /// costs about 40 ns (two TSC reads and a histogram record), so at 1 in 256 sampling adds
 /// about 0.15 ns to a 20 ns route; a million routes still give about 4000 samples. Lower it
-/// with [`Monitor::set_sample_every`] for short runs.
+/// with [`Monitor::set_sample_every`] for short runs. (C: `MMSB_DEFAULT_SAMPLE_EVERY`.)
+///
+/// cbindgen:ignore
 pub const DEFAULT_SAMPLE_EVERY: u32 = 256;
 
 /// A latency histogram. The numbers are part of the C ABI and never change.
@@ -73,6 +75,7 @@ pub enum Metric {
     DeviceSync = 6,
 }
 
+/// cbindgen:ignore
 impl Metric {
     /// Number of metrics.
     pub const COUNT: usize = 7;
@@ -166,6 +169,7 @@ pub enum Counter {
     PagesRecomputed = 10,
 }
 
+/// cbindgen:ignore
 impl Counter {
     /// Number of counters.
     pub const COUNT: usize = 11;
@@ -270,6 +274,7 @@ pub enum BudgetKind {
     LogBytes = 2,
 }
 
+/// cbindgen:ignore
 impl BudgetKind {
     /// Decodes the C ABI number.
     pub fn from_u32(v: u32) -> Option<BudgetKind> {
