@@ -519,13 +519,22 @@ MmsbStatus mmsb_state_is_open(const struct MmsbState *state, uint8_t *out);
 // `state` a live handle; `out` writable.
 MmsbStatus mmsb_state_lsn(const struct MmsbState *state, uint64_t *out);
 
-// The stats as JSON (see `Stats::to_json`), NUL-terminated, with the module's buffer protocol.
+// The stats as JSON: `{"enabled", "clock", "sampling": {"every", "rule"}, "histograms":
+// {name: {count, sampled, min_ns, mean_ns, p50_ns, p90_ns, p99_ns, p999_ns, max_ns, sum_ns}},
+// "counters": {name: value}}`.
+//
+// Buffer protocol (shared by `mmsb_stats_prometheus` and `mmsb_stats_table`): `*out_len`
+// always receives the text's length without the NUL. If `cap > *out_len` the text and a NUL
+// are written to `buf` and the call returns OK; otherwise it returns
+// `MMSB_STATUS_CODE_BUFFER_TOO_SMALL` and leaves `buf` untouched (`buf == NULL, cap == 0` is a
+// size query). Stats keep changing, so retry with `*out_len + 1` (or more) until OK.
 //
 // # Safety
 // `state` a live handle; `buf` NULL or valid for `cap` bytes; `out_len` writable.
 MmsbStatus mmsb_stats_json(const struct MmsbState *state, char *buf, size_t cap, size_t *out_len);
 
-// The stats in Prometheus text format 0.0.4, with the module's buffer protocol.
+// The stats in Prometheus text format 0.0.4 (summaries in seconds with quantiles 0.5, 0.9,
+// 0.99, 0.999; counters with `_total`; gauges), with `mmsb_stats_json`'s buffer protocol.
 //
 // # Safety
 // As `mmsb_stats_json`.
@@ -534,8 +543,8 @@ MmsbStatus mmsb_stats_prometheus(const struct MmsbState *state,
                                  size_t cap,
                                  size_t *out_len);
 
-// The stats as an aligned human-readable table (`print_stats`), with the module's buffer
-// protocol.
+// The stats as an aligned human-readable table (`print_stats`), with `mmsb_stats_json`'s
+// buffer protocol.
 //
 // # Safety
 // As `mmsb_stats_json`.
