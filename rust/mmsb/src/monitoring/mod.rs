@@ -312,19 +312,28 @@ const BUDGET_SHIFT: u32 = 8;
 /// Limit value meaning "no limit".
 const UNLIMITED: u64 = u64::MAX;
 
-/// Two cells per counter: `shared` takes `fetch_add`/`fetch_sub` from anyone; `serial` is
-/// written with load + store, only by holders of the owning state's exclusive lock (see
-/// [`Monitor::add_serial`]). The value is their wrapping sum.
-#[derive(Default)]
-struct CounterCell {
-    shared: AtomicU64,
-    serial: AtomicU64,
+/// What the route path writes on every delta, on one cache line of its own: the sampling
+/// countdown and the `serial` counter cells. Each counter has two cells: `shared` (in
+/// [`Monitor`]) takes `fetch_add`/`fetch_sub` from anyone; `serial` is written with load + store,
+/// only by holders of the owning state's exclusive lock (see [`Monitor::add_serial`]). A
+/// counter's value is their wrapping sum.
+#[repr(C, align(64))]
+struct RouteLine {
+    /// Hot-path events to skip before the next sampled one.
+    skip: AtomicU32,
+    /// xorshift32 state for the skip lengths (never 0).
+    rng: AtomicU32,
+    serial: [AtomicU64; Counter::COUNT],
 }
 
-impl CounterCell {
-    fn get(&self) -> u64 {
-        self.shared.load(Relaxed).wrapping_add(self.serial.load(Relaxed))
-    }
+/// What every hot-path call reads and almost nothing writes, apart from [`RouteLine`] so that
+/// routing threads do not invalidate it for each other.
+#[repr(C, align(64))]
+struct ReadMostly {
+    /// `ENABLED`, `LOG_BYTES_BUDGET` and one budget bit per metric: one load decides the fast path.
+    flags: AtomicU64,
+    sample_every: AtomicU32,
+    clock: Clock,
 }
 
 struct Slot {
@@ -351,15 +360,9 @@ struct LatencyLimits {
 /// Latency histograms, counters and budgets of one state. All methods take `&self` and are
 /// safe to call from any thread.
 pub struct Monitor {
-    /// `ENABLED`, `LOG_BYTES_BUDGET` and one budget bit per metric: one load decides the fast path.
-    flags: AtomicU64,
-    sample_every: AtomicU32,
-    /// Hot-path events to skip before the next sampled one.
-    skip: AtomicU32,
-    /// xorshift32 state for the skip lengths (never 0).
-    rng: AtomicU32,
-    clock: Clock,
-    counters: [CounterCell; Counter::COUNT],
+    hot: ReadMostly,
+    route: RouteLine,
+    shared: [AtomicU64; Counter::COUNT],
     slots: [Mutex<Slot>; Metric::COUNT],
     limits: [LatencyLimits; Metric::COUNT],
     log_bytes_limit: AtomicU64,
@@ -371,7 +374,7 @@ impl fmt::Debug for Monitor {
         f.debug_struct("Monitor")
             .field("enabled", &self.is_enabled())
             .field("sample_every", &self.sample_every())
-            .field("clock", &self.clock.kind())
+            .field("clock", &self.hot.clock.kind())
             .finish_non_exhaustive()
     }
 }
@@ -412,7 +415,7 @@ impl Timer {
         if self.mode == TimerMode::Off {
             return None;
         }
-        let ns = monitor.clock.ticks_to_ns(monitor.clock.now().saturating_sub(self.start));
+        let ns = monitor.hot.clock.ticks_to_ns(monitor.hot.clock.now().saturating_sub(self.start));
         monitor.record_value(self.metric, ns, self.mode == TimerMode::Sampled);
         Some(ns)
     }
@@ -422,12 +425,13 @@ impl Monitor {
     /// An enabled monitor with no budgets and no sink.
     pub fn new() -> Monitor {
         Monitor {
-            flags: AtomicU64::new(ENABLED),
-            sample_every: AtomicU32::new(DEFAULT_SAMPLE_EVERY),
-            skip: AtomicU32::new(0),
-            rng: AtomicU32::new(0x9E37_79B9),
-            clock: Clock::get(),
-            counters: Default::default(),
+            hot: ReadMostly {
+                flags: AtomicU64::new(ENABLED),
+                sample_every: AtomicU32::new(DEFAULT_SAMPLE_EVERY),
+                clock: Clock::get(),
+            },
+            route: RouteLine { skip: AtomicU32::new(0), rng: AtomicU32::new(0x9E37_79B9), serial: Default::default() },
+            shared: Default::default(),
             slots: std::array::from_fn(|_| Mutex::new(Slot::new())),
             limits: std::array::from_fn(|_| LatencyLimits {
                 max_ns: AtomicU64::new(UNLIMITED),
@@ -449,40 +453,40 @@ impl Monitor {
     /// Turns recording on or off at run time.
     pub fn set_enabled(&self, enabled: bool) {
         if enabled {
-            self.flags.fetch_or(ENABLED, Relaxed);
+            self.hot.flags.fetch_or(ENABLED, Relaxed);
         } else {
-            self.flags.fetch_and(!ENABLED, Relaxed);
+            self.hot.flags.fetch_and(!ENABLED, Relaxed);
         }
     }
 
     /// True when recording.
     pub fn is_enabled(&self) -> bool {
-        self.flags.load(Relaxed) & ENABLED != 0
+        self.hot.flags.load(Relaxed) & ENABLED != 0
     }
 
     /// About one hot-path event in `n` is timed (`n >= 1`; 1 times every event).
     pub fn set_sample_every(&self, n: u32) {
-        self.sample_every.store(n.max(1), Relaxed);
-        self.skip.store(0, Relaxed); // start the new rate now, not after the old skip
+        self.hot.sample_every.store(n.max(1), Relaxed);
+        self.route.skip.store(0, Relaxed); // start the new rate now, not after the old skip
     }
 
     /// The hot-path sampling rate.
     pub fn sample_every(&self) -> u32 {
-        self.sample_every.load(Relaxed)
+        self.hot.sample_every.load(Relaxed)
     }
 
     /// The clock timers read.
     pub fn clock_kind(&self) -> ClockKind {
-        self.clock.kind()
+        self.hot.clock.kind()
     }
 
     /// Starts an exact timer: its value is always recorded (cold paths: fsync, checkpoint…).
     #[inline]
     pub fn start(&self, metric: Metric) -> Timer {
-        if self.flags.load(Relaxed) & ENABLED == 0 {
+        if self.hot.flags.load(Relaxed) & ENABLED == 0 {
             return Timer { metric, start: 0, mode: TimerMode::Off };
         }
-        Timer { metric, start: self.clock.now(), mode: TimerMode::Exact }
+        Timer { metric, start: self.hot.clock.now(), mode: TimerMode::Exact }
     }
 
     /// Starts a sampled timer for a hot path: active for about 1 event in
@@ -502,11 +506,11 @@ impl Monitor {
     fn next_skip(&self) -> u32 {
         let span = u64::from(self.sample_every()) * 2 - 1;
         // xorshift32; a racing thread may reuse a state, which only repeats one skip length.
-        let mut x = self.rng.load(Relaxed);
+        let mut x = self.route.rng.load(Relaxed);
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
-        self.rng.store(x, Relaxed);
+        self.route.rng.store(x, Relaxed);
         (u64::from(x) % span) as u32
     }
 
@@ -515,14 +519,14 @@ impl Monitor {
     /// decrement and a store; the sampled case is out of line so it does not bloat the caller.
     #[inline(always)]
     pub(crate) fn start_sampled_enabled(&self, metric: Metric) -> (Timer, bool) {
-        let flags = self.flags.load(Relaxed);
+        let flags = self.hot.flags.load(Relaxed);
         if flags & ENABLED == 0 {
             return (Timer { metric, start: 0, mode: TimerMode::Off }, false);
         }
         if flags & metric.budget_bit() == 0 {
-            let skip = self.skip.load(Relaxed);
+            let skip = self.route.skip.load(Relaxed);
             if skip > 0 {
-                self.skip.store(skip - 1, Relaxed);
+                self.route.skip.store(skip - 1, Relaxed);
                 return (Timer { metric, start: 0, mode: TimerMode::Off }, true);
             }
         }
@@ -533,9 +537,9 @@ impl Monitor {
     #[inline(never)]
     fn start_sampled_slow(&self, metric: Metric, flags: u64) -> Timer {
         if flags & metric.budget_bit() == 0 {
-            self.skip.store(self.next_skip(), Relaxed);
+            self.route.skip.store(self.next_skip(), Relaxed);
         }
-        Timer { metric, start: self.clock.now(), mode: TimerMode::Sampled }
+        Timer { metric, start: self.hot.clock.now(), mode: TimerMode::Sampled }
     }
 
     /// Records one latency in nanoseconds (never sampled).
@@ -558,7 +562,7 @@ impl Monitor {
     }
 
     fn record_value(&self, metric: Metric, ns: u64, sampled: bool) {
-        let check = self.flags.load(Relaxed) & metric.budget_bit() != 0;
+        let check = self.hot.flags.load(Relaxed) & metric.budget_bit() != 0;
         let violation = {
             let mut slot = self.slots[metric as usize].lock();
             // Auto-resize grows the histogram to fit; beyond i64::MAX / 2 ns (146 years) clamp.
@@ -607,11 +611,11 @@ impl Monitor {
 
     #[cold]
     fn violate(&self, v: BudgetViolation) {
-        self.counters[Counter::BudgetViolations as usize].shared.fetch_add(1, Relaxed);
+        self.shared[Counter::BudgetViolations as usize].fetch_add(1, Relaxed);
         let sink = self.sink.read().clone();
         if let Some(sink) = sink {
             if catch_unwind(AssertUnwindSafe(|| sink(v))).is_err() {
-                self.counters[Counter::EventsDropped as usize].shared.fetch_add(1, Relaxed);
+                self.shared[Counter::EventsDropped as usize].fetch_add(1, Relaxed);
             }
         }
     }
@@ -625,14 +629,13 @@ impl Monitor {
     /// Adds `n` to a counter or gauge. Monotonic counters ignore it while disabled.
     #[inline]
     pub fn add(&self, counter: Counter, n: u64) {
-        let flags = self.flags.load(Relaxed);
+        let flags = self.hot.flags.load(Relaxed);
         if flags & ENABLED == 0 && !counter.is_gauge() {
             return;
         }
-        let cell = &self.counters[counter as usize];
-        let before = cell.shared.fetch_add(n, Relaxed);
+        let before = self.shared[counter as usize].fetch_add(n, Relaxed);
         if counter == Counter::LogBytes && flags & LOG_BYTES_BUDGET != 0 && flags & ENABLED != 0 {
-            let serial = cell.serial.load(Relaxed);
+            let serial = self.route.serial[counter as usize].load(Relaxed);
             self.check_log_bytes(before.wrapping_add(serial), before.wrapping_add(n).wrapping_add(serial));
         }
     }
@@ -640,19 +643,19 @@ impl Monitor {
     /// Subtracts `n` from a gauge (wrapping: callers pair it with an earlier `add`).
     #[inline]
     pub fn sub(&self, counter: Counter, n: u64) {
-        if self.flags.load(Relaxed) & ENABLED == 0 && !counter.is_gauge() {
+        if self.hot.flags.load(Relaxed) & ENABLED == 0 && !counter.is_gauge() {
             return;
         }
-        self.counters[counter as usize].shared.fetch_sub(n, Relaxed);
+        self.shared[counter as usize].fetch_sub(n, Relaxed);
     }
 
     /// Sets a gauge to `value` (e.g. the log's size after recovery).
     pub fn set(&self, counter: Counter, value: u64) {
-        let cell = &self.counters[counter as usize];
-        let before = cell.get();
-        cell.shared.store(value.wrapping_sub(cell.serial.load(Relaxed)), Relaxed);
+        let before = self.counter(counter);
+        let serial = self.route.serial[counter as usize].load(Relaxed);
+        self.shared[counter as usize].store(value.wrapping_sub(serial), Relaxed);
         if counter == Counter::LogBytes
-            && self.flags.load(Relaxed) & (LOG_BYTES_BUDGET | ENABLED) == LOG_BYTES_BUDGET | ENABLED
+            && self.hot.flags.load(Relaxed) & (LOG_BYTES_BUDGET | ENABLED) == LOG_BYTES_BUDGET | ENABLED
         {
             self.check_log_bytes(before, value);
         }
@@ -665,7 +668,7 @@ impl Monitor {
     /// without the lock is memory-safe but may lose counts.
     #[inline]
     pub(crate) fn add_serial(&self, counter: Counter, n: u64) {
-        let cell = &self.counters[counter as usize].serial;
+        let cell = &self.route.serial[counter as usize];
         cell.store(cell.load(Relaxed).wrapping_add(n), Relaxed);
     }
 
@@ -678,7 +681,8 @@ impl Monitor {
 
     /// Current value of a counter or gauge.
     pub fn counter(&self, counter: Counter) -> u64 {
-        self.counters[counter as usize].get()
+        let i = counter as usize;
+        self.shared[i].load(Relaxed).wrapping_add(self.route.serial[i].load(Relaxed))
     }
 
     /// Bookkeeping for a new page of `capacity` reserved bytes (gauges, always tracked).
@@ -740,9 +744,9 @@ impl Monitor {
 
     fn set_flag(&self, bit: u64, on: bool) {
         if on {
-            self.flags.fetch_or(bit, Relaxed);
+            self.hot.flags.fetch_or(bit, Relaxed);
         } else {
-            self.flags.fetch_and(!bit, Relaxed);
+            self.hot.flags.fetch_and(!bit, Relaxed);
         }
     }
 
@@ -757,11 +761,11 @@ impl Monitor {
             let slot = self.slots[i].lock();
             HistogramStats::from_hist(Metric::ALL[i], &slot.hist, slot.sampled, slot.sum)
         });
-        let counters = std::array::from_fn(|i| self.counters[i].get());
+        let counters = Counter::ALL.map(|c| self.counter(c));
         Stats {
             enabled: self.is_enabled(),
             sample_every: self.sample_every(),
-            clock: self.clock.kind(),
+            clock: self.hot.clock.kind(),
             histograms,
             counters,
         }
@@ -779,9 +783,8 @@ impl Monitor {
         }
         for c in Counter::ALL {
             if !c.is_gauge() {
-                let cell = &self.counters[c as usize];
-                cell.shared.store(0, Relaxed);
-                cell.serial.store(0, Relaxed);
+                self.shared[c as usize].store(0, Relaxed);
+                self.route.serial[c as usize].store(0, Relaxed);
             }
         }
     }
