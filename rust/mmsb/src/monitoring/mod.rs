@@ -255,9 +255,9 @@ impl Counter {
 pub enum Budget {
     /// Latency limits for one metric; `None` removes that limit.
     /// - `max_ns`: every recorded value above it is a violation.
-    /// - `p99_ns`: a recorded value above it that leaves the histogram's p99 (3 significant
-    ///   digits) above it is a violation. Only values above the limit can raise the p99 past it,
-    ///   so values below it cost nothing extra.
+    /// - `p99_ns`: the metric's p99 crossing above it is a violation (once per crossing: it
+    ///   re-arms when the p99 falls back to the limit). Checked in O(1) per value: the p99 is
+    ///   above the limit exactly when more than 1% of the recorded values are.
     Latency { metric: Metric, p99_ns: Option<u64>, max_ns: Option<u64> },
     /// The [`Counter::LogBytes`] gauge crossing above this many bytes is a violation (once per
     /// crossing: it re-arms when the log shrinks back to the limit). `None` removes it.
@@ -342,13 +342,37 @@ struct Slot {
     sampled: u64,
     /// Exact sum of recorded values (Prometheus `_sum`).
     sum: u64,
+    /// State of the p99 budget: the limit `over` counts against (`UNLIMITED`: none yet), how
+    /// many recorded values exceed it, and whether the p99 is above it now.
+    p99_limit: u64,
+    over: u64,
+    p99_above: bool,
 }
 
 impl Slot {
     fn new() -> Slot {
         // 3 significant digits, auto-resizing: starts tiny and grows to the largest value seen.
         let hist = Histogram::new(3).expect("3 significant digits is a valid precision");
-        Slot { hist, sampled: 0, sum: 0 }
+        Slot { hist, sampled: 0, sum: 0, p99_limit: UNLIMITED, over: 0, p99_above: false }
+    }
+
+    /// Tracks the p99 budget in O(1) per value: the p99 exceeds `limit` exactly when more than
+    /// 1% of the values do. Returns the p99 when it has just crossed above the limit.
+    fn p99_crossed(&mut self, ns: u64, limit: u64) -> Option<u64> {
+        if self.p99_limit != limit {
+            // New limit: recount once from the histogram (values in the limit's own bucket are
+            // counted as not above it), then keep the count exactly.
+            let above = limit.saturating_add(1);
+            self.over = if self.hist.max() >= above { self.hist.count_between(above, self.hist.max()) } else { 0 };
+            self.over = self.over.saturating_sub(u64::from(ns > limit)); // `ns` is counted below
+            self.p99_limit = limit;
+            self.p99_above = false;
+        }
+        self.over += u64::from(ns > limit);
+        let above = self.over.saturating_mul(100) > self.hist.len();
+        let crossed = above && !self.p99_above;
+        self.p99_above = above;
+        crossed.then(|| self.hist.value_at_quantile(0.99))
     }
 }
 
@@ -563,7 +587,8 @@ impl Monitor {
 
     fn record_value(&self, metric: Metric, ns: u64, sampled: bool) {
         let check = self.hot.flags.load(Relaxed) & metric.budget_bit() != 0;
-        let violation = {
+        let mut violations = [None, None];
+        {
             let mut slot = self.slots[metric as usize].lock();
             // Auto-resize grows the histogram to fit; beyond i64::MAX / 2 ns (146 years) clamp.
             if slot.hist.record(ns).is_err() {
@@ -572,41 +597,36 @@ impl Monitor {
             slot.sum = slot.sum.saturating_add(ns);
             slot.sampled += u64::from(sampled);
             if check {
-                self.check_latency(metric, ns, &slot.hist)
-            } else {
-                None
+                violations = self.check_latency(metric, ns, &mut slot);
             }
-        };
+        }
         // Outside the slot lock: the sink may record.
-        if let Some(v) = violation {
+        for v in violations.into_iter().flatten() {
             self.violate(v);
         }
     }
 
-    fn check_latency(&self, metric: Metric, ns: u64, hist: &Histogram<u64>) -> Option<BudgetViolation> {
+    fn check_latency(&self, metric: Metric, ns: u64, slot: &mut Slot) -> [Option<BudgetViolation>; 2] {
         let limits = &self.limits[metric as usize];
         let max = limits.max_ns.load(Relaxed);
-        if ns > max {
-            return Some(BudgetViolation {
-                kind: BudgetKind::LatencyMax,
-                metric: Some(metric),
-                observed: ns,
-                limit: max,
-            });
-        }
+        let max_violation = (ns > max).then_some(BudgetViolation {
+            kind: BudgetKind::LatencyMax,
+            metric: Some(metric),
+            observed: ns,
+            limit: max,
+        });
         let p99_limit = limits.p99_ns.load(Relaxed);
-        if ns > p99_limit {
-            let p99 = hist.value_at_quantile(0.99);
-            if p99 > p99_limit {
-                return Some(BudgetViolation {
-                    kind: BudgetKind::LatencyP99,
-                    metric: Some(metric),
-                    observed: p99,
-                    limit: p99_limit,
-                });
-            }
-        }
-        None
+        let p99_violation = if p99_limit == UNLIMITED {
+            None
+        } else {
+            slot.p99_crossed(ns, p99_limit).map(|p99| BudgetViolation {
+                kind: BudgetKind::LatencyP99,
+                metric: Some(metric),
+                observed: p99,
+                limit: p99_limit,
+            })
+        };
+        [max_violation, p99_violation]
     }
 
     #[cold]
@@ -780,6 +800,9 @@ impl Monitor {
             s.hist.reset();
             s.sampled = 0;
             s.sum = 0;
+            s.p99_limit = UNLIMITED; // recount against an empty histogram
+            s.over = 0;
+            s.p99_above = false;
         }
         for c in Counter::ALL {
             if !c.is_gauge() {
