@@ -82,10 +82,11 @@
 // Budget kind for `mmsb_set_budget`: every recorded latency above the value is a violation.
 #define MMSB_BUDGET_LATENCY_MAX 0
 
-// Budget kind: the metric's p99 rising above the value is a violation.
+// Budget kind: the metric's p99 rising above the value is a violation (once per crossing).
 #define MMSB_BUDGET_LATENCY_P99 1
 
-// Budget kind: the log growing past the value (bytes) is a violation; `metric` is ignored.
+// Budget kind: the log growing past the value (bytes) is a violation (once per crossing);
+// `metric` is ignored.
 #define MMSB_BUDGET_LOG_BYTES 2
 
 // Hot-path latencies time about 1 event in this many unless changed with

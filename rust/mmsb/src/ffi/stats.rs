@@ -58,9 +58,10 @@ pub const MMSB_COUNTER_COUNT: u32 = 11;
 
 /// Budget kind for `mmsb_set_budget`: every recorded latency above the value is a violation.
 pub const MMSB_BUDGET_LATENCY_MAX: u32 = 0;
-/// Budget kind: the metric's p99 rising above the value is a violation.
+/// Budget kind: the metric's p99 rising above the value is a violation (once per crossing).
 pub const MMSB_BUDGET_LATENCY_P99: u32 = 1;
-/// Budget kind: the log growing past the value (bytes) is a violation; `metric` is ignored.
+/// Budget kind: the log growing past the value (bytes) is a violation (once per crossing);
+/// `metric` is ignored.
 pub const MMSB_BUDGET_LOG_BYTES: u32 = 2;
 
 /// Hot-path latencies time about 1 event in this many unless changed with
