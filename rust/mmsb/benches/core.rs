@@ -43,8 +43,11 @@ fn diff_4k(c: &mut Criterion) {
         few[at..at + 16].iter_mut().for_each(|b| *b = !*b);
     }
     let all = pattern(2);
+    let same = old.clone();
     let mut g = c.benchmark_group("diff_4KiB");
-    g.bench_function("identical", |b| b.iter(|| Delta::diff(black_box(&old), black_box(&old)).unwrap()));
+    // Baseline: the comparison any diff must do, as a plain slice equality (memcmp).
+    g.bench_function("memcmp_baseline", |b| b.iter(|| black_box(&old[..]) == black_box(&same[..])));
+    g.bench_function("identical", |b| b.iter(|| Delta::diff(black_box(&old), black_box(&same)).unwrap()));
     g.bench_function("three_16B_runs", |b| b.iter(|| Delta::diff(black_box(&old), black_box(&few)).unwrap()));
     g.bench_function("all_different", |b| b.iter(|| Delta::diff(black_box(&old), black_box(&all)).unwrap()));
     g.finish();

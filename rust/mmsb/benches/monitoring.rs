@@ -35,7 +35,7 @@ fn primitives(c: &mut Criterion) {
     let mut g = c.benchmark_group("monitor");
     g.bench_function("record", |b| b.iter(|| m.record(black_box(Metric::LogAppend), black_box(1234))));
     g.bench_function("timer_exact", |b| b.iter(|| m.start(black_box(Metric::Fsync)).stop(&m)));
-    g.bench_function("timer_sampled_1_in_64", |b| b.iter(|| m.start_sampled(black_box(Metric::Replay)).stop(&m)));
+    g.bench_function("timer_sampled_default", |b| b.iter(|| m.start_sampled(black_box(Metric::Replay)).stop(&m)));
     g.bench_function("incr", |b| b.iter(|| m.incr(black_box(Counter::PagesRecomputed), 1)));
     g.bench_function("snapshot", |b| b.iter(|| black_box(m.snapshot())));
     g.finish();
@@ -50,7 +50,7 @@ fn overhead_ratio() {
         on.monitor().set_sample_every(n);
     }
     let (t_on, t_off) = ab::interleaved(
-        200,
+        400,
         20_000,
         || {
             on.route_delta(black_box(pon), black_box(&delta), None).unwrap();

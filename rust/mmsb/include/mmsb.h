@@ -166,20 +166,16 @@
 // Budget kind for `mmsb_set_budget`: every recorded latency above the value is a violation.
 #define MMSB_BUDGET_LATENCY_MAX 0
 
-// Budget kind: the metric's p99 rising above the value is a violation.
+// Budget kind: the metric's p99 rising above the value is a violation (once per crossing).
 #define MMSB_BUDGET_LATENCY_P99 1
 
-// Budget kind: the log growing past the value (bytes) is a violation; `metric` is ignored.
+// Budget kind: the log growing past the value (bytes) is a violation (once per crossing);
+// `metric` is ignored.
 #define MMSB_BUDGET_LOG_BYTES 2
 
-// Default sampling rate of hot-path timers: about 1 event in 64 is timed.
-#define DEFAULT_SAMPLE_EVERY 64
-
-// Number of metrics.
-#define Metric_COUNT 7
-
-// Number of counters.
-#define Counter_COUNT 11
+// Hot-path latencies time about 1 event in this many unless changed with
+// `mmsb_monitor_set_sample_every`.
+#define MMSB_DEFAULT_SAMPLE_EVERY 256
 
 // Version of the segment and checkpoint formats written by this build.
 #define FORMAT_VERSION 1
@@ -208,73 +204,6 @@
 
 // Device layer: a host/device synchronisation completed.
 #define DEVICE_SYNC 3
-
-// A latency histogram. The numbers are part of the C ABI and never change.
-enum Metric
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-  // Routing a delta or batch (`route_batch`, `update_page`), including lock wait.
-  METRIC_DELTA_ROUTE = 0,
-  // One propagation round of the PropagationEngine.
-  METRIC_PROPAGATION_ROUND = 1,
-  // Appending a record to the transaction log.
-  METRIC_LOG_APPEND = 2,
-  // One fsync of the log.
-  METRIC_FSYNC = 3,
-  // Writing a checkpoint.
-  METRIC_CHECKPOINT = 4,
-  // Replaying the log (recovery or an epoch slice).
-  METRIC_REPLAY = 5,
-  // Synchronising a page with a device.
-  METRIC_DEVICE_SYNC = 6,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum Metric Metric;
-#else
-typedef uint32_t Metric;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-// A counter or gauge. The numbers are part of the C ABI and never change.
-enum Counter
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-  // Live pages (gauge).
-  COUNTER_PAGES = 0,
-  // Bytes reserved by live pages, OS-page rounded: allocator pressure (gauge).
-  COUNTER_BYTES_ALLOCATED = 1,
-  // Deltas routed.
-  COUNTER_DELTAS_ROUTED = 2,
-  // Payload bytes of routed deltas: the bytes sparse runs write; for dense deltas the whole
-  // span, masked-out bytes included ([`Delta::payload_len`](crate::Delta::payload_len)).
-  COUNTER_DELTA_BYTES = 3,
-  // Current size of the transaction log in bytes (gauge).
-  COUNTER_LOG_BYTES = 4,
-  // Current number of log segments (gauge).
-  COUNTER_LOG_SEGMENTS = 5,
-  // Checkpoints written.
-  COUNTER_CHECKPOINTS = 6,
-  // Events dropped (full subscriber queues, failing budget sinks).
-  COUNTER_EVENTS_DROPPED = 7,
-  // Budget violations observed.
-  COUNTER_BUDGET_VIOLATIONS = 8,
-  // Propagation rounds run.
-  COUNTER_PROPAGATION_ROUNDS = 9,
-  // Pages recomputed by propagation.
-  COUNTER_PAGES_RECOMPUTED = 10,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum Counter Counter;
-#else
-typedef uint32_t Counter;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
 
 // Stable status codes of the C ABI. Numbers are never reused or renumbered.
 enum MmsbStatusCode
@@ -431,12 +360,6 @@ typedef struct MmsbHistogramStats {
 
 // Status: success.
 #define MMSB_OK 0
-
-// Every metric, in numeric order.
-#define Metric_ALL { Metric_DeltaRoute, Metric_PropagationRound, Metric_LogAppend, Metric_Fsync, Metric_Checkpoint, Metric_Replay, Metric_DeviceSync, }
-
-// Every counter, in numeric order.
-#define Counter_ALL { Counter_Pages, Counter_BytesAllocated, Counter_DeltasRouted, Counter_DeltaBytes, Counter_LogBytes, Counter_LogSegments, Counter_Checkpoints, Counter_EventsDropped, Counter_BudgetViolations, Counter_PropagationRounds, Counter_PagesRecomputed, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -1014,13 +937,22 @@ MmsbStatus mmsb_state_is_open(const struct MmsbState *state, uint8_t *out);
 // `state` a live handle; `out` writable.
 MmsbStatus mmsb_state_lsn(const struct MmsbState *state, uint64_t *out);
 
-// The stats as JSON (see `Stats::to_json`), NUL-terminated, with the module's buffer protocol.
+// The stats as JSON: `{"enabled", "clock", "sampling": {"every", "rule"}, "histograms":
+// {name: {count, sampled, min_ns, mean_ns, p50_ns, p90_ns, p99_ns, p999_ns, max_ns, sum_ns}},
+// "counters": {name: value}}`.
+//
+// Buffer protocol (shared by `mmsb_stats_prometheus` and `mmsb_stats_table`): `*out_len`
+// always receives the text's length without the NUL. If `cap > *out_len` the text and a NUL
+// are written to `buf` and the call returns OK; otherwise it returns
+// `MMSB_STATUS_CODE_BUFFER_TOO_SMALL` and leaves `buf` untouched (`buf == NULL, cap == 0` is a
+// size query). Stats keep changing, so retry with `*out_len + 1` (or more) until OK.
 //
 // # Safety
 // `state` a live handle; `buf` NULL or valid for `cap` bytes; `out_len` writable.
 MmsbStatus mmsb_stats_json(const struct MmsbState *state, char *buf, size_t cap, size_t *out_len);
 
-// The stats in Prometheus text format 0.0.4, with the module's buffer protocol.
+// The stats in Prometheus text format 0.0.4 (summaries in seconds with quantiles 0.5, 0.9,
+// 0.99, 0.999; counters with `_total`; gauges), with `mmsb_stats_json`'s buffer protocol.
 //
 // # Safety
 // As `mmsb_stats_json`.
@@ -1029,8 +961,8 @@ MmsbStatus mmsb_stats_prometheus(const struct MmsbState *state,
                                  size_t cap,
                                  size_t *out_len);
 
-// The stats as an aligned human-readable table (`print_stats`), with the module's buffer
-// protocol.
+// The stats as an aligned human-readable table (`print_stats`), with `mmsb_stats_json`'s
+// buffer protocol.
 //
 // # Safety
 // As `mmsb_stats_json`.

@@ -58,10 +58,15 @@ pub const MMSB_COUNTER_COUNT: u32 = 11;
 
 /// Budget kind for `mmsb_set_budget`: every recorded latency above the value is a violation.
 pub const MMSB_BUDGET_LATENCY_MAX: u32 = 0;
-/// Budget kind: the metric's p99 rising above the value is a violation.
+/// Budget kind: the metric's p99 rising above the value is a violation (once per crossing).
 pub const MMSB_BUDGET_LATENCY_P99: u32 = 1;
-/// Budget kind: the log growing past the value (bytes) is a violation; `metric` is ignored.
+/// Budget kind: the log growing past the value (bytes) is a violation (once per crossing);
+/// `metric` is ignored.
 pub const MMSB_BUDGET_LOG_BYTES: u32 = 2;
+
+/// Hot-path latencies time about 1 event in this many unless changed with
+/// `mmsb_monitor_set_sample_every`.
+pub const MMSB_DEFAULT_SAMPLE_EVERY: u32 = 256;
 
 /// Summary of one latency histogram (nanoseconds), filled by `mmsb_stats_histogram`.
 #[repr(C)]
@@ -152,7 +157,15 @@ unsafe fn stats_text(
     })
 }
 
-/// The stats as JSON (see `Stats::to_json`), NUL-terminated, with the module's buffer protocol.
+/// The stats as JSON: `{"enabled", "clock", "sampling": {"every", "rule"}, "histograms":
+/// {name: {count, sampled, min_ns, mean_ns, p50_ns, p90_ns, p99_ns, p999_ns, max_ns, sum_ns}},
+/// "counters": {name: value}}`.
+///
+/// Buffer protocol (shared by `mmsb_stats_prometheus` and `mmsb_stats_table`): `*out_len`
+/// always receives the text's length without the NUL. If `cap > *out_len` the text and a NUL
+/// are written to `buf` and the call returns OK; otherwise it returns
+/// `MMSB_STATUS_CODE_BUFFER_TOO_SMALL` and leaves `buf` untouched (`buf == NULL, cap == 0` is a
+/// size query). Stats keep changing, so retry with `*out_len + 1` (or more) until OK.
 ///
 /// # Safety
 /// `state` a live handle; `buf` NULL or valid for `cap` bytes; `out_len` writable.
@@ -167,7 +180,8 @@ pub unsafe extern "C" fn mmsb_stats_json(
     unsafe { stats_text(state, buf, cap, out_len, |s| s.to_json()) }
 }
 
-/// The stats in Prometheus text format 0.0.4, with the module's buffer protocol.
+/// The stats in Prometheus text format 0.0.4 (summaries in seconds with quantiles 0.5, 0.9,
+/// 0.99, 0.999; counters with `_total`; gauges), with `mmsb_stats_json`'s buffer protocol.
 ///
 /// # Safety
 /// As `mmsb_stats_json`.
@@ -182,8 +196,8 @@ pub unsafe extern "C" fn mmsb_stats_prometheus(
     unsafe { stats_text(state, buf, cap, out_len, |s| s.to_prometheus()) }
 }
 
-/// The stats as an aligned human-readable table (`print_stats`), with the module's buffer
-/// protocol.
+/// The stats as an aligned human-readable table (`print_stats`), with `mmsb_stats_json`'s
+/// buffer protocol.
 ///
 /// # Safety
 /// As `mmsb_stats_json`.
@@ -367,6 +381,7 @@ mod tests {
         assert_eq!(MMSB_BUDGET_LATENCY_MAX, BudgetKind::LatencyMax as u32);
         assert_eq!(MMSB_BUDGET_LATENCY_P99, BudgetKind::LatencyP99 as u32);
         assert_eq!(MMSB_BUDGET_LOG_BYTES, BudgetKind::LogBytes as u32);
+        assert_eq!(MMSB_DEFAULT_SAMPLE_EVERY, crate::monitoring::DEFAULT_SAMPLE_EVERY);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! environment forces the portable clock.
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -95,7 +95,7 @@ impl Clock {
         loop {
             c1 = tsc();
             t1 = Instant::now();
-            if t1 - t0 >= Duration::from_millis(2) {
+            if t1 - t0 >= std::time::Duration::from_millis(2) {
                 break;
             }
         }
@@ -142,6 +142,7 @@ fn tsc_is_invariant() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn clock_measures_a_sleep() {
