@@ -85,7 +85,9 @@ impl Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OverflowPolicy {
     /// The emitter waits up to `timeout` for room; if none comes, the new event is dropped,
-    /// counted and the subscription marked lagged. Emitters (writers) stall meanwhile.
+    /// counted and the subscription marked lagged. Emitters (writers, holding the state's
+    /// lock) stall meanwhile, so the consumer must not wait for a write of the same state
+    /// before draining, and subscribing or unsubscribing waits for the stalled emit.
     Block { timeout: Duration },
     /// The oldest queued event is discarded (and counted) to make room: the subscriber always
     /// sees the most recent events.

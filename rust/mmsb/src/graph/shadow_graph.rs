@@ -10,6 +10,10 @@
 //! sources)`), updated incrementally as edges come and go. Sources always have a smaller height
 //! than their dependents, which is what lets propagation run in `(height, PageId)` order and
 //! lets the cycle check prune its search.
+//!
+//! Cost: an edge whose target's height grows (or, on removal, shrinks) updates the heights
+//! of everything downstream of it, so building a long chain from its tail backwards is
+//! quadratic; building it head first (sources before dependents) is linear.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

@@ -114,7 +114,9 @@ impl MMSBState {
 
     /// Runs one propagation round from `changed` (see [`crate::graph::propagation`]): every
     /// affected dependent is recomputed once, in `(height, PageId)` order, and its delta routed
-    /// (logged, epoch bumped, `DeltaApplied` emitted). Emits `PropagationDone` at the end.
+    /// (logged, epoch bumped, `DeltaApplied` emitted). Emits `PropagationDone` at the end of a
+    /// successful round. A failing callback ends the round with `GraphError::Callback`: the
+    /// failing page is untouched, pages recomputed before it keep their (routed) new bytes.
     pub fn propagate(&self, changed: &[PageId]) -> Result<RoundStats> {
         self.graph_check_writable()?;
         let mut core = self.core.write();
@@ -129,7 +131,8 @@ impl MMSBState {
     }
 
     /// Routes a batch and propagates from its pages under one lock: no other write can come
-    /// between the batch and the round.
+    /// between the batch and the round. If the round fails (a callback), the batch and the pages
+    /// recomputed before the failure stay applied, as with [`MMSBState::propagate`].
     pub fn route_and_propagate(&self, ops: &[RouteOp<'_>]) -> Result<(Range<Lsn>, RoundStats)> {
         self.graph_check_writable()?;
         let mut core = self.core.write();
