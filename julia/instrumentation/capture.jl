@@ -69,8 +69,14 @@ end
     return nothing
 end
 
-"Takes every queued instance (oldest first) and empties the queue."
-function _drain_queue!()
+"""
+Takes every queued instance (oldest first) and empties the queue. Recording
+is off on this thread meanwhile: should anything here need compiling, the
+nested inference must not wait for the (non-reentrant) queue lock we hold.
+"""
+_drain_queue!() = _without_recording(_drain_locked!)
+
+function _drain_locked!()
     lock(_QUEUE_LOCK)
     try
         out = copy(_QUEUE)

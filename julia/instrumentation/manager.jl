@@ -17,13 +17,13 @@ mutable struct IRSlot
 end
 
 """
-    Edge(from, to, kind)
+    CompilerEdge(from, to, kind)
 
 A compiler dependency between two pages, kept on the Julia side: `kind` is
 `:lowered` (source → lowered), `:typed` (lowered → typed), `:optimized`
 (typed → optimized) or `:calls` (caller's optimized → callee's optimized).
 """
-struct Edge
+struct CompilerEdge
     from::PageId
     to::PageId
     kind::Symbol
@@ -73,8 +73,8 @@ mutable struct InstrumentationManager
     methods::IdDict{Any,MethodEntry}
     instances::IdDict{Any,InstanceEntry}
     slots::Dict{UInt64,IRSlot}            # page id => slot
-    edges::Vector{Edge}
-    edge_set::Set{Edge}
+    edges::Vector{CompilerEdge}
+    edge_set::Set{CompilerEdge}
     world_page::PageId
     world_buf::Vector{UInt8}
     world_count::UInt64
@@ -103,7 +103,7 @@ instrumentation_manager(state::MMSBState) = lock(() -> get(_MANAGERS, state, not
 
 function _manager(state::MMSBState)
     m = instrumentation_manager(state)
-    m === nothing && throw(ArgumentError("instrumentation was never enabled on this state"))
+    m === nothing && throw(ArgumentError("no instrumentation data for this state (never enabled, or the state was closed)"))
     return m
 end
 
@@ -180,10 +180,20 @@ function _source_text(m::Method, files::Dict{String,Vector{String}})
     isfile(path) || return nothing
     lines = get!(() -> readlines(path), files, path)
     1 <= line <= length(lines) || return nothing
-    text = join(view(lines, line:min(length(lines), line + _MAX_SOURCE_LINES - 1)), "\n")
-    ex, pos = Meta.parse(text, 1; greedy = true, raise = false)
-    (ex isa Expr && ex.head in (:error, :incomplete)) && return nothing
-    return rstrip(text[1:prevind(text, min(pos, ncodeunits(text) + 1))])
+    # Parse one expression from the definition's first line, with a window of
+    # lines that doubles until the expression is complete (most are short).
+    n = 16
+    while true
+        last = min(length(lines), line + n - 1)
+        text = join(view(lines, line:last), "\n")
+        ex, pos = Meta.parse(text, 1; greedy = true, raise = false)
+        incomplete = ex isa Expr && ex.head === :incomplete
+        if !incomplete || last == length(lines) || n >= _MAX_SOURCE_LINES
+            (ex isa Expr && ex.head in (:error, :incomplete)) && return nothing
+            return rstrip(text[1:prevind(text, min(pos, ncodeunits(text) + 1))])
+        end
+        n *= 2
+    end
 end
 
 function _render_source(m::Method, files)
@@ -278,13 +288,13 @@ function _native_link!(state::MMSBState, from::PageId, to::PageId)
     # (mmsb_add_dependency) is merged. Until then edges live only in the manager's Julia-side
     # table (`m.edges`, queried by `method_graph`). Edges leave the table when their page is
     # reallocated or their caller stops invoking the callee (see `_repoint_edges!`,
-    # `_set_callees!`); the native side will need the matching removal (or free_page must
+    # `_update_call_edges!`); the native side will need the matching removal (or free_page must
     # drop a freed page's edges).
     return nothing
 end
 
 function _link!(m::InstrumentationManager, from::PageId, to::PageId, kind::Symbol)
-    e = Edge(from, to, kind)
+    e = CompilerEdge(from, to, kind)
     e in m.edge_set && return false
     push!(m.edge_set, e)
     push!(m.edges, e)
@@ -303,19 +313,23 @@ function _repoint_edges!(m::InstrumentationManager, old::PageId, new::PageId)
     return nothing
 end
 
-# Replaces the :calls edges leaving `ent`'s optimized page by those to the
-# callees captured now (a redefinition may change what it invokes).
-function _set_callees!(m::InstrumentationManager, ent::InstanceEntry)
-    from = ent.optimized.page
-    want = Set{Edge}()
-    for spec in ent.callees
-        callee = _lookup(m.instances, spec)
-        callee === nothing || push!(want, Edge(from, callee.optimized.page, :calls))
+# Makes the :calls edges leaving the optimized pages of `ents` match what
+# they invoke now (a redefinition may change that): one pass over the table.
+function _update_call_edges!(m::InstrumentationManager, ents)
+    isempty(ents) && return nothing
+    want = Set{CompilerEdge}()
+    from = Set{PageId}()
+    for ent in ents
+        push!(from, ent.optimized.page)
+        for spec in ent.callees
+            callee = _lookup(m.instances, spec)
+            callee === nothing || push!(want, CompilerEdge(ent.optimized.page, callee.optimized.page, :calls))
+        end
     end
-    stale = [e for e in m.edges if e.kind === :calls && e.from == from && !(e in want)]
-    if !isempty(stale)
-        filter!(e -> !(e in stale), m.edges)
-        foreach(e -> delete!(m.edge_set, e), stale)
+    stale(e) = e.kind === :calls && e.from in from && !(e in want)
+    if any(stale, m.edges)
+        foreach(e -> stale(e) && delete!(m.edge_set, e), m.edges)
+        filter!(!stale, m.edges)
     end
     for e in want
         _link!(m, e.from, e.to, e.kind)
@@ -323,17 +337,11 @@ function _set_callees!(m::InstrumentationManager, ent::InstanceEntry)
     return nothing
 end
 
-# Types as keys in an `IdDict` (whose methods do not specialize on the key's
-# type: a `Dict` would compile new code for every captured signature). Equal
-# but distinct type objects are found by the linear fallback.
-function _lookup(d::IdDict{Any,T}, @nospecialize(key)) where {T}
-    v = get(d, key, nothing)
-    v === nothing || return v
-    for (k, x) in d
-        k == key && return x
-    end
-    return nothing
-end
+# Types as keys in an `IdDict`, whose methods do not specialize on the key's
+# type (a `Dict` would compile new code for every captured signature). Julia
+# interns types (a signature built twice is the same object), so identity
+# finds them; queries from users fall back to subtyping (`_find_instance`).
+_lookup(d::IdDict{Any,T}, @nospecialize(key)) where {T} = get(d, key, nothing)
 
 # --- capture of one instance ------------------------------------------------
 
@@ -342,7 +350,8 @@ Renders `mi` into its pages (creating them, or writing deltas when the text
 changed) and returns the instances its optimized code invokes. `force`
 re-renders a known instance (used by `reanalyze!`).
 """
-function _capture!(m::InstrumentationManager, mi::Core.MethodInstance, world::UInt, files; force::Bool = false)
+function _capture!(m::InstrumentationManager, mi::Core.MethodInstance, world::UInt, files, touched, created;
+                   force::Bool = false)
     _FAULT[] === :render && throw(InstrumentationFault("fault injected while rendering $(mi.def)"))
     def = mi.def::Method
     spec = mi.specTypes
@@ -377,6 +386,7 @@ function _capture!(m::InstrumentationManager, mi::Core.MethodInstance, world::UI
         ent = InstanceEntry(spec, mi, label, ment, t, o, Any[c.specTypes for c in callees], world,
                             length(_closed_worlds(mi)))
         m.instances[spec] = ent
+        push!(created, spec)
     else
         if ent.mi !== mi
             ent.mi = mi
@@ -390,6 +400,7 @@ function _capture!(m::InstrumentationManager, mi::Core.MethodInstance, world::UI
     end
     _link!(m, ment.lowered.page, ent.typed.page, :typed)
     _link!(m, ent.typed.page, ent.optimized.page, :optimized)
+    push!(touched, ent)
     return callees
 end
 
@@ -400,6 +411,8 @@ function _process!(m::InstrumentationManager, roots::Vector{Core.MethodInstance}
     seen = Base.IdSet{Any}()
     work = reverse(roots) # pop! from the end: oldest first
     done = 0
+    touched = Base.IdSet{Any}()  # entries rendered now
+    created = Base.IdSet{Any}()  # specTypes of entries that are new
     while !isempty(work)
         mi = pop!(work)
         mi in seen && continue
@@ -411,7 +424,7 @@ function _process!(m::InstrumentationManager, roots::Vector{Core.MethodInstance}
         end
         done += 1
         callees = try
-            _capture!(m, mi, world, files; force = force && mi in roots)
+            _capture!(m, mi, world, files, touched, created; force = force && mi in roots)
         catch err
             _note_error!(m, err, string("capturing ", mi))
             Core.MethodInstance[]
@@ -423,9 +436,13 @@ function _process!(m::InstrumentationManager, roots::Vector{Core.MethodInstance}
             c in seen || push!(work, c)
         end
     end
-    for ent in values(m.instances)
-        _set_callees!(m, ent)
+    # Callers captured earlier may invoke an instance that is new now.
+    if !isempty(created)
+        for ent in values(m.instances)
+            any(k -> k in created, ent.callees) && push!(touched, ent)
+        end
     end
+    _update_call_edges!(m, touched)
     return done
 end
 
@@ -466,7 +483,9 @@ function _new_methods(m::InstrumentationManager, lo::UInt, hi::UInt)
             v in seen && continue
             push!(seen, v)
             if v isa Module
-                (v !== mod && parentmodule(v) === mod && !(v in mods) && length(mods) < 64) && push!(mods, v)
+                # parentmodule(Base) === Main: skip the system's modules.
+                (v !== mod && parentmodule(v) === mod && !_is_system(v) && !(v in mods) && length(mods) < 64) &&
+                    push!(mods, v)
                 continue
             end
             # Functions only: a type's constructors live in the shared table of `Type`.
@@ -513,6 +532,9 @@ end
 "Moves the process-wide queue into the pending list of every enabled manager."
 function _distribute!()
     mis = _drain_queue!()
+    # A state closed while enabled stops receiving (and holding on to) instances here;
+    # when it was the last one, the compiler's entry point goes back.
+    lock(_forget_closed!, _REGISTRY_LOCK)
     isempty(mis) && return nothing
     for m in _active_managers()
         lock(m.lock) do
@@ -624,7 +646,7 @@ function enable_instrumentation(state::MMSBState; include_system::Bool = false,
             update_page(state, wp, buf)
             m = InstrumentationManager(state, false, ReentrantLock(), include_system, mods, follow_invokes,
                                        Int(max_per_flush), Core.MethodInstance[], IdDict{Any,MethodEntry}(),
-                                       IdDict{Any,InstanceEntry}(), Dict{UInt64,IRSlot}(), Edge[], Set{Edge}(),
+                                       IdDict{Any,InstanceEntry}(), Dict{UInt64,IRSlot}(), CompilerEdge[], Set{CompilerEdge}(),
                                        wp, buf, UInt64(0), UInt64(0), world, 0, 0, 0, 0, 0, nothing)
             _MANAGERS[state] = m
         else
@@ -664,16 +686,19 @@ function disable_instrumentation(state::MMSBState)
     m = instrumentation_manager(state)
     (m === nothing || !m.enabled) && return nothing
     lock(_REGISTRY_LOCK) do
+        last = length(_active_managers()) == 1
         try
+            # Stop recording first, then hand what was recorded to the managers
+            # (this one included: it is still marked enabled).
+            last && _uninstall_hook!()
             _distribute!()
+        finally
             m.enabled = false
+            # Whatever happened above, the compiler must not keep calling us for nobody.
             if isempty(_active_managers())
                 _uninstall_hook!()
                 _repl_detach!()
             end
-        finally
-            # Whatever happened above, the compiler must not keep calling us for nobody.
-            isempty(_active_managers()) && _uninstall_hook!()
         end
     end
     Base.invokelatest(_flush!, m)
@@ -690,7 +715,10 @@ function _forget_closed!()
     for (s, m) in collect(_MANAGERS)
         isopen(s) || (m.enabled = false; delete!(_MANAGERS, s))
     end
-    isempty(_active_managers()) && _uninstall_hook!()
+    if isempty(_active_managers())
+        _uninstall_hook!()
+        _repl_detach!()
+    end
     return nothing
 end
 

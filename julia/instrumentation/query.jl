@@ -102,12 +102,12 @@ module_pages(mod::Module) = module_pages(default_instrumentation_state(), mod)
 
 What [`method_graph`](@ref) returns: `root` (the instance's label), `pages`
 (page id => label of each page, in discovery order) and `edges` (a vector of
-[`Edge`](@ref)). `show` prints the edges with page labels.
+[`CompilerEdge`](@ref)). `show` prints the edges with page labels.
 """
 struct MethodGraph
     root::String
     pages::Vector{Pair{PageId,String}}
-    edges::Vector{Edge}
+    edges::Vector{CompilerEdge}
 end
 
 function Base.show(io::IO, ::MIME"text/plain", g::MethodGraph)
@@ -152,7 +152,7 @@ end
 method_graph(@nospecialize(f), @nospecialize(types)) = method_graph(default_instrumentation_state(), f, types)
 
 """
-    compiler_edges(state) -> Vector{Edge}
+    compiler_edges(state) -> Vector{CompilerEdge}
 
 Every compiler edge recorded for `state` (the Julia-side table; see
 docs/instrumentation.md for how it reaches the native graph).

@@ -1,0 +1,109 @@
+# Compile-time cost of compiler instrumentation, and bytes of IR pages per
+# method instance:
+#
+#   julia --project=. benchmark/instrumentation_bench.jl [N]
+#
+# The workload defines N fresh groups of functions (a top function with a
+# loop, a comprehension helper and a @noinline leaf) and calls each top
+# function once, so almost all of its time is type inference and code
+# generation. Each mode runs in a child process of its own (a fresh process:
+# nothing compiled by one mode helps the other), once:
+#   off   the workload alone;
+#   on    enable_instrumentation, the workload, flush_instrumentation.
+# Both modes first compile and run one warm-up group (and, with
+# instrumentation, flush it): that pays the one-time compilation of MMSB's own
+# rendering code (and of Base's IR printing), which no user workload repeats.
+# Rows: warm-up, workload (define + call, plus flush when on) and their sum;
+# the ratio column is on/off. Timings come from one run on a shared machine:
+# expect noise of 10-20%.
+using MMSB
+using Printf
+
+const SELF = @__FILE__
+const ROOT = dirname(@__DIR__)
+
+const N = length(ARGS) >= 2 && ARGS[1] == "--child" ? parse(Int, ARGS[3]) :
+          length(ARGS) >= 1 ? parse(Int, ARGS[1]) : 100
+
+function define_group(i::Int)
+    leaf, mid, top = Symbol(:bench_leaf_, i), Symbol(:bench_mid_, i), Symbol(:bench_top_, i)
+    Core.eval(Main, quote
+        @noinline $leaf(x::Vector{Float64}) = sum(abs2, x) * $i + length(x)
+        $mid(x) = [$leaf(x) + j for j in 1:3]
+        function $top(v)
+            s = 0.0
+            for y in $mid(v)
+                s += y > $i ? sqrt(y) : y
+            end
+            return s + $i
+        end
+    end)
+    return getfield(Main, top)
+end
+
+run_group(i) = Base.invokelatest(define_group(i), [1.0, 2.0, 3.0])
+
+"CPU seconds used by this process so far (less sensitive than wall time to other load on the machine)."
+cpu_seconds() = ccall(:clock, Clong, ()) / 1_000_000 # CLOCKS_PER_SEC is 10^6 (POSIX)
+
+function child(mode::String, n::Int)
+    on = mode == "on"
+    state = mmsb_start()
+    c0, t0 = cpu_seconds(), time_ns()
+    on && enable_instrumentation(state)
+    run_group(0)
+    on && flush_instrumentation(state)
+    c1, t1 = cpu_seconds(), time_ns()
+    for i in 1:n
+        run_group(i)
+    end
+    tc = time_ns()
+    captured = on ? flush_instrumentation(state) : 0
+    c2, t2 = cpu_seconds(), time_ns()
+    stats = on ? ir_bytes(state) : (instances = 0, text = 0, pages = 0)
+    @printf("RESULT cpuwarmup=%.4f cpuworkload=%.4f warmup=%.4f workload=%.4f flush=%.4f captured=%d instances=%d text=%d pagebytes=%d errors=%d\n",
+            c1 - c0, c2 - c1, (t1 - t0) / 1e9, (t2 - t1) / 1e9, (t2 - tc) / 1e9, captured, stats.instances, stats.text, stats.pages,
+            on ? instrumentation_status(state).errors : 0)
+    on && disable_instrumentation(state)
+end
+
+# Bytes of IR text and of IR pages (sizes as created), over all captured instances.
+function ir_bytes(state)
+    m = MMSB.instrumentation_manager(state)
+    text = sum(sizeof(s.text) + MMSB.IR_HEADER for s in values(m.slots))
+    pages = sum(s.size for s in values(m.slots))
+    return (instances = length(m.instances), text = text, pages = pages)
+end
+
+function run_child(mode::String, n::Int)
+    cmd = `$(Base.julia_cmd()) --startup-file=no --project=$ROOT $SELF --child $mode $n`
+    out = read(cmd, String)
+    m = match(r"RESULT (.*)", out)
+    m === nothing && error("child ($mode) printed no result:\n$out")
+    return Dict(Symbol(k) => parse(Float64, v) for (k, v) in (split(kv, "=") for kv in split(m.captures[1])))
+end
+
+function main(n::Int)
+    println("instrumentation_bench: N = $n function groups, Julia $VERSION, one child process per mode")
+    off = run_child("off", n)
+    on = run_child("on", n)
+    @printf("%-26s %10s %10s %8s\n", "seconds", "off", "on", "on/off")
+    for (label, f) in (("warm-up (one-time), wall", r -> r[:warmup]), ("workload, wall", r -> r[:workload]),
+                       ("total, wall", r -> r[:warmup] + r[:workload]),
+                       ("warm-up (one-time), CPU", r -> r[:cpuwarmup]), ("workload, CPU", r -> r[:cpuworkload]),
+                       ("total, CPU", r -> r[:cpuwarmup] + r[:cpuworkload]))
+        @printf("%-26s %10.3f %10.3f %7.2fx\n", label, f(off), f(on), f(on) / f(off))
+    end
+    @printf("%-26s %10s %10.3f\n", "  of which the flush, wall", "", on[:flush])
+    inst = on[:instances]
+    @printf("captured instances: %d (%d in the workload), errors: %d\n", inst, on[:captured], on[:errors])
+    @printf("IR bytes per instance: %.0f text (source, lowered, typed, optimized, with headers), %.0f of pages\n",
+            on[:text] / inst, on[:pagebytes] / inst)
+end
+
+if abspath(PROGRAM_FILE) != SELF
+elseif length(ARGS) >= 1 && ARGS[1] == "--child"
+    child(ARGS[2], N)
+else
+    main(N)
+end

@@ -1,0 +1,309 @@
+# Compiler instrumentation: IR pages, world page, redefinition deltas,
+# re-analysis, restore of the compiler's entry point, fault tolerance, REPL.
+#
+# Functions under test are defined fresh here and called through
+# `Base.invokelatest` (dynamic dispatch), so each one is an inference entry
+# point that the hook sees (an instance inferred inside another's inference
+# and inlined there is never compiled on its own, so it has no pages).
+
+using Test, MMSB
+
+const ROOT = dirname(@__DIR__)
+call(f, args...) = Base.invokelatest(f, args...)
+typed_text(f, types) = sprint(show, code_typed(f, types; optimize = false, debuginfo = :none)[1])
+optimized_text(f, types) = sprint(show, code_typed(f, types; optimize = true, debuginfo = :none)[1])
+lowered_text(f, types) = sprint(show, code_lowered(f, types; debuginfo = :none)[1])
+has_entry(log, kind, needle) = any(e -> e.kind === kind && occursin(needle, e.name), log.entries)
+
+state = mmsb_start()
+@test !MMSB.hook_installed()
+mgr = enable_instrumentation(state)
+@test mgr isa MMSB.InstrumentationManager
+@test MMSB.hook_installed()
+@test instrumentation_status(state).enabled
+@test enable_instrumentation(state) === mgr # idempotent
+
+inst_add(x) = x + 1
+inst_poly(x, y) = x * y - 3
+@noinline inst_leaf(x) = x * 3 + 1
+inst_caller(x) = inst_leaf(x) + inst_leaf(x + 1)
+inst_str(s) = string(s, "!")
+fib(n) = n < 2 ? n : fib(n - 1) + fib(n - 2)
+is_even(n) = n == 0 ? true : is_odd(n - 1)
+@noinline is_odd(n) = n == 0 ? false : is_even(n - 1)
+
+module InstMod
+h(x) = x + 3
+end
+
+const CASES = [(inst_add, (Int,)), (inst_poly, (Int, Float64)), (inst_caller, (Int,)), (inst_str, (String,)),
+               (fib, (Int,)), (is_even, (Int,))]
+
+@testset "capture: pages for each instance, text equal to code_typed" begin
+    @test call(inst_add, 1) == 2
+    @test call(inst_poly, 2, 1.5) == 0.0
+    @test call(inst_caller, 2) == 7 + 10
+    @test call(inst_str, "a") == "a!"
+    @test call(fib, 15) == 610           # recursive inference
+    @test call(is_even, 10)              # mutually recursive
+    n = flush_instrumentation(state)
+    @test n >= length(CASES)
+    st = instrumentation_status(state)
+    @test st.errors == 0 && st.first_error === nothing
+    @test st.instances >= length(CASES) && st.pages == 2 * st.methods + 2 * st.instances
+    for (f, types) in CASES
+        p = ir_pages(state, f, types)
+        @test p isa MMSB.IRPages && length(unique([p.source, p.lowered, p.typed, p.optimized])) == 4
+        @test ir_text(state, p.typed) == typed_text(f, types)
+        @test ir_text(state, p.optimized) == optimized_text(f, types)
+        @test ir_text(state, p.lowered) == lowered_text(f, types)
+        src = ir_text(state, p.source)
+        @test occursin("module: $(@__MODULE__)", src) && occursin("name: $(nameof(f))", src)
+        @test occursin("file: $(@__FILE__)", src)
+        @test NamedTuple(p) == (source = p.source, lowered = p.lowered, typed = p.typed, optimized = p.optimized)
+    end
+    # The definition's text is read from this file.
+    @test occursin("inst_poly(x, y) = x * y - 3", ir_text(state, ir_pages(state, inst_poly, (Int, Float64)).source))
+    # is_odd is invoked (not inlined) by is_even: the hook never sees it, following :invoke finds it.
+    @test occursin("invoke $(@__MODULE__).is_odd", ir_text(state, ir_pages(state, is_even, (Int,)).optimized))
+    @test ir_text(state, ir_pages(state, is_odd, (Int,)).typed) == typed_text(is_odd, (Int,))
+    # Page layout: 8-byte little-endian length, the text, zeros up to the page size.
+    p = ir_pages(state, inst_add, (Int,))
+    raw = read_page(state, p.typed)
+    text = typed_text(inst_add, (Int,))
+    @test reinterpret(UInt64, raw[1:8])[1] == sizeof(text)
+    @test String(raw[9:8+sizeof(text)]) == text && all(iszero, raw[9+sizeof(text):end])
+    @test length(raw) >= 8 + sizeof(text) * 3 ÷ 2 && ispow2(length(raw))
+    @test occursin("ir/typed/", page_name(state, p.typed))
+    # show prints the IR text
+    shown = sprint(show, MIME"text/plain"(), p)
+    @test occursin(text, shown) && occursin(optimized_text(inst_add, (Int,)), shown)
+end
+
+@testset "compiler edges: source → lowered → typed → optimized, caller → callee" begin
+    p = ir_pages(state, inst_caller, (Int,))
+    leaf = ir_pages(state, inst_leaf, (Int,))
+    g = method_graph(state, inst_caller, (Int,))
+    has(from, to, kind) = MMSB.CompilerEdge(from, to, kind) in g.edges
+    @test has(p.source, p.lowered, :lowered) && has(p.lowered, p.typed, :typed) && has(p.typed, p.optimized, :optimized)
+    @test has(p.optimized, leaf.optimized, :calls)
+    @test has(leaf.typed, leaf.optimized, :optimized)
+    @test Set(first.(g.pages)) == Set([p..., leaf...])
+    @test occursin("calls", sprint(show, MIME"text/plain"(), g))
+    @test issubset(g.edges, compiler_edges(state))
+    mp = module_pages(state, @__MODULE__)
+    @test all(x -> x in mp, [p..., leaf...]) && issorted(mp; by = x -> x.value)
+    @test isempty(module_pages(state, Base)) # system code is not captured by default
+end
+
+@testset "world page and redefinition deltas" begin
+    log0 = world_log(state)
+    @test log0.world == instrumentation_status(state).world
+    @test has_entry(log0, :defined, "inst_leaf")
+    leaf = ir_pages(state, inst_leaf, (Int,))
+    e0, l0, wp0 = epoch(state, leaf.typed), lsn(state), epoch(state, world_page(state))
+    old = ir_text(state, leaf.typed)
+    @eval @noinline inst_leaf(x) = x * 5 + 2
+    @test call(inst_caller, 2) == 12 + 17
+    flush_instrumentation(state)
+    leaf2 = ir_pages(state, inst_leaf, (Int,))
+    @test leaf2.typed == leaf.typed # same page: the new text fits, it arrived as a delta
+    @test epoch(state, leaf.typed) == e0 + 1 && lsn(state) > l0
+    new = ir_text(state, leaf.typed)
+    @test new != old && new == typed_text(inst_leaf, (Int,)) && occursin("x * 5", new)
+    @test ir_text(state, leaf.optimized) == optimized_text(inst_leaf, (Int,))
+    log1 = world_log(state)
+    @test log1.world > log0.world && epoch(state, world_page(state)) > wp0
+    @test has_entry(log1, :defined, "inst_leaf") && log1.count > log0.count
+    # inst_caller's compiled code called the old inst_leaf: an invalidation.
+    @test has_entry(log1, :invalidated, "inst_caller") && log1.invalidations >= 1
+end
+
+@testset "reanalyze!: deterministic, deltas only for what changed" begin
+    @test reanalyze!(state) == String[] # same code, same world: same bytes, no write
+    l0 = lsn(state)
+    @eval @noinline inst_leaf(x) = x * 7 - 1
+    leaf = ir_pages(state, inst_leaf, (Int,))
+    e0 = epoch(state, leaf.typed)
+    changed = reanalyze!(state, inst_leaf, (Int,)) # not called since: only re-analysis sees it
+    @test any(c -> startswith(c, "typed") && occursin("inst_leaf", c), changed)
+    @test epoch(state, leaf.typed) == e0 + 1 && lsn(state) > l0
+    @test ir_text(state, leaf.typed) == typed_text(inst_leaf, (Int,)) && occursin("x * 7", ir_text(state, leaf.typed))
+    @test reanalyze!(state) == String[]
+    # A function never called is captured by reanalyze!(state, f, types).
+    inst_never(x) = x - 1
+    @test_throws ArgumentError ir_pages(state, inst_never, (Int,))
+    reanalyze!(state, inst_never, (Int,))
+    @test ir_text(state, ir_pages(state, inst_never, (Int,)).optimized) == optimized_text(inst_never, (Int,))
+end
+
+@testset "a text that outgrows its page moves to a larger one" begin
+    p = ir_pages(state, inst_add, (Int,))
+    r0 = instrumentation_status(state).reallocations
+    body = join(["y = y * $i + x" for i in 1:40], "; ")
+    @eval inst_add(x) = (y = x; $(Meta.parse("begin; $body; end")); y)
+    call(inst_add, 1)
+    flush_instrumentation(state)
+    p2 = ir_pages(state, inst_add, (Int,))
+    @test instrumentation_status(state).reallocations > r0
+    @test p2.typed != p.typed && ir_text(state, p2.typed) == typed_text(inst_add, (Int,))
+    @test_throws MMSBError page_info(state, p.typed) # the old page was freed
+    g = method_graph(state, inst_add, (Int,))
+    @test MMSB.CompilerEdge(p2.typed, p2.optimized, :optimized) in g.edges
+    @test !any(e -> e.from == p.typed || e.to == p.typed, compiler_edges(state))
+end
+
+@testset "nested inference: generated function calling a fresh helper" begin
+    # The generator runs during inference and needs the helper compiled: a
+    # nested inference while the hook is on the stack.
+    @eval inst_helper(T) = T === Int ? :(x + 100) : :(x)
+    @eval @generated inst_gen(x) = inst_helper(x)
+    @test call(inst_gen, 1) == 101
+    inst_spawned(x) = x ÷ 2
+    t = Threads.@spawn Base.invokelatest(inst_spawned, 10) # another thread, hook installed
+    @test fetch(t) == 5
+    flush_instrumentation(state)
+    @test ir_text(state, ir_pages(state, inst_gen, (Int,)).typed) == typed_text(inst_gen, (Int,))
+    @test ir_text(state, ir_pages(state, inst_spawned, (Int,)).typed) == typed_text(inst_spawned, (Int,))
+    # flush from inside user code (a function that is itself being captured)
+    inst_flusher(s) = flush_instrumentation(s)
+    @test call(inst_flusher, state) isa Int
+    @test instrumentation_status(state).errors == 0
+end
+
+@testset "an error inside capture never breaks user code" begin
+    inst_fault1(x) = x + 42
+    inst_fault2(x) = x * 42
+    try
+        MMSB._FAULT[] = :hook
+        @test call(inst_fault1, 1) == 43
+        MMSB._FAULT[] = :render
+        @test call(inst_fault2, 2) == 84
+        @test flush_instrumentation(state) isa Int # does not throw
+    finally
+        MMSB._FAULT[] = :none
+    end
+    st = instrumentation_status(state)
+    @test st.errors >= 2 && occursin("fault injected", st.first_error)
+    @test call(inst_caller, 1) == inst_caller(1) # still working
+    # What failed can be captured explicitly afterwards.
+    reanalyze!(state, inst_fault2, (Int,))
+    @test ir_text(state, ir_pages(state, inst_fault2, (Int,)).typed) == typed_text(inst_fault2, (Int,))
+end
+
+@testset "two states, default state, enable on a closed state" begin
+    s2 = mmsb_start()
+    enable_instrumentation(s2)
+    inst_both(x) = x & 3
+    call(inst_both, 7)
+    flush_instrumentation() # every enabled state
+    @test ir_text(s2, ir_pages(s2, inst_both, (Int,)).typed) == ir_text(state, ir_pages(state, inst_both, (Int,)).typed)
+    disable_instrumentation(s2)
+    @test MMSB.hook_installed() # `state` still has it on
+    close(s2)
+    s3 = mmsb_start()
+    enable_instrumentation(s3; modules = InstMod) # only that module
+    inst_other(x) = x | 8
+    @test call(InstMod.h, 1) == 4 && call(inst_other, 1) == 9
+    flush_instrumentation(s3)
+    @test ir_text(s3, ir_pages(s3, InstMod.h, (Int,)).typed) == typed_text(InstMod.h, (Int,))
+    @test_throws ArgumentError ir_pages(s3, inst_other, (Int,))
+    @test !isempty(module_pages(s3, InstMod)) && isempty(module_pages(s3, @__MODULE__))
+    close(s3) # closing without disabling: the manager is dropped at the next enable
+    closed = mmsb_start()
+    close(closed)
+    @test_throws ArgumentError enable_instrumentation(closed)
+    @test MMSB.hook_installed()
+    d = enable_instrumentation()
+    @test d.state === MMSB.default_instrumentation_state()
+    inst_default(x) = x + 0.5
+    call(inst_default, 1)
+    flush_instrumentation()
+    @test ir_text(ir_pages(inst_default, (Int,)).optimized) == optimized_text(inst_default, (Int,))
+    @test !isempty(module_pages(@__MODULE__))
+    @test instrumentation_status().enabled
+    disable_instrumentation()
+    @test !instrumentation_status().enabled
+end
+
+@testset "REPL transform: evaluates the command, flushes after it" begin
+    ex = MMSB._repl_transform(:(inst_repl(x) = x + 9))
+    @test ex isa Expr && ex.head === :call
+    @test Core.eval(Main, ex) isa Function # the command's value is kept
+    Core.eval(Main, MMSB._repl_transform(:(struct InstReplS; a::Int; end))) # not only expressions
+    @test Core.eval(Main, MMSB._repl_transform(:(InstReplS(3).a + inst_repl(1)))) == 13
+    @test ir_text(state, ir_pages(state, Main.inst_repl, (Int,)).typed) == typed_text(Main.inst_repl, (Int,))
+    @test_throws ErrorException Core.eval(Main, MMSB._repl_transform(:(error("boom"))))
+end
+
+@testset "disable restores the compiler's entry point" begin
+    disable_instrumentation(state)
+    calls = MMSB._HOOK_CALLS[]
+    @test !MMSB.hook_installed() && !instrumentation_status(state).enabled
+    inst_after(x) = x - 7
+    @test call(inst_after, 10) == 3
+    @test MMSB._HOOK_CALLS[] == calls && isempty(MMSB._QUEUE) # the hook saw nothing
+    flush_instrumentation(state)
+    @test_throws ArgumentError ir_pages(state, inst_after, (Int,))
+    @test ir_text(state, ir_pages(state, inst_caller, (Int,)).typed) == typed_text(inst_caller, (Int,)) # data kept
+    disable_instrumentation(state) # idempotent
+    # Enabling again installs the hook again.
+    enable_instrumentation(state)
+    inst_again(x) = x * 11
+    call(inst_again, 1)
+    flush_instrumentation(state)
+    @test ir_text(state, ir_pages(state, inst_again, (Int,)).typed) == typed_text(inst_again, (Int,))
+    disable_instrumentation(state)
+    @test !MMSB.hook_installed()
+end
+
+# Child processes: the same code gives the same bytes in another process; at
+# exit the hook is removed and pending captures are flushed.
+const CHILD = """
+using MMSB
+s = mmsb_start()
+atexit() do  # registered before MMSB's own hook, so it runs after it
+    st = instrumentation_status(s)
+    println("ATEXIT instances=", st.instances, " hook=", MMSB.hook_installed())
+end
+enable_instrumentation(s)
+inst_poly(x, y) = x * y - 3
+Base.invokelatest(inst_poly, 2, 1.5)
+flush_instrumentation(s)
+p = ir_pages(s, inst_poly, (Int, Float64))
+println("TYPED ", bytes2hex(codeunits(ir_text(s, p.typed))))
+println("OPT ", bytes2hex(codeunits(ir_text(s, p.optimized))))
+inst_late(x) = x + 2
+Base.invokelatest(inst_late, 1) # captured only by the flush at exit
+"""
+
+@testset "another process: same bytes; atexit restores and flushes" begin
+    cmd = `$(Base.julia_cmd()) --startup-file=no --project=$ROOT -e $CHILD`
+    out = read(cmd, String)
+    m = match(r"TYPED ([0-9a-f]+)", out)
+    @test m !== nothing
+    if m !== nothing
+        child_typed = String(hex2bytes(m.captures[1]))
+        @test child_typed == typed_text(inst_poly, (Int, Float64))
+        @test String(hex2bytes(match(r"OPT ([0-9a-f]+)", out).captures[1])) == optimized_text(inst_poly, (Int, Float64))
+    end
+    @test occursin("ATEXIT instances=2 hook=false", out)
+end
+
+Base.include(@__MODULE__, joinpath(@__DIR__, "repl", "repl_driver.jl"))
+
+@testset "REPL session under a pseudo-terminal" begin
+    if Sys.which("script") === nothing
+        @info "skipping the REPL test: the `script` command (util-linux) is not installed"
+        @test_skip false
+    else
+        res = run_repl_session(; julia = Base.julia_cmd(), project = ROOT, timeout = 60)
+        res.ok || println(stderr, "REPL transcript:\n", res.transcript)
+        for (marker, expected) in REPL_EXPECTED
+            @test get(res.markers, marker, nothing) == expected
+        end
+        @test res.ok
+    end
+end
+
+close(state)

@@ -1,0 +1,124 @@
+# Drives a real `julia -i` REPL under a pseudo-terminal (`script`), one
+# command at a time, and collects the markers the session prints.
+#
+# With standard input a pipe, `julia -i` starts no REPL backend, so no AST
+# transform would run; `script` gives it a terminal. Each command is sent only
+# after the REPL printed its prompt following the previous command's output
+# (lines typed too early are lost or mangled). Markers are printed as
+# `println("MA", "RKn ", ...)` so that the echo of the typed command never
+# contains the marker text itself.
+#
+#   julia --project=. test/repl/repl_driver.jl     # runs the session, prints the transcript
+
+"""
+The session: `(command, pattern)` pairs. After sending `command` the driver
+waits until `pattern` (a Regex) matches the output printed since then.
+"""
+const REPL_STEPS = [
+    ("using MMSB; enable_instrumentation(); println(\"MA\", \"RK1 \", instrumentation_status().enabled, \" \", MMSB.repl_attached())", r"MARK1 "),
+    ("replf(x) = x * 7 + 1; println(\"MA\", \"RK2 \", \"defined\")", r"MARK2 "),
+    ("println(\"MA\", \"RK3 \", replf(6))", r"MARK3 "),
+    # The flush at the end of the previous command must have captured replf.
+    ("p = ir_pages(replf, (Int,)); println(\"MA\", \"RK4 \", occursin(\"Base.mul_int(x, 7)\", ir_text(p.optimized)), \" \", occursin(\"replf(x) = x * 7 + 1\", ir_text(p.source)))", r"MARK4 "),
+    ("e0 = epoch(MMSB.default_instrumentation_state(), p.typed); replf(x) = x * 9; println(\"MA\", \"RK5 \", replf(6))", r"MARK5 "),
+    ("println(\"MA\", \"RK6 \", epoch(MMSB.default_instrumentation_state(), ir_pages(replf, (Int,)).typed) > e0, \" \", occursin(\"(x * 9)\", ir_text(ir_pages(replf, (Int,)).typed)))", r"MARK6 "),
+    ("struct ReplS; a::Int; end; println(\"MA\", \"RK7 \", ReplS(4).a)", r"MARK7 "),
+    ("error(\"bo\" * \"om\")", r"ERROR: boom"),
+    ("println(\"MA\", \"RK8 \", instrumentation_status().errors, \" \", length(world_log(MMSB.default_instrumentation_state()).entries) > 0)", r"MARK8 "),
+    ("disable_instrumentation(); println(\"MA\", \"RK9 \", MMSB.hook_installed(), \" \", MMSB.repl_attached())", r"MARK9 "),
+]
+
+"What each marker must report."
+const REPL_EXPECTED = [
+    "MARK1" => "true true",    # enabled, transform attached to the running backend
+    "MARK2" => "defined",
+    "MARK3" => "43",
+    "MARK4" => "true true",    # optimized IR and REPL source text on pages after the command
+    "MARK5" => "54",
+    "MARK6" => "true true",    # redefinition reached the typed page as a delta
+    "MARK7" => "4",            # struct definitions pass through the transform
+    "MARK8" => "0 true",       # no capture errors; world page written
+    "MARK9" => "false false",  # entry point restored, transform removed
+]
+
+const _ANSI = r"\e\[[0-9;?]*[A-Za-z]|\e[()][A-Z0-9]|\e[>=]|\r"
+
+"""
+    run_repl_session(; julia, project, timeout=60) -> (ok, markers, transcript)
+
+Runs `REPL_STEPS` in `julia -i` under `script`. `ok` is true when every step
+saw its pattern and the REPL exited within `timeout` seconds in all.
+"""
+function run_repl_session(; julia::Cmd, project::AbstractString, timeout::Real = 60)
+    jl = Base.shell_escape(`$julia --project=$project -i --banner=no --color=no --startup-file=no --history-file=no`)
+    inner = "stty cols 400 rows 50 2>/dev/null; exec $jl"
+    proc = open(`script -qfc $inner /dev/null`, "r+")
+    buf = IOBuffer()
+    lk = ReentrantLock()
+    reader = @async try
+        while !eof(proc)
+            data = readavailable(proc)
+            lock(() -> write(buf, data), lk)
+        end
+    catch
+    end
+    deadline = time() + timeout
+    output() = replace(lock(() -> String(copy(buf.data[1:buf.size])), lk), _ANSI => "")
+    # Waits until `re` matches the output after `from`; returns the end of the match or nothing.
+    function await(re::Regex, from::Int)
+        while time() < deadline
+            out = output()
+            m = from <= ncodeunits(out) ? match(re, out, from) : nothing
+            m === nothing || return m.offset + ncodeunits(m.match)
+            # An unexpected error ends the session early instead of waiting for the deadline.
+            (from <= ncodeunits(out) && !occursin("ERROR", re.pattern) && occursin("ERROR: ", out[from:end])) &&
+                return nothing
+            process_exited(proc) && return nothing
+            sleep(0.1)
+        end
+        return nothing
+    end
+    ok = true
+    pos = await(r"julia> ", 1)
+    if pos === nothing
+        ok = false
+    else
+        for (cmd, pattern) in REPL_STEPS
+            sleep(0.3)
+            for chunk in Iterators.partition(cmd, 40) # type in bursts, as a person would
+                write(proc, String(collect(chunk)))
+                sleep(0.02)
+            end
+            write(proc, "\r")
+            pos = await(pattern, pos)
+            pos === nothing && (ok = false; break)
+            pos = await(r"julia> ", pos) # the prompt after the output
+            pos === nothing && (ok = false; break)
+        end
+    end
+    ok && write(proc, "exit()\r")
+    while !process_exited(proc) && time() < deadline
+        sleep(0.1)
+    end
+    if !process_exited(proc)
+        ok = false
+        kill(proc)
+    end
+    close(proc)
+    wait(reader)
+    transcript = output()
+    markers = Dict{String,String}()
+    for m in eachmatch(r"(MARK\d+) ([^\n]*)", transcript)
+        markers[m.captures[1]] = strip(m.captures[2])
+    end
+    return (ok = ok, markers = markers, transcript = transcript)
+end
+
+if abspath(PROGRAM_FILE) == @__FILE__
+    res = run_repl_session(; julia = Base.julia_cmd(), project = dirname(dirname(@__DIR__)))
+    println(res.transcript)
+    println("ok = ", res.ok)
+    for (k, v) in REPL_EXPECTED
+        println(k, ": ", get(res.markers, k, "(missing)"), get(res.markers, k, nothing) == v ? "  ok" : "  EXPECTED $v")
+    end
+end
