@@ -206,4 +206,139 @@ mmsb_state_is_open(state, out) = ccall((:mmsb_state_is_open, libmmsb), MmsbStatu
 
 mmsb_state_lsn(state, out) = ccall((:mmsb_state_lsn, libmmsb), MmsbStatus, (Ptr{MmsbState}, Ptr{UInt64}), state, out)
 
+
+mmsb_config_set_logging(cfg, on) = ccall((:mmsb_config_set_logging, libmmsb), MmsbStatus,
+    (Ptr{MmsbConfig}, UInt8), cfg, on)
+
+# --- log: checkpoints, replay, compaction --------------------------------------
+
+"Mirror of `struct MmsbLogInfo`."
+struct MmsbLogInfo
+    lsn::UInt64
+    log_bytes::UInt64
+    segments::UInt64
+    checkpoints::UInt64
+    last_checkpoint_lsn::UInt64
+    oldest_lsn::UInt64
+end
+MmsbLogInfo() = MmsbLogInfo(0, 0, 0, 0, 0, 0)
+
+mmsb_state_checkpoint(state, out_lsn) = ccall((:mmsb_state_checkpoint, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{UInt64}), state, out_lsn)
+
+mmsb_state_replay(state, lsn, out_state) = ccall((:mmsb_state_replay, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, UInt64, Ptr{Ptr{MmsbState}}), state, lsn, out_state)
+
+mmsb_state_compact(state) = ccall((:mmsb_state_compact, libmmsb), MmsbStatus, (Ptr{MmsbState},), state)
+
+mmsb_log_info(state, out) = ccall((:mmsb_log_info, libmmsb), MmsbStatus, (Ptr{MmsbState}, Ptr{MmsbLogInfo}), state, out)
+
+# --- monitoring ------------------------------------------------------------------
+
+const MMSB_METRIC_DELTA_ROUTE = UInt32(0)
+const MMSB_METRIC_PROPAGATION_ROUND = UInt32(1)
+const MMSB_METRIC_LOG_APPEND = UInt32(2)
+const MMSB_METRIC_FSYNC = UInt32(3)
+const MMSB_METRIC_CHECKPOINT = UInt32(4)
+const MMSB_METRIC_REPLAY = UInt32(5)
+const MMSB_METRIC_DEVICE_SYNC = UInt32(6)
+const MMSB_METRIC_COUNT = UInt32(7)
+const MMSB_COUNTER_PAGES = UInt32(0)
+const MMSB_COUNTER_BYTES_ALLOCATED = UInt32(1)
+const MMSB_COUNTER_DELTAS_ROUTED = UInt32(2)
+const MMSB_COUNTER_DELTA_BYTES = UInt32(3)
+const MMSB_COUNTER_LOG_BYTES = UInt32(4)
+const MMSB_COUNTER_LOG_SEGMENTS = UInt32(5)
+const MMSB_COUNTER_CHECKPOINTS = UInt32(6)
+const MMSB_COUNTER_EVENTS_DROPPED = UInt32(7)
+const MMSB_COUNTER_BUDGET_VIOLATIONS = UInt32(8)
+const MMSB_COUNTER_PROPAGATION_ROUNDS = UInt32(9)
+const MMSB_COUNTER_PAGES_RECOMPUTED = UInt32(10)
+const MMSB_COUNTER_COUNT = UInt32(11)
+const MMSB_BUDGET_LATENCY_MAX = UInt32(0)
+const MMSB_BUDGET_LATENCY_P99 = UInt32(1)
+const MMSB_BUDGET_LOG_BYTES = UInt32(2)
+
+"Mirror of `struct MmsbHistogramStats` (nanoseconds)."
+struct MmsbHistogramStats
+    count::UInt64
+    sampled::UInt64
+    min_ns::UInt64
+    mean_ns::Float64
+    p50_ns::UInt64
+    p90_ns::UInt64
+    p99_ns::UInt64
+    p999_ns::UInt64
+    max_ns::UInt64
+    sum_ns::UInt64
+end
+MmsbHistogramStats() = MmsbHistogramStats(0, 0, 0, 0.0, 0, 0, 0, 0, 0, 0)
+
+mmsb_stats_json(state, buf, cap, out_len) = ccall((:mmsb_stats_json, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{UInt8}, Csize_t, Ptr{Csize_t}), state, buf, cap, out_len)
+
+mmsb_stats_prometheus(state, buf, cap, out_len) = ccall((:mmsb_stats_prometheus, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{UInt8}, Csize_t, Ptr{Csize_t}), state, buf, cap, out_len)
+
+mmsb_stats_table(state, buf, cap, out_len) = ccall((:mmsb_stats_table, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{UInt8}, Csize_t, Ptr{Csize_t}), state, buf, cap, out_len)
+
+mmsb_stats_histogram(state, metric, out) = ccall((:mmsb_stats_histogram, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, UInt32, Ptr{MmsbHistogramStats}), state, metric, out)
+
+mmsb_stats_counter(state, counter, out) = ccall((:mmsb_stats_counter, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, UInt32, Ptr{UInt64}), state, counter, out)
+
+mmsb_track_latency(state, metric, nanos) = ccall((:mmsb_track_latency, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, UInt32, UInt64), state, metric, nanos)
+
+mmsb_set_budget(state, kind, metric, value) = ccall((:mmsb_set_budget, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, UInt32, UInt32, UInt64), state, kind, metric, value)
+
+mmsb_stats_reset(state) = ccall((:mmsb_stats_reset, libmmsb), MmsbStatus, (Ptr{MmsbState},), state)
+
+mmsb_monitor_set_enabled(state, enabled) = ccall((:mmsb_monitor_set_enabled, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, UInt8), state, enabled)
+
+mmsb_monitor_set_sample_every(state, n) = ccall((:mmsb_monitor_set_sample_every, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, UInt32), state, n)
+
+mmsb_metric_name(metric) = ccall((:mmsb_metric_name, libmmsb), Cstring, (UInt32,), metric)
+
+mmsb_counter_name(counter) = ccall((:mmsb_counter_name, libmmsb), Cstring, (UInt32,), counter)
+
+# --- device ------------------------------------------------------------------------
+
+const MMSB_DEVICE_AVAILABLE = UInt32(0)
+const MMSB_DEVICE_UNAVAILABLE = UInt32(1)
+const MMSB_SYNC_HOST_TO_DEVICE = UInt32(0)
+const MMSB_SYNC_DEVICE_TO_HOST = UInt32(1)
+
+"Mirror of `struct MmsbDeviceStats`."
+struct MmsbDeviceStats
+    syncs::UInt64
+    bytes_h2d::UInt64
+    bytes_d2h::UInt64
+    kernels_launched::UInt64
+    dirty_bytes_pending::UInt64
+    mirrors::UInt64
+    cpu_only_pages::UInt64
+end
+MmsbDeviceStats() = MmsbDeviceStats(0, 0, 0, 0, 0, 0, 0)
+
+mmsb_device_status(out_code, reason, cap, out_len) = ccall((:mmsb_device_status, libmmsb), MmsbStatus,
+    (Ptr{UInt32}, Ptr{UInt8}, Csize_t, Ptr{Csize_t}), out_code, reason, cap, out_len)
+
+mmsb_page_sync(state, page, direction) = ccall((:mmsb_page_sync, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, UInt64, UInt32), state, page, direction)
+
+mmsb_device_sync_all(state, direction) = ccall((:mmsb_device_sync_all, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, UInt32), state, direction)
+
+mmsb_page_apply_on_device(state, page, delta, expected_epoch, out_lsn) = ccall((:mmsb_page_apply_on_device, libmmsb),
+    MmsbStatus, (Ptr{MmsbState}, UInt64, Ptr{MmsbDelta}, UInt64, Ptr{UInt64}), state, page, delta, expected_epoch, out_lsn)
+
+mmsb_device_stats(state, out) = ccall((:mmsb_device_stats, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{MmsbDeviceStats}), state, out)
+
 end # module LibMMSB

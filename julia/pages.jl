@@ -41,7 +41,7 @@ function u64_arg(x::Integer, what)
 end
 
 # Byte vectors the C side can read directly; anything else is copied first.
-const ContiguousBytes = Union{Vector{UInt8},Base.FastContiguousSubArray{UInt8,1,Vector{UInt8}}}
+const ContiguousBytes = Union{Vector{UInt8},SubArray{UInt8,1,Vector{UInt8},<:Tuple{AbstractUnitRange{Int}},true}}
 contiguous(x::ContiguousBytes) = x
 contiguous(x::AbstractVector{UInt8}) = collect(UInt8, x)
 contiguous(x::AbstractString) = Vector{UInt8}(codeunits(String(x)))

@@ -53,8 +53,9 @@ Starts a state. Keywords:
 - `durability`: what a returned write promises: `:none` (OS buffers),
   `:group_commit` (concurrent writers share one fsync) or `:always` (one fsync
   per write).
-- `logging`: the transaction log is kept exactly when `dir` is given; passing a
-  value that contradicts `dir` throws an `ArgumentError`.
+- `logging`: keep a transaction log (needed by [`checkpoint_log!`](@ref),
+  [`replay_log`](@ref)); on by default with `dir` (and then always on), off by
+  default in memory.
 - any other keyword is a numeric/boolean option of the core, passed by name:
   `max_page_size`, `log_size_cap`, `segment_size`, `file_backed_pages`,
   `tolerant_recovery`, `gpu` (an unknown name throws an [`MMSBError`](@ref)).
@@ -66,13 +67,11 @@ The do-block form runs `f(state)` and closes the state afterwards, also on error
         update_page(state, page, rand(UInt8, 64))
     end
 """
-function mmsb_start(; dir = nothing, durability::Symbol = :none, logging::Bool = dir !== nothing, options...)
+function mmsb_start(; dir = nothing, durability::Symbol = :none, logging::Union{Nothing,Bool} = nothing, options...)
     haskey(DURABILITY, durability) ||
         throw(ArgumentError("durability must be one of $(keys(DURABILITY)), not $(repr(durability))"))
-    if logging != (dir !== nothing)
-        throw(ArgumentError(logging ? "logging needs `dir`: the transaction log is kept in that folder" :
-                                      "a state with `dir` always keeps its transaction log (logging=false)"))
-    end
+    logging === false && dir !== nothing &&
+        throw(ArgumentError("a state with `dir` always keeps its transaction log (logging=false)"))
     cfgp = Ref{Ptr{LibMMSB.MmsbConfig}}(C_NULL)
     check(LibMMSB.mmsb_config_new(cfgp))
     cfg = cfgp[]
@@ -82,6 +81,7 @@ function mmsb_start(; dir = nothing, durability::Symbol = :none, logging::Bool =
             check(LibMMSB.mmsb_config_set_dir(cfg, d, sizeof(d)))
         end
         check(LibMMSB.mmsb_config_set_durability(cfg, DURABILITY[durability]))
+        logging === nothing || check(LibMMSB.mmsb_config_set_logging(cfg, UInt8(logging)))
         for (k, v) in options
             (v isa Integer && v >= 0) ||
                 throw(ArgumentError("option $k must be a Bool or a non-negative integer, got $(repr(v))"))
@@ -90,7 +90,8 @@ function mmsb_start(; dir = nothing, durability::Symbol = :none, logging::Bool =
         end
         out = Ref{Ptr{LibMMSB.MmsbState}}(C_NULL)
         check(LibMMSB.mmsb_state_open(cfg, out))
-        config = merge((dir = dir === nothing ? nothing : String(dir), durability = durability), values(options))
+        config = merge((dir = dir === nothing ? nothing : String(dir), durability = durability,
+                        logging = something(logging, dir !== nothing)), values(options))
         return MMSBState(out[], config)
     finally
         LibMMSB.mmsb_config_free(cfg)
@@ -149,7 +150,9 @@ function Base.show(io::IO, s::MMSBState)
         return
     end
     print(io, "MMSBState(open, ", length(page_ids(s)), " pages, lsn ", Int(lsn(s)))
-    s.config.dir === nothing || print(io, ", dir=", repr(s.config.dir))
+    dir = get(s.config, :dir, nothing)
+    dir === nothing || print(io, ", dir=", repr(dir))
+    haskey(s.config, :replay_lsn) && print(io, ", replay of lsn ", Int(s.config.replay_lsn))
     print(io, ")")
 end
 

@@ -3,7 +3,7 @@
 #
 #   bash scripts/test.sh
 #
-# Steps: cargo fmt --check, cargo clippy -D warnings, cargo test --workspace
+# Steps: cargo fmt --check, cargo clippy -D warnings, cargo build + cargo test --workspace
 # (includes the header staleness test), cargo build --release, then the Julia
 # suite (JULIA_NUM_THREADS=2). Installs what is missing first: rustfmt/clippy
 # through rustup, a C linker through apt-get, Julia through
@@ -90,6 +90,9 @@ julia_suite() {
 if [ "$SETUP_OK" = 1 ] || command -v cargo >/dev/null; then
   run_step "cargo fmt --check" cargo fmt --all -- --check
   run_step "cargo clippy" cargo clippy --all-targets -- -D warnings
+  # The C-ABI integration test links target/debug/libmmsb.so, which `cargo test`
+  # alone does not build on a fresh clone: build the workspace first.
+  run_step "cargo build (debug)" cargo build --workspace
   run_step "cargo test" cargo test --workspace
   run_step "cargo build --release" cargo build --release
   if [ "${RESULTS[${#RESULTS[@]} - 1]}" = ok ]; then

@@ -27,6 +27,10 @@ include(joinpath(SRC, "state.jl"))
 include(joinpath(SRC, "pages.jl"))
 include(joinpath(SRC, "views.jl"))
 include(joinpath(SRC, "deltas.jl"))
+include(joinpath(SRC, "log.jl"))
+include(joinpath(SRC, "monitoring.jl"))
+include(joinpath(SRC, "device.jl"))
+include(joinpath(SRC, "instrumentation", "instrumentation.jl"))
 
 # The whole public API, in one place.
 export MMSBError, MMSBState, PageId, PageInfo, PageView, Delta
@@ -35,6 +39,12 @@ export create_page, free_page, page_ids, page_info, page_name, epoch
 export update_page, write_page, read_page, read_page!, page_view
 export delta_diff, compose, ⊕, apply, apply!, encode_delta, decode_delta, written_bytes, isdense
 export route_delta!, route_batch!
+export checkpoint_log!, replay_log, compact_log!, log_info
+export get_stats, stats_counter, stats_histogram, stats_json, stats_prometheus, print_stats
+export track_latency!, track_delta_latency!, track_propagation_latency!, set_budget!, reset_stats!, set_monitoring!
+export device_status, sync_page!, sync_all!, apply_on_device!, device_stats
+export enable_instrumentation, disable_instrumentation, flush_instrumentation, instrumentation_status
+export reanalyze!, ir_pages, ir_text, module_pages, method_graph, compiler_edges, world_page, world_log
 
 function __init__()
     load_library()

@@ -72,24 +72,25 @@ err = try apply(c, zeros(UInt8, 2)) catch x; x end
 mmsb_start() do s
     p = create_page(s, 16)
     q = create_page(s, 16)
-    @test route_delta!(s, p, Delta(0, UInt8[1, 2])) == 1
-    @test route_delta!(s, p, sparse) == 2                 # deltas are reusable
-    @test route_delta!(s, q, sparse) == 3
+    l0 = lsn(s)
+    @test route_delta!(s, p, Delta(0, UInt8[1, 2])) == l0 + 1
+    @test route_delta!(s, p, sparse) == l0 + 2                 # deltas are reusable
+    @test route_delta!(s, q, sparse) == l0 + 3
     @test read_page(s, p; len = 5) == UInt8[7, 2, 0, 'a', 'b']
     e = epoch(s, p)
-    @test route_delta!(s, p, w; expected_epoch = e) == 4
+    @test route_delta!(s, p, w; expected_epoch = e) == l0 + 4
     @test_throws MMSBError route_delta!(s, p, w; expected_epoch = e)
     @test_throws MMSBError route_delta!(s, p, Delta(15, UInt8[1, 2]))   # out of bounds
 
     # batches: atomic, in order, LSN range returned
     r = route_batch!(s, [p => Delta(0, UInt8[0xaa]), q => Delta(0, UInt8[0xbb]), (p, Delta(1, UInt8[0xcc]), nothing)])
-    @test r == UInt64(5):UInt64(7)
-    @test lsn(s) == 7
+    @test r == (l0 + 5):(l0 + 7)
+    @test lsn(s) == l0 + 7
     @test read_page(s, p; len = 2) == UInt8[0xaa, 0xcc] && read_page(s, q; len = 1) == UInt8[0xbb]
     before_p, before_q = read_page(s, p), read_page(s, q)
     err = try route_batch!(s, [p => Delta(0, UInt8[1]), q => Delta(0, UInt8[1]), PageId(999) => Delta(0, UInt8[1])]) catch x; x end
     @test err isa MMSBError && err.name == "unknown_page"
-    @test read_page(s, p) == before_p && read_page(s, q) == before_q && lsn(s) == 7   # all or nothing
+    @test read_page(s, p) == before_p && read_page(s, q) == before_q && lsn(s) == l0 + 7   # all or nothing
     err = try route_batch!(s, [(p, Delta(0, UInt8[1]), epoch(s, p) + 5)]) catch x; x end
     @test err isa MMSBError && err.name == "epoch_conflict"
     @test isempty(route_batch!(s, Pair{PageId,Delta}[]))

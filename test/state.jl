@@ -35,7 +35,9 @@ mmsb_start(max_page_size = 1024, gpu = false, file_backed_pages = false) do st
     @test e isa MMSBError && e.name == "invalid_argument"
 end
 @test_throws ArgumentError mmsb_start(durability = :sometimes)
-@test_throws ArgumentError mmsb_start(logging = true)          # the log needs a directory
+mktempdir() do dir
+    @test_throws ArgumentError mmsb_start(dir = dir, logging = false)   # a directory always logs
+end
 @test_throws ArgumentError mmsb_start(max_page_size = -1)
 e = try mmsb_start(no_such_option = 1) catch err; err end
 @test e isa MMSBError && e.name == "invalid_argument" && occursin("no_such_option", e.message)
@@ -48,8 +50,15 @@ for d in (:none, :group_commit, :always)
             @test st.config.dir == dir
             @test st.config.durability == d
             p = create_page(st, 64)
-            @test update_page(st, p, UInt8[1, 2, 3]) == 1
+            @test update_page(st, p, UInt8[1, 2, 3]) == lsn(st) > 0
             @test occursin("dir=", sprint(show, st))
         end
     end
+end
+
+# every exported name is documented
+meta = Base.Docs.meta(MMSB)
+for name in names(MMSB)
+    name === :MMSB && continue
+    @test haskey(meta, Base.Docs.Binding(MMSB, name)) || (@warn "undocumented export" name; false)
 end

@@ -16,8 +16,11 @@ mmsb_start() do s
     own = [create_page(s, PAGE) for _ in 1:4]
     ntasks = 4
     nwrites = 400
+    l0 = lsn(s)
+    threads_used = Threads.Atomic{Int}(0)
     tasks = map(1:ntasks) do t
         Threads.@spawn begin
+            Threads.atomic_or!(threads_used, 1 << (Threads.threadid() - 1))
             rng = MersenneTwister(t)
             log = Write[]
             for k in 1:nwrites
@@ -50,10 +53,11 @@ mmsb_start() do s
         end
     end
     logs = fetch.(tasks)
+    @info "writers ran on threads" mask = threads_used[]
     writes = sort!(reduce(vcat, logs); by = w -> w.lsn)
     @test length(writes) == ntasks * nwrites
-    @test [w.lsn for w in writes] == UInt64(1):UInt64(ntasks * nwrites)   # every LSN exactly once
-    @test lsn(s) == ntasks * nwrites
+    @test [w.lsn for w in writes] == (l0 + 1):(l0 + ntasks * nwrites)   # every LSN exactly once
+    @test lsn(s) == l0 + ntasks * nwrites
     expect = Dict(p => zeros(UInt8, PAGE) for p in vcat(shared, own))
     for w in writes
         apply!(expect[w.page], w.delta)
@@ -71,7 +75,7 @@ end
 # compare-and-set counters from several threads: no lost updates
 mmsb_start() do s
     p = create_page(s, 8)
-    ntasks, per = 4, 100
+    ntasks, per = 4, 1000
     tasks = map(1:ntasks) do _
         Threads.@spawn begin
             conflicts = 0

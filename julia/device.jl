@@ -1,0 +1,76 @@
+# The device layer: GPU mirrors of :gpu / :unified pages, synced explicitly.
+# Without a GPU these pages stay on the CPU and syncs have nothing to do.
+
+"""
+    device_status() -> NamedTuple
+
+Whether a GPU is usable (`available::Bool`) and its description or the reason
+there is none (`description::String`). Never fails for want of a GPU.
+"""
+function device_status()
+    code = Ref{UInt32}(0)
+    len = Ref{Csize_t}(0)
+    buf = Vector{UInt8}(undef, 256)
+    check(LibMMSB.mmsb_device_status(code, buf, length(buf), len))
+    if len[] >= length(buf)
+        resize!(buf, len[] + 1)
+        check(LibMMSB.mmsb_device_status(code, buf, length(buf), len))
+    end
+    return (available = code[] == LibMMSB.MMSB_DEVICE_AVAILABLE, description = String(buf[1:Int(len[])]))
+end
+
+const SYNC_DIRECTIONS = (to_device = LibMMSB.MMSB_SYNC_HOST_TO_DEVICE, to_host = LibMMSB.MMSB_SYNC_DEVICE_TO_HOST)
+
+sync_code(d::Symbol) = haskey(SYNC_DIRECTIONS, d) ? SYNC_DIRECTIONS[d] :
+    throw(ArgumentError("direction must be one of $(keys(SYNC_DIRECTIONS)), not $(repr(d))"))
+
+"""
+    sync_page!(state, page; direction=:to_device)
+
+Syncs a `:gpu`/`:unified` page with its device mirror: `:to_device` pushes the
+CPU bytes that changed, `:to_host` routes the device's differences back as a
+logged delta. Returns once the copies completed. Throws an [`MMSBError`](@ref)
+(`"no_device"`) for a page without a mirror.
+"""
+function sync_page!(s::MMSBState, page::PageId; direction::Symbol = :to_device)
+    check(LibMMSB.mmsb_page_sync(s, page.value, sync_code(direction)))
+    return nothing
+end
+
+"""
+    sync_all!(state; direction=:to_device)
+
+[`sync_page!`](@ref) for every mirrored page (nothing to do without a GPU).
+"""
+function sync_all!(s::MMSBState; direction::Symbol = :to_device)
+    check(LibMMSB.mmsb_device_sync_all(s, sync_code(direction)))
+    return nothing
+end
+
+"""
+    apply_on_device!(state, page, delta; expected_epoch=nothing) -> lsn
+
+Routes `delta` to `page` like [`route_delta!`](@ref) and, when the page has a
+device mirror, applies it there with a kernel too.
+"""
+function apply_on_device!(s::MMSBState, page::PageId, d::Delta; expected_epoch::Union{Nothing,Integer} = nothing)
+    e = epoch_arg(expected_epoch)
+    st, l = with_u64_out(out -> LibMMSB.mmsb_page_apply_on_device(s, page.value, d, e, out))
+    check(st)
+    return l
+end
+
+"""
+    device_stats(state) -> NamedTuple
+
+The device layer's counters: `syncs`, `bytes_h2d`, `bytes_d2h`,
+`kernels_launched`, `dirty_bytes_pending`, `mirrors`, `cpu_only_pages`.
+"""
+function device_stats(s::MMSBState)
+    out = Ref(LibMMSB.MmsbDeviceStats())
+    check(LibMMSB.mmsb_device_stats(s, out))
+    d = out[]
+    return (syncs = Int(d.syncs), bytes_h2d = Int(d.bytes_h2d), bytes_d2h = Int(d.bytes_d2h),
+            kernels_launched = Int(d.kernels_launched), dirty_bytes_pending = Int(d.dirty_bytes_pending),
+            mirrors = Int(d.mirrors), cpu_only_pages = Int(d.cpu_only_pages))
+end

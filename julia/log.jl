@@ -1,0 +1,63 @@
+# The transaction log: checkpoints, replay to an earlier LSN, compaction.
+# A state keeps a log when started with `dir` (or `logging=true` in memory).
+
+"""
+    checkpoint_log!(state) -> lsn
+
+Writes a checkpoint of every page and returns its LSN. Throws an
+[`MMSBError`](@ref) when the state keeps no log.
+"""
+function checkpoint_log!(s::MMSBState)
+    st, l = with_u64_out(out -> LibMMSB.mmsb_state_checkpoint(s, out))
+    check(st)
+    return l
+end
+
+"""
+    replay_log(state, lsn) -> MMSBState
+    replay_log(f, state, lsn)
+
+Rebuilds the state as it was right after `lsn` into a new, read-only
+[`MMSBState`](@ref) (writes to it throw an [`MMSBError`](@ref) named
+`"read_only"`); the live state is not disturbed. `lsn` must lie in the retained
+log (see [`log_info`](@ref)). The do-block form closes the replayed state after
+`f(replayed)`.
+"""
+function replay_log(s::MMSBState, lsn::Integer)
+    out = Ref{Ptr{LibMMSB.MmsbState}}(C_NULL)
+    check(LibMMSB.mmsb_state_replay(s, u64_arg(lsn, "lsn"), out))
+    return MMSBState(out[], (dir = nothing, durability = :none, logging = false, replay_lsn = UInt64(lsn)))
+end
+
+function replay_log(f::Function, s::MMSBState, lsn::Integer)
+    r = replay_log(s, lsn)
+    try
+        return f(r)
+    finally
+        close(r)
+    end
+end
+
+"""
+    compact_log!(state)
+
+Compacts the log up to the current LSN (merging records behind the newest
+checkpoint, so that the log stays bounded).
+"""
+compact_log!(s::MMSBState) = (check(LibMMSB.mmsb_state_compact(s)); nothing)
+
+"""
+    log_info(state) -> NamedTuple
+
+The log's statistics: `lsn` (last assigned), `log_bytes`, `segments`,
+`checkpoints`, `last_checkpoint_lsn` (0 if none) and `oldest_lsn` (the oldest
+LSN [`replay_log`](@ref) can reach). Throws an [`MMSBError`](@ref) named
+`"unsupported"` when the state keeps no log.
+"""
+function log_info(s::MMSBState)
+    out = Ref(LibMMSB.MmsbLogInfo())
+    check(LibMMSB.mmsb_log_info(s, out))
+    i = out[]
+    return (lsn = i.lsn, log_bytes = Int(i.log_bytes), segments = Int(i.segments), checkpoints = Int(i.checkpoints),
+            last_checkpoint_lsn = i.last_checkpoint_lsn, oldest_lsn = i.oldest_lsn)
+end

@@ -1,0 +1,46 @@
+# Monitoring: counters, histograms, budgets, exports.
+
+@test :delta_route in MMSB.metric_names() && :deltas_routed in MMSB.counter_names()
+mmsb_start() do s
+    set_monitoring!(s, true; sample_every = 1)
+    p = create_page(s, 128)
+    q = create_page(s, 128)
+    for i in 1:50
+        update_page(s, isodd(i) ? p : q, UInt8[i]; offset = i)
+    end
+    @test stats_counter(s, :pages) == 2
+    @test stats_counter(s, :deltas_routed) >= 50
+    h = stats_histogram(s, :delta_route)
+    @test h.count >= 1 && h.min_ns <= h.p50_ns <= h.max_ns
+    st = get_stats(s)
+    @test st.counters[:deltas_routed] == stats_counter(s, :deltas_routed)
+    @test haskey(st.latencies, :delta_route)
+
+    n0 = stats_histogram(s, :propagation_round).count
+    track_propagation_latency!(s, 1234)
+    @test stats_histogram(s, :propagation_round).count == n0 + 1
+    track_delta_latency!(s, 10)
+    track_latency!(s, :fsync, 99)
+    @test stats_histogram(s, :fsync).max_ns >= 99
+
+    v0 = stats_counter(s, :budget_violations)
+    set_budget!(s, :latency_max, 100; metric = :replay)
+    track_latency!(s, :replay, 1_000_000)
+    @test stats_counter(s, :budget_violations) > v0
+    set_budget!(s, :latency_max, 0; metric = :replay)   # removed
+    @test_throws ArgumentError set_budget!(s, :sometimes, 1)
+    @test_throws ArgumentError stats_counter(s, :no_such_counter)
+    @test_throws ArgumentError track_latency!(s, :no_such_metric, 1)
+
+    json = stats_json(s)
+    @test startswith(strip(json), "{") && occursin("delta_route", json)
+    @test occursin("deltas_routed", stats_prometheus(s))
+    io = IOBuffer()
+    print_stats(io, s)
+    @test occursin("delta_route", String(take!(io)))
+
+    reset_stats!(s)
+    @test stats_histogram(s, :propagation_round).count == 0
+    @test stats_counter(s, :pages) == 2          # gauges stay
+    set_monitoring!(s, false)
+end
