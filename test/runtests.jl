@@ -17,3 +17,4 @@ const FILES = ["state", "pages", "views", "deltas", "errors", "gc", "threads", "
         end
     end
 end
+@testset "instrumentation" begin Base.include(Module(:Test_instrumentation), joinpath(@__DIR__, "instrumentation.jl")) end
