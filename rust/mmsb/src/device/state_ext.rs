@@ -228,7 +228,10 @@ impl MMSBState {
         }
         #[cfg(feature = "cuda")]
         {
-            self.run_sync(&mut inner, buf.commands())
+            let timer = self.monitor.start(crate::monitoring::Metric::DeviceSync);
+            let report = self.run_sync(&mut inner, buf.commands())?;
+            timer.stop(&self.monitor);
+            Ok(report)
         }
         #[cfg(not(feature = "cuda"))]
         {
@@ -259,6 +262,7 @@ impl MMSBState {
     /// the transaction log when the state has one, and the bounded in-memory journal.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     fn log_device_sync(&self, rec: &DeviceSyncRecord) {
+        self.events.emit(crate::graph::Event::DeviceSync { page: rec.page, direction: rec.direction });
         let body = encode_sync_record(rec);
         if self.has_log() {
             let mut core = self.core.write();

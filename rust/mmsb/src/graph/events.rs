@@ -42,13 +42,8 @@ impl EventKind {
     pub const MASK_ALL: u32 = 0x3F;
 }
 
-/// Direction of a device synchronisation.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SyncDirection {
-    HostToDevice = 0,
-    DeviceToHost = 1,
-}
+/// Direction of a device synchronisation (the device layer's type).
+pub use crate::device::SyncDirection;
 
 /// One event: a small tuple, copied to every interested subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +192,8 @@ impl Drop for Inner {
 }
 
 /// The state's event hub.
-#[derive(Debug, Default)]
+/// Cloning gives another handle on the same subscribers.
+#[derive(Debug, Default, Clone)]
 pub struct EventSystem {
     inner: Arc<Inner>,
 }

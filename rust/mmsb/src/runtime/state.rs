@@ -108,7 +108,7 @@ pub struct MMSBState {
     /// The transaction log (runtime/tlog), when logging is on.
     pub(crate) tlog: Option<crate::runtime::tlog::Tlog>,
     // monitoring: histograms, counters, budgets (methods in monitoring/state_ext.rs)
-    pub(crate) monitor: crate::monitoring::Monitor,
+    pub(crate) monitor: std::sync::Arc<crate::monitoring::Monitor>,
     /// Device layer (GPU mirrors, sync counters); see `crate::device`.
     pub(crate) device: crate::device::DeviceManager,
     /// Event subscriptions (graph/events.rs); outside the lock so emitting needs no lock.
@@ -131,6 +131,18 @@ impl MMSBState {
 
     /// A state around `core`, without a log (used by `open` and by log replay).
     pub(crate) fn from_core(core: Core, config: Config, read_only: bool) -> MMSBState {
+        let events = EventSystem::default();
+        let monitor = std::sync::Arc::new(crate::monitoring::Monitor::new()); // monitoring
+                                                                              // Budget violations become events. The sink may run under the state's lock: emitting
+                                                                              // only queues (or drops, per each subscriber's policy).
+        let sink_events = events.clone();
+        monitor.set_sink(Some(Box::new(move |v: crate::monitoring::BudgetViolation| {
+            sink_events.emit(crate::graph::Event::Budget {
+                metric: v.metric.map_or(u32::MAX, |m| m as u32),
+                value: v.observed,
+                limit: v.limit,
+            });
+        })));
         MMSBState {
             core: RwLock::new(core),
             closed: AtomicBool::new(false),
@@ -139,8 +151,8 @@ impl MMSBState {
             device: crate::device::DeviceManager::new(config.gpu),
             config,
             tlog: None,
-            monitor: crate::monitoring::Monitor::new(), // monitoring
-            events: EventSystem::default(),
+            monitor,
+            events,
         }
     }
 

@@ -117,7 +117,12 @@ impl MMSBState {
     pub fn checkpoint(&self) -> Result<Lsn> {
         let log = log_of(self)?;
         let _m = log.maint.lock();
-        self.checkpoint_locked(log)
+        let timer = self.monitor.start(crate::monitoring::Metric::Checkpoint);
+        let lsn = self.checkpoint_locked(log)?;
+        timer.stop(&self.monitor);
+        self.monitor.incr(crate::monitoring::Counter::Checkpoints, 1);
+        self.events.emit(crate::graph::Event::Checkpoint { lsn });
+        Ok(lsn)
     }
 
     fn checkpoint_locked(&self, log: &Tlog) -> Result<Lsn> {

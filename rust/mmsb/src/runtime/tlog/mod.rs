@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::monitoring::{Counter, Metric, Monitor};
 use crate::runtime::state::{Durability, Lsn};
 use crate::runtime::tlog::format::{seal_record, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::runtime::tlog::record::RecordType;
@@ -105,10 +106,12 @@ pub(crate) struct Tlog {
     /// Serialises checkpoint, compaction and log readers against file removal.
     pub(crate) maint: Mutex<()>,
     pub(crate) auto_running: AtomicBool,
+    /// The state's monitor: append and fsync latencies, log bytes and segments.
+    pub(crate) monitor: Arc<Monitor>,
 }
 
 impl Tlog {
-    pub(crate) fn new(storage: Arc<dyn Storage>, config: &crate::Config, w: Writer) -> Tlog {
+    pub(crate) fn new(storage: Arc<dyn Storage>, config: &crate::Config, w: Writer, monitor: Arc<Monitor>) -> Tlog {
         Tlog {
             storage,
             durability: config.durability,
@@ -118,6 +121,7 @@ impl Tlog {
             sync: GroupSync::default(),
             maint: Mutex::new(()),
             auto_running: AtomicBool::new(false),
+            monitor,
         }
     }
 
@@ -136,6 +140,7 @@ impl Tlog {
         count: u64,
         body: impl FnOnce(&mut Vec<u8>),
     ) -> Result<Ticket> {
+        let timer = self.monitor.start(Metric::LogAppend);
         let mut w = self.w.lock();
         if let Some(why) = &w.poisoned {
             return Err(LogError::Poisoned(why.clone()).into());
@@ -148,6 +153,10 @@ impl Tlog {
         if buf.capacity() <= 4 << 20 {
             // Keep the buffer for the next record, unless an outsized record grew it.
             w.buf = buf;
+        }
+        if r.is_ok() {
+            self.monitor.set(Counter::LogBytes, w.segments.values().map(|m| m.len).sum());
+            timer.stop(&self.monitor);
         }
         r
     }
@@ -181,12 +190,16 @@ impl Tlog {
             m.len = offset;
         }
         if self.durability == Durability::Always {
+            let timer = self.monitor.start(Metric::Fsync);
             if let Err(e) = w.file.sync() {
                 // After a failed fsync the kernel may have dropped the dirty pages: nothing
-                // later can be promised durable, so the log stops here.
+                // later can be promised durable, so the log stops here. The caller is told the
+                // write failed, so try to cut the record away: a reopen must not resurrect it.
+                let _ = w.file.truncate(w.offset - len);
                 w.poisoned = Some(format!("fsync failed: {e}"));
                 return Err(LogError::io("fsync the log", e).into());
             }
+            timer.stop(&self.monitor);
         }
         Ok(Ticket { pos: w.pos })
     }
@@ -195,8 +208,9 @@ impl Tlog {
     /// `Durability::None`, which promises nothing across power loss).
     pub(crate) fn roll(&self, w: &mut Writer) -> Result<()> {
         let r = self.roll_inner(w);
-        if let Err(e) = &r {
-            w.poisoned = Some(format!("starting a new log segment failed: {e}"));
+        match &r {
+            Ok(()) => self.monitor.set(Counter::LogSegments, w.segments.len() as u64),
+            Err(e) => w.poisoned = Some(format!("starting a new log segment failed: {e}")),
         }
         r
     }
@@ -258,7 +272,9 @@ impl Tlog {
                 let w = self.w.lock();
                 (w.pos, w.file.clone())
             };
+            let timer = self.monitor.start(Metric::Fsync);
             let r = file.sync();
+            timer.stop(&self.monitor);
             if let Err(e) = &r {
                 self.w.lock().poisoned = Some(format!("group-commit fsync failed: {e}"));
             }

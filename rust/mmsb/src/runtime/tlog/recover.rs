@@ -373,7 +373,7 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         skipped_regions: walk.skipped,
         truncated_bytes: truncated,
     };
-    let log = Tlog::new(storage.clone(), &config, w);
+    let log = Tlog::new(storage.clone(), &config, w, state.monitor.clone());
     {
         let mut w = log.w.lock();
         w.checkpoints.retain(|lsn, _| ckpt.as_ref().is_some_and(|c| *lsn <= c.lsn));

@@ -117,6 +117,13 @@ impl MMSBState {
     /// LSNs strictly inside a compacted run (see `docs/log-format.md`): those, and LSNs outside
     /// the retained range, are `LogError::LsnOutOfRange`.
     pub fn replay_to(&self, lsn: Lsn) -> Result<MMSBState> {
+        let timer = self.monitor.start(crate::monitoring::Metric::Replay);
+        let replayed = self.replay_to_inner(lsn)?;
+        timer.stop(&self.monitor);
+        Ok(replayed)
+    }
+
+    fn replay_to_inner(&self, lsn: Lsn) -> Result<MMSBState> {
         let log = log_of(self)?;
         let _m = log.maint.lock();
         if lsn > self.lsn() {
