@@ -185,6 +185,19 @@ end
     end
     st = instrumentation_status(state)
     @test st.errors >= 2 && occursin("fault injected", st.first_error)
+    # An edge the native graph refuses (as it will refuse cycles) is counted, not an error.
+    inst_native(x) = x - 42
+    try
+        MMSB._FAULT[] = :native
+        call(inst_native, 1)
+        flush_instrumentation(state)
+    finally
+        MMSB._FAULT[] = :none
+    end
+    st2 = instrumentation_status(state)
+    @test st2.native_rejected >= 3 && st2.errors == st.errors
+    p = ir_pages(state, inst_native, (Int,))
+    @test MMSB.CompilerEdge(p.typed, p.optimized, :optimized) in compiler_edges(state)
     @test call(inst_caller, 1) == inst_caller(1) # still working
     # What failed can be captured explicitly afterwards.
     reanalyze!(state, inst_fault2, (Int,))

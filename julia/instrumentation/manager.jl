@@ -86,6 +86,7 @@ mutable struct InstrumentationManager
     reallocations::Int
     errors::Int
     first_error::Union{Nothing,String}
+    native_rejected::Int     # edges the native graph refused (cycles from recursion)
 end
 
 const _MANAGERS = IdDict{MMSBState,InstrumentationManager}()
@@ -289,7 +290,8 @@ function _native_link!(state::MMSBState, from::PageId, to::PageId)
     # table (`m.edges`, queried by `method_graph`). Edges leave the table when their page is
     # reallocated or their caller stops invoking the callee (see `_repoint_edges!`,
     # `_update_call_edges!`); the native side will need the matching removal (or free_page must
-    # drop a freed page's edges).
+    # drop a freed page's edges). Throwing here is fine: `_link!` counts a refused edge (e.g. a
+    # cycle from recursive calls) in `native_rejected` and keeps it in the Julia table.
     return nothing
 end
 
@@ -298,7 +300,16 @@ function _link!(m::InstrumentationManager, from::PageId, to::PageId, kind::Symbo
     e in m.edge_set && return false
     push!(m.edge_set, e)
     push!(m.edges, e)
-    _native_link!(m.state, from, to)
+    # Recursion makes :calls edges cyclic (a self-edge for direct recursion);
+    # the native graph is acyclic and rejects those. The Julia table keeps them.
+    if from != to
+        try
+            _FAULT[] === :native && throw(InstrumentationFault("native graph refused the edge"))
+            _native_link!(m.state, from, to)
+        catch
+            m.native_rejected += 1
+        end
+    end
     return true
 end
 
@@ -647,7 +658,7 @@ function enable_instrumentation(state::MMSBState; include_system::Bool = false,
             m = InstrumentationManager(state, false, ReentrantLock(), include_system, mods, follow_invokes,
                                        Int(max_per_flush), Core.MethodInstance[], IdDict{Any,MethodEntry}(),
                                        IdDict{Any,InstanceEntry}(), Dict{UInt64,IRSlot}(), CompilerEdge[], Set{CompilerEdge}(),
-                                       wp, buf, UInt64(0), UInt64(0), world, 0, 0, 0, 0, 0, nothing)
+                                       wp, buf, UInt64(0), UInt64(0), world, 0, 0, 0, 0, 0, nothing, 0)
             _MANAGERS[state] = m
         else
             m.include_system, m.modules, m.follow_invokes = include_system, mods, follow_invokes

@@ -184,7 +184,8 @@ world_log(state::MMSBState) = decode_world(read_page(state, world_page(state)))
 `deltas` (IR texts rewritten after their first write), `reallocations`,
 `flushes`, `queued` (recorded, not yet rendered), `hook_calls`, `errors`
 (caught in the hook and while rendering), `first_error` (message of the first
-one, or `nothing`), `world` and `world_page`.
+one, or `nothing`), `world`, `world_page` and `native_rejected` (edges the
+native graph refused: cycles from recursive calls).
 """
 function instrumentation_status(state::MMSBState)
     m = instrumentation_manager(state)
@@ -194,7 +195,8 @@ function instrumentation_status(state::MMSBState)
     if m === nothing
         return (enabled = false, hook_installed = hook_installed(), instances = 0, methods = 0, pages = 0,
                 edges = 0, deltas = 0, reallocations = 0, flushes = 0, queued = length(_QUEUE),
-                hook_calls = _HOOK_CALLS[], errors = herr, first_error = hmsg, world = UInt(0), world_page = nothing)
+                hook_calls = _HOOK_CALLS[], errors = herr, first_error = hmsg, world = UInt(0), world_page = nothing,
+                native_rejected = 0)
     end
     lock(m.lock) do
         first = hmsg !== nothing ? hmsg : m.first_error
@@ -202,7 +204,7 @@ function instrumentation_status(state::MMSBState)
                 methods = length(m.methods), pages = length(m.slots), edges = length(m.edges), deltas = m.deltas,
                 reallocations = m.reallocations, flushes = m.flushes, queued = length(_QUEUE) + length(m.pending),
                 hook_calls = _HOOK_CALLS[], errors = herr + m.errors, first_error = first, world = m.last_world,
-                world_page = m.world_page)
+                world_page = m.world_page, native_rejected = m.native_rejected)
     end
 end
 instrumentation_status() = instrumentation_status(default_instrumentation_state())
