@@ -341,4 +341,105 @@ mmsb_page_apply_on_device(state, page, delta, expected_epoch, out_lsn) = ccall((
 mmsb_device_stats(state, out) = ccall((:mmsb_device_stats, libmmsb), MmsbStatus,
     (Ptr{MmsbState}, Ptr{MmsbDeviceStats}), state, out)
 
+
+# --- graph: dependencies, propagation, events ----------------------------------------
+
+const MMSB_EDGE_DATA = UInt32(0)
+const MMSB_EDGE_CONTROL = UInt32(1)
+const MMSB_EDGE_GPU_SYNC = UInt32(2)
+const MMSB_EDGE_COMPILER = UInt32(3)
+const MMSB_OP_ADD = UInt32(0)
+const MMSB_OP_XOR = UInt32(1)
+const MMSB_OP_OR = UInt32(2)
+const MMSB_OP_AND = UInt32(3)
+const MMSB_OP_MIN = UInt32(4)
+const MMSB_OP_MAX = UInt32(5)
+const MMSB_LANE_U8 = UInt32(0)
+const MMSB_LANE_U32 = UInt32(1)
+const MMSB_LANE_F32 = UInt32(2)
+const MMSB_LANE_F64 = UInt32(3)
+const MMSB_POLICY_BLOCK = UInt32(0)
+const MMSB_POLICY_DROP_OLDEST = UInt32(1)
+const MMSB_POLICY_DROP_NEWEST = UInt32(2)
+const MMSB_EVENT_DELTA_APPLIED = UInt32(1)
+const MMSB_EVENT_PROPAGATION_DONE = UInt32(2)
+const MMSB_EVENT_CHECKPOINT = UInt32(4)
+const MMSB_EVENT_DEVICE_SYNC = UInt32(8)
+const MMSB_EVENT_INSTRUMENTATION = UInt32(16)
+const MMSB_EVENT_BUDGET = UInt32(32)
+const MMSB_EVENT_ALL = UInt32(63)
+
+"Opaque command list handle (`MmsbCommandList`)."
+struct MmsbCommandList end
+"Opaque subscription handle (`MmsbSubscription`)."
+struct MmsbSubscription end
+
+"Mirror of `struct MmsbRoundStats`."
+struct MmsbRoundStats
+    round::UInt64
+    recomputed::UInt64
+    cutoff::UInt64
+    deltas_routed::UInt64
+end
+MmsbRoundStats() = MmsbRoundStats(0, 0, 0, 0)
+
+"Mirror of `struct MmsbEvent`."
+struct MmsbEvent
+    kind::UInt32
+    code::UInt32
+    page::UInt64
+    a::UInt64
+    b::UInt64
+    c::UInt64
+end
+
+mmsb_command_list_new(out) = ccall((:mmsb_command_list_new, libmmsb), MmsbStatus, (Ptr{Ptr{MmsbCommandList}},), out)
+
+mmsb_command_list_free(list) = ccall((:mmsb_command_list_free, libmmsb), Cvoid, (Ptr{MmsbCommandList},), list)
+
+mmsb_command_list_push_copy(list, src_off, dst_off, len) = ccall((:mmsb_command_list_push_copy, libmmsb),
+    MmsbStatus, (Ptr{MmsbCommandList}, UInt64, UInt64, UInt64), list, src_off, dst_off, len)
+
+mmsb_command_list_push_fill(list, dst_off, len, value) = ccall((:mmsb_command_list_push_fill, libmmsb),
+    MmsbStatus, (Ptr{MmsbCommandList}, UInt64, UInt64, UInt8), list, dst_off, len, value)
+
+mmsb_command_list_push_op(list, op, lane, src_off, dst_off, len) = ccall((:mmsb_command_list_push_op, libmmsb),
+    MmsbStatus, (Ptr{MmsbCommandList}, UInt32, UInt32, UInt64, UInt64, UInt64), list, op, lane, src_off, dst_off, len)
+
+mmsb_command_list_push_callback(list, f, user_data) = ccall((:mmsb_command_list_push_callback, libmmsb),
+    MmsbStatus, (Ptr{MmsbCommandList}, Ptr{Cvoid}, Ptr{Cvoid}), list, f, user_data)
+
+mmsb_add_dependency(state, from, to, kind, commands, out_edge) = ccall((:mmsb_add_dependency, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, UInt64, UInt64, UInt32, Ptr{MmsbCommandList}, Ptr{UInt64}), state, from, to, kind, commands, out_edge)
+
+mmsb_remove_dependency(state, edge) = ccall((:mmsb_remove_dependency, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, UInt64), state, edge)
+
+mmsb_propagate(state, pages, n, out_stats) = ccall((:mmsb_propagate, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{UInt64}, Csize_t, Ptr{MmsbRoundStats}), state, pages, n, out_stats)
+
+mmsb_dependents(state, page, out, cap, out_count) = ccall((:mmsb_dependents, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, UInt64, Ptr{UInt64}, Csize_t, Ptr{Csize_t}), state, page, out, cap, out_count)
+
+mmsb_topo_order(state, out, cap, out_count) = ccall((:mmsb_topo_order, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{UInt64}, Csize_t, Ptr{Csize_t}), state, out, cap, out_count)
+
+mmsb_subscribe(state, capacity, policy, block_timeout_ns, mask, out_sub) = ccall((:mmsb_subscribe, libmmsb),
+    MmsbStatus, (Ptr{MmsbState}, Csize_t, UInt32, UInt64, UInt32, Ptr{Ptr{MmsbSubscription}}),
+    state, capacity, policy, block_timeout_ns, mask, out_sub)
+
+mmsb_poll_events(sub, out_events, cap, out_count) = ccall((:mmsb_poll_events, libmmsb), MmsbStatus,
+    (Ptr{MmsbSubscription}, Ptr{MmsbEvent}, Csize_t, Ptr{Csize_t}), sub, out_events, cap, out_count)
+
+mmsb_subscription_dropped(sub, out) = ccall((:mmsb_subscription_dropped, libmmsb), MmsbStatus,
+    (Ptr{MmsbSubscription}, Ptr{UInt64}), sub, out)
+
+mmsb_subscription_lagged(sub, out) = ccall((:mmsb_subscription_lagged, libmmsb), MmsbStatus,
+    (Ptr{MmsbSubscription}, Ptr{UInt8}), sub, out)
+
+mmsb_subscription_closed(sub, out) = ccall((:mmsb_subscription_closed, libmmsb), MmsbStatus,
+    (Ptr{MmsbSubscription}, Ptr{UInt8}), sub, out)
+
+mmsb_subscription_free(sub) = ccall((:mmsb_subscription_free, libmmsb), Cvoid, (Ptr{MmsbSubscription},), sub)
+
 end # module LibMMSB

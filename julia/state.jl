@@ -16,11 +16,12 @@ unreachable (so a concurrent call can never touch freed memory).
 mutable struct MMSBState
     ptr::Ptr{LibMMSB.MmsbState}
     config::NamedTuple
-    lock::ReentrantLock        # guards `views` and `prune_at`
+    lock::ReentrantLock        # guards `views`, `prune_at` and `roots`
     views::Vector{WeakRef}     # open PageViews, closed with the state or their page
     prune_at::Int
+    roots::Vector{Any}         # Julia functions the core may call (graph transforms)
     function MMSBState(ptr::Ptr{LibMMSB.MmsbState}, config::NamedTuple)
-        s = new(ptr, config, ReentrantLock(), WeakRef[], 64)
+        s = new(ptr, config, ReentrantLock(), WeakRef[], 64, Any[])
         return finalizer(free_state!, s)
     end
 end

@@ -1,0 +1,336 @@
+# The ShadowPageGraph: dependencies between pages, propagation rounds, events.
+
+"""
+    EdgeId(n)
+
+The identifier of a dependency edge (from [`add_dependency!`](@ref)).
+"""
+struct EdgeId
+    value::UInt64
+end
+Base.show(io::IO, e::EdgeId) = print(io, "EdgeId(", Int(e.value), ")")
+
+"""
+    CopyCommand(src_offset, dst_offset, len)
+
+Edge command: copy `len` bytes of the source page at `src_offset` to the
+dependent page at `dst_offset`.
+"""
+struct CopyCommand
+    src_offset::UInt64
+    dst_offset::UInt64
+    len::UInt64
+end
+
+"""
+    FillCommand(dst_offset, len, value)
+
+Edge command: fill `len` bytes of the dependent page at `dst_offset` with `value`.
+"""
+struct FillCommand
+    dst_offset::UInt64
+    len::UInt64
+    value::UInt8
+end
+
+"""
+    OpCommand(op, lane, src_offset, dst_offset, len)
+
+Edge command: lane-wise `dst = dst op src` over `len` bytes; `op` is one of
+`:add, :xor, :or, :and, :min, :max` and `lane` one of `UInt8, UInt32, Float32,
+Float64` (little-endian; `len` a multiple of the lane size).
+"""
+struct OpCommand
+    op::Symbol
+    lane::DataType
+    src_offset::UInt64
+    dst_offset::UInt64
+    len::UInt64
+end
+
+const EDGE_KINDS = (data = LibMMSB.MMSB_EDGE_DATA, control = LibMMSB.MMSB_EDGE_CONTROL,
+                    gpu_sync = LibMMSB.MMSB_EDGE_GPU_SYNC, compiler = LibMMSB.MMSB_EDGE_COMPILER)
+const OPS = (add = LibMMSB.MMSB_OP_ADD, xor = LibMMSB.MMSB_OP_XOR, or = LibMMSB.MMSB_OP_OR,
+             and = LibMMSB.MMSB_OP_AND, min = LibMMSB.MMSB_OP_MIN, max = LibMMSB.MMSB_OP_MAX)
+const LANES = Dict{DataType,UInt32}(UInt8 => LibMMSB.MMSB_LANE_U8, UInt32 => LibMMSB.MMSB_LANE_U32,
+                                    Float32 => LibMMSB.MMSB_LANE_F32, Float64 => LibMMSB.MMSB_LANE_F64)
+
+# --- Julia functions as transforms ------------------------------------------------
+# The core calls a C function pointer with a user-data pointer; the pointer is a
+# box holding the Julia function, rooted in the state (`MMSBState.roots`) for the
+# state's life. The callback runs on the thread that called `propagate!`.
+
+const TRANSFORM_C = Ref{Ptr{Cvoid}}(C_NULL)
+const CALLBACK_ERRORS = Dict{Int,Any}()   # thread id => exception of the last failed Julia transform
+const CALLBACK_LOCK = Threads.SpinLock()
+
+function transform_trampoline(ud::Ptr{Cvoid}, src::Ptr{UInt8}, srclen::Csize_t, dst::Ptr{UInt8}, dstlen::Csize_t)
+    try
+        f = (unsafe_pointer_to_objref(ud)::Base.RefValue{Any})[]
+        f(unsafe_wrap(Array, src, Int(srclen)), unsafe_wrap(Array, dst, Int(dstlen)))
+        return Int32(0)
+    catch err
+        # Never unwind into the core: report failure, keep the exception for propagate!.
+        lock(CALLBACK_LOCK)
+        try
+            CALLBACK_ERRORS[Threads.threadid()] = err
+        finally
+            unlock(CALLBACK_LOCK)
+        end
+        return Int32(1)
+    end
+end
+
+function init_graph()
+    TRANSFORM_C[] = @cfunction(transform_trampoline, Int32, (Ptr{Cvoid}, Ptr{UInt8}, Csize_t, Ptr{UInt8}, Csize_t))
+    return nothing
+end
+
+push_command!(list, c::CopyCommand, s) =
+    check(LibMMSB.mmsb_command_list_push_copy(list, c.src_offset, c.dst_offset, c.len))
+push_command!(list, c::FillCommand, s) = check(LibMMSB.mmsb_command_list_push_fill(list, c.dst_offset, c.len, c.value))
+function push_command!(list, c::OpCommand, s)
+    haskey(OPS, c.op) || throw(ArgumentError("op must be one of $(keys(OPS)), not $(repr(c.op))"))
+    haskey(LANES, c.lane) || throw(ArgumentError("lane must be one of $(collect(keys(LANES))), not $(c.lane)"))
+    check(LibMMSB.mmsb_command_list_push_op(list, OPS[c.op], LANES[c.lane], c.src_offset, c.dst_offset, c.len))
+end
+function push_command!(list, f::Function, s)
+    box = Base.RefValue{Any}(f)   # a mutable box: `f` itself may be an immutable singleton
+    lock(s.lock) do
+        push!(s.roots, box)       # keeps the box alive while an edge may call it
+    end
+    check(LibMMSB.mmsb_command_list_push_callback(list, TRANSFORM_C[], pointer_from_objref(box)))
+end
+push_command!(list, c, s) = throw(ArgumentError("not an edge command: $(repr(c))"))
+
+"""
+    add_dependency!(state, from, to; kind=:data, commands=[]) -> EdgeId
+
+Declares that page `to` depends on page `from`. `kind` is `:data`, `:control`,
+`:gpu_sync` or `:compiler`. `commands` say how `to` is recomputed when `from`
+changes, in order: [`CopyCommand`](@ref), [`FillCommand`](@ref),
+[`OpCommand`](@ref), or a Julia function `f(src, dst)` that reads the source
+page's bytes `src` and updates the dependent page's new bytes `dst` in place
+(it runs inside [`propagate!`](@ref) on the calling thread and must not call
+into the same state; an exception fails the round for that page). Throws an
+[`MMSBError`](@ref) named `"cycle"` if the edge would close a cycle.
+"""
+function add_dependency!(s::MMSBState, from::PageId, to::PageId; kind::Symbol = :data, commands = ())
+    haskey(EDGE_KINDS, kind) || throw(ArgumentError("kind must be one of $(keys(EDGE_KINDS)), not $(repr(kind))"))
+    out = Ref{Ptr{LibMMSB.MmsbCommandList}}(C_NULL)
+    check(LibMMSB.mmsb_command_list_new(out))
+    list = out[]
+    try
+        for c in commands
+            push_command!(list, c, s)
+        end
+        edge = Ref{UInt64}(0)
+        check(LibMMSB.mmsb_add_dependency(s, from.value, to.value, EDGE_KINDS[kind], list, edge))
+        return EdgeId(edge[])
+    finally
+        LibMMSB.mmsb_command_list_free(list)
+    end
+end
+
+"""
+    remove_dependency!(state, edge::EdgeId)
+
+Removes an edge (an [`MMSBError`](@ref) named `"unknown_edge"` if there is none).
+"""
+remove_dependency!(s::MMSBState, e::EdgeId) = (check(LibMMSB.mmsb_remove_dependency(s, e.value)); nothing)
+
+"""
+    propagate!(state, pages) -> NamedTuple
+
+Runs one propagation round from the changed `pages` (a `PageId` or a vector of
+them): every dependent page is recomputed by its edges' commands in topological
+order, and the changes are routed as deltas. Returns `round`, `recomputed`,
+`cutoff` (recomputed pages whose bytes did not change) and `deltas_routed`.
+"""
+function propagate!(s::MMSBState, pages::AbstractVector{PageId})
+    ids = UInt64[p.value for p in pages]
+    out = Ref(LibMMSB.MmsbRoundStats())
+    st = LibMMSB.mmsb_propagate(s, ids, length(ids), out)
+    if st != LibMMSB.MMSB_OK
+        err = last_error(st)
+        jl = lock(CALLBACK_LOCK) do
+            pop!(CALLBACK_ERRORS, Threads.threadid(), nothing)
+        end
+        jl === nothing || (err = MMSBError(err.code, err.name, err.message * "; the Julia transform threw: " *
+                                                                 sprint(showerror, jl)))
+        throw(err)
+    end
+    r = out[]
+    return (round = r.round, recomputed = Int(r.recomputed), cutoff = Int(r.cutoff), deltas_routed = Int(r.deltas_routed))
+end
+propagate!(s::MMSBState, page::PageId) = propagate!(s, [page])
+
+function page_list(f)
+    buf = Vector{UInt64}(undef, 16)
+    count = Ref{Csize_t}(0)
+    while true
+        st = f(buf, length(buf), count)
+        if st == LibMMSB.MMSB_STATUS_CODE_BUFFER_TOO_SMALL
+            resize!(buf, 2 * Int(count[]))
+            continue
+        end
+        check(st)
+        return [PageId(x) for x in view(buf, 1:Int(count[]))]
+    end
+end
+
+"""
+    dependents(state, page) -> Vector{PageId}
+
+The pages with an edge from `page`, ascending.
+"""
+dependents(s::MMSBState, page::PageId) =
+    page_list((buf, cap, n) -> LibMMSB.mmsb_dependents(s, page.value, buf, cap, n))
+
+"""
+    topo_order(state) -> Vector{PageId}
+
+Every page of the graph in propagation order (topological: by height, then id).
+"""
+topo_order(s::MMSBState) = page_list((buf, cap, n) -> LibMMSB.mmsb_topo_order(s, buf, cap, n))
+
+# --- events ------------------------------------------------------------------------
+
+const EVENT_KINDS = (delta_applied = LibMMSB.MMSB_EVENT_DELTA_APPLIED,
+                     propagation_done = LibMMSB.MMSB_EVENT_PROPAGATION_DONE,
+                     checkpoint = LibMMSB.MMSB_EVENT_CHECKPOINT, device_sync = LibMMSB.MMSB_EVENT_DEVICE_SYNC,
+                     instrumentation = LibMMSB.MMSB_EVENT_INSTRUMENTATION, budget = LibMMSB.MMSB_EVENT_BUDGET)
+const POLICIES = (block = LibMMSB.MMSB_POLICY_BLOCK, drop_oldest = LibMMSB.MMSB_POLICY_DROP_OLDEST,
+                  drop_newest = LibMMSB.MMSB_POLICY_DROP_NEWEST)
+
+"""
+    Event
+
+One event from [`poll_events`](@ref): `kind` (`:delta_applied`,
+`:propagation_done`, `:checkpoint`, `:device_sync`, `:instrumentation`,
+`:budget`), `code`, `page` and the payload `a`, `b`, `c`:
+- `:delta_applied`: `page`, `a` = LSN, `b` = the page's epoch after it;
+- `:propagation_done`: `a` = round, `b` = pages recomputed, `c` = cut off;
+- `:checkpoint`: `a` = LSN; `:device_sync`: `page`, `code` 0 to device, 1 to host;
+- `:budget`: `code` = metric number, `a` = value, `b` = limit.
+"""
+struct Event
+    kind::Symbol
+    code::UInt32
+    page::PageId
+    a::UInt64
+    b::UInt64
+    c::UInt64
+end
+
+function event_kind(k::UInt32)
+    for (name, bit) in pairs(EVENT_KINDS)
+        bit == k && return name
+    end
+    return :unknown
+end
+
+"""
+    Subscription
+
+A queue of events of one state (from [`subscribe`](@ref)); read it with
+[`poll_events`](@ref). `close` unsubscribes (idempotent; also done by the
+finalizer). It stays valid after its state closes and then yields no new events.
+"""
+mutable struct Subscription
+    ptr::Ptr{LibMMSB.MmsbSubscription}
+    state::MMSBState
+    function Subscription(p::Ptr{LibMMSB.MmsbSubscription}, s::MMSBState)
+        return finalizer(close, new(p, s))
+    end
+end
+
+function Base.unsafe_convert(::Type{Ptr{LibMMSB.MmsbSubscription}}, sub::Subscription)
+    p = sub.ptr
+    p == C_NULL && throw(closed_error("subscription"))
+    return p
+end
+
+"""
+    subscribe(state; events=:all, capacity=1024, policy=:drop_oldest, block_timeout_ns=1_000_000) -> Subscription
+
+Subscribes to events: `events` is `:all` or a collection of kinds (see
+[`Event`](@ref)); `capacity` events are queued (1 to 1048576); when the queue is
+full, `policy` `:drop_oldest` discards the oldest, `:drop_newest` the new one,
+and `:block` makes the emitter wait up to `block_timeout_ns` first.
+"""
+function subscribe(s::MMSBState; events = :all, capacity::Integer = 1024, policy::Symbol = :drop_oldest,
+                   block_timeout_ns::Integer = 1_000_000)
+    mask = events === :all ? LibMMSB.MMSB_EVENT_ALL : UInt32(0)
+    if events !== :all
+        for k in events
+            haskey(EVENT_KINDS, k) || throw(ArgumentError("event kinds are $(keys(EVENT_KINDS)), not $(repr(k))"))
+            mask |= EVENT_KINDS[k]
+        end
+    end
+    haskey(POLICIES, policy) || throw(ArgumentError("policy must be one of $(keys(POLICIES)), not $(repr(policy))"))
+    out = Ref{Ptr{LibMMSB.MmsbSubscription}}(C_NULL)
+    check(LibMMSB.mmsb_subscribe(s, u64_arg(capacity, "capacity"), POLICIES[policy],
+                                 u64_arg(block_timeout_ns, "block_timeout_ns"), mask, out))
+    return Subscription(out[], s)
+end
+
+"""
+    poll_events(sub; max=1024) -> Vector{Event}
+
+Takes up to `max` queued events without blocking (empty when none are queued).
+"""
+function poll_events(sub::Subscription; max::Integer = 1024)
+    buf = Vector{LibMMSB.MmsbEvent}(undef, max)
+    n = Ref{Csize_t}(0)
+    check(LibMMSB.mmsb_poll_events(sub, buf, length(buf), n))
+    return [Event(event_kind(e.kind), e.code, PageId(e.page), e.a, e.b, e.c) for e in view(buf, 1:Int(n[]))]
+end
+
+"""
+    events_dropped(sub) -> Int
+
+How many events the subscription's overflow policy dropped so far.
+"""
+function events_dropped(sub::Subscription)
+    out = Ref{UInt64}(0)
+    check(LibMMSB.mmsb_subscription_dropped(sub, out))
+    return Int(out[])
+end
+
+"""
+    is_lagged(sub) -> Bool
+
+Whether the subscription lost events (policies `:block` and `:drop_newest`).
+"""
+function is_lagged(sub::Subscription)
+    out = Ref{UInt8}(0)
+    check(LibMMSB.mmsb_subscription_lagged(sub, out))
+    return out[] == 1
+end
+
+"""
+    isopen(sub::Subscription) -> Bool
+
+Whether the subscription is neither closed nor finished (its state closed).
+"""
+function Base.isopen(sub::Subscription)
+    sub.ptr == C_NULL && return false
+    out = Ref{UInt8}(0)
+    check(LibMMSB.mmsb_subscription_closed(sub, out))
+    return out[] == 0
+end
+
+"""
+    close(sub::Subscription)
+
+Unsubscribes and frees the handle (idempotent).
+"""
+function Base.close(sub::Subscription)
+    p = sub.ptr
+    sub.ptr = C_NULL
+    p == C_NULL || LibMMSB.mmsb_subscription_free(p)
+    return nothing
+end
+
+Base.show(io::IO, sub::Subscription) = print(io, "Subscription(", isopen(sub) ? "open" : "closed", ")")
