@@ -1,15 +1,15 @@
 # A tour of MMSB from Julia: `bash scripts/demo.sh` builds the library and runs this.
 # (Directly: MMSB_LIB=target/release/libmmsb.so julia --project=. examples/demo.jl)
 #
-# Covers what the C ABI offers today: pages, deltas (plain, masked, sparse,
-# composed, batched), compare-and-set, zero-copy views and reads. The log
-# (checkpoint/replay), the dependency graph (propagation) and monitoring (stats)
-# join this tour when their C functions land.
+# Pages, deltas (plain, masked, sparse, composed, batched), compare-and-set,
+# zero-copy views, the transaction log (checkpoint, replay), the dependency graph
+# (propagation, events) and monitoring (stats).
 using MMSB
 
 hex(bytes) = join(string.(bytes; base = 16, pad = 2), " ")
 
-mmsb_start(max_page_size = 1 << 20) do state
+dir = mktempdir()   # the log and checkpoints live here
+mmsb_start(dir = dir, max_page_size = 1 << 20) do state
     println("started: ", state)
 
     # Pages are zeroed, page-aligned buffers with an id, a size and an epoch.
@@ -54,6 +54,31 @@ mmsb_start(max_page_size = 1 << 20) do state
         println("view of model: ", v, ", first bytes ", hex(v[1:4]), ", sum ", sum(v))
     end
 
+    # The dependency graph: `total` follows `sensor` (copy its first 4 bytes, add them lane-wise).
+    total = create_page(state, 64; name = "total")
+    events = subscribe(state; events = [:propagation_done, :checkpoint])
+    add_dependency!(state, sensor, total; commands = [CopyCommand(0, 0, 4), OpCommand(:add, UInt8, 0, 0, 4)])
+    add_dependency!(state, total, model; commands = [(src, dst) -> (dst[60:64] .= src[1:5]; nothing)])  # a Julia transform
+    update_page(state, sensor, UInt8[1, 2, 3, 4])
+    r = propagate!(state, sensor)
+    println("propagate! -> recomputed ", r.recomputed, " pages; total[1:4] = ", hex(read_page(state, total; len = 4)),
+            ", model[60:64] = ", hex(read_page(state, model; offset = 59)))
+    println("propagation order: ", topo_order(state))
+
+    # The log: replay to an earlier LSN into a read-only copy, then checkpoint.
+    before = lsn(state)
+    update_page(state, sensor, fill(0x77, 8))
+    replay_log(state, before) do old
+        println("replay_log(lsn ", Int(before), "): sensor[1:8] = ", hex(read_page(old, sensor; len = 8)),
+                " (now ", hex(read_page(state, sensor; len = 8)), ")")
+    end
+    c = checkpoint_log!(state)
+    i = log_info(state)
+    println("checkpoint_log! -> lsn ", Int(c), "; log: ", i.segments, " segment(s), ", i.log_bytes, " bytes, ",
+            "replay reaches back to lsn ", Int(i.oldest_lsn))
+    println("events: ", [e.kind for e in poll_events(events)])
+    close(events)
+
     # Read back and describe.
     for p in page_ids(state)
         i = page_info(state, p)
@@ -61,5 +86,7 @@ mmsb_start(max_page_size = 1 << 20) do state
                 ", first bytes ", hex(read_page(state, p; len = 8)))
     end
     println("last lsn: ", Int(lsn(state)))
+    println()
+    print_stats(state)
 end
 println("done")
