@@ -51,7 +51,9 @@ saw its pattern and the REPL exited within `timeout` seconds in all.
 """
 function run_repl_session(; julia::Cmd, project::AbstractString, timeout::Real = 60)
     jl = Base.shell_escape(`$julia --project=$project -i --banner=no --color=no --startup-file=no --history-file=no`)
-    inner = "stty cols 400 rows 50 2>/dev/null; exec $jl"
+    # A full REPL (LineEdit, history) needs a real terminal type; CI often has
+    # TERM unset or "dumb", which gives the basic REPL without history.
+    inner = "stty cols 400 rows 50 2>/dev/null; TERM=xterm exec $jl"
     proc = open(`script -qfc $inner /dev/null`, "r+")
     buf = IOBuffer()
     lk = ReentrantLock()
