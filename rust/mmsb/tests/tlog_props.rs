@@ -47,7 +47,7 @@ fn run(s: &MMSBState, ops: &[Op], allow_compact: bool) -> (BTreeMap<u64, Snapsho
     let delta = |size: u64, off: u64, len: usize, b: u8| {
         let off = off % size;
         let len = len.min((size - off) as usize);
-        if b % 2 == 0 {
+        if b.is_multiple_of(2) {
             Delta::write(off, &vec![b; len]).unwrap()
         } else {
             let mask: Vec<u8> = (0..len).map(|k| (k % 3 != 0) as u8).collect();

@@ -186,7 +186,7 @@ pub(crate) unsafe fn arg_slice<'a, T>(ptr: *const T, len: usize, what: &str) -> 
     if len.checked_mul(std::mem::size_of::<T>()).is_none_or(|b| b > isize::MAX as usize) {
         return Err(FfiError::invalid(format!("{what}: length {len} is too large")));
     }
-    if ptr as usize % std::mem::align_of::<T>() != 0 {
+    if !(ptr as usize).is_multiple_of(std::mem::align_of::<T>()) {
         return Err(FfiError::invalid(format!("{what} is misaligned")));
     }
     // SAFETY: non-NULL, aligned, size bounded, validity guaranteed by the caller.

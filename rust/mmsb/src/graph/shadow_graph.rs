@@ -466,7 +466,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 3 == 0 && !ids.is_empty() {
+            if x.is_multiple_of(3) && !ids.is_empty() {
                 let id = ids.swap_remove((x >> 8) as usize % ids.len());
                 g.remove_edge(id).unwrap();
             } else {

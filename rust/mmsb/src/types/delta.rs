@@ -173,7 +173,7 @@ impl Delta {
         if n == 0 {
             return Delta::empty();
         }
-        if n % 64 != 0 {
+        if !n.is_multiple_of(64) {
             if let Some(last) = mask.last_mut() {
                 *last &= (1u64 << (n % 64)) - 1;
             }
@@ -565,7 +565,7 @@ impl Delta {
                 }
                 offset.checked_add(len as u64).ok_or(DeltaError::Malformed("dense span overflows"))?;
                 let mask_bytes = r.take(len.div_ceil(8))?;
-                if len % 8 != 0 && mask_bytes[mask_bytes.len() - 1] >> (len % 8) != 0 {
+                if !len.is_multiple_of(8) && mask_bytes[mask_bytes.len() - 1] >> (len % 8) != 0 {
                     return Err(DeltaError::Malformed("mask bits set past the span"));
                 }
                 let data = r.take(len)?;
@@ -613,8 +613,142 @@ fn next_difference(a: &[u8], b: &[u8], from: usize) -> usize {
 }
 
 /// Masked write of `src` into `dst` (same length): whole 64-byte words are copied or skipped,
-/// mixed ones blended eight bytes at a time with a lookup-expanded byte mask.
+/// mixed ones blended: with AVX2 32 bytes per instruction (the mask bits expanded to a byte
+/// mask with a shuffle and a compare), otherwise eight bytes at a time through a lookup table.
 fn apply_dense(dst: &mut [u8], mask: &[u64], src: &[u8]) {
+    debug_assert_eq!(dst.len(), src.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if simd_level() == Simd::Avx512 {
+            // SAFETY: AVX-512F/BW are available (checked at run time); lengths are equal and the
+            // mask covers `src.len()` bits, as apply_dense_avx512 requires.
+            unsafe { apply_dense_avx512(dst, mask, src) };
+            return;
+        }
+        if simd_level() == Simd::Avx2 {
+            // SAFETY: AVX2 is available (checked at run time); lengths are equal and the mask
+            // covers `src.len()` bits, as apply_dense_avx2 requires.
+            unsafe { apply_dense_avx2(dst, mask, src) };
+            return;
+        }
+    }
+    apply_dense_scalar(dst, mask, src);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+/// The widest blend this CPU supports, detected once.
+#[cfg(target_arch = "x86_64")]
+fn simd_level() -> Simd {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // 0 = unknown; then 1 + the level: one relaxed load on the hot path after the first call.
+    static LEVEL: AtomicU8 = AtomicU8::new(0);
+    let decode = |v: u8| match v {
+        3 => Simd::Avx512,
+        2 => Simd::Avx2,
+        _ => Simd::Scalar,
+    };
+    match LEVEL.load(Ordering::Relaxed) {
+        0 => {
+            let level = if std::env::var_os("MMSB_NO_AVX512").is_none()
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                3
+            } else if std::arch::is_x86_feature_detected!("avx2") {
+                2
+            } else {
+                1
+            };
+            LEVEL.store(level, Ordering::Relaxed);
+            decode(level)
+        }
+        v => decode(v),
+    }
+}
+
+/// AVX-512 body of [`apply_dense`]: each 64-bit mask word is a byte-masked store of 64 bytes.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512BW; `dst.len() == src.len()` and
+/// `mask.len() >= ceil(src.len() / 64)`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn apply_dense_avx512(dst: &mut [u8], mask: &[u64], src: &[u8]) {
+    use std::arch::x86_64::*;
+    let n = src.len();
+    let d = dst.as_mut_ptr();
+    let s = src.as_ptr();
+    for (w, &m) in mask.iter().enumerate().take(n.div_ceil(64)) {
+        let base = w * 64;
+        let len = (n - base).min(64);
+        // Bits past the end are zero in a normalised mask; clear them anyway so the masked
+        // load and store never touch bytes beyond either slice.
+        let m = if len == 64 { m } else { m & ((1u64 << len) - 1) };
+        // SAFETY: masked loads/stores only access bytes whose mask bit is set, all of which lie
+        // in base..base + len <= n; masked-off lanes are not accessed (no fault, no write).
+        unsafe {
+            let v = _mm512_maskz_loadu_epi8(m, s.add(base).cast());
+            _mm512_mask_storeu_epi8(d.add(base).cast(), m, v);
+        }
+    }
+}
+
+/// AVX2 body of [`apply_dense`].
+///
+/// # Safety
+/// The CPU must support AVX2; `dst.len() == src.len()` and `mask.len() >= ceil(src.len() / 64)`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn apply_dense_avx2(dst: &mut [u8], mask: &[u64], src: &[u8]) {
+    use std::arch::x86_64::*;
+    let n = src.len();
+    let words = n / 64;
+    // Byte i of a 32-byte block takes mask byte i / 8 (shuffles act per 128-bit lane, and the
+    // broadcast puts the same four mask bytes in both lanes) and tests bit i % 8 of it.
+    let spread = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let d = dst.as_mut_ptr();
+    let s = src.as_ptr();
+    for (w, &m) in mask.iter().enumerate().take(words) {
+        let base = w * 64;
+        if m == 0 {
+            continue;
+        }
+        // SAFETY: base + 64 <= n for w < words, so both pointers stay in bounds; unaligned
+        // loads/stores are used throughout.
+        unsafe {
+            if m == u64::MAX {
+                std::ptr::copy_nonoverlapping(s.add(base), d.add(base), 64);
+                continue;
+            }
+            for half in 0..2 {
+                let at = base + 32 * half;
+                let bits = (m >> (32 * half)) as u32;
+                let sel = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), spread);
+                let byte_mask = _mm256_cmpeq_epi8(_mm256_and_si256(sel, bit), bit);
+                let old = _mm256_loadu_si256(d.add(at).cast());
+                let new = _mm256_loadu_si256(s.add(at).cast());
+                _mm256_storeu_si256(d.add(at).cast(), _mm256_blendv_epi8(old, new, byte_mask));
+            }
+        }
+    }
+    let tail = words * 64;
+    if tail < n {
+        apply_dense_scalar(&mut dst[tail..], &mask[words..], &src[tail..]);
+    }
+}
+
+/// Portable body of [`apply_dense`].
+fn apply_dense_scalar(dst: &mut [u8], mask: &[u64], src: &[u8]) {
     debug_assert_eq!(dst.len(), src.len());
     let mut dchunks = dst.chunks_exact_mut(64);
     let mut schunks = src.chunks_exact(64);
@@ -723,6 +857,46 @@ mod tests {
             assert_eq!(b, if i % 3 == 0 { i as u8 } else { 9 }, "byte {i}");
         }
         assert_eq!(d.written_bytes(), (0..130).filter(|i| i % 3 == 0).count() as u64);
+    }
+
+    #[test]
+    fn simd_and_scalar_blends_agree() {
+        #[cfg(target_arch = "x86_64")]
+        eprintln!("dense apply uses {:?}", simd_level());
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for len in [1usize, 31, 64, 100, 129, 4096, 4100] {
+            let src: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut mask = vec![0u64; len.div_ceil(64)];
+            for (i, m) in mask.iter_mut().enumerate() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *m = match i % 4 {
+                    0 => u64::MAX,
+                    1 => 0,
+                    _ => x,
+                };
+            }
+            if len % 64 != 0 {
+                *mask.last_mut().unwrap() &= (1u64 << (len % 64)) - 1;
+            }
+            let mut a = vec![0xEEu8; len];
+            let mut b = a.clone();
+            apply_dense(&mut a, &mask, &src);
+            apply_dense_scalar(&mut b, &mask, &src);
+            assert_eq!(a, b, "len {len}");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut c = vec![0xEEu8; len];
+                // SAFETY: AVX2 checked just above; lengths equal, mask covers len bits.
+                unsafe { apply_dense_avx2(&mut c, &mask, &src) };
+                assert_eq!(c, b, "avx2, len {len}");
+            }
+            for (i, (&got, &s)) in a.iter().zip(&src).enumerate() {
+                let set = mask[i / 64] & (1 << (i % 64)) != 0;
+                assert_eq!(got, if set { s } else { 0xEE }, "len {len} byte {i}");
+            }
+        }
     }
 
     #[test]
