@@ -85,6 +85,10 @@ Base.@propagate_inbounds function Base.getindex(v::PageView, i::Int)
     return GC.@preserve v unsafe_load(p, i)
 end
 
+# Pages change only through deltas (the same error on every Julia version).
+Base.setindex!(v::PageView, x, i::Int) =
+    throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_READ_ONLY, "page views are read-only; write with update_page"))
+
 function Base.copy(v::PageView)
     out = Vector{UInt8}(undef, v.len)
     p = v.ptr

@@ -13,7 +13,9 @@ mmsb_start() do s
     @test sum(v) == 18
     @test_throws BoundsError v[0]
     @test_throws BoundsError v[101]
-    @test_throws ErrorException (v[1] = 0x01)     # read-only
+    err = try v[1] = 0x01 catch x; x end          # read-only
+    @test err isa MMSBError && err.name == "read_only"
+    @test_throws MMSBError fill!(v, 0x00)
     @test sprint(show, v) == "PageView(PageId(1), 100 bytes)"
     close(v)
     @test !isopen(v)
