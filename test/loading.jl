@@ -52,3 +52,27 @@ mktempdir() do dir
     @test !success(proc)
     @test occursin("native library was not found", text) && occursin("cargo build --release", text)
 end
+
+# a library with another ABI version is refused at load time, with instructions
+cc = Sys.which("cc")
+if cc === nothing
+    @info "no C compiler: skipping the ABI-mismatch check"
+else
+    mktempdir() do dir
+        src = joinpath(dir, "fake.c")
+        write(src, "unsigned int mmsb_abi_version(void) { return 999; }\n")
+        lib = joinpath(dir, MMSB.LIBFILE)
+        run(`$cc -shared -fPIC -o $lib $src`)
+        env = copy(ENV)
+        env["MMSB_LIB"] = lib
+        env["JULIA_LOAD_PATH"] = "@:@stdlib"
+        cmd = `$(Base.julia_cmd()) --startup-file=no --project=$(MMSB.package_root()) -e "using MMSB"`
+        out = Pipe()
+        proc = run(pipeline(ignorestatus(setenv(cmd, env)); stdout = out, stderr = out); wait = false)
+        close(out.in)
+        text = read(out, String)
+        wait(proc)
+        @test !success(proc)
+        @test occursin("ABI version 999", text) && occursin("cargo build --release", text)
+    end
+end
