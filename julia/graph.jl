@@ -112,7 +112,10 @@ changes, in order: [`CopyCommand`](@ref), [`FillCommand`](@ref),
 [`OpCommand`](@ref), or a Julia function `f(src, dst)` that reads the source
 page's bytes `src` and updates the dependent page's new bytes `dst` in place
 (it runs inside [`propagate!`](@ref) on the calling thread and must not call
-into the same state; an exception fails the round for that page). Throws an
+into the same state; `src` and `dst` wrap native memory and are valid only
+during the call, so copy what you keep; an exception fails the round for that
+page). Julia functions stay referenced by the state until it is collected, and
+edges with them are not restored from the log. Throws an
 [`MMSBError`](@ref) named `"cycle"` if the edge would close a cycle.
 """
 function add_dependency!(s::MMSBState, from::PageId, to::PageId; kind::Symbol = :data, commands = ())
