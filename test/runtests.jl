@@ -18,3 +18,4 @@ const FILES = ["state", "pages", "views", "deltas", "errors", "gc", "threads", "
     end
 end
 @testset "instrumentation" begin Base.include(Module(:Test_instrumentation), joinpath(@__DIR__, "instrumentation.jl")) end
+include("docs.jl")   # docs/: generated references are current, tutorial blocks run
