@@ -388,3 +388,16 @@ fn states_without_logging_do_not_log() {
     assert!(s.replay_to(1).is_err());
     assert!(s.checkpoint().is_err());
 }
+
+#[test]
+fn a_directory_serves_one_open_state_at_a_time() {
+    let d = scratch();
+    let dir = d.path().join("s");
+    let s = MMSBState::open(disk_config(&dir)).unwrap();
+    match MMSBState::open(disk_config(&dir)) {
+        Err(e @ Error::Log(LogError::Io { .. })) => assert!(e.to_string().contains("in use"), "{e}"),
+        other => panic!("a second open of a live directory must fail, got {other:?}"),
+    }
+    drop(s);
+    MMSBState::open(disk_config(&dir)).unwrap();
+}

@@ -64,10 +64,16 @@ fn check_name(name: &str) -> io::Result<()> {
 }
 
 /// Files in a directory on disk. The directory is created with mode 0700, files with 0600.
+/// An exclusive `flock` on `dir/LOCK` keeps a second state (in this or another process) from
+/// writing the same log; it is released when the storage is dropped or the process dies.
 #[derive(Debug)]
 pub struct FsStorage {
     dir: PathBuf,
+    _lock: File,
 }
+
+/// Name of the lock file (not one of the storage's files: `list` leaves it out).
+pub const LOCK_FILE: &str = "LOCK";
 
 impl FsStorage {
     /// Uses (creating if needed) `dir`.
@@ -82,7 +88,21 @@ impl FsStorage {
             }
             b.create(dir)?;
         }
-        Ok(FsStorage { dir: dir.to_path_buf() })
+        let mut o = OpenOptions::new();
+        o.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        let lock = o.open(dir.join(LOCK_FILE))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("{} is in use by another open state ({e})", dir.display())));
+        }
+        Ok(FsStorage { dir: dir.to_path_buf(), _lock: lock })
     }
 
     fn path(&self, name: &str) -> io::Result<PathBuf> {
@@ -153,7 +173,7 @@ impl Storage for FsStorage {
         for e in std::fs::read_dir(&self.dir)? {
             let e = e?;
             if e.file_type()?.is_file() {
-                if let Some(n) = e.file_name().to_str() {
+                if let Some(n) = e.file_name().to_str().filter(|n| *n != LOCK_FILE) {
                     out.push(n.to_owned());
                 }
             }
@@ -298,6 +318,15 @@ mod tests {
         exercise(&MemStorage::new());
         let d = tempfile::tempdir().unwrap();
         exercise(&FsStorage::new(&d.path().join("sub")).unwrap());
+    }
+
+    #[test]
+    fn a_directory_is_opened_by_one_storage_at_a_time() {
+        let d = tempfile::tempdir().unwrap();
+        let a = FsStorage::new(d.path()).unwrap();
+        assert!(FsStorage::new(d.path()).is_err());
+        drop(a);
+        FsStorage::new(d.path()).unwrap();
     }
 
     #[test]
