@@ -256,17 +256,20 @@ mod tests {
         }
     }
 
-    /// Storage whose files fail writes (after writing half the bytes) while `fail` > 0.
+    /// Storage whose files fail writes (after writing half the bytes) while `fail` > 0, and
+    /// fsyncs while `sync_fail` > 0 (each failure decrements the counter).
     #[derive(Debug)]
     struct Flaky {
         inner: MemStorage,
         fail: Arc<AtomicI64>,
+        sync_fail: Arc<AtomicI64>,
     }
 
     #[derive(Debug)]
     struct FlakyFile {
         inner: Arc<dyn StorageFile>,
         fail: Arc<AtomicI64>,
+        sync_fail: Arc<AtomicI64>,
     }
 
     impl StorageFile for FlakyFile {
@@ -290,16 +293,27 @@ mod tests {
             self.inner.truncate(len)
         }
         fn sync(&self) -> std::io::Result<()> {
+            if self.sync_fail.fetch_sub(1, Ordering::SeqCst) > 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::EIO));
+            }
             self.inner.sync()
         }
     }
 
     impl Storage for Flaky {
         fn create(&self, name: &str) -> std::io::Result<Arc<dyn StorageFile>> {
-            Ok(Arc::new(FlakyFile { inner: self.inner.create(name)?, fail: self.fail.clone() }))
+            Ok(Arc::new(FlakyFile {
+                inner: self.inner.create(name)?,
+                fail: self.fail.clone(),
+                sync_fail: self.sync_fail.clone(),
+            }))
         }
         fn open(&self, name: &str) -> std::io::Result<Arc<dyn StorageFile>> {
-            Ok(Arc::new(FlakyFile { inner: self.inner.open(name)?, fail: self.fail.clone() }))
+            Ok(Arc::new(FlakyFile {
+                inner: self.inner.open(name)?,
+                fail: self.fail.clone(),
+                sync_fail: self.sync_fail.clone(),
+            }))
         }
         fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
             self.inner.read(name)
@@ -324,7 +338,8 @@ mod tests {
     #[test]
     fn a_failed_append_changes_nothing_and_leaves_the_log_usable() {
         let fail = Arc::new(AtomicI64::new(0));
-        let storage: Arc<dyn Storage> = Arc::new(Flaky { inner: MemStorage::new(), fail: fail.clone() });
+        let storage: Arc<dyn Storage> =
+            Arc::new(Flaky { inner: MemStorage::new(), fail: fail.clone(), sync_fail: Arc::default() });
         let s = MMSBState::open_with_storage(mem(), storage.clone()).unwrap();
         let p = s.create_page(64, Location::Cpu, PageMeta::default()).unwrap();
         s.update_page(p, b"kept").unwrap();
@@ -347,5 +362,36 @@ mod tests {
         let s = MMSBState::open_with_storage(mem(), storage).unwrap();
         assert_eq!((s.lsn(), s.read_page(p).unwrap()), want);
         assert_eq!(s.log_info().unwrap().truncated_bytes, 0);
+    }
+
+    #[test]
+    fn a_failed_fsync_poisons_the_log_until_reopen() {
+        use crate::runtime::state::Durability;
+        for durability in [Durability::Always, Durability::GroupCommit] {
+            let sync_fail = Arc::new(AtomicI64::new(0));
+            let storage: Arc<dyn Storage> =
+                Arc::new(Flaky { inner: MemStorage::new(), fail: Arc::default(), sync_fail: sync_fail.clone() });
+            let cfg = Config { durability, ..mem() };
+            let s = MMSBState::open_with_storage(cfg.clone(), storage.clone()).unwrap();
+            let p = s.create_page(16, Location::Cpu, PageMeta::default()).unwrap();
+            s.update_page(p, b"durable").unwrap();
+            let lsn = s.lsn();
+            sync_fail.store(1, Ordering::SeqCst);
+            assert!(s.update_page(p, b"unknown").is_err(), "{durability:?}");
+            if durability == Durability::Always {
+                // The fsync runs before the change is applied: nothing changed in memory.
+                assert_eq!(s.lsn(), lsn);
+                assert_eq!(&s.read_page(p).unwrap()[..7], b"durable");
+            }
+            match s.update_page(p, b"later") {
+                Err(Error::Log(LogError::Poisoned(_))) => {}
+                other => panic!("{durability:?}: expected Poisoned, got {other:?}"),
+            }
+            assert!(s.checkpoint().is_err());
+            drop(s);
+            let s = MMSBState::open_with_storage(cfg, storage).unwrap();
+            assert!(s.lsn() == lsn || s.lsn() == lsn + 1, "the failed write is either there or not");
+            s.update_page(p, b"works again").unwrap();
+        }
     }
 }
