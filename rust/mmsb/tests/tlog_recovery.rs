@@ -420,3 +420,62 @@ fn epoch_slices_read_segment_by_segment() {
     assert!(matches!(rest.last(), Some(Err(Error::Log(LogError::LsnOutOfRange(_))))), "{rest:?}");
     assert!(rest.iter().filter_map(|e| e.as_ref().ok()).all(|e| e.lsn > 1));
 }
+
+#[test]
+fn damage_in_history_a_checkpoint_covers_costs_history_not_data() {
+    let d = scratch();
+    let dir = d.path().join("s");
+    let snap = {
+        let s = MMSBState::open(disk_config(&dir)).unwrap();
+        let p = s.create_page(64, Location::Cpu, meta("p")).unwrap();
+        s.checkpoint().unwrap();
+        for i in 0..5u8 {
+            s.update_page_at(p, 8 * i as u64, &[i + 1; 8], None).unwrap();
+        }
+        s.checkpoint().unwrap();
+        s.update_page(p, b"after").unwrap();
+        assert_eq!(s.log_info().unwrap().segments, 2, "history between the checkpoints is kept");
+        snapshot(&s)
+    };
+    let first = segments(&dir).remove(0);
+    let mut b = std::fs::read(&first).unwrap();
+    let ends = record_ends(&b);
+    assert_eq!(ends.len(), 5);
+    for damaged in [1usize, 4] {
+        let trial = d.path().join(format!("t{damaged}"));
+        copy_dir(&dir, &trial);
+        b = std::fs::read(&first).unwrap();
+        b[ends[damaged] - 1] ^= 0x40;
+        std::fs::write(trial.join(first.file_name().unwrap()), &b).unwrap();
+        let s = MMSBState::open(disk_config(&trial)).unwrap();
+        assert_eq!(snapshot(&s), snap);
+        let info = s.log_info().unwrap();
+        assert_eq!(info.skipped_regions, 1);
+        assert_eq!((info.checkpoints, info.last_checkpoint_lsn, info.oldest_lsn), (1, snap.lsn, snap.lsn));
+        drop(s);
+        assert_eq!(snapshot(&MMSBState::open(disk_config(&trial)).unwrap()), snap);
+    }
+}
+
+#[test]
+fn tolerant_recovery_survives_a_damaged_segment_header() {
+    let d = scratch();
+    let dir = d.path().join("s");
+    {
+        let s = MMSBState::open(disk_config(&dir)).unwrap();
+        let p = s.create_page(64, Location::Cpu, meta("p")).unwrap();
+        s.update_page(p, b"x").unwrap();
+    }
+    let seg = segments(&dir).pop().unwrap();
+    let mut b = std::fs::read(&seg).unwrap();
+    b[20] ^= 1;
+    std::fs::write(&seg, &b).unwrap();
+    assert!(matches!(MMSBState::open(disk_config(&dir)), Err(Error::Log(LogError::Corrupt { .. }))));
+    let s = MMSBState::open(mmsb::Config { tolerant_recovery: true, ..disk_config(&dir) }).unwrap();
+    assert_eq!(s.log_info().unwrap().skipped_regions, 1);
+    let p = s.create_page(8, Location::Cpu, meta("new")).unwrap();
+    s.update_page(p, b"y").unwrap();
+    let snap = snapshot(&s);
+    drop(s);
+    assert_eq!(snapshot(&MMSBState::open(disk_config(&dir)).unwrap()), snap);
+}
