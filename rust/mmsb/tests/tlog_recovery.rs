@@ -479,3 +479,63 @@ fn tolerant_recovery_survives_a_damaged_segment_header() {
     drop(s);
     assert_eq!(snapshot(&MMSBState::open(disk_config(&dir)).unwrap()), snap);
 }
+
+#[test]
+fn maintenance_and_readers_run_beside_writers() {
+    let d = scratch();
+    let dir = d.path().join("s");
+    let cfg = mmsb::Config {
+        durability: Durability::GroupCommit,
+        log_size_cap: 32 << 10,
+        segment_size: 8 << 10,
+        ..disk_config(&dir)
+    };
+    let s = std::sync::Arc::new(MMSBState::open(cfg.clone()).unwrap());
+    let pages: Vec<_> = (0..4).map(|i| s.create_page(1024, Location::Cpu, meta(&format!("{i}"))).unwrap()).collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        let writers: Vec<_> = (0..4usize)
+            .map(|t| {
+                let (s, p) = (&s, pages[t]);
+                sc.spawn(move || {
+                    for i in 0..300usize {
+                        s.update_page_at(p, (i * 17 % 900) as u64, &[(i + t) as u8; 100], None).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let (s, done) = (&s, &done);
+        sc.spawn(move || {
+            let mut replays = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let lsn = s.lsn();
+                let oldest = s.log_info().unwrap().oldest_lsn;
+                // Replays race with maintenance: either exact, or refused as out of range.
+                match s.replay_to(lsn.max(oldest)) {
+                    Ok(r) => assert!(r.lsn() >= oldest),
+                    Err(Error::Log(LogError::LsnOutOfRange(_))) => {}
+                    Err(e) => panic!("replay failed: {e}"),
+                }
+                for e in s.log_records(oldest + 1..lsn + 1).into_iter().flatten() {
+                    if let Err(e) = e {
+                        assert!(matches!(e, Error::Log(LogError::LsnOutOfRange(_))), "{e}");
+                    }
+                }
+                if replays % 5 == 0 {
+                    s.checkpoint().unwrap();
+                }
+                replays += 1;
+            }
+        });
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let info = s.log_info().unwrap();
+    assert_eq!(info.maintenance_failures, 0, "{:?}", info.last_maintenance_error);
+    let snap = snapshot(&s);
+    assert_eq!(snapshot(&s.replay_to(s.lsn()).unwrap()), snap);
+    drop(s);
+    assert_eq!(snapshot(&MMSBState::open(cfg).unwrap()), snap);
+}
