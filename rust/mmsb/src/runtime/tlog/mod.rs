@@ -3,7 +3,7 @@
 //! `docs/log-format.md`.
 //!
 //! - [`storage`]: the file I/O trait, with a disk and an in-memory implementation;
-//! - [`format`]: byte layout of segments, records and checkpoints;
+//! - [`format`](mod@format): byte layout of segments, records and checkpoints;
 //! - [`record`]: the record-type registry and record bodies;
 //! - [`checkpoint`]: checkpoint files;
 //! - `writer` (this file): appends, segment rollover, the group-commit coordinator;
