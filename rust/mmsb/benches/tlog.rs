@@ -59,6 +59,12 @@ fn append_64k(c: &mut Criterion) {
             total
         });
     });
+    // The same route_delta without a log: what applying the delta to the page costs.
+    g.bench_function(BenchmarkId::new("no_log", "apply_only"), |b| {
+        let s = MMSBState::in_memory();
+        let p = s.create_page(K64 as u64, Location::Cpu, PageMeta::default()).unwrap();
+        b.iter(|| s.route_delta(p, &d, None).unwrap());
+    });
     g.bench_function(BenchmarkId::new("raw_write", "none"), |b| {
         let t = tempfile::tempdir_in(base_dir()).unwrap();
         let f = File::create(t.path().join("raw")).unwrap();
@@ -216,6 +222,15 @@ fn main() {
     println!(
         "  append_64k   tlog/raw_write         = {} (target >= 0.70)",
         ratio("append_64k", "tlog/none", "raw_write/none")
+    );
+    // The log's own share: route_delta with the log minus route_delta without it.
+    let log_only = match (mean_ns("append_64k", "tlog/none"), mean_ns("append_64k", "no_log/apply_only")) {
+        (Some(t), Some(a)) => mean_ns("append_64k", "raw_write/none").map(|r| format!("{:.2}", r / (t - a))),
+        _ => None,
+    };
+    println!(
+        "  append_64k   log share/raw_write    = {} (route_delta minus the page apply)",
+        log_only.unwrap_or_default()
     );
     println!(
         "  group_commit 8 writers/1 writer Always = {} (target >= 5)",

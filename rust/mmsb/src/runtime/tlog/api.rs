@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::runtime::router::RouteOp;
 use crate::runtime::state::{Config, Core, Lsn, MMSBState};
-use crate::runtime::tlog::record::{encode_batch, encode_create, CompactedBody, CreateBody, RecordType};
+use crate::runtime::tlog::record::{encode_create, CompactedBody, CreateBody, RecordType};
 use crate::runtime::tlog::storage::Storage;
 use crate::runtime::tlog::{recover, Ticket};
 use crate::types::delta::Delta;
@@ -141,8 +141,18 @@ impl MMSBState {
         if ops.is_empty() {
             return Ok(Pending(None));
         }
-        let t = log.append(RecordType::Batch, core.lsn + 1, ops.len() as u64, |out| {
-            encode_batch(ops.iter().map(|o| (o.page, o.delta)), ops.len(), out)
+        // The `Batch` body (record.rs), with large payloads written in place rather than copied.
+        let t = log.append_parts(RecordType::Batch, core.lsn + 1, ops.len() as u64, |out, tails| {
+            out.extend_from_slice(&(ops.len() as u32).to_le_bytes());
+            for o in ops {
+                out.extend_from_slice(&o.page.0.to_le_bytes());
+                let payload = o.delta.encode_split(out);
+                if payload.len() >= 4096 {
+                    tails.push((out.len(), payload));
+                } else {
+                    out.extend_from_slice(payload);
+                }
+            }
         })?;
         Ok(Pending(Some(t)))
     }

@@ -15,7 +15,7 @@ use crate::runtime::state::{Lsn, MMSBState};
 use crate::runtime::tlog::checkpoint;
 use crate::runtime::tlog::format::{
     check_record, parse_checkpoint_name, parse_segment_name, segment_name, Invalid, RecordHeader, SegmentHeader,
-    FLAG_CHAIN_START, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, TMP_SUFFIX,
+    FLAG_CHAIN_START, PAD_KIND, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, TMP_SUFFIX,
 };
 use crate::runtime::tlog::replay::apply_record;
 use crate::runtime::tlog::storage::{FsStorage, MemStorage, Storage};
@@ -158,6 +158,10 @@ pub(crate) fn walk(
             let rec = &data[off..];
             let r = check_record(rec, h.salt);
             let bad = match r {
+                Ok(rh) if rh.kind == PAD_KIND => {
+                    off += RECORD_HEADER_LEN + rh.len as usize;
+                    continue;
+                }
                 Ok(rh) if rh.lsn == out.last_lsn + 1 || (jump_lsn && rh.lsn > out.last_lsn) => {
                     jump_lsn = false;
                     let body = &rec[RECORD_HEADER_LEN..RECORD_HEADER_LEN + rh.len as usize];
