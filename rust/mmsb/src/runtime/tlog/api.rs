@@ -38,6 +38,8 @@ pub struct LogInfo {
     pub maintenance_failures: u64,
     /// The error of the last failed automatic maintenance pass.
     pub last_maintenance_error: Option<String>,
+    /// Fsyncs done by group commit (records per fsync = how well writers share them).
+    pub group_syncs: u64,
 }
 
 /// One entry of an epoch slice (see [`MMSBState::log_records`]).
@@ -208,6 +210,7 @@ impl MMSBState {
             return Err(StateError::Unsupported("the transaction log (logging is off)".into()).into());
         };
         let lsn = self.lsn();
+        let group_syncs = log.group_syncs();
         let w = log.w.lock();
         let chain_base = w.segments.values().next().map_or(0, |m| m.base_lsn);
         let oldest = if chain_base == 0 { 0 } else { w.checkpoints.keys().next().copied().unwrap_or(chain_base) };
@@ -223,6 +226,7 @@ impl MMSBState {
             truncated_bytes: w.truncated_bytes,
             maintenance_failures: w.maintenance_failures,
             last_maintenance_error: w.last_maintenance_error.clone(),
+            group_syncs,
         })
     }
 }
@@ -399,5 +403,84 @@ mod tests {
             assert!(s.lsn() == lsn || s.lsn() == lsn + 1, "the failed write is either there or not");
             s.update_page(p, b"works again").unwrap();
         }
+    }
+
+    /// Storage whose fsync takes a while, like a fast SSD.
+    #[derive(Debug)]
+    struct SlowSync(MemStorage);
+
+    #[derive(Debug)]
+    struct SlowFile(Arc<dyn StorageFile>);
+
+    impl StorageFile for SlowFile {
+        fn write_at(&self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+            self.0.write_at(offset, buf)
+        }
+        fn append(&self, buf: &[u8]) -> std::io::Result<u64> {
+            self.0.append(buf)
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            self.0.read_at(offset, buf)
+        }
+        fn len(&self) -> std::io::Result<u64> {
+            self.0.len()
+        }
+        fn truncate(&self, len: u64) -> std::io::Result<()> {
+            self.0.truncate(len)
+        }
+        fn sync(&self) -> std::io::Result<()> {
+            std::thread::sleep(std::time::Duration::from_micros(300));
+            Ok(())
+        }
+    }
+
+    impl Storage for SlowSync {
+        fn create(&self, name: &str) -> std::io::Result<Arc<dyn StorageFile>> {
+            Ok(Arc::new(SlowFile(self.0.create(name)?)))
+        }
+        fn open(&self, name: &str) -> std::io::Result<Arc<dyn StorageFile>> {
+            Ok(Arc::new(SlowFile(self.0.open(name)?)))
+        }
+        fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
+            self.0.read(name)
+        }
+        fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+            self.0.rename(from, to)
+        }
+        fn remove(&self, name: &str) -> std::io::Result<()> {
+            self.0.remove(name)
+        }
+        fn list(&self) -> std::io::Result<Vec<String>> {
+            self.0.list()
+        }
+        fn sync_dir(&self) -> std::io::Result<()> {
+            self.0.sync_dir()
+        }
+        fn describe(&self, name: &str) -> String {
+            self.0.describe(name)
+        }
+    }
+
+    #[test]
+    fn group_commit_writers_share_fsyncs() {
+        use crate::runtime::state::Durability;
+        let storage: Arc<dyn Storage> = Arc::new(SlowSync(MemStorage::new()));
+        let s = MMSBState::open_with_storage(Config { durability: Durability::GroupCommit, ..mem() }, storage).unwrap();
+        let pages: Vec<_> = (0..8).map(|_| s.create_page(64, Location::Cpu, PageMeta::default()).unwrap()).collect();
+        let before = s.log_info().unwrap().group_syncs;
+        std::thread::scope(|sc| {
+            for &p in &pages {
+                let s = &s;
+                sc.spawn(move || {
+                    for i in 0..100u8 {
+                        s.update_page(p, &[i; 8]).unwrap();
+                    }
+                });
+            }
+        });
+        let syncs = s.log_info().unwrap().group_syncs - before;
+        let per_sync = 800.0 / syncs as f64;
+        eprintln!("group commit: 800 writes, {syncs} fsyncs, {per_sync:.1} writes per fsync");
+        assert!(per_sync >= 2.0, "writers did not share fsyncs ({per_sync:.1} per fsync)");
     }
 }

@@ -85,6 +85,8 @@ struct SyncState {
     durable: u64,
     leader: bool,
     failed: Option<String>,
+    /// Group-commit fsyncs done (each covers every record appended before it started).
+    syncs: u64,
 }
 
 /// Leader/follower fsync coordinator: the first waiter becomes leader, syncs everything
@@ -313,6 +315,9 @@ impl Tlog {
             }
             s.leader = true;
             drop(s);
+            // Let writers woken by the previous sync append first, so this sync covers them too
+            // (on few cores they are runnable but not yet running).
+            std::thread::yield_now();
             // Everything appended so far is in `file` or in segments synced when they rolled.
             let (target, file) = {
                 let w = self.w.lock();
@@ -325,11 +330,19 @@ impl Tlog {
             s = self.sync.state.lock();
             s.leader = false;
             match r {
-                Ok(()) => s.durable = s.durable.max(target),
+                Ok(()) => {
+                    s.durable = s.durable.max(target);
+                    s.syncs += 1;
+                }
                 Err(e) => s.failed = Some(format!("group-commit fsync failed: {e}")),
             }
             self.sync.cv.notify_all();
         }
+    }
+
+    /// Group-commit fsyncs done so far.
+    pub(crate) fn group_syncs(&self) -> u64 {
+        self.sync.state.lock().syncs
     }
 
     /// Marks everything appended so far durable (after maintenance synced it).
