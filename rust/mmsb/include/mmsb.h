@@ -177,34 +177,6 @@
 // `mmsb_monitor_set_sample_every`.
 #define MMSB_DEFAULT_SAMPLE_EVERY 256
 
-// Version of the segment and checkpoint formats written by this build.
-#define FORMAT_VERSION 1
-
-// Bytes in a segment header.
-#define SEGMENT_HEADER_LEN 56
-
-// Bytes in a record header.
-#define RECORD_HEADER_LEN 32
-
-// Bytes in a checkpoint header.
-#define CHECKPOINT_HEADER_LEN 64
-
-// Segment flag: the log chain starts here (a fresh log, or the output of a compaction); lower
-// numbered segments are leftovers and are never replayed.
-#define FLAG_CHAIN_START 1
-
-// Checkpoints kept (the newest and the previous generation).
-#define CHECKPOINT_GENERATIONS 2
-
-// ShadowPageGraph: an edge was added.
-#define GRAPH_EDGE_ADD 1
-
-// ShadowPageGraph: an edge was removed.
-#define GRAPH_EDGE_REMOVE 2
-
-// Device layer: a host/device synchronisation completed.
-#define DEVICE_SYNC 3
-
 // Stable status codes of the C ABI. Numbers are never reused or renumbered.
 enum MmsbStatusCode
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L

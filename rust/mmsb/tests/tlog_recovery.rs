@@ -347,7 +347,8 @@ fn log_size_cap_keeps_the_log_bounded() {
     let snap = snapshot(&s);
     let oldest = info.oldest_lsn;
     assert!(oldest > 0);
-    assert!(s.replay_to(oldest - 1).is_err());
+    assert!(matches!(s.replay_to(oldest - 1), Err(Error::Log(LogError::LsnOutOfRange(_)))));
+    assert_eq!(snapshot(&s.replay_to(oldest).unwrap()).lsn, oldest);
     assert_eq!(snapshot(&s.replay_to(s.lsn()).unwrap()), snap);
     drop(s);
     assert_eq!(snapshot(&MMSBState::open(cfg).unwrap()), snap);
@@ -370,7 +371,7 @@ fn replay_sees_every_lsn_and_epoch_slices_list_the_records() {
             assert!(matches!(r.create_page(1, Location::Cpu, meta("x")), Err(Error::State(_))));
         }
         assert!(matches!(s.replay_to(snaps.len() as u64), Err(Error::Log(LogError::LsnOutOfRange(_)))));
-        let slice: Vec<_> = s.log_records(3..8).unwrap().collect();
+        let slice: Vec<_> = s.log_records(3..8).unwrap().map(Result::unwrap).collect();
         assert_eq!(slice.iter().map(|e| e.lsn).collect::<Vec<_>>(), vec![3, 4, 5, 6, 7]);
         assert!(matches!(slice[0].op, mmsb::LogOp::Delta { .. }));
         let all = s.log_records(1..u64::MAX).unwrap().count();
@@ -387,4 +388,203 @@ fn states_without_logging_do_not_log() {
     assert_eq!(s.lsn(), 2, "LSNs are assigned the same way with or without a log");
     assert!(s.replay_to(1).is_err());
     assert!(s.checkpoint().is_err());
+}
+
+#[test]
+fn a_directory_serves_one_open_state_at_a_time() {
+    let d = scratch();
+    let dir = d.path().join("s");
+    let s = MMSBState::open(disk_config(&dir)).unwrap();
+    match MMSBState::open(disk_config(&dir)) {
+        Err(e @ Error::Log(LogError::Io { .. })) => assert!(e.to_string().contains("in use"), "{e}"),
+        other => panic!("a second open of a live directory must fail, got {other:?}"),
+    }
+    drop(s);
+    MMSBState::open(disk_config(&dir)).unwrap();
+}
+
+#[test]
+fn epoch_slices_read_segment_by_segment() {
+    let s = MMSBState::open(mmsb::Config { segment_size: 300, ..mem_config() }).unwrap();
+    let snaps = workload(&s, 30);
+    assert!(s.log_info().unwrap().segments > 5);
+    let lsns: Vec<u64> = s.log_records(1..s.lsn() + 1).unwrap().map(|e| e.unwrap().lsn).collect();
+    assert_eq!(lsns, (1..snaps.len() as u64).collect::<Vec<_>>());
+    let mid: Vec<u64> = s.log_records(10..20).unwrap().map(|e| e.unwrap().lsn).collect();
+    assert_eq!(mid, (10..20).collect::<Vec<_>>());
+    // A compaction under a reader ends the slice with LsnOutOfRange, never with wrong entries.
+    let mut it = s.log_records(1..s.lsn() + 1).unwrap();
+    assert_eq!(it.next().unwrap().unwrap().lsn, 1);
+    s.compact_log().unwrap();
+    let rest: Vec<_> = it.collect();
+    assert!(matches!(rest.last(), Some(Err(Error::Log(LogError::LsnOutOfRange(_))))), "{rest:?}");
+    assert!(rest.iter().filter_map(|e| e.as_ref().ok()).all(|e| e.lsn > 1));
+}
+
+#[test]
+fn damage_in_history_a_checkpoint_covers_costs_history_not_data() {
+    let d = scratch();
+    let dir = d.path().join("s");
+    let snap = {
+        let s = MMSBState::open(disk_config(&dir)).unwrap();
+        let p = s.create_page(64, Location::Cpu, meta("p")).unwrap();
+        s.checkpoint().unwrap();
+        for i in 0..5u8 {
+            s.update_page_at(p, 8 * i as u64, &[i + 1; 8], None).unwrap();
+        }
+        s.checkpoint().unwrap();
+        s.update_page(p, b"after").unwrap();
+        assert_eq!(s.log_info().unwrap().segments, 2, "history between the checkpoints is kept");
+        snapshot(&s)
+    };
+    let first = segments(&dir).remove(0);
+    let mut b = std::fs::read(&first).unwrap();
+    let ends = record_ends(&b);
+    assert_eq!(ends.len(), 5);
+    for damaged in [1usize, 4] {
+        let trial = d.path().join(format!("t{damaged}"));
+        copy_dir(&dir, &trial);
+        b = std::fs::read(&first).unwrap();
+        b[ends[damaged] - 1] ^= 0x40;
+        std::fs::write(trial.join(first.file_name().unwrap()), &b).unwrap();
+        let s = MMSBState::open(disk_config(&trial)).unwrap();
+        assert_eq!(snapshot(&s), snap);
+        let info = s.log_info().unwrap();
+        assert_eq!(info.skipped_regions, 1);
+        assert_eq!((info.checkpoints, info.last_checkpoint_lsn, info.oldest_lsn), (1, snap.lsn, snap.lsn));
+        drop(s);
+        assert_eq!(snapshot(&MMSBState::open(disk_config(&trial)).unwrap()), snap);
+    }
+}
+
+#[test]
+fn tolerant_recovery_survives_a_damaged_segment_header() {
+    let d = scratch();
+    let dir = d.path().join("s");
+    {
+        let s = MMSBState::open(disk_config(&dir)).unwrap();
+        let p = s.create_page(64, Location::Cpu, meta("p")).unwrap();
+        s.update_page(p, b"x").unwrap();
+    }
+    let seg = segments(&dir).pop().unwrap();
+    let mut b = std::fs::read(&seg).unwrap();
+    b[20] ^= 1;
+    std::fs::write(&seg, &b).unwrap();
+    assert!(matches!(MMSBState::open(disk_config(&dir)), Err(Error::Log(LogError::Corrupt { .. }))));
+    let s = MMSBState::open(mmsb::Config { tolerant_recovery: true, ..disk_config(&dir) }).unwrap();
+    assert_eq!(s.log_info().unwrap().skipped_regions, 1);
+    let p = s.create_page(8, Location::Cpu, meta("new")).unwrap();
+    s.update_page(p, b"y").unwrap();
+    let snap = snapshot(&s);
+    drop(s);
+    assert_eq!(snapshot(&MMSBState::open(disk_config(&dir)).unwrap()), snap);
+}
+
+#[test]
+fn maintenance_and_readers_run_beside_writers() {
+    let d = scratch();
+    let dir = d.path().join("s");
+    let cfg = mmsb::Config {
+        durability: Durability::GroupCommit,
+        log_size_cap: 32 << 10,
+        segment_size: 8 << 10,
+        ..disk_config(&dir)
+    };
+    let s = std::sync::Arc::new(MMSBState::open(cfg.clone()).unwrap());
+    let pages: Vec<_> = (0..4).map(|i| s.create_page(1024, Location::Cpu, meta(&format!("{i}"))).unwrap()).collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        let writers: Vec<_> = (0..4usize)
+            .map(|t| {
+                let (s, p) = (&s, pages[t]);
+                sc.spawn(move || {
+                    for i in 0..300usize {
+                        s.update_page_at(p, (i * 17 % 900) as u64, &[(i + t) as u8; 100], None).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let (s, done) = (&s, &done);
+        sc.spawn(move || {
+            let mut replays = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let lsn = s.lsn();
+                let oldest = s.log_info().unwrap().oldest_lsn;
+                // Replays race with maintenance: either exact, or refused as out of range.
+                match s.replay_to(lsn.max(oldest)) {
+                    Ok(r) => assert!(r.lsn() >= oldest),
+                    Err(Error::Log(LogError::LsnOutOfRange(_))) => {}
+                    Err(e) => panic!("replay failed: {e}"),
+                }
+                for e in s.log_records(oldest + 1..lsn + 1).into_iter().flatten() {
+                    if let Err(e) = e {
+                        assert!(matches!(e, Error::Log(LogError::LsnOutOfRange(_))), "{e}");
+                    }
+                }
+                if replays % 5 == 0 {
+                    s.checkpoint().unwrap();
+                }
+                replays += 1;
+            }
+        });
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let info = s.log_info().unwrap();
+    assert_eq!(info.maintenance_failures, 0, "{:?}", info.last_maintenance_error);
+    let snap = snapshot(&s);
+    assert_eq!(snapshot(&s.replay_to(s.lsn()).unwrap()), snap);
+    drop(s);
+    assert_eq!(snapshot(&MMSBState::open(cfg).unwrap()), snap);
+}
+
+#[test]
+fn large_payloads_written_in_place_recover_and_tear_cleanly() {
+    let d = scratch();
+    let dir = d.path().join("s");
+    let (prefix, good_len, full) = {
+        let s = MMSBState::open(disk_config(&dir)).unwrap();
+        let a = s.create_page(100_000, Location::Cpu, meta("a")).unwrap();
+        let b = s.create_page(70_000, Location::Cpu, meta("b")).unwrap();
+        let big: Vec<u8> = (0..65_536u32).map(|i| (i * 31 % 251) as u8).collect();
+        let mask: Vec<u8> = (0..20_000).map(|i| (i % 7 != 0) as u8).collect();
+        let dense = Delta::dense_bytemask(1000, &mask, &big[..20_000]).unwrap();
+        let sparse = Delta::sparse([(5u64, &big[..5000]), (30_000, &b"small"[..]), (40_000, &big[100..9000])]).unwrap();
+        let small = Delta::write(3, b"tiny").unwrap();
+        s.route_batch(&[
+            RouteOp { page: a, delta: &dense, expected_epoch: None },
+            RouteOp { page: b, delta: &small, expected_epoch: None },
+            RouteOp { page: b, delta: &sparse, expected_epoch: None },
+        ])
+        .unwrap();
+        s.update_page_at(a, 30_000, &big, None).unwrap();
+        let prefix = snapshot(&s);
+        let seg = segments(&dir).pop().unwrap();
+        let good_len = std::fs::metadata(&seg).unwrap().len();
+        s.route_delta(b, &Delta::write(0, &big).unwrap(), None).unwrap();
+        let full = snapshot(&s);
+        drop(s);
+        assert_eq!(snapshot(&MMSBState::open(disk_config(&dir)).unwrap()), full);
+        (prefix, good_len, (full, std::fs::metadata(&seg).unwrap().len()))
+    };
+    let (full_snap, full) = full;
+    // The last record (header, count, page, sparse prefix, payload), then padding to 4 KiB.
+    let rec_end = good_len + (RECORD_HEADER_LEN + 4 + 8 + 17 + 65_536) as u64;
+    assert_eq!(good_len % 4096, 0, "large records are followed by padding to a 4 KiB boundary");
+    assert_eq!(full % 4096, 0);
+    assert!(full > rec_end);
+    for cut in [good_len + 1, good_len + 40, good_len + 70, good_len + 30_000, rec_end - 1, rec_end + 5, full - 1] {
+        let trial = d.path().join(format!("cut{cut}"));
+        copy_dir(&dir, &trial);
+        let seg = segments(&trial).pop().unwrap();
+        std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(cut).unwrap();
+        let s = MMSBState::open(disk_config(&trial)).unwrap();
+        // A torn pad after a whole record loses nothing.
+        let want = if cut < rec_end { &prefix } else { &full_snap };
+        assert_eq!(&snapshot(&s), want, "cut at {cut}");
+        let p = s.page_ids().unwrap()[0];
+        s.update_page(p, b"continues").unwrap();
+    }
 }

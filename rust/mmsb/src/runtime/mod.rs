@@ -2,4 +2,6 @@
 
 pub mod router;
 pub mod state;
+/// The transaction log. Its format constants are not part of the C ABI (`ffi/log.rs` is):
+/// cbindgen:ignore
 pub mod tlog;

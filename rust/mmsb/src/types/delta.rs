@@ -495,9 +495,10 @@ impl Delta {
         }
     }
 
-    /// Appends the wire encoding (little-endian; see `docs/log-format.md`).
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.reserve(self.encoded_len());
+    /// Appends the encoding minus its trailing payload bytes, and returns that payload: the full
+    /// encoding is `out`'s new bytes followed by the returned slice. Lets the log write payloads
+    /// straight from the delta (vectored I/O) instead of copying them.
+    pub fn encode_split(&self, out: &mut Vec<u8>) -> &[u8] {
         match &self.repr {
             Repr::Sparse { runs, data } => {
                 out.push(TAG_SPARSE);
@@ -506,7 +507,7 @@ impl Delta {
                     out.extend_from_slice(&r.offset.to_le_bytes());
                     out.extend_from_slice(&(r.len as u32).to_le_bytes());
                 }
-                out.extend_from_slice(data);
+                data
             }
             Repr::Dense { offset, mask, data } => {
                 out.push(TAG_DENSE);
@@ -520,9 +521,16 @@ impl Delta {
                     out.extend_from_slice(&b[..take]);
                     written += take;
                 }
-                out.extend_from_slice(data);
+                data
             }
         }
+    }
+
+    /// Appends the wire encoding (little-endian; see `docs/log-format.md`).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.reserve(self.encoded_len());
+        let payload = self.encode_split(out);
+        out.extend_from_slice(payload);
     }
 
     /// Decodes one delta from the front of `bytes`; returns it and the bytes consumed.
@@ -960,6 +968,10 @@ mod tests {
             let mut buf = Vec::new();
             d.encode(&mut buf);
             assert_eq!(buf.len(), d.encoded_len());
+            let mut split = Vec::new();
+            let payload = d.encode_split(&mut split).to_vec();
+            split.extend_from_slice(&payload);
+            assert_eq!(split, buf, "encode_split + payload == encode");
             let (back, used) = Delta::decode(&buf).unwrap();
             assert_eq!(used, buf.len());
             assert_eq!(&back, d);

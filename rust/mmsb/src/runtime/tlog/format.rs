@@ -74,6 +74,25 @@ impl SegmentHeader {
     }
 }
 
+/// Type byte of padding records (`RecordType::Pad`): they carry no LSN (`lsn == count == 0`),
+/// their body is zeros, and readers skip them. Large records are followed by one so that the
+/// next record starts on a 4 KiB boundary (whole-page writes are cheaper for the page cache).
+pub const PAD_KIND: u8 = 6;
+/// Records at least this large are padded to the next 4 KiB boundary.
+pub const PAD_THRESHOLD: usize = 16 << 10;
+/// Alignment that padding restores.
+pub const PAD_ALIGN: u64 = 4096;
+
+/// Bytes of padding (a whole pad record, or 0) to put after a record ending at `end`.
+pub fn pad_len(end: u64) -> u64 {
+    let gap = (PAD_ALIGN - end % PAD_ALIGN) % PAD_ALIGN;
+    match gap {
+        0 => 0,
+        g if g < RECORD_HEADER_LEN as u64 => g + PAD_ALIGN,
+        g => g,
+    }
+}
+
 /// The fixed part of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordHeader {
@@ -93,17 +112,24 @@ impl RecordHeader {
 /// Fills the header in front of a body already placed at `frame[RECORD_HEADER_LEN..]`.
 pub fn seal_record(frame: &mut [u8], salt: u64, lsn: Lsn, count: u64, kind: u8) {
     let body_len = (frame.len() - RECORD_HEADER_LEN) as u32;
-    frame[0..4].copy_from_slice(&body_len.to_le_bytes());
-    frame[8..16].copy_from_slice(&lsn.to_le_bytes());
-    frame[16..24].copy_from_slice(&count.to_le_bytes());
-    frame[24] = kind;
-    frame[25..32].fill(0);
-    let crc = record_crc(salt, &frame[8..]);
+    write_record_header(frame, body_len, lsn, count, kind);
+    let crc = record_crc(salt, [&frame[8..]]);
     frame[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn record_crc(salt: u64, covered: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&salt.to_le_bytes()), covered)
+/// Writes every header field but the checksum (left zero) into `h[..RECORD_HEADER_LEN]`.
+pub fn write_record_header(h: &mut [u8], body_len: u32, lsn: Lsn, count: u64, kind: u8) {
+    h[0..4].copy_from_slice(&body_len.to_le_bytes());
+    h[4..8].fill(0);
+    h[8..16].copy_from_slice(&lsn.to_le_bytes());
+    h[16..24].copy_from_slice(&count.to_le_bytes());
+    h[24] = kind;
+    h[25..32].fill(0);
+}
+
+/// The record checksum over `covered`: the record's bytes from offset 8 on, in pieces.
+pub fn record_crc<'a>(salt: u64, covered: impl IntoIterator<Item = &'a [u8]>) -> u32 {
+    covered.into_iter().fold(crc32c::crc32c(&salt.to_le_bytes()), crc32c::crc32c_append)
 }
 
 /// Why a record did not verify.
@@ -125,12 +151,16 @@ pub fn check_record(bytes: &[u8], salt: u64) -> Result<RecordHeader, Invalid> {
     if h[25..32].iter().any(|&b| b != 0) {
         return Err(Invalid::Bad("reserved header bytes are not zero"));
     }
-    if count == 0 || lsn == 0 || lsn.checked_add(count).is_none() {
+    if h[24] == PAD_KIND {
+        if count != 0 || lsn != 0 {
+            return Err(Invalid::Bad("padding with an LSN"));
+        }
+    } else if count == 0 || lsn == 0 || lsn.checked_add(count).is_none() {
         return Err(Invalid::Bad("impossible LSN range"));
     }
     let end = RECORD_HEADER_LEN + len as usize;
     let Some(frame) = bytes.get(..end) else { return Err(Invalid::Truncated) };
-    if record_crc(salt, &frame[8..]) != le32(&h[4..8]) {
+    if record_crc(salt, [&frame[8..]]) != le32(&h[4..8]) {
         return Err(Invalid::Bad("checksum mismatch"));
     }
     Ok(RecordHeader { len, lsn, count, kind: h[24] })

@@ -154,14 +154,6 @@ impl MMSBState {
         Ok(k)
     }
 
-    /// Removes every checkpoint but the newest and the log before it (after tolerant recovery).
-    pub(crate) fn drop_history_before_newest_checkpoint(&self) -> Result<()> {
-        let log = log_of(self)?;
-        let _m = log.maint.lock();
-        let mut w = log.w.lock();
-        prune(log, &mut w, 1)
-    }
-
     /// Compacts the log up to the current LSN (see the module docs for the exact rule).
     pub fn compact_log(&self) -> Result<()> {
         let log = log_of(self)?;

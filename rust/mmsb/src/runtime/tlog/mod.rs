@@ -3,7 +3,7 @@
 //! `docs/log-format.md`.
 //!
 //! - [`storage`]: the file I/O trait, with a disk and an in-memory implementation;
-//! - [`format`]: byte layout of segments, records and checkpoints;
+//! - [`format`](mod@format): byte layout of segments, records and checkpoints;
 //! - [`record`]: the record-type registry and record bodies;
 //! - [`checkpoint`]: checkpoint files;
 //! - `writer` (this file): appends, segment rollover, the group-commit coordinator;
@@ -29,7 +29,10 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::monitoring::{Counter, Metric, Monitor};
 use crate::runtime::state::{Durability, Lsn};
-use crate::runtime::tlog::format::{seal_record, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::runtime::tlog::format::{
+    pad_len, record_crc, write_record_header, SegmentHeader, PAD_ALIGN, PAD_KIND, PAD_THRESHOLD, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
+};
 use crate::runtime::tlog::record::RecordType;
 use crate::runtime::tlog::storage::{Storage, StorageFile};
 use crate::types::error::{Error, LogError, Result};
@@ -84,6 +87,8 @@ struct SyncState {
     durable: u64,
     leader: bool,
     failed: Option<String>,
+    /// Group-commit fsyncs done (each covers every record appended before it started).
+    syncs: u64,
 }
 
 /// Leader/follower fsync coordinator: the first waiter becomes leader, syncs everything
@@ -140,6 +145,20 @@ impl Tlog {
         count: u64,
         body: impl FnOnce(&mut Vec<u8>),
     ) -> Result<Ticket> {
+        self.append_parts(kind, lsn, count, |buf, _| body(buf))
+    }
+
+    /// Like [`Tlog::append`], for bodies with large borrowed payloads: `fill` appends body bytes
+    /// to the buffer and records `(at, payload)` for "`payload` follows the buffer's first `at`
+    /// bytes" (ascending `at`). Payloads are checksummed and written in place (one vectored
+    /// write), never copied into the buffer.
+    pub(crate) fn append_parts<'a>(
+        &self,
+        kind: RecordType,
+        lsn: Lsn,
+        count: u64,
+        fill: impl FnOnce(&mut Vec<u8>, &mut Vec<(usize, &'a [u8])>),
+    ) -> Result<Ticket> {
         let timer = self.monitor.start(Metric::LogAppend);
         let mut w = self.w.lock();
         if let Some(why) = &w.poisoned {
@@ -148,8 +167,9 @@ impl Tlog {
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
         buf.resize(RECORD_HEADER_LEN, 0);
-        body(&mut buf);
-        let r = self.append_frame(&mut w, &mut buf, kind, lsn, count);
+        let mut tails = Vec::new();
+        fill(&mut buf, &mut tails);
+        let r = self.write_record(&mut w, &mut buf, &tails, kind, lsn, count);
         if buf.capacity() <= 4 << 20 {
             // Keep the buffer for the next record, unless an outsized record grew it.
             w.buf = buf;
@@ -161,19 +181,62 @@ impl Tlog {
         r
     }
 
-    fn append_frame(&self, w: &mut Writer, buf: &mut [u8], kind: RecordType, lsn: Lsn, count: u64) -> Result<Ticket> {
-        if buf.len() - RECORD_HEADER_LEN > u32::MAX as usize {
-            return Err(Error::InvalidArgument(format!(
-                "a log record of {} bytes exceeds the 4 GiB record limit",
-                buf.len()
-            )));
-        }
-        let len = buf.len() as u64;
+    fn write_record(
+        &self,
+        w: &mut Writer,
+        buf: &mut [u8],
+        tails: &[(usize, &[u8])],
+        kind: RecordType,
+        lsn: Lsn,
+        count: u64,
+    ) -> Result<Ticket> {
+        let len = buf.len() + tails.iter().map(|(_, p)| p.len()).sum::<usize>();
+        let body_len = u32::try_from(len - RECORD_HEADER_LEN).map_err(|_| {
+            Error::InvalidArgument(format!("a log record of {len} bytes exceeds the 4 GiB record limit"))
+        })?;
+        let len = len as u64;
         if w.offset > SEGMENT_HEADER_LEN as u64 && w.offset + len > self.segment_size {
             self.roll(w)?;
         }
-        seal_record(buf, w.salt, lsn, count, kind as u8);
-        if let Err(e) = w.file.write_at(w.offset, buf) {
+        write_record_header(buf, body_len, lsn, count, kind as u8);
+        // The frame in order: buffer pieces interleaved with the payloads.
+        let cuts = || {
+            let mut from = 0;
+            tails.iter().map(move |&(at, payload)| {
+                let r = (from..at, payload);
+                from = at;
+                r
+            })
+        };
+        let last = tails.last().map_or(0, |t| t.0);
+        let mut crc_parts: Vec<&[u8]> = Vec::with_capacity(2 * tails.len() + 1);
+        for (i, (range, payload)) in cuts().enumerate() {
+            crc_parts.push(if i == 0 { &buf[8..range.end] } else { &buf[range] });
+            crc_parts.push(payload);
+        }
+        crc_parts.push(if tails.is_empty() { &buf[8..] } else { &buf[last..] });
+        let crc = record_crc(w.salt, crc_parts);
+        buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * tails.len() + 1);
+        for (range, payload) in cuts() {
+            parts.push(&buf[range]);
+            parts.push(payload);
+        }
+        parts.push(&buf[last..]);
+        // A large record is followed, in the same write, by padding up to a 4 KiB boundary.
+        static ZEROS: [u8; 2 * PAD_ALIGN as usize] = [0; 2 * PAD_ALIGN as usize];
+        let pad = if len as usize >= PAD_THRESHOLD { pad_len(w.offset + len) } else { 0 };
+        let mut pad_head = [0u8; RECORD_HEADER_LEN];
+        if pad > 0 {
+            let zeros = &ZEROS[..pad as usize - RECORD_HEADER_LEN];
+            write_record_header(&mut pad_head, zeros.len() as u32, 0, 0, PAD_KIND);
+            let crc = record_crc(w.salt, [&pad_head[8..], zeros]);
+            pad_head[4..8].copy_from_slice(&crc.to_le_bytes());
+            parts.push(&pad_head);
+            parts.push(zeros);
+        }
+        let len = len + pad;
+        if let Err(e) = w.file.write_vectored_at(w.offset, &parts) {
             // Cut any partial record so later appends follow valid data; if even that fails the
             // file's tail is unknown and no later record may be written after it.
             if let Err(t) = w.file.truncate(w.offset) {
@@ -267,6 +330,9 @@ impl Tlog {
             }
             s.leader = true;
             drop(s);
+            // Let writers woken by the previous sync append first, so this sync covers them too
+            // (on few cores they are runnable but not yet running).
+            std::thread::yield_now();
             // Everything appended so far is in `file` or in segments synced when they rolled.
             let (target, file) = {
                 let w = self.w.lock();
@@ -281,11 +347,19 @@ impl Tlog {
             s = self.sync.state.lock();
             s.leader = false;
             match r {
-                Ok(()) => s.durable = s.durable.max(target),
+                Ok(()) => {
+                    s.durable = s.durable.max(target);
+                    s.syncs += 1;
+                }
                 Err(e) => s.failed = Some(format!("group-commit fsync failed: {e}")),
             }
             self.sync.cv.notify_all();
         }
+    }
+
+    /// Group-commit fsyncs done so far.
+    pub(crate) fn group_syncs(&self) -> u64 {
+        self.sync.state.lock().syncs
     }
 
     /// Marks everything appended so far durable (after maintenance synced it).

@@ -23,6 +23,8 @@ pub enum RecordType {
     Compacted = 4,
     /// A record of another layer (one LSN): body is `kind: u8` then the layer's bytes.
     Extension = 5,
+    /// Alignment padding after a large record: no LSN, zero body, skipped by every reader.
+    Pad = 6,
 }
 
 impl RecordType {
@@ -33,6 +35,7 @@ impl RecordType {
             3 => RecordType::Batch,
             4 => RecordType::Compacted,
             5 => RecordType::Extension,
+            6 => RecordType::Pad,
             _ => return None,
         })
     }
@@ -184,6 +187,7 @@ impl Record {
                 let (&k, rest) = body.split_first().ok_or("empty extension record")?;
                 one(Record::Extension { kind: k, body: rest.to_vec() })
             }
+            RecordType::Pad => Err("padding is not a record to apply".into()),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::runtime::state::{Lsn, MMSBState};
 use crate::runtime::tlog::checkpoint;
 use crate::runtime::tlog::format::{
     check_record, parse_checkpoint_name, parse_segment_name, segment_name, Invalid, RecordHeader, SegmentHeader,
-    FLAG_CHAIN_START, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, TMP_SUFFIX,
+    FLAG_CHAIN_START, PAD_KIND, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, TMP_SUFFIX,
 };
 use crate::runtime::tlog::replay::apply_record;
 use crate::runtime::tlog::storage::{FsStorage, MemStorage, Storage};
@@ -98,8 +98,9 @@ pub(crate) struct Walk {
 pub(crate) enum OnInvalid {
     /// Stop there (readers of a live log: the tail may be mid-append).
     Stop,
-    /// Stop there, and report whether valid records follow (recovery).
-    Recover { tolerant: bool },
+    /// Stop there, and report whether valid records follow (recovery). Damage followed by a
+    /// valid record at or before `covered + 1` (the checkpoint's LSN + 1) is skipped.
+    Recover { tolerant: bool, covered: Lsn },
 }
 
 /// Visits the chain's records in LSN order: `f(header, body, segment name, offset)`; `f`
@@ -157,6 +158,10 @@ pub(crate) fn walk(
             let rec = &data[off..];
             let r = check_record(rec, h.salt);
             let bad = match r {
+                Ok(rh) if rh.kind == PAD_KIND => {
+                    off += RECORD_HEADER_LEN + rh.len as usize;
+                    continue;
+                }
                 Ok(rh) if rh.lsn == out.last_lsn + 1 || (jump_lsn && rh.lsn > out.last_lsn) => {
                     jump_lsn = false;
                     let body = &rec[RECORD_HEADER_LEN..RECORD_HEADER_LEN + rh.len as usize];
@@ -198,8 +203,18 @@ pub(crate) fn walk(
     Ok(out)
 }
 
-/// Decides what happens at a record that does not verify. Returns where to resume (tolerant
-/// recovery past damage) or `None` to stop (with `out.cut` set).
+/// What follows a record that does not verify.
+enum After {
+    /// Nothing valid: a torn tail.
+    Nothing,
+    /// Bytes that cannot be verified (behind a damaged segment header) and nowhere to resume.
+    Unreadable,
+    /// The next valid record: segment index, offset, its first LSN.
+    At(usize, usize, Lsn),
+}
+
+/// Decides what happens at a record that does not verify. Returns where to resume (past damage
+/// that is skippable) or `None` to stop (with `out.cut` set).
 fn settle(
     storage: &dyn Storage,
     chain: &[SegFile],
@@ -208,56 +223,66 @@ fn settle(
     out: &mut Walk,
     seg_data: Option<(&[u8], u64)>,
 ) -> Result<Option<(usize, usize)>> {
-    let OnInvalid::Recover { tolerant } = mode else {
+    let OnInvalid::Recover { tolerant, covered } = mode else {
         out.cut = Some(cut);
         return Ok(None);
     };
-    let after = valid_after(chain, &cut, out.last_lsn, seg_data);
-    match after {
-        None => {
-            out.cut = Some(cut);
-            Ok(None)
-        }
-        Some(at) if tolerant => {
-            out.skipped += 1;
-            Ok(Some(at))
-        }
-        Some(_) => Err(LogError::Corrupt {
+    let corrupt = |cut: &Cut| {
+        Err(LogError::Corrupt {
             file: storage.describe(&chain[cut.seg].name),
             offset: cut.offset,
             reason: format!("{} (valid records follow, so this is not a torn tail)", cut.reason),
         }
-        .into()),
+        .into())
+    };
+    match valid_after(chain, &cut, out.last_lsn, seg_data) {
+        After::Nothing => {
+            out.cut = Some(cut);
+            Ok(None)
+        }
+        // Damage only in records the checkpoint already covers costs replay history, not data.
+        After::At(seg, off, lsn) if tolerant || lsn <= covered + 1 => {
+            out.skipped += 1;
+            Ok(Some((seg, off)))
+        }
+        After::Unreadable if tolerant => {
+            out.skipped += 1;
+            out.cut = Some(cut);
+            Ok(None)
+        }
+        _ => corrupt(&cut),
     }
 }
 
 /// Finds the first valid record after a cut: in the same segment (any offset, same salt, a later
-/// LSN) or a later segment that chains to this one. `(segment index, offset)`.
-fn valid_after(chain: &[SegFile], cut: &Cut, last_lsn: Lsn, seg_data: Option<(&[u8], u64)>) -> Option<(usize, usize)> {
+/// LSN) or a later segment that chains to this one.
+fn valid_after(chain: &[SegFile], cut: &Cut, last_lsn: Lsn, seg_data: Option<(&[u8], u64)>) -> After {
     if let Some((data, salt)) = seg_data {
         let from = cut.offset as usize + 1;
         for p in from..data.len().saturating_sub(RECORD_HEADER_LEN - 1) {
             if let Ok(h) = check_record(&data[p..], salt) {
                 if h.lsn > last_lsn {
-                    return Some((cut.seg, p));
+                    return After::At(cut.seg, p, h.lsn);
                 }
             }
         }
     }
     let this = &chain[cut.seg];
-    if cut.offset == 0 && this.header.is_none() && this.len > SEGMENT_HEADER_LEN as u64 {
-        // A header that does not verify in front of record bytes is damage, not a torn
-        // creation (segment headers are written, and in synced modes fsynced, before records).
-        return Some((cut.seg, SEGMENT_HEADER_LEN));
-    }
-    chain.iter().enumerate().skip(cut.seg + 1).find_map(|(j, s)| {
+    let later = chain.iter().enumerate().skip(cut.seg + 1).find_map(|(j, s)| {
         let h = s.header?;
         let chains = match this.header {
             Some(t) => h.prev_salt == t.salt && cut.offset != 0,
             None => h.segno == this.segno + 1 && h.base_lsn >= last_lsn,
         };
-        chains.then_some((j, SEGMENT_HEADER_LEN))
-    })
+        chains.then_some(After::At(j, SEGMENT_HEADER_LEN, h.base_lsn + 1))
+    });
+    match later {
+        Some(a) => a,
+        // A header that does not verify in front of record bytes is damage, not a torn
+        // creation (segment headers are written, and in synced modes fsynced, before records).
+        None if cut.offset == 0 && this.header.is_none() && this.len > SEGMENT_HEADER_LEN as u64 => After::Unreadable,
+        None => After::Nothing,
+    }
 }
 
 /// Opens the storage of a state with logging on, recovers into `state`, and attaches the log.
@@ -309,27 +334,44 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         if let Some(c) = &ckpt {
             crate::runtime::tlog::replay::load_checkpoint(state, &mut core, c)?;
         }
-        walk(storage.as_ref(), &listing.chain, OnInvalid::Recover { tolerant }, |h, body, file, off| {
-            if h.last_lsn() <= ckpt_lsn {
-                return Ok(true);
-            }
-            if h.lsn <= ckpt_lsn {
-                return Err(LogError::Corrupt {
+        walk(
+            storage.as_ref(),
+            &listing.chain,
+            OnInvalid::Recover { tolerant, covered: ckpt_lsn },
+            |h, body, file, off| {
+                if h.last_lsn() <= ckpt_lsn {
+                    return Ok(true);
+                }
+                if h.lsn <= ckpt_lsn {
+                    return Err(LogError::Corrupt {
+                        file: storage.describe(file),
+                        offset: off,
+                        reason: format!("record {}..={} straddles the checkpoint at {ckpt_lsn}", h.lsn, h.last_lsn()),
+                    }
+                    .into());
+                }
+                apply_record(state, &mut core, h, body, Lsn::MAX, tolerant).map_err(|reason| LogError::Corrupt {
                     file: storage.describe(file),
                     offset: off,
-                    reason: format!("record {}..={} straddles the checkpoint at {ckpt_lsn}", h.lsn, h.last_lsn()),
-                }
-                .into());
-            }
-            apply_record(state, &mut core, h, body, Lsn::MAX, tolerant).map_err(|reason| LogError::Corrupt {
-                file: storage.describe(file),
-                offset: off,
-                reason,
-            })?;
-            Ok(true)
-        })?
+                    reason,
+                })?;
+                Ok(true)
+            },
+        )?
     };
     let last_lsn = walk.last_lsn.max(ckpt_lsn);
+    let mut checkpoints = listing.checkpoints.clone();
+    checkpoints.retain(|lsn, _| *lsn <= ckpt_lsn && ckpt.is_some());
+    if walk.skipped > 0 {
+        // Tolerant recovery skipped damage: checkpoint the recovered state before any log file
+        // is touched, so the damaged region is never needed again (a crash before the new chain
+        // exists just repeats this recovery).
+        let mut core = state.core.write();
+        core.lsn = last_lsn;
+        let ext = state.checkpoint_extension(&core);
+        let (name, _) = checkpoint::write(storage.as_ref(), &core, &ext)?;
+        checkpoints.insert(last_lsn, name);
+    }
 
     // Cut a torn tail: truncate the segment where it starts, drop everything after it.
     let mut truncated = 0u64;
@@ -366,7 +408,7 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         buf: Vec::new(),
         poisoned: None,
         segments,
-        checkpoints: listing.checkpoints.clone(),
+        checkpoints,
         bytes_since_checkpoint: bytes_since,
         maintenance_failures: 0,
         last_maintenance_error: None,
@@ -376,7 +418,6 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
     let log = Tlog::new(storage.clone(), &config, w, state.monitor.clone());
     {
         let mut w = log.w.lock();
-        w.checkpoints.retain(|lsn, _| ckpt.as_ref().is_some_and(|c| *lsn <= c.lsn));
         match tail {
             // Keep appending to the last segment when the log reaches the recovered state.
             Some((segno, h, end)) if walk.last_lsn == last_lsn && walk.skipped == 0 => {
@@ -408,8 +449,10 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
                 w.bytes_since_checkpoint = 0;
             }
         }
-        // An interrupted checkpoint may have left older generations behind.
-        super::maintain::prune(&log, &mut w, super::maintain::CHECKPOINT_GENERATIONS)?;
+        // An interrupted checkpoint may have left older generations behind; after skipped
+        // damage only the checkpoint just taken is kept.
+        let keep = if walk.skipped > 0 { 1 } else { super::maintain::CHECKPOINT_GENERATIONS };
+        super::maintain::prune(&log, &mut w, keep)?;
         if let Some(c) = &ckpt {
             let since: u64 =
                 w.segments.values().filter(|m| m.base_lsn >= c.lsn).map(|m| m.len - SEGMENT_HEADER_LEN as u64).sum();
@@ -420,13 +463,7 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         let mut core = state.core.write();
         core.lsn = last_lsn;
     }
-    let skipped = walk.skipped;
     state.tlog = Some(log);
-    if skipped > 0 {
-        // The damaged region must never be needed again: checkpoint, then drop all history.
-        state.checkpoint()?;
-        state.drop_history_before_newest_checkpoint()?;
-    }
     Ok(())
 }
 

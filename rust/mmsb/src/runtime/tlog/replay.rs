@@ -1,5 +1,6 @@
 //! Applying records to a state (recovery and replay), `replay_to`, and epoch slices.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 
 use crate::runtime::state::{Config, Core, Lsn, MMSBState};
@@ -190,52 +191,112 @@ impl MMSBState {
 
     /// The records of the epoch slice `range` (by LSN), in LSN order: one entry per page
     /// creation, page free, delta (a batch yields one entry per delta), compacted run (when it
-    /// overlaps the range) and extension record. Materialised at the call.
+    /// overlaps the range) and extension record. Read lazily, one segment at a time; a segment
+    /// removed meanwhile by a checkpoint or compaction ends the slice with `LsnOutOfRange`.
     pub fn log_records(&self, range: Range<Lsn>) -> Result<LogSlice> {
         let log = log_of(self)?;
         let _m = log.maint.lock();
-        let storage = log.storage.as_ref();
-        let listing = list(storage)?;
+        let listing = list(log.storage.as_ref())?;
         let chain_base = listing.chain.first().and_then(|s| s.header).map_or(0, |h| h.base_lsn);
         if range.start <= chain_base && range.start < range.end {
             return Err(LogError::LsnOutOfRange(range.start).into());
         }
-        let mut entries = Vec::new();
-        walk(storage, &listing.chain, OnInvalid::Stop, |h, body, file, off| {
-            if h.lsn >= range.end {
-                return Ok(false);
+        Ok(LogSlice {
+            storage: log.storage.clone(),
+            chain: listing.chain,
+            next_seg: 0,
+            last_lsn: chain_base,
+            range,
+            pending: VecDeque::new(),
+            done: false,
+        })
+    }
+}
+
+impl LogSlice {
+    /// Reads the next segment's entries into `pending`; false when the slice is exhausted.
+    fn fill(&mut self) -> Result<bool> {
+        while self.pending.is_empty() && !self.done {
+            let Some(seg) = self.chain.get(self.next_seg) else {
+                self.done = true;
+                break;
+            };
+            self.next_seg += 1;
+            if seg.header.is_some_and(|h| h.base_lsn != self.last_lsn) {
+                // The segment was replaced (compaction) or the log moved on under the reader.
+                return Err(LogError::LsnOutOfRange(self.last_lsn + 1).into());
             }
-            if h.last_lsn() < range.start {
-                return Ok(true);
-            }
-            let rec = Record::decode(h.kind, h.count, body).map_err(|reason| LogError::Corrupt {
-                file: storage.describe(file),
-                offset: off,
-                reason,
+            let storage = self.storage.clone();
+            let range = self.range.clone();
+            let pending = &mut self.pending;
+            let mut past_end = false;
+            let walked = walk(storage.as_ref(), std::slice::from_ref(seg), OnInvalid::Stop, |h, body, file, off| {
+                if h.lsn >= range.end {
+                    past_end = true;
+                    return Ok(false);
+                }
+                if h.last_lsn() < range.start {
+                    return Ok(true);
+                }
+                let rec = Record::decode(h.kind, h.count, body).map_err(|reason| LogError::Corrupt {
+                    file: storage.describe(file),
+                    offset: off,
+                    reason,
+                })?;
+                push_entries(pending, h, rec, &range);
+                Ok(true)
+            })
+            .map_err(|e| match e {
+                crate::types::error::Error::Log(LogError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    LogError::LsnOutOfRange(self.last_lsn + 1).into()
+                }
+                e => e,
             })?;
-            match rec {
-                Record::PageCreate(c) => entries.push(LogEntry {
-                    lsn: h.lsn,
-                    op: LogOp::CreatePage { id: c.id, size: c.size, location: c.location, meta: c.meta },
-                }),
-                Record::PageFree(id) => entries.push(LogEntry { lsn: h.lsn, op: LogOp::FreePage(id) }),
-                Record::Batch(ops) => {
-                    for (k, (page, delta)) in ops.into_iter().enumerate() {
-                        let lsn = h.lsn + k as u64;
-                        if range.contains(&lsn) {
-                            entries.push(LogEntry { lsn, op: LogOp::Delta { page, delta } });
-                        }
-                    }
-                }
-                Record::Compacted(c) => {
-                    entries.push(LogEntry { lsn: h.last_lsn(), op: LogOp::Compacted { first_lsn: h.lsn, body: c } })
-                }
-                Record::Extension { kind, body } => {
-                    entries.push(LogEntry { lsn: h.lsn, op: LogOp::Extension { kind, body } })
+            self.last_lsn = walked.last_lsn;
+            if past_end || walked.cut.is_some() {
+                // A cut is the live tail (a record being appended): nothing valid follows.
+                self.done = true;
+            }
+        }
+        Ok(!self.pending.is_empty())
+    }
+}
+
+fn push_entries(out: &mut VecDeque<LogEntry>, h: &RecordHeader, rec: Record, range: &Range<Lsn>) {
+    match rec {
+        Record::PageCreate(c) => out.push_back(LogEntry {
+            lsn: h.lsn,
+            op: LogOp::CreatePage { id: c.id, size: c.size, location: c.location, meta: c.meta },
+        }),
+        Record::PageFree(id) => out.push_back(LogEntry { lsn: h.lsn, op: LogOp::FreePage(id) }),
+        Record::Batch(ops) => {
+            for (k, (page, delta)) in ops.into_iter().enumerate() {
+                let lsn = h.lsn + k as u64;
+                if range.contains(&lsn) {
+                    out.push_back(LogEntry { lsn, op: LogOp::Delta { page, delta } });
                 }
             }
-            Ok(true)
-        })?;
-        Ok(LogSlice { entries: entries.into_iter() })
+        }
+        Record::Compacted(c) => {
+            out.push_back(LogEntry { lsn: h.last_lsn(), op: LogOp::Compacted { first_lsn: h.lsn, body: c } })
+        }
+        Record::Extension { kind, body } => out.push_back(LogEntry { lsn: h.lsn, op: LogOp::Extension { kind, body } }),
+    }
+}
+
+impl Iterator for LogSlice {
+    type Item = Result<LogEntry>;
+    fn next(&mut self) -> Option<Result<LogEntry>> {
+        match self.fill() {
+            Ok(true) => self.pending.pop_front().map(Ok),
+            Ok(false) => None,
+            Err(e) => {
+                self.done = true;
+                self.pending.clear();
+                Some(Err(e))
+            }
+        }
     }
 }

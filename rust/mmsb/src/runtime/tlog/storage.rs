@@ -19,6 +19,15 @@ use parking_lot::Mutex;
 pub trait StorageFile: Send + Sync + Debug {
     /// Writes all of `buf` at `offset` (extending the file if needed).
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()>;
+    /// Writes `parts`, back to back, at `offset` (one `pwritev` where the platform has it).
+    fn write_vectored_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
+        let mut at = offset;
+        for p in parts {
+            self.write_at(at, p)?;
+            at += p.len() as u64;
+        }
+        Ok(())
+    }
     /// Appends `buf` at the current end of the file; returns the offset it was written at.
     fn append(&self, buf: &[u8]) -> io::Result<u64>;
     /// Fills `buf` from `offset`; fails with `UnexpectedEof` past the end.
@@ -64,10 +73,16 @@ fn check_name(name: &str) -> io::Result<()> {
 }
 
 /// Files in a directory on disk. The directory is created with mode 0700, files with 0600.
+/// An exclusive `flock` on `dir/LOCK` keeps a second state (in this or another process) from
+/// writing the same log; it is released when the storage is dropped or the process dies.
 #[derive(Debug)]
 pub struct FsStorage {
     dir: PathBuf,
+    _lock: File,
 }
+
+/// Name of the lock file (not one of the storage's files: `list` leaves it out).
+pub const LOCK_FILE: &str = "LOCK";
 
 impl FsStorage {
     /// Uses (creating if needed) `dir`.
@@ -82,7 +97,21 @@ impl FsStorage {
             }
             b.create(dir)?;
         }
-        Ok(FsStorage { dir: dir.to_path_buf() })
+        let mut o = OpenOptions::new();
+        o.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        let lock = o.open(dir.join(LOCK_FILE))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("{} is in use by another open state ({e})", dir.display())));
+        }
+        Ok(FsStorage { dir: dir.to_path_buf(), _lock: lock })
     }
 
     fn path(&self, name: &str) -> io::Result<PathBuf> {
@@ -100,6 +129,49 @@ impl StorageFile for FsFile {
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         self.file.write_all_at(buf, offset)
+    }
+    fn write_vectored_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // At most IOV_MAX (1024 on Linux) slices per call; finish partial writes part by part.
+        let mut iov: Vec<libc::iovec> = parts
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() })
+            .collect();
+        let mut first = 0usize;
+        let mut at = offset;
+        while first < iov.len() {
+            let cnt = (iov.len() - first).min(1024) as libc::c_int;
+            let off = libc::off_t::try_from(at).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            // SAFETY: every iovec points into a slice of `parts`, alive and unmodified for the
+            // whole call; `cnt` iovecs starting at `first` are in bounds.
+            let n = unsafe { libc::pwritev(self.file.as_raw_fd(), iov.as_ptr().add(first), cnt, off) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::WriteZero));
+            }
+            let mut n = n as usize;
+            at += n as u64;
+            while n > 0 {
+                let v = &mut iov[first];
+                if n >= v.iov_len {
+                    n -= v.iov_len;
+                    first += 1;
+                } else {
+                    // SAFETY: advancing within the same slice (n < iov_len).
+                    v.iov_base = unsafe { v.iov_base.cast::<u8>().add(n) }.cast();
+                    v.iov_len -= n;
+                    n = 0;
+                }
+            }
+        }
+        Ok(())
     }
     fn append(&self, buf: &[u8]) -> io::Result<u64> {
         let at = self.file.metadata()?.len();
@@ -153,7 +225,7 @@ impl Storage for FsStorage {
         for e in std::fs::read_dir(&self.dir)? {
             let e = e?;
             if e.file_type()?.is_file() {
-                if let Some(n) = e.file_name().to_str() {
+                if let Some(n) = e.file_name().to_str().filter(|n| *n != LOCK_FILE) {
                     out.push(n.to_owned());
                 }
             }
@@ -279,6 +351,10 @@ mod tests {
         let mut b = [0u8; 5];
         f.read_at(0, &mut b).unwrap();
         assert_eq!(&b, b"Jello");
+        f.write_vectored_at(5, &[b"ab", b"", b"cd"]).unwrap();
+        let mut v = [0u8; 4];
+        f.read_at(5, &mut v).unwrap();
+        assert_eq!(&v, b"abcd");
         f.truncate(5).unwrap();
         f.sync().unwrap();
         assert_eq!(s.read("a.seg").unwrap(), b"Jello");
@@ -298,6 +374,15 @@ mod tests {
         exercise(&MemStorage::new());
         let d = tempfile::tempdir().unwrap();
         exercise(&FsStorage::new(&d.path().join("sub")).unwrap());
+    }
+
+    #[test]
+    fn a_directory_is_opened_by_one_storage_at_a_time() {
+        let d = tempfile::tempdir().unwrap();
+        let a = FsStorage::new(d.path()).unwrap();
+        assert!(FsStorage::new(d.path()).is_err());
+        drop(a);
+        FsStorage::new(d.path()).unwrap();
     }
 
     #[test]

@@ -1,0 +1,245 @@
+//! TLog benchmarks, each against a baseline measured in the same run, on a disk directory
+//! (`/work/tmp` when it exists, else the system temp dir; never tmpfs on purpose):
+//! - `append_64k`: unsynced append of 64 KiB deltas vs raw sequential `write` of 64 KiB;
+//! - `group_commit`: 8 writer threads in GroupCommit mode vs one writer fsyncing each delta;
+//! - `replay`: `replay_to` over a 64 MiB log vs reading the log files;
+//! - `checkpoint`: a checkpoint of 64 MiB of pages vs writing (and fsyncing) 64 MiB to a file.
+//!
+//! Run: `cargo bench --bench tlog -- --warm-up-time 1 --measurement-time 3`. The ratios are
+//! printed at the end.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use mmsb::{Config, Delta, Durability, Location, MMSBState, PageMeta};
+
+const K64: usize = 64 << 10;
+
+fn base_dir() -> PathBuf {
+    let p = Path::new("/work/tmp");
+    if p.is_dir() {
+        p.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+fn state(dir: &Path, durability: Durability) -> MMSBState {
+    MMSBState::open(Config { dir: Some(dir.to_path_buf()), durability, ..Config::default() }).unwrap()
+}
+
+fn append_64k(c: &mut Criterion) {
+    let mut g = c.benchmark_group("append_64k");
+    g.throughput(Throughput::Bytes(K64 as u64));
+    let payload: Vec<u8> = (0..K64).map(|i| (i * 7) as u8).collect();
+    let d = Delta::write(0, &payload).unwrap();
+    // Both sides restart their files every 1024 writes (64 MiB), outside the timed section.
+    g.bench_function(BenchmarkId::new("tlog", "none"), |b| {
+        let t = tempfile::tempdir_in(base_dir()).unwrap();
+        let s = state(&t.path().join("s"), Durability::None);
+        let p = s.create_page(K64 as u64, Location::Cpu, PageMeta::default()).unwrap();
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(1024);
+                let start = Instant::now();
+                for _ in 0..n {
+                    s.route_delta(p, &d, None).unwrap();
+                }
+                total += start.elapsed();
+                left -= n;
+                s.compact_log().unwrap();
+            }
+            total
+        });
+    });
+    // The same route_delta without a log: what applying the delta to the page costs.
+    g.bench_function(BenchmarkId::new("no_log", "apply_only"), |b| {
+        let s = MMSBState::in_memory();
+        let p = s.create_page(K64 as u64, Location::Cpu, PageMeta::default()).unwrap();
+        b.iter(|| s.route_delta(p, &d, None).unwrap());
+    });
+    g.bench_function(BenchmarkId::new("raw_write", "none"), |b| {
+        let t = tempfile::tempdir_in(base_dir()).unwrap();
+        let f = File::create(t.path().join("raw")).unwrap();
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(1024);
+                let start = Instant::now();
+                for i in 0..n {
+                    f.write_all_at(&payload, i * K64 as u64).unwrap();
+                }
+                total += start.elapsed();
+                left -= n;
+                f.set_len(0).unwrap();
+            }
+            total
+        });
+    });
+    g.finish();
+}
+
+fn group_commit(c: &mut Criterion) {
+    const DELTA: usize = 4096;
+    const THREADS: u64 = 8;
+    let mut g = c.benchmark_group("group_commit");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("tlog_8_writers", |b| {
+        let t = tempfile::tempdir_in(base_dir()).unwrap();
+        let s = Arc::new(state(&t.path().join("s"), Durability::GroupCommit));
+        let pages: Vec<_> =
+            (0..THREADS).map(|_| s.create_page(DELTA as u64, Location::Cpu, PageMeta::default()).unwrap()).collect();
+        b.iter_custom(|iters| {
+            let per = iters.div_ceil(THREADS);
+            let start = Instant::now();
+            std::thread::scope(|sc| {
+                for (k, &p) in pages.iter().enumerate() {
+                    let s = &s;
+                    sc.spawn(move || {
+                        for i in 0..per {
+                            let d = Delta::write(0, &[(i as u8) ^ (k as u8); DELTA]).unwrap();
+                            s.route_delta(p, &d, None).unwrap();
+                        }
+                    });
+                }
+            });
+            // Scale to the requested count (per * THREADS may exceed it by < THREADS).
+            start.elapsed().mul_f64(iters as f64 / (per * THREADS) as f64)
+        });
+    });
+    g.bench_function("tlog_1_writer_always", |b| {
+        let t = tempfile::tempdir_in(base_dir()).unwrap();
+        let s = state(&t.path().join("s"), Durability::Always);
+        let p = s.create_page(DELTA as u64, Location::Cpu, PageMeta::default()).unwrap();
+        let mut i = 0u8;
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            s.route_delta(p, &Delta::write(0, &[i; DELTA]).unwrap(), None).unwrap();
+        });
+    });
+    g.bench_function("raw_write_fsync_each", |b| {
+        let t = tempfile::tempdir_in(base_dir()).unwrap();
+        let mut f = File::create(t.path().join("raw")).unwrap();
+        let buf = [7u8; DELTA];
+        b.iter(|| {
+            f.write_all(&buf).unwrap();
+            f.sync_data().unwrap();
+        });
+    });
+    g.finish();
+}
+
+fn replay(c: &mut Criterion) {
+    const RECORDS: usize = 1024;
+    let t = tempfile::tempdir_in(base_dir()).unwrap();
+    let dir = t.path().join("s");
+    let s = state(&dir, Durability::None);
+    let p = s.create_page(K64 as u64, Location::Cpu, PageMeta::default()).unwrap();
+    for i in 0..RECORDS {
+        s.route_delta(p, &Delta::write(0, &vec![i as u8; K64]).unwrap(), None).unwrap();
+    }
+    let lsn = s.lsn();
+    let bytes = s.log_info().unwrap().log_bytes;
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    let mut g = c.benchmark_group("replay");
+    g.throughput(Throughput::Bytes(bytes));
+    g.sample_size(10);
+    g.bench_function("replay_to", |b| b.iter(|| s.replay_to(lsn).unwrap()));
+    g.bench_function("read_files", |b| b.iter(|| files.iter().map(|f| std::fs::read(f).unwrap().len()).sum::<usize>()));
+    g.finish();
+}
+
+fn checkpoint(c: &mut Criterion) {
+    const PAGES: usize = 64;
+    const PAGE: usize = 1 << 20;
+    let t = tempfile::tempdir_in(base_dir()).unwrap();
+    let s = state(&t.path().join("s"), Durability::None);
+    let ids: Vec<_> =
+        (0..PAGES).map(|_| s.create_page(PAGE as u64, Location::Cpu, PageMeta::default()).unwrap()).collect();
+    for &id in &ids {
+        s.update_page(id, &vec![id.0 as u8; PAGE]).unwrap();
+    }
+    let mut g = c.benchmark_group("checkpoint");
+    g.throughput(Throughput::Bytes((PAGES * PAGE) as u64));
+    g.sample_size(10);
+    g.bench_function("tlog_checkpoint", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for i in 0..iters {
+                // A new LSN, so the checkpoint is not a no-op (outside the timed section).
+                s.update_page(ids[0], &[i as u8; 8]).unwrap();
+                let start = Instant::now();
+                s.checkpoint().unwrap();
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    let data = vec![5u8; PAGES * PAGE];
+    g.bench_function("raw_write_fsync", |b| {
+        let path = t.path().join("raw");
+        b.iter(|| {
+            let mut f = File::create(&path).unwrap();
+            f.write_all(&data).unwrap();
+            f.sync_all().unwrap();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, append_64k, group_commit, replay, checkpoint);
+
+/// Mean time per iteration of a finished benchmark, from criterion's estimates.
+fn mean_ns(group: &str, bench: &str) -> Option<f64> {
+    let root = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let path = root.join("criterion").join(group).join(bench).join("new/estimates.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    v["mean"]["point_estimate"].as_f64()
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    let ratio = |g: &str, a: &str, b: &str| match (mean_ns(g, a), mean_ns(g, b)) {
+        (Some(x), Some(y)) => format!("{:.2}", y / x),
+        _ => "n/a".into(),
+    };
+    println!("\nTLog ratios (throughput of the TLog side / throughput of the baseline, same run):");
+    println!(
+        "  append_64k   tlog/raw_write         = {} (target >= 0.70)",
+        ratio("append_64k", "tlog/none", "raw_write/none")
+    );
+    // The log's own share: route_delta with the log minus route_delta without it.
+    let log_only = match (mean_ns("append_64k", "tlog/none"), mean_ns("append_64k", "no_log/apply_only")) {
+        (Some(t), Some(a)) => mean_ns("append_64k", "raw_write/none").map(|r| format!("{:.2}", r / (t - a))),
+        _ => None,
+    };
+    println!(
+        "  append_64k   log share/raw_write    = {} (route_delta minus the page apply)",
+        log_only.unwrap_or_default()
+    );
+    println!(
+        "  group_commit 8 writers/1 writer Always = {} (target >= 5)",
+        ratio("group_commit", "tlog_8_writers", "tlog_1_writer_always")
+    );
+    println!(
+        "  group_commit 8 writers/raw fsync each  = {}",
+        ratio("group_commit", "tlog_8_writers", "raw_write_fsync_each")
+    );
+    println!("  replay       replay_to/read_files   = {} (target >= 0.50)", ratio("replay", "replay_to", "read_files"));
+    println!("  checkpoint   checkpoint/raw write   = {}", ratio("checkpoint", "tlog_checkpoint", "raw_write_fsync"));
+}
