@@ -106,11 +106,16 @@ function run_case(c::Case; budget_s::Real = 2.0, sample_s::Real = budget_s / 40,
     try
         GC.gc()
         sample(c.f, ctx, 1)                       # compile
-        t1 = sample(c.f, ctx, 1)
         allocs = allocated(c.f, ctx)
         allocs = allocated(c.f, ctx)              # the second is free of compilation
-        evals = max(1, min(1_000_000, round(Int, sample_s * 1e9 / max(t1, 1.0))))
-        sample(c.f, ctx, min(evals, 1000))        # warm caches and branch predictors
+        # Calibrate: double the calls until one sample takes about `sample_s`
+        # (also warms caches; a single first call can be unrepresentatively fast).
+        evals = 1
+        while evals < 1_000_000
+            t = sample(c.f, ctx, evals) * evals
+            t >= sample_s * 1e9 / 2 && break
+            evals *= 2
+        end
         times = Float64[]
         t_end = time_ns() + round(UInt64, budget_s * 1e9)
         while length(times) < max_samples && (length(times) < 3 || time_ns() < t_end)
