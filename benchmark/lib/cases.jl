@@ -44,6 +44,20 @@ function ccall_update(c::Ctx)
     return nothing
 end
 
+# The masked 4 KiB write through a bare `ccall` with the mask already packed:
+# the core's cost of the dense route, without the Julia wrapper's work.
+function ccall_masked(c::Ctx)
+    bytes = flip!(c)
+    mask, out = c.extra
+    st = GC.@preserve c bytes mask out ccall((:mmsb_page_write_masked, LibMMSB.libmmsb), UInt32,
+                                             (Ptr{LibMMSB.MmsbState}, UInt64, UInt64, Ptr{UInt8}, Csize_t, Ptr{UInt8},
+                                              Csize_t, UInt64, Ptr{UInt64}),
+                                             c.state.ptr, c.page.value, 0, mask, length(mask), bytes, length(bytes),
+                                             typemax(UInt64), out)
+    st == 0 || error("status $st")
+    return nothing
+end
+
 const C_LOOP = raw"""
 #include <stdint.h>
 #include <stdio.h>
@@ -217,6 +231,10 @@ function cases(; quick::Bool = false)
         "baseline/update_64B_c_loop" => Case(identity; external = () -> c_loop_update(c_calls, c_samples)),
         "route/masked_4KiB" => Case(c -> update_page(c.state, c.page, flip!(c), c.extra);
                                     setup = () -> in_memory(page4k.a, page4k.b; extra = trues(4096)), teardown = close_ctx),
+        "baseline/masked_4KiB_ccall" => Case(ccall_masked;
+                                             setup = () -> in_memory(page4k.a, page4k.b;
+                                                                     extra = (fill(0xff, 512), Ref{UInt64}(0))),
+                                             teardown = close_ctx),
         "baseline/memcpy_4KiB" => Case(c -> copyto!(c.extra, flip!(c));
                                        setup = () -> Ctx(nothing, PageId(0); a = page4k.a, b = page4k.b,
                                                          extra = zeros(UInt8, 4096))),
@@ -272,6 +290,9 @@ function ratios(res::Dict{String,<:Any}; quick::Bool = false)
                             numerator = num, denominator = den, note = note))
     add("dense_apply_vs_memcpy", r("route/masked_4KiB", "baseline/memcpy_4KiB"), 2.0, "<=",
         "route/masked_4KiB", "baseline/memcpy_4KiB", "update_page masked 4 KiB (all bits set) / Julia copyto! 4 KiB")
+    add("dense_apply_ccall_vs_memcpy", r("baseline/masked_4KiB_ccall", "baseline/memcpy_4KiB"), 2.0, "<=",
+        "baseline/masked_4KiB_ccall", "baseline/memcpy_4KiB",
+        "mmsb_page_write_masked 4 KiB by bare ccall (mask packed once) / Julia copyto! 4 KiB")
     add("route_64B_vs_c_loop", r("route/update_64B", "baseline/update_64B_c_loop"), 1.3, "<=",
         "route/update_64B", "baseline/update_64B_c_loop", "update_page 64 B from Julia / mmsb_page_update in a C loop")
     add("route_64B_vs_ccall", r("route/update_64B", "baseline/update_64B_ccall"), 1.3, "<=",
