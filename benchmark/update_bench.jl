@@ -14,8 +14,8 @@ using MMSB
 using MMSB: LibMMSB
 using Printf
 
-const N = length(ARGS) >= 1 ? parse(Int, ARGS[1]) : 200_000
-const SAMPLES = 7
+const N = length(ARGS) >= 1 ? parse(Int, ARGS[1]) : 50_000
+const SAMPLES = 31   # many short samples: the minimum resists a busy machine
 const LEN = 64
 
 function floor_loop(fname::Symbol, s::MMSBState, page::UInt64, a::Vector{UInt8}, b::Vector{UInt8}, n::Int)
