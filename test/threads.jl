@@ -75,7 +75,7 @@ end
 # compare-and-set counters from several threads: no lost updates
 mmsb_start() do s
     p = create_page(s, 8)
-    ntasks, per = 4, 1000
+    ntasks, per = 2, 20_000
     tasks = map(1:ntasks) do _
         Threads.@spawn begin
             conflicts = 0
