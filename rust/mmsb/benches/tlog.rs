@@ -1,6 +1,8 @@
 //! TLog benchmarks, each against a baseline measured in the same run, on a disk directory
 //! (`/work/tmp` when it exists, else the system temp dir; never tmpfs on purpose):
-//! - `append_64k`: unsynced append of 64 KiB deltas vs raw sequential `write` of 64 KiB;
+//! - `append_64k`: unsynced append of 64 KiB deltas vs raw sequential `write` of 64 KiB (also vs
+//!   raw writes of the log's own record layout, and as interleaved A/B rounds, because this
+//!   machine is shared and back-to-back criterion runs see different loads);
 //! - `group_commit`: 8 writer threads in GroupCommit mode vs one writer fsyncing each delta;
 //! - `replay`: `replay_to` over a 64 MiB log vs reading the log files;
 //! - `checkpoint`: a checkpoint of 64 MiB of pages vs writing (and fsyncing) 64 MiB to a file.
@@ -64,6 +66,28 @@ fn append_64k(c: &mut Criterion) {
         let s = MMSBState::in_memory();
         let p = s.create_page(K64 as u64, Location::Cpu, PageMeta::default()).unwrap();
         b.iter(|| s.route_delta(p, &d, None).unwrap());
+    });
+    // Raw writes of what the log writes: 64 KiB + 61 bytes of framing, back to back (so not
+    // 64 KiB-aligned, which costs ext4 large-folio partial writes).
+    g.bench_function(BenchmarkId::new("raw_write", "record_layout"), |b| {
+        let t = tempfile::tempdir_in(base_dir()).unwrap();
+        let f = File::create(t.path().join("raw")).unwrap();
+        let rec = vec![3u8; K64 + 61];
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(1024);
+                let start = Instant::now();
+                for i in 0..n {
+                    f.write_all_at(&rec, 56 + i * rec.len() as u64).unwrap();
+                }
+                total += start.elapsed();
+                left -= n;
+                f.set_len(0).unwrap();
+            }
+            total
+        });
     });
     g.bench_function(BenchmarkId::new("raw_write", "none"), |b| {
         let t = tempfile::tempdir_in(base_dir()).unwrap();
@@ -276,6 +300,10 @@ fn main() {
     println!(
         "  append_64k   log share/raw_write    = {} (route_delta minus the page apply)",
         log_only.unwrap_or_default()
+    );
+    println!(
+        "  append_64k   tlog/raw record layout = {} (the same bytes the log writes, at its offsets)",
+        ratio("append_64k", "tlog/none", "raw_write/record_layout")
     );
     let [q1, med, q3] = paired_append_64k();
     println!("  append_64k   interleaved rounds     = {med:.2} median (quartiles {q1:.2}..{q3:.2}) (target >= 0.70)");
