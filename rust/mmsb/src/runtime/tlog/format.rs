@@ -75,23 +75,9 @@ impl SegmentHeader {
 }
 
 /// Type byte of padding records (`RecordType::Pad`): they carry no LSN (`lsn == count == 0`),
-/// their body is zeros, and readers skip them. Large records are followed by one so that the
-/// next record starts on a 4 KiB boundary (whole-page writes are cheaper for the page cache).
+/// their body is zeros, and readers skip them. Reserved so that a writer may align records
+/// (this version writes none: aligning 64 KiB payloads measured no gain on ext4).
 pub const PAD_KIND: u8 = 6;
-/// Records at least this large are padded to the next 4 KiB boundary.
-pub const PAD_THRESHOLD: usize = 16 << 10;
-/// Alignment that padding restores.
-pub const PAD_ALIGN: u64 = 4096;
-
-/// Bytes of padding (a whole pad record, or 0) to put after a record ending at `end`.
-pub fn pad_len(end: u64) -> u64 {
-    let gap = (PAD_ALIGN - end % PAD_ALIGN) % PAD_ALIGN;
-    match gap {
-        0 => 0,
-        g if g < RECORD_HEADER_LEN as u64 => g + PAD_ALIGN,
-        g => g,
-    }
-}
 
 /// The fixed part of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,8 +30,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::monitoring::{Counter, Metric, Monitor};
 use crate::runtime::state::{Durability, Lsn};
 use crate::runtime::tlog::format::{
-    pad_len, record_crc, write_record_header, SegmentHeader, PAD_ALIGN, PAD_KIND, PAD_THRESHOLD, RECORD_HEADER_LEN,
-    SEGMENT_HEADER_LEN,
+    record_crc, write_record_header, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::runtime::tlog::record::RecordType;
 use crate::runtime::tlog::storage::{Storage, StorageFile};
@@ -223,19 +222,6 @@ impl Tlog {
             parts.push(payload);
         }
         parts.push(&buf[last..]);
-        // A large record is followed, in the same write, by padding up to a 4 KiB boundary.
-        static ZEROS: [u8; 2 * PAD_ALIGN as usize] = [0; 2 * PAD_ALIGN as usize];
-        let pad = if len as usize >= PAD_THRESHOLD { pad_len(w.offset + len) } else { 0 };
-        let mut pad_head = [0u8; RECORD_HEADER_LEN];
-        if pad > 0 {
-            let zeros = &ZEROS[..pad as usize - RECORD_HEADER_LEN];
-            write_record_header(&mut pad_head, zeros.len() as u32, 0, 0, PAD_KIND);
-            let crc = record_crc(w.salt, [&pad_head[8..], zeros]);
-            pad_head[4..8].copy_from_slice(&crc.to_le_bytes());
-            parts.push(&pad_head);
-            parts.push(zeros);
-        }
-        let len = len + pad;
         if let Err(e) = w.file.write_vectored_at(w.offset, &parts) {
             // Cut any partial record so later appends follow valid data; if even that fails the
             // file's tail is unknown and no later record may be written after it.

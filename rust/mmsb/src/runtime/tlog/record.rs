@@ -23,7 +23,7 @@ pub enum RecordType {
     Compacted = 4,
     /// A record of another layer (one LSN): body is `kind: u8` then the layer's bytes.
     Extension = 5,
-    /// Alignment padding after a large record: no LSN, zero body, skipped by every reader.
+    /// Alignment padding: no LSN, zero body, skipped by every reader (reserved; not written).
     Pad = 6,
 }
 
