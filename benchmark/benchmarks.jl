@@ -93,16 +93,13 @@ function main()
     svg = argvalue("--svg", joinpath(BENCH_DIR, "results", "benchmarks.svg"))
     old = argvalue("--compare", nothing)
     budget = QUICK ? 0.6 : 3.5
-    println("MMSB benchmarks ($(QUICK ? "quick" : "full"); $(length(CASES)) cases, ~$(budget) s each; ",
+    println("MMSB benchmarks ($(QUICK ? "quick" : "full"); $(length(CASES)) cases, ~$(budget) s each in $(QUICK ? 2 : 3) interleaved rounds; ",
             "Julia $(VERSION), $(Threads.nthreads()) thread(s))")
-    results = Dict{String,Any}()
-    for (name, c) in CASES
-        t = run_case(c; budget_s = budget)
-        results[name] = t
-        t === nothing && continue
+    results = run_cases(CASES; budget_s = budget, rounds = QUICK ? 2 : 3, progress = function (name, t)
+        t === nothing && return println("  ", rpad(name, 40), " skipped (not measurable here)")
         @printf("  %-40s median %12.1f ns  min %12.1f ns  %6d samples x %-7d alloc %8d B\n", name, t.median_ns,
                 t.min_ns, t.samples, t.evals, t.allocs_bytes)
-    end
+    end)
     rust = rust_route_64B()
     rats = ratios(results; quick = QUICK)
     println("\nRatios (minimum time per call of each side, same run):")

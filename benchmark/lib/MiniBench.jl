@@ -9,7 +9,7 @@ module MiniBench
 
 using Statistics: median, mean
 
-export Case, Group, Trial, run_case, leaves
+export Case, Group, Trial, run_case, run_cases, leaves
 
 """
     Case(f; setup = () -> nothing, teardown = ctx -> nothing, unit = 1, external = nothing)
@@ -89,41 +89,111 @@ end
 allocated(f::F, ctx) where {F} = @allocated f(ctx)
 
 """
-    run_case(case; budget_s = 2.0, sample_s = budget_s / 40, max_samples = 500) -> Trial
+    Prepared
 
-Runs one benchmark: setup, two warm-up calls, then samples of `evals` calls
-(chosen so one sample takes about `sample_s`) until `budget_s` is spent (at
-least 3 samples), then teardown.
+A case set up and calibrated: its context, calls per sample, allocations
+per call, and the per-call times of the samples taken so far.
 """
-function run_case(c::Case; budget_s::Real = 2.0, sample_s::Real = budget_s / 40, max_samples::Integer = 500)
-    if c.external !== nothing
-        r = c.external()
-        r === nothing && return nothing          # not measurable here (e.g. no C compiler)
-        mn, med, mu, n = r
-        return Trial(mn, med, mu, n, 0, 0, c.unit)
-    end
+mutable struct Prepared
+    case::Case
+    ctx::Any
+    evals::Int
+    allocs::Int
+    times::Vector{Float64}
+    external::Vector{NTuple{4,Float64}}
+    skipped::Bool
+end
+
+function prepare(c::Case; sample_s::Real)
+    c.external === nothing || return Prepared(c, nothing, 0, 0, Float64[], NTuple{4,Float64}[], false)
     ctx = c.setup()
+    sample(c.f, ctx, 1)                       # compile
+    allocs = allocated(c.f, ctx)
+    allocs = allocated(c.f, ctx)              # the second is free of compilation
+    # Calibrate: double the calls until one sample takes about `sample_s`
+    # (also warms caches; a single first call can be unrepresentatively fast).
+    evals = 1
+    while evals < 1_000_000
+        t = sample(c.f, ctx, evals) * evals
+        t >= sample_s * 1e9 / 2 && break
+        evals *= 2
+    end
+    return Prepared(c, ctx, evals, allocs, Float64[], NTuple{4,Float64}[], false)
+end
+
+# Samples for `budget_s` (at least 3, at most `max_samples` in all).
+function measure!(p::Prepared; budget_s::Real, max_samples::Integer = 500)
+    if p.case.external !== nothing
+        r = p.case.external()
+        r === nothing ? (p.skipped = true) : push!(p.external, Float64.(r))
+        return p
+    end
+    GC.gc()
+    t_end = time_ns() + round(UInt64, budget_s * 1e9)
+    k = 0
+    while length(p.times) < max_samples && (k < 3 || time_ns() < t_end)
+        push!(p.times, sample(p.case.f, p.ctx, p.evals))
+        k += 1
+    end
+    return p
+end
+
+function trial(p::Prepared)
+    p.skipped && return nothing
+    if p.case.external !== nothing
+        e = p.external
+        return Trial(minimum(first.(e)), median(getindex.(e, 2)), mean(getindex.(e, 3)), Int(sum(getindex.(e, 4))), 0, 0,
+                     p.case.unit)
+    end
+    t = p.times
+    return Trial(minimum(t), median(t), mean(t), length(t), p.evals, p.allocs, p.case.unit)
+end
+
+release!(p::Prepared) = (p.case.external === nothing && p.case.teardown(p.ctx); p.ctx = nothing; nothing)
+
+"""
+    run_case(case; budget_s = 2.0, sample_s = budget_s / 40) -> Union{Trial,Nothing}
+
+Runs one benchmark: setup, a compiling call, `@allocated` of one call,
+calibration (calls per sample doubled until a sample takes about `sample_s`),
+samples until `budget_s` is spent (at least 3), teardown.
+"""
+function run_case(c::Case; budget_s::Real = 2.0, sample_s::Real = budget_s / 40)
+    p = prepare(c; sample_s = sample_s)
     try
-        GC.gc()
-        sample(c.f, ctx, 1)                       # compile
-        allocs = allocated(c.f, ctx)
-        allocs = allocated(c.f, ctx)              # the second is free of compilation
-        # Calibrate: double the calls until one sample takes about `sample_s`
-        # (also warms caches; a single first call can be unrepresentatively fast).
-        evals = 1
-        while evals < 1_000_000
-            t = sample(c.f, ctx, evals) * evals
-            t >= sample_s * 1e9 / 2 && break
-            evals *= 2
-        end
-        times = Float64[]
-        t_end = time_ns() + round(UInt64, budget_s * 1e9)
-        while length(times) < max_samples && (length(times) < 3 || time_ns() < t_end)
-            push!(times, sample(c.f, ctx, evals))
-        end
-        return Trial(minimum(times), median(times), mean(times), length(times), evals, allocs, c.unit)
+        measure!(p; budget_s = budget_s)
+        return trial(p)
     finally
-        c.teardown(ctx)
+        release!(p)
+    end
+end
+
+"""
+    run_cases(cases; budget_s, rounds = 3, progress = (name, trial) -> nothing) -> Dict{String,Trial}
+
+Runs `name => case` pairs: all set up and calibrated first, then `rounds`
+rounds that each sample every case for `budget_s / rounds`. A case and its
+baseline are thus sampled at several moments spread over the run, so that a
+burst of load from other processes weighs on both sides alike.
+"""
+function run_cases(cases; budget_s::Real, rounds::Integer = 3, progress = (name, t) -> nothing)
+    sample_s = budget_s / 40
+    prepared = Pair{String,Prepared}[]
+    try
+        for (name, c) in cases
+            push!(prepared, name => prepare(c; sample_s = sample_s))
+        end
+        for _ in 1:rounds, (name, p) in prepared
+            measure!(p; budget_s = budget_s / rounds)
+        end
+        out = Dict{String,Any}()
+        for (name, p) in prepared
+            out[name] = trial(p)
+            progress(name, out[name])
+        end
+        return out
+    finally
+        foreach(p -> release!(p[2]), prepared)
     end
 end
 
