@@ -183,8 +183,9 @@ With `expected_epoch` it is a compare-and-set on the page's [`epoch`](@ref).
 """
 function route_delta!(s::MMSBState, page::PageId, d::Delta; expected_epoch::Union{Nothing,Integer} = nothing)
     e = epoch_arg(expected_epoch)
-    st, l = with_u64_out(out -> LibMMSB.mmsb_route_delta(s, page.value, d, e, out))
-    check(st)
+    isopen(d) || throw(closed_error("delta"))   # before the call is counted in
+    st, l = with_u64_out(out -> LibMMSB.mmsb_route_delta(enter(s), page.value, d, e, out))
+    check(s, st)
     return l
 end
 
@@ -206,7 +207,7 @@ function route_batch!(s::MMSBState, ops::AbstractVector)
         end
         first = Ref{UInt64}(0)
         count = Ref{UInt64}(0)
-        check(LibMMSB.mmsb_batch_route(s, batch, first, count))
+        scall(LibMMSB.mmsb_batch_route, s, batch, first, count)
         return count[] == 0 ? (UInt64(1):UInt64(0)) : (first[]:(first[] + count[] - 1))
     finally
         LibMMSB.mmsb_batch_free(batch)

@@ -33,7 +33,7 @@ logged delta. Returns once the copies completed. Throws an [`MMSBError`](@ref)
 (`"no_device"`) for a page without a mirror.
 """
 function sync_page!(s::MMSBState, page::PageId; direction::Symbol = :to_device)
-    check(LibMMSB.mmsb_page_sync(s, page.value, sync_code(direction)))
+    scall(LibMMSB.mmsb_page_sync, s, page.value, sync_code(direction))
     return nothing
 end
 
@@ -43,7 +43,7 @@ end
 [`sync_page!`](@ref) for every mirrored page (nothing to do without a GPU).
 """
 function sync_all!(s::MMSBState; direction::Symbol = :to_device)
-    check(LibMMSB.mmsb_device_sync_all(s, sync_code(direction)))
+    scall(LibMMSB.mmsb_device_sync_all, s, sync_code(direction))
     return nothing
 end
 
@@ -55,8 +55,9 @@ device mirror, applies it there with a kernel too.
 """
 function apply_on_device!(s::MMSBState, page::PageId, d::Delta; expected_epoch::Union{Nothing,Integer} = nothing)
     e = epoch_arg(expected_epoch)
-    st, l = with_u64_out(out -> LibMMSB.mmsb_page_apply_on_device(s, page.value, d, e, out))
-    check(st)
+    isopen(d) || throw(closed_error("delta"))   # before the call is counted in
+    st, l = with_u64_out(out -> LibMMSB.mmsb_page_apply_on_device(enter(s), page.value, d, e, out))
+    check(s, st)
     return l
 end
 
@@ -68,7 +69,7 @@ The device layer's counters: `syncs`, `bytes_h2d`, `bytes_d2h`,
 """
 function device_stats(s::MMSBState)
     out = Ref(LibMMSB.MmsbDeviceStats())
-    check(LibMMSB.mmsb_device_stats(s, out))
+    scall(LibMMSB.mmsb_device_stats, s, out)
     d = out[]
     return (syncs = Int(d.syncs), bytes_h2d = Int(d.bytes_h2d), bytes_d2h = Int(d.bytes_d2h),
             kernels_launched = Int(d.kernels_launched), dirty_bytes_pending = Int(d.dirty_bytes_pending),

@@ -128,7 +128,7 @@ function add_dependency!(s::MMSBState, from::PageId, to::PageId; kind::Symbol = 
             push_command!(list, c, s)
         end
         edge = Ref{UInt64}(0)
-        check(LibMMSB.mmsb_add_dependency(s, from.value, to.value, EDGE_KINDS[kind], list, edge))
+        scall(LibMMSB.mmsb_add_dependency, s, from.value, to.value, EDGE_KINDS[kind], list, edge)
         return EdgeId(edge[])
     finally
         LibMMSB.mmsb_command_list_free(list)
@@ -140,7 +140,7 @@ end
 
 Removes an edge (an [`MMSBError`](@ref) named `"unknown_edge"` if there is none).
 """
-remove_dependency!(s::MMSBState, e::EdgeId) = (check(LibMMSB.mmsb_remove_dependency(s, e.value)); nothing)
+remove_dependency!(s::MMSBState, e::EdgeId) = (scall(LibMMSB.mmsb_remove_dependency, s, e.value); nothing)
 
 """
     propagate!(state, pages) -> NamedTuple
@@ -153,9 +153,10 @@ order, and the changes are routed as deltas. Returns `round`, `recomputed`,
 function propagate!(s::MMSBState, pages::AbstractVector{PageId})
     ids = UInt64[p.value for p in pages]
     out = Ref(LibMMSB.MmsbRoundStats())
-    st = LibMMSB.mmsb_propagate(s, ids, length(ids), out)
-    if st != LibMMSB.MMSB_OK
-        err = last_error(st)
+    st = LibMMSB.mmsb_propagate(enter(s), ids, length(ids), out)
+    err = st == LibMMSB.MMSB_OK ? nothing : last_error(st)
+    leave(s)
+    if err !== nothing
         jl = lock(CALLBACK_LOCK) do
             pop!(CALLBACK_ERRORS, Threads.threadid(), nothing)
         end
@@ -188,14 +189,14 @@ end
 The pages with an edge from `page`, ascending.
 """
 dependents(s::MMSBState, page::PageId) =
-    page_list((buf, cap, n) -> LibMMSB.mmsb_dependents(s, page.value, buf, cap, n))
+    page_list((buf, cap, n) -> release(s, LibMMSB.mmsb_dependents(enter(s), page.value, buf, cap, n)))
 
 """
     topo_order(state) -> Vector{PageId}
 
 Every page of the graph in propagation order (topological: by height, then id).
 """
-topo_order(s::MMSBState) = page_list((buf, cap, n) -> LibMMSB.mmsb_topo_order(s, buf, cap, n))
+topo_order(s::MMSBState) = page_list((buf, cap, n) -> release(s, LibMMSB.mmsb_topo_order(enter(s), buf, cap, n)))
 
 # --- events ------------------------------------------------------------------------
 
@@ -273,8 +274,8 @@ function subscribe(s::MMSBState; events = :all, capacity::Integer = 1024, policy
     end
     haskey(POLICIES, policy) || throw(ArgumentError("policy must be one of $(keys(POLICIES)), not $(repr(policy))"))
     out = Ref{Ptr{LibMMSB.MmsbSubscription}}(C_NULL)
-    check(LibMMSB.mmsb_subscribe(s, u64_arg(capacity, "capacity"), POLICIES[policy],
-                                 u64_arg(block_timeout_ns, "block_timeout_ns"), mask, out))
+    scall(LibMMSB.mmsb_subscribe, s, u64_arg(capacity, "capacity"), POLICIES[policy],
+                                 u64_arg(block_timeout_ns, "block_timeout_ns"), mask, out)
     return Subscription(out[], s)
 end
 

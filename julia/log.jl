@@ -8,8 +8,8 @@ Writes a checkpoint of every page and returns its LSN. Throws an
 [`MMSBError`](@ref) when the state keeps no log.
 """
 function checkpoint_log!(s::MMSBState)
-    st, l = with_u64_out(out -> LibMMSB.mmsb_state_checkpoint(s, out))
-    check(st)
+    st, l = with_u64_out(out -> LibMMSB.mmsb_state_checkpoint(enter(s), out))
+    check(s, st)
     return l
 end
 
@@ -25,7 +25,7 @@ log (see [`log_info`](@ref)). The do-block form closes the replayed state after
 """
 function replay_log(s::MMSBState, lsn::Integer)
     out = Ref{Ptr{LibMMSB.MmsbState}}(C_NULL)
-    check(LibMMSB.mmsb_state_replay(s, u64_arg(lsn, "lsn"), out))
+    scall(LibMMSB.mmsb_state_replay, s, u64_arg(lsn, "lsn"), out)
     return MMSBState(out[], (dir = nothing, durability = :none, logging = false, replay_lsn = UInt64(lsn)))
 end
 
@@ -56,7 +56,7 @@ LSN [`replay_log`](@ref) can reach). Throws an [`MMSBError`](@ref) named
 """
 function log_info(s::MMSBState)
     out = Ref(LibMMSB.MmsbLogInfo())
-    check(LibMMSB.mmsb_log_info(s, out))
+    scall(LibMMSB.mmsb_log_info, s, out)
     i = out[]
     return (lsn = i.lsn, log_bytes = Int(i.log_bytes), segments = Int(i.segments), checkpoints = Int(i.checkpoints),
             last_checkpoint_lsn = i.last_checkpoint_lsn, oldest_lsn = i.oldest_lsn)

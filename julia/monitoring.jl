@@ -57,7 +57,7 @@ One counter, e.g. `stats_counter(state, :deltas_routed)`.
 """
 function stats_counter(s::MMSBState, counter::Symbol)
     out = Ref{UInt64}(0)
-    check(LibMMSB.mmsb_stats_counter(s, counter_code(counter), out))
+    scall(LibMMSB.mmsb_stats_counter, s, counter_code(counter), out)
     return out[]
 end
 
@@ -70,7 +70,7 @@ The latency summary (nanoseconds) of one metric, e.g. `:delta_route`: `count`,
 """
 function stats_histogram(s::MMSBState, metric::Symbol)
     out = Ref(LibMMSB.MmsbHistogramStats())
-    check(LibMMSB.mmsb_stats_histogram(s, metric_code(metric), out))
+    scall(LibMMSB.mmsb_stats_histogram, s, metric_code(metric), out)
     h = out[]
     return (count = h.count, sampled = h.sampled, min_ns = h.min_ns, mean_ns = h.mean_ns, p50_ns = h.p50_ns,
             p90_ns = h.p90_ns, p99_ns = h.p99_ns, p999_ns = h.p999_ns, max_ns = h.max_ns, sum_ns = h.sum_ns)
@@ -81,14 +81,15 @@ end
 
 Every counter and histogram as a JSON document.
 """
-stats_json(s::MMSBState) = fetch_text((buf, cap, len) -> LibMMSB.mmsb_stats_json(s, buf, cap, len))
+stats_json(s::MMSBState) = fetch_text((buf, cap, len) -> release(s, LibMMSB.mmsb_stats_json(enter(s), buf, cap, len)))
 
 """
     stats_prometheus(state) -> String
 
 The stats in the Prometheus text format (0.0.4).
 """
-stats_prometheus(s::MMSBState) = fetch_text((buf, cap, len) -> LibMMSB.mmsb_stats_prometheus(s, buf, cap, len))
+stats_prometheus(s::MMSBState) =
+    fetch_text((buf, cap, len) -> release(s, LibMMSB.mmsb_stats_prometheus(enter(s), buf, cap, len)))
 
 """
     print_stats([io=stdout,] state)
@@ -96,7 +97,7 @@ stats_prometheus(s::MMSBState) = fetch_text((buf, cap, len) -> LibMMSB.mmsb_stat
 Prints the stats as an aligned table.
 """
 print_stats(io::IO, s::MMSBState) =
-    print(io, fetch_text((buf, cap, len) -> LibMMSB.mmsb_stats_table(s, buf, cap, len)))
+    print(io, fetch_text((buf, cap, len) -> release(s, LibMMSB.mmsb_stats_table(enter(s), buf, cap, len))))
 print_stats(s::MMSBState) = print_stats(stdout, s)
 
 """
@@ -106,7 +107,7 @@ Records a latency measured by the caller into a metric's histogram (budgets on
 the metric apply).
 """
 function track_latency!(s::MMSBState, metric::Symbol, nanos::Integer)
-    check(LibMMSB.mmsb_track_latency(s, metric_code(metric), u64_arg(nanos, "nanos")))
+    scall(LibMMSB.mmsb_track_latency, s, metric_code(metric), u64_arg(nanos, "nanos"))
     return nothing
 end
 
@@ -138,7 +139,7 @@ counter.
 """
 function set_budget!(s::MMSBState, kind::Symbol, value::Integer; metric::Symbol = :delta_route)
     haskey(BUDGET_KINDS, kind) || throw(ArgumentError("budget kind must be one of $(keys(BUDGET_KINDS))"))
-    check(LibMMSB.mmsb_set_budget(s, BUDGET_KINDS[kind], metric_code(metric), u64_arg(value, "value")))
+    scall(LibMMSB.mmsb_set_budget, s, BUDGET_KINDS[kind], metric_code(metric), u64_arg(value, "value"))
     return nothing
 end
 
@@ -156,7 +157,7 @@ Turns monitoring on or off (off, only gauges are tracked); `sample_every = n`
 times about one hot-path event in `n` per thread (1 times every event).
 """
 function set_monitoring!(s::MMSBState, enabled::Bool; sample_every::Union{Nothing,Integer} = nothing)
-    check(LibMMSB.mmsb_monitor_set_enabled(s, UInt8(enabled)))
-    sample_every === nothing || check(LibMMSB.mmsb_monitor_set_sample_every(s, UInt32(sample_every)))
+    scall(LibMMSB.mmsb_monitor_set_enabled, s, UInt8(enabled))
+    sample_every === nothing || scall(LibMMSB.mmsb_monitor_set_sample_every, s, UInt32(sample_every))
     return nothing
 end

@@ -55,7 +55,7 @@ Allocates a zeroed page of `size` bytes (`location` is `:cpu`, `:gpu` or
 function create_page(s::MMSBState, size::Integer; location::Symbol = :cpu, name::AbstractString = "")
     n = String(name)
     out = Ref{UInt64}(0)
-    check(LibMMSB.mmsb_page_create(s, u64_arg(size, "size"), location_code(location), n, sizeof(n), out))
+    scall(LibMMSB.mmsb_page_create, s, u64_arg(size, "size"), location_code(location), n, sizeof(n), out)
     return PageId(out[])
 end
 
@@ -65,7 +65,7 @@ end
 Removes a page; its open [`PageView`](@ref)s are closed.
 """
 function free_page(s::MMSBState, page::PageId)
-    check(LibMMSB.mmsb_page_free(s, page.value))
+    scall(LibMMSB.mmsb_page_free, s, page.value)
     close_views!(s, page)
     return nothing
 end
@@ -79,7 +79,7 @@ function page_ids(s::MMSBState)
     count = Ref{Csize_t}(0)
     buf = Vector{UInt64}(undef, 16)
     while true
-        st = LibMMSB.mmsb_page_list(s, buf, length(buf), count)
+        st = release(s, LibMMSB.mmsb_page_list(enter(s), buf, length(buf), count))
         if st == LibMMSB.MMSB_STATUS_CODE_BUFFER_TOO_SMALL # pages were added meanwhile: retry larger
             resize!(buf, 2 * Int(count[]))
             continue
@@ -91,7 +91,7 @@ end
 
 function raw_info(s::MMSBState, page::PageId)
     out = Ref(LibMMSB.MmsbPageInfo())
-    check(LibMMSB.mmsb_page_info(s, page.value, out))
+    scall(LibMMSB.mmsb_page_info, s, page.value, out)
     return out[]
 end
 
@@ -121,10 +121,10 @@ The name given to [`create_page`](@ref).
 function page_name(s::MMSBState, page::PageId)
     len = Ref{Csize_t}(0)
     buf = Vector{UInt8}(undef, 64)
-    check(LibMMSB.mmsb_page_name(s, page.value, buf, length(buf), len))
+    scall(LibMMSB.mmsb_page_name, s, page.value, buf, length(buf), len)
     if len[] >= length(buf)
         resize!(buf, len[] + 1)
-        check(LibMMSB.mmsb_page_name(s, page.value, buf, length(buf), len))
+        scall(LibMMSB.mmsb_page_name, s, page.value, buf, length(buf), len)
     end
     return String(buf[1:Int(len[])])
 end
@@ -153,7 +153,7 @@ end
 Copies `length(buf)` bytes of the page from `offset` into `buf`.
 """
 function read_page!(buf::Vector{UInt8}, s::MMSBState, page::PageId; offset::Integer = 0)
-    check(LibMMSB.mmsb_page_read(s, page.value, u64_arg(offset, "offset"), buf, length(buf)))
+    scall(LibMMSB.mmsb_page_read, s, page.value, u64_arg(offset, "offset"), buf, length(buf))
     return buf
 end
 
@@ -178,8 +178,8 @@ function update_page(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UIn
                      offset::Integer = 0, expected_epoch::Union{Nothing,Integer} = nothing)
     b = contiguous(bytes)
     off, e = u64_arg(offset, "offset"), epoch_arg(expected_epoch)
-    st, l = with_u64_out(out -> LibMMSB.mmsb_page_update(s, page.value, off, b, length(b), e, out))
-    check(st)
+    st, l = with_u64_out(out -> LibMMSB.mmsb_page_update(enter(s), page.value, off, b, length(b), e, out))
+    check(s, st)
     return l
 end
 
@@ -188,8 +188,8 @@ function update_page(s::MMSBState, page::PageId, bytes::AbstractVector{UInt8}, m
     b = contiguous(bytes)
     m = pack_mask(mask, length(b))
     off, e = u64_arg(offset, "offset"), epoch_arg(expected_epoch)
-    st, l = with_u64_out(out -> LibMMSB.mmsb_page_write_masked(s, page.value, off, m, length(m), b, length(b), e, out))
-    check(st)
+    st, l = with_u64_out(out -> LibMMSB.mmsb_page_write_masked(enter(s), page.value, off, m, length(m), b, length(b), e, out))
+    check(s, st)
     return l
 end
 
@@ -197,9 +197,9 @@ function update_page(s::MMSBState, page::PageId, runs::AbstractVector{<:Pair};
                      offset::Integer = 0, expected_epoch::Union{Nothing,Integer} = nothing)
     offsets, lens, data = sparse_parts(runs, offset)
     e = epoch_arg(expected_epoch)
-    st, l = with_u64_out(out -> LibMMSB.mmsb_page_write_sparse(s, page.value, offsets, lens, length(offsets), data,
+    st, l = with_u64_out(out -> LibMMSB.mmsb_page_write_sparse(enter(s), page.value, offsets, lens, length(offsets), data,
                                                                length(data), e, out))
-    check(st)
+    check(s, st)
     return l
 end
 
@@ -214,8 +214,8 @@ function write_page(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UInt
                     offset::Integer = 0, expected_epoch::Union{Nothing,Integer} = nothing)
     b = contiguous(bytes)
     off, e = u64_arg(offset, "offset"), epoch_arg(expected_epoch)
-    st, l = with_u64_out(out -> LibMMSB.mmsb_page_write(s, page.value, off, b, length(b), e, out))
-    check(st)
+    st, l = with_u64_out(out -> LibMMSB.mmsb_page_write(enter(s), page.value, off, b, length(b), e, out))
+    check(s, st)
     return l
 end
 

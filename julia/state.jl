@@ -8,26 +8,29 @@ A running MMSB state (pages, router and, with a directory, the log), created by
 serialises mutations and gives each a log sequence number (LSN).
 
 `close(state)` closes it: later calls on it throw an [`MMSBError`](@ref) with
-name `"closed"`, its pages are released and every [`PageView`](@ref) of it is
-closed. `close` is idempotent and may run while other threads use the state;
-the small native handle itself is freed by the finalizer once the state is
-unreachable (so a concurrent call can never touch freed memory).
+name `"closed"`, its pages, files and directory lock are released and every
+[`PageView`](@ref) of it is closed. `close` is idempotent and may run while
+other threads use the state: calls in flight finish (or fail with `"closed"`),
+and the native handle is freed by the last of them to return.
 """
 mutable struct MMSBState
     ptr::Ptr{LibMMSB.MmsbState}
+    inflight::Threads.Atomic{Int}  # native calls in progress; FREED once the handle is freed
+    closing::Threads.Atomic{Bool}  # set by close
     config::NamedTuple
     lock::ReentrantLock        # guards `views`, `prune_at` and `roots`
     views::Vector{WeakRef}     # open PageViews, closed with the state or their page
     prune_at::Int
     roots::Vector{Any}         # Julia functions the core may call (graph transforms)
     function MMSBState(ptr::Ptr{LibMMSB.MmsbState}, config::NamedTuple)
-        s = new(ptr, config, ReentrantLock(), WeakRef[], 64, Any[])
+        s = new(ptr, Threads.Atomic{Int}(0), Threads.Atomic{Bool}(false), config, ReentrantLock(), WeakRef[], 64,
+                Any[])
         return finalizer(free_state!, s)
     end
 end
 
-# Finalizer: no other reference exists, so no other thread uses the handle.
-# Takes no lock (finalizers must not wait); views free themselves.
+# Finalizer: no other reference exists, so no call is in flight. Takes no lock
+# (finalizers must not wait); views free themselves.
 function free_state!(s::MMSBState)
     p = s.ptr
     s.ptr = C_NULL
@@ -35,7 +38,78 @@ function free_state!(s::MMSBState)
     return nothing
 end
 
-# Passing the state itself to a LibMMSB wrapper roots it for the call.
+# --- in-flight calls ---------------------------------------------------------
+# Every native call on a state runs between `enter` and `leave`, which count the
+# calls in flight. `close` closes the native state at once (later calls fail with
+# CLOSED) and frees the handle as soon as no call is in flight: itself, or the
+# last call to leave. Freeing swaps the count from 0 to FREED, so a later
+# `enter` sees a negative count and throws instead of touching freed memory.
+const FREED = typemin(Int) ÷ 2
+
+"Counts a native call on `s` in; returns the handle pointer (throws if freed)."
+@inline function enter(s::MMSBState)
+    if Threads.atomic_add!(s.inflight, 1) < 0
+        Threads.atomic_sub!(s.inflight, 1)
+        throw(closed_error("state"))
+    end
+    return s.ptr
+end
+
+"Counts a native call on `s` out; after `close`, the last one out frees the handle."
+@inline function leave(s::MMSBState)
+    if Threads.atomic_sub!(s.inflight, 1) == 1 && s.closing[]
+        try_free!(s)
+    end
+    return nothing
+end
+
+function try_free!(s::MMSBState)
+    if Threads.atomic_cas!(s.inflight, 0, FREED) == 0
+        p = s.ptr
+        s.ptr = C_NULL
+        p == C_NULL || LibMMSB.mmsb_state_free(p)
+    end
+    return nothing
+end
+
+"""
+    MMSB.check(s::MMSBState, status)
+
+Ends a call on `s` that began with `enter(s)`: fetches the error of a failed
+call first (same thread, nothing in between), then counts the call out, then
+throws the [`MMSBError`](@ref) if there was one.
+"""
+@inline function check(s::MMSBState, status::UInt32)
+    err = status == LibMMSB.MMSB_OK ? nothing : last_error(status)
+    leave(s)
+    err === nothing || throw(err)
+    return nothing
+end
+
+"""
+    MMSB.scall(f, s::MMSBState, args...)
+
+Calls the LibMMSB wrapper `f(handle, args...)` on state `s` as one counted call
+(see `enter`/`leave`) and throws the [`MMSBError`](@ref) of a failure, fetched
+before anything else runs. The arguments are evaluated before the call is
+counted, and a conversion that throws inside `f` still counts the call out.
+"""
+function scall(f, s::MMSBState, args...)
+    p = enter(s)
+    st = try
+        f(p, args...)
+    catch
+        leave(s)
+        rethrow()
+    end
+    return check(s, st)
+end
+
+"Counts a call out and returns its status (for callers that interpret it)."
+@inline release(s::MMSBState, status::UInt32) = (leave(s); status)
+
+# Passing the state itself to a LibMMSB wrapper roots it for the call (used by
+# code outside these files; it is not counted as in flight).
 function Base.unsafe_convert(::Type{Ptr{LibMMSB.MmsbState}}, s::MMSBState)
     p = s.ptr
     p == C_NULL && throw(closed_error("state"))
@@ -115,8 +189,13 @@ Closes the state (idempotent): later calls throw an [`MMSBError`](@ref) named
 `"closed"`, its pages are released and its open [`PageView`](@ref)s are closed.
 """
 function Base.close(s::MMSBState)
-    s.ptr == C_NULL && return nothing
-    check(LibMMSB.mmsb_state_close(s))
+    Threads.atomic_xchg!(s.closing, true) && return nothing   # closed before
+    if Threads.atomic_add!(s.inflight, 1) >= 0
+        LibMMSB.mmsb_state_close(s.ptr)  # cannot fail on a live handle
+        leave(s)                         # frees the handle unless a call is in flight
+    else
+        Threads.atomic_sub!(s.inflight, 1)
+    end
     close_views!(s, nothing)
     return nothing
 end
@@ -126,12 +205,7 @@ end
 
 Whether the state has not been closed.
 """
-function Base.isopen(s::MMSBState)
-    s.ptr == C_NULL && return false
-    out = Ref{UInt8}(0)
-    check(LibMMSB.mmsb_state_is_open(s, out))
-    return out[] == 1
-end
+Base.isopen(s::MMSBState) = !s.closing[] && s.ptr != C_NULL
 
 """
     lsn(state::MMSBState) -> UInt64
@@ -141,7 +215,7 @@ delta gets the next one; the LSN order is the order in which writes applied.
 """
 function lsn(s::MMSBState)
     out = Ref{UInt64}(0)
-    check(LibMMSB.mmsb_state_lsn(s, out))
+    scall(LibMMSB.mmsb_state_lsn, s, out)
     return out[]
 end
 

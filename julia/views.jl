@@ -33,7 +33,7 @@ runs `f(view)` and closes the view afterwards.
 """
 function page_view(s::MMSBState, page::PageId)
     out = Ref{Ptr{LibMMSB.MmsbView}}(C_NULL)
-    check(LibMMSB.mmsb_page_view(s, page.value, out))
+    scall(LibMMSB.mmsb_page_view, s, page.value, out)
     h = out[]
     ptr = Ref{Ptr{UInt8}}(C_NULL)
     len = Ref{Csize_t}(0)

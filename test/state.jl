@@ -8,6 +8,7 @@ s = mmsb_start()
 @test sprint(show, s) == "MMSBState(open, 0 pages, lsn 0)"
 close(s)
 @test !isopen(s)
+@test s.ptr == C_NULL           # no call in flight: the native handle is freed at once
 close(s) # idempotent
 @test !isopen(s)
 @test sprint(show, s) == "MMSBState(closed)"

@@ -129,3 +129,25 @@ for w in writers
     err = fetch(w)
     @test err isa MMSBError && err.name == "closed"
 end
+@test s.ptr == C_NULL && s.inflight[] < 0   # the last call out freed the handle
+
+# a directory is free again right after close (the log's lock is released)
+mktempdir() do dir
+    st = mmsb_start(dir = dir)
+    q = create_page(st, 8)
+    t = Threads.@spawn begin
+        try
+            while true
+                update_page(st, q, UInt8[1])
+            end
+        catch err
+            err
+        end
+    end
+    sleep(0.05)
+    close(st)
+    @test fetch(t) isa MMSBError
+    mmsb_start(dir = dir) do again
+        @test q in page_ids(again)
+    end
+end
