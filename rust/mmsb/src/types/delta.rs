@@ -178,18 +178,7 @@ impl Delta {
                 *last &= (1u64 << (n % 64)) - 1;
             }
         }
-        for (w, &m) in mask.iter().enumerate() {
-            if m == u64::MAX {
-                continue;
-            }
-            let base = w * 64;
-            let end = (base + 64).min(n);
-            for (i, byte) in data[base..end].iter_mut().enumerate() {
-                if m & (1 << i) == 0 {
-                    *byte = 0;
-                }
-            }
-        }
+        zero_unmasked(&mut data, &mask);
         if mask.iter().all(|&m| m == 0) {
             return Delta::empty();
         }
@@ -681,6 +670,61 @@ fn simd_level() -> Simd {
     }
 }
 
+/// Clears the bytes of `data` whose mask bit is clear (the dense canonical form), with a zeroing
+/// masked load per 64 bytes on AVX-512 and branch-free eight-byte lanes elsewhere.
+fn zero_unmasked(data: &mut [u8], mask: &[u64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if simd_level() == Simd::Avx512 {
+            // SAFETY: AVX-512F/BW checked at run time; the mask covers data.len() bits.
+            unsafe { zero_unmasked_avx512(data, mask) };
+            return;
+        }
+    }
+    zero_unmasked_scalar(data, mask);
+}
+
+/// Portable body of [`zero_unmasked`].
+fn zero_unmasked_scalar(data: &mut [u8], mask: &[u64]) {
+    for (chunk, &m) in data.chunks_mut(64).zip(mask) {
+        if m == u64::MAX {
+            continue;
+        }
+        for (k, lane) in chunk.chunks_mut(8).enumerate() {
+            let keep = EXPAND[((m >> (8 * k)) & 0xFF) as usize].to_le_bytes();
+            for (b, k) in lane.iter_mut().zip(keep) {
+                *b &= k;
+            }
+        }
+    }
+}
+
+/// AVX-512 body of [`zero_unmasked`].
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512BW; `mask.len() >= ceil(data.len() / 64)`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn zero_unmasked_avx512(data: &mut [u8], mask: &[u64]) {
+    use std::arch::x86_64::*;
+    let n = data.len();
+    let p = data.as_mut_ptr();
+    for (w, &m) in mask.iter().enumerate().take(n.div_ceil(64)) {
+        if m == u64::MAX {
+            continue;
+        }
+        let base = w * 64;
+        let len = (n - base).min(64);
+        let inside = if len == 64 { u64::MAX } else { (1u64 << len) - 1 };
+        // SAFETY: only bytes base..base + len (< n) are accessed: both the load and the store
+        // are masked to `inside`; the load zeroes the lanes whose delta bit is clear.
+        unsafe {
+            let v = _mm512_maskz_loadu_epi8(m & inside, p.add(base).cast());
+            _mm512_mask_storeu_epi8(p.add(base).cast(), inside, v);
+        }
+    }
+}
+
 /// AVX-512 body of [`apply_dense`]: each 64-bit mask word is a byte-masked store of 64 bytes.
 ///
 /// # Safety
@@ -899,6 +943,13 @@ mod tests {
                 // SAFETY: AVX2 checked just above; lengths equal, mask covers len bits.
                 unsafe { apply_dense_avx2(&mut c, &mask, &src) };
                 assert_eq!(c, b, "avx2, len {len}");
+            }
+            let (mut z1, mut z2) = (src.clone(), src.clone());
+            zero_unmasked(&mut z1, &mask);
+            zero_unmasked_scalar(&mut z2, &mask);
+            for (i, (&x, &y)) in z1.iter().zip(&z2).enumerate() {
+                let set = mask[i / 64] & (1 << (i % 64)) != 0;
+                assert_eq!((x, y), if set { (src[i], src[i]) } else { (0, 0) }, "zeroing, len {len} byte {i}");
             }
             for (i, (&got, &s)) in a.iter().zip(&src).enumerate() {
                 let set = mask[i / 64] & (1 << (i % 64)) != 0;
