@@ -75,6 +75,15 @@ const CASES = [(inst_add, (Int,)), (inst_poly, (Int, Float64)), (inst_caller, (I
     @test String(raw[9:8+sizeof(text)]) == text && all(iszero, raw[9+sizeof(text):end])
     @test length(raw) >= 8 + sizeof(text) * 3 ÷ 2 && ispow2(length(raw))
     @test occursin("ir/typed/", page_name(state, p.typed))
+    # The chain source -> lowered -> typed -> optimized is in the native ShadowPageGraph, as
+    # :compiler edges, and caller -> callee links the optimized pages.
+    @test dependents(state, p.source) == [p.lowered]
+    @test dependents(state, p.lowered) == [p.typed]
+    @test dependents(state, p.typed) == [p.optimized]
+    pc, pl = ir_pages(state, inst_caller, (Int,)), ir_pages(state, inst_leaf, (Int,))
+    @test pl.optimized in dependents(state, pc.optimized)
+    order = topo_order(state)
+    @test findfirst(==(p.source), order) < findfirst(==(p.typed), order) < findfirst(==(p.optimized), order)
     # show prints the IR text
     shown = sprint(show, MIME"text/plain"(), p)
     @test occursin(text, shown) && occursin(optimized_text(inst_add, (Int,)), shown)

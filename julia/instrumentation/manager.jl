@@ -87,6 +87,7 @@ mutable struct InstrumentationManager
     errors::Int
     first_error::Union{Nothing,String}
     native_rejected::Int     # edges the native graph refused (cycles from recursion)
+    native::Dict{CompilerEdge,EdgeId}  # edges the native graph holds, to remove them again
 end
 
 const _MANAGERS = IdDict{MMSBState,InstrumentationManager}()
@@ -280,18 +281,28 @@ end
 # --- edges ----------------------------------------------------------------
 
 """
-    _native_link!(state, from, to)
+    _native_link!(m, edge)
 
-The one place where a compiler edge reaches the native dependency graph.
+The one place where a compiler edge reaches the native ShadowPageGraph: a
+`:compiler` dependency with no transform (compiler edges only order and explain;
+IR pages are written by the manager, not recomputed). The native graph refuses
+cycles (recursive calls), which `_link!` counts in `native_rejected`.
 """
-function _native_link!(state::MMSBState, from::PageId, to::PageId)
-    # TODO(lead): wire to add_dependency!(state, from, to; kind=:compiler) once the graph C ABI
-    # (mmsb_add_dependency) is merged. Until then edges live only in the manager's Julia-side
-    # table (`m.edges`, queried by `method_graph`). Edges leave the table when their page is
-    # reallocated or their caller stops invoking the callee (see `_repoint_edges!`,
-    # `_update_call_edges!`); the native side will need the matching removal (or free_page must
-    # drop a freed page's edges). Throwing here is fine: `_link!` counts a refused edge (e.g. a
-    # cycle from recursive calls) in `native_rejected` and keeps it in the Julia table.
+function _native_link!(m::InstrumentationManager, e::CompilerEdge)
+    m.native[e] = add_dependency!(m.state, e.from, e.to; kind = :compiler)
+    return nothing
+end
+
+# Removes an edge's native counterpart (before its page is freed, or when a caller
+# stops calling a callee). A failure here is counted like any capture error.
+function _native_unlink!(m::InstrumentationManager, e::CompilerEdge)
+    id = pop!(m.native, e, nothing)
+    id === nothing && return nothing
+    try
+        remove_dependency!(m.state, id)
+    catch err
+        _note_error!(m, err, "removing a compiler edge")
+    end
     return nothing
 end
 
@@ -305,7 +316,7 @@ function _link!(m::InstrumentationManager, from::PageId, to::PageId, kind::Symbo
     if from != to
         try
             _FAULT[] === :native && throw(InstrumentationFault("native graph refused the edge"))
-            _native_link!(m.state, from, to)
+            _native_link!(m, e)
         catch
             m.native_rejected += 1
         end
@@ -318,6 +329,7 @@ function _repoint_edges!(m::InstrumentationManager, old::PageId, new::PageId)
     isempty(olds) && return nothing
     filter!(e -> !(e.from == old || e.to == old), m.edges)
     foreach(e -> delete!(m.edge_set, e), olds)
+    foreach(e -> _native_unlink!(m, e), olds)
     for e in olds
         _link!(m, e.from == old ? new : e.from, e.to == old ? new : e.to, e.kind)
     end
@@ -339,7 +351,7 @@ function _update_call_edges!(m::InstrumentationManager, ents)
     end
     stale(e) = e.kind === :calls && e.from in from && !(e in want)
     if any(stale, m.edges)
-        foreach(e -> stale(e) && delete!(m.edge_set, e), m.edges)
+        foreach(e -> stale(e) && (delete!(m.edge_set, e); _native_unlink!(m, e)), m.edges)
         filter!(!stale, m.edges)
     end
     for e in want
@@ -658,7 +670,8 @@ function enable_instrumentation(state::MMSBState; include_system::Bool = false,
             m = InstrumentationManager(state, false, ReentrantLock(), include_system, mods, follow_invokes,
                                        Int(max_per_flush), Core.MethodInstance[], IdDict{Any,MethodEntry}(),
                                        IdDict{Any,InstanceEntry}(), Dict{UInt64,IRSlot}(), CompilerEdge[], Set{CompilerEdge}(),
-                                       wp, buf, UInt64(0), UInt64(0), world, 0, 0, 0, 0, 0, nothing, 0)
+                                       wp, buf, UInt64(0), UInt64(0), world, 0, 0, 0, 0, 0, nothing, 0,
+                                       Dict{CompilerEdge,EdgeId}())
             _MANAGERS[state] = m
         else
             m.include_system, m.modules, m.follow_invokes = include_system, mods, follow_invokes
