@@ -14,7 +14,15 @@ fn cdylib() -> PathBuf {
 #[test]
 fn hostile_c_caller_gets_status_codes_not_crashes() {
     let lib = cdylib();
-    assert!(lib.exists(), "{} not built (cargo builds the cdylib with the tests)", lib.display());
+    if !lib.exists() {
+        // `cargo test` links tests against the rlib only; build the cdylib the C program needs.
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "mmsb", "--lib"])
+            .status()
+            .expect("run cargo to build the cdylib");
+        assert!(status.success(), "cargo build of the cdylib failed");
+    }
+    assert!(lib.exists(), "{} not built", lib.display());
     let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("abi_hostile");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
