@@ -16,10 +16,12 @@ fn hostile_c_caller_gets_status_codes_not_crashes() {
     let lib = cdylib();
     if !lib.exists() {
         // `cargo test` links tests against the rlib only; build the cdylib the C program needs.
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "mmsb", "--lib"])
-            .status()
-            .expect("run cargo to build the cdylib");
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "-p", "mmsb", "--lib"]);
+        if lib.parent().is_some_and(|d| d.ends_with("release")) {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("run cargo to build the cdylib");
         assert!(status.success(), "cargo build of the cdylib failed");
     }
     assert!(lib.exists(), "{} not built", lib.display());
