@@ -70,3 +70,18 @@ fn removed_edges_stay_removed_after_reopen() {
     assert!(s.dependents(a).unwrap().is_empty());
     assert_eq!(s.read_page(b).unwrap_err().code(), mmsb::ErrorCode::UnknownPage);
 }
+
+#[test]
+fn closing_releases_the_directory_while_the_handle_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let p = page(&s);
+    s.update_page(p, b"kept").unwrap();
+    // A second state cannot share the directory while the first is open...
+    assert!(MMSBState::open(Config { dir: Some(dir.path().to_path_buf()), ..Config::default() }).is_err());
+    s.close();
+    // ...but can once it is closed, even though `s` is still alive.
+    let again = open(dir.path());
+    assert_eq!(&again.read_page(p).unwrap()[..4], b"kept");
+    drop(s);
+}

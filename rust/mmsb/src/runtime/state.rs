@@ -179,13 +179,18 @@ impl MMSBState {
     /// Closes the state: later calls fail with `Closed`; pages are released (live views keep
     /// their bytes). Idempotent and safe to call while other threads use the state.
     pub fn close(&self) {
-        // TLog hook: make everything logged durable before the pages go.
-        self.tlog_close();
         let mut core = self.core.write();
-        self.closed.store(true, Ordering::Release);
+        let first = !self.closed.swap(true, Ordering::AcqRel);
         self.monitor.pages_released(core.pages.values().map(|p| p.buf().capacity() as u64)); // monitoring hook
         core.pages.clear();
         drop(core);
+        if first {
+            // TLog hook: writers are shut out now; make everything logged durable, then give
+            // the directory up (another state may open it while this handle lingers). Outside
+            // the core lock: maintenance takes the log's lock before the core's.
+            self.tlog_close();
+            self.tlog_release();
+        }
         // Device layer hook: release mirrors and staging memory.
         self.device.on_close();
         // GRAPH HOOK: subscriptions learn that no more events will come.

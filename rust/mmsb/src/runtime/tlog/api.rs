@@ -196,6 +196,16 @@ impl MMSBState {
         }
     }
 
+    /// Hook for `close`, once the state is marked closed: lets another state open the
+    /// directory even while this handle is still alive.
+    pub(crate) fn tlog_release(&self) {
+        if let Some(log) = &self.tlog {
+            // Wait out a checkpoint or compaction in progress; later ones see the state closed.
+            let _m = log.maint.lock();
+            log.storage.release();
+        }
+    }
+
     /// True when this state has a transaction log.
     pub fn has_log(&self) -> bool {
         self.tlog.is_some()

@@ -63,6 +63,9 @@ pub trait Storage: Send + Sync + Debug {
     fn sync_dir(&self) -> io::Result<()>;
     /// Where the files live, for messages.
     fn describe(&self, name: &str) -> String;
+    /// Gives up exclusive use of the storage (the state closed), so another state may open it
+    /// while this handle lingers. No file operation follows.
+    fn release(&self) {}
 }
 
 fn check_name(name: &str) -> io::Result<()> {
@@ -78,7 +81,8 @@ fn check_name(name: &str) -> io::Result<()> {
 #[derive(Debug)]
 pub struct FsStorage {
     dir: PathBuf,
-    _lock: File,
+    /// Holds the `flock`; `None` once released (closing the descriptor drops the lock).
+    lock: parking_lot::Mutex<Option<File>>,
 }
 
 /// Name of the lock file (not one of the storage's files: `list` leaves it out).
@@ -111,7 +115,7 @@ impl FsStorage {
             let e = io::Error::last_os_error();
             return Err(io::Error::new(e.kind(), format!("{} is in use by another open state ({e})", dir.display())));
         }
-        Ok(FsStorage { dir: dir.to_path_buf(), _lock: lock })
+        Ok(FsStorage { dir: dir.to_path_buf(), lock: parking_lot::Mutex::new(Some(lock)) })
     }
 
     fn path(&self, name: &str) -> io::Result<PathBuf> {
@@ -238,6 +242,9 @@ impl Storage for FsStorage {
     }
     fn describe(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
+    }
+    fn release(&self) {
+        self.lock.lock().take();
     }
 }
 
