@@ -66,11 +66,14 @@ RESULTS=()
 TIMES=()
 FAILED=0
 
-run_step() { # name, command...
+OUT_LOG="$(mktemp)"
+trap 'rm -f "$OUT_LOG"' EXIT
+run_step() { # name, command... (output also kept in $OUT_LOG for the closing count)
   local name="$1"; shift
   log "$name"
   local t0=$SECONDS
-  if "$@"; then RESULTS+=("ok"); else RESULTS+=("FAILED"); FAILED=1; fi
+  "$@" 2>&1 | tee -a "$OUT_LOG"
+  if [ "${PIPESTATUS[0]}" -eq 0 ]; then RESULTS+=("ok"); else RESULTS+=("FAILED"); FAILED=1; fi
   NAMES+=("$name")
   TIMES+=("$((SECONDS - t0))s")
 }
@@ -94,6 +97,10 @@ if [ "$SETUP_OK" = 1 ] || command -v cargo >/dev/null; then
   # alone does not build on a fresh clone: build the workspace first.
   run_step "cargo build (debug)" cargo build --workspace
   run_step "cargo test" cargo test --workspace
+  # The device layer must also build without the CUDA feature.
+  run_step "cargo check (no cuda)" cargo check -p mmsb --no-default-features
+  # A time-boxed fuzz smoke run of every target (longer runs: docs/reliability.md).
+  run_step "fuzz smoke" bash "$REPO/scripts/fuzz.sh" "${MMSB_FUZZ_SECONDS:-10}"
   run_step "cargo build --release" cargo build --release
   if [ "${RESULTS[${#RESULTS[@]} - 1]}" = ok ]; then
     run_step "julia tests" julia_suite
@@ -117,4 +124,11 @@ if [ "$FAILED" = 0 ]; then
 else
   printf 'FAILED (%ss)\n' "$SECONDS"
 fi
+# One closing line with the test counts: cargo's "test result" lines plus the Julia suite's.
+counts=$(sed -n -e 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' \
+               -e 's/^julia tests: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$OUT_LOG" |
+         awk '{p += $1; f += $2} END {print p + 0, f + 0}')
+read -r npass nfail <<<"$counts"
+[ "$FAILED" = 0 ] || [ "$nfail" -gt 0 ] || nfail=1   # a failed step counts even without a test line
+printf 'tests: %s passed, %s failed\n' "$npass" "$nfail"
 exit "$FAILED"
