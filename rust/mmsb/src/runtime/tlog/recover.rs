@@ -396,7 +396,11 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
                     prev_salt: 0,
                     base_lsn: last_lsn,
                 };
-                w.file = log.create_segment(&header, config.dir.is_some())?;
+                // Synced whenever the storage can lose power (any storage given to
+                // `open_with_storage`, not just a directory): an unsynced chain start would take
+                // every later fsynced record with it.
+                let synced = config.dir.is_some() || config.durability != crate::runtime::state::Durability::None;
+                w.file = log.create_segment(&header, synced)?;
                 for s in &listing.chain {
                     storage.remove(&s.name).map_err(io(format!("remove {}", storage.describe(&s.name))))?;
                 }
