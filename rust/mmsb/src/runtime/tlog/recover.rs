@@ -139,7 +139,10 @@ pub(crate) fn walk(
                 let cut = Cut { seg: i, offset: 0, reason: reason.into() };
                 match settle(storage, chain, mode, cut, &mut out, None)? {
                     Some((seg, _)) => {
-                        i = seg;
+                        // A segment whose header does not verify cannot be read (its salt is
+                        // unknown): resume at the next one. Resuming at this one again looped
+                        // forever (tolerant recovery over a damaged header in front of records).
+                        i = if seg == i { i + 1 } else { seg };
                         resume_at = Some(SEGMENT_HEADER_LEN);
                         prev = None;
                         jump_lsn = true;
