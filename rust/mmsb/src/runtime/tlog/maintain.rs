@@ -272,14 +272,22 @@ impl MMSBState {
                 since_ckpt += (bytes.len() - at) as u64;
             }
         }
-        file.write_at(0, &bytes).map_err(io(log, "write", &tmp))?;
-        file.sync().map_err(io(log, "fsync", &tmp))?;
-        storage.rename(&tmp, &name).map_err(io(log, "rename", &tmp))?;
-        storage.sync_dir().map_err(io(log, "fsync the directory of", &name))?;
-        for s in &listing.chain {
-            storage.remove(&s.name).map_err(io(log, "remove", &s.name))?;
+        let written = file.write_at(0, &bytes).and_then(|()| file.sync());
+        if let Err(e) = written {
+            let _ = storage.remove(&tmp);
+            return Err(io(log, "write", &tmp)(e));
         }
-        storage.sync_dir().map_err(io(log, "fsync the directory of", &name))?;
+        storage.rename(&tmp, &name).map_err(io(log, "rename", &tmp))?;
+        if let Err(e) = storage.sync_dir() {
+            // Whether the new chain start survives a power loss is now unknown, so neither chain
+            // can take appends safely (the old one is dropped at open if the rename is durable).
+            w.poisoned = Some(format!("fsync of the directory after compaction failed: {e}"));
+            return Err(io(log, "fsync the directory of", &name)(e));
+        }
+        // The new chain is durable and is what recovery replays from now on: switch the writer
+        // to it before removing the old segments. (Switching after them let a failed removal
+        // leave appends going to an old segment that recovery discards: lost acknowledged
+        // writes.) Old segments left behind by a failure here are removed at the next open.
         w.file = file;
         w.segno = header.segno;
         w.salt = header.salt;
@@ -292,6 +300,10 @@ impl MMSBState {
         drop(w);
         drop(core);
         log.mark_durable(pos);
+        for s in &listing.chain {
+            storage.remove(&s.name).map_err(io(log, "remove", &s.name))?;
+        }
+        storage.sync_dir().map_err(io(log, "fsync the directory of", &name))?;
         Ok(())
     }
 }
