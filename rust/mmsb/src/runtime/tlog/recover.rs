@@ -50,7 +50,12 @@ pub(crate) fn list(storage: &dyn Storage) -> Result<Listing> {
     let mut l = Listing::default();
     let mut segs = Vec::new();
     for n in names {
-        if n.ends_with(TMP_SUFFIX) {
+        // Only the log's own temp files (a segment or checkpoint name + ".tmp"): any other file
+        // in the directory is the user's and is never touched.
+        let own_temp = n
+            .strip_suffix(TMP_SUFFIX)
+            .is_some_and(|b| parse_segment_name(b).is_some() || parse_checkpoint_name(b).is_some());
+        if own_temp {
             l.temps.push(n);
         } else if let Some(segno) = parse_segment_name(&n) {
             let mut head = [0u8; SEGMENT_HEADER_LEN];
