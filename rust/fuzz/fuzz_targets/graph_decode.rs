@@ -8,7 +8,7 @@ use mmsb::graph::ShadowPageGraph;
 use mmsb::PageId;
 
 fn size(p: PageId) -> Option<u64> {
-    (p.0 < 8).then_some(64 * (p.0 + 1))
+    (p.0 < 8).then(|| 64 * (p.0 + 1))
 }
 
 fuzz_target!(|data: &[u8]| {

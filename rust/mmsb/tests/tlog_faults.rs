@@ -325,3 +325,38 @@ fn regression_writes_after_a_compaction_that_failed_to_remove_old_segments_survi
         assert_eq!(snap(&r), want, "{mode:?}");
     }
 }
+
+/// Regression (found by the log_faults fuzz target): a checkpoint whose directory fsync failed
+/// after its rename stayed on disk untracked; a later compaction folded a run across its LSN, and
+/// the next open failed ("record 1..=2 straddles the checkpoint at 1"). The failed checkpoint is
+/// now removed, and compaction treats every checkpoint file it finds as a boundary (checked here
+/// with the removal failing too).
+#[test]
+fn regression_a_failed_checkpoint_left_on_disk_does_not_break_compaction() {
+    for also_fail_remove in [false, true] {
+        for mode in MODES {
+            let fs = Arc::new(FaultStorage::in_memory());
+            let s = MMSBState::open_with_storage(config(mode), fs.clone() as Arc<dyn Storage>).unwrap();
+            let p = s.create_page(64, Location::Cpu, PageMeta::default()).unwrap();
+            fs.fail_nth(Op::SyncDir, 1, Fault::Eio);
+            if also_fail_remove {
+                fs.fail_nth(Op::Remove, 1, Fault::Eio);
+            }
+            assert!(s.checkpoint().is_err());
+            s.update_page(p, b"after the failed checkpoint").unwrap();
+            s.compact_log().unwrap();
+            s.update_page(p, b"after compaction").unwrap();
+            let want = snap(&s);
+            drop(s);
+            let r = MMSBState::open_with_storage(config(mode), fs.clone() as Arc<dyn Storage>)
+                .unwrap_or_else(|e| panic!("{mode:?} (remove fails: {also_fail_remove}): {e}"));
+            assert_eq!(snap(&r), want);
+            if mode != Durability::None {
+                drop(r);
+                fs.power_loss().unwrap();
+                let r = MMSBState::open_with_storage(config(mode), fs as Arc<dyn Storage>).unwrap();
+                assert_eq!(snap(&r), want);
+            }
+        }
+    }
+}

@@ -195,7 +195,11 @@ impl MMSBState {
         let Some(base) = listing.chain.first().and_then(|s| s.header).map(|h| h.base_lsn) else {
             return Ok(());
         };
-        let ckpts: BTreeSet<Lsn> = w.checkpoints.keys().copied().collect();
+        let mut ckpts: BTreeSet<Lsn> = w.checkpoints.keys().copied().collect();
+        // Checkpoint files the writer does not track (one whose directory fsync failed after its
+        // rename) are boundaries too: recovery may start from any checkpoint it finds, and a run
+        // folded across one made the next open fail ("straddles the checkpoint").
+        ckpts.extend(listing.checkpoints.keys().copied());
         let newest_ckpt = ckpts.last().copied().unwrap_or(0);
         // Records at or before the oldest retained checkpoint can never be replayed again (replay
         // starts from a checkpoint): the new chain starts there.
