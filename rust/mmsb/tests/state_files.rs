@@ -99,3 +99,36 @@ fn a_device_sync_record_of_a_newer_version_is_a_clear_error() {
     let e = MMSBState::open_with_storage(tlog_common::mem_config(), Arc::new(storage)).unwrap_err();
     assert!(e.to_string().contains("version 2"), "{e}");
 }
+
+/// Writes a one-segment log of `records` (kind, body) with valid frames.
+fn log_of(records: &[(RecordType, u64, Vec<u8>)]) -> Arc<dyn Storage> {
+    let storage = MemStorage::new();
+    let salt = 0xfeed;
+    let header = SegmentHeader { flags: FLAG_CHAIN_START, segno: 1, salt, prev_salt: 0, base_lsn: 0 };
+    let mut bytes = header.encode().to_vec();
+    let mut lsn = 1;
+    for (kind, count, body) in records {
+        let at = bytes.len();
+        bytes.resize(at + RECORD_HEADER_LEN, 0);
+        bytes.extend_from_slice(body);
+        seal_record(&mut bytes[at..], salt, lsn, *count, *kind as u8);
+        lsn += count;
+    }
+    storage.create(&segment_name(1)).unwrap().write_at(0, &bytes).unwrap();
+    Arc::new(storage)
+}
+
+/// Regression (found by the log_decode fuzz target): bodies behind valid checksums are still
+/// untrusted. A page created with id u64::MAX overflowed `next_page_id` (a panic in debug
+/// builds, a wrap to 0 in release); id 0 and size 0 are refused too.
+#[test]
+fn hostile_page_records_behind_valid_checksums_are_errors() {
+    for (id, size) in [(u64::MAX, 8), (0, 8), (5, 0)] {
+        let mut body = Vec::new();
+        Record::PageCreate(CreateBody { id: PageId(id), size, location: Location::Cpu, meta: PageMeta::default() })
+            .encode(&mut body);
+        let storage = log_of(&[(RecordType::PageCreate, 1, body)]);
+        let e = MMSBState::open_with_storage(tlog_common::mem_config(), storage).unwrap_err();
+        assert!(e.to_string().contains("page"), "{e}");
+    }
+}
