@@ -25,6 +25,7 @@ use parking_lot::Mutex;
 use crate::runtime::tlog::storage::{Storage, StorageFile};
 
 /// The kinds of operation a fault can target.
+/// cbindgen:ignore
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
     /// `write_at` / `append`.
@@ -45,10 +46,12 @@ pub enum Op {
 
 impl Op {
     /// Every kind, for loops over all of them.
+    /// cbindgen:ignore
     pub const ALL: [Op; 7] = [Op::Write, Op::Sync, Op::SyncDir, Op::Create, Op::Rename, Op::Remove, Op::Truncate];
 }
 
 /// What an injected fault does.
+/// cbindgen:ignore
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Fault {
     /// The operation does nothing and fails with EIO.
@@ -62,6 +65,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every kind, for loops over all of them.
+    /// cbindgen:ignore
     pub const ALL: [Fault; 3] = [Fault::Eio, Fault::Enospc, Fault::ShortWrite];
 
     fn error(self) -> io::Error {
