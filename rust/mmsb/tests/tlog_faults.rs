@@ -360,3 +360,30 @@ fn regression_a_failed_checkpoint_left_on_disk_does_not_break_compaction() {
         }
     }
 }
+
+/// Regression (found by the log_faults fuzz target): a segment left behind by a compaction whose
+/// removals failed was taken for the start of the chain once the real chain start had been
+/// pruned, and recovery cut every later segment as a stale tail: acknowledged writes lost.
+/// Pruning now removes such leftovers before any chain segment.
+#[test]
+fn regression_a_leftover_segment_never_becomes_the_chain_start() {
+    for mode in [Durability::Always, Durability::GroupCommit] {
+        let fs = Arc::new(FaultStorage::in_memory());
+        let s = MMSBState::open_with_storage(config(mode), fs.clone() as Arc<dyn Storage>).unwrap();
+        let p = s.create_page(64, Location::Cpu, PageMeta::default()).unwrap();
+        s.update_page(p, b"one").unwrap();
+        fs.fail_nth(Op::Remove, 1, Fault::Enospc);
+        assert!(s.compact_log().is_err());
+        for (i, text) in [&b"two"[..], b"three", b"four"].into_iter().enumerate() {
+            s.update_page(p, text).unwrap();
+            if i < 2 {
+                s.checkpoint().unwrap();
+            }
+        }
+        let want = snap(&s);
+        fs.power_loss().unwrap();
+        drop(s);
+        let r = MMSBState::open_with_storage(config(mode), fs as Arc<dyn Storage>).unwrap();
+        assert_eq!(snap(&r), want, "{mode:?}");
+    }
+}

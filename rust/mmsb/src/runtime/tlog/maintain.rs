@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::runtime::state::{Lsn, MMSBState};
 use crate::runtime::tlog::checkpoint;
 use crate::runtime::tlog::format::{
-    random_salt, seal_record, segment_name, SegmentHeader, FLAG_CHAIN_START, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
-    TMP_SUFFIX,
+    parse_segment_name, random_salt, seal_record, segment_name, SegmentHeader, FLAG_CHAIN_START, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN, TMP_SUFFIX,
 };
 use crate::runtime::tlog::record::{CompactedBody, CreateBody, Record, RecordType};
 use crate::runtime::tlog::recover::{list, walk, OnInvalid};
@@ -320,6 +320,21 @@ pub(crate) fn prune(log: &Tlog, w: &mut Writer, keep: usize) -> Result<()> {
         storage.remove(&name).map_err(io(log, "remove", &name))?;
     }
     let Some(&oldest) = w.checkpoints.keys().next() else { return Ok(()) };
+    // Segments numbered below the retained chain are leftovers of a compaction whose removals
+    // failed. They go first: once the chain's first segment is pruned below, recovery would
+    // take a leftover for the start of the chain and cut everything after it as a stale tail
+    // (acknowledged writes lost; found by the log_faults fuzz target).
+    if let Some(&first) = w.segments.keys().next() {
+        let names = storage.list().map_err(io(log, "list", ""))?;
+        let leftovers: Vec<String> =
+            names.into_iter().filter(|n| parse_segment_name(n).is_some_and(|segno| segno < first)).collect();
+        for name in &leftovers {
+            storage.remove(name).map_err(io(log, "remove", name))?;
+        }
+        if !leftovers.is_empty() {
+            storage.sync_dir().map_err(io(log, "fsync the directory after removing leftovers", ""))?;
+        }
+    }
     // A segment is wholly before `oldest` when the next one starts at or before it.
     let segs: Vec<(u64, SegMeta)> = w.segments.iter().map(|(k, v)| (*k, *v)).collect();
     for pair in segs.windows(2) {
