@@ -24,7 +24,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus" "$root/target/fuzz-artifacts/$t"
   echo "== fuzzing $t for ${secs}s" >&2
   log=$(mktemp)
-  if "$CARGO_TARGET_DIR/$triple/release/$t" "$corpus" -max_total_time="$secs" -rss_limit_mb=4096 \
+  if "$CARGO_TARGET_DIR/$triple/release/$t" "$corpus" -max_total_time="$secs" -rss_limit_mb=4096 -timeout=20 \
       -artifact_prefix="$root/target/fuzz-artifacts/$t/" -print_final_stats=1 >"$log" 2>&1; then
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     echo "fuzz $t: ${execs:-?} executions, 0 crashes" >&2

@@ -29,7 +29,7 @@ fn hostile_c_caller_gets_status_codes_not_crashes() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("abi_hostile");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-o"])
+        .args(["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-pthread", "-Wall", "-Wextra", "-Werror", "-o"])
         .arg(&out)
         .arg(crate_dir.join("tests/c/abi_hostile.c"))
         .arg("-I")

@@ -1,7 +1,12 @@
-/* Hostile use of the C ABI: NULLs, unknown ids, wrong lengths, double frees, use after close.
- * Every call must return an error code (never crash); the program exits 0 when every check
+/* Hostile use of the C ABI: NULLs, unknown ids, wrong lengths, huge sizes, overflowing offsets,
+ * double frees, use after close, and a close racing threads that use the state. Every call must
+ * return an error code (never crash, abort or deadlock); the program exits 0 when every check
  * holds and prints one line per check. Built and run by tests/c_abi.rs. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include "mmsb.h"
@@ -24,6 +29,83 @@ static int checks = 0;
                    st_ ? ": " : "", st_ ? msg_ : "");                                        \
         }                                                                                    \
     } while (0)
+
+/* ---- concurrent close: workers hammer the state while the main thread closes it ---- */
+struct shared {
+    MmsbState *s;
+    uint64_t pages[2];
+    atomic_int bad;      /* calls that returned something other than OK/CLOSED (or an expected refusal) */
+    atomic_long calls;
+    atomic_long closed_seen;
+};
+
+static int acceptable(MmsbStatus st) { return st == MMSB_OK || st == MMSB_STATUS_CODE_CLOSED; }
+
+static void *worker(void *arg) {
+    struct shared *sh = arg;
+    uint8_t bytes[32];
+    for (long i = 0;; i++) {
+        uint64_t lsn = 0, p = sh->pages[i & 1];
+        memset(bytes, (int)i, sizeof bytes);
+        MmsbStatus st;
+        switch (i % 6) {
+        case 0: st = mmsb_page_write(sh->s, p, (uint64_t)(i % 32), bytes, sizeof bytes, MMSB_NO_EPOCH, &lsn); break;
+        case 1: st = mmsb_page_update(sh->s, p, 0, bytes, 16, MMSB_NO_EPOCH, &lsn); break;
+        case 2: st = mmsb_page_read(sh->s, p, 0, bytes, sizeof bytes); break;
+        case 3: st = mmsb_propagate(sh->s, &sh->pages[0], 1, NULL); break;
+        case 4: st = (i % 60 == 4) ? mmsb_state_checkpoint(sh->s, NULL) : mmsb_state_lsn(sh->s, &lsn); break;
+        default: {
+            MmsbDelta *d = NULL;
+            mmsb_delta_new_write(8, bytes, 8, &d);
+            st = mmsb_route_delta(sh->s, p, d, MMSB_NO_EPOCH, &lsn);
+            mmsb_delta_free(d);
+        }
+        }
+        atomic_fetch_add(&sh->calls, 1);
+        if (!acceptable(st)) {
+            atomic_fetch_add(&sh->bad, 1);
+            char msg[256];
+            mmsb_last_error_message(msg, sizeof msg, NULL);
+            printf("FAIL concurrent call %ld got %s: %s\n", i % 6, mmsb_status_name(st), msg);
+            return NULL;
+        }
+        if (st == MMSB_STATUS_CODE_CLOSED) {
+            /* Keep going a little after the close: every later call must also say CLOSED. */
+            if (atomic_fetch_add(&sh->closed_seen, 1) > 2000) return NULL;
+        }
+    }
+}
+
+static int concurrent_close(uint32_t durability) {
+    MmsbConfig *cfg = NULL;
+    struct shared sh;
+    memset(&sh, 0, sizeof sh);
+    if (mmsb_config_new(&cfg) != MMSB_OK) return 1;
+    mmsb_config_set_logging(cfg, 1);
+    mmsb_config_set_durability(cfg, durability);
+    if (mmsb_state_open(cfg, &sh.s) != MMSB_OK) return 1;
+    mmsb_config_free(cfg);
+    if (mmsb_page_create(sh.s, 4096, 0, NULL, 0, &sh.pages[0]) != MMSB_OK) return 1;
+    if (mmsb_page_create(sh.s, 4096, 0, NULL, 0, &sh.pages[1]) != MMSB_OK) return 1;
+    MmsbCommandList *cmds = NULL;
+    uint64_t edge = 0;
+    mmsb_command_list_new(&cmds);
+    mmsb_command_list_push_copy(cmds, 0, 64, 64);
+    if (mmsb_add_dependency(sh.s, sh.pages[0], sh.pages[1], 0, cmds, &edge) != MMSB_OK) return 1;
+    mmsb_command_list_free(cmds);
+    enum { N = 6 };
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) pthread_create(&t[i], NULL, worker, &sh);
+    struct timespec ms20 = {0, 20 * 1000 * 1000};
+    nanosleep(&ms20, NULL);
+    MmsbStatus st = mmsb_state_close(sh.s);
+    for (int i = 0; i < N; i++) pthread_join(t[i], NULL);
+    mmsb_state_free(sh.s);
+    printf("%s concurrent close (durability %u): %ld calls, close -> %s, %d unexpected\n",
+           (st == MMSB_OK && atomic_load(&sh.bad) == 0) ? "ok  " : "FAIL", durability, atomic_load(&sh.calls),
+           mmsb_status_name(st), atomic_load(&sh.bad));
+    return st == MMSB_OK && atomic_load(&sh.bad) == 0 ? 0 : 1;
+}
 
 int main(void) {
     MmsbState *s = NULL;
@@ -86,6 +168,78 @@ int main(void) {
     EXPECT(mmsb_page_read(s, page, 0, buf, 5), MMSB_OK);
     if (memcmp(buf, "hello", 5) != 0) { failures++; puts("FAIL read back"); }
 
+    /* Unknown ids and overflowing offsets through the other entry points. */
+    EXPECT(mmsb_page_free(s, 999), MMSB_STATUS_CODE_UNKNOWN_PAGE);
+    EXPECT(mmsb_page_read(s, page, UINT64_MAX, buf, 2), MMSB_STATUS_CODE_OUT_OF_BOUNDS);
+    EXPECT(mmsb_page_update(s, page, UINT64_MAX - 2, hello, 5, MMSB_NO_EPOCH, &lsn), MMSB_STATUS_CODE_OUT_OF_BOUNDS);
+    EXPECT(mmsb_page_update(s, 999, 0, hello, 5, MMSB_NO_EPOCH, &lsn), MMSB_STATUS_CODE_UNKNOWN_PAGE);
+    EXPECT(mmsb_remove_dependency(s, 424242), MMSB_STATUS_CODE_UNKNOWN_EDGE);
+    {
+        uint64_t unknown = 777, edge = 0;
+        EXPECT(mmsb_propagate(s, &unknown, 1, NULL), MMSB_STATUS_CODE_UNKNOWN_PAGE);
+        EXPECT(mmsb_propagate(s, NULL, 3, NULL), MMSB_STATUS_CODE_NULL_POINTER);
+        MmsbCommandList *cmds = NULL;
+        EXPECT(mmsb_command_list_new(&cmds), MMSB_OK);
+        EXPECT(mmsb_command_list_push_copy(cmds, UINT64_MAX, 0, 2), MMSB_OK);
+        EXPECT(mmsb_add_dependency(s, page, page, 0, cmds, &edge), MMSB_STATUS_CODE_CYCLE);
+        uint64_t other = 0;
+        EXPECT(mmsb_page_create(s, 64, 0, NULL, 0, &other), MMSB_OK);
+        EXPECT(mmsb_add_dependency(s, page, other, 0, cmds, &edge), MMSB_STATUS_CODE_INVALID_ARGUMENT);
+        EXPECT(mmsb_add_dependency(s, page, other, 99, cmds, &edge), MMSB_STATUS_CODE_INVALID_ARGUMENT);
+        /* NULL commands is documented as an empty list; a second edge between the pair is refused. */
+        EXPECT(mmsb_add_dependency(s, page, other, 0, NULL, &edge), MMSB_OK);
+        EXPECT(mmsb_add_dependency(s, page, other, 0, NULL, &edge), MMSB_STATUS_CODE_INVALID_ARGUMENT);
+        EXPECT(mmsb_page_free(s, other), MMSB_STATUS_CODE_PAGE_IN_USE);
+        EXPECT(mmsb_remove_dependency(s, edge), MMSB_OK);
+        EXPECT(mmsb_remove_dependency(s, edge), MMSB_STATUS_CODE_UNKNOWN_EDGE);
+        EXPECT(mmsb_page_free(s, other), MMSB_OK);
+        mmsb_command_list_free(cmds);
+        MmsbBatch *b = NULL;
+        EXPECT(mmsb_batch_new(&b), MMSB_OK);
+        EXPECT(mmsb_batch_push(b, page, NULL, MMSB_NO_EPOCH), MMSB_STATUS_CODE_NULL_POINTER);
+        EXPECT(mmsb_batch_route(s, NULL, NULL, NULL), MMSB_STATUS_CODE_NULL_POINTER);
+        mmsb_batch_free(b);
+    }
+    EXPECT(mmsb_state_replay(s, 1000000, NULL), MMSB_STATUS_CODE_NULL_POINTER);
+    {
+        MmsbLogInfo info;
+        EXPECT(mmsb_log_info(s, &info), MMSB_STATUS_CODE_UNSUPPORTED);
+        EXPECT(mmsb_state_checkpoint(s, NULL), MMSB_STATUS_CODE_UNSUPPORTED);
+    }
+
+    /* Huge sizes: allocation failure is an error, never an abort. */
+    {
+        MmsbConfig *cfg = NULL;
+        MmsbState *big = NULL;
+        uint64_t id = 0;
+        EXPECT(mmsb_config_new(&cfg), MMSB_OK);
+        EXPECT(mmsb_config_set_u64(cfg, "max_page_size", 13, UINT64_MAX), MMSB_OK);
+        EXPECT(mmsb_config_set_u64(cfg, "no_such_key", 11, 1), MMSB_STATUS_CODE_INVALID_ARGUMENT);
+        EXPECT(mmsb_config_set_u64(cfg, NULL, 3, 1), MMSB_STATUS_CODE_NULL_POINTER);
+        EXPECT(mmsb_config_set_durability(cfg, 7), MMSB_STATUS_CODE_INVALID_ARGUMENT);
+        EXPECT(mmsb_config_set_dir(cfg, NULL, 5), MMSB_STATUS_CODE_NULL_POINTER);
+        EXPECT(mmsb_state_open(cfg, &big), MMSB_OK);
+        MmsbStatus st = mmsb_page_create(big, (uint64_t)1 << 62, 0, NULL, 0, &id);
+        checks++;
+        if (st != MMSB_STATUS_CODE_ALLOCATION_FAILED && st != MMSB_STATUS_CODE_INVALID_ARGUMENT) {
+            failures++;
+            printf("FAIL page_create(2^62) -> %s\n", mmsb_status_name(st));
+        } else {
+            printf("ok   mmsb_page_create(big, 2^62, ...) -> %s\n", mmsb_status_name(st));
+        }
+        st = mmsb_page_create(big, UINT64_MAX, 0, NULL, 0, &id);
+        checks++;
+        if (st != MMSB_STATUS_CODE_ALLOCATION_FAILED && st != MMSB_STATUS_CODE_INVALID_ARGUMENT) {
+            failures++;
+            printf("FAIL page_create(UINT64_MAX) -> %s\n", mmsb_status_name(st));
+        } else {
+            printf("ok   mmsb_page_create(big, UINT64_MAX, ...) -> %s\n", mmsb_status_name(st));
+        }
+        EXPECT(mmsb_page_create(big, 4096, 0, NULL, 0, &id), MMSB_OK);
+        mmsb_state_free(big);
+        mmsb_config_free(cfg);
+    }
+
     /* Use after close: errors, not crashes. Views outlive the state. */
     MmsbView *v = NULL;
     const uint8_t *vp = NULL;
@@ -96,6 +250,10 @@ int main(void) {
     EXPECT(mmsb_page_write(s, page, 0, hello, 5, MMSB_NO_EPOCH, &lsn), MMSB_STATUS_CODE_CLOSED);
     EXPECT(mmsb_page_read(s, page, 0, buf, 5), MMSB_STATUS_CODE_CLOSED);
     EXPECT(mmsb_page_create(s, 64, 0, NULL, 0, &page), MMSB_STATUS_CODE_CLOSED);
+    EXPECT(mmsb_page_free(s, page), MMSB_STATUS_CODE_CLOSED);
+    EXPECT(mmsb_propagate(s, &page, 1, NULL), MMSB_STATUS_CODE_CLOSED);
+    EXPECT(mmsb_remove_dependency(s, 1), MMSB_STATUS_CODE_CLOSED);
+    EXPECT(mmsb_state_lsn(s, &lsn), MMSB_OK);
     EXPECT(mmsb_view_bytes(v, &vp, &vlen), MMSB_OK);
     checks++;
     if (vlen != 64 || memcmp(vp, "hello", 5) != 0) { failures++; puts("FAIL view after close"); }
@@ -116,6 +274,11 @@ int main(void) {
         EXPECT(mmsb_last_error_message(small, sizeof small, &full), MMSB_OK);
         checks++;
         if (strlen(small) != 3 || full < 4) { failures++; puts("FAIL message truncation"); }
+    }
+    /* A close racing threads that write, read, propagate and checkpoint. */
+    for (uint32_t mode = 0; mode < 3; mode++) {
+        checks++;
+        if (concurrent_close(mode) != 0) failures++;
     }
     printf("%d checks, %d failures\n", checks, failures);
     return failures == 0 ? 0 : 1;

@@ -140,7 +140,12 @@ pub(crate) fn write(storage: &dyn Storage, core: &Core, ext: &[u8]) -> Result<(S
     }
     let size = out.at;
     storage.rename(&tmp, &name).map_err(io("rename"))?;
-    storage.sync_dir().map_err(io("sync directory after"))?;
+    if let Err(e) = storage.sync_dir() {
+        // The caller does not track a checkpoint that failed: take it away (best effort; one
+        // left behind is still a compaction boundary, see `maintain.rs`).
+        let _ = storage.remove(&name);
+        return Err(io("sync directory after")(e));
+    }
     Ok((name, size))
 }
 

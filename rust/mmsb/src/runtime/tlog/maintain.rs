@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::runtime::state::{Lsn, MMSBState};
 use crate::runtime::tlog::checkpoint;
 use crate::runtime::tlog::format::{
-    random_salt, seal_record, segment_name, SegmentHeader, FLAG_CHAIN_START, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
-    TMP_SUFFIX,
+    parse_segment_name, random_salt, seal_record, segment_name, SegmentHeader, FLAG_CHAIN_START, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN, TMP_SUFFIX,
 };
 use crate::runtime::tlog::record::{CompactedBody, CreateBody, Record, RecordType};
 use crate::runtime::tlog::recover::{list, walk, OnInvalid};
@@ -187,7 +187,11 @@ impl MMSBState {
         let Some(base) = listing.chain.first().and_then(|s| s.header).map(|h| h.base_lsn) else {
             return Ok(());
         };
-        let ckpts: BTreeSet<Lsn> = w.checkpoints.keys().copied().collect();
+        let mut ckpts: BTreeSet<Lsn> = w.checkpoints.keys().copied().collect();
+        // Checkpoint files the writer does not track (one whose directory fsync failed after its
+        // rename) are boundaries too: recovery may start from any checkpoint it finds, and a run
+        // folded across one made the next open fail ("straddles the checkpoint").
+        ckpts.extend(listing.checkpoints.keys().copied());
         let newest_ckpt = ckpts.last().copied().unwrap_or(0);
         // Records at or before the oldest retained checkpoint can never be replayed again (replay
         // starts from a checkpoint): the new chain starts there.
@@ -264,14 +268,22 @@ impl MMSBState {
                 since_ckpt += (bytes.len() - at) as u64;
             }
         }
-        file.write_at(0, &bytes).map_err(io(log, "write", &tmp))?;
-        file.sync().map_err(io(log, "fsync", &tmp))?;
-        storage.rename(&tmp, &name).map_err(io(log, "rename", &tmp))?;
-        storage.sync_dir().map_err(io(log, "fsync the directory of", &name))?;
-        for s in &listing.chain {
-            storage.remove(&s.name).map_err(io(log, "remove", &s.name))?;
+        let written = file.write_at(0, &bytes).and_then(|()| file.sync());
+        if let Err(e) = written {
+            let _ = storage.remove(&tmp);
+            return Err(io(log, "write", &tmp)(e));
         }
-        storage.sync_dir().map_err(io(log, "fsync the directory of", &name))?;
+        storage.rename(&tmp, &name).map_err(io(log, "rename", &tmp))?;
+        if let Err(e) = storage.sync_dir() {
+            // Whether the new chain start survives a power loss is now unknown, so neither chain
+            // can take appends safely (the old one is dropped at open if the rename is durable).
+            w.poisoned = Some(format!("fsync of the directory after compaction failed: {e}"));
+            return Err(io(log, "fsync the directory of", &name)(e));
+        }
+        // The new chain is durable and is what recovery replays from now on: switch the writer
+        // to it before removing the old segments. (Switching after them let a failed removal
+        // leave appends going to an old segment that recovery discards: lost acknowledged
+        // writes.) Old segments left behind by a failure here are removed at the next open.
         w.file = file;
         w.segno = header.segno;
         w.salt = header.salt;
@@ -284,6 +296,10 @@ impl MMSBState {
         drop(w);
         drop(core);
         log.mark_durable(pos);
+        for s in &listing.chain {
+            storage.remove(&s.name).map_err(io(log, "remove", &s.name))?;
+        }
+        storage.sync_dir().map_err(io(log, "fsync the directory of", &name))?;
         Ok(())
     }
 }
@@ -296,6 +312,21 @@ pub(crate) fn prune(log: &Tlog, w: &mut Writer, keep: usize) -> Result<()> {
         storage.remove(&name).map_err(io(log, "remove", &name))?;
     }
     let Some(&oldest) = w.checkpoints.keys().next() else { return Ok(()) };
+    // Segments numbered below the retained chain are leftovers of a compaction whose removals
+    // failed. They go first: once the chain's first segment is pruned below, recovery would
+    // take a leftover for the start of the chain and cut everything after it as a stale tail
+    // (acknowledged writes lost; found by the log_faults fuzz target).
+    if let Some(&first) = w.segments.keys().next() {
+        let names = storage.list().map_err(io(log, "list", ""))?;
+        let leftovers: Vec<String> =
+            names.into_iter().filter(|n| parse_segment_name(n).is_some_and(|segno| segno < first)).collect();
+        for name in &leftovers {
+            storage.remove(name).map_err(io(log, "remove", name))?;
+        }
+        if !leftovers.is_empty() {
+            storage.sync_dir().map_err(io(log, "fsync the directory after removing leftovers", ""))?;
+        }
+    }
     // A segment is wholly before `oldest` when the next one starts at or before it.
     let segs: Vec<(u64, SegMeta)> = w.segments.iter().map(|(k, v)| (*k, *v)).collect();
     for pair in segs.windows(2) {

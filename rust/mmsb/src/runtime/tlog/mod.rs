@@ -3,6 +3,7 @@
 //! `docs/log-format.md`.
 //!
 //! - [`storage`]: the file I/O trait, with a disk and an in-memory implementation;
+//! - [`fault`]: a fault-injecting storage for crash tests (a test utility);
 //! - [`format`](mod@format): byte layout of segments, records and checkpoints;
 //! - [`record`]: the record-type registry and record bodies;
 //! - [`checkpoint`]: checkpoint files;
@@ -14,6 +15,7 @@
 
 pub mod api;
 pub mod checkpoint;
+pub mod fault;
 pub mod format;
 pub mod maintain;
 pub mod record;
@@ -253,8 +255,11 @@ impl Tlog {
         Ok(Ticket { pos: w.pos })
     }
 
-    /// Starts the next segment of the chain (the current one is synced first, except in
-    /// `Durability::None`, which promises nothing across power loss).
+    /// Starts the next segment of the chain. The current one is synced first in every mode: in
+    /// `Durability::None` too, because a later sync of a newer segment (compaction, close) must
+    /// never make it durable while an older one is not; a power loss would then leave a hole in
+    /// the middle of the chain (an error at open) instead of a lost tail (a prefix). The new
+    /// segment's header is synced only in the synced modes.
     pub(crate) fn roll(&self, w: &mut Writer) -> Result<()> {
         let r = self.roll_inner(w);
         match &r {
@@ -266,9 +271,7 @@ impl Tlog {
 
     fn roll_inner(&self, w: &mut Writer) -> Result<()> {
         let synced = self.durability != Durability::None;
-        if synced {
-            w.file.sync().map_err(self.io("fsync", &format::segment_name(w.segno)))?;
-        }
+        w.file.sync().map_err(self.io("fsync", &format::segment_name(w.segno)))?;
         let header = SegmentHeader {
             flags: 0,
             segno: w.segno + 1,

@@ -50,7 +50,12 @@ pub(crate) fn list(storage: &dyn Storage) -> Result<Listing> {
     let mut l = Listing::default();
     let mut segs = Vec::new();
     for n in names {
-        if n.ends_with(TMP_SUFFIX) {
+        // Only the log's own temp files (a segment or checkpoint name + ".tmp"): any other file
+        // in the directory is the user's and is never touched.
+        let own_temp = n
+            .strip_suffix(TMP_SUFFIX)
+            .is_some_and(|b| parse_segment_name(b).is_some() || parse_checkpoint_name(b).is_some());
+        if own_temp {
             l.temps.push(n);
         } else if let Some(segno) = parse_segment_name(&n) {
             let mut head = [0u8; SEGMENT_HEADER_LEN];
@@ -140,7 +145,10 @@ pub(crate) fn walk(
                 let cut = Cut { seg: i, offset: 0, reason: reason.into() };
                 match settle(storage, chain, mode, cut, &mut out, None)? {
                     Some((seg, _)) => {
-                        i = seg;
+                        // A segment whose header does not verify cannot be read (its salt is
+                        // unknown): resume at the next one. Resuming at this one again looped
+                        // forever (tolerant recovery over a damaged header in front of records).
+                        i = if seg == i { i + 1 } else { seg };
                         resume_at = Some(SEGMENT_HEADER_LEN);
                         prev = None;
                         jump_lsn = true;
@@ -437,7 +445,11 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
                     prev_salt: 0,
                     base_lsn: last_lsn,
                 };
-                w.file = log.create_segment(&header, config.dir.is_some())?;
+                // Synced whenever the storage can lose power (any storage given to
+                // `open_with_storage`, not just a directory): an unsynced chain start would take
+                // every later fsynced record with it.
+                let synced = config.dir.is_some() || config.durability != crate::runtime::state::Durability::None;
+                w.file = log.create_segment(&header, synced)?;
                 for s in &listing.chain {
                     storage.remove(&s.name).map_err(io(format!("remove {}", storage.describe(&s.name))))?;
                 }

@@ -17,6 +17,21 @@ use crate::types::page::{Page, PageId};
 /// Replaces `core` with the checkpoint's pages.
 pub(crate) fn load_checkpoint(state: &MMSBState, core: &mut Core, c: &CheckpointData) -> Result<()> {
     core.pages.clear();
+    // Bytes behind a valid checksum are still untrusted (a hostile or buggy writer): ids must be
+    // unique and below `next_page_id`, or a later create would silently replace a page.
+    let mut ids: Vec<u64> = c.pages.iter().map(|p| p.id.0).collect();
+    ids.sort_unstable();
+    if ids.first() == Some(&0)
+        || ids.windows(2).any(|w| w[0] == w[1])
+        || ids.last().is_some_and(|&l| l >= c.next_page_id)
+    {
+        return Err(LogError::Corrupt {
+            file: format!("checkpoint at LSN {}", c.lsn),
+            offset: 0,
+            reason: "page ids are duplicated, zero, or not below the next page id".into(),
+        }
+        .into());
+    }
     for (p, bytes) in c.pages() {
         let buf = state.allocate(p.size)?;
         // SAFETY: the buffer was just allocated and is not shared yet.
@@ -34,9 +49,14 @@ fn create(state: &MMSBState, core: &mut Core, c: &CreateBody) -> Result<(), Stri
     if core.pages.contains_key(&c.id) {
         return Err(format!("page {} is created twice", c.id));
     }
+    // (Found by the log_decode fuzz target: id u64::MAX overflowed `next_page_id`.)
+    let next = c.id.0.checked_add(1).filter(|_| c.id.0 != 0).ok_or_else(|| format!("invalid page id {}", c.id))?;
+    if c.size == 0 {
+        return Err(format!("page {} is created with size 0", c.id));
+    }
     let buf = state.allocate(c.size).map_err(|e| e.to_string())?;
     core.pages.insert(c.id, Page::new(c.id, c.location, c.meta.clone(), buf));
-    core.next_page_id = core.next_page_id.max(c.id.0 + 1);
+    core.next_page_id = core.next_page_id.max(next);
     Ok(())
 }
 
@@ -45,10 +65,11 @@ fn apply_delta(core: &mut Core, page: PageId, d: &Delta, epochs: u64, tolerant: 
         return if tolerant { Ok(()) } else { Err(format!("delta for unknown page {page}")) };
     };
     d.check_bounds(p.size()).map_err(|e| format!("delta for page {page}: {e}"))?;
+    let epoch = p.epoch.checked_add(epochs).ok_or_else(|| format!("epoch of page {page} overflows"))?;
     // SAFETY: `core` is borrowed mutably, so the caller holds the state's exclusive lock (or owns
     // a state nobody else can see yet); no other access to this buffer runs.
     d.apply_unchecked(unsafe { p.buf().as_mut_slice() });
-    p.epoch += epochs;
+    p.epoch = epoch;
     Ok(())
 }
 
