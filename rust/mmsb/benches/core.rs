@@ -73,6 +73,29 @@ fn ratios() {
         || black_box(&mut d2[..]).copy_from_slice(black_box(&src)),
     );
     ab::report("dense 4 KiB apply (half mask) vs memcpy", "dense", t_half, "memcpy", t_copy, "<= 2.0");
+
+    // The whole masked-write path the C ABI takes: build the delta from mask bits, then route it.
+    let state = MMSBState::in_memory();
+    let page = state.create_page(PAGE as u64, Location::Cpu, PageMeta::default()).unwrap();
+    let bits = [0xAAu8; PAGE / 8];
+    let (t_build, t_copy) = ab::interleaved(
+        200,
+        20_000,
+        || {
+            black_box(Delta::dense(0, black_box(&bits), black_box(&src)).unwrap());
+        },
+        || black_box(&mut d2[..]).copy_from_slice(black_box(&src)),
+    );
+    ab::report("build a dense 4 KiB delta vs memcpy", "build", t_build, "memcpy", t_copy, "-");
+    let (t_route, t_copy) = ab::interleaved(
+        200,
+        20_000,
+        || {
+            state.route_delta(page, &Delta::dense(0, black_box(&bits), black_box(&src)).unwrap(), None).unwrap();
+        },
+        || black_box(&mut d2[..]).copy_from_slice(black_box(&src)),
+    );
+    ab::report("masked 4 KiB write (build + route) vs memcpy", "write", t_route, "memcpy", t_copy, "-");
 }
 
 fn main() {

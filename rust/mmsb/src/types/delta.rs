@@ -141,10 +141,17 @@ impl Delta {
         }
         checked_end(offset, n as u64)?;
         let mut mask = vec![0u64; n.div_ceil(64)];
-        for (w, chunk) in mask.iter_mut().zip(mask_bits.chunks(8)) {
+        let whole = mask_bits.chunks_exact(8);
+        let rest = whole.remainder();
+        for (w, chunk) in mask.iter_mut().zip(whole) {
+            *w = u64::from_le_bytes(chunk.try_into().expect("8-byte chunk"));
+        }
+        if !rest.is_empty() {
+            // Only the last word can be partial; a variable-length copy per word would be a
+            // memmove call each.
             let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            *w = u64::from_le_bytes(b);
+            b[..rest.len()].copy_from_slice(rest);
+            *mask.last_mut().expect("a partial chunk implies a word") = u64::from_le_bytes(b);
         }
         Ok(Delta::from_dense_parts(offset, mask, data.to_vec()))
     }
