@@ -288,9 +288,11 @@ function ratios(res::Dict{String,<:Any}; quick::Bool = false)
         push!(out, name => (value = v, target = target, op = op, pass = v === nothing || target === nothing ? nothing :
                                                                   (op == "<=" ? v <= target : v >= target),
                             numerator = num, denominator = den, note = note))
-    add("dense_apply_vs_memcpy", r("route/masked_4KiB", "baseline/memcpy_4KiB"), 2.0, "<=",
+    # The whole masked write (packing the mask, building the delta, routing, applying); the
+    # dense *apply* itself (target <= 2x memcpy) is measured by `cargo bench --bench core`.
+    add("masked_write_vs_memcpy", r("route/masked_4KiB", "baseline/memcpy_4KiB"), nothing, "<=",
         "route/masked_4KiB", "baseline/memcpy_4KiB", "update_page masked 4 KiB (all bits set) / Julia copyto! 4 KiB")
-    add("dense_apply_ccall_vs_memcpy", r("baseline/masked_4KiB_ccall", "baseline/memcpy_4KiB"), 2.0, "<=",
+    add("masked_write_ccall_vs_memcpy", r("baseline/masked_4KiB_ccall", "baseline/memcpy_4KiB"), nothing, "<=",
         "baseline/masked_4KiB_ccall", "baseline/memcpy_4KiB",
         "mmsb_page_write_masked 4 KiB by bare ccall (mask packed once) / Julia copyto! 4 KiB")
     add("route_64B_vs_c_loop", r("route/update_64B", "baseline/update_64B_c_loop"), 1.3, "<=",
