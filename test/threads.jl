@@ -121,13 +121,18 @@ writers = map(1:2) do t
         end
     end
 end
-while started[] < 2
-    sleep(0.001)
+# Wait by yielding, not sleeping: a writer sharing this thread would starve a timer wake-up.
+# Close once a writer is under way (or after a bounded wait: Julia 1.5's scheduler may leave a
+# spawned task queued while this one yields). Any writer, started or not, must see `closed`.
+spins = 0
+while started[] < 1 && !all(istaskdone, writers) && (spins += 1) < 10^6
+    yield()
 end
 close(s)
 for w in writers
     err = fetch(w)
     @test err isa MMSBError && err.name == "closed"
+    err isa MMSBError && err.name == "closed" || @error "writer ended with" err
 end
 @test s.ptr == C_NULL && s.inflight[] < 0   # the last call out freed the handle
 
@@ -135,16 +140,21 @@ end
 mktempdir() do dir
     st = mmsb_start(dir = dir)
     q = create_page(st, 8)
+    writes = Threads.Atomic{Int}(0)
     t = Threads.@spawn begin
         try
             while true
                 update_page(st, q, UInt8[1])
+                Threads.atomic_add!(writes, 1) % 16 == 0 && yield()
             end
         catch err
             err
         end
     end
-    sleep(0.05)
+    spins = 0
+    while writes[] < 100 && !istaskdone(t) && (spins += 1) < 10^6   # as above
+        yield()
+    end
     close(st)
     @test fetch(t) isa MMSBError
     mmsb_start(dir = dir) do again
