@@ -245,7 +245,7 @@ pub unsafe extern "C" fn mmsb_stats_counter(state: *const MmsbState, counter: u3
         let s = unsafe { state_ref(state) }?;
         let c = counter_arg(counter)?;
         // SAFETY: checked non-NULL above.
-        unsafe { write_out(out, s.monitor().counter(c), "out") }
+        unsafe { write_out(out, s.counter(c), "out") }
     })
 }
 

@@ -314,22 +314,23 @@ type SharedSink = Arc<dyn Fn(BudgetViolation) + Send + Sync>;
 
 const ENABLED: u64 = 1;
 const LOG_BYTES_BUDGET: u64 = 1 << 1;
+/// Set by the route path's countdown (kept under the state's lock, see
+/// [`Monitor::route_countdown`]): the next route is timed. A bit of the flags the route loads
+/// anyway, so an untimed route reads nothing else of the monitor and writes nothing to it.
+const SAMPLE_ROUTE: u64 = 1 << 2;
 const BUDGET_SHIFT: u32 = 8;
 /// Limit value meaning "no limit".
 const UNLIMITED: u64 = u64::MAX;
 
-/// What the route path writes on every delta, on one cache line of its own: the sampling
-/// countdown and the `serial` counter cells. Each counter has two cells: `shared` (in
-/// [`Monitor`]) takes `fetch_add`/`fetch_sub` from anyone; `serial` is written with load + store,
-/// only by holders of the owning state's exclusive lock (see [`Monitor::add_serial`]). A
-/// counter's value is their wrapping sum.
+/// The sampling countdown of the hot paths other than routing (replay, propagation), on a
+/// cache line of its own. (Routing keeps its countdown and its counts in the state's core,
+/// beside the LSN: see `RouteProbe`.)
 #[repr(C, align(64))]
 struct RouteLine {
     /// Hot-path events to skip before the next sampled one.
     skip: AtomicU32,
     /// xorshift32 state for the skip lengths (never 0).
     rng: AtomicU32,
-    serial: [AtomicU64; Counter::COUNT],
 }
 
 /// What every hot-path call reads and almost nothing writes, apart from [`RouteLine`] so that
@@ -460,7 +461,7 @@ impl Monitor {
                 sample_every: AtomicU32::new(DEFAULT_SAMPLE_EVERY),
                 clock: Clock::get(),
             },
-            route: RouteLine { skip: AtomicU32::new(0), rng: AtomicU32::new(0x9E37_79B9), serial: Default::default() },
+            route: RouteLine { skip: AtomicU32::new(0), rng: AtomicU32::new(0x9E37_79B9) },
             shared: Default::default(),
             slots: std::array::from_fn(|_| Mutex::new(Slot::new())),
             limits: std::array::from_fn(|_| LatencyLimits {
@@ -563,6 +564,53 @@ impl Monitor {
         (self.start_sampled_slow(metric, flags), true)
     }
 
+    /// The route path's timer and whether the monitor is enabled, from one load of the flags:
+    /// the route is timed when the countdown set `SAMPLE_ROUTE` (the bit is taken, so one route
+    /// is timed per countdown) or when a budget watches `DeltaRoute` (every route is timed).
+    #[inline(always)]
+    pub(crate) fn start_route(&self) -> (Timer, bool) {
+        let flags = self.hot.flags.load(Relaxed);
+        if flags & ENABLED == 0 {
+            return (Timer { metric: Metric::DeltaRoute, start: 0, mode: TimerMode::Off }, false);
+        }
+        if flags & (SAMPLE_ROUTE | Metric::DeltaRoute.budget_bit()) == 0 {
+            return (Timer { metric: Metric::DeltaRoute, start: 0, mode: TimerMode::Off }, true);
+        }
+        (self.start_route_slow(flags), true)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn start_route_slow(&self, flags: u64) -> Timer {
+        if flags & SAMPLE_ROUTE != 0 {
+            self.hot.flags.fetch_and(!SAMPLE_ROUTE, Relaxed);
+        }
+        Timer { metric: Metric::DeltaRoute, start: self.hot.clock.now(), mode: TimerMode::Sampled }
+    }
+
+    /// Counts one committed route down; at zero, requests that the next route be timed and
+    /// draws the next skip. `countdown` lives in the state's core and the caller holds the
+    /// state's exclusive lock, so this is a plain decrement.
+    #[inline(always)]
+    pub(crate) fn route_countdown(&self, countdown: &mut u32) {
+        match countdown.checked_sub(1) {
+            Some(left) => *countdown = left,
+            None => self.route_sample_next(countdown),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn route_sample_next(&self, countdown: &mut u32) {
+        *countdown = self.next_skip();
+        self.hot.flags.fetch_or(SAMPLE_ROUTE, Relaxed);
+    }
+
+    /// Times the next route (after a reset, so that sampling restarts at once).
+    pub(crate) fn sample_next_route(&self) {
+        self.hot.flags.fetch_or(SAMPLE_ROUTE, Relaxed);
+    }
+
     #[cold]
     #[inline(never)]
     fn start_sampled_slow(&self, metric: Metric, flags: u64) -> Timer {
@@ -661,8 +709,7 @@ impl Monitor {
         }
         let before = self.shared[counter as usize].fetch_add(n, Relaxed);
         if counter == Counter::LogBytes && flags & LOG_BYTES_BUDGET != 0 && flags & ENABLED != 0 {
-            let serial = self.route.serial[counter as usize].load(Relaxed);
-            self.check_log_bytes(before.wrapping_add(serial), before.wrapping_add(n).wrapping_add(serial));
+            self.check_log_bytes(before, before.wrapping_add(n));
         }
     }
 
@@ -678,24 +725,12 @@ impl Monitor {
     /// Sets a gauge to `value` (e.g. the log's size after recovery).
     pub fn set(&self, counter: Counter, value: u64) {
         let before = self.counter(counter);
-        let serial = self.route.serial[counter as usize].load(Relaxed);
-        self.shared[counter as usize].store(value.wrapping_sub(serial), Relaxed);
+        self.shared[counter as usize].store(value, Relaxed);
         if counter == Counter::LogBytes
             && self.hot.flags.load(Relaxed) & (LOG_BYTES_BUDGET | ENABLED) == LOG_BYTES_BUDGET | ENABLED
         {
             self.check_log_bytes(before, value);
         }
-    }
-
-    /// Adds `n` to a counter without a locked read-modify-write.
-    ///
-    /// Only for callers that hold the owning state's exclusive lock (the route path): that lock
-    /// serialises every writer of the `serial` cells, so load + store loses nothing. Calling it
-    /// without the lock is memory-safe but may lose counts.
-    #[inline]
-    pub(crate) fn add_serial(&self, counter: Counter, n: u64) {
-        let cell = &self.route.serial[counter as usize];
-        cell.store(cell.load(Relaxed).wrapping_add(n), Relaxed);
     }
 
     fn check_log_bytes(&self, before: u64, after: u64) {
@@ -708,7 +743,7 @@ impl Monitor {
     /// Current value of a counter or gauge.
     pub fn counter(&self, counter: Counter) -> u64 {
         let i = counter as usize;
-        self.shared[i].load(Relaxed).wrapping_add(self.route.serial[i].load(Relaxed))
+        self.shared[i].load(Relaxed)
     }
 
     /// Bookkeeping for a new page of `capacity` reserved bytes (gauges, always tracked).
@@ -813,7 +848,6 @@ impl Monitor {
         for c in Counter::ALL {
             if !c.is_gauge() {
                 self.shared[c as usize].store(0, Relaxed);
-                self.route.serial[c as usize].store(0, Relaxed);
             }
         }
     }
@@ -884,19 +918,6 @@ mod tests {
         assert_eq!(s.counter(Counter::DeltasRouted), 0);
         assert_eq!(s.counter(Counter::Pages), 1);
         assert_eq!(s.counter(Counter::BytesAllocated), 4096);
-    }
-
-    #[test]
-    fn serial_and_shared_cells_add_up() {
-        let m = Monitor::new();
-        m.add_serial(Counter::DeltasRouted, 5);
-        m.incr(Counter::DeltasRouted, 2);
-        assert_eq!(m.counter(Counter::DeltasRouted), 7);
-        m.set(Counter::LogBytes, 100);
-        m.add_serial(Counter::LogBytes, 1);
-        assert_eq!(m.counter(Counter::LogBytes), 101);
-        m.set(Counter::LogBytes, 40);
-        assert_eq!(m.counter(Counter::LogBytes), 40);
     }
 
     #[test]

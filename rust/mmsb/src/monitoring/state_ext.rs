@@ -1,9 +1,9 @@
 //! Monitoring methods of [`MMSBState`]: `get_stats`, `print_stats`, `track_*`, budgets, and the
 //! bookkeeping the router calls.
 
-use crate::monitoring::{Budget, Counter, Metric, Monitor, Stats, Timer};
+use crate::monitoring::{Budget, Counter, Monitor, Stats, Timer};
 use crate::runtime::router::RouteOp;
-use crate::runtime::state::MMSBState;
+use crate::runtime::state::{Core, MMSBState};
 
 impl MMSBState {
     /// The state's monitor (histograms, counters, budgets, sink).
@@ -13,12 +13,27 @@ impl MMSBState {
 
     /// A snapshot of every histogram and counter (`get_stats`).
     pub fn get_stats(&self) -> Stats {
-        self.monitor.snapshot()
+        let mut stats = self.monitor.snapshot();
+        let tally = self.core.read().routed;
+        stats.counters[Counter::DeltasRouted as usize] += tally.deltas;
+        stats.counters[Counter::DeltaBytes as usize] += tally.bytes;
+        stats
+    }
+
+    /// One counter or gauge, including the route tallies kept beside the LSN (which
+    /// [`Monitor::counter`] alone does not see).
+    pub fn counter(&self, counter: Counter) -> u64 {
+        let tally = match counter {
+            Counter::DeltasRouted => self.core.read().routed.deltas,
+            Counter::DeltaBytes => self.core.read().routed.bytes,
+            _ => 0,
+        };
+        self.monitor.counter(counter).wrapping_add(tally)
     }
 
     /// The stats as an aligned table.
     pub fn stats_table(&self) -> String {
-        self.monitor.snapshot().to_table()
+        self.get_stats().to_table()
     }
 
     /// Prints [`MMSBState::stats_table`] to stdout (`print_stats`).
@@ -29,8 +44,10 @@ impl MMSBState {
     /// Clears histograms and monotonic counters (gauges keep their levels). Takes the state's
     /// lock so no route is half-counted across the reset.
     pub fn reset_stats(&self) {
-        let _core = self.core.write();
+        let mut core = self.core.write();
+        core.routed = RouteTally::default();
         self.monitor.reset();
+        self.monitor.sample_next_route();
     }
 
     /// Records a caller-measured delta latency (Julia's `track_delta_latency!`).
@@ -49,10 +66,20 @@ impl MMSBState {
     }
 }
 
+/// Exact route counts and the route-sampling countdown, kept in the state's `Core` beside the
+/// LSN (see `Core::routed`): the route writes that cache line anyway.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RouteTally {
+    pub(crate) deltas: u64,
+    pub(crate) bytes: u64,
+    /// Routes left before the next timed one (see [`Monitor::route_countdown`]).
+    pub(crate) countdown: u32,
+}
+
 /// The route path's monitoring, in three steps around the state's lock:
 /// [`RouteProbe::start`] before taking it (starts the sampled timer and sums the bytes, so
 /// neither adds to the critical section), [`RouteProbe::commit`] while holding it (exact
-/// counters with plain stores), [`RouteProbe::finish`] after releasing it (records the latency;
+/// counts with plain adds), [`RouteProbe::finish`] after releasing it (records the latency;
 /// a budget sink then never runs under the state's lock). A probe dropped early (a failed
 /// route) records nothing.
 #[derive(Debug)]
@@ -66,7 +93,7 @@ pub(crate) struct RouteProbe {
 impl RouteProbe {
     #[inline]
     pub(crate) fn start(monitor: &Monitor, ops: &[RouteOp<'_>]) -> RouteProbe {
-        let (timer, enabled) = monitor.start_sampled_enabled(Metric::DeltaRoute);
+        let (timer, enabled) = monitor.start_route();
         let mut probe = RouteProbe { timer, deltas: 0, bytes: 0, enabled };
         probe.add_ops(ops);
         probe
@@ -82,13 +109,14 @@ impl RouteProbe {
         }
     }
 
-    /// Publishes the counts. The caller holds the state's exclusive lock, which is what makes
-    /// the serial counter cells exact.
+    /// Publishes the counts into the state's core, whose exclusive lock the caller holds (that
+    /// lock is what makes plain adds exact), and counts down to the next timed route.
     #[inline]
-    pub(crate) fn commit(&self, monitor: &Monitor) {
+    pub(crate) fn commit(&self, core: &mut Core, monitor: &Monitor) {
         if self.enabled {
-            monitor.add_serial(Counter::DeltasRouted, self.deltas);
-            monitor.add_serial(Counter::DeltaBytes, self.bytes);
+            core.routed.deltas += self.deltas;
+            core.routed.bytes += self.bytes;
+            monitor.route_countdown(&mut core.routed.countdown);
         }
     }
 
