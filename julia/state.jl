@@ -132,8 +132,10 @@ Starts a state. Keywords:
   [`replay_log`](@ref)); on by default with `dir` (and then always on), off by
   default in memory.
 - any other keyword is a numeric/boolean option of the core, passed by name:
-  `max_page_size`, `log_size_cap`, `segment_size`, `file_backed_pages`,
-  `tolerant_recovery`, `gpu` (an unknown name throws an [`MMSBError`](@ref)).
+  `max_page_size`, `log_size_cap`, `segment_size`, `blob_min` (payload bytes
+  from which a log record keeps its payloads in the segment's blob file),
+  `file_backed_pages`, `tolerant_recovery`, `gpu` (an unknown name throws an
+  [`MMSBError`](@ref)).
 
 The do-block form runs `f(state)` and closes the state afterwards, also on error:
 

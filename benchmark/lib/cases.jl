@@ -186,7 +186,7 @@ function replayable(records::Int, size::Int)
     for _ in 1:records
         write_page(s, p, rand(UInt8, size))
     end
-    files = [joinpath(dir, "state", f) for f in readdir(joinpath(dir, "state")) if endswith(f, ".seg")]
+    files = [joinpath(dir, "state", f) for f in readdir(joinpath(dir, "state")) if endswith(f, ".seg") || endswith(f, ".blob")]
     return Ctx(s, p; dir = dir, extra = (lsn(s), files, sum(filesize, files)))
 end
 
@@ -311,6 +311,6 @@ function ratios(res::Dict{String,<:Any}; quick::Bool = false)
         "log/checkpoint_64x4KiB", "baseline/write_64x4KiB", "checkpoint 256 KiB / plain write of 256 KiB (no fsync)")
     rp = r("baseline/read_log_$(rec)x4KiB", "log/replay_$(rec)x4KiB")
     add("replay_fraction_of_read_bandwidth", rp, 0.5, ">=", "baseline/read_log_$(rec)x4KiB", "log/replay_$(rec)x4KiB",
-        "read time of the log's segment files / replay_log time (= replay bandwidth / read bandwidth)")
+        "read time of the log's segment and blob files / replay_log time (= replay bandwidth / read bandwidth)")
     return out
 end

@@ -3,6 +3,8 @@
 //! types, LSN counts and bodies are the fuzzer's, so the body decoders (`Record::decode`, graph
 //! and device extension records) and replay see hostile bytes behind valid checksums. Recovery
 //! never panics; when it succeeds, reopening gives the same state (recovery is idempotent).
+//! Both shapes include blob files: verbatim bytes, or records whose body moved to the blob file
+//! behind a valid descriptor (or a hostile one).
 #![no_main]
 
 #[path = "common/mod.rs"]
@@ -12,7 +14,9 @@ use std::sync::Arc;
 
 use common::{snapshot, Input};
 use libfuzzer_sys::fuzz_target;
-use mmsb::runtime::tlog::format::{seal_record, segment_name, SegmentHeader, FLAG_CHAIN_START, RECORD_HEADER_LEN};
+use mmsb::runtime::tlog::format::{
+    blob_name, seal_blob_record, seal_record, segment_name, BlobRef, SegmentHeader, FLAG_CHAIN_START, RECORD_HEADER_LEN,
+};
 use mmsb::runtime::tlog::record::{CreateBody, Record};
 use mmsb::runtime::tlog::storage::{MemStorage, Storage};
 use mmsb::{Config, Delta, Location, MMSBState, PageId, PageMeta};
@@ -65,12 +69,17 @@ fuzz_target!(|data: &[u8]| {
             let len = usize::from(inp.u16());
             let f = storage.create(&segment_name(segno)).unwrap();
             f.write_at(0, &inp.bytes(len)).unwrap();
+            if inp.u8() & 1 == 0 {
+                let len = usize::from(inp.u16());
+                storage.create(&blob_name(segno)).unwrap().write_at(0, &inp.bytes(len)).unwrap();
+            }
         }
     } else {
         let salt = inp.u64();
         let header = SegmentHeader { flags: FLAG_CHAIN_START, segno: 1, salt, prev_salt: 0, base_lsn: 0 };
         let mut bytes = header.encode().to_vec();
         let mut lsn = 1u64;
+        let mut blob = Vec::new();
         for _ in 0..32 {
             if inp.is_empty() {
                 break;
@@ -80,9 +89,38 @@ fuzz_target!(|data: &[u8]| {
             let b = body(&mut inp, kind);
             let at = bytes.len();
             bytes.resize(at + RECORD_HEADER_LEN, 0);
-            bytes.extend_from_slice(&b);
-            seal_record(&mut bytes[at..], salt, lsn, count, kind);
+            if inp.u8() < 64 {
+                // A blob record: the body splits at `cut` into inline bytes and one piece.
+                let cut = if b.is_empty() { 0 } else { usize::from(inp.u16()) % b.len() };
+                let off = blob.len() as u64 + u64::from(inp.u8() % 8);
+                let mut desc = vec![0u8; BlobRef::encoded_len(1)];
+                BlobRef::encode(off, &[(cut as u32, (b.len() - cut) as u32)], &mut desc);
+                if inp.u8() == 0 {
+                    let i = usize::from(inp.u8()) % desc.len();
+                    desc[i] ^= inp.u8() | 1;
+                }
+                bytes.extend_from_slice(&desc);
+                bytes.extend_from_slice(&b[..cut]);
+                blob.resize(off as usize, 0);
+                blob.extend_from_slice(&b[cut..]);
+                seal_blob_record(&mut bytes[at..], salt, lsn, count, kind, &b[cut..]);
+            } else {
+                bytes.extend_from_slice(&b);
+                seal_record(&mut bytes[at..], salt, lsn, count, kind);
+            }
             lsn += count;
+        }
+        if !blob.is_empty() {
+            if mode % 4 == 3 && inp.u8() & 1 == 0 {
+                // A torn or damaged blob file instead of a damaged segment.
+                let at = usize::from(inp.u16()) % blob.len();
+                if inp.u8() & 1 == 0 {
+                    blob[at] ^= inp.u8() | 1;
+                } else {
+                    blob.truncate(at);
+                }
+            }
+            storage.create(&blob_name(1)).unwrap().write_at(0, &blob).unwrap();
         }
         if mode % 4 == 3 && !bytes.is_empty() {
             // One damaged byte anywhere, or a torn tail.

@@ -168,6 +168,8 @@ fuzz_target!(|data: &[u8]| {
         durability: mode,
         segment_size: 256 + u64::from(inp.u16() % 2048),
         log_size_cap: u64::from(inp.u16() % 8192),
+        // Small thresholds put many records' payloads in blob files.
+        blob_min: [8, 64, 1024, u64::MAX][usize::from(inp.u8() % 4)],
         ..Config::default()
     };
     let fault_at = inp.u8() % 64;

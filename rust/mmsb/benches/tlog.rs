@@ -1,8 +1,9 @@
 //! TLog benchmarks, each against a baseline measured in the same run, on a disk directory
 //! (`/work/tmp` when it exists, else the system temp dir; never tmpfs on purpose):
 //! - `append_64k`: unsynced append of 64 KiB deltas vs raw sequential `write` of 64 KiB (also vs
-//!   raw writes of the log's own record layout, and as interleaved A/B rounds, because this
-//!   machine is shared and back-to-back criterion runs see different loads);
+//!   raw writes of the log's own layout, vs raw writes into preallocated space as the log's blob
+//!   file does, and as interleaved A/B rounds, because this machine is shared and back-to-back
+//!   criterion runs see different loads);
 //! - `group_commit`: 8 writer threads in GroupCommit mode vs one writer fsyncing each delta;
 //! - `replay`: `replay_to` over a 64 MiB log vs reading the log files;
 //! - `checkpoint`: a checkpoint of 64 MiB of pages vs writing (and fsyncing) 64 MiB to a file.
@@ -67,12 +68,14 @@ fn append_64k(c: &mut Criterion) {
         let p = s.create_page(K64 as u64, Location::Cpu, PageMeta::default()).unwrap();
         b.iter(|| s.route_delta(p, &d, None).unwrap());
     });
-    // Raw writes of what the log writes: 64 KiB + 61 bytes of framing, back to back (so not
-    // 64 KiB-aligned, which costs ext4 large-folio partial writes).
+    // Raw writes of what the log writes, where it writes them, without preallocation: the
+    // 64 KiB payload 64 KiB-aligned in the blob file, and 81 bytes of framing appended to the
+    // segment.
     g.bench_function(BenchmarkId::new("raw_write", "record_layout"), |b| {
         let t = tempfile::tempdir_in(base_dir()).unwrap();
-        let f = File::create(t.path().join("raw")).unwrap();
-        let rec = vec![3u8; K64 + 61];
+        let blob = File::create(t.path().join("raw.blob")).unwrap();
+        let seg = File::create(t.path().join("raw.seg")).unwrap();
+        let frame = [3u8; 81];
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             let mut left = iters;
@@ -80,7 +83,33 @@ fn append_64k(c: &mut Criterion) {
                 let n = left.min(1024);
                 let start = Instant::now();
                 for i in 0..n {
-                    f.write_all_at(&rec, 56 + i * rec.len() as u64).unwrap();
+                    blob.write_all_at(&payload, i * K64 as u64).unwrap();
+                    seg.write_all_at(&frame, 56 + i * frame.len() as u64).unwrap();
+                }
+                total += start.elapsed();
+                left -= n;
+                blob.set_len(0).unwrap();
+                seg.set_len(0).unwrap();
+            }
+            total
+        });
+    });
+    // Raw 64 KiB writes into space preallocated 1 MiB at a time, as the log's blob file is
+    // (preallocation inside the timed section, as in the log).
+    g.bench_function(BenchmarkId::new("raw_write", "preallocated"), |b| {
+        let t = tempfile::tempdir_in(base_dir()).unwrap();
+        let f = File::create(t.path().join("raw")).unwrap();
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(1024);
+                let start = Instant::now();
+                for i in 0..n {
+                    if i % 16 == 0 {
+                        preallocate(&f, i * K64 as u64, 1 << 20);
+                    }
+                    f.write_all_at(&payload, i * K64 as u64).unwrap();
                 }
                 total += start.elapsed();
                 left -= n;
@@ -109,6 +138,14 @@ fn append_64k(c: &mut Criterion) {
         });
     });
     g.finish();
+}
+
+/// `fallocate(KEEP_SIZE)`, as the log's blob files do.
+fn preallocate(f: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate on a descriptor we own; no memory is passed.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset as i64, len as i64) };
+    assert_eq!(r, 0, "fallocate: {}", std::io::Error::last_os_error());
 }
 
 fn group_commit(c: &mut Criterion) {
@@ -175,7 +212,7 @@ fn replay(c: &mut Criterion) {
     let files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg" || x == "blob"))
         .collect();
     let mut g = c.benchmark_group("replay");
     g.throughput(Throughput::Bytes(bytes));
@@ -304,6 +341,10 @@ fn main() {
     println!(
         "  append_64k   tlog/raw record layout = {} (the same bytes the log writes, at its offsets)",
         ratio("append_64k", "tlog/none", "raw_write/record_layout")
+    );
+    println!(
+        "  append_64k   tlog/raw preallocated  = {} (raw writes preallocated like the blob file)",
+        ratio("append_64k", "tlog/none", "raw_write/preallocated")
     );
     let [q1, med, q3] = paired_append_64k();
     println!("  append_64k   interleaved rounds     = {med:.2} median (quartiles {q1:.2}..{q3:.2}) (target >= 0.70)");

@@ -866,7 +866,7 @@ MmsbStatus mmsb_config_set_dir(struct MmsbConfig *cfg, const char *dir, size_t l
 // `cfg` a live config.
 MmsbStatus mmsb_config_set_durability(struct MmsbConfig *cfg, uint32_t mode);
 
-// Sets a numeric option by name: `max_page_size`, `log_size_cap`, `segment_size`,
+// Sets a numeric option by name: `max_page_size`, `log_size_cap`, `segment_size`, `blob_min`,
 // `file_backed_pages` (0/1), `tolerant_recovery` (0/1), `gpu` (0/1), `logging` (0/1).
 //
 // # Safety

@@ -23,7 +23,9 @@ fn snap(s: &MMSBState) -> Snap {
 }
 
 fn config() -> Config {
-    Config { logging: true, segment_size: 400, ..Config::default() }
+    // blob_min 9: the 9-byte updates and the propagated copy are blob records, so every byte of
+    // the blob files is flipped and cut too; page creations and graph edges stay inline.
+    Config { logging: true, segment_size: 400, blob_min: 9, ..Config::default() }
 }
 
 fn tolerant() -> Config {

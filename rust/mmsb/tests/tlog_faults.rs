@@ -26,6 +26,8 @@ fn config(mode: Durability) -> Config {
         // Small segments and cap: rollovers and automatic maintenance happen within a few steps.
         segment_size: 700,
         log_size_cap: 2500,
+        // Payloads of 48 bytes and more go to blob files: steps 3 and 4 write blob records.
+        blob_min: 48,
         ..Config::default()
     }
 }

@@ -196,7 +196,7 @@ fn record_ends(seg: &[u8]) -> Vec<usize> {
     let h = SegmentHeader::decode(seg, "x").unwrap().unwrap();
     let mut at = mmsb::runtime::tlog::format::SEGMENT_HEADER_LEN;
     let mut ends = vec![];
-    while let Ok(r) = check_record(&seg[at..], h.salt) {
+    while let Ok(r) = check_record(&seg[at..], h.salt, &[]) {
         at += RECORD_HEADER_LEN + r.len as usize;
         ends.push(at);
     }
@@ -268,7 +268,7 @@ fn a_newer_format_version_is_rejected_clearly() {
     match MMSBState::open(disk_config(&trial)) {
         Err(e @ Error::Log(LogError::UnsupportedVersion { .. })) => {
             assert_eq!(e.code(), mmsb::ErrorCode::UnsupportedVersion);
-            assert!(e.to_string().contains("format version 2"), "{e}");
+            assert!(e.to_string().contains(&format!("format version {}", FORMAT_VERSION + 1)), "{e}");
         }
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
@@ -540,11 +540,17 @@ fn maintenance_and_readers_run_beside_writers() {
     assert_eq!(snapshot(&MMSBState::open(cfg).unwrap()), snap);
 }
 
+/// The blob file beside a segment file.
+fn blob_of(seg: &std::path::Path) -> std::path::PathBuf {
+    seg.with_extension("blob")
+}
+
 #[test]
-fn large_payloads_written_in_place_recover_and_tear_cleanly() {
+fn large_payloads_go_to_the_blob_file_and_tear_cleanly_in_either_file() {
+    use mmsb::runtime::tlog::format::BlobRef;
     let d = scratch();
     let dir = d.path().join("s");
-    let (prefix, good_len, full) = {
+    let (before, mid, prefix, good_len, good_blob) = {
         let s = MMSBState::open(disk_config(&dir)).unwrap();
         let a = s.create_page(100_000, Location::Cpu, meta("a")).unwrap();
         let b = s.create_page(70_000, Location::Cpu, meta("b")).unwrap();
@@ -553,35 +559,120 @@ fn large_payloads_written_in_place_recover_and_tear_cleanly() {
         let dense = Delta::dense_bytemask(1000, &mask, &big[..20_000]).unwrap();
         let sparse = Delta::sparse([(5u64, &big[..5000]), (30_000, &b"small"[..]), (40_000, &big[100..9000])]).unwrap();
         let small = Delta::write(3, b"tiny").unwrap();
+        let before = snapshot(&s);
+        // Payloads of 20,000 + 4 + 13,905 bytes: over BLOB_MIN, so one blob record.
         s.route_batch(&[
             RouteOp { page: a, delta: &dense, expected_epoch: None },
             RouteOp { page: b, delta: &small, expected_epoch: None },
             RouteOp { page: b, delta: &sparse, expected_epoch: None },
         ])
         .unwrap();
+        let mid = snapshot(&s);
+        let mid_blob = std::fs::metadata(blob_of(&segments(&dir).pop().unwrap())).unwrap().len();
+        assert!(mid_blob > 33_000, "the batch's payloads are in the blob file");
+        // 65,536 bytes with some zero bytes the diff leaves out: a blob record of several pieces.
         s.update_page_at(a, 30_000, &big, None).unwrap();
         let prefix = snapshot(&s);
         let seg = segments(&dir).pop().unwrap();
         let good_len = std::fs::metadata(&seg).unwrap().len();
+        let good_blob = std::fs::metadata(blob_of(&seg)).unwrap().len();
         s.route_delta(b, &Delta::write(0, &big).unwrap(), None).unwrap();
         let full = snapshot(&s);
         drop(s);
         assert_eq!(snapshot(&MMSBState::open(disk_config(&dir)).unwrap()), full);
-        (prefix, good_len, std::fs::metadata(&seg).unwrap().len())
+        (before, mid, prefix, good_len, good_blob)
     };
-    // The last record: header, count, page, sparse prefix, payload.
-    let rec_end = good_len + (RECORD_HEADER_LEN + 4 + 8 + 17 + 65_536) as u64;
-    assert_eq!(full, rec_end);
-    for cut in [good_len + 1, good_len + 40, good_len + 70, good_len + 30_000, rec_end - 1] {
-        let trial = d.path().join(format!("cut{cut}"));
+    let seg = segments(&dir).pop().unwrap();
+    // The last record in the segment: header, blob descriptor (one piece), count, page, the
+    // sparse delta's prefix; its 64 KiB payload starts at the next 64 KiB boundary of the blob.
+    let rec_end = good_len + (RECORD_HEADER_LEN + BlobRef::encoded_len(1) + 4 + 8 + 17) as u64;
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), rec_end);
+    let blob_start = good_blob.next_multiple_of(65_536);
+    assert_eq!(std::fs::metadata(blob_of(&seg)).unwrap().len(), blob_start + 65_536);
+    // (file, length to cut it to, the state expected after reopening)
+    let mut cuts: Vec<(bool, u64, &Snapshot)> = vec![];
+    for cut in [good_len + 1, good_len + 40, good_len + 70, rec_end - 1] {
+        cuts.push((false, cut, &prefix));
+    }
+    for cut in [good_blob, blob_start, blob_start + 1, blob_start + 30_000, blob_start + 65_535] {
+        cuts.push((true, cut, &prefix));
+    }
+    // Cutting into an earlier record's payload tears that record and every one after it.
+    cuts.push((true, good_blob - 1, &mid));
+    for cut in [0, 100] {
+        cuts.push((true, cut, &before));
+    }
+    for (i, (blob, cut, expect)) in cuts.into_iter().enumerate() {
+        let trial = d.path().join(format!("cut{i}"));
         copy_dir(&dir, &trial);
         let seg = segments(&trial).pop().unwrap();
-        std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(cut).unwrap();
+        let file = if blob { blob_of(&seg) } else { seg.clone() };
+        std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(cut).unwrap();
         let s = MMSBState::open(disk_config(&trial)).unwrap();
-        assert_eq!(snapshot(&s), prefix, "cut at {cut}");
+        // (assert! rather than assert_eq!: a failure would print megabytes of page bytes)
+        assert!(&snapshot(&s) == expect, "cut {} at {cut}", if blob { "blob" } else { "segment" });
+        assert!(s.log_info().unwrap().truncated_bytes > 0);
+        // Appends continue after the cut, also blob appends, and survive another reopen.
         let p = s.page_ids().unwrap()[0];
         s.update_page(p, b"continues").unwrap();
+        s.update_page_at(p, 0, &vec![7u8; 40_000], None).unwrap();
+        let after = snapshot(&s);
+        drop(s);
+        assert!(snapshot(&MMSBState::open(disk_config(&trial)).unwrap()) == after, "cut {i}");
     }
+}
+
+#[test]
+fn version_1_logs_still_open() {
+    let d = scratch();
+    let dir = d.path().join("s");
+    let snap = {
+        let s = MMSBState::open(disk_config(&dir)).unwrap();
+        let p = s.create_page(64, Location::Cpu, meta("p")).unwrap();
+        s.update_page(p, b"written by version 1").unwrap();
+        snapshot(&s)
+    };
+    // Version 1 is version 2 without blob records: relabel the segment.
+    let seg = segments(&dir).pop().unwrap();
+    let mut b = std::fs::read(&seg).unwrap();
+    b[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32c::crc32c(&b[0..52]);
+    b[52..56].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&seg, b).unwrap();
+    let s = MMSBState::open(disk_config(&dir)).unwrap();
+    assert_eq!(snapshot(&s), snap);
+    assert_eq!(s.log_info().unwrap().truncated_bytes, 0);
+}
+
+#[test]
+fn orphan_blob_files_are_removed_at_open_and_user_files_kept() {
+    let d = scratch();
+    let dir = d.path().join("s");
+    let snap = {
+        let s = MMSBState::open(disk_config(&dir)).unwrap();
+        let p = s.create_page(65_536, Location::Cpu, meta("p")).unwrap();
+        s.update_page(p, &vec![3u8; 65_536]).unwrap();
+        snapshot(&s)
+    };
+    let orphan = dir.join(format!("log-{:020}.blob", 999));
+    std::fs::write(&orphan, b"left by an interrupted removal").unwrap();
+    let user = dir.join("log-1.blob");
+    std::fs::write(&user, b"not ours").unwrap();
+    let s = MMSBState::open(disk_config(&dir)).unwrap();
+    assert_eq!(snapshot(&s), snap);
+    assert!(!orphan.exists());
+    assert!(user.exists());
+    // Compaction replaces the chain; the old blob files go with their segments.
+    s.compact_log().unwrap();
+    let blobs = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            mmsb::runtime::tlog::format::parse_blob_name(&e.as_ref().unwrap().file_name().to_string_lossy()).is_some()
+        })
+        .count();
+    assert_eq!(blobs, 0);
+    drop(s);
+    assert_eq!(snapshot(&MMSBState::open(disk_config(&dir)).unwrap()), snap);
 }
 
 #[test]

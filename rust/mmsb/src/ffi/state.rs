@@ -81,7 +81,7 @@ pub unsafe extern "C" fn mmsb_config_set_durability(cfg: *mut MmsbConfig, mode: 
     })
 }
 
-/// Sets a numeric option by name: `max_page_size`, `log_size_cap`, `segment_size`,
+/// Sets a numeric option by name: `max_page_size`, `log_size_cap`, `segment_size`, `blob_min`,
 /// `file_backed_pages` (0/1), `tolerant_recovery` (0/1), `gpu` (0/1), `logging` (0/1).
 ///
 /// # Safety
@@ -108,6 +108,7 @@ pub unsafe extern "C" fn mmsb_config_set_u64(
             "max_page_size" => c.max_page_size = value,
             "log_size_cap" => c.log_size_cap = value,
             "segment_size" => c.segment_size = value,
+            "blob_min" => c.blob_min = value,
             "file_backed_pages" => c.file_backed_pages = flag(value)?,
             "tolerant_recovery" => c.tolerant_recovery = flag(value)?,
             "gpu" => c.gpu = flag(value)?,

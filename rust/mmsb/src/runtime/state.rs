@@ -70,6 +70,10 @@ pub struct Config {
     /// Keep a transaction log. A state with `dir` always logs (to disk); this opts an in-memory
     /// state into an in-memory log, so `replay_to`, `log_records` and `compact_log` work there.
     pub logging: bool,
+    /// A log record whose payloads add up to at least this many bytes stores them in its
+    /// segment's blob file, 64 KiB-aligned when large, instead of between the framing (see
+    /// `docs/log-format.md`); `u64::MAX` keeps every payload inline.
+    pub blob_min: u64,
 }
 
 impl Default for Config {
@@ -84,6 +88,7 @@ impl Default for Config {
             tolerant_recovery: false,
             gpu: false,
             logging: false,
+            blob_min: crate::runtime::tlog::format::BLOB_MIN,
         }
     }
 }

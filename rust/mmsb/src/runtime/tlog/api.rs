@@ -143,13 +143,15 @@ impl MMSBState {
         if ops.is_empty() {
             return Ok(Pending(None));
         }
-        // The `Batch` body (record.rs), with large payloads written in place rather than copied.
+        // The `Batch` body (record.rs), with large payloads written in place rather than copied
+        // (and into the blob file once they reach `blob_min`).
+        let split = log.blob_min.min(4096);
         let t = log.append_parts(RecordType::Batch, core.lsn + 1, ops.len() as u64, |out, tails| {
             out.extend_from_slice(&(ops.len() as u32).to_le_bytes());
             for o in ops {
                 out.extend_from_slice(&o.page.0.to_le_bytes());
                 let payload = o.delta.encode_split(out);
-                if payload.len() >= 4096 {
+                if payload.len() as u64 >= split {
                     tails.push((out.len(), payload));
                 } else {
                     out.extend_from_slice(payload);

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::state::{Core, Lsn};
+use crate::runtime::tlog::checksum;
 use crate::runtime::tlog::format::{
     checkpoint_name, le32, le64, CHECKPOINT_HEADER_LEN, CHECKPOINT_MAGIC, FORMAT_VERSION, TMP_SUFFIX,
 };
@@ -65,7 +66,7 @@ impl Out<'_> {
     const CHUNK: usize = 1 << 20;
 
     fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.crc = checksum::crc32c_append(self.crc, bytes);
         if self.buf.len() + bytes.len() > Self::CHUNK {
             self.flush()?;
         }
@@ -115,7 +116,7 @@ pub(crate) fn write(storage: &dyn Storage, core: &Core, ext: &[u8]) -> Result<(S
     h[32..40].copy_from_slice(&(index.len() as u64).to_le_bytes());
     h[40..48].copy_from_slice(&data_len.to_le_bytes());
     h[48..56].copy_from_slice(&(ext.len() as u64).to_le_bytes());
-    let hcrc = crc32c::crc32c(&h[0..56]);
+    let hcrc = checksum::crc32c(&h[0..56]);
     h[56..60].copy_from_slice(&hcrc.to_le_bytes());
 
     let file = storage.create(&tmp).map_err(io("create"))?;
@@ -153,7 +154,7 @@ pub(crate) fn write(storage: &dyn Storage, core: &Core, ext: &[u8]) -> Result<(S
 pub fn read(storage: &dyn Storage, name: &str) -> Result<Option<CheckpointData>, LogError> {
     let raw = storage.read(name).map_err(|e| LogError::io(format!("read checkpoint {}", storage.describe(name)), e))?;
     let Some(h) = raw.get(..CHECKPOINT_HEADER_LEN) else { return Ok(None) };
-    if h[0..8] != CHECKPOINT_MAGIC || crc32c::crc32c(&h[0..56]) != le32(&h[56..60]) {
+    if h[0..8] != CHECKPOINT_MAGIC || checksum::crc32c(&h[0..56]) != le32(&h[56..60]) {
         return Ok(None);
     }
     let version = le32(&h[8..12]);
@@ -171,7 +172,7 @@ pub fn read(storage: &dyn Storage, name: &str) -> Result<Option<CheckpointData>,
         return Ok(None);
     }
     let end = raw.len() - 4;
-    if crc32c::crc32c(&raw[..end]) != le32(&raw[end..]) {
+    if checksum::crc32c(&raw[..end]) != le32(&raw[end..]) {
         return Ok(None);
     }
     let [index_len, data_len, ext_len] = lens.map(|l| l as usize);

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::runtime::state::{Lsn, MMSBState};
 use crate::runtime::tlog::checkpoint;
 use crate::runtime::tlog::format::{
-    parse_segment_name, random_salt, seal_record, segment_name, SegmentHeader, FLAG_CHAIN_START, RECORD_HEADER_LEN,
-    SEGMENT_HEADER_LEN, TMP_SUFFIX,
+    blob_name, parse_blob_name, parse_segment_name, random_salt, seal_record, segment_name, SegmentHeader,
+    FLAG_CHAIN_START, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, TMP_SUFFIX,
 };
 use crate::runtime::tlog::record::{CompactedBody, CreateBody, Record, RecordType};
 use crate::runtime::tlog::recover::{list, walk, OnInvalid};
@@ -182,7 +182,7 @@ impl MMSBState {
             return Err(LogError::Poisoned(why.clone()).into());
         }
         let storage = log.storage.as_ref();
-        w.file.sync().map_err(io(log, "fsync", &segment_name(w.segno)))?;
+        super::sync_segment(&w.file, w.blob.as_ref()).map_err(io(log, "fsync", &segment_name(w.segno)))?;
         let listing = list(storage)?;
         let Some(base) = listing.chain.first().and_then(|s| s.header).map(|h| h.base_lsn) else {
             return Ok(());
@@ -285,19 +285,24 @@ impl MMSBState {
         // leave appends going to an old segment that recovery discards: lost acknowledged
         // writes.) Old segments left behind by a failure here are removed at the next open.
         w.file = file;
+        w.blob = None;
+        w.blob_len = 0;
+        w.blob_reserved = 0;
+        // The old chain, synced or not, is replaced by the durable one just written.
+        w.unsynced.clear();
         w.segno = header.segno;
         w.salt = header.salt;
         w.offset = bytes.len() as u64;
         w.segments.clear();
         let len = w.offset;
-        w.segments.insert(header.segno, SegMeta { base_lsn: base, len });
+        w.segments.insert(header.segno, SegMeta { base_lsn: base, len, blob: 0 });
         w.bytes_since_checkpoint = since_ckpt;
         let pos = w.pos;
         drop(w);
         drop(core);
         log.mark_durable(pos);
         for s in &listing.chain {
-            storage.remove(&s.name).map_err(io(log, "remove", &s.name))?;
+            remove_segment(log, s.segno)?;
         }
         storage.sync_dir().map_err(io(log, "fsync the directory of", &name))?;
         Ok(())
@@ -318,8 +323,10 @@ pub(crate) fn prune(log: &Tlog, w: &mut Writer, keep: usize) -> Result<()> {
     // (acknowledged writes lost; found by the log_faults fuzz target).
     if let Some(&first) = w.segments.keys().next() {
         let names = storage.list().map_err(io(log, "list", ""))?;
-        let leftovers: Vec<String> =
-            names.into_iter().filter(|n| parse_segment_name(n).is_some_and(|segno| segno < first)).collect();
+        let leftovers: Vec<String> = names
+            .into_iter()
+            .filter(|n| parse_segment_name(n).or_else(|| parse_blob_name(n)).is_some_and(|segno| segno < first))
+            .collect();
         for name in &leftovers {
             storage.remove(name).map_err(io(log, "remove", name))?;
         }
@@ -332,14 +339,23 @@ pub(crate) fn prune(log: &Tlog, w: &mut Writer, keep: usize) -> Result<()> {
     for pair in segs.windows(2) {
         let ((segno, _), (_, next)) = (pair[0], pair[1]);
         if next.base_lsn <= oldest && segno != w.segno {
-            storage.remove(&segment_name(segno)).map_err(io(log, "remove", &segment_name(segno)))?;
+            remove_segment(log, segno)?;
             w.segments.remove(&segno);
+            w.unsynced.retain(|u| u.segno != segno);
         } else {
             break;
         }
     }
     storage.sync_dir().map_err(io(log, "fsync the directory after pruning", ""))?;
     Ok(())
+}
+
+/// Removes a segment and its blob file (the segment first: a blob file without its segment is
+/// an orphan that the next open removes, a segment without its blob file would be damage).
+pub(crate) fn remove_segment(log: &Tlog, segno: u64) -> Result<()> {
+    let (seg, blob) = (segment_name(segno), blob_name(segno));
+    log.storage.remove(&seg).map_err(io(log, "remove", &seg))?;
+    log.storage.remove(&blob).map_err(io(log, "remove", &blob))
 }
 
 impl Tlog {

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use crate::runtime::state::{Lsn, MMSBState};
 use crate::runtime::tlog::checkpoint;
 use crate::runtime::tlog::format::{
-    check_record, parse_checkpoint_name, parse_segment_name, segment_name, Invalid, RecordHeader, SegmentHeader,
-    FLAG_CHAIN_START, PAD_KIND, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, TMP_SUFFIX,
+    blob_name, check_record, parse_blob_name, parse_checkpoint_name, parse_segment_name, record_body, segment_name,
+    BlobRef, Invalid, RecordHeader, SegmentHeader, FLAG_CHAIN_START, PAD_KIND, RECORD_FLAG_BLOB, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN, TMP_SUFFIX,
 };
 use crate::runtime::tlog::replay::apply_record;
 use crate::runtime::tlog::storage::{FsStorage, MemStorage, Storage};
@@ -38,7 +39,8 @@ pub(crate) struct SegFile {
 pub(crate) struct Listing {
     /// Segments from the chain start on, ascending.
     pub(crate) chain: Vec<SegFile>,
-    /// Segments below the chain start (left by an interrupted compaction or cleanup).
+    /// Segments below the chain start (left by an interrupted compaction or cleanup), and blob
+    /// files whose segment is not in the chain.
     pub(crate) leftovers: Vec<String>,
     /// Checkpoint LSNs and names, ascending.
     pub(crate) checkpoints: BTreeMap<Lsn, String>,
@@ -49,6 +51,7 @@ pub(crate) fn list(storage: &dyn Storage) -> Result<Listing> {
     let names = storage.list().map_err(|e| LogError::io(format!("list {}", storage.describe("")), e))?;
     let mut l = Listing::default();
     let mut segs = Vec::new();
+    let mut blobs = Vec::new();
     for n in names {
         // Only the log's own temp files (a segment or checkpoint name + ".tmp"): any other file
         // in the directory is the user's and is never touched.
@@ -68,12 +71,15 @@ pub(crate) fn list(storage: &dyn Storage) -> Result<Listing> {
             segs.push(SegFile { name: n, segno, header, len });
         } else if let Some(lsn) = parse_checkpoint_name(&n) {
             l.checkpoints.insert(lsn, n);
+        } else if let Some(segno) = parse_blob_name(&n) {
+            blobs.push((segno, n));
         }
     }
     segs.sort_by_key(|s| s.segno);
     let start = segs.iter().rposition(|s| s.header.is_some_and(|h| h.flags & FLAG_CHAIN_START != 0)).unwrap_or(0);
     l.leftovers = segs.drain(..start).map(|s| s.name).collect();
     l.chain = segs;
+    l.leftovers.extend(blobs.into_iter().filter(|(b, _)| !l.chain.iter().any(|s| s.segno == *b)).map(|(_, n)| n));
     Ok(l)
 }
 
@@ -91,8 +97,9 @@ pub(crate) struct Cut {
 #[derive(Debug, Default)]
 pub(crate) struct Walk {
     pub(crate) last_lsn: Lsn,
-    /// Valid bytes of each visited segment.
-    pub(crate) seg_ends: Vec<(u64, SegmentHeader, u64)>,
+    /// Each visited segment: number, header, valid bytes, and end of the blob bytes its valid
+    /// records use.
+    pub(crate) seg_ends: Vec<(u64, SegmentHeader, u64, u64)>,
     pub(crate) cut: Option<Cut>,
     /// Damaged regions skipped (tolerant mode).
     pub(crate) skipped: u64,
@@ -126,6 +133,8 @@ pub(crate) fn walk(
         let seg = &chain[i];
         let data =
             storage.read(&seg.name).map_err(|e| LogError::io(format!("read {}", storage.describe(&seg.name)), e))?;
+        let blob = read_blob(storage, seg.segno)?;
+        let mut blob_end = 0u64;
         let header_ok = match (seg.header, prev) {
             (None, _) => Err("segment header does not verify"),
             (Some(h), Some((pno, psalt))) if resume_at.is_none() => {
@@ -164,7 +173,7 @@ pub(crate) fn walk(
         let mut off = resume_at.take().unwrap_or(SEGMENT_HEADER_LEN);
         while off < data.len() {
             let rec = &data[off..];
-            let r = check_record(rec, h.salt);
+            let r = check_record(rec, h.salt, &blob);
             let bad = match r {
                 Ok(rh) if rh.kind == PAD_KIND => {
                     off += RECORD_HEADER_LEN + rh.len as usize;
@@ -172,10 +181,14 @@ pub(crate) fn walk(
                 }
                 Ok(rh) if rh.lsn == out.last_lsn + 1 || (jump_lsn && rh.lsn > out.last_lsn) => {
                     jump_lsn = false;
-                    let body = &rec[RECORD_HEADER_LEN..RECORD_HEADER_LEN + rh.len as usize];
-                    if !f(&rh, body, &seg.name, off as u64)? {
-                        out.seg_ends.push((seg.segno, h, off as u64));
+                    let stored = &rec[RECORD_HEADER_LEN..RECORD_HEADER_LEN + rh.len as usize];
+                    if !f(&rh, &record_body(&rh, stored, &blob), &seg.name, off as u64)? {
+                        out.seg_ends.push((seg.segno, h, off as u64, blob_end));
                         return Ok(out);
+                    }
+                    if rh.flags & RECORD_FLAG_BLOB != 0 {
+                        let r = BlobRef::parse(stored).expect("checked by check_record");
+                        blob_end = blob_end.max(r.off + r.total);
                     }
                     out.last_lsn = rh.last_lsn();
                     off += RECORD_HEADER_LEN + rh.len as usize;
@@ -185,8 +198,8 @@ pub(crate) fn walk(
                 Err(Invalid::Truncated) => Cut { seg: i, offset: off as u64, reason: "record is truncated".into() },
                 Err(Invalid::Bad(why)) => Cut { seg: i, offset: off as u64, reason: why.into() },
             };
-            out.seg_ends.push((seg.segno, h, off as u64));
-            match settle(storage, chain, mode, bad, &mut out, Some((&data, h.salt)))? {
+            out.seg_ends.push((seg.segno, h, off as u64, blob_end));
+            match settle(storage, chain, mode, bad, &mut out, Some((&data, h.salt, &blob)))? {
                 Some((seg, at)) if seg == i => {
                     off = at;
                     jump_lsn = true;
@@ -203,7 +216,7 @@ pub(crate) fn walk(
             }
         }
         if off >= data.len() {
-            out.seg_ends.push((seg.segno, h, data.len() as u64));
+            out.seg_ends.push((seg.segno, h, data.len() as u64, blob_end));
             prev = Some((h.segno, h.salt));
             i += 1;
         }
@@ -229,7 +242,7 @@ fn settle(
     mode: OnInvalid,
     cut: Cut,
     out: &mut Walk,
-    seg_data: Option<(&[u8], u64)>,
+    seg_data: Option<(&[u8], u64, &[u8])>,
 ) -> Result<Option<(usize, usize)>> {
     let OnInvalid::Recover { tolerant, covered } = mode else {
         out.cut = Some(cut);
@@ -264,11 +277,11 @@ fn settle(
 
 /// Finds the first valid record after a cut: in the same segment (any offset, same salt, a later
 /// LSN) or a later segment that chains to this one.
-fn valid_after(chain: &[SegFile], cut: &Cut, last_lsn: Lsn, seg_data: Option<(&[u8], u64)>) -> After {
-    if let Some((data, salt)) = seg_data {
+fn valid_after(chain: &[SegFile], cut: &Cut, last_lsn: Lsn, seg_data: Option<(&[u8], u64, &[u8])>) -> After {
+    if let Some((data, salt, blob)) = seg_data {
         let from = cut.offset as usize + 1;
         for p in from..data.len().saturating_sub(RECORD_HEADER_LEN - 1) {
-            if let Ok(h) = check_record(&data[p..], salt) {
+            if let Ok(h) = check_record(&data[p..], salt, blob) {
                 if h.lsn > last_lsn {
                     return After::At(cut.seg, p, h.lsn);
                 }
@@ -290,6 +303,16 @@ fn valid_after(chain: &[SegFile], cut: &Cut, last_lsn: Lsn, seg_data: Option<(&[
         // creation (segment headers are written, and in synced modes fsynced, before records).
         None if cut.offset == 0 && this.header.is_none() && this.len > SEGMENT_HEADER_LEN as u64 => After::Unreadable,
         None => After::Nothing,
+    }
+}
+
+/// The blob file of segment `segno` (empty when it has none).
+pub(crate) fn read_blob(storage: &dyn Storage, segno: u64) -> Result<Vec<u8>> {
+    let name = blob_name(segno);
+    match storage.read(&name) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(LogError::io(format!("read {}", storage.describe(&name)), e).into()),
     }
 }
 
@@ -386,14 +409,26 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
     if let Some(cut) = &walk.cut {
         for (j, s) in listing.chain.iter().enumerate().skip(cut.seg) {
             let len = storage.open(&s.name).and_then(|f| f.len()).unwrap_or(0);
+            let blob = blob_name(s.segno);
             if j == cut.seg && cut.offset > 0 {
                 truncated += len - cut.offset;
                 let f = storage.open(&s.name).map_err(io(format!("open {}", storage.describe(&s.name))))?;
                 f.truncate(cut.offset).map_err(io(format!("truncate {}", storage.describe(&s.name))))?;
                 f.sync().map_err(io(format!("fsync {}", storage.describe(&s.name))))?;
+                // Blob bytes of the records cut off go too.
+                let end = walk.seg_ends.iter().find(|e| e.0 == s.segno).map_or(0, |e| e.3);
+                if let Ok(b) = storage.open(&blob) {
+                    let blen = b.len().map_err(io(format!("read {}", storage.describe(&blob))))?;
+                    if blen > end {
+                        truncated += blen - end;
+                        b.truncate(end).map_err(io(format!("truncate {}", storage.describe(&blob))))?;
+                        b.sync().map_err(io(format!("fsync {}", storage.describe(&blob))))?;
+                    }
+                }
             } else {
-                truncated += len;
+                truncated += len + storage.open(&blob).and_then(|f| f.len()).unwrap_or(0);
                 storage.remove(&s.name).map_err(io(format!("remove {}", storage.describe(&s.name))))?;
+                storage.remove(&blob).map_err(io(format!("remove {}", storage.describe(&blob))))?;
             }
         }
         storage.sync_dir().map_err(io(format!("fsync {}", storage.describe(""))))?;
@@ -401,13 +436,17 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
 
     // The retained chain after the cut.
     let mut segments = BTreeMap::new();
-    for (segno, h, end) in &walk.seg_ends {
-        segments.insert(*segno, SegMeta { base_lsn: h.base_lsn, len: *end });
+    for (segno, h, end, blob) in &walk.seg_ends {
+        segments.insert(*segno, SegMeta { base_lsn: h.base_lsn, len: *end, blob: *blob });
     }
-    let bytes_since: u64 = segments.values().map(|m| m.len - SEGMENT_HEADER_LEN as u64).sum();
+    let bytes_since: u64 = segments.values().map(|m| m.len + m.blob - SEGMENT_HEADER_LEN as u64).sum();
     let tail = walk.seg_ends.last().copied();
     let w = Writer {
         file: Arc::new(NoFile),
+        blob: None,
+        blob_len: 0,
+        blob_reserved: 0,
+        unsynced: Vec::new(),
         segno: 0,
         salt: 0,
         offset: 0,
@@ -428,12 +467,21 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         let mut w = log.w.lock();
         match tail {
             // Keep appending to the last segment when the log reaches the recovered state.
-            Some((segno, h, end)) if walk.last_lsn == last_lsn && walk.skipped == 0 => {
+            Some((segno, h, end, blob_end)) if walk.last_lsn == last_lsn && walk.skipped == 0 => {
                 let name = segment_name(segno);
                 w.file = storage.open(&name).map_err(io(format!("open {}", storage.describe(&name))))?;
                 w.segno = segno;
                 w.salt = h.salt;
                 w.offset = end;
+                // Appends continue after the blob bytes in use; bytes past them (a blob written
+                // just before a crash, its record never) are unreferenced and get overwritten.
+                let bname = blob_name(segno);
+                w.blob = match storage.open(&bname) {
+                    Ok(b) => Some(b),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(LogError::io(format!("open {}", storage.describe(&bname)), e).into()),
+                };
+                w.blob_len = blob_end;
             }
             _ => {
                 // No usable log after the checkpoint: start a fresh chain after everything.
@@ -451,10 +499,10 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
                 let synced = config.dir.is_some() || config.durability != crate::runtime::state::Durability::None;
                 w.file = log.create_segment(&header, synced)?;
                 for s in &listing.chain {
-                    storage.remove(&s.name).map_err(io(format!("remove {}", storage.describe(&s.name))))?;
+                    super::maintain::remove_segment(&log, s.segno)?;
                 }
                 w.segments.clear();
-                w.segments.insert(segno, SegMeta { base_lsn: last_lsn, len: SEGMENT_HEADER_LEN as u64 });
+                w.segments.insert(segno, SegMeta { base_lsn: last_lsn, len: SEGMENT_HEADER_LEN as u64, blob: 0 });
                 w.segno = segno;
                 w.salt = header.salt;
                 w.offset = SEGMENT_HEADER_LEN as u64;
@@ -466,8 +514,12 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         let keep = if walk.skipped > 0 { 1 } else { super::maintain::CHECKPOINT_GENERATIONS };
         super::maintain::prune(&log, &mut w, keep)?;
         if let Some(c) = &ckpt {
-            let since: u64 =
-                w.segments.values().filter(|m| m.base_lsn >= c.lsn).map(|m| m.len - SEGMENT_HEADER_LEN as u64).sum();
+            let since: u64 = w
+                .segments
+                .values()
+                .filter(|m| m.base_lsn >= c.lsn)
+                .map(|m| m.len + m.blob - SEGMENT_HEADER_LEN as u64)
+                .sum();
             w.bytes_since_checkpoint = since;
         }
     }
