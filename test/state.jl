@@ -12,6 +12,18 @@ close(s)
 close(s) # idempotent
 @test !isopen(s)
 @test sprint(show, s) == "MMSBState(closed)"
+e = try lsn(s) catch err; err end
+@test e isa MMSBError && e.name == "closed"
+
+# the native getters of a closed (not yet freed) handle answer CLOSED, not stale values
+let L = MMSB.LibMMSB, out = Ref{Ptr{L.MmsbState}}(C_NULL), v = Ref{UInt64}(99)
+    @test L.mmsb_state_open(C_NULL, out) == L.MMSB_OK
+    @test L.mmsb_state_lsn(out[], v) == L.MMSB_OK && v[] == 0
+    @test L.mmsb_state_close(out[]) == L.MMSB_OK
+    @test L.mmsb_state_lsn(out[], v) == L.MMSB_STATUS_CODE_CLOSED
+    @test L.mmsb_stats_counter(out[], UInt32(0), v) == L.MMSB_STATUS_CODE_CLOSED
+    L.mmsb_state_free(out[])
+end
 
 # do-block form closes the state, also when the block throws
 kept = Ref{Any}(nothing)

@@ -903,7 +903,7 @@ void mmsb_state_free(struct MmsbState *state);
 // `state` a live handle; `out` writable.
 MmsbStatus mmsb_state_is_open(const struct MmsbState *state, uint8_t *out);
 
-// The last LSN assigned.
+// The last LSN assigned. Fails with `MMSB_STATUS_CLOSED` once the state is closed.
 //
 // # Safety
 // `state` a live handle; `out` writable.

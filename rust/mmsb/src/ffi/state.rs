@@ -180,7 +180,7 @@ pub unsafe extern "C" fn mmsb_state_is_open(state: *const MmsbState, out: *mut u
     })
 }
 
-/// The last LSN assigned.
+/// The last LSN assigned. Fails with `MMSB_STATUS_CLOSED` once the state is closed.
 ///
 /// # Safety
 /// `state` a live handle; `out` writable.
@@ -188,17 +188,25 @@ pub unsafe extern "C" fn mmsb_state_is_open(state: *const MmsbState, out: *mut u
 pub unsafe extern "C" fn mmsb_state_lsn(state: *const MmsbState, out: *mut u64) -> MmsbStatus {
     boundary(|| {
         // SAFETY: forwarded contract.
-        let s = unsafe { arg_ref(state, "state") }?;
+        let s = unsafe { state_ref(state) }?;
         // SAFETY: forwarded contract.
-        unsafe { write_out(out, s.state.lsn(), "out") }
+        unsafe { write_out(out, s.lsn(), "out") }
     })
 }
 
-/// Borrows the state behind a handle, failing cleanly on NULL.
+/// Borrows the state behind a handle, failing cleanly on NULL and with `Closed` once the state
+/// is closed. Every function on a state goes through here except `mmsb_state_close`,
+/// `mmsb_state_is_open` and `mmsb_state_free`, so the C ABI's promise that "later calls fail
+/// with CLOSED" also covers getters whose Rust methods stay infallible (the LSN, device and
+/// monitoring snapshots keep their final values after a close).
 ///
 /// # Safety
 /// `state` NULL or a live handle.
 pub(crate) unsafe fn state_ref<'a>(state: *const MmsbState) -> Result<&'a MMSBState, FfiError> {
     // SAFETY: forwarded contract.
-    Ok(unsafe { arg_ref(state, "state") }?.state.as_ref())
+    let s = unsafe { arg_ref(state, "state") }?.state.as_ref();
+    if s.is_closed() {
+        return Err(crate::types::error::StateError::Closed.into());
+    }
+    Ok(s)
 }

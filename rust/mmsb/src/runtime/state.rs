@@ -414,7 +414,9 @@ impl MMSBState {
         Ok(ids)
     }
 
-    /// The last LSN assigned (0 before the first delta).
+    /// The last LSN assigned (0 before the first delta). Infallible: after [`MMSBState::close`]
+    /// it is the LSN the state closed at (the log and replay rely on that). The C ABI's
+    /// `mmsb_state_lsn` fails with `Closed` instead, like every other call on a closed handle.
     pub fn lsn(&self) -> Lsn {
         self.core.read().lsn
     }
