@@ -49,7 +49,14 @@ mmsb_start(max_page_size = 1024, gpu = false, file_backed_pages = false) do st
 end
 @test_throws ArgumentError mmsb_start(durability = :sometimes)
 mktempdir() do dir
-    @test_throws ArgumentError mmsb_start(dir = dir, logging = false)   # a directory always logs
+    # a directory-backed state is the logged one: the core refuses logging = false
+    e = try mmsb_start(dir = dir, logging = false) catch err; err end
+    @test e isa MMSBError && e.name == "invalid_argument"
+    @test occursin("directory", e.message) && occursin("in-memory state", e.message)
+    @test isempty(readdir(dir))   # refused before anything was created
+    mmsb_start(dir = dir, logging = true) do st
+        @test st.config.logging && log_info(st).lsn == 0
+    end
 end
 @test_throws ArgumentError mmsb_start(max_page_size = -1)
 e = try mmsb_start(no_such_option = 1) catch err; err end

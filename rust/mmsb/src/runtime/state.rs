@@ -67,8 +67,11 @@ pub struct Config {
     pub tolerant_recovery: bool,
     /// Ask the device layer to initialise a GPU context if one is present.
     pub gpu: bool,
-    /// Keep a transaction log. A state with `dir` always logs (to disk); this opts an in-memory
-    /// state into an in-memory log, so `replay_to`, `log_records` and `compact_log` work there.
+    /// Keep a transaction log. This opts an in-memory state into an in-memory log, so
+    /// `replay_to`, `log_records` and `compact_log` work there. A state with `dir` always logs
+    /// (to disk): a directory-backed state is the logged one, so `false`, the default, means
+    /// "not asked for" there. The C ABI and Julia, which can tell an explicit off from the
+    /// default, reject logging turned off with a directory (`InvalidConfig`).
     pub logging: bool,
 }
 
