@@ -41,8 +41,9 @@ end
 
 function Delta(offset::Integer, bytes::AbstractVector{UInt8}, mask::AbstractVector{Bool})
     b = contiguous(bytes)
-    m = pack_mask(mask, length(b))
-    return new_delta(out -> LibMMSB.mmsb_delta_new_dense(u64_arg(offset, "offset"), m, length(m), b, length(b), out))
+    m = mask_bits(mask, length(b))
+    return GC.@preserve m new_delta(out -> LibMMSB.mmsb_delta_new_dense(u64_arg(offset, "offset"), mask_ptr(m),
+                                                                       cld(length(b), 8), b, length(b), out))
 end
 
 function Delta(runs::AbstractVector{<:Pair})

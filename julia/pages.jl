@@ -186,9 +186,11 @@ end
 function update_page(s::MMSBState, page::PageId, bytes::AbstractVector{UInt8}, mask::AbstractVector{Bool};
                      offset::Integer = 0, expected_epoch::Union{Nothing,Integer} = nothing)
     b = contiguous(bytes)
-    m = pack_mask(mask, length(b))
+    m = mask_bits(mask, length(b))
     off, e = u64_arg(offset, "offset"), epoch_arg(expected_epoch)
-    st, l = with_u64_out(out -> LibMMSB.mmsb_page_write_masked(enter(s), page.value, off, m, length(m), b, length(b), e, out))
+    st, l = GC.@preserve m with_u64_out(out -> LibMMSB.mmsb_page_write_masked(enter(s), page.value, off,
+                                                                              mask_ptr(m), cld(length(b), 8), b,
+                                                                              length(b), e, out))
     check(s, st)
     return l
 end
@@ -219,18 +221,40 @@ function write_page(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UInt
     return l
 end
 
-# One bit per data byte, least significant bit first (what the C ABI expects).
+# The mask as the C ABI takes it: one bit per data byte, least significant bit
+# first, in the first `cld(n, 8)` bytes of the returned array (pass `mask_ptr`
+# of it under `GC.@preserve`). A BitVector's chunks already are that on a
+# little-endian host, so they go as they are: no copy, no allocation.
+function mask_bits(mask::AbstractVector{Bool}, n::Integer)
+    check_mask_length(mask, n)
+    mask isa BitVector && ENDIAN_BOM == 0x04030201 && return mask.chunks
+    return pack_mask(mask, n)
+end
+
+mask_ptr(m::Vector{UInt8}) = pointer(m)
+mask_ptr(m::Vector{UInt64}) = Ptr{UInt8}(pointer(m))
+
+check_mask_length(mask, n) = length(mask) == n ||
+    throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_LENGTH_MISMATCH, "mask has $(length(mask)) entries but data has $n bytes"))
+
+# Packs the mask into `cld(n, 8)` new bytes, LSB first (for what `mask_bits`
+# cannot pass as it is).
 function pack_mask(mask::AbstractVector{Bool}, n::Integer)
-    length(mask) == n || throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_LENGTH_MISMATCH,
-                                         "mask has $(length(mask)) entries but data has $n bytes"))
-    packed = zeros(UInt8, cld(n, 8))
-    if mask isa BitVector && ENDIAN_BOM == 0x04030201
-        # A BitVector's chunks are already LSB-first; little-endian bytes of them are the packing.
-        GC.@preserve mask packed unsafe_copyto!(pointer(packed), Ptr{UInt8}(pointer(mask.chunks)), length(packed))
-    else
-        for (i, bit) in enumerate(mask)
-            bit && (packed[((i - 1) >> 3) + 1] |= UInt8(1) << ((i - 1) & 7))
+    check_mask_length(mask, n)
+    packed = Vector{UInt8}(undef, cld(n, 8))
+    whole = 0
+    if mask isa Vector{Bool} && ENDIAN_BOM == 0x04030201
+        # Eight Bools (bytes 0x00/0x01) at a time: the multiply moves bit 0 of byte k to bit
+        # 56 + k without carries, so the top byte is their packing, LSB first.
+        whole = n >> 3
+        GC.@preserve mask for k in 1:whole
+            x = unsafe_load(Ptr{UInt64}(pointer(mask)), k)
+            @inbounds packed[k] = ((x * 0x0102040810204080) >> 56) % UInt8
         end
+    end
+    packed[whole+1:end] .= 0x00
+    for i in 8whole+1:n
+        @inbounds mask[i] && (packed[((i - 1) >> 3) + 1] |= UInt8(1) << ((i - 1) & 7))
     end
     return packed
 end

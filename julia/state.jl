@@ -129,8 +129,10 @@ Starts a state. Keywords:
   `:group_commit` (concurrent writers share one fsync) or `:always` (one fsync
   per write).
 - `logging`: keep a transaction log (needed by [`checkpoint_log!`](@ref),
-  [`replay_log`](@ref)); on by default with `dir` (and then always on), off by
-  default in memory.
+  [`replay_log`](@ref)); off by default in memory. A state with `dir` is the
+  logged one: it always logs, and `logging = false` with `dir` throws an
+  [`MMSBError`](@ref) named `"invalid_argument"` (leave `dir` out to run
+  without a log).
 - any other keyword is a numeric/boolean option of the core, passed by name:
   `max_page_size`, `log_size_cap`, `segment_size`, `blob_min` (payload bytes
   from which a log record keeps its payloads in the segment's blob file),
@@ -147,8 +149,6 @@ The do-block form runs `f(state)` and closes the state afterwards, also on error
 function mmsb_start(; dir = nothing, durability::Symbol = :none, logging::Union{Nothing,Bool} = nothing, options...)
     haskey(DURABILITY, durability) ||
         throw(ArgumentError("durability must be one of $(keys(DURABILITY)), not $(repr(durability))"))
-    logging === false && dir !== nothing &&
-        throw(ArgumentError("a state with `dir` always keeps its transaction log (logging=false)"))
     cfgp = Ref{Ptr{LibMMSB.MmsbConfig}}(C_NULL)
     check(LibMMSB.mmsb_config_new(cfgp))
     cfg = cfgp[]

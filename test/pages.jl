@@ -54,6 +54,31 @@ mmsb_start() do s
         mask[i] && (expect[2000 + i] = data[i])
     end
     @test read_page(s, b) == expect
+    # every mask type and a ragged tail packs the same: BitVector (passed as is), Vector{Bool}
+    # (eight at a time), any other AbstractVector{Bool} (one by one); Delta takes the same path
+    let
+        pm = create_page(s, 4096)
+        for n in (1, 7, 8, 9, 63, 64, 65, 200, 1029)
+            m = bitrand(rng, n)
+            d = rand(rng, UInt8, n)
+            for mk in (m, collect(m), view(collect(m), 1:n))
+                old = rand(rng, UInt8, n)
+                update_page(s, pm, old; offset = 3000)
+                update_page(s, pm, d, mk; offset = 3000)
+                got = read_page(s, pm; offset = 3000, len = n)
+                @test got[m] == d[m] && got[.!m] == old[.!m]
+                update_page(s, pm, old; offset = 3000)
+                route_delta!(s, pm, Delta(3000, d, mk))
+                @test read_page(s, pm; offset = 3000, len = n) == got
+            end
+        end
+        # a BitVector mask goes to the core without a packed copy
+        bigdata, bigmask = rand(rng, UInt8, 4096), bitrand(rng, 4096)
+        masked!(s, p, d, m) = update_page(s, p, d, m)
+        masked!(s, pm, bigdata, bigmask)
+        @test @allocated(masked!(s, pm, bigdata, bigmask)) < 512
+        free_page(s, pm)
+    end
 
     # sparse runs; later runs win; `offset` shifts every run
     update_page(s, b, [0 => UInt8[1, 2], 4 => UInt8[3], 1 => UInt8[9]])

@@ -12,6 +12,18 @@ close(s)
 close(s) # idempotent
 @test !isopen(s)
 @test sprint(show, s) == "MMSBState(closed)"
+e = try lsn(s) catch err; err end
+@test e isa MMSBError && e.name == "closed"
+
+# the native getters of a closed (not yet freed) handle answer CLOSED, not stale values
+let L = MMSB.LibMMSB, out = Ref{Ptr{L.MmsbState}}(C_NULL), v = Ref{UInt64}(99)
+    @test L.mmsb_state_open(C_NULL, out) == L.MMSB_OK
+    @test L.mmsb_state_lsn(out[], v) == L.MMSB_OK && v[] == 0
+    @test L.mmsb_state_close(out[]) == L.MMSB_OK
+    @test L.mmsb_state_lsn(out[], v) == L.MMSB_STATUS_CODE_CLOSED
+    @test L.mmsb_stats_counter(out[], UInt32(0), v) == L.MMSB_STATUS_CODE_CLOSED
+    L.mmsb_state_free(out[])
+end
 
 # do-block form closes the state, also when the block throws
 kept = Ref{Any}(nothing)
@@ -37,7 +49,14 @@ mmsb_start(max_page_size = 1024, gpu = false, file_backed_pages = false) do st
 end
 @test_throws ArgumentError mmsb_start(durability = :sometimes)
 mktempdir() do dir
-    @test_throws ArgumentError mmsb_start(dir = dir, logging = false)   # a directory always logs
+    # a directory-backed state is the logged one: the core refuses logging = false
+    e = try mmsb_start(dir = dir, logging = false) catch err; err end
+    @test e isa MMSBError && e.name == "invalid_argument"
+    @test occursin("directory", e.message) && occursin("in-memory state", e.message)
+    @test isempty(readdir(dir))   # refused before anything was created
+    mmsb_start(dir = dir, logging = true) do st
+        @test st.config.logging && log_info(st).lsn == 0
+    end
 end
 @test_throws ArgumentError mmsb_start(max_page_size = -1)
 e = try mmsb_start(no_such_option = 1) catch err; err end

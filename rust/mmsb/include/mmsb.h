@@ -679,7 +679,8 @@ MmsbStatus mmsb_subscription_closed(const struct MmsbSubscription *sub, uint8_t 
 void mmsb_subscription_free(struct MmsbSubscription *sub);
 
 // Turns the transaction log on (1) or off (0) for an in-memory state. A state with a
-// directory always logs.
+// directory always logs: opening one with logging set to 0 fails with
+// `MMSB_STATUS_INVALID_ARGUMENT` (use an in-memory state to run without a log).
 //
 // # Safety
 // `cfg` a live config not used concurrently.
@@ -867,7 +868,8 @@ MmsbStatus mmsb_config_set_dir(struct MmsbConfig *cfg, const char *dir, size_t l
 MmsbStatus mmsb_config_set_durability(struct MmsbConfig *cfg, uint32_t mode);
 
 // Sets a numeric option by name: `max_page_size`, `log_size_cap`, `segment_size`, `blob_min`,
-// `file_backed_pages` (0/1), `tolerant_recovery` (0/1), `gpu` (0/1), `logging` (0/1).
+// `file_backed_pages` (0/1), `tolerant_recovery` (0/1), `gpu` (0/1), `logging` (0/1, as
+// `mmsb_config_set_logging`).
 //
 // # Safety
 // `cfg` a live config; `key` valid for `key_len` bytes.
@@ -877,6 +879,8 @@ MmsbStatus mmsb_config_set_u64(struct MmsbConfig *cfg,
                                uint64_t value);
 
 // Opens a state. `cfg` may be NULL for the defaults; it is only read (free it yourself).
+// Fails with `MMSB_STATUS_INVALID_ARGUMENT` for a configuration with a directory whose logging
+// was set to 0 (a directory-backed state always logs).
 //
 // # Safety
 // `cfg` NULL or a live config; `out` valid for a pointer write.
@@ -903,7 +907,7 @@ void mmsb_state_free(struct MmsbState *state);
 // `state` a live handle; `out` writable.
 MmsbStatus mmsb_state_is_open(const struct MmsbState *state, uint8_t *out);
 
-// The last LSN assigned.
+// The last LSN assigned. Fails with `MMSB_STATUS_CLOSED` once the state is closed.
 //
 // # Safety
 // `state` a live handle; `out` writable.

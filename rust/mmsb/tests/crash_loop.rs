@@ -12,12 +12,11 @@
 
 mod tlog_common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mmsb::graph::{CommandList, EdgeKind};
 use mmsb::{Config, Delta, Durability, Location, MMSBState, PageId, PageMeta, RouteOp};
+use tlog_common::kill;
 
 const CHILD_DIR: &str = "MMSB_CRASH_LOOP_CHILD_DIR";
 const CHILD_MODE: &str = "MMSB_CRASH_LOOP_CHILD_MODE";
@@ -30,6 +29,9 @@ fn config(dir: &std::path::Path, mode: Durability) -> Config {
         durability: mode,
         segment_size: 16 << 10,
         log_size_cap: 48 << 10,
+        // Payloads of 24 bytes and more go to blob files (propagations, most sparse writes), so
+        // kills also land between a blob write and its record.
+        blob_min: 24,
         ..Config::default()
     }
 }
@@ -111,7 +113,7 @@ impl Model {
 }
 
 fn find(s: &MMSBState, name: &str) -> Option<PageId> {
-    s.page_ids().unwrap().into_iter().find(|&id| s.page_info(id).unwrap().name == name)
+    kill::page_named(s, name)
 }
 
 /// The pages (counter, A, B, C) and the edge A -> C, creating what a kill left missing.
@@ -138,15 +140,11 @@ fn counter(s: &MMSBState, ctr: PageId) -> u64 {
 #[test]
 #[ignore = "child process of crash_loop_loses_no_acknowledged_operation"]
 fn crash_loop_child() {
-    let Some(dir) = std::env::var_os(CHILD_DIR) else {
-        panic!("run by crash_loop_loses_no_acknowledged_operation only");
-    };
+    let dir = kill::child_dir(CHILD_DIR, "crash_loop_loses_no_acknowledged_operation");
     let mode = Durability::from_u32(std::env::var(CHILD_MODE).unwrap().parse().unwrap()).unwrap();
-    let s = MMSBState::open(config(std::path::Path::new(&dir), mode)).unwrap();
+    let s = MMSBState::open(config(&dir, mode)).unwrap();
     let [ctr, a, b, _c] = setup(&s);
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "READY").unwrap();
-    out.flush().unwrap();
+    kill::ack("READY");
     let mut n = counter(&s, ctr);
     loop {
         let (maint, w) = op(n);
@@ -175,21 +173,8 @@ fn crash_loop_child() {
                 s.route_and_propagate(&ops).unwrap().0.end - 1
             }
         };
-        // One write per line, so a kill never leaves half a line behind a whole one.
-        out.write_all(format!("ACK {n} {lsn} {maint}\n").as_bytes()).unwrap();
-        out.flush().unwrap();
+        kill::ack(&format!("ACK {n} {lsn} {maint}"));
         n += 1;
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 
@@ -204,12 +189,11 @@ struct Acks {
 
 #[test]
 fn crash_loop_loses_no_acknowledged_operation() {
-    let cycles: u64 = std::env::var("MMSB_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(150);
+    let cycles = kill::cycles(150);
     let d = tlog_common::scratch();
     let dir = d.path().join("state");
-    let exe = std::env::current_exe().unwrap();
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-    let mut rng = Rng(seed);
+    let mut rng = kill::Rng::from_clock();
+    let seed = rng.0;
     let started = Instant::now();
     let mut model = Model::new();
     let (mut acked_total, mut lost, mut unacked_present, mut ckpts, mut compactions) = (0u64, 0u64, 0u64, 0u64, 0u64);
@@ -218,41 +202,22 @@ fn crash_loop_loses_no_acknowledged_operation() {
     let modes = [Durability::Always, Durability::GroupCommit, Durability::None];
     for cycle in 0..cycles {
         let mode = modes[(cycle % 3) as usize];
-        let mut child = Command::new(&exe)
-            .args(["--exact", "crash_loop_child", "--nocapture", "--ignored", "--test-threads", "1"])
-            .env(CHILD_DIR, &dir)
-            .env(CHILD_MODE, (mode as u32).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut acks = Acks::default();
-            for line in BufReader::new(stdout).split(b'\n') {
-                let Ok(line) = line else { break };
-                let line = String::from_utf8_lossy(&line);
-                let f: Vec<&str> = line.split_whitespace().collect();
-                match f.as_slice() {
-                    // (libtest may print "test crash_loop_child ... " in front of the first line.)
-                    [.., "READY"] => acks.ready = true,
-                    ["ACK", n, _lsn, maint] => {
-                        let (Ok(n), Ok(m)) = (n.parse::<u64>(), maint.parse::<u8>()) else { continue };
-                        acks.last = Some(n);
-                        acks.lines += 1;
-                        acks.checkpoints += u64::from(m == 1);
-                        acks.compactions += u64::from(m == 2);
-                    }
-                    _ => {}
-                }
+        let mode_env = (mode as u32).to_string();
+        let env = [(CHILD_DIR, dir.as_os_str()), (CHILD_MODE, mode_env.as_ref())];
+        let child = kill::spawn("crash_loop_child", &env, |acks: &mut Acks, f| match f {
+            // (libtest may print "test crash_loop_child ... " in front of the first line.)
+            [.., "READY"] => acks.ready = true,
+            ["ACK", n, _lsn, maint] => {
+                let (Ok(n), Ok(m)) = (n.parse::<u64>(), maint.parse::<u8>()) else { return };
+                acks.last = Some(n);
+                acks.lines += 1;
+                acks.checkpoints += u64::from(m == 1);
+                acks.compactions += u64::from(m == 2);
             }
-            acks
+            _ => {}
         });
         // Anywhere from during recovery to well into the writes.
-        std::thread::sleep(Duration::from_micros(1_000 + rng.next() % 120_000));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let acks = reader.join().unwrap();
+        let acks = child.kill_after(Duration::from_micros(1_000 + rng.next() % 120_000));
         acked_total += acks.lines;
         ckpts += acks.checkpoints;
         compactions += acks.compactions;

@@ -5,11 +5,10 @@
 
 mod tlog_common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mmsb::{Config, Durability, Location, MMSBState, PageMeta};
+use tlog_common::kill;
 
 const CHILD_DIR: &str = "MMSB_TLOG_KILL_CHILD_DIR";
 const THREADS: u64 = 4;
@@ -22,6 +21,9 @@ fn config(dir: &std::path::Path) -> Config {
         // Small segments and a small cap: kills also land in rollovers, checkpoints, compactions.
         segment_size: 32 << 10,
         log_size_cap: 96 << 10,
+        // Writes of 128 bytes and more (about half) put their payloads in blob files: kills land
+        // in blob writes too.
+        blob_min: 128,
         ..Config::default()
     }
 }
@@ -45,16 +47,14 @@ fn model(t: u64, count: u64) -> Vec<u8> {
 }
 
 fn page_of(s: &MMSBState, t: u64) -> Option<mmsb::PageId> {
-    s.page_ids().unwrap().into_iter().find(|&id| s.page_info(id).unwrap().name == format!("t{t}"))
+    kill::page_named(s, &format!("t{t}"))
 }
 
 #[test]
 #[ignore = "child process of kill_at_random_moments_loses_no_acknowledged_write"]
 fn kill_child_writer() {
-    let Some(dir) = std::env::var_os(CHILD_DIR) else {
-        panic!("run by kill_at_random_moments_loses_no_acknowledged_write only");
-    };
-    let s = MMSBState::open(config(std::path::Path::new(&dir))).unwrap();
+    let dir = kill::child_dir(CHILD_DIR, "kill_at_random_moments_loses_no_acknowledged_write");
+    let s = MMSBState::open(config(&dir)).unwrap();
     let pages: Vec<_> = (0..THREADS)
         .map(|t| {
             page_of(&s, t).unwrap_or_else(|| {
@@ -71,11 +71,7 @@ fn kill_child_writer() {
                 loop {
                     let (o, bytes) = write_of(t, n);
                     s.update_page_at(page, o, &bytes, None).unwrap();
-                    // One write per line, so a kill never leaves half a line behind a whole one.
-                    let line = format!("ACK {t} {n}\n");
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(line.as_bytes()).unwrap();
-                    out.flush().unwrap();
+                    kill::ack(&format!("ACK {t} {n}"));
                     n += 1;
                 }
             });
@@ -83,58 +79,36 @@ fn kill_child_writer() {
     });
 }
 
-struct Rng(u64);
+/// Per thread, the highest write acknowledged; and the count of acknowledgements.
+struct Acks {
+    last: Vec<Option<u64>>,
+    lines: u64,
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+impl Default for Acks {
+    fn default() -> Acks {
+        Acks { last: vec![None; THREADS as usize], lines: 0 }
     }
 }
 
 #[test]
 fn kill_at_random_moments_loses_no_acknowledged_write() {
-    let cycles: u64 = std::env::var("MMSB_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let cycles = kill::cycles(100);
     let d = tlog_common::scratch();
     let dir = d.path().join("state");
-    let exe = std::env::current_exe().unwrap();
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-    let mut rng = Rng(seed);
+    let mut rng = kill::Rng::from_clock();
+    let seed = rng.0;
     let started = Instant::now();
     let (mut acked_total, mut lost, mut unacked_present) = (0u64, 0u64, 0u64);
     for cycle in 0..cycles {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "kill_child_writer", "--nocapture", "--ignored", "--test-threads", "1"])
-            .env(CHILD_DIR, &dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut acks = vec![None::<u64>; THREADS as usize];
-            let mut lines = 0u64;
-            for line in BufReader::new(stdout).split(b'\n') {
-                let Ok(line) = line else { break };
-                let line = String::from_utf8_lossy(&line);
-                let mut f = line.split_whitespace();
-                if f.next() != Some("ACK") {
-                    continue;
-                }
-                let (Some(t), Some(n)) = (f.next(), f.next()) else { continue };
-                let (Ok(t), Ok(n)) = (t.parse::<usize>(), n.parse::<u64>()) else { continue };
-                acks[t] = Some(acks[t].map_or(n, |m: u64| m.max(n)));
-                lines += 1;
-            }
-            (acks, lines)
+        let child = kill::spawn("kill_child_writer", &[(CHILD_DIR, dir.as_os_str())], |acks: &mut Acks, f| {
+            let ["ACK", t, n, ..] = f else { return };
+            let (Ok(t), Ok(n)) = (t.parse::<usize>(), n.parse::<u64>()) else { return };
+            acks.last[t] = Some(acks.last[t].map_or(n, |m: u64| m.max(n)));
+            acks.lines += 1;
         });
         // Anywhere from during recovery to well into the writes.
-        std::thread::sleep(Duration::from_micros(2_000 + rng.next() % 150_000));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let (acks, lines) = reader.join().unwrap();
+        let Acks { last: acks, lines } = child.kill_after(Duration::from_micros(2_000 + rng.next() % 150_000));
         acked_total += lines;
 
         let s = MMSBState::open(config(&dir)).unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));

@@ -578,6 +578,13 @@ fn large_payloads_go_to_the_blob_file_and_tear_cleanly_in_either_file() {
         let good_blob = std::fs::metadata(blob_of(&seg)).unwrap().len();
         s.route_delta(b, &Delta::write(0, &big).unwrap(), None).unwrap();
         let full = snapshot(&s);
+        let on_disk: u64 = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg" || x == "blob"))
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum();
+        assert_eq!(s.log_info().unwrap().log_bytes, on_disk, "log_bytes counts the blob files");
         drop(s);
         assert_eq!(snapshot(&MMSBState::open(disk_config(&dir)).unwrap()), full);
         (before, mid, prefix, good_len, good_blob)

@@ -26,7 +26,8 @@ pub struct MmsbLogInfo {
 }
 
 /// Turns the transaction log on (1) or off (0) for an in-memory state. A state with a
-/// directory always logs.
+/// directory always logs: opening one with logging set to 0 fails with
+/// `MMSB_STATUS_INVALID_ARGUMENT` (use an in-memory state to run without a log).
 ///
 /// # Safety
 /// `cfg` a live config not used concurrently.
@@ -35,11 +36,11 @@ pub unsafe extern "C" fn mmsb_config_set_logging(cfg: *mut MmsbConfig, on: u8) -
     boundary(|| {
         // SAFETY: forwarded contract.
         let cfg = unsafe { cfg.as_mut() }.ok_or_else(|| FfiError::null("config"))?;
-        cfg.config.logging = match on {
+        cfg.set_logging(match on {
             0 => false,
             1 => true,
             _ => return Err(FfiError::invalid(format!("logging takes 0 or 1, not {on}"))),
-        };
+        });
         Ok(())
     })
 }

@@ -6,10 +6,35 @@ use std::sync::Arc;
 
 use crate::ffi::{arg_ref, arg_str, boundary, check_out, write_out, FfiError, MmsbStatus};
 use crate::runtime::state::{Config, Durability, MMSBState};
+use crate::types::error::StateError;
 
 /// Opaque configuration builder. Create with `mmsb_config_new`, free with `mmsb_config_free`.
 pub struct MmsbConfig {
     pub(crate) config: Config,
+    /// What the caller set logging to, if anything. `Config::logging == false` also means "not
+    /// asked for" (a directory logs anyway), so only here can an explicit 0 be told apart.
+    pub(crate) logging: Option<bool>,
+}
+
+impl MmsbConfig {
+    /// Records an explicit logging switch (`mmsb_config_set_logging` or the `logging` key).
+    pub(crate) fn set_logging(&mut self, on: bool) {
+        self.config.logging = on;
+        self.logging = Some(on);
+    }
+
+    /// The configuration to open, rejecting what `Config` alone cannot express: logging turned
+    /// off explicitly for a directory-backed state, which would otherwise log anyway.
+    fn validated(&self) -> Result<Config, StateError> {
+        if self.logging == Some(false) && self.config.dir.is_some() {
+            return Err(StateError::InvalidConfig(
+                "logging is off but a directory is set: a directory-backed state is the logged one \
+                 (it recovers from its log); open an in-memory state (no directory) to run without a log"
+                    .into(),
+            ));
+        }
+        Ok(self.config.clone())
+    }
 }
 
 /// Opaque state handle. Create with `mmsb_state_open`, free with `mmsb_state_free`.
@@ -25,7 +50,7 @@ pub struct MmsbState {
 pub unsafe extern "C" fn mmsb_config_new(out: *mut *mut MmsbConfig) -> MmsbStatus {
     boundary(|| {
         check_out(out, "out")?;
-        let cfg = crate::ffi::new_handle(MmsbConfig { config: Config::default() });
+        let cfg = crate::ffi::new_handle(MmsbConfig { config: Config::default(), logging: None });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, cfg, "out") }
     })
@@ -82,7 +107,8 @@ pub unsafe extern "C" fn mmsb_config_set_durability(cfg: *mut MmsbConfig, mode: 
 }
 
 /// Sets a numeric option by name: `max_page_size`, `log_size_cap`, `segment_size`, `blob_min`,
-/// `file_backed_pages` (0/1), `tolerant_recovery` (0/1), `gpu` (0/1), `logging` (0/1).
+/// `file_backed_pages` (0/1), `tolerant_recovery` (0/1), `gpu` (0/1), `logging` (0/1, as
+/// `mmsb_config_set_logging`).
 ///
 /// # Safety
 /// `cfg` a live config; `key` valid for `key_len` bytes.
@@ -98,21 +124,20 @@ pub unsafe extern "C" fn mmsb_config_set_u64(
         let cfg = unsafe { cfg_mut(cfg) }?;
         // SAFETY: forwarded contract.
         let key = unsafe { arg_str(key, key_len, "key") }?;
-        let c = &mut cfg.config;
         let flag = |v: u64| match v {
             0 => Ok(false),
             1 => Ok(true),
             _ => Err(FfiError::invalid(format!("{key} takes 0 or 1, not {v}"))),
         };
         match key {
-            "max_page_size" => c.max_page_size = value,
-            "log_size_cap" => c.log_size_cap = value,
-            "segment_size" => c.segment_size = value,
-            "blob_min" => c.blob_min = value,
-            "file_backed_pages" => c.file_backed_pages = flag(value)?,
-            "tolerant_recovery" => c.tolerant_recovery = flag(value)?,
-            "gpu" => c.gpu = flag(value)?,
-            "logging" => c.logging = flag(value)?,
+            "max_page_size" => cfg.config.max_page_size = value,
+            "log_size_cap" => cfg.config.log_size_cap = value,
+            "segment_size" => cfg.config.segment_size = value,
+            "blob_min" => cfg.config.blob_min = value,
+            "file_backed_pages" => cfg.config.file_backed_pages = flag(value)?,
+            "tolerant_recovery" => cfg.config.tolerant_recovery = flag(value)?,
+            "gpu" => cfg.config.gpu = flag(value)?,
+            "logging" => cfg.set_logging(flag(value)?),
             _ => return Err(FfiError::invalid(format!("unknown configuration key {key:?}"))),
         }
         Ok(())
@@ -120,6 +145,8 @@ pub unsafe extern "C" fn mmsb_config_set_u64(
 }
 
 /// Opens a state. `cfg` may be NULL for the defaults; it is only read (free it yourself).
+/// Fails with `MMSB_STATUS_INVALID_ARGUMENT` for a configuration with a directory whose logging
+/// was set to 0 (a directory-backed state always logs).
 ///
 /// # Safety
 /// `cfg` NULL or a live config; `out` valid for a pointer write.
@@ -131,7 +158,7 @@ pub unsafe extern "C" fn mmsb_state_open(cfg: *const MmsbConfig, out: *mut *mut 
             Config::default()
         } else {
             // SAFETY: non-NULL, live per contract.
-            unsafe { arg_ref(cfg, "config") }?.config.clone()
+            unsafe { arg_ref(cfg, "config") }?.validated()?
         };
         let state = MMSBState::open(config)?;
         let h = crate::ffi::new_handle(MmsbState { state: Arc::new(state) });
@@ -181,7 +208,7 @@ pub unsafe extern "C" fn mmsb_state_is_open(state: *const MmsbState, out: *mut u
     })
 }
 
-/// The last LSN assigned.
+/// The last LSN assigned. Fails with `MMSB_STATUS_CLOSED` once the state is closed.
 ///
 /// # Safety
 /// `state` a live handle; `out` writable.
@@ -189,17 +216,107 @@ pub unsafe extern "C" fn mmsb_state_is_open(state: *const MmsbState, out: *mut u
 pub unsafe extern "C" fn mmsb_state_lsn(state: *const MmsbState, out: *mut u64) -> MmsbStatus {
     boundary(|| {
         // SAFETY: forwarded contract.
-        let s = unsafe { arg_ref(state, "state") }?;
+        let s = unsafe { state_ref(state) }?;
         // SAFETY: forwarded contract.
-        unsafe { write_out(out, s.state.lsn(), "out") }
+        unsafe { write_out(out, s.lsn(), "out") }
     })
 }
 
-/// Borrows the state behind a handle, failing cleanly on NULL.
+/// Borrows the state behind a handle, failing cleanly on NULL and with `Closed` once the state
+/// is closed. Every function on a state goes through here except `mmsb_state_close`,
+/// `mmsb_state_is_open` and `mmsb_state_free`, so the C ABI's promise that "later calls fail
+/// with CLOSED" also covers getters whose Rust methods stay infallible (the LSN, device and
+/// monitoring snapshots keep their final values after a close).
 ///
 /// # Safety
 /// `state` NULL or a live handle.
 pub(crate) unsafe fn state_ref<'a>(state: *const MmsbState) -> Result<&'a MMSBState, FfiError> {
     // SAFETY: forwarded contract.
-    Ok(unsafe { arg_ref(state, "state") }?.state.as_ref())
+    let s = unsafe { arg_ref(state, "state") }?.state.as_ref();
+    if s.is_closed() {
+        return Err(StateError::Closed.into());
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::log::{mmsb_config_set_logging, mmsb_log_info, MmsbLogInfo};
+    use crate::ffi::{mmsb_last_error_message, MMSB_OK};
+    use crate::types::error::ErrorCode;
+
+    /// Opens `cfg` (then frees it); returns the status and, on success, whether the state logs.
+    ///
+    /// # Safety
+    /// `cfg` a live config, not used afterwards.
+    unsafe fn open_and_probe(cfg: *mut MmsbConfig) -> (MmsbStatus, Option<bool>) {
+        let mut st = std::ptr::null_mut();
+        // SAFETY: forwarded contract; `st` is writable.
+        let status = unsafe { mmsb_state_open(cfg, &mut st) };
+        // SAFETY: freed once, not used afterwards.
+        unsafe { mmsb_config_free(cfg) };
+        if status != MMSB_OK {
+            return (status, None);
+        }
+        let mut info = MmsbLogInfo::default();
+        // SAFETY: `st` is live until freed just below.
+        let logs = unsafe { mmsb_log_info(st, &mut info) } == MMSB_OK;
+        // SAFETY: `st` came from mmsb_state_open and is freed once.
+        unsafe { mmsb_state_free(st) };
+        (status, Some(logs))
+    }
+
+    /// A config with `dir` set (when given) and logging set per `how`: None leaves it, 0/1
+    /// through `mmsb_config_set_logging`, 10/11 through the `logging` key of `set_u64`.
+    fn config(dir: Option<&std::path::Path>, how: Option<u8>) -> *mut MmsbConfig {
+        let mut cfg = std::ptr::null_mut();
+        // SAFETY: valid out-pointer, then a live config handle.
+        unsafe {
+            assert_eq!(mmsb_config_new(&mut cfg), MMSB_OK);
+            if let Some(d) = dir {
+                let d = d.to_str().unwrap();
+                assert_eq!(mmsb_config_set_dir(cfg, d.as_ptr().cast(), d.len()), MMSB_OK);
+            }
+            let key = "logging";
+            match how {
+                None => {}
+                Some(v @ (0 | 1)) => assert_eq!(mmsb_config_set_logging(cfg, v), MMSB_OK),
+                Some(v) => {
+                    assert_eq!(mmsb_config_set_u64(cfg, key.as_ptr().cast(), key.len(), u64::from(v - 10)), MMSB_OK)
+                }
+            }
+        }
+        cfg
+    }
+
+    #[test]
+    fn a_directory_with_logging_turned_off_is_an_invalid_config() {
+        let dir = tempfile::tempdir().unwrap();
+        for how in [0, 10] {
+            // SAFETY: a fresh config, consumed by the call.
+            let (status, _) = unsafe { open_and_probe(config(Some(dir.path()), Some(how))) };
+            assert_eq!(status, ErrorCode::InvalidArgument as u32, "logging off via {how}");
+            let mut buf = [0 as std::ffi::c_char; 256];
+            // SAFETY: `buf` is writable for its length.
+            unsafe { mmsb_last_error_message(buf.as_mut_ptr(), buf.len(), std::ptr::null_mut()) };
+            // SAFETY: the message is NUL-terminated within `buf`.
+            let msg = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
+            assert!(msg.contains("invalid configuration") && msg.contains("in-memory state"), "{msg}");
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a refused open leaves the directory alone");
+        }
+        // Logging on, or not mentioned, with a directory: the state logs to disk.
+        for how in [None, Some(1), Some(11)] {
+            // SAFETY: a fresh config, consumed by the call.
+            assert_eq!(unsafe { open_and_probe(config(Some(dir.path()), how)) }, (MMSB_OK, Some(true)), "{how:?}");
+        }
+        // Off in memory is the plain unlogged state; a directory cleared again is in memory too.
+        // SAFETY: fresh configs, consumed by the calls.
+        unsafe {
+            assert_eq!(open_and_probe(config(None, Some(0))), (MMSB_OK, Some(false)));
+            let cfg = config(Some(dir.path()), Some(0));
+            assert_eq!(mmsb_config_set_dir(cfg, std::ptr::null(), 0), MMSB_OK);
+            assert_eq!(open_and_probe(cfg), (MMSB_OK, Some(false)));
+        }
+    }
 }

@@ -67,8 +67,11 @@ pub struct Config {
     pub tolerant_recovery: bool,
     /// Ask the device layer to initialise a GPU context if one is present.
     pub gpu: bool,
-    /// Keep a transaction log. A state with `dir` always logs (to disk); this opts an in-memory
-    /// state into an in-memory log, so `replay_to`, `log_records` and `compact_log` work there.
+    /// Keep a transaction log. This opts an in-memory state into an in-memory log, so
+    /// `replay_to`, `log_records` and `compact_log` work there. A state with `dir` always logs
+    /// (to disk): a directory-backed state is the logged one, so `false`, the default, means
+    /// "not asked for" there. The C ABI and Julia, which can tell an explicit off from the
+    /// default, reject logging turned off with a directory (`InvalidConfig`).
     pub logging: bool,
     /// A log record whose payloads add up to at least this many bytes stores them in its
     /// segment's blob file, 64 KiB-aligned when large, instead of between the framing (see
@@ -419,7 +422,9 @@ impl MMSBState {
         Ok(ids)
     }
 
-    /// The last LSN assigned (0 before the first delta).
+    /// The last LSN assigned (0 before the first delta). Infallible: after [`MMSBState::close`]
+    /// it is the LSN the state closed at (the log and replay rely on that). The C ABI's
+    /// `mmsb_state_lsn` fails with `Closed` instead, like every other call on a closed handle.
     pub fn lsn(&self) -> Lsn {
         self.core.read().lsn
     }

@@ -253,7 +253,33 @@ int main(void) {
     EXPECT(mmsb_page_free(s, page), MMSB_STATUS_CODE_CLOSED);
     EXPECT(mmsb_propagate(s, &page, 1, NULL), MMSB_STATUS_CODE_CLOSED);
     EXPECT(mmsb_remove_dependency(s, 1), MMSB_STATUS_CODE_CLOSED);
-    EXPECT(mmsb_state_lsn(s, &lsn), MMSB_OK);
+    /* Getters too: a closed state answers CLOSED everywhere, not stale values. */
+    {
+        uint8_t open = 1;
+        size_t n = 0;
+        uint64_t ids[4];
+        char text[16];
+        MmsbPageInfo info;
+        MmsbLogInfo log;
+        MmsbDeviceStats dev;
+        MmsbHistogramStats hist;
+        EXPECT(mmsb_state_is_open(s, &open), MMSB_OK);
+        checks++;
+        if (open != 0) { failures++; puts("FAIL is_open after close"); }
+        EXPECT(mmsb_state_lsn(s, &lsn), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_page_info(s, page, &info), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_page_name(s, page, text, sizeof text, &n), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_page_list(s, ids, 4, &n), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_dependents(s, page, ids, 4, &n), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_topo_order(s, ids, 4, &n), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_log_info(s, &log), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_device_stats(s, &dev), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_stats_json(s, NULL, 0, &n), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_stats_prometheus(s, NULL, 0, &n), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_stats_table(s, NULL, 0, &n), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_stats_histogram(s, MMSB_METRIC_DELTA_ROUTE, &hist), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_stats_counter(s, MMSB_COUNTER_DELTAS_ROUTED, &lsn), MMSB_STATUS_CODE_CLOSED);
+    }
     EXPECT(mmsb_view_bytes(v, &vp, &vlen), MMSB_OK);
     checks++;
     if (vlen != 64 || memcmp(vp, "hello", 5) != 0) { failures++; puts("FAIL view after close"); }

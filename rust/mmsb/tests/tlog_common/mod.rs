@@ -1,6 +1,8 @@
 //! Helpers shared by the tlog_* integration tests.
 #![allow(dead_code)]
 
+pub mod kill;
+
 use std::path::Path;
 
 use mmsb::{Config, Durability, MMSBState, PageId, PageInfo};

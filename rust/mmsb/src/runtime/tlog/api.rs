@@ -18,7 +18,7 @@ use crate::types::page::{Location, PageId, PageMeta};
 pub struct LogInfo {
     /// The last LSN assigned.
     pub lsn: Lsn,
-    /// Bytes in the retained segments (headers included).
+    /// Bytes in the retained segments and their blob files (headers included).
     pub log_bytes: u64,
     /// Retained segments.
     pub segments: u64,
@@ -228,7 +228,7 @@ impl MMSBState {
         let oldest = if chain_base == 0 { 0 } else { w.checkpoints.keys().next().copied().unwrap_or(chain_base) };
         Ok(LogInfo {
             lsn,
-            log_bytes: w.segments.values().map(|m| m.len).sum(),
+            log_bytes: w.segments.values().map(|m| m.len + m.blob).sum(),
             segments: w.segments.len() as u64,
             checkpoints: w.checkpoints.len() as u64,
             last_checkpoint_lsn: w.checkpoints.keys().next_back().copied().unwrap_or(0),
