@@ -288,6 +288,7 @@ impl MMSBState {
         w.blob = None;
         w.blob_len = 0;
         w.blob_reserved = 0;
+        w.filled = 0;
         // The old chain, synced or not, is replaced by the durable one just written.
         w.unsynced.clear();
         w.segno = header.segno;

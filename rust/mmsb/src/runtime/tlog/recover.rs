@@ -91,6 +91,9 @@ pub(crate) struct Cut {
     /// Byte offset (0: the segment header itself is the problem).
     pub(crate) offset: u64,
     pub(crate) reason: String,
+    /// Everything from `offset` to the end of the segment is zero bytes: the writer's zero fill
+    /// (or records that never reached the disk), not torn bytes.
+    pub(crate) zeros: bool,
 }
 
 /// Outcome of a walk.
@@ -151,7 +154,7 @@ pub(crate) fn walk(
         let h = match header_ok {
             Ok(h) => h,
             Err(reason) => {
-                let cut = Cut { seg: i, offset: 0, reason: reason.into() };
+                let cut = Cut { seg: i, offset: 0, reason: reason.into(), zeros: false };
                 match settle(storage, chain, mode, cut, &mut out, None)? {
                     Some((seg, _)) => {
                         // A segment whose header does not verify cannot be read (its salt is
@@ -194,10 +197,12 @@ pub(crate) fn walk(
                     off += RECORD_HEADER_LEN + rh.len as usize;
                     continue;
                 }
-                Ok(_) => Cut { seg: i, offset: off as u64, reason: "record LSN out of sequence".into() },
-                Err(Invalid::Truncated) => Cut { seg: i, offset: off as u64, reason: "record is truncated".into() },
-                Err(Invalid::Bad(why)) => Cut { seg: i, offset: off as u64, reason: why.into() },
+                Ok(_) => "record LSN out of sequence",
+                Err(Invalid::Truncated) => "record is truncated",
+                Err(Invalid::Bad(why)) => why,
             };
+            let zeros = data[off..].iter().all(|&b| b == 0);
+            let bad = Cut { seg: i, offset: off as u64, reason: bad.into(), zeros };
             out.seg_ends.push((seg.segno, h, off as u64, blob_end));
             match settle(storage, chain, mode, bad, &mut out, Some((&data, h.salt, &blob)))? {
                 Some((seg, at)) if seg == i => {
@@ -278,7 +283,7 @@ fn settle(
 /// Finds the first valid record after a cut: in the same segment (any offset, same salt, a later
 /// LSN) or a later segment that chains to this one.
 fn valid_after(chain: &[SegFile], cut: &Cut, last_lsn: Lsn, seg_data: Option<(&[u8], u64, &[u8])>) -> After {
-    if let Some((data, salt, blob)) = seg_data {
+    if let Some((data, salt, blob)) = seg_data.filter(|_| !cut.zeros) {
         let from = cut.offset as usize + 1;
         for p in from..data.len().saturating_sub(RECORD_HEADER_LEN - 1) {
             if let Ok(h) = check_record(&data[p..], salt, blob) {
@@ -411,7 +416,9 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
             let len = storage.open(&s.name).and_then(|f| f.len()).unwrap_or(0);
             let blob = blob_name(s.segno);
             if j == cut.seg && cut.offset > 0 {
-                truncated += len - cut.offset;
+                if !cut.zeros {
+                    truncated += len - cut.offset;
+                }
                 let f = storage.open(&s.name).map_err(io(format!("open {}", storage.describe(&s.name))))?;
                 f.truncate(cut.offset).map_err(io(format!("truncate {}", storage.describe(&s.name))))?;
                 f.sync().map_err(io(format!("fsync {}", storage.describe(&s.name))))?;
@@ -446,6 +453,7 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         blob: None,
         blob_len: 0,
         blob_reserved: 0,
+        filled: 0,
         unsynced: Vec::new(),
         segno: 0,
         salt: 0,
