@@ -142,6 +142,10 @@ struct SyncState {
     /// A leader is gathering (waiting on `GroupSync::gather` until this many writers are
     /// pending); 0 when none is.
     gather_target: u32,
+    /// Followers parked until the next fsync ends. Woken each by its own `unpark`, all at once:
+    /// a condition variable requeued them onto this mutex and woke them one after another, a
+    /// context switch each (90 us for 7 writers on 2 vCPUs).
+    parked: Vec<std::thread::Thread>,
 }
 
 impl SyncState {
@@ -166,7 +170,6 @@ struct GroupSync {
     state: Mutex<SyncState>,
     /// Where a gathering leader waits for writers to arrive.
     gather: Condvar,
-    cv: Condvar,
 }
 
 /// The log of one state.
@@ -525,7 +528,9 @@ impl Tlog {
                 return Err(LogError::Poisoned(why.clone()).into());
             }
             if s.leader {
-                self.sync.cv.wait(s);
+                s.parked.push(std::thread::current());
+                // An unpark between the unlock and the park makes the park return at once.
+                parking_lot::MutexGuard::unlocked(s, std::thread::park);
                 continue;
             }
             s.leader = true;
@@ -569,7 +574,8 @@ impl Tlog {
                 }
                 Err(e) => s.failed = Some(format!("group-commit fsync failed: {e}")),
             }
-            self.sync.cv.notify_all();
+            let parked = std::mem::take(&mut s.parked);
+            parking_lot::MutexGuard::unlocked(s, || parked.iter().for_each(std::thread::Thread::unpark));
         }
     }
 
@@ -582,7 +588,7 @@ impl Tlog {
     pub(crate) fn mark_durable(&self, pos: u64) {
         let mut s = self.sync.state.lock();
         s.advance(pos);
-        self.sync.cv.notify_all();
+        std::mem::take(&mut s.parked).iter().for_each(std::thread::Thread::unpark);
     }
 
     /// Syncs every segment written since the last sync, oldest first (used on close).
