@@ -603,6 +603,11 @@ fn set_bits(mask: &mut [u64], start: usize, len: usize) {
 fn next_difference(a: &[u8], b: &[u8], from: usize) -> usize {
     let n = a.len();
     let mut i = from;
+    #[cfg(target_arch = "x86_64")]
+    if simd_level() != Simd::Scalar {
+        // SAFETY: AVX2 is available (every level above Scalar has it, checked at run time).
+        i = unsafe { skip_equal_avx2(a, b, i) };
+    }
     while i + 8 <= n {
         let x = u64::from_ne_bytes(a[i..i + 8].try_into().expect("8-byte slice"));
         let y = u64::from_ne_bytes(b[i..i + 8].try_into().expect("8-byte slice"));
@@ -613,6 +618,30 @@ fn next_difference(a: &[u8], b: &[u8], from: usize) -> usize {
     }
     while i < n && a[i] == b[i] {
         i += 1;
+    }
+    i
+}
+
+/// Skips equal 64-byte blocks from `i` on: where the first block that differs starts (or the
+/// last whole block ends). Why: the scalar 8-byte loop made `diff` of 4 KiB 250-370 ns, and its
+/// speed swung by a third with code alignment between builds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn skip_equal_avx2(a: &[u8], b: &[u8], mut i: usize) -> usize {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    while i + 64 <= n {
+        // SAFETY: i + 64 <= n, so both 64-byte reads lie inside `a` and `b` (unaligned loads).
+        let equal = unsafe {
+            let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
+            let lo = _mm256_cmpeq_epi8(_mm256_loadu_si256(pa.cast()), _mm256_loadu_si256(pb.cast()));
+            let hi = _mm256_cmpeq_epi8(_mm256_loadu_si256(pa.add(32).cast()), _mm256_loadu_si256(pb.add(32).cast()));
+            _mm256_movemask_epi8(_mm256_and_si256(lo, hi)) == -1
+        };
+        if !equal {
+            break;
+        }
+        i += 64;
     }
     i
 }
@@ -1081,6 +1110,21 @@ mod tests {
         assert_eq!(&page, b"helLOWORLD");
         assert_eq!(a.compose(&Delta::empty()), a);
         assert_eq!(Delta::empty().compose(&a), a);
+    }
+
+    #[test]
+    fn next_difference_finds_every_position_from_every_start() {
+        let a: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+        for diff_at in (0..300).chain([300]) {
+            let mut b = a.clone();
+            if diff_at < 300 {
+                b[diff_at] ^= 0x80;
+            }
+            for from in [0, 1, 7, 8, 63, 64, 65, 128, 200, 299, 300] {
+                let expect = if from <= diff_at { diff_at } else { (from..300).find(|&k| a[k] != b[k]).unwrap_or(300) };
+                assert_eq!(next_difference(&a, &b, from), expect, "difference at {diff_at}, from {from}");
+            }
+        }
     }
 
     #[test]
