@@ -135,7 +135,7 @@ pub fn replay_record(
     match record {
         GraphRecord::EdgeAdded(e) => {
             if !e.commands.is_restorable() {
-                graph.reserve_edge_ids(EdgeId(e.id.0 + 1));
+                graph.reserve_edge_ids(EdgeId(e.id.0.saturating_add(1)));
                 return Ok(ReplayOutcome::Skipped);
             }
             let src = page_size(e.from).ok_or(PageError::UnknownPage(e.from))?;
@@ -236,6 +236,29 @@ mod tests {
         use ReplayOutcome::*;
         assert_eq!(outcomes, [Applied, Skipped, Skipped, Applied]);
         assert_eq!(encode_snapshot(&r), encode_snapshot(&g));
+    }
+
+    #[test]
+    fn regression_the_largest_edge_id_is_an_error_not_an_overflow() {
+        // Found by the graph_decode fuzz target: a logged edge with id u64::MAX overflowed
+        // `id + 1` (a panic in debug builds, a wrapped id counter in release builds).
+        let mut r = ShadowPageGraph::new();
+        let edge = |commands| {
+            GraphRecord::EdgeAdded(EdgeRecord {
+                id: EdgeId(u64::MAX),
+                from: PageId(1),
+                to: PageId(2),
+                kind: EdgeKind::Data,
+                commands,
+            })
+        };
+        let err = replay_record(&mut r, &edge(CommandList::new()), sizes).unwrap_err();
+        assert!(err.to_string().contains("not a usable edge id"), "{err}");
+        let cb = CommandList::new().with(Command::rust_callback(|_, _| Ok(())));
+        assert_eq!(replay_record(&mut r, &edge(cb), sizes).unwrap(), ReplayOutcome::Skipped);
+        assert_eq!(r.next_edge_id(), EdgeId(u64::MAX));
+        assert!(r.add_edge(PageId(1), PageId(2), EdgeKind::Data, CommandList::new(), 4, 4).is_err());
+        assert_eq!(r.edge_count(), 0);
     }
 
     #[test]

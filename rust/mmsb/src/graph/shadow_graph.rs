@@ -174,7 +174,12 @@ impl ShadowPageGraph {
         src_size: u64,
         dst_size: u64,
     ) -> Result<EdgeId, GraphError> {
-        if id.0 == 0 || self.edges.contains_key(&id) {
+        if id.0 == 0 || id.0 == u64::MAX {
+            // 0 means "no edge" and MAX leaves no id after it (found by the graph_decode fuzz
+            // target: `id + 1` overflowed on a logged edge id).
+            return Err(GraphError::InvalidCommand(format!("{id} is not a usable edge id")));
+        }
+        if self.edges.contains_key(&id) {
             return Err(GraphError::InvalidCommand(format!("{id} is already in use")));
         }
         if from == to {

@@ -42,7 +42,7 @@ struct Fold {
 
 impl Fold {
     fn create(&mut self, c: CreateBody) {
-        self.next_page_id = self.next_page_id.max(c.id.0 + 1);
+        self.next_page_id = self.next_page_id.max(c.id.0.saturating_add(1));
         self.creates.insert(c.id, c);
     }
     fn free(&mut self, id: PageId) {
