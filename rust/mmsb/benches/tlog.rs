@@ -47,19 +47,13 @@ fn append_64k(c: &mut Criterion) {
         let s = state(&t.path().join("s"), Durability::None);
         let p = s.create_page(K64 as u64, Location::Cpu, PageMeta::default()).unwrap();
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(1024);
-                let start = Instant::now();
-                for _ in 0..n {
+            in_batches(
+                iters,
+                |_| {
                     s.route_delta(p, &d, None).unwrap();
-                }
-                total += start.elapsed();
-                left -= n;
-                s.compact_log().unwrap();
-            }
-            total
+                },
+                || s.compact_log().unwrap(),
+            )
         });
     });
     // The same route_delta without a log: what applying the delta to the page costs.
@@ -77,21 +71,17 @@ fn append_64k(c: &mut Criterion) {
         let seg = File::create(t.path().join("raw.seg")).unwrap();
         let frame = [3u8; 81];
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(1024);
-                let start = Instant::now();
-                for i in 0..n {
+            in_batches(
+                iters,
+                |i| {
                     blob.write_all_at(&payload, i * K64 as u64).unwrap();
                     seg.write_all_at(&frame, 56 + i * frame.len() as u64).unwrap();
-                }
-                total += start.elapsed();
-                left -= n;
-                blob.set_len(0).unwrap();
-                seg.set_len(0).unwrap();
-            }
-            total
+                },
+                || {
+                    blob.set_len(0).unwrap();
+                    seg.set_len(0).unwrap();
+                },
+            )
         });
     });
     // Raw 64 KiB writes into space preallocated 1 MiB at a time, as the log's blob file is
@@ -100,44 +90,44 @@ fn append_64k(c: &mut Criterion) {
         let t = tempfile::tempdir_in(base_dir()).unwrap();
         let f = File::create(t.path().join("raw")).unwrap();
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(1024);
-                let start = Instant::now();
-                for i in 0..n {
+            in_batches(
+                iters,
+                |i| {
                     if i % 16 == 0 {
                         preallocate(&f, i * K64 as u64, 1 << 20);
                     }
                     f.write_all_at(&payload, i * K64 as u64).unwrap();
-                }
-                total += start.elapsed();
-                left -= n;
-                f.set_len(0).unwrap();
-            }
-            total
+                },
+                || f.set_len(0).unwrap(),
+            )
         });
     });
     g.bench_function(BenchmarkId::new("raw_write", "none"), |b| {
         let t = tempfile::tempdir_in(base_dir()).unwrap();
         let f = File::create(t.path().join("raw")).unwrap();
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(1024);
-                let start = Instant::now();
-                for i in 0..n {
-                    f.write_all_at(&payload, i * K64 as u64).unwrap();
-                }
-                total += start.elapsed();
-                left -= n;
-                f.set_len(0).unwrap();
-            }
-            total
+            in_batches(iters, |i| f.write_all_at(&payload, i * K64 as u64).unwrap(), || f.set_len(0).unwrap())
         });
     });
     g.finish();
+}
+
+/// Times `iters` calls of `write(i)`, `i` counting from 0 again after every 1024 (64 MiB of
+/// 64 KiB writes), with `reset` (restarting the files) between batches, outside the timing.
+fn in_batches(iters: u64, mut write: impl FnMut(u64), mut reset: impl FnMut()) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(1024);
+        let start = Instant::now();
+        for i in 0..n {
+            write(i);
+        }
+        total += start.elapsed();
+        left -= n;
+        reset();
+    }
+    total
 }
 
 /// `fallocate(KEEP_SIZE)`, as the log's blob files do.
