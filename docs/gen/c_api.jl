@@ -179,31 +179,26 @@ function render(src::AbstractString = read(HEADER, String))
 
     println(io, "## Types")
     println(io)
+    # One type: heading, the C declaration if given, the doc.
+    function type_entry(heading, code, doc)
+        println(io, "### `", heading)
+        println(io)
+        if code !== nothing
+            println(io, "```c\n", code, "\n```")
+            println(io)
+        end
+        println(io, doc_md(doc))
+        println(io)
+    end
     for it in items
         if it.kind === :opaque
-            println(io, "### `", it.name, "` (opaque handle)")
-            println(io)
-            println(io, doc_md(it.doc))
-            println(io)
+            type_entry(string(it.name, "` (opaque handle)"), nothing, it.doc)
         elseif it.kind === :typedef
-            println(io, "### `", it.name, "`")
-            println(io)
-            println(io, "```c\n", it.text, "\n```")
-            println(io)
-            println(io, doc_md(it.doc))
-            println(io)
+            type_entry(string(it.name, "`"), it.text, it.doc)
         elseif it.kind === :callback
-            println(io, "### `", it.name, "` (callback)")
-            println(io)
-            println(io, "```c\n", it.text, "\n```")
-            println(io)
-            println(io, doc_md(it.doc))
-            println(io)
+            type_entry(string(it.name, "` (callback)"), it.text, it.doc)
         elseif it.kind === :struct
-            println(io, "### `", it.name, "`")
-            println(io)
-            println(io, doc_md(it.doc))
-            println(io)
+            type_entry(string(it.name, "`"), nothing, it.doc)
             println(io, "| Field | Type | Meaning |")
             println(io, "| --- | --- | --- |")
             for (t, n, d) in it.fields
