@@ -14,16 +14,15 @@ fn cdylib() -> PathBuf {
 #[test]
 fn hostile_c_caller_gets_status_codes_not_crashes() {
     let lib = cdylib();
-    if !lib.exists() {
-        // `cargo test` links tests against the rlib only; build the cdylib the C program needs.
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "-p", "mmsb", "--lib"]);
-        if lib.parent().is_some_and(|d| d.ends_with("release")) {
-            cargo.arg("--release");
-        }
-        let status = cargo.status().expect("run cargo to build the cdylib");
-        assert!(status.success(), "cargo build of the cdylib failed");
+    // `cargo test` links tests against the rlib only; build the cdylib the C program needs, every
+    // time (a no-op when it is fresh): a cdylib left from older sources failed this test.
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.args(["build", "-p", "mmsb", "--lib"]);
+    if lib.parent().is_some_and(|d| d.ends_with("release")) {
+        cargo.arg("--release");
     }
+    let status = cargo.status().expect("run cargo to build the cdylib");
+    assert!(status.success(), "cargo build of the cdylib failed");
     assert!(lib.exists(), "{} not built", lib.display());
     let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("abi_hostile");

@@ -182,6 +182,7 @@ impl MMSBState {
             return Err(LogError::Poisoned(why.clone()).into());
         }
         let storage = log.storage.as_ref();
+        log.flush_stage(&mut w)?;
         super::sync_segment(&w.file, w.blob.as_ref()).map_err(io(log, "fsync", &segment_name(w.segno)))?;
         let listing = list(storage)?;
         let Some(base) = listing.chain.first().and_then(|s| s.header).map(|h| h.base_lsn) else {

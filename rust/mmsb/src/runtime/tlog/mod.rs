@@ -8,7 +8,8 @@
 //! - [`record`]: the record-type registry and record bodies;
 //! - [`checkpoint`]: checkpoint files;
 //! - [`checksum`]: CRC32C;
-//! - `writer` (this file): appends, segment rollover, the group-commit coordinator;
+//! - `writer` (this file): appends, segment rollover, the group-commit stage;
+//! - `group`: the group-commit coordinator;
 //! - [`recover`]: walking the segment chain, torn-tail truncation, opening a state;
 //! - [`replay`]: applying records, `replay_to`, epoch slices;
 //! - [`maintain`]: checkpoint and compaction;
@@ -19,6 +20,7 @@ pub mod checkpoint;
 pub mod checksum;
 pub mod fault;
 pub mod format;
+mod group;
 pub mod maintain;
 pub mod record;
 pub mod recover;
@@ -28,9 +30,8 @@ pub mod storage;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use crate::monitoring::{Counter, Metric, Monitor};
 use crate::runtime::state::{Durability, Lsn};
@@ -44,6 +45,7 @@ use crate::types::error::{Error, LogError, Result};
 
 pub(crate) use api::Pending;
 pub use api::{LogEntry, LogInfo, LogOp, LogSlice};
+use group::{GroupSync, Ticket};
 pub use record::ext_kind;
 
 /// A retained segment of the chain.
@@ -88,6 +90,17 @@ pub(crate) struct Writer {
     pub(crate) pos: u64,
     pub(crate) last_lsn: Lsn,
     pub(crate) buf: Vec<u8>,
+    /// `Durability::GroupCommit` only: records appended but not yet written, which belong at
+    /// `stage_at` (the stage ends at `offset`). The group-commit leader writes them with one
+    /// write before its fsync: 8 writers each writing their own record kept the file busy
+    /// during the fsync and cost a lock hand-off per writer. Their writers are all waiting for
+    /// that fsync, so nothing acknowledged is ever only here. Anything else that writes or reads
+    /// the current segment calls `Tlog::flush_stage` first.
+    pub(crate) stage: Vec<u8>,
+    pub(crate) stage_at: u64,
+    /// `Durability::GroupCommit` only: records appended since the last group sync took its
+    /// batch (see `group`).
+    pub(crate) batch: u32,
     pub(crate) poisoned: Option<String>,
     /// The retained chain, by segment number.
     pub(crate) segments: BTreeMap<u64, SegMeta>,
@@ -118,59 +131,9 @@ const ZERO_FILL: u64 = 1 << 20;
 
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
-/// Where a group-commit writer waits until its record is durable.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Ticket {
-    pos: u64,
-}
-
-#[derive(Debug, Default)]
-struct SyncState {
-    durable: u64,
-    leader: bool,
-    failed: Option<String>,
-    /// Group-commit fsyncs done (each covers every record appended before it started).
-    syncs: u64,
-    /// Positions writers inside `wait` wait for, with how many wait for each; only positions
-    /// not yet durable (so writers woken by a sync but not yet running do not count).
-    pending: BTreeMap<u64, u32>,
-    /// Writers each of the last syncs started with: a leader gathers until as many are pending
-    /// as the largest of these.
-    batches: [u32; 8],
-    /// Duration of the last fsync: a leader gathers for at most half of it.
-    last_sync: Duration,
-    /// A leader is gathering (waiting on `GroupSync::gather` until this many writers are
-    /// pending); 0 when none is.
-    gather_target: u32,
-    /// Followers parked until the next fsync ends. Woken each by its own `unpark`, all at once:
-    /// a condition variable requeued them onto this mutex and woke them one after another, a
-    /// context switch each (90 us for 7 writers on 2 vCPUs).
-    parked: Vec<std::thread::Thread>,
-}
-
-impl SyncState {
-    /// Writers waiting for a position not yet durable.
-    fn pending(&self) -> u32 {
-        self.pending.values().sum()
-    }
-
-    /// Everything up to `pos` is durable.
-    fn advance(&mut self, pos: u64) {
-        self.durable = self.durable.max(pos);
-        let rest = self.pending.split_off(&(self.durable + 1));
-        self.pending = rest;
-    }
-}
-
-/// Leader/follower fsync coordinator: the first waiter becomes leader, gathers the writers that
-/// are about to join (see `wait`), syncs everything appended so far, and wakes the others;
-/// writers that arrive meanwhile share the next sync.
-#[derive(Debug, Default)]
-struct GroupSync {
-    state: Mutex<SyncState>,
-    /// Where a gathering leader waits for writers to arrive.
-    gather: Condvar,
-}
+/// The group-commit stage is written out early once it would grow past this (many writers, or
+/// writers that do not wait), so it stays small.
+const STAGE_MAX: u64 = 256 << 10;
 
 /// The log of one state.
 #[derive(Debug)]
@@ -304,6 +267,16 @@ impl Tlog {
             parts.push(payload);
         }
         parts.push(&buf[last..]);
+        if self.durability == Durability::GroupCommit {
+            if w.stage.len() as u64 + len > STAGE_MAX {
+                self.flush_stage(w)?;
+            }
+            if w.stage.is_empty() {
+                w.stage_at = w.offset;
+            }
+            parts.iter().for_each(|p| w.stage.extend_from_slice(p));
+            return self.appended(w, len, 0, lsn, count);
+        }
         if let Err(e) = w.file.write_vectored_at(w.offset, &parts) {
             // Cut any partial record so later appends follow valid data; if even that fails the
             // file's tail is unknown and no later record may be written after it.
@@ -329,6 +302,8 @@ impl Tlog {
         count: u64,
         total: u64,
     ) -> Result<Ticket> {
+        // Its segment bytes follow the staged ones.
+        self.flush_stage(w)?;
         let too_big = || Error::InvalidArgument(format!("a log record payload of {total} bytes exceeds 4 GiB"));
         let mut pieces = Vec::with_capacity(tails.len());
         for &(at, p) in tails {
@@ -370,6 +345,37 @@ impl Tlog {
         let grown = off + total - w.blob_len;
         w.blob_len = off + total;
         self.appended(w, len, grown, lsn, count)
+    }
+
+    /// Writes the group-commit stage (see `Writer::stage`) to the current segment. A failed
+    /// write cuts what it may have left and poisons the log: the staged records' writers are
+    /// waiting for a sync, which then fails for them, and no later record may follow.
+    pub(crate) fn flush_stage(&self, w: &mut Writer) -> Result<()> {
+        if w.stage.is_empty() {
+            return Ok(());
+        }
+        if let Some(why) = &w.poisoned {
+            return Err(LogError::Poisoned(why.clone()).into());
+        }
+        let r = w.file.write_vectored_at(w.stage_at, &[&w.stage]);
+        w.stage.clear();
+        if let Err(e) = r {
+            let cut = w.file.truncate(w.stage_at);
+            w.poisoned = Some(match cut {
+                Ok(()) => format!("writing staged log records failed ({e})"),
+                Err(t) => format!("writing staged log records failed ({e}) and truncating them failed ({t})"),
+            });
+            return Err(self.io("append to", &format::segment_name(w.segno))(e));
+        }
+        if w.stage.capacity() > 4 * STAGE_MAX as usize {
+            w.stage = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Takes the writer's lock and writes the group-commit stage: for readers of the files.
+    pub(crate) fn flush_staged(&self) -> Result<()> {
+        self.flush_stage(&mut self.w.lock())
     }
 
     /// In the synced modes, makes sure the `len` bytes at the write position are zero-filled
@@ -434,7 +440,10 @@ impl Tlog {
             }
             timer.stop(&self.monitor);
         }
-        Ok(Ticket { pos: w.pos })
+        Ok(match self.durability {
+            Durability::GroupCommit => self.sync.ticket(w),
+            _ => Ticket::ready(),
+        })
     }
 
     /// Starts the next segment of the chain. In the synced modes the current one is synced
@@ -452,6 +461,7 @@ impl Tlog {
     }
 
     fn roll_inner(&self, w: &mut Writer) -> Result<()> {
+        self.flush_stage(w)?;
         let synced = self.durability != Durability::None;
         if w.filled > w.offset {
             // Only the last segment may end in zero fill (a reader stops there).
@@ -494,103 +504,6 @@ impl Tlog {
         Ok(file)
     }
 
-    /// Returns once the record behind `t` is durable (group commit); immediately otherwise.
-    pub(crate) fn wait(&self, t: Ticket) -> Result<()> {
-        if self.durability != Durability::GroupCommit {
-            return Ok(());
-        }
-        let mut s = self.sync.state.lock();
-        if t.pos > s.durable {
-            *s.pending.entry(t.pos).or_default() += 1;
-            // Wake a gathering leader only when its batch is complete: a wake-up per arrival
-            // cost more context switches than the gathering saved.
-            if s.gather_target > 0 && s.pending() >= s.gather_target {
-                self.sync.gather.notify_one();
-            }
-        }
-        let r = self.wait_locked(&mut s, t);
-        if let Some(n) = s.pending.get_mut(&t.pos) {
-            // Still pending after an error (a failed sync): this writer leaves anyway.
-            *n -= 1;
-            if *n == 0 {
-                s.pending.remove(&t.pos);
-            }
-        }
-        r
-    }
-
-    fn wait_locked(&self, s: &mut parking_lot::MutexGuard<'_, SyncState>, t: Ticket) -> Result<()> {
-        loop {
-            if s.durable >= t.pos {
-                return Ok(());
-            }
-            if let Some(why) = &s.failed {
-                return Err(LogError::Poisoned(why.clone()).into());
-            }
-            if s.leader {
-                s.parked.push(std::thread::current());
-                // An unpark between the unlock and the park makes the park return at once.
-                parking_lot::MutexGuard::unlocked(s, std::thread::park);
-                continue;
-            }
-            s.leader = true;
-            // Gather: the writers the last syncs covered are usually about to append again
-            // (woken by the previous sync, they are runnable but on few cores not yet running).
-            // Syncing at once covered 2-3 of 8 writers per fsync; waiting until as many are
-            // waiting as recent syncs covered, for at most half an fsync, covers them all. A
-            // lone writer never waits (its batches are 1).
-            let expect = s.batches.iter().copied().max().unwrap_or(0);
-            if s.pending() < expect {
-                let deadline = Instant::now() + (s.last_sync / 2).min(Duration::from_millis(1));
-                s.gather_target = expect;
-                while s.pending() < expect && !self.sync.gather.wait_until(s, deadline).timed_out() {}
-                s.gather_target = 0;
-            }
-            let batch = s.pending();
-            let n = s.syncs as usize % s.batches.len();
-            s.batches[n] = batch;
-            // Everything appended so far is in `file` (and its blob file) or in segments synced
-            // when they rolled.
-            let r = parking_lot::MutexGuard::unlocked(s, || {
-                let (target, file, blob) = {
-                    let w = self.w.lock();
-                    (w.pos, w.file.clone(), w.blob.clone())
-                };
-                let started = Instant::now();
-                let timer = self.monitor.start(Metric::Fsync);
-                let r = sync_segment(&file, blob.as_ref());
-                timer.stop(&self.monitor);
-                if let Err(e) = &r {
-                    self.w.lock().poisoned = Some(format!("group-commit fsync failed: {e}"));
-                }
-                r.map(|()| (target, started.elapsed()))
-            });
-            s.leader = false;
-            match r {
-                Ok((target, took)) => {
-                    s.advance(target);
-                    s.syncs += 1;
-                    s.last_sync = took;
-                }
-                Err(e) => s.failed = Some(format!("group-commit fsync failed: {e}")),
-            }
-            let parked = std::mem::take(&mut s.parked);
-            parking_lot::MutexGuard::unlocked(s, || parked.iter().for_each(std::thread::Thread::unpark));
-        }
-    }
-
-    /// Group-commit fsyncs done so far.
-    pub(crate) fn group_syncs(&self) -> u64 {
-        self.sync.state.lock().syncs
-    }
-
-    /// Marks everything appended so far durable (after maintenance synced it).
-    pub(crate) fn mark_durable(&self, pos: u64) {
-        let mut s = self.sync.state.lock();
-        s.advance(pos);
-        std::mem::take(&mut s.parked).iter().for_each(std::thread::Thread::unpark);
-    }
-
     /// Syncs every segment written since the last sync, oldest first (used on close).
     pub(crate) fn sync_now(&self) -> Result<()> {
         let mut w = self.w.lock();
@@ -598,6 +511,7 @@ impl Tlog {
             return Ok(());
         }
         self.sync_unsynced(&mut w)?;
+        self.flush_stage(&mut w)?;
         let (pos, file, blob) = (w.pos, w.file.clone(), w.blob.clone());
         drop(w);
         sync_segment(&file, blob.as_ref()).map_err(|e| LogError::io("fsync the log on close", e))?;

@@ -151,6 +151,7 @@ impl MMSBState {
         if lsn > self.lsn() {
             return Err(LogError::LsnOutOfRange(lsn).into());
         }
+        log.flush_staged()?;
         let storage = log.storage.as_ref();
         let ckpts = log.w.lock().checkpoints.clone();
         let listing = list(storage)?;
@@ -217,6 +218,7 @@ impl MMSBState {
     pub fn log_records(&self, range: Range<Lsn>) -> Result<LogSlice> {
         let log = log_of(self)?;
         let _m = log.maint.lock();
+        log.flush_staged()?;
         let listing = list(log.storage.as_ref())?;
         let chain_base = listing.chain.first().and_then(|s| s.header).map_or(0, |h| h.base_lsn);
         if range.start <= chain_base && range.start < range.end {
