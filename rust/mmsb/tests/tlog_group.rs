@@ -3,17 +3,19 @@
 //! the disk of the machine running the test.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mmsb::runtime::tlog::storage::{MemStorage, Storage, StorageFile};
 use mmsb::{Config, Delta, Durability, Location, MMSBState, PageMeta};
 
+/// Slow fsyncs; the next fsync panics while `panic` is set (a buggy storage).
 #[derive(Debug)]
-struct SlowSync(Arc<dyn Storage>);
+struct SlowSync(Arc<dyn Storage>, Arc<AtomicBool>);
 
 #[derive(Debug)]
-struct SlowFile(Arc<dyn StorageFile>);
+struct SlowFile(Arc<dyn StorageFile>, Arc<AtomicBool>);
 
 impl StorageFile for SlowFile {
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
@@ -33,16 +35,19 @@ impl StorageFile for SlowFile {
     }
     fn sync(&self) -> io::Result<()> {
         std::thread::sleep(Duration::from_millis(2));
+        if self.1.swap(false, Ordering::SeqCst) {
+            panic!("storage bug");
+        }
         self.0.sync()
     }
 }
 
 impl Storage for SlowSync {
     fn create(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(SlowFile(self.0.create(name)?)))
+        Ok(Arc::new(SlowFile(self.0.create(name)?, self.1.clone())))
     }
     fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(SlowFile(self.0.open(name)?)))
+        Ok(Arc::new(SlowFile(self.0.open(name)?, self.1.clone())))
     }
     fn read(&self, name: &str) -> io::Result<Vec<u8>> {
         self.0.read(name)
@@ -65,8 +70,12 @@ impl Storage for SlowSync {
 }
 
 fn state() -> MMSBState {
+    state_with(Arc::default())
+}
+
+fn state_with(panic: Arc<AtomicBool>) -> MMSBState {
     let config = Config { logging: true, durability: Durability::GroupCommit, ..Config::default() };
-    MMSBState::open_with_storage(config, Arc::new(SlowSync(Arc::new(MemStorage::new())))).unwrap()
+    MMSBState::open_with_storage(config, Arc::new(SlowSync(Arc::new(MemStorage::new()), panic))).unwrap()
 }
 
 #[test]
@@ -172,4 +181,31 @@ fn readers_see_records_staged_for_a_group_write() {
     });
     let want: Vec<_> = pages.iter().map(|&p| s.read_page(p).unwrap()).collect();
     assert!(want.iter().all(|b| b[..8] == [29; 8]));
+}
+
+#[test]
+fn a_sync_that_panics_fails_the_waiters_instead_of_stranding_them() {
+    let panic = Arc::new(AtomicBool::new(false));
+    let s = state_with(panic.clone());
+    let pages: Vec<_> = (0..4).map(|_| s.create_page(64, Location::Cpu, PageMeta::default()).unwrap()).collect();
+    panic.store(true, Ordering::SeqCst);
+    let outcomes: Vec<_> = std::thread::scope(|sc| {
+        let hs: Vec<_> = pages
+            .iter()
+            .map(|&p| {
+                let s = &s;
+                sc.spawn(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.update_page(p, b"x"))))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // The leader's call panicked; every other writer returned (an error, or Ok if an earlier
+    // sync covered it), none waits forever; later writes fail cleanly.
+    assert!(outcomes.iter().any(Result::is_err), "the panicking sync's leader unwound");
+    match s.update_page(pages[0], b"y") {
+        Err(mmsb::Error::Log(mmsb::types::error::LogError::Poisoned(why))) => {
+            assert!(why.contains("panicked"), "{why}")
+        }
+        other => panic!("expected Poisoned, got {other:?}"),
+    }
 }

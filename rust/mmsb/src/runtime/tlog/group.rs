@@ -127,12 +127,33 @@ impl GroupSync {
         Ticket { pos: w.pos, lead: w.batch >= self.expect.load(Ordering::Relaxed) }
     }
 
+    fn fail(&self, why: String) {
+        *self.failed.lock() = Some(why);
+        self.has_failed.store(true, Ordering::Release);
+    }
+
     fn failure(&self) -> Option<String> {
         if self.has_failed.load(Ordering::Acquire) {
             self.failed.lock().clone()
         } else {
             None
         }
+    }
+}
+
+/// Ends a sync, however the leader leaves `lead` (a storage that panics included: the waiters
+/// then get an error instead of waiting forever for a leader that is gone).
+struct Release<'a>(&'a GroupSync);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        let g = self.0;
+        if std::thread::panicking() {
+            g.fail("a group-commit sync panicked".into());
+        }
+        g.synced_at.store(g.clock(), Ordering::Release);
+        g.leader.store(false, Ordering::Release);
+        g.wake.wake_all();
     }
 }
 
@@ -179,6 +200,7 @@ impl Tlog {
         if g.leader.swap(true, Ordering::AcqRel) {
             return false;
         }
+        let _release = Release(g);
         let r = (|| -> std::result::Result<Option<u64>, String> {
             if g.has_failed.load(Ordering::Acquire) {
                 return Ok(None);
@@ -223,14 +245,8 @@ impl Tlog {
                 g.durable.fetch_max(target, Ordering::AcqRel);
                 g.syncs.fetch_add(1, Ordering::Relaxed);
             }
-            Err(why) => {
-                *g.failed.lock() = Some(why);
-                g.has_failed.store(true, Ordering::Release);
-            }
+            Err(why) => g.fail(why),
         }
-        g.synced_at.store(g.clock(), Ordering::Release);
-        g.leader.store(false, Ordering::Release);
-        g.wake.wake_all();
         true
     }
 
