@@ -141,6 +141,34 @@ fn preallocate(f: &File, offset: u64, len: u64) {
     assert_eq!(r, 0, "fallocate: {}", std::io::Error::last_os_error());
 }
 
+/// What the disk allows any group commit: `batches` times, `n` 4 KiB writes then one fsync, over
+/// 64 MiB zero-filled (and synced) beforehand, as the log's synced modes write (its best case).
+struct RawBatches<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl<'a> RawBatches<'a> {
+    const SPAN: u64 = 64 << 20;
+
+    fn new(file: &'a File) -> Self {
+        file.write_all_at(&vec![0u8; Self::SPAN as usize], 0).unwrap();
+        file.sync_data().unwrap();
+        RawBatches { file, at: 0 }
+    }
+
+    fn run(&mut self, batches: u64, n: u64) {
+        let buf = [7u8; 4096];
+        for _ in 0..batches {
+            for _ in 0..n {
+                self.at = (self.at + buf.len() as u64) % Self::SPAN;
+                self.file.write_all_at(&buf, self.at).unwrap();
+            }
+            self.file.sync_data().unwrap();
+        }
+    }
+}
+
 fn group_commit(c: &mut Criterion) {
     const DELTA: usize = 4096;
     const THREADS: u64 = 8;
@@ -188,26 +216,15 @@ fn group_commit(c: &mut Criterion) {
             f.sync_data().unwrap();
         });
     });
-    // What the disk allows any group commit of 8: eight writes then one fsync, per write, over
-    // zero-filled space as the log's synced modes write (the log's best case).
+    // What the disk allows a group commit of 8 (see `RawBatches`).
     g.bench_function("raw_8_writes_one_fsync", |b| {
         let t = tempfile::tempdir_in(base_dir()).unwrap();
         let f = File::create(t.path().join("raw")).unwrap();
-        let buf = [7u8; DELTA];
-        let zeros = vec![0u8; 64 << 20];
-        f.write_all_at(&zeros, 0).unwrap();
-        f.sync_data().unwrap();
-        let mut at = 0u64;
+        let mut raw = RawBatches::new(&f);
         b.iter_custom(|iters| {
             let batches = iters.div_ceil(THREADS);
             let start = Instant::now();
-            for _ in 0..batches {
-                for _ in 0..THREADS {
-                    at = (at + DELTA as u64) % (64 << 20);
-                    f.write_all_at(&buf, at).unwrap();
-                }
-                f.sync_data().unwrap();
-            }
+            raw.run(batches, THREADS);
             start.elapsed().mul_f64(iters as f64 / (batches * THREADS) as f64)
         });
     });
@@ -341,9 +358,6 @@ fn paired_group_commit() -> ([f64; 3], f64) {
     let always = state(&t.path().join("a"), Durability::Always);
     let ap = always.create_page(DELTA as u64, Location::Cpu, PageMeta::default()).unwrap();
     let raw = File::create(t.path().join("raw")).unwrap();
-    raw.write_all_at(&vec![0u8; 64 << 20], 0).unwrap();
-    raw.sync_data().unwrap();
-    let mut at = 0u64;
     let mut round_no = 0u8;
     // Per-write seconds of each side.
     let eight = || {
@@ -376,16 +390,10 @@ fn paired_group_commit() -> ([f64; 3], f64) {
         }
         start.elapsed().as_secs_f64() / PER as f64
     };
-    let buf = [7u8; DELTA];
+    let mut raw = RawBatches::new(&raw);
     let mut bound = || {
         let start = Instant::now();
-        for _ in 0..PER {
-            for _ in 0..THREADS {
-                at = (at + DELTA as u64) % (64 << 20);
-                raw.write_all_at(&buf, at).unwrap();
-            }
-            raw.sync_data().unwrap();
-        }
+        raw.run(PER as u64, THREADS as u64);
         start.elapsed().as_secs_f64() / (THREADS * PER) as f64
     };
     let (mut speedups, mut bounds) = (Vec::new(), Vec::new());
