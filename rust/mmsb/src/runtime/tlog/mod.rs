@@ -238,10 +238,7 @@ impl Tlog {
             Error::InvalidArgument(format!("a log record of {len} bytes exceeds the 4 GiB record limit"))
         })?;
         let len = len as u64;
-        if w.offset > SEGMENT_HEADER_LEN as u64 && w.offset + w.blob_len + len > self.segment_size {
-            self.roll(w)?;
-        }
-        self.zero_fill(w, len)?;
+        self.make_room(w, len, 0)?;
         write_record_header(buf, body_len, lsn, count, kind as u8);
         // The frame in order: buffer pieces interleaved with the payloads.
         let cuts = || {
@@ -277,15 +274,30 @@ impl Tlog {
             parts.iter().for_each(|p| w.stage.extend_from_slice(p));
             return self.appended(w, len, 0, lsn, count);
         }
-        if let Err(e) = w.file.write_vectored_at(w.offset, &parts) {
-            // Cut any partial record so later appends follow valid data; if even that fails the
-            // file's tail is unknown and no later record may be written after it.
+        self.write_segment(w, &parts)?;
+        self.appended(w, len, 0, lsn, count)
+    }
+
+    /// Rolls to a new segment if `len` more segment bytes (and `blob` blob bytes) would pass
+    /// the segment size, then zero-fills ahead (synced modes).
+    fn make_room(&self, w: &mut Writer, len: u64, blob: u64) -> Result<()> {
+        if w.offset > SEGMENT_HEADER_LEN as u64 && w.offset + w.blob_len + len + blob > self.segment_size {
+            self.roll(w)?;
+        }
+        self.zero_fill(w, len)
+    }
+
+    /// Writes a record's segment bytes at the write position. A failed write cuts any partial
+    /// record so later appends follow valid data; if even that fails the file's tail is unknown
+    /// and the log is poisoned (no later record may be written after it).
+    fn write_segment(&self, w: &mut Writer, parts: &[&[u8]]) -> Result<()> {
+        if let Err(e) = w.file.write_vectored_at(w.offset, parts) {
             if let Err(t) = w.file.truncate(w.offset) {
                 w.poisoned = Some(format!("append failed ({e}) and truncating the partial record failed ({t})"));
             }
             return Err(LogError::io("append a log record", e).into());
         }
-        self.appended(w, len, 0, lsn, count)
+        Ok(())
     }
 
     /// A record whose payloads go to the segment's blob file, 64 KiB-aligned when large (see
@@ -313,10 +325,7 @@ impl Tlog {
         buf.splice(RECORD_HEADER_LEN..RECORD_HEADER_LEN, std::iter::repeat_n(0u8, desc));
         let len = buf.len() as u64;
         let body_len = (buf.len() - RECORD_HEADER_LEN) as u32;
-        if w.offset > SEGMENT_HEADER_LEN as u64 && w.offset + w.blob_len + len + total > self.segment_size {
-            self.roll(w)?;
-        }
-        self.zero_fill(w, len)?;
+        self.make_room(w, len, total)?;
         let off = w.blob_len.next_multiple_of(blob_align(total));
         BlobRef::encode(off, &pieces, &mut buf[RECORD_HEADER_LEN..RECORD_HEADER_LEN + desc]);
         write_record_header_flags(buf, body_len, lsn, count, kind as u8, RECORD_FLAG_BLOB);
@@ -336,12 +345,7 @@ impl Tlog {
             let _ = blob.truncate(w.blob_len);
             return Err(LogError::io("append to the log's blob file", e).into());
         }
-        if let Err(e) = w.file.write_at(w.offset, buf) {
-            if let Err(t) = w.file.truncate(w.offset) {
-                w.poisoned = Some(format!("append failed ({e}) and truncating the partial record failed ({t})"));
-            }
-            return Err(LogError::io("append a log record", e).into());
-        }
+        self.write_segment(w, &[buf])?;
         let grown = off + total - w.blob_len;
         w.blob_len = off + total;
         self.appended(w, len, grown, lsn, count)
