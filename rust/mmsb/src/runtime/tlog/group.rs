@@ -11,7 +11,7 @@
 //! - the other writers wait without any lock: they yield the CPU in a loop (bounded by the
 //!   recent fsync time, like RocksDB's write-thread yielding), then sleep on a futex;
 //! - a batch that does not complete (fewer writers than before) is synced by whichever waiter
-//!   sees its deadline pass: one recent fsync after its first append, at most 1 ms.
+//!   sees its deadline pass (see `GroupSync::deadline`).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -42,8 +42,9 @@ impl Ticket {
 /// Waiters yield in a loop for at most this long (and at most two recent fsyncs) before they
 /// sleep: past it a wake-up's cost no longer matters beside the fsync.
 const SPIN_MAX: Duration = Duration::from_micros(500);
-/// An incomplete batch waits at most this long after its first append (and at most one recent
-/// fsync). Half an fsync was too short on 2 vCPUs: 8 writers got back in 5.4 per sync, not 7.5.
+/// An incomplete batch waits at most this long (and at most one recent fsync; see
+/// `GroupSync::deadline`). Half an fsync was too short on 2 vCPUs: 8 writers got back in 5.4
+/// per sync, not 7.5.
 const GATHER_MAX: Duration = Duration::from_millis(1);
 
 /// Leader-only bookkeeping.
