@@ -12,17 +12,7 @@ use std::time::{Duration, Instant};
 use mmsb::graph::{Command, CommandList, EdgeKind};
 use mmsb::{Config, Delta, Durability, Location, MMSBState, PageId, PageMeta, RouteOp};
 
-#[derive(Debug, PartialEq, Eq)]
-struct Snap {
-    base: tlog_common::Snapshot,
-    deps: Vec<(PageId, Vec<PageId>)>,
-}
-
-fn snap(s: &MMSBState) -> Snap {
-    let base = tlog_common::snapshot(s);
-    let deps = base.pages.iter().map(|(i, _)| (i.id, s.dependents(i.id).unwrap())).collect();
-    Snap { base, deps }
-}
+use tlog_common::graph_snapshot as snap;
 
 fn config(dir: &std::path::Path, durability: Durability) -> Config {
     Config {

@@ -32,18 +32,7 @@ fn config(mode: Durability) -> Config {
     }
 }
 
-/// Pages, their bytes and the graph's edges: everything a reopen must reproduce.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Snap {
-    base: tlog_common::Snapshot,
-    deps: Vec<(PageId, Vec<PageId>)>,
-}
-
-fn snap(s: &MMSBState) -> Snap {
-    let base = tlog_common::snapshot(s);
-    let deps = base.pages.iter().map(|(i, _)| (i.id, s.dependents(i.id).unwrap())).collect();
-    Snap { base, deps }
-}
+use tlog_common::graph_snapshot as snap;
 
 const SIZE: u64 = 256;
 

@@ -24,6 +24,19 @@ pub fn snapshot(s: &MMSBState) -> Snapshot {
     Snapshot { lsn: s.lsn(), pages }
 }
 
+/// A `Snapshot` plus each page's dependents in the graph: everything a reopen must reproduce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphSnapshot {
+    pub base: Snapshot,
+    pub deps: Vec<(PageId, Vec<PageId>)>,
+}
+
+pub fn graph_snapshot(s: &MMSBState) -> GraphSnapshot {
+    let base = snapshot(s);
+    let deps = base.pages.iter().map(|(i, _)| (i.id, s.dependents(i.id).unwrap())).collect();
+    GraphSnapshot { base, deps }
+}
+
 pub fn disk_config(dir: &Path) -> Config {
     Config { dir: Some(dir.to_path_buf()), durability: Durability::None, ..Config::default() }
 }
