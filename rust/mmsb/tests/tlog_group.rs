@@ -10,16 +10,37 @@ use std::time::Duration;
 use mmsb::runtime::tlog::storage::{MemStorage, Storage, StorageFile};
 use mmsb::{Config, Delta, Durability, Location, MMSBState, PageMeta};
 
-/// Slow fsyncs; the next fsync panics while `panic` is set (a buggy storage).
-#[derive(Debug)]
-struct SlowSync(Arc<dyn Storage>, Arc<AtomicBool>);
+/// Slow fsyncs (when `slow`); the next fsync panics while `panic` is set (a buggy storage);
+/// zero fills of exactly 1 MiB past a segment's header (the group leaders' fills ahead) write
+/// half their bytes and fail while `fail_zero_ahead` is set (a full disk), counted in
+/// `zero_ahead_failed`.
+#[derive(Debug, Default)]
+struct Knobs {
+    slow: bool,
+    panic: AtomicBool,
+    fail_zero_ahead: bool,
+    zero_ahead_failed: AtomicU64,
+}
 
 #[derive(Debug)]
-struct SlowFile(Arc<dyn StorageFile>, Arc<AtomicBool>);
+struct SlowSync(Arc<dyn Storage>, Arc<Knobs>);
+
+#[derive(Debug)]
+struct SlowFile(Arc<dyn StorageFile>, Arc<Knobs>);
 
 impl StorageFile for SlowFile {
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         self.0.write_at(offset, buf)
+    }
+    fn write_vectored_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let zeros = parts.iter().all(|p| p.iter().all(|&b| b == 0));
+        if self.1.fail_zero_ahead && zeros && len == 1 << 20 && offset != 56 {
+            self.1.zero_ahead_failed.fetch_add(1, Ordering::SeqCst);
+            self.0.write_at(offset, &vec![0; len / 2])?;
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        self.0.write_vectored_at(offset, parts)
     }
     fn append(&self, buf: &[u8]) -> io::Result<u64> {
         self.0.append(buf)
@@ -34,8 +55,10 @@ impl StorageFile for SlowFile {
         self.0.truncate(len)
     }
     fn sync(&self) -> io::Result<()> {
-        std::thread::sleep(Duration::from_millis(2));
-        if self.1.swap(false, Ordering::SeqCst) {
+        if self.1.slow {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if self.1.panic.swap(false, Ordering::SeqCst) {
             panic!("storage bug");
         }
         self.0.sync()
@@ -73,12 +96,12 @@ impl Storage for SlowSync {
 static SERIAL: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
 fn state() -> MMSBState {
-    state_with(Arc::default())
+    state_with(Arc::new(Knobs { slow: true, ..Knobs::default() }))
 }
 
-fn state_with(panic: Arc<AtomicBool>) -> MMSBState {
+fn state_with(knobs: Arc<Knobs>) -> MMSBState {
     let config = Config { logging: true, durability: Durability::GroupCommit, ..Config::default() };
-    MMSBState::open_with_storage(config, Arc::new(SlowSync(Arc::new(MemStorage::new()), panic))).unwrap()
+    MMSBState::open_with_storage(config, Arc::new(SlowSync(Arc::new(MemStorage::new()), knobs))).unwrap()
 }
 
 #[test]
@@ -206,10 +229,10 @@ fn readers_see_records_staged_for_a_group_write() {
 #[test]
 fn a_sync_that_panics_fails_the_waiters_instead_of_stranding_them() {
     let _serial = SERIAL.lock();
-    let panic = Arc::new(AtomicBool::new(false));
-    let s = state_with(panic.clone());
+    let knobs = Arc::new(Knobs { slow: true, ..Knobs::default() });
+    let s = state_with(knobs.clone());
     let pages: Vec<_> = (0..4).map(|_| s.create_page(64, Location::Cpu, PageMeta::default()).unwrap()).collect();
-    panic.store(true, Ordering::SeqCst);
+    knobs.panic.store(true, Ordering::SeqCst);
     let outcomes: Vec<_> = std::thread::scope(|sc| {
         let hs: Vec<_> = pages
             .iter()
@@ -229,4 +252,91 @@ fn a_sync_that_panics_fails_the_waiters_instead_of_stranding_them() {
         }
         other => panic!("expected Poisoned, got {other:?}"),
     }
+}
+
+#[test]
+fn group_leaders_zero_fill_ahead_so_appenders_never_do() {
+    use mmsb::runtime::tlog::fault::{FaultStorage, Op};
+    let _serial = SERIAL.lock();
+    // An appender that zero-filled held the state's lock through a write and an fsync of 1 MiB
+    // while the other writers parked on it; the leaders fill ahead before their fsyncs instead.
+    // Seen from the storage: after the first append, every fsync is a group sync.
+    let fs = Arc::new(FaultStorage::in_memory());
+    let config = Config { logging: true, durability: Durability::GroupCommit, ..Config::default() };
+    let s = MMSBState::open_with_storage(config.clone(), fs.clone()).unwrap();
+    let pages: Vec<_> = (0..8).map(|_| s.create_page(4096, Location::Cpu, PageMeta::default()).unwrap()).collect();
+    let syncs = || (fs.stats().ops.get(&Op::Sync).copied().unwrap_or(0), s.log_info().unwrap().group_syncs);
+    let (fsyncs0, group0) = syncs();
+    std::thread::scope(|sc| {
+        for (k, &p) in pages.iter().enumerate() {
+            let s = &s;
+            sc.spawn(move || {
+                for i in 0..100u32 {
+                    s.route_delta(p, &Delta::write(0, &[(i as u8) ^ (k as u8); 4096]).unwrap(), None).unwrap();
+                }
+            });
+        }
+    });
+    let (fsyncs, group) = syncs();
+    assert!(s.log_info().unwrap().log_bytes > 3 << 20, "the run crosses several 1 MiB fills");
+    assert_eq!(fsyncs - fsyncs0, group - group0, "fsyncs beside the group syncs (an appender zero-filled)");
+    // The records written over the leaders' zeros read back after a reopen.
+    let want: Vec<_> = pages.iter().map(|&p| s.read_page(p).unwrap()).collect();
+    drop(s);
+    fs.power_loss().unwrap();
+    let r = MMSBState::open_with_storage(config, fs.clone()).unwrap();
+    assert_eq!(pages.iter().map(|&p| r.read_page(p).unwrap()).collect::<Vec<_>>(), want);
+}
+
+#[test]
+fn a_failed_zero_fill_ahead_costs_only_time() {
+    let _serial = SERIAL.lock();
+    // Every fill ahead fails after writing half its zeros (past the filled range). Appenders
+    // then fill themselves, rollovers cut the stray zeros off the segment they close (only the
+    // last segment may end in zeros), and everything acknowledged reopens.
+    let knobs = Arc::new(Knobs { fail_zero_ahead: true, ..Knobs::default() });
+    let mem: Arc<dyn Storage> = Arc::new(MemStorage::new());
+    let config =
+        Config { logging: true, durability: Durability::GroupCommit, segment_size: 3 << 20, ..Config::default() };
+    let storage = Arc::new(SlowSync(mem.clone(), knobs.clone()));
+    let s = MMSBState::open_with_storage(config.clone(), storage).unwrap();
+    let p = s.create_page(4096, Location::Cpu, PageMeta::default()).unwrap();
+    for i in 0..1800u32 {
+        s.route_delta(p, &Delta::write(0, &[i as u8; 4096]).unwrap(), None).unwrap();
+    }
+    assert!(knobs.zero_ahead_failed.load(Ordering::SeqCst) >= 4, "the fills ahead were tried and failed");
+    assert!(s.log_info().unwrap().segments >= 3, "the run rolls over");
+    let (lsn, want) = (s.lsn(), s.read_page(p).unwrap());
+    drop(s);
+    let r = MMSBState::open_with_storage(config, mem).unwrap();
+    assert_eq!((r.lsn(), r.read_page(p).unwrap()), (lsn, want));
+}
+
+#[test]
+fn regression_a_rollover_right_after_a_failed_fill_ahead_cuts_its_zeros() {
+    let _serial = SERIAL.lock();
+    // A 1.5 MiB record (kept in the segment) ends exactly where the appender's fill ended; the
+    // leader's fill ahead then fails after writing 512 KiB of zeros past it, and the next record
+    // rolls over. The rollover used to cut the segment only when its fill reached past the
+    // records, which left those zeros at the end of a segment that is not the last: a reopen
+    // took them for damage with valid records after it.
+    let knobs = Arc::new(Knobs { fail_zero_ahead: true, ..Knobs::default() });
+    let mem: Arc<dyn Storage> = Arc::new(MemStorage::new());
+    let config = Config {
+        logging: true,
+        durability: Durability::GroupCommit,
+        segment_size: 3 << 20,
+        blob_min: u64::MAX,
+        ..Config::default()
+    };
+    let s = MMSBState::open_with_storage(config.clone(), Arc::new(SlowSync(mem.clone(), knobs.clone()))).unwrap();
+    let p = s.create_page(3 << 19, Location::Cpu, PageMeta::default()).unwrap();
+    for i in 0..3u8 {
+        s.route_delta(p, &Delta::write(0, &vec![i + 1; 3 << 19]).unwrap(), None).unwrap();
+    }
+    assert!(knobs.zero_ahead_failed.load(Ordering::SeqCst) >= 1);
+    let (lsn, want) = (s.lsn(), s.read_page(p).unwrap());
+    drop(s);
+    let r = MMSBState::open_with_storage(config, mem).unwrap_or_else(|e| panic!("reopen: {e}"));
+    assert_eq!((r.lsn(), r.read_page(p).unwrap()), (lsn, want));
 }

@@ -232,6 +232,7 @@ impl Tlog {
                     return Err(why.clone());
                 }
                 self.flush_stage(&mut w).map_err(|e| format!("group-commit write failed: {e}"))?;
+                self.zero_ahead(&mut w);
                 g.forming.store(0, Ordering::Release);
                 g.appended.store(0, Ordering::Relaxed);
                 (w.pos, w.file.clone(), w.blob.clone(), std::mem::take(&mut w.batch))
