@@ -458,6 +458,7 @@ fn paired_group_commit() -> GroupRatios {
         start.elapsed().as_secs_f64() / (n * PER as u64) as f64
     };
     let mut r = GroupRatios::default();
+    let mut last_syncs = group.log_info().unwrap().group_syncs;
     for round in 0..30 {
         // Per-write seconds: 8 writers, Always, raw 8 + 1, log-shaped 1 + 1, log-shaped 8 + 1.
         let mut t = [0.0f64; 5];
@@ -472,14 +473,17 @@ fn paired_group_commit() -> GroupRatios {
             };
         }
         if std::env::var_os("MMSB_BENCH_VERBOSE").is_some() {
+            let syncs = group.log_info().unwrap().group_syncs;
             eprintln!(
-                "round {round}: 8 writers {:.1} us, Always {:.1} us, raw 8+1 {:.1} us, log-shaped 1+1 {:.1} us, 8+1 {:.1} us per write",
+                "round {round}: 8 writers {:.1} us ({:.2} writes per fsync), Always {:.1} us, raw 8+1 {:.1} us, log-shaped 1+1 {:.1} us, 8+1 {:.1} us per write",
                 t[0] * 1e6,
+                (THREADS * PER_GROUP) as f64 / (syncs - last_syncs) as f64,
                 t[1] * 1e6,
                 t[2] * 1e6,
                 t[3] * 1e6,
                 t[4] * 1e6
             );
+            last_syncs = syncs;
         }
         if round >= 3 {
             r.speedup.push(t[1] / t[0]);
