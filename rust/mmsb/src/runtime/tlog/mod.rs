@@ -494,8 +494,6 @@ impl Tlog {
             // Only the last segment may end in zero fill (a reader stops there). Cut even past
             // `filled`: a zero fill that failed part way may have left zeros beyond it.
             w.file.truncate(w.offset).map_err(self.io("truncate", &format::segment_name(w.segno)))?;
-        }
-        if synced {
             sync_segment(&w.file, w.blob.as_ref()).map_err(self.io("fsync", &format::segment_name(w.segno)))?;
         } else {
             w.unsynced.push(Unsynced { segno: w.segno, file: w.file.clone(), blob: w.blob.clone() });
