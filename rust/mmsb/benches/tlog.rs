@@ -385,9 +385,7 @@ fn paired_append_64k() -> [f64; 3] {
         s.compact_log().unwrap();
         f.set_len(0).unwrap();
     }
-    ratios.sort_by(f64::total_cmp);
-    let q = |x: f64| ratios[((ratios.len() - 1) as f64 * x) as usize];
-    [q(0.25), q(0.5), q(0.75)]
+    [quantile(&mut ratios, 0.25), quantile(&mut ratios, 0.5), quantile(&mut ratios, 0.75)]
 }
 
 /// `group_commit` again, as interleaved rounds (8 writers, one `Always` writer, the raw bound of
