@@ -16,6 +16,9 @@
 // Sentinel for "no expected epoch" (no compare-and-set).
 #define MMSB_NO_EPOCH UINT64_MAX
 
+// Longest page name `mmsb_page_create` accepts, in bytes of UTF-8 (longer: `INVALID_ARGUMENT`).
+#define MMSB_MAX_PAGE_NAME_BYTES 4096
+
 // Version of this ABI; bumped on any incompatible change.
 #define MMSB_ABI_VERSION 1
 
@@ -24,6 +27,16 @@
 
 // `mmsb_device_status` code: no usable GPU (the reason says why); a normal state.
 #define MMSB_DEVICE_UNAVAILABLE 1
+
+// `mmsb_page_device_status` code: a CPU page (no mirror by design).
+#define MMSB_PAGE_DEVICE_CPU 0
+
+// `mmsb_page_device_status` code: a GPU or unified page with its device mirror.
+#define MMSB_PAGE_DEVICE_MIRRORED 1
+
+// `mmsb_page_device_status` code: a GPU or unified page that lives on the CPU only, because no
+// mirror could be made (no GPU, `gpu` option off, or allocation failed; the reason says which).
+#define MMSB_PAGE_DEVICE_CPU_ONLY 2
 
 // Sync direction: CPU page → device mirror (pushes the dirty ranges).
 #define MMSB_SYNC_HOST_TO_DEVICE 0
@@ -207,6 +220,11 @@ enum MmsbStatusCode
   MMSB_STATUS_CODE_CALLBACK = 21,
   MMSB_STATUS_CODE_BUDGET = 22,
   MMSB_STATUS_CODE_UNSUPPORTED = 23,
+  // The state directory is locked by another open state (retry once it is closed).
+  MMSB_STATUS_CODE_BUSY = 24,
+  // A callback running under a state's lock (a transform in `propagate`) called back into
+  // that state on the same thread, which would deadlock.
+  MMSB_STATUS_CODE_REENTRANT = 25,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -464,7 +482,8 @@ MmsbStatus mmsb_batch_push(struct MmsbBatch *batch,
                            uint64_t expected_epoch);
 
 // Routes every delta of the batch atomically (all or nothing, one lock, one log record).
-// The first LSN and the count go to the out-parameters (both optional). The batch is kept.
+// The first LSN and the count go to the out-parameters (both optional). An empty batch is
+// assigned no LSN: it reports first LSN 0 (never an LSN) and count 0. The batch is kept.
 //
 // # Safety
 // `state`, `batch` live; out-parameters NULL or writable.
@@ -487,6 +506,22 @@ void mmsb_batch_free(struct MmsbBatch *batch);
 // # Safety
 // `out_code` writable; `reason` NULL or valid for `cap` bytes; `out_len` NULL or writable.
 MmsbStatus mmsb_device_status(uint32_t *out_code, char *reason, size_t cap, size_t *out_len);
+
+// Where a page lives: writes `MMSB_PAGE_DEVICE_*` to `*out_code`, and for
+// `MMSB_PAGE_DEVICE_CPU_ONLY` copies why the requested GPU/unified page has no mirror into
+// `reason` (NUL-terminated, truncated to `cap`; full length to `*out_len`; empty otherwise).
+// This is how a caller sees the documented fallback of `mmsb_page_create` on a machine
+// without a GPU. `reason` and `out_len` may be NULL.
+//
+// # Safety
+// `state` a live handle; `out_code` writable; `reason` NULL or valid for `cap` bytes;
+// `out_len` NULL or writable.
+MmsbStatus mmsb_page_device_status(const struct MmsbState *state,
+                                   uint64_t page,
+                                   uint32_t *out_code,
+                                   char *reason,
+                                   size_t cap,
+                                   size_t *out_len);
 
 // Syncs one page with its device mirror (`MMSB_SYNC_*`) and returns once the copies completed.
 // Fails with `MMSB_STATUS_NO_DEVICE` for a GPU/unified page that has no mirror (see
@@ -566,12 +601,13 @@ MmsbStatus mmsb_command_list_push_op(struct MmsbCommandList *list,
 
 // Appends a C callback, called as `f(user_data, src, src_len, dst, dst_len)` over the whole
 // source page and the dependent page's new bytes. Callback edges are not restorable from the
-// log or a checkpoint (they are dropped there and must be added again).
+// log or a checkpoint (they are dropped there and must be added again). The callback runs
+// under the state's lock on the thread that called `mmsb_propagate`: any call it makes on the
+// same state fails with `MMSB_STATUS_CODE_REENTRANT`, and the round then fails with it too.
 //
 // # Safety
 // `list` a live handle. `f` must be callable with `user_data` from whichever thread calls
-// `mmsb_propagate`, for as long as any edge built from this list exists; it must not unwind
-// and must not call into the same state.
+// `mmsb_propagate`, for as long as any edge built from this list exists; it must not unwind.
 MmsbStatus mmsb_command_list_push_callback(struct MmsbCommandList *list,
                                            MmsbTransformFn f,
                                            void *user_data);
@@ -597,8 +633,9 @@ MmsbStatus mmsb_add_dependency(const struct MmsbState *state,
 MmsbStatus mmsb_remove_dependency(const struct MmsbState *state, uint64_t edge);
 
 // Runs one propagation round from the `n` changed pages at `pages`; fills `*out_stats` when
-// it is not NULL. On `MMSB_STATUS_CALLBACK`, pages recomputed before the failing one keep
-// their new bytes; the failing page is unchanged.
+// it is not NULL. On `MMSB_STATUS_CALLBACK` (a callback returned non-zero) or
+// `MMSB_STATUS_CODE_REENTRANT` (a callback called into this state), pages recomputed before
+// the failing one keep their new bytes; the failing page is unchanged.
 //
 // # Safety
 // `state` a live handle; `pages` valid for `n` u64; `out_stats` NULL or writable.
@@ -716,7 +753,10 @@ MmsbStatus mmsb_state_compact(const struct MmsbState *state);
 MmsbStatus mmsb_log_info(const struct MmsbState *state, struct MmsbLogInfo *out);
 
 // Creates a zeroed page of `size` bytes at `location` (0 cpu, 1 gpu, 2 unified) with an
-// optional UTF-8 name (`name_len` bytes; NULL/0 for none). Writes its id to `*out_id`.
+// optional UTF-8 name (`name_len` bytes, at most `MMSB_MAX_PAGE_NAME_BYTES`, no NUL; NULL/0
+// for none). Writes its id to `*out_id`. A GPU or unified page that gets no device mirror (no
+// GPU, the `gpu` option off, or allocation failed) is created CPU-only, a documented
+// fallback: `mmsb_page_device_status` reports `MMSB_PAGE_DEVICE_CPU_ONLY` and the reason.
 //
 // # Safety
 // `state` a live handle; `name` valid for `name_len` bytes; `out_id` writable.
@@ -888,6 +928,8 @@ MmsbStatus mmsb_state_open(const struct MmsbConfig *cfg, struct MmsbState **out)
 
 // Closes a state: later calls on it fail with `MMSB_STATUS_CLOSED`. Safe to call while other
 // threads use the handle, and more than once. The handle itself stays valid until freed.
+// Called from a transform of this state's own propagation round, fails with
+// `MMSB_STATUS_CODE_REENTRANT` (close after `mmsb_propagate` returns).
 //
 // # Safety
 // `state` must be NULL (an error) or a live handle.

@@ -396,7 +396,7 @@ fn a_directory_serves_one_open_state_at_a_time() {
     let dir = d.path().join("s");
     let s = MMSBState::open(disk_config(&dir)).unwrap();
     match MMSBState::open(disk_config(&dir)) {
-        Err(e @ Error::Log(LogError::Io { .. })) => assert!(e.to_string().contains("in use"), "{e}"),
+        Err(e @ Error::Log(LogError::Busy { .. })) => assert!(e.to_string().contains("in use"), "{e}"),
         other => panic!("a second open of a live directory must fail, got {other:?}"),
     }
     drop(s);

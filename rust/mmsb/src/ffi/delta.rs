@@ -329,7 +329,8 @@ pub unsafe extern "C" fn mmsb_batch_push(
 }
 
 /// Routes every delta of the batch atomically (all or nothing, one lock, one log record).
-/// The first LSN and the count go to the out-parameters (both optional). The batch is kept.
+/// The first LSN and the count go to the out-parameters (both optional). An empty batch is
+/// assigned no LSN: it reports first LSN 0 (never an LSN) and count 0. The batch is kept.
 ///
 /// # Safety
 /// `state`, `batch` live; out-parameters NULL or writable.

@@ -2,7 +2,7 @@
 
 use std::ffi::c_char;
 
-use crate::device::{device_status, DeviceStats, SyncDirection};
+use crate::device::{device_status, DeviceStats, PageDeviceStatus, SyncDirection};
 use crate::ffi::delta::MmsbDelta;
 use crate::ffi::page::{epoch_arg, opt_out};
 use crate::ffi::state::{state_ref, MmsbState};
@@ -13,6 +13,14 @@ use crate::types::page::PageId;
 pub const MMSB_DEVICE_AVAILABLE: u32 = 0;
 /// `mmsb_device_status` code: no usable GPU (the reason says why); a normal state.
 pub const MMSB_DEVICE_UNAVAILABLE: u32 = 1;
+
+/// `mmsb_page_device_status` code: a CPU page (no mirror by design).
+pub const MMSB_PAGE_DEVICE_CPU: u32 = 0;
+/// `mmsb_page_device_status` code: a GPU or unified page with its device mirror.
+pub const MMSB_PAGE_DEVICE_MIRRORED: u32 = 1;
+/// `mmsb_page_device_status` code: a GPU or unified page that lives on the CPU only, because no
+/// mirror could be made (no GPU, `gpu` option off, or allocation failed; the reason says which).
+pub const MMSB_PAGE_DEVICE_CPU_ONLY: u32 = 2;
 
 /// Sync direction: CPU page → device mirror (pushes the dirty ranges).
 pub const MMSB_SYNC_HOST_TO_DEVICE: u32 = 0;
@@ -75,6 +83,40 @@ pub unsafe extern "C" fn mmsb_device_status(
         unsafe { copy_c_string(st.describe().as_bytes(), reason, cap, out_len) };
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out_code, st.code(), "out_code") }
+    })
+}
+
+/// Where a page lives: writes `MMSB_PAGE_DEVICE_*` to `*out_code`, and for
+/// `MMSB_PAGE_DEVICE_CPU_ONLY` copies why the requested GPU/unified page has no mirror into
+/// `reason` (NUL-terminated, truncated to `cap`; full length to `*out_len`; empty otherwise).
+/// This is how a caller sees the documented fallback of `mmsb_page_create` on a machine
+/// without a GPU. `reason` and `out_len` may be NULL.
+///
+/// # Safety
+/// `state` a live handle; `out_code` writable; `reason` NULL or valid for `cap` bytes;
+/// `out_len` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_page_device_status(
+    state: *const MmsbState,
+    page: u64,
+    out_code: *mut u32,
+    reason: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> MmsbStatus {
+    boundary(|| {
+        check_out(out_code, "out_code")?;
+        // SAFETY: forwarded contract.
+        let s = unsafe { state_ref(state) }?;
+        let (code, why) = match s.device_page_status(PageId(page))? {
+            PageDeviceStatus::CpuPage => (MMSB_PAGE_DEVICE_CPU, String::new()),
+            PageDeviceStatus::Mirrored { .. } => (MMSB_PAGE_DEVICE_MIRRORED, String::new()),
+            PageDeviceStatus::CpuOnly { reason } => (MMSB_PAGE_DEVICE_CPU_ONLY, reason),
+        };
+        // SAFETY: forwarded contract.
+        unsafe { copy_c_string(why.as_bytes(), reason, cap, out_len) };
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(out_code, code, "out_code") }
     })
 }
 

@@ -230,12 +230,13 @@ pub unsafe extern "C" fn mmsb_command_list_push_op(
 
 /// Appends a C callback, called as `f(user_data, src, src_len, dst, dst_len)` over the whole
 /// source page and the dependent page's new bytes. Callback edges are not restorable from the
-/// log or a checkpoint (they are dropped there and must be added again).
+/// log or a checkpoint (they are dropped there and must be added again). The callback runs
+/// under the state's lock on the thread that called `mmsb_propagate`: any call it makes on the
+/// same state fails with `MMSB_STATUS_CODE_REENTRANT`, and the round then fails with it too.
 ///
 /// # Safety
 /// `list` a live handle. `f` must be callable with `user_data` from whichever thread calls
-/// `mmsb_propagate`, for as long as any edge built from this list exists; it must not unwind
-/// and must not call into the same state.
+/// `mmsb_propagate`, for as long as any edge built from this list exists; it must not unwind.
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_command_list_push_callback(
     list: *mut MmsbCommandList,
@@ -299,8 +300,9 @@ pub unsafe extern "C" fn mmsb_remove_dependency(state: *const MmsbState, edge: u
 }
 
 /// Runs one propagation round from the `n` changed pages at `pages`; fills `*out_stats` when
-/// it is not NULL. On `MMSB_STATUS_CALLBACK`, pages recomputed before the failing one keep
-/// their new bytes; the failing page is unchanged.
+/// it is not NULL. On `MMSB_STATUS_CALLBACK` (a callback returned non-zero) or
+/// `MMSB_STATUS_CODE_REENTRANT` (a callback called into this state), pages recomputed before
+/// the failing one keep their new bytes; the failing page is unchanged.
 ///
 /// # Safety
 /// `state` a live handle; `pages` valid for `n` u64; `out_stats` NULL or writable.

@@ -31,6 +31,9 @@ pub type MmsbStatus = u32;
 pub const MMSB_OK: MmsbStatus = 0;
 /// Sentinel for "no expected epoch" (no compare-and-set).
 pub const MMSB_NO_EPOCH: u64 = u64::MAX;
+/// Longest page name `mmsb_page_create` accepts, in bytes of UTF-8 (longer: `INVALID_ARGUMENT`).
+pub const MMSB_MAX_PAGE_NAME_BYTES: usize = 4096;
+const _: () = assert!(MMSB_MAX_PAGE_NAME_BYTES == crate::types::page::PageMeta::MAX_NAME_BYTES);
 /// Version of this ABI; bumped on any incompatible change.
 pub const MMSB_ABI_VERSION: u32 = 1;
 
@@ -302,12 +305,14 @@ static STATUS_NAMES: &[&[u8]] = &[
     b"callback\0",
     b"budget\0",
     b"unsupported\0",
+    b"busy\0",
+    b"reentrant\0",
 ];
 
 #[cfg(test)]
 pub(crate) fn status_from_u32(v: u32) -> Option<ErrorCode> {
     use ErrorCode::*;
-    const ALL: [ErrorCode; 24] = [
+    const ALL: [ErrorCode; 26] = [
         Ok,
         InvalidArgument,
         NullPointer,
@@ -332,6 +337,8 @@ pub(crate) fn status_from_u32(v: u32) -> Option<ErrorCode> {
         Callback,
         Budget,
         Unsupported,
+        Busy,
+        Reentrant,
     ];
     ALL.iter().copied().find(|c| *c as u32 == v)
 }

@@ -32,7 +32,10 @@ pub(crate) fn epoch_arg(expected_epoch: u64) -> Option<u64> {
 }
 
 /// Creates a zeroed page of `size` bytes at `location` (0 cpu, 1 gpu, 2 unified) with an
-/// optional UTF-8 name (`name_len` bytes; NULL/0 for none). Writes its id to `*out_id`.
+/// optional UTF-8 name (`name_len` bytes, at most `MMSB_MAX_PAGE_NAME_BYTES`, no NUL; NULL/0
+/// for none). Writes its id to `*out_id`. A GPU or unified page that gets no device mirror (no
+/// GPU, the `gpu` option off, or allocation failed) is created CPU-only, a documented
+/// fallback: `mmsb_page_device_status` reports `MMSB_PAGE_DEVICE_CPU_ONLY` and the reason.
 ///
 /// # Safety
 /// `state` a live handle; `name` valid for `name_len` bytes; `out_id` writable.
@@ -127,7 +130,8 @@ pub unsafe extern "C" fn mmsb_page_read(
         // SAFETY: forwarded contract.
         let s = unsafe { state_ref(state) }?;
         if len == 0 {
-            s.page_info(PageId(page))?;
+            // `buf` may be NULL; the offset is still checked (at most the page size).
+            s.read_into(PageId(page), offset, &mut [])?;
             return Ok(());
         }
         if buf.is_null() {
@@ -235,12 +239,8 @@ pub unsafe extern "C" fn mmsb_page_write(
         let s = unsafe { state_ref(state) }?;
         // SAFETY: forwarded contract.
         let bytes = unsafe { arg_bytes(bytes, len, "bytes") }?;
-        // An empty write still names a range: update_page_at checks it against the page.
-        let lsn = if bytes.is_empty() {
-            s.update_page_at(PageId(page), offset, bytes, epoch_arg(expected_epoch))?
-        } else {
-            s.route_delta(PageId(page), &Delta::write(offset, bytes)?, epoch_arg(expected_epoch))?
-        };
+        // An empty write keeps its offset (the delta's anchor), so it is bounds-checked too.
+        let lsn = s.route_delta(PageId(page), &Delta::write(offset, bytes)?, epoch_arg(expected_epoch))?;
         // SAFETY: optional out-parameter.
         unsafe { opt_out(out_lsn, lsn) };
         Ok(())

@@ -169,6 +169,8 @@ pub unsafe extern "C" fn mmsb_state_open(cfg: *const MmsbConfig, out: *mut *mut 
 
 /// Closes a state: later calls on it fail with `MMSB_STATUS_CLOSED`. Safe to call while other
 /// threads use the handle, and more than once. The handle itself stays valid until freed.
+/// Called from a transform of this state's own propagation round, fails with
+/// `MMSB_STATUS_CODE_REENTRANT` (close after `mmsb_propagate` returns).
 ///
 /// # Safety
 /// `state` must be NULL (an error) or a live handle.
@@ -176,7 +178,10 @@ pub unsafe extern "C" fn mmsb_state_open(cfg: *const MmsbConfig, out: *mut *mut 
 pub unsafe extern "C" fn mmsb_state_close(state: *const MmsbState) -> MmsbStatus {
     boundary(|| {
         // SAFETY: forwarded contract.
-        unsafe { arg_ref(state, "state") }?.state.close();
+        let s = unsafe { arg_ref(state, "state") }?.state.as_ref();
+        // From a transform of this state's own round, closing would wait for the round's lock.
+        crate::runtime::reentry::check(s.core.key())?;
+        s.close();
         Ok(())
     })
 }
@@ -233,6 +238,9 @@ pub unsafe extern "C" fn mmsb_state_lsn(state: *const MmsbState, out: *mut u64) 
 pub(crate) unsafe fn state_ref<'a>(state: *const MmsbState) -> Result<&'a MMSBState, FfiError> {
     // SAFETY: forwarded contract.
     let s = unsafe { arg_ref(state, "state") }?.state.as_ref();
+    // Every C entry point on a state comes here first: a C or Julia transform calling back into
+    // the state that runs it gets `REENTRANT` rather than a deadlock on the state's lock.
+    crate::runtime::reentry::check(s.core.key())?;
     if s.is_closed() {
         return Err(StateError::Closed.into());
     }

@@ -22,6 +22,9 @@
 //! overwrite their destination (copy, fill, copy then op) make a page a pure function of its
 //! sources, which is what makes early cutoff exact.
 //!
+//! A callback that called back into its own state (refused, see `runtime::reentry`) aborts the
+//! round with `StateError::Reentrant`, whatever it returned.
+//!
 //! A failing callback aborts the round with [`GraphError::Callback`]: nothing is applied to
 //! that page; pages recomputed earlier in the round keep their new bytes (their deltas were
 //! routed like any other), and later pages are not recomputed.
@@ -138,11 +141,13 @@ impl PropagationEngine {
                 if commands.is_empty() {
                     continue;
                 }
-                commands.execute(store.bytes(src)?, &mut self.scratch).map_err(|status| GraphError::Callback {
-                    from: src,
-                    to: page,
-                    status,
-                })?;
+                let result = commands.execute(store.bytes(src)?, &mut self.scratch);
+                // A transform that called back into its own state was refused; report that,
+                // whatever status it returned, rather than an opaque callback failure.
+                if crate::runtime::reentry::take_refused() {
+                    return Err(crate::runtime::reentry::round_error(src, page));
+                }
+                result.map_err(|status| GraphError::Callback { from: src, to: page, status })?;
             }
             stats.recomputed += 1;
             if self.scratch[..] == old[..] {

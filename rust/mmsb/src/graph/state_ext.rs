@@ -1,8 +1,9 @@
 //! The graph and event methods of [`MMSBState`].
 //!
 //! Graph edits and propagation rounds take the state's write lock, so concurrent routes see
-//! whole rounds or none of them. Callbacks run on the calling thread, under that lock: they must
-//! not call back into the same state (the lock is not reentrant; that would deadlock).
+//! whole rounds or none of them. Callbacks run on the calling thread, under that lock: a call
+//! they make back into the same state is refused with `Reentrant` (see `runtime::reentry`)
+//! and fails the round with that error, instead of waiting forever for the lock.
 
 use std::ops::Range;
 
@@ -57,6 +58,7 @@ impl Drop for GraphOut<'_> {
 
 impl MMSBState {
     fn graph_check_open(&self) -> Result<()> {
+        crate::runtime::reentry::check(self.core.key())?;
         if self.is_closed() {
             return Err(StateError::Closed.into());
         }
@@ -156,7 +158,11 @@ impl MMSBState {
         let out = &mut out;
         let mut store = CoreStore { state: self, core: &mut *out.core, pending: Vec::new() };
         let started = std::time::Instant::now();
+        // Transforms run on this thread under our lock: calls they make into this state are
+        // refused (`Reentrant`) rather than left waiting for that lock.
+        let scope = crate::runtime::reentry::CallbackScope::enter(self.core.key());
         let stats = PropagationEngine::new().run(&mut out.graph, &mut store, changed);
+        drop(scope);
         let pending = store.pending;
         if let Ok(stats) = &stats {
             self.monitor.record(crate::monitoring::Metric::PropagationRound, started.elapsed().as_nanos() as u64);

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::graph::events::EventSystem;
 use crate::graph::shadow_graph::ShadowPageGraph;
@@ -114,10 +114,39 @@ pub(crate) struct Core {
     pub(crate) graph: ShadowPageGraph,
 }
 
+/// The state's lock around [`Core`]. Taking it checks first that this thread is not running
+/// callbacks under it (see `runtime::reentry`): fallible entry points return `Reentrant`
+/// before they get here; the infallible ones (`lsn`, `close`, statistics) panic here with the
+/// same message instead of deadlocking.
+#[derive(Debug)]
+pub(crate) struct CoreLock(RwLock<Core>);
+
+impl CoreLock {
+    /// The exclusive lock.
+    #[inline]
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Core> {
+        crate::runtime::reentry::assert_not_held(self.key());
+        self.0.write()
+    }
+
+    /// The shared lock.
+    #[inline]
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Core> {
+        crate::runtime::reentry::assert_not_held(self.key());
+        self.0.read()
+    }
+
+    /// Identifies this lock (and so its state) to `runtime::reentry`.
+    #[inline]
+    pub(crate) fn key(&self) -> usize {
+        self as *const CoreLock as usize
+    }
+}
+
 /// A page-aligned state fabric: pages, the delta router and (with a directory) the log.
 #[derive(Debug)]
 pub struct MMSBState {
-    pub(crate) core: RwLock<Core>,
+    pub(crate) core: CoreLock,
     closed: AtomicBool,
     read_only: bool,
     config: Config,
@@ -160,7 +189,7 @@ impl MMSBState {
             });
         })));
         MMSBState {
-            core: RwLock::new(core),
+            core: CoreLock(RwLock::new(core)),
             closed: AtomicBool::new(false),
             read_only,
             // Device layer hook: detects the GPU only when `config.gpu` asks for it.
@@ -214,6 +243,16 @@ impl MMSBState {
     }
 
     fn check_open(&self) -> Result<()> {
+        crate::runtime::reentry::check(self.core.key())?;
+        if self.is_closed() {
+            return Err(StateError::Closed.into());
+        }
+        Ok(())
+    }
+
+    /// `check_open` again once the lock is held (a concurrent `close` may have run meanwhile);
+    /// no re-entry check there: the caller made it before taking the lock.
+    fn check_still_open(&self) -> Result<()> {
         if self.is_closed() {
             return Err(StateError::Closed.into());
         }
@@ -234,13 +273,11 @@ impl MMSBState {
         if size == 0 || size > self.config.max_page_size {
             return Err(PageError::InvalidSize { requested: size, max: self.config.max_page_size }.into());
         }
-        if meta.name.contains('\0') {
-            return Err(PageError::InvalidName("names may not contain NUL".into()).into());
-        }
+        meta.validate()?;
         // Allocate before taking the lock: mapping memory may be slow.
         let buf = self.allocate(size)?;
         let mut core = self.core.write();
-        self.check_open()?;
+        self.check_still_open()?;
         let id = PageId(core.next_page_id);
         // TLog hook: log before the registry changes; a failed append changes nothing.
         let pending = self.tlog_create(&core, id, size, location, &meta)?;
@@ -264,7 +301,7 @@ impl MMSBState {
     pub fn free_page(&self, id: PageId) -> Result<()> {
         self.check_writable()?;
         let mut core = self.core.write();
-        self.check_open()?;
+        self.check_still_open()?;
         if !core.pages.contains_key(&id) {
             return Err(PageError::UnknownPage(id).into());
         }
@@ -292,12 +329,18 @@ impl MMSBState {
     }
 
     /// Routes a batch atomically under one lock: either every delta applies, in order, or none.
-    /// Returns the LSNs assigned (`start..end`, empty for an empty batch).
+    /// Returns the LSNs assigned (`start..end`). An empty batch is assigned none, logs nothing
+    /// and returns `0..0` (LSNs start at 1, so 0 is never one); it still fails on a closed or
+    /// read-only state.
     pub fn route_batch(&self, ops: &[RouteOp<'_>]) -> Result<std::ops::Range<Lsn>> {
+        if ops.is_empty() {
+            self.check_writable()?;
+            return Ok(0..0);
+        }
         let probe = RouteProbe::start(&self.monitor, ops); // monitoring hook: before the lock
         self.check_writable()?;
         let mut core = self.core.write();
-        self.check_open()?;
+        self.check_still_open()?;
         let (lsns, pending) = self.route_locked(&mut core, ops)?;
         probe.commit(&mut core, &self.monitor); // monitoring hook: exact counters, under the lock
         drop(core);
@@ -332,12 +375,13 @@ impl MMSBState {
     }
 
     /// Writes `bytes` at `offset` as the smallest delta from the current bytes (a no-op write
-    /// still takes an LSN and an epoch, so callers can sequence on it).
+    /// still takes an LSN and an epoch, so callers can sequence on it). Bounds as for every
+    /// write: `offset + bytes.len()` at most the page size, also for an empty `bytes`.
     pub fn update_page_at(&self, page: PageId, offset: u64, bytes: &[u8], expected_epoch: Option<u64>) -> Result<Lsn> {
         let mut probe = RouteProbe::start(&self.monitor, &[]); // monitoring hook
         self.check_writable()?;
         let mut core = self.core.write();
-        self.check_open()?;
+        self.check_still_open()?;
         let p = core.pages.get(&page).ok_or(PageError::UnknownPage(page))?;
         let end = offset
             .checked_add(bytes.len() as u64)
@@ -368,7 +412,7 @@ impl MMSBState {
     pub fn read_page(&self, page: PageId) -> Result<Vec<u8>> {
         self.check_open()?;
         let core = self.core.read();
-        self.check_open()?;
+        self.check_still_open()?;
         let p = core.pages.get(&page).ok_or(PageError::UnknownPage(page))?;
         Ok(p.buf().to_vec())
     }
@@ -377,7 +421,7 @@ impl MMSBState {
     pub fn read_into(&self, page: PageId, offset: u64, out: &mut [u8]) -> Result<()> {
         self.check_open()?;
         let core = self.core.read();
-        self.check_open()?;
+        self.check_still_open()?;
         let p = core.pages.get(&page).ok_or(PageError::UnknownPage(page))?;
         let end = offset.checked_add(out.len() as u64).filter(|&e| e <= p.size()).ok_or(
             crate::types::error::DeltaError::OutOfBounds { offset, len: out.len() as u64, page_size: p.size() },
@@ -391,7 +435,7 @@ impl MMSBState {
     pub fn with_page<R>(&self, page: PageId, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         self.check_open()?;
         let core = self.core.read();
-        self.check_open()?;
+        self.check_still_open()?;
         let p = core.pages.get(&page).ok_or(PageError::UnknownPage(page))?;
         // SAFETY: the shared lock is held for the whole borrow, excluding writers.
         Ok(f(unsafe { p.buf().as_slice() }))
@@ -401,7 +445,7 @@ impl MMSBState {
     pub fn view(&self, page: PageId) -> Result<PageView> {
         self.check_open()?;
         let core = self.core.read();
-        self.check_open()?;
+        self.check_still_open()?;
         let p = core.pages.get(&page).ok_or(PageError::UnknownPage(page))?;
         Ok(PageView::new(page, p.buf().clone()))
     }

@@ -48,9 +48,19 @@ enum Repr {
 }
 
 /// A deterministic byte write to one page.
+///
+/// **Bounds rule** (the same for every constructor and entry point): a delta fits a page of
+/// `size` bytes iff every byte it writes lies in `[0, size)` and every offset it was built
+/// with (a write's or dense delta's `offset`, each sparse run's offset, empty runs included)
+/// is at most `size`. Masked-out bytes are not written, so they may lie past the end; an empty
+/// delta at an offset past the end does not fit. Offsets whose end overflows `u64` are refused
+/// when the delta is built.
 #[derive(Clone)]
 pub struct Delta {
     repr: Repr,
+    /// The largest offset the delta was built with (0 for none). Not part of its meaning (equal
+    /// deltas may differ here), only of its bounds: see the bounds rule above.
+    anchor: u64,
 }
 
 /// Encoding tag of a sparse delta.
@@ -86,16 +96,22 @@ fn checked_end(offset: u64, len: u64) -> Result<u64, DeltaError> {
 impl Delta {
     /// The identity of ⊕: writes nothing.
     pub fn empty() -> Delta {
-        Delta { repr: Repr::Sparse { runs: Vec::new(), data: Vec::new() } }
+        Delta { repr: Repr::Sparse { runs: Vec::new(), data: Vec::new() }, anchor: 0 }
+    }
+
+    fn with_anchor(mut self, anchor: u64) -> Delta {
+        self.anchor = anchor;
+        self
     }
 
     /// Writes `bytes` at `offset`.
     pub fn write(offset: u64, bytes: &[u8]) -> Result<Delta, DeltaError> {
         checked_end(offset, bytes.len() as u64)?;
         if bytes.is_empty() {
-            return Ok(Delta::empty());
+            return Ok(Delta::empty().with_anchor(offset));
         }
-        Ok(Delta { repr: Repr::Sparse { runs: vec![Run { offset, len: bytes.len() as u64 }], data: bytes.to_vec() } })
+        let runs = vec![Run { offset, len: bytes.len() as u64 }];
+        Ok(Delta { repr: Repr::Sparse { runs, data: bytes.to_vec() }, anchor: offset })
     }
 
     /// Builds a sparse delta from runs applied in order (a later run wins where runs overlap).
@@ -109,8 +125,10 @@ impl Delta {
         let mut out_runs = Vec::new();
         let mut data = Vec::new();
         let mut pending = Vec::new();
+        let mut anchor = 0u64;
         for (offset, bytes) in runs {
             let end = checked_end(offset, bytes.len() as u64)?;
+            anchor = anchor.max(offset);
             if bytes.is_empty() {
                 continue;
             }
@@ -124,13 +142,13 @@ impl Delta {
             }
         }
         if sorted {
-            return Ok(Delta { repr: Repr::Sparse { runs: out_runs, data } });
+            return Ok(Delta { repr: Repr::Sparse { runs: out_runs, data }, anchor });
         }
         // Overlapping, adjacent or unsorted runs: fold with ⊕ so the later run wins.
         for (offset, bytes) in pending {
             acc = acc.compose(&Delta::write(offset, bytes)?);
         }
-        Ok(acc)
+        Ok(acc.with_anchor(anchor))
     }
 
     /// A dense delta over `data.len()` bytes at `offset`; `mask_bits` holds one bit per byte,
@@ -175,22 +193,26 @@ impl Delta {
         Ok(Delta::from_dense_parts(offset, words, data))
     }
 
-    /// The canonical dense delta of raw parts: bits past the end cleared, and the payload
-    /// copied with its unmasked bytes zeroed.
+    /// The canonical dense delta of raw parts: bits past the end cleared, the span cut after
+    /// its last written byte (so masked-out bytes past a page's end never count against its
+    /// bounds), and the payload copied with its unmasked bytes zeroed.
     fn from_dense_parts(offset: u64, mut mask: Vec<u64>, data: &[u8]) -> Delta {
         let n = data.len();
         if n == 0 {
-            return Delta::empty();
+            return Delta::empty().with_anchor(offset);
         }
         if !n.is_multiple_of(64) {
             if let Some(last) = mask.last_mut() {
                 *last &= (1u64 << (n % 64)) - 1;
             }
         }
-        if mask.iter().all(|&m| m == 0) {
-            return Delta::empty();
-        }
-        Delta { repr: Repr::Dense { offset, data: masked_copy(data, &mask), mask } }
+        let Some(w) = mask.iter().rposition(|&m| m != 0) else {
+            return Delta::empty().with_anchor(offset);
+        };
+        let n = w * 64 + (64 - mask[w].leading_zeros() as usize);
+        mask.truncate(w + 1);
+        let data = &data[..n];
+        Delta { repr: Repr::Dense { offset, data: masked_copy(data, &mask), mask }, anchor: offset }
     }
 
     /// The smallest delta (in encoded bytes, up to run merging) that turns `old` into `new`.
@@ -224,7 +246,7 @@ impl Delta {
             i = next_difference(old, new, j);
         }
         let (Some(first), Some(last)) = (runs.first(), runs.last()) else {
-            return Ok(Delta::empty());
+            return Ok(Delta::empty().with_anchor(base));
         };
         let span = last.end() - first.offset;
         let sparse_size = sparse_encoded_len(runs.len() as u64, runs.iter().map(|r| r.len).sum());
@@ -240,14 +262,14 @@ impl Delta {
                 }
             }
             debug_assert_eq!(mask.iter().map(|m| m.count_ones() as u64).sum::<u64>(), changed);
-            return Ok(Delta { repr: Repr::Dense { offset: first.offset, mask, data } });
+            return Ok(Delta { repr: Repr::Dense { offset: first.offset, mask, data }, anchor: base });
         }
         let mut data = Vec::with_capacity(runs.iter().map(|r| r.len as usize).sum());
         for r in &runs {
             let lo = (r.offset - base) as usize;
             data.extend_from_slice(&new[lo..lo + r.len as usize]);
         }
-        Ok(Delta { repr: Repr::Sparse { runs, data } })
+        Ok(Delta { repr: Repr::Sparse { runs, data }, anchor: base })
     }
 
     /// Borrows the raw representation, for consumers that ship a delta elsewhere as is (the
@@ -305,8 +327,8 @@ impl Delta {
         }
     }
 
-    /// One past the last byte the representation covers (0 for the empty delta). Used for
-    /// bounds checks: a dense delta's whole span must fit the page even where its mask is clear.
+    /// One past the last byte the delta writes (0 for the empty delta): a dense span ends at
+    /// its last written byte (see `from_dense_parts`).
     pub fn extent(&self) -> u64 {
         match &self.repr {
             Repr::Sparse { runs, .. } => runs.last().map_or(0, Run::end),
@@ -314,15 +336,23 @@ impl Delta {
         }
     }
 
-    /// Checks that the delta fits a page of `page_size` bytes.
+    /// The smallest page size the delta fits (see the bounds rule on [`Delta`]): O(1).
+    #[inline]
+    pub fn min_page_size(&self) -> u64 {
+        self.extent().max(self.anchor)
+    }
+
+    /// Checks that the delta fits a page of `page_size` bytes (the bounds rule on [`Delta`]).
     pub fn check_bounds(&self, page_size: u64) -> Result<(), DeltaError> {
-        let extent = self.extent();
-        if extent > page_size {
+        if self.extent() > page_size {
             let (offset, len) = match &self.repr {
                 Repr::Sparse { runs, .. } => runs.last().map_or((0, 0), |r| (r.offset, r.len)),
                 Repr::Dense { offset, data, .. } => (*offset, data.len() as u64),
             };
             return Err(DeltaError::OutOfBounds { offset, len, page_size });
+        }
+        if self.anchor > page_size {
+            return Err(DeltaError::OutOfBounds { offset: self.anchor, len: 0, page_size });
         }
         Ok(())
     }
@@ -394,7 +424,12 @@ impl Delta {
     }
 
     /// `self ⊕ later`: the writes of both, `later` winning where they overlap.
+    /// The result fits exactly the pages both fit (its anchor is the larger of the two).
     pub fn compose(&self, later: &Delta) -> Delta {
+        self.compose_writes(later).with_anchor(self.anchor.max(later.anchor))
+    }
+
+    fn compose_writes(&self, later: &Delta) -> Delta {
         if later.is_empty() {
             return self.clone();
         }
@@ -409,7 +444,7 @@ impl Delta {
                 let mut data = da.clone();
                 apply_dense(&mut data, mb, db);
                 let mask = ma.iter().zip(mb).map(|(a, b)| a | b).collect();
-                return Delta { repr: Repr::Dense { offset: *oa, mask, data } };
+                return Delta { repr: Repr::Dense { offset: *oa, mask, data }, anchor: 0 };
             }
         }
         let a = self.to_runs();
@@ -479,9 +514,9 @@ impl Delta {
                 set_bits(&mut mask, s, len);
                 at += len;
             }
-            return Delta { repr: Repr::Dense { offset: base, mask, data: dense } };
+            return Delta { repr: Repr::Dense { offset: base, mask, data: dense }, anchor: 0 };
         }
-        Delta { repr: Repr::Sparse { runs, data } }
+        Delta { repr: Repr::Sparse { runs, data }, anchor: 0 }
     }
 
     /// Bytes [`Delta::encode`] appends.
@@ -560,7 +595,8 @@ impl Delta {
                     runs.push(Run { offset, len });
                 }
                 let data = r.take(total)?.to_vec();
-                Ok((Delta { repr: Repr::Sparse { runs, data } }, r.at))
+                let anchor = runs.first().map_or(0, |r| r.offset);
+                Ok((Delta { repr: Repr::Sparse { runs, data }, anchor }, r.at))
             }
             TAG_DENSE => {
                 let offset = r.u64()?;

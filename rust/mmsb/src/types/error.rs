@@ -35,6 +35,11 @@ pub enum ErrorCode {
     Callback = 21,
     Budget = 22,
     Unsupported = 23,
+    /// The state directory is locked by another open state (retry once it is closed).
+    Busy = 24,
+    /// A callback running under a state's lock (a transform in `propagate`) called back into
+    /// that state on the same thread, which would deadlock.
+    Reentrant = 25,
 }
 
 impl ErrorCode {
@@ -65,6 +70,8 @@ impl ErrorCode {
             ErrorCode::Callback => "callback",
             ErrorCode::Budget => "budget",
             ErrorCode::Unsupported => "unsupported",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Reentrant => "reentrant",
         }
     }
 }
@@ -83,7 +90,8 @@ pub enum PageError {
     AllocationFailed { size: u64, source: io::Error },
     #[error("page {page} is still in use: {reason}")]
     InUse { page: PageId, reason: String },
-    #[error("page name is invalid: {0}")]
+    /// The page's name or tags break a rule of `PageMeta::validate` (length, NUL, count).
+    #[error("page metadata is invalid: {0}")]
     InvalidName(String),
 }
 
@@ -117,6 +125,10 @@ pub enum StateError {
     InvalidConfig(String),
     #[error("{0} is not supported by this state")]
     Unsupported(String),
+    /// A call on the state from code that runs under the state's own lock on the same thread
+    /// (a transform during `propagate`): refused, because waiting for the lock would deadlock.
+    #[error("re-entrant call: {0}")]
+    Reentrant(String),
 }
 
 /// Failures of the transaction log, checkpoints and recovery.
@@ -133,6 +145,9 @@ pub enum LogError {
     LsnOutOfRange(u64),
     #[error("a previous log write failed; the log is poisoned until the state is reopened: {0}")]
     Poisoned(String),
+    /// Another open state holds the directory's lock (`LOCK`): retry once that state is closed.
+    #[error("{dir} is in use by another open state (its LOCK file is held); retry after that state is closed")]
+    Busy { dir: String },
 }
 
 impl LogError {
@@ -233,12 +248,14 @@ impl Error {
                 StateError::ReadOnly => ErrorCode::ReadOnly,
                 StateError::InvalidConfig(_) => ErrorCode::InvalidArgument,
                 StateError::Unsupported(_) => ErrorCode::Unsupported,
+                StateError::Reentrant(_) => ErrorCode::Reentrant,
             },
             Error::Log(e) => match e {
                 LogError::Io { .. } | LogError::Poisoned(_) => ErrorCode::Io,
                 LogError::Corrupt { .. } => ErrorCode::Corrupt,
                 LogError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
                 LogError::LsnOutOfRange(_) => ErrorCode::InvalidArgument,
+                LogError::Busy { .. } => ErrorCode::Busy,
             },
             Error::Graph(e) => match e {
                 GraphError::Cycle { .. } => ErrorCode::Cycle,

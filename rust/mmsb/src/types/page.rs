@@ -48,11 +48,51 @@ impl Location {
     }
 }
 
-/// Descriptive metadata. Not interpreted by MMSB.
+/// Descriptive metadata. Not interpreted by MMSB, but bounded: it is kept in memory, in the
+/// page's create record in the log and in every checkpoint (see [`PageMeta::validate`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageMeta {
     pub name: String,
     pub tags: Vec<(String, String)>,
+}
+
+impl PageMeta {
+    /// Longest page name, in bytes of UTF-8 (the size of a path: names are labels, not data).
+    /// cbindgen:ignore
+    pub const MAX_NAME_BYTES: usize = 4096;
+    /// Most tags on one page.
+    /// cbindgen:ignore
+    pub const MAX_TAGS: usize = 64;
+    /// Longest tag key or value, in bytes of UTF-8.
+    /// cbindgen:ignore
+    pub const MAX_TAG_BYTES: usize = 4096;
+
+    /// Checks the limits above, and that the name has no NUL (C reads it NUL-terminated).
+    pub fn validate(&self) -> Result<(), crate::types::error::PageError> {
+        use crate::types::error::PageError::InvalidName;
+        if self.name.len() > Self::MAX_NAME_BYTES {
+            return Err(InvalidName(format!(
+                "{} bytes long; names may have 0..={} bytes",
+                self.name.len(),
+                Self::MAX_NAME_BYTES
+            )));
+        }
+        if self.name.contains('\0') {
+            return Err(InvalidName("names may not contain NUL".into()));
+        }
+        if self.tags.len() > Self::MAX_TAGS {
+            return Err(InvalidName(format!("{} tags; a page may have 0..={} tags", self.tags.len(), Self::MAX_TAGS)));
+        }
+        if let Some((k, v)) = self.tags.iter().find(|(k, v)| k.len().max(v.len()) > Self::MAX_TAG_BYTES) {
+            return Err(InvalidName(format!(
+                "a tag has a key of {} and a value of {} bytes; each may have 0..={} bytes",
+                k.len(),
+                v.len(),
+                Self::MAX_TAG_BYTES
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The OS page size (cached).

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "mmsb.h"
 
 static int failures = 0;
@@ -107,6 +108,136 @@ static int concurrent_close(uint32_t durability) {
     return st == MMSB_OK && atomic_load(&sh.bad) == 0 ? 0 : 1;
 }
 
+
+/* ---- a transform that calls back into the state running it (issue 15: used to deadlock) ---- */
+struct reenter {
+    MmsbState *s;
+    uint64_t page;
+    MmsbStatus write_st, read_st, close_st, lsn_st;
+};
+
+static int32_t reentrant_transform(void *ud, const uint8_t *src, size_t src_len, uint8_t *dst, size_t dst_len) {
+    (void)src;
+    (void)src_len;
+    (void)dst;
+    (void)dst_len;
+    struct reenter *r = ud;
+    uint8_t b[4] = {1, 2, 3, 4}, out[4];
+    uint64_t lsn = 0;
+    r->write_st = mmsb_page_write(r->s, r->page, 0, b, 4, MMSB_NO_EPOCH, &lsn);
+    r->read_st = mmsb_page_read(r->s, r->page, 0, out, 4);
+    r->close_st = mmsb_state_close(r->s);
+    r->lsn_st = mmsb_state_lsn(r->s, &lsn);
+    return 0; /* even a transform that ignores the refusals fails the round with REENTRANT */
+}
+
+/* Issue 15: one bounds rule, empty batches, busy directories, re-entrant callbacks, names. */
+static void input_rules(void) {
+    MmsbState *s = NULL;
+    uint64_t p = 0, q = 0, lsn = 0, lsn0 = 0, first = 99, count = 99, edge = 0;
+    uint8_t b[8] = {1, 2, 3, 4, 5, 6, 7, 8}, zero_mask[1] = {0}, low3[1] = {0x07}, bit4[1] = {0x10};
+    EXPECT(mmsb_state_open(NULL, &s), MMSB_OK);
+    EXPECT(mmsb_page_create(s, 64, 0, NULL, 0, &p), MMSB_OK);
+    EXPECT(mmsb_page_create(s, 64, 0, NULL, 0, &q), MMSB_OK);
+    EXPECT(mmsb_state_lsn(s, &lsn0), MMSB_OK);
+    /* Empty writes past the end are out of bounds through every entry point, and take no LSN. */
+    uint64_t far[2] = {65, (uint64_t)1 << 40};
+    for (int i = 0; i < 2; i++) {
+        uint64_t off = far[i], len0 = 0;
+        MmsbDelta *d = NULL;
+        EXPECT(mmsb_page_write(s, p, off, b, 0, MMSB_NO_EPOCH, &lsn), MMSB_STATUS_CODE_OUT_OF_BOUNDS);
+        EXPECT(mmsb_page_update(s, p, off, b, 0, MMSB_NO_EPOCH, &lsn), MMSB_STATUS_CODE_OUT_OF_BOUNDS);
+        EXPECT(mmsb_page_write_masked(s, p, off, zero_mask, 1, b, 8, MMSB_NO_EPOCH, &lsn), MMSB_STATUS_CODE_OUT_OF_BOUNDS);
+        EXPECT(mmsb_page_write_sparse(s, p, &off, &len0, 1, b, 0, MMSB_NO_EPOCH, &lsn), MMSB_STATUS_CODE_OUT_OF_BOUNDS);
+        EXPECT(mmsb_page_read(s, p, off, NULL, 0), MMSB_STATUS_CODE_OUT_OF_BOUNDS);
+        EXPECT(mmsb_delta_new_write(off, b, 0, &d), MMSB_OK);
+        EXPECT(mmsb_route_delta(s, p, d, MMSB_NO_EPOCH, &lsn), MMSB_STATUS_CODE_OUT_OF_BOUNDS);
+        EXPECT(mmsb_delta_apply(d, b, 8), MMSB_STATUS_CODE_OUT_OF_BOUNDS);
+        mmsb_delta_free(d);
+        EXPECT(mmsb_delta_new_dense(off, zero_mask, 1, b, 8, &d), MMSB_OK);
+        EXPECT(mmsb_route_delta(s, p, d, MMSB_NO_EPOCH, &lsn), MMSB_STATUS_CODE_OUT_OF_BOUNDS);
+        mmsb_delta_free(d);
+    }
+    EXPECT(mmsb_state_lsn(s, &lsn), MMSB_OK);
+    checks++;
+    if (lsn != lsn0) { failures++; printf("FAIL refused empty writes took LSNs: %llu -> %llu\n", (unsigned long long)lsn0, (unsigned long long)lsn); }
+    /* At the end they are ordinary writes of nothing. */
+    EXPECT(mmsb_page_write(s, p, 64, b, 0, MMSB_NO_EPOCH, &lsn), MMSB_OK);
+    EXPECT(mmsb_page_write_masked(s, p, 64, zero_mask, 1, b, 8, MMSB_NO_EPOCH, &lsn), MMSB_OK);
+    EXPECT(mmsb_page_read(s, p, 64, NULL, 0), MMSB_OK);
+    /* Masked-out bytes past the end do not count; a written one does. */
+    EXPECT(mmsb_page_write_masked(s, p, 60, low3, 1, b, 8, MMSB_NO_EPOCH, &lsn), MMSB_OK);
+    EXPECT(mmsb_page_write_masked(s, p, 60, bit4, 1, b, 8, MMSB_NO_EPOCH, &lsn), MMSB_STATUS_CODE_OUT_OF_BOUNDS);
+    {
+        uint8_t tail[4] = {0};
+        EXPECT(mmsb_page_read(s, p, 60, tail, 4), MMSB_OK);
+        checks++;
+        if (memcmp(tail, "\x01\x02\x03\x00", 4) != 0) { failures++; puts("FAIL masked write near the end"); }
+    }
+    /* An empty batch is assigned no LSN and says so (first LSN 0, count 0). */
+    {
+        MmsbBatch *batch = NULL;
+        EXPECT(mmsb_batch_new(&batch), MMSB_OK);
+        EXPECT(mmsb_batch_route(s, batch, &first, &count), MMSB_OK);
+        checks++;
+        if (first != 0 || count != 0) { failures++; printf("FAIL empty batch reported first %llu count %llu\n", (unsigned long long)first, (unsigned long long)count); }
+        mmsb_batch_free(batch);
+    }
+    /* Page names: up to MMSB_MAX_PAGE_NAME_BYTES. */
+    {
+        size_t n = MMSB_MAX_PAGE_NAME_BYTES + 1;
+        char *name = malloc(n);
+        memset(name, 'n', n);
+        uint64_t id = 0;
+        EXPECT(mmsb_page_create(s, 8, 0, name, n, &id), MMSB_STATUS_CODE_INVALID_ARGUMENT);
+        EXPECT(mmsb_page_create(s, 8, 0, name, n - 1, &id), MMSB_OK);
+        free(name);
+    }
+    /* A C transform calling into its own state: every call is REENTRANT, and so is the round. */
+    {
+        struct reenter r = {s, q, 0, 0, 0, 0};
+        MmsbCommandList *cmds = NULL;
+        EXPECT(mmsb_command_list_new(&cmds), MMSB_OK);
+        EXPECT(mmsb_command_list_push_callback(cmds, reentrant_transform, &r), MMSB_OK);
+        EXPECT(mmsb_add_dependency(s, p, q, 0, cmds, &edge), MMSB_OK);
+        mmsb_command_list_free(cmds);
+        EXPECT(mmsb_propagate(s, &p, 1, NULL), MMSB_STATUS_CODE_REENTRANT);
+        checks++;
+        if (r.write_st != MMSB_STATUS_CODE_REENTRANT || r.read_st != MMSB_STATUS_CODE_REENTRANT ||
+            r.close_st != MMSB_STATUS_CODE_REENTRANT || r.lsn_st != MMSB_STATUS_CODE_REENTRANT) {
+            failures++;
+            printf("FAIL calls from the transform: write %s read %s close %s lsn %s\n", mmsb_status_name(r.write_st),
+                   mmsb_status_name(r.read_st), mmsb_status_name(r.close_st), mmsb_status_name(r.lsn_st));
+        } else {
+            puts("ok   calls from a transform into its own state -> reentrant");
+        }
+        /* The state is still open and usable. */
+        EXPECT(mmsb_remove_dependency(s, edge), MMSB_OK);
+        EXPECT(mmsb_page_write(s, q, 0, b, 4, MMSB_NO_EPOCH, &lsn), MMSB_OK);
+        EXPECT(mmsb_propagate(s, &p, 1, NULL), MMSB_OK);
+    }
+    mmsb_state_free(s);
+    /* A second open of a directory in use is BUSY (retryable), not IO. */
+    {
+        char dir[] = "/tmp/mmsb_abi_busy_XXXXXX";
+        if (mkdtemp(dir) == NULL) { failures++; puts("FAIL mkdtemp"); return; }
+        MmsbConfig *cfg = NULL;
+        MmsbState *a = NULL, *b2 = NULL;
+        EXPECT(mmsb_config_new(&cfg), MMSB_OK);
+        EXPECT(mmsb_config_set_dir(cfg, dir, strlen(dir)), MMSB_OK);
+        EXPECT(mmsb_state_open(cfg, &a), MMSB_OK);
+        EXPECT(mmsb_state_open(cfg, &b2), MMSB_STATUS_CODE_BUSY);
+        EXPECT(mmsb_state_close(a), MMSB_OK);
+        EXPECT(mmsb_state_open(cfg, &b2), MMSB_OK);
+        mmsb_state_free(b2);
+        mmsb_state_free(a);
+        mmsb_config_free(cfg);
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd) != 0) puts("note: could not remove the temporary directory");
+    }
+}
+
 int main(void) {
     MmsbState *s = NULL;
     uint64_t page = 0, lsn = 0;
@@ -114,6 +245,8 @@ int main(void) {
     const uint8_t hello[] = "hello";
 
     if (mmsb_abi_version() != MMSB_ABI_VERSION) { puts("FAIL abi version"); return 1; }
+    alarm(120); /* a deadlock (as re-entrant callbacks once caused) fails the test instead of hanging it */
+    input_rules();
 
     /* NULL handles and out-parameters. */
     EXPECT(mmsb_state_open(NULL, NULL), MMSB_STATUS_CODE_NULL_POINTER);

@@ -325,7 +325,13 @@ pub(crate) fn read_blob(storage: &dyn Storage, segno: u64) -> Result<Vec<u8>> {
 pub(crate) fn open_into(state: &mut MMSBState) -> Result<()> {
     let config = state.config().clone();
     let storage: Arc<dyn Storage> = match &config.dir {
-        Some(dir) => Arc::new(FsStorage::new(dir).map_err(|e| LogError::io(format!("open {}", dir.display()), e))?),
+        Some(dir) => Arc::new(FsStorage::new(dir).map_err(|e| {
+            if crate::runtime::tlog::storage::is_dir_locked(&e) {
+                LogError::Busy { dir: dir.display().to_string() }
+            } else {
+                LogError::io(format!("open {}", dir.display()), e)
+            }
+        })?),
         None => Arc::new(MemStorage::new()),
     };
     open_with(state, storage)

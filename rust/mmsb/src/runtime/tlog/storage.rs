@@ -94,6 +94,24 @@ pub struct FsStorage {
 /// Name of the lock file (not one of the storage's files: `list` leaves it out).
 pub const LOCK_FILE: &str = "LOCK";
 
+/// The payload of the `io::Error` that [`FsStorage::new`] returns when another open state
+/// holds the directory's lock, so that the caller can report `Busy` rather than I/O.
+#[derive(Debug)]
+pub struct DirLocked;
+
+impl std::fmt::Display for DirLocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the directory is locked by another open state")
+    }
+}
+
+impl std::error::Error for DirLocked {}
+
+/// True for the error [`FsStorage::new`] returns when the directory is locked elsewhere.
+pub fn is_dir_locked(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<DirLocked>())
+}
+
 impl FsStorage {
     /// Uses (creating if needed) `dir`.
     pub fn new(dir: &Path) -> io::Result<FsStorage> {
@@ -119,7 +137,11 @@ impl FsStorage {
         // SAFETY: flock on a file descriptor we own; no memory is involved.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("{} is in use by another open state ({e})", dir.display())));
+            // EWOULDBLOCK is the lock held elsewhere (a retryable `Busy`); anything else is I/O.
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Err(io::Error::new(e.kind(), DirLocked));
+            }
+            return Err(io::Error::new(e.kind(), format!("cannot lock {} ({e})", dir.display())));
         }
         Ok(FsStorage { dir: dir.to_path_buf(), lock: parking_lot::Mutex::new(Some(lock)) })
     }
@@ -405,7 +427,8 @@ mod tests {
     fn a_directory_is_opened_by_one_storage_at_a_time() {
         let d = tempfile::tempdir().unwrap();
         let a = FsStorage::new(d.path()).unwrap();
-        assert!(FsStorage::new(d.path()).is_err());
+        let e = FsStorage::new(d.path()).unwrap_err();
+        assert!(is_dir_locked(&e), "{e}");
         drop(a);
         FsStorage::new(d.path()).unwrap();
     }
