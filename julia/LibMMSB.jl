@@ -26,6 +26,9 @@ const MMSB_ABI_VERSION = UInt32(1)
 "Sentinel for \"no expected epoch\" (no compare-and-set)."
 const MMSB_NO_EPOCH = typemax(UInt64)
 
+"Longest page name `mmsb_page_create` accepts, in bytes of UTF-8."
+const MMSB_MAX_PAGE_NAME_BYTES = 4096
+
 "Status code returned by every C function (0 = OK)."
 const MmsbStatus = UInt32
 
@@ -54,6 +57,8 @@ const MMSB_STATUS_CODE_MALFORMED = MmsbStatus(20)
 const MMSB_STATUS_CODE_CALLBACK = MmsbStatus(21)
 const MMSB_STATUS_CODE_BUDGET = MmsbStatus(22)
 const MMSB_STATUS_CODE_UNSUPPORTED = MmsbStatus(23)
+const MMSB_STATUS_CODE_BUSY = MmsbStatus(24)
+const MMSB_STATUS_CODE_REENTRANT = MmsbStatus(25)
 const MMSB_OK = MMSB_STATUS_CODE_OK
 
 # Opaque handle types (only ever used behind a Ptr).
@@ -311,6 +316,9 @@ mmsb_counter_name(counter) = ccall((:mmsb_counter_name, libmmsb), Cstring, (UInt
 
 const MMSB_DEVICE_AVAILABLE = UInt32(0)
 const MMSB_DEVICE_UNAVAILABLE = UInt32(1)
+const MMSB_PAGE_DEVICE_CPU = UInt32(0)
+const MMSB_PAGE_DEVICE_MIRRORED = UInt32(1)
+const MMSB_PAGE_DEVICE_CPU_ONLY = UInt32(2)
 const MMSB_SYNC_HOST_TO_DEVICE = UInt32(0)
 const MMSB_SYNC_DEVICE_TO_HOST = UInt32(1)
 
@@ -328,6 +336,10 @@ MmsbDeviceStats() = MmsbDeviceStats(0, 0, 0, 0, 0, 0, 0)
 
 mmsb_device_status(out_code, reason, cap, out_len) = ccall((:mmsb_device_status, libmmsb), MmsbStatus,
     (Ptr{UInt32}, Ptr{UInt8}, Csize_t, Ptr{Csize_t}), out_code, reason, cap, out_len)
+
+mmsb_page_device_status(state, page, out_code, reason, cap, out_len) = ccall((:mmsb_page_device_status, libmmsb),
+    MmsbStatus, (Ptr{MmsbState}, UInt64, Ptr{UInt32}, Ptr{UInt8}, Csize_t, Ptr{Csize_t}),
+    state, page, out_code, reason, cap, out_len)
 
 mmsb_page_sync(state, page, direction) = ccall((:mmsb_page_sync, libmmsb), MmsbStatus,
     (Ptr{MmsbState}, UInt64, UInt32), state, page, direction)

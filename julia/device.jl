@@ -19,6 +19,29 @@ function device_status()
     return (available = code[] == LibMMSB.MMSB_DEVICE_AVAILABLE, description = String(buf[1:Int(len[])]))
 end
 
+const PAGE_DEVICE = Dict(LibMMSB.MMSB_PAGE_DEVICE_CPU => :cpu, LibMMSB.MMSB_PAGE_DEVICE_MIRRORED => :mirrored,
+                         LibMMSB.MMSB_PAGE_DEVICE_CPU_ONLY => :cpu_only)
+
+"""
+    page_device_status(state, page) -> NamedTuple
+
+Where the page's bytes live: `status` is `:cpu` (a CPU page), `:mirrored` (a
+`:gpu`/`:unified` page with its device mirror) or `:cpu_only` (a `:gpu`/`:unified`
+page without a mirror: no GPU, the `gpu` option off, or the allocation failed;
+`reason` says which, and is empty otherwise).
+"""
+function page_device_status(s::MMSBState, page::PageId)
+    code = Ref{UInt32}(0)
+    len = Ref{Csize_t}(0)
+    buf = Vector{UInt8}(undef, 256)
+    scall(LibMMSB.mmsb_page_device_status, s, page.value, code, buf, length(buf), len)
+    if len[] >= length(buf)
+        resize!(buf, len[] + 1)
+        scall(LibMMSB.mmsb_page_device_status, s, page.value, code, buf, length(buf), len)
+    end
+    return (status = PAGE_DEVICE[code[]], reason = String(buf[1:Int(len[])]))
+end
+
 const SYNC_DIRECTIONS = (to_device = LibMMSB.MMSB_SYNC_HOST_TO_DEVICE, to_host = LibMMSB.MMSB_SYNC_DEVICE_TO_HOST)
 
 sync_code(d::Symbol) = haskey(SYNC_DIRECTIONS, d) ? SYNC_DIRECTIONS[d] :

@@ -50,13 +50,32 @@ contiguous(x::AbstractString) = Vector{UInt8}(codeunits(String(x)))
     create_page(state, size; location=:cpu, name="") -> PageId
 
 Allocates a zeroed page of `size` bytes (`location` is `:cpu`, `:gpu` or
-`:unified`; `name` is free text, kept in the page's metadata).
+`:unified`; `name` is free text of at most `MMSB.LibMMSB.MMSB_MAX_PAGE_NAME_BYTES`
+(4096) bytes, kept in the page's metadata; longer is an [`MMSBError`](@ref)
+named `"invalid_argument"`).
+
+A `:gpu` or `:unified` page always keeps its bytes on the CPU (that is where
+deltas apply and what the log records) and gets a device mirror when it can.
+When it cannot (no GPU, the state started without `gpu = true`, or the mirror
+could not be allocated), the page is created CPU-only: a documented fallback,
+not an error, so the same code and logs work on machines without a GPU. It is
+visible: a warning is logged (once per session) with the reason, and
+[`page_device_status`](@ref) reports `:cpu_only` and the reason for the page.
 """
 function create_page(s::MMSBState, size::Integer; location::Symbol = :cpu, name::AbstractString = "")
     n = String(name)
     out = Ref{UInt64}(0)
     scall(LibMMSB.mmsb_page_create, s, u64_arg(size, "size"), location_code(location), n, sizeof(n), out)
-    return PageId(out[])
+    page = PageId(out[])
+    location === :cpu || warn_if_cpu_only(s, page, location)
+    return page
+end
+
+function warn_if_cpu_only(s::MMSBState, page::PageId, location::Symbol)
+    st = page_device_status(s, page)
+    st.status === :cpu_only &&
+        @warn "MMSB: $location page $(page.value) lives on the CPU only: $(st.reason) (see page_device_status)" maxlog = 1
+    return nothing
 end
 
 """
@@ -136,14 +155,14 @@ A copy of `len` bytes of the page from `offset` (a consistent snapshot).
 """
 function read_page(s::MMSBState, page::PageId; offset::Integer = 0, len::Union{Nothing,Integer} = nothing)
     off = u64_arg(offset, "offset")
-    n = if len === nothing
-        size = raw_info(s, page).size
-        off <= size || throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_OUT_OF_BOUNDS,
-                                       "offset $off is past the end of page $(page.value) ($size bytes)"))
-        size - off
-    else
-        u64_arg(len, "len")
-    end
+    n = len === nothing ? nothing : u64_arg(len, "len")
+    # Bounds first: a huge `len` is an out_of_bounds error, not an OutOfMemoryError.
+    size = raw_info(s, page).size
+    off <= size || throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_OUT_OF_BOUNDS,
+                                   "offset $off is past the end of page $(page.value) ($size bytes)"))
+    n === nothing && (n = size - off)
+    n <= size - off || throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_OUT_OF_BOUNDS,
+                                       "$n bytes at offset $off are out of bounds for page $(page.value) ($size bytes)"))
     return read_page!(Vector{UInt8}(undef, n), s, page; offset = offset)
 end
 

@@ -123,8 +123,9 @@ const DURABILITY = (none = UInt32(0), group_commit = UInt32(1), always = UInt32(
     mmsb_start(f; kw...)
 
 Starts a state. Keywords:
-- `dir`: folder for the log, checkpoints and file-backed pages; `nothing` keeps
-  everything in memory.
+- `dir`: folder for the log, checkpoints and file-backed pages; `nothing` (the
+  default) keeps everything in memory. An empty `dir` (`""`) is an
+  [`MMSBError`](@ref) named `"invalid_argument"`, not a quiet in-memory state.
 - `durability`: what a returned write promises: `:none` (OS buffers),
   `:group_commit` (concurrent writers share one fsync) or `:always` (one fsync
   per write).
@@ -149,6 +150,9 @@ The do-block form runs `f(state)` and closes the state afterwards, also on error
 function mmsb_start(; dir = nothing, durability::Symbol = :none, logging::Union{Nothing,Bool} = nothing, options...)
     haskey(DURABILITY, durability) ||
         throw(ArgumentError("durability must be one of $(keys(DURABILITY)), not $(repr(durability))"))
+    dir === nothing || !isempty(String(dir)) ||
+        throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_INVALID_ARGUMENT,
+                        "dir is empty; pass a directory, or leave dir out (nothing) for an in-memory state"))
     cfgp = Ref{Ptr{LibMMSB.MmsbConfig}}(C_NULL)
     check(LibMMSB.mmsb_config_new(cfgp))
     cfg = cfgp[]

@@ -43,7 +43,7 @@ export route_delta!, route_batch!
 export checkpoint_log!, replay_log, compact_log!, log_info
 export get_stats, stats_counter, stats_histogram, stats_json, stats_prometheus, print_stats
 export track_latency!, track_delta_latency!, track_propagation_latency!, set_budget!, reset_stats!, set_monitoring!
-export device_status, sync_page!, sync_all!, apply_on_device!, device_stats
+export device_status, page_device_status, sync_page!, sync_all!, apply_on_device!, device_stats
 export EdgeId, CopyCommand, FillCommand, OpCommand, add_dependency!, remove_dependency!, propagate!
 export dependents, topo_order, Event, Subscription, subscribe, poll_events, events_dropped, is_lagged
 export enable_instrumentation, disable_instrumentation, flush_instrumentation, instrumentation_status
