@@ -299,6 +299,27 @@ inst_late(x) = x + 2
 Base.invokelatest(inst_late, 1) # captured only by the flush at exit
 """
 
+@testset "a transform flushing its own state: refused (reentrant), counted, never a hang" begin
+    # Before issue 15's fix this deadlocked on the state's lock for good.
+    a = create_page(state, 8)
+    b = create_page(state, 8)
+    flushed = Ref{Any}(nothing)
+    inst_reent(x) = x + 7
+    add_dependency!(state, a, b; commands = [(src, dst) -> begin
+        call(inst_reent, 1)                          # something new to render
+        flushed[] = flush_instrumentation(state)     # its page writes are refused
+        copyto!(dst, src)
+    end])
+    e0 = instrumentation_status(state).errors
+    write_page(state, a, UInt8[1])
+    e = try propagate!(state, a); nothing catch x; x end
+    @test e isa MMSBError && e.name == "reentrant"
+    @test flushed[] isa Int                          # flush never throws: it counts the refusal
+    @test instrumentation_status(state).errors > e0
+    @test flush_instrumentation(state) isa Int       # outside the round it works again
+    @test read_page(state, b) == zeros(UInt8, 8)
+end
+
 @testset "another process: same bytes; atexit restores and flushes" begin
     cmd = `$(Base.julia_cmd()) --startup-file=no --project=$ROOT -e $CHILD`
     out = read(cmd, String)
