@@ -45,7 +45,7 @@ export get_stats, stats_counter, stats_histogram, stats_json, stats_prometheus, 
 export track_latency!, track_delta_latency!, track_propagation_latency!, set_budget!, reset_stats!, set_monitoring!
 export device_status, sync_page!, sync_all!, apply_on_device!, device_stats
 export EdgeId, CopyCommand, FillCommand, OpCommand, add_dependency!, remove_dependency!, propagate!
-export dependents, topo_order, Event, Subscription, subscribe, poll_events, events_dropped, is_lagged
+export dependents, topo_order, Event, Subscription, subscribe, on, poll_events, events_dropped, is_lagged
 export enable_instrumentation, disable_instrumentation, flush_instrumentation, instrumentation_status
 export reanalyze!, ir_pages, ir_text, module_pages, method_graph, compiler_edges, world_page, world_log
 

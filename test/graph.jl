@@ -74,3 +74,92 @@ close(s)
 @test !isopen(sub)
 @test poll_events(sub) isa Vector{Event}
 close(sub)
+
+# A subscription behaves like a Channel: take!, isready, wait, iteration, close.
+mmsb_start() do s
+    sub = subscribe(s; events = (:delta_applied,))
+    @test Base.IteratorSize(Subscription) == Base.SizeUnknown() && eltype(sub) === Event
+    @test !isready(sub)
+    p = create_page(s, 16)
+    l1 = update_page(s, p, UInt8[1, 2])
+    l2 = update_page(s, p, UInt8[3])
+    @test isready(sub)
+    e = take!(sub)
+    @test e.kind === :delta_applied && e.page == p && e.lsn == l1 && e.epoch == 1
+    @test e.lsn isa Int && e.epoch isa Int
+    @test propertynames(e) == (:kind, :page, :lsn, :epoch)
+    @test sprint(show, e) == "Event(:delta_applied, page = PageId($(Int(p.value))), lsn = $(Int(l1)), epoch = 1)"
+    @test_throws ArgumentError e.round
+    # `take!` waits for an event written later by another task; waiting lets that task run
+    t = @async (sleep(0.05); update_page(s, p, UInt8[9]))
+    @test take!(sub).lsn == l2
+    e3 = take!(sub)
+    @test e3.epoch == 3 && fetch(t) == e3.lsn
+    # `wait` returns once an event is queued
+    t = @async (sleep(0.05); update_page(s, p, UInt8[10]))
+    wait(sub)
+    @test isready(sub) && istaskdone(t)
+    # iteration ends once the subscription is closed; the events it held are still handed out
+    update_page(s, p, UInt8[11])
+    seen = Event[]
+    closer = @async (sleep(0.1); close(sub))
+    for ev in sub
+        push!(seen, ev)
+    end
+    @test [ev.epoch for ev in seen] == [4, 5] && istaskdone(closer)
+    err = try take!(sub) catch x; x end
+    @test err isa MMSBError && err.name == "closed"
+    @test_throws MMSBError wait(sub)
+end
+
+# named fields of the other kinds
+mmsb_start(dir = mktempdir()) do s
+    sub = subscribe(s)
+    a, b = create_page(s, 8), create_page(s, 8)
+    add_dependency!(s, a, b; commands = [CopyCommand(0, 0, 8)])
+    update_page(s, a, UInt8[1])
+    propagate!(s, a)
+    c = checkpoint_log!(s)
+    evs = poll_events(sub)
+    pd = evs[findfirst(e -> e.kind === :propagation_done, evs)]
+    @test pd.recomputed == 1 && pd.cutoff == 0 && pd.round >= 1
+    @test propertynames(pd) == (:kind, :round, :recomputed, :cutoff)
+    @test occursin("recomputed = 1, cutoff = 0)", sprint(show, pd))
+    cp = evs[findfirst(e -> e.kind === :checkpoint, evs)]
+    @test cp.lsn == c
+    set_budget!(s, :latency_max, 1)
+    track_delta_latency!(s, 5_000)
+    bu = first(filter(e -> e.kind === :budget, poll_events(sub)))
+    @test bu.metric === :delta_route && bu.value == 5_000 && bu.limit == 1
+    close(sub)
+end
+
+# `on` runs the handler on a task until the subscription closes or the state does
+s = mmsb_start()
+seen = Int[]
+sub = on(s, :delta_applied) do e
+    push!(seen, e.epoch)
+end
+@test sub isa Subscription && sub.task isa Task
+p = create_page(s, 8)
+for i in 1:3
+    update_page(s, p, UInt8[i])
+end
+t0 = time()
+while length(seen) < 3 && time() - t0 < 10
+    sleep(0.01)
+end
+@test seen == [1, 2, 3]
+close(s)                                      # the state closing ends the handler's loop
+wait(sub.task)
+@test istaskdone(sub.task) && !istaskfailed(sub.task)
+@test_throws ArgumentError on(identity, sub)  # one handler per subscription
+close(sub)
+# a throwing handler closes its subscription and fails its task
+s = mmsb_start()
+sub = on(e -> error("handler broke"), s)
+update_page(s, create_page(s, 8), UInt8[1])
+err = try wait(sub.task) catch x; x end
+@test err isa Exception && occursin("handler broke", sprint(showerror, err))
+@test !isopen(sub)
+close(s)
