@@ -187,11 +187,11 @@ function route_delta!(s::MMSBState, page::PageId, d::Delta; expected_epoch::Unio
     isopen(d) || throw(closed_error("delta"))   # before the call is counted in
     st, l = with_u64_out(out -> LibMMSB.mmsb_route_delta(enter(s), page.value, d, e, out))
     check(s, st)
-    return l
+    return Int(l)
 end
 
 """
-    route_batch!(state, ops) -> UnitRange{UInt64}
+    route_batch!(state, ops) -> UnitRange{Int}
 
 Routes several deltas atomically: all apply, in order, or none (one lock, one
 log record). `ops` holds `page => delta` pairs or `(page, delta, expected_epoch)`
@@ -209,7 +209,7 @@ function route_batch!(s::MMSBState, ops::AbstractVector)
         first = Ref{UInt64}(0)
         count = Ref{UInt64}(0)
         scall(LibMMSB.mmsb_batch_route, s, batch, first, count)
-        return count[] == 0 ? (UInt64(1):UInt64(0)) : (first[]:(first[] + count[] - 1))
+        return count[] == 0 ? (1:0) : (Int(first[]):Int(first[] + count[] - 1))
     finally
         LibMMSB.mmsb_batch_free(batch)
     end

@@ -58,7 +58,7 @@ function apply_on_device!(s::MMSBState, page::PageId, d::Delta; expected_epoch::
     isopen(d) || throw(closed_error("delta"))   # before the call is counted in
     st, l = with_u64_out(out -> LibMMSB.mmsb_page_apply_on_device(enter(s), page.value, d, e, out))
     check(s, st)
-    return l
+    return Int(l)
 end
 
 """

@@ -22,7 +22,7 @@ struct PageInfo
     id::PageId
     size::Int
     capacity::Int
-    epoch::UInt64
+    epoch::Int
     location::Symbol
     name::String
 end
@@ -106,12 +106,12 @@ function page_info(s::MMSBState, page::PageId)
 end
 
 """
-    epoch(state, page) -> UInt64
+    epoch(state, page) -> Int
 
 The page's epoch: the number of deltas routed to it. Pass it as
 `expected_epoch` to a write to make it a compare-and-set.
 """
-epoch(s::MMSBState, page::PageId) = raw_info(s, page).epoch
+epoch(s::MMSBState, page::PageId) = Int(raw_info(s, page).epoch)
 
 """
     page_name(state, page) -> String
@@ -180,7 +180,7 @@ function update_page(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UIn
     off, e = u64_arg(offset, "offset"), epoch_arg(expected_epoch)
     st, l = with_u64_out(out -> LibMMSB.mmsb_page_update(enter(s), page.value, off, b, length(b), e, out))
     check(s, st)
-    return l
+    return Int(l)   # LSNs and epochs are Ints in Julia: they print in decimal
 end
 
 function update_page(s::MMSBState, page::PageId, bytes::AbstractVector{UInt8}, mask::AbstractVector{Bool};
@@ -192,7 +192,7 @@ function update_page(s::MMSBState, page::PageId, bytes::AbstractVector{UInt8}, m
                                                                               mask_ptr(m), cld(length(b), 8), b,
                                                                               length(b), e, out))
     check(s, st)
-    return l
+    return Int(l)
 end
 
 function update_page(s::MMSBState, page::PageId, runs::AbstractVector{<:Pair};
@@ -202,7 +202,7 @@ function update_page(s::MMSBState, page::PageId, runs::AbstractVector{<:Pair};
     st, l = with_u64_out(out -> LibMMSB.mmsb_page_write_sparse(enter(s), page.value, offsets, lens, length(offsets), data,
                                                                length(data), e, out))
     check(s, st)
-    return l
+    return Int(l)
 end
 
 """
@@ -218,7 +218,7 @@ function write_page(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UInt
     off, e = u64_arg(offset, "offset"), epoch_arg(expected_epoch)
     st, l = with_u64_out(out -> LibMMSB.mmsb_page_write(enter(s), page.value, off, b, length(b), e, out))
     check(s, st)
-    return l
+    return Int(l)
 end
 
 # The mask as the C ABI takes it: one bit per data byte, least significant bit

@@ -210,7 +210,7 @@ Whether the state has not been closed.
 Base.isopen(s::MMSBState) = !s.closing[] && s.ptr != C_NULL
 
 """
-    lsn(state::MMSBState) -> UInt64
+    lsn(state::MMSBState) -> Int
 
 The last log sequence number assigned (0 before the first delta). Every routed
 delta gets the next one; the LSN order is the order in which writes applied.
@@ -218,7 +218,7 @@ delta gets the next one; the LSN order is the order in which writes applied.
 function lsn(s::MMSBState)
     out = Ref{UInt64}(0)
     scall(LibMMSB.mmsb_state_lsn, s, out)
-    return out[]
+    return Int(out[])
 end
 
 function Base.show(io::IO, s::MMSBState)
