@@ -180,7 +180,7 @@ end
     route_delta!(state, page, delta; expected_epoch=nothing) -> lsn
 
 Routes a delta to a page (the delta itself is unchanged and can be reused).
-With `expected_epoch` it is a compare-and-set on the page's [`epoch`](@ref).
+With `expected_epoch` it is a compare-and-set on the page's [`page_epoch`](@ref).
 """
 function route_delta!(s::MMSBState, page::PageId, d::Delta; expected_epoch::Union{Nothing,Integer} = nothing)
     e = epoch_arg(expected_epoch)

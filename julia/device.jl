@@ -2,11 +2,21 @@
 # Without a GPU these pages stay on the CPU and syncs have nothing to do.
 
 """
+    device_status(state) -> NamedTuple
     device_status() -> NamedTuple
 
 Whether a GPU is usable (`available::Bool`) and its description or the reason
-there is none (`description::String`). Never fails for want of a GPU.
+there is none (`description::String`). Never fails for want of a GPU. With a
+state it also says whether the state was started with `gpu = true`
+(`requested::Bool`) and how many of its pages have a device mirror
+(`mirrors::Int`); without one it describes the machine.
 """
+function device_status(s::MMSBState)
+    m = device_status()
+    return (available = m.available, description = m.description, requested = get(s.config, :gpu, false) == true,
+            mirrors = device_stats(s).mirrors)
+end
+
 function device_status()
     code = Ref{UInt32}(0)
     len = Ref{Csize_t}(0)

@@ -102,10 +102,13 @@ const BYTE_COUNTERS = (:bytes_allocated, :delta_bytes, :log_bytes)
 "A duration in nanoseconds, in the unit that fits (\"7.51 µs\")."
 function format_ns(ns::Real)
     ns < 1e3 && return string(round(Int, ns), " ns")
-    ns < 1e6 && return string(round(ns / 1e3; digits = 2), " µs")
-    ns < 1e9 && return string(round(ns / 1e6; digits = 2), " ms")
-    return string(round(ns / 1e9; digits = 2), " s")
+    ns < 1e6 && return string(two_decimals(ns / 1e3), " µs")
+    ns < 1e9 && return string(two_decimals(ns / 1e6), " ms")
+    return string(two_decimals(ns / 1e9), " s")
 end
+
+# "30.90", not "30.9": columns of figures line up (Printf is not a dependency).
+two_decimals(x::Real) = (n = round(Int, 100x); string(div(n, 100), ".", lpad(rem(n, 100), 2, '0')))
 
 "A byte count in decimal, with KiB/MiB beside it from 1 KiB on (\"4096 (4.000 KiB)\")."
 format_size(n::Integer) = n < 1024 ? string(n) : string(n, " (", Base.format_bytes(n), ")")

@@ -1,4 +1,4 @@
-# Pages: creation, description, reads and the update_page family of writes.
+# Pages: creation, description, reads and the update_page! family of writes.
 
 """
     PageId(n)
@@ -60,11 +60,11 @@ function create_page(s::MMSBState, size::Integer; location::Symbol = :cpu, name:
 end
 
 """
-    free_page(state, page)
+    free_page!(state, page)
 
 Removes a page; its open [`PageView`](@ref)s are closed.
 """
-function free_page(s::MMSBState, page::PageId)
+function free_page!(s::MMSBState, page::PageId)
     scall(LibMMSB.mmsb_page_free, s, page.value)
     close_views!(s, page)
     return nothing
@@ -106,12 +106,12 @@ function page_info(s::MMSBState, page::PageId)
 end
 
 """
-    epoch(state, page) -> Int
+    page_epoch(state, page) -> Int
 
 The page's epoch: the number of deltas routed to it. Pass it as
 `expected_epoch` to a write to make it a compare-and-set.
 """
-epoch(s::MMSBState, page::PageId) = Int(raw_info(s, page).epoch)
+page_epoch(s::MMSBState, page::PageId) = Int(raw_info(s, page).epoch)
 
 """
     page_name(state, page) -> String
@@ -158,9 +158,9 @@ function read_page!(buf::Vector{UInt8}, s::MMSBState, page::PageId; offset::Inte
 end
 
 """
-    update_page(state, page, bytes; offset=0, expected_epoch=nothing) -> lsn
-    update_page(state, page, bytes, mask; offset=0, expected_epoch=nothing) -> lsn
-    update_page(state, page, runs; offset=0, expected_epoch=nothing) -> lsn
+    update_page!(state, page, bytes; offset=0, expected_epoch=nothing) -> lsn
+    update_page!(state, page, bytes, mask; offset=0, expected_epoch=nothing) -> lsn
+    update_page!(state, page, runs; offset=0, expected_epoch=nothing) -> lsn
 
 Writes to a page through a delta and returns its log sequence number.
 - `bytes` (a byte vector or string): written at `offset` as the smallest delta
@@ -170,11 +170,11 @@ Writes to a page through a delta and returns its log sequence number.
 - `runs`, a vector of `offset => bytes` pairs: a sparse write; later runs win
   where runs overlap; `offset` is added to every run's offset.
 
-With `expected_epoch`, the write happens only if the page's [`epoch`](@ref) still
+With `expected_epoch`, the write happens only if the page's [`page_epoch`](@ref) still
 equals it, else an [`MMSBError`](@ref) named `"epoch_conflict"` is thrown and
 nothing changes (compare-and-set).
 """
-function update_page(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UInt8},AbstractString};
+function update_page!(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UInt8},AbstractString};
                      offset::Integer = 0, expected_epoch::Union{Nothing,Integer} = nothing)
     b = contiguous(bytes)
     off, e = u64_arg(offset, "offset"), epoch_arg(expected_epoch)
@@ -183,7 +183,7 @@ function update_page(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UIn
     return Int(l)   # LSNs and epochs are Ints in Julia: they print in decimal
 end
 
-function update_page(s::MMSBState, page::PageId, bytes::AbstractVector{UInt8}, mask::AbstractVector{Bool};
+function update_page!(s::MMSBState, page::PageId, bytes::AbstractVector{UInt8}, mask::AbstractVector{Bool};
                      offset::Integer = 0, expected_epoch::Union{Nothing,Integer} = nothing)
     b = contiguous(bytes)
     m = mask_bits(mask, length(b))
@@ -195,7 +195,7 @@ function update_page(s::MMSBState, page::PageId, bytes::AbstractVector{UInt8}, m
     return Int(l)
 end
 
-function update_page(s::MMSBState, page::PageId, runs::AbstractVector{<:Pair};
+function update_page!(s::MMSBState, page::PageId, runs::AbstractVector{<:Pair};
                      offset::Integer = 0, expected_epoch::Union{Nothing,Integer} = nothing)
     offsets, lens, data = sparse_parts(runs, offset)
     e = epoch_arg(expected_epoch)
@@ -206,13 +206,13 @@ function update_page(s::MMSBState, page::PageId, runs::AbstractVector{<:Pair};
 end
 
 """
-    write_page(state, page, bytes; offset=0, expected_epoch=nothing) -> lsn
+    write_page!(state, page, bytes; offset=0, expected_epoch=nothing) -> lsn
 
 Writes `bytes` at `offset` as a plain write (one run, recorded as given, without
-comparing to the current bytes: cheaper than [`update_page`](@ref) when most
+comparing to the current bytes: cheaper than [`update_page!`](@ref) when most
 bytes change).
 """
-function write_page(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UInt8},AbstractString};
+function write_page!(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UInt8},AbstractString};
                     offset::Integer = 0, expected_epoch::Union{Nothing,Integer} = nothing)
     b = contiguous(bytes)
     off, e = u64_arg(offset, "offset"), epoch_arg(expected_epoch)

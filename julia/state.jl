@@ -143,7 +143,7 @@ The do-block form runs `f(state)` and closes the state afterwards, also on error
 
     mmsb_start(max_page_size = 1 << 20) do state
         page = create_page(state, 4096)
-        update_page(state, page, rand(UInt8, 64))
+        update_page!(state, page, rand(UInt8, 64))
     end
 """
 function mmsb_start(; dir = nothing, durability::Symbol = :none, logging::Union{Nothing,Bool} = nothing, options...)

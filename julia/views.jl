@@ -130,7 +130,7 @@ Base.unsafe_wrap(::Type{Array}, v::PageView) = unsafe_wrap(Array, pointer(v), v.
 
 # Pages change only through deltas (the same error on every Julia version).
 Base.setindex!(v::PageView, x, i::Int) =
-    throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_READ_ONLY, "page views are read-only; write with update_page"))
+    throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_READ_ONLY, "page views are read-only; write with update_page!"))
 
 function Base.copy(v::PageView)
     out = Vector{UInt8}(undef, v.len)

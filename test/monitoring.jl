@@ -6,7 +6,7 @@ mmsb_start() do s
     p = create_page(s, 128)
     q = create_page(s, 128)
     for i in 1:50
-        update_page(s, isodd(i) ? p : q, UInt8[i]; offset = i)
+        update_page!(s, isodd(i) ? p : q, UInt8[i]; offset = i)
     end
     @test stats_counter(s, :pages) == 2
     @test stats_counter(s, :deltas_routed) >= 50
@@ -17,9 +17,9 @@ mmsb_start() do s
     @test haskey(st.latencies, :delta_route)
 
     n0 = stats_histogram(s, :propagation_round).count
-    track_propagation_latency!(s, 1234)
+    MMSB.track_propagation_latency!(s, 1234)
     @test stats_histogram(s, :propagation_round).count == n0 + 1
-    track_delta_latency!(s, 10)
+    MMSB.track_delta_latency!(s, 10)
     track_latency!(s, :fsync, 99)
     @test stats_histogram(s, :fsync).max_ns >= 99
 
@@ -51,9 +51,9 @@ mktempdir() do dir
         p = create_page(s, 4096)
         l = 0
         for i in 1:9
-            l = update_page(s, p, UInt8[i])
+            l = update_page!(s, p, UInt8[i])
         end
-        @test l isa Int && lsn(s) isa Int && epoch(s, p) isa Int && page_info(s, p).epoch === 9
+        @test l isa Int && lsn(s) isa Int && page_epoch(s, p) isa Int && page_info(s, p).epoch === 9
         @test repr(lsn(s)) == string(l) && l == 10          # create_page took lsn 1
         @test route_batch!(s, Pair{PageId,Delta}[]) === 1:0
         c = checkpoint_log!(s)

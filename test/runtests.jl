@@ -7,7 +7,7 @@ using MMSB
 
 # Each file runs in a module of its own, so files share no globals.
 const FILES = ["state", "pages", "views", "deltas", "errors", "gc", "threads", "log", "monitoring", "device", "graph", "loading",
-               "benchmark_cli"]
+               "benchmark_cli", "deprecated"]
 
 passed(ts) = (c = Test.get_test_counts(ts); c[1] + c[5])   # own + nested passes
 

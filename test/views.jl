@@ -6,7 +6,7 @@ mmsb_start() do s
     @test v isa AbstractVector{UInt8}
     @test length(v) == 100 && size(v) == (100,)
     @test all(iszero, v)
-    update_page(s, p, UInt8[5, 6, 7]; offset = 10)
+    update_page!(s, p, UInt8[5, 6, 7]; offset = 10)
     @test v[11:13] == UInt8[5, 6, 7]           # live: sees later writes
     @test copy(v) == read_page(s, p)
     @test collect(v) == read_page(s, p)
@@ -38,7 +38,7 @@ mmsb_start() do s
     q = create_page(s, 10)
     vp = page_view(s, p)
     vq = page_view(s, q)
-    free_page(s, p)
+    free_page!(s, p)
     @test !isopen(vp) && isopen(vq)
     @test_throws MMSBError vp[1]
     @test vq[1] == 0
@@ -49,7 +49,7 @@ end
 # views outliving their state throw instead of crashing
 s = mmsb_start()
 p = create_page(s, 64)
-update_page(s, p, UInt8[1])
+update_page!(s, p, UInt8[1])
 views = [page_view(s, p) for _ in 1:5]
 close(views[2])
 @test all(v -> v[1] == 1, views[[1, 3, 4, 5]])
@@ -70,7 +70,7 @@ mmsb_start() do s
     @test collect(s) == [a, b] == keys(s)
     @test [p for p in s] == [a, b] && eltype(s) === PageId
     @test haskey(s, a) && !haskey(s, PageId(999))
-    update_page(s, a, reinterpret(UInt8, [1.5, -2.25]))
+    update_page!(s, a, reinterpret(UInt8, [1.5, -2.25]))
     v = s[a]
     @test v isa PageView && v.page == a && length(v) == 64
     @test v[1:16] == reinterpret(UInt8, [1.5, -2.25])
@@ -90,7 +90,7 @@ mmsb_start() do s
         @test w isa Vector{UInt8} && w == v && pointer(w) == p1
         x = unsafe_wrap(Array, Ptr{Float64}(pointer(v)), 2)
         @test x == [1.5, -2.25]
-        update_page(s, a, reinterpret(UInt8, [3.0]))      # live: the wrapped memory is the page
+        update_page!(s, a, reinterpret(UInt8, [3.0]))      # live: the wrapped memory is the page
         @test x[1] == 3.0 && f[1] == 3.0
         # ccall takes a view where it takes a pointer
         @test ccall(:memcmp, Cint, (Ptr{UInt8}, Ptr{UInt8}, Csize_t), v, w, 64) == 0

@@ -1,0 +1,31 @@
+# The old names stay for one release: they do what the new ones do, and warn.
+
+s = mmsb_start()
+p = create_page(s, 16)
+@test MMSB.update_page(s, p, UInt8[1, 2]; offset = 2) == lsn(s)          # keywords pass through
+@test read_page(s, p; len = 4) == UInt8[0, 0, 1, 2]
+@test MMSB.write_page(s, p, UInt8[7]) == lsn(s)
+@test MMSB.epoch(s, p) == page_epoch(s, p) == 2
+MMSB.free_page(s, p)
+@test isempty(page_ids(s))
+close(s)
+# still exported, so old code runs unchanged
+@test all(n -> n in names(MMSB), first.(MMSB.DEPRECATED))
+@test !any(n -> n in names(MMSB), MMSB.PUBLIC) && all(n -> isdefined(MMSB, n), MMSB.PUBLIC)
+
+# The warning, in a child process: Julia 1.5 and later warn only with
+# --depwarn=yes (Pkg.test sets it), and --depwarn=error makes it an error.
+code = """
+using MMSB
+s = mmsb_start(); p = create_page(s, 8)
+update_page(s, p, UInt8[1]); write_page(s, p, UInt8[2]); epoch(s, p); free_page(s, p)
+"""
+julia = `$(Base.julia_cmd()) --startup-file=no --project=$(MMSB.package_root())`
+err = IOBuffer()
+run(pipeline(`$julia --depwarn=yes -e $code`; stderr = err))
+msg = String(take!(err))
+for (old, new) in MMSB.DEPRECATED
+    @test occursin("`$old(", msg) && occursin("use `$new(", msg)
+end
+p = run(pipeline(ignorestatus(`$julia --depwarn=error -e $code`); stderr = devnull))
+@test p.exitcode != 0
