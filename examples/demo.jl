@@ -26,8 +26,8 @@ mmsb_start(dir = dir, max_page_size = 1 << 20) do state
     println("update_page! (masked) -> lsn ", Int(l), ", sensor[1:8] = ", hex(read_page(state, sensor; len = 8)))
 
     # Sparse runs: offset => bytes.
-    l = update_page!(state, model, [0 => UInt8[1, 2], 32 => Vector{UInt8}("mmsb")])
-    println("update_page! (sparse) -> lsn ", Int(l), ", model[33:36] = ", String(read_page(state, model; offset = 32, len = 4)))
+    l = update_page!(state, model, [1 => UInt8[1, 2], 33 => Vector{UInt8}("mmsb")])
+    println("update_page! (sparse) -> lsn ", Int(l), ", model[33:36] = ", String(read_page(state, model; at = 33, len = 4)))
 
     # Deltas are values: build, compose (⊕), apply to plain bytes, encode, route.
     a = Delta(0, UInt8[0xaa, 0xaa, 0xaa])
@@ -62,7 +62,7 @@ mmsb_start(dir = dir, max_page_size = 1 << 20) do state
     update_page!(state, sensor, UInt8[1, 2, 3, 4])
     r = propagate!(state, sensor)
     println("propagate! -> recomputed ", r.recomputed, " pages; total[1:4] = ", hex(read_page(state, total; len = 4)),
-            ", model[60:64] = ", hex(read_page(state, model; offset = 59)))
+            ", model[60:64] = ", hex(read_page(state, model; at = 60)))
     println("propagation order: ", topo_order(state))
 
     # The log: replay to an earlier LSN into a read-only copy, then checkpoint.

@@ -12,6 +12,12 @@ finalizer or by `close`). Constructors:
 - [`delta_diff`](@ref)`(old, new)`: the smallest delta turning `old` into `new`;
 - [`decode_delta`](@ref)`(bytes)`: from its encoding.
 
+A delta's `offset`s are 0-based (the number of bytes before the first one
+written: `Delta(0, b)` starts at the page's first byte), as in the C API and
+the log format they are encoded in; the page functions ([`update_page!`](@ref),
+[`read_page`](@ref), ...) take 1-based positions `at` instead, so
+`Delta(k - 1, b)` writes what `update_page!(state, page, b; at = k)` does.
+
 Combine with [`compose`](@ref) / `⊕`, apply to bytes with [`apply`](@ref), route
 to a page with [`route_delta!`](@ref) or [`route_batch!`](@ref).
 """

@@ -14,7 +14,8 @@ Base.show(io::IO, e::EdgeId) = print(io, "EdgeId(", Int(e.value), ")")
     CopyCommand(src_offset, dst_offset, len)
 
 Edge command: copy `len` bytes of the source page at `src_offset` to the
-dependent page at `dst_offset`.
+dependent page at `dst_offset`. Offsets are 0-based (`0` is the first byte), as
+in the C API that runs the command; see [`Delta`](@ref).
 """
 struct CopyCommand
     src_offset::UInt64
@@ -25,7 +26,8 @@ end
 """
     FillCommand(dst_offset, len, value)
 
-Edge command: fill `len` bytes of the dependent page at `dst_offset` with `value`.
+Edge command: fill `len` bytes of the dependent page at `dst_offset` (0-based)
+with `value`.
 """
 struct FillCommand
     dst_offset::UInt64
@@ -36,7 +38,8 @@ end
 """
     OpCommand(op, lane, src_offset, dst_offset, len)
 
-Edge command: lane-wise `dst = dst op src` over `len` bytes; `op` is one of
+Edge command: lane-wise `dst = dst op src` over `len` bytes from the 0-based
+offsets `src_offset` and `dst_offset`; `op` is one of
 `:add, :xor, :or, :and, :min, :max` and `lane` one of `UInt8, UInt32, Float32,
 Float64` (little-endian; `len` a multiple of the lane size).
 """

@@ -13,7 +13,7 @@ mmsb_start(gpu = true) do s
     l = apply_on_device!(s, g, Delta(0, UInt8[1, 2, 3]))
     @test l == lsn(s)
     @test read_page(s, g; len = 3) == UInt8[1, 2, 3]
-    update_page!(s, u, UInt8[9]; offset = 5)
+    update_page!(s, u, UInt8[9]; at = 6)
     sync_all!(s)
     sync_all!(s; direction = :to_host)
     stats = device_stats(s)

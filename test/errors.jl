@@ -17,7 +17,7 @@ bad = PageId(12345)
 
 # bad page ids
 for f in (() -> update_page!(s, bad, UInt8[1]), () -> write_page!(s, bad, UInt8[1]),
-          () -> update_page!(s, bad, UInt8[1], [true]), () -> update_page!(s, bad, [0 => UInt8[1]]),
+          () -> update_page!(s, bad, UInt8[1], [true]), () -> update_page!(s, bad, [1 => UInt8[1]]),
           () -> read_page(s, bad), () -> read_page!(zeros(UInt8, 1), s, bad), () -> page_info(s, bad),
           () -> page_epoch(s, bad), () -> page_name(s, bad), () -> free_page!(s, bad), () -> page_view(s, bad),
           () -> route_delta!(s, bad, Delta(0, UInt8[1])))
@@ -34,14 +34,14 @@ msg = sprint(showerror, e)
 
 # wrong lengths and bounds
 expect_error(() -> update_page!(s, p, zeros(UInt8, 33)), "out_of_bounds")
-expect_error(() -> update_page!(s, p, UInt8[1]; offset = 32), "out_of_bounds")
+expect_error(() -> update_page!(s, p, UInt8[1]; at = 33), "out_of_bounds")
 expect_error(() -> write_page!(s, p, zeros(UInt8, 40)), "out_of_bounds")
-expect_error(() -> update_page!(s, p, [30 => UInt8[1, 2, 3]]), "out_of_bounds")
-expect_error(() -> read_page(s, p; offset = 30, len = 5), "out_of_bounds")
-expect_error(() -> read_page(s, p; offset = 33), "out_of_bounds")
+expect_error(() -> update_page!(s, p, [31 => UInt8[1, 2, 3]]), "out_of_bounds")
+expect_error(() -> read_page(s, p; at = 31, len = 5), "out_of_bounds")
+expect_error(() -> read_page(s, p; at = 34), "out_of_bounds")
 expect_error(() -> read_page!(zeros(UInt8, 64), s, p), "out_of_bounds")
-expect_error(() -> update_page!(s, p, UInt8[1]; offset = typemax(Int)), "out_of_bounds")
-expect_error(() -> update_page!(s, p, UInt8[1]; offset = -1), "invalid_argument")
+expect_error(() -> update_page!(s, p, UInt8[1]; at = typemax(Int)), "out_of_bounds")
+expect_error(() -> update_page!(s, p, UInt8[1]; at = 0), "invalid_argument")
 expect_error(() -> create_page(s, -5), "invalid_argument")
 expect_error(() -> create_page(s, 0), "invalid_argument")
 expect_error(() -> create_page(s, 2 << 20), "invalid_argument")
@@ -56,13 +56,13 @@ expect_error(() -> Delta(0, UInt8[1, 2], [true]), "length_mismatch")
 @test lsn(s) == l0
 
 # malformed sparse runs
-@test_throws ArgumentError update_page!(s, p, [0 => 1])
+@test_throws ArgumentError update_page!(s, p, [1 => 1])
 @test_throws ArgumentError update_page!(s, p, ["x" => UInt8[1]])
 
 # use after close: the state, its pages and every call on it
 close(s)
 for f in (() -> create_page(s, 8), () -> update_page!(s, p, UInt8[1]), () -> write_page!(s, p, UInt8[1]),
-          () -> update_page!(s, p, UInt8[1], [true]), () -> update_page!(s, p, [0 => UInt8[1]]),
+          () -> update_page!(s, p, UInt8[1], [true]), () -> update_page!(s, p, [1 => UInt8[1]]),
           () -> read_page(s, p), () -> page_info(s, p), () -> page_ids(s), () -> free_page!(s, p),
           () -> page_view(s, p), () -> route_delta!(s, p, Delta(0, UInt8[1])),
           () -> route_batch!(s, [p => Delta(0, UInt8[1])]))

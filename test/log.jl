@@ -7,7 +7,7 @@ mktempdir() do dir
         @test s.config.logging
         p = create_page(s, 64; name = "logged")
         for i in 1:20
-            l = update_page!(s, p, UInt8[i, i + 1]; offset = 2i)
+            l = update_page!(s, p, UInt8[i, i + 1]; at = 2i + 1)
             snapshots[l] = read_page(s, p)
         end
         c = checkpoint_log!(s)
@@ -16,7 +16,7 @@ mktempdir() do dir
         @test info.lsn == lsn(s) && info.checkpoints >= 1 && info.last_checkpoint_lsn == c
         @test info.log_bytes >= 0 && info.segments >= 1
         for i in 21:25
-            l = write_page!(s, p, fill(UInt8(i), 4); offset = 50)
+            l = write_page!(s, p, fill(UInt8(i), 4); at = 51)
             snapshots[l] = read_page(s, p)
         end
         # replay to any retained LSN gives the bytes as they were then

@@ -6,7 +6,7 @@ mmsb_start() do s
     p = create_page(s, 128)
     q = create_page(s, 128)
     for i in 1:50
-        update_page!(s, isodd(i) ? p : q, UInt8[i]; offset = i)
+        update_page!(s, isodd(i) ? p : q, UInt8[i]; at = i + 1)
     end
     @test stats_counter(s, :pages) == 2
     @test stats_counter(s, :deltas_routed) >= 50

@@ -29,18 +29,18 @@ mmsb_start() do s
                 data = rand(rng, UInt8, rand(rng, 1:16))
                 kind = rand(rng, 1:5)
                 if kind == 1
-                    l = update_page!(s, page, data; offset = off)
+                    l = update_page!(s, page, data; at = off + 1)
                     d = Delta(off, data)
                 elseif kind == 2
-                    l = write_page!(s, page, data; offset = off)
+                    l = write_page!(s, page, data; at = off + 1)
                     d = Delta(off, data)
                 elseif kind == 3
                     m = bitrand(rng, length(data))
-                    l = update_page!(s, page, data, m; offset = off)
+                    l = update_page!(s, page, data, m; at = off + 1)
                     d = Delta(off, data, m)
                 elseif kind == 4
                     runs = [off => data, rand(rng, 0:PAGE - 1) => UInt8[k % 256]]
-                    l = update_page!(s, page, runs)
+                    l = update_page!(s, page, [first(r) + 1 => last(r) for r in runs])  # 1-based positions
                     d = Delta(runs)
                 else
                     d = Delta(off, data)

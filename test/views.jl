@@ -6,7 +6,7 @@ mmsb_start() do s
     @test v isa AbstractVector{UInt8}
     @test length(v) == 100 && size(v) == (100,)
     @test all(iszero, v)
-    update_page!(s, p, UInt8[5, 6, 7]; offset = 10)
+    update_page!(s, p, UInt8[5, 6, 7]; at = 11)
     @test v[11:13] == UInt8[5, 6, 7]           # live: sees later writes
     @test copy(v) == read_page(s, p)
     @test collect(v) == read_page(s, p)

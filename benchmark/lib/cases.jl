@@ -239,8 +239,8 @@ function cases(; quick::Bool = false)
                                        setup = () -> Ctx(nothing, PageId(0); a = page4k.a, b = page4k.b,
                                                          extra = zeros(UInt8, 4096))),
         "route/sparse_16x16B" => Case(c -> update_page!(c.state, c.page, flip!(c));
-                                      setup = () -> in_memory([256k => fill(0x11, 16) for k in 0:15],
-                                                              [256k => fill(0x22, 16) for k in 0:15]),
+                                      setup = () -> in_memory([256k + 1 => fill(0x11, 16) for k in 0:15],
+                                                              [256k + 1 => fill(0x22, 16) for k in 0:15]),
                                       teardown = close_ctx),
         "route/batch_16x64B" => Case(c -> route_batch!(c.state, flip!(c));
                                      setup = function ()
