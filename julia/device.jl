@@ -26,7 +26,7 @@ function device_status()
         resize!(buf, len[] + 1)
         check(LibMMSB.mmsb_device_status(code, buf, length(buf), len))
     end
-    return (available = code[] == LibMMSB.MMSB_DEVICE_AVAILABLE, description = String(buf[1:Int(len[])]))
+    return (available = code[] == LibMMSB.MMSB_DEVICE_AVAILABLE, description = julia_syntax(String(buf[1:Int(len[])])))
 end
 
 const SYNC_DIRECTIONS = (to_device = LibMMSB.MMSB_SYNC_HOST_TO_DEVICE, to_host = LibMMSB.MMSB_SYNC_DEVICE_TO_HOST)

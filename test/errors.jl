@@ -69,3 +69,16 @@ for f in (() -> create_page(s, 8), () -> update_page!(s, p, UInt8[1]), () -> wri
     expect_error(f, "closed")
 end
 @test !isopen(s)
+
+# Messages speak Julia: ranges as a:b, configuration fields as mmsb_start keywords.
+@test MMSB.julia_syntax("capacity 0 is not in 1..=1048576") == "capacity 0 is not in 1:1048576"
+@test MMSB.julia_syntax("open it with `logging: true`") == "open it with `logging = true`"
+@test MMSB.julia_syntax("GPU use is off (Config::gpu = false)") == "GPU use is off (gpu = false)"
+mmsb_start() do s
+    err = try subscribe(s; capacity = 0) catch x; x end
+    @test err isa MMSBError && occursin("1:1048576", err.message) && !occursin("..=", err.message)
+    err = try create_page(s, 0) catch x; x end
+    @test err isa MMSBError && occursin(r"must be 1:\d+ bytes", err.message)
+    err = try checkpoint_log!(s) catch x; x end
+    @test err isa MMSBError && occursin("`logging = true`", err.message) && !occursin("logging:", err.message)
+end

@@ -82,3 +82,12 @@ for name in [names(MMSB); collect(MMSB.PUBLIC)]
     (name === :MMSB || name in first.(MMSB.DEPRECATED)) && continue
     @test haskey(meta, Base.Docs.Binding(MMSB, name)) || (@warn "undocumented public name" name; false)
 end
+
+# A second state on a folder in use: the error says to close the first
+mktempdir() do dir
+    s = mmsb_start(dir = dir)
+    err = try mmsb_start(dir = dir) catch x; x end
+    @test err isa MMSBError && err.name == "io" && occursin("close(state)", err.message)
+    close(s)
+    mmsb_start(close, dir = dir)      # free again once closed
+end
