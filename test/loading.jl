@@ -76,3 +76,21 @@ else
         @test occursin("ABI version 999", text) && occursin("cargo build --release", text)
     end
 end
+
+# deps/build.jl (what Pkg.build runs) without cargo: a prebuilt library in
+# MMSB_LIB is enough; with neither, a clear error naming both ways out.
+let build = joinpath(MMSB.package_root(), "deps", "build.jl"), julia = Base.julia_cmd()
+    mktempdir() do home
+        # An environment whose PATH and HOME hold no cargo.
+        env = ["PATH=" * dirname(Sys.which("sh")), "HOME=" * home]
+        out = IOBuffer()
+        p = run(pipeline(ignorestatus(setenv(`$julia --startup-file=no $build`, [env; "MMSB_LIB=" * MMSB.LIBPATH[]]));
+                         stdout = out, stderr = out))
+        @test p.exitcode == 0 && occursin("nothing to build", String(take!(out)))
+        p = run(pipeline(ignorestatus(setenv(`$julia --startup-file=no $build`, env)); stdout = out, stderr = out))
+        msg = String(take!(out))
+        @test p.exitcode != 0
+        @test occursin("cargo (Rust's build tool) was not found", msg) && occursin("MMSB_LIB", msg) &&
+              occursin("cargo build --release", msg)
+    end
+end
