@@ -22,6 +22,14 @@ end
 
 fmt_axis(v) = v >= 1 ? string(round(Int, v)) : string(v)
 
+# Decade labels of the time axis: "10 ns", "1 µs", "100 ms".
+function fmt_decade_ns(ns)
+    for (unit, scale) in (("s", 1e9), ("ms", 1e6), ("µs", 1e3))
+        ns >= scale && return string(round(Int, ns / scale), " ", unit)
+    end
+    return string(round(Int, ns), " ns")
+end
+
 # Decades covering `lo..hi`, for a log axis.
 decades(lo, hi) = (floor(Int, log10(lo)), ceil(Int, log10(hi)))
 
@@ -73,7 +81,7 @@ function render_svg(rows, all_ratios; title::AbstractString = "MMSB benchmarks")
     for d in lo:hi
         xd = x(10.0^d)
         println(io, """<line x1="$xd" y1="$(top1 - 4)" x2="$xd" y2="$(top1 + h1)" stroke="#e2e2e2"/>""")
-        println(io, """<text x="$xd" y="$(top1 + h1 + 14)" text-anchor="middle" fill="#555">$(esc(fmt_ns(10.0^d)))</text>""")
+        println(io, """<text x="$xd" y="$(top1 + h1 + 14)" text-anchor="middle" fill="#555">$(esc(fmt_decade_ns(10.0^d)))</text>""")
     end
     for (i, r) in enumerate(rows)
         y = top1 + (i - 1) * row_h + row_h / 2
