@@ -59,15 +59,21 @@ mktempdir() do dir
     mkpath(dirname(out))
     write(out, "previous results")
     julia = Base.julia_cmd()
+    # output to files: an IOBuffer is filled by a task that may still be copying when `run` returns
+    function run_output(cmd; stdout_only = false)
+        path, io = mktemp()
+        p = run(pipeline(ignorestatus(cmd); stdout = stdout_only ? io : devnull, stderr = stdout_only ? devnull : io))
+        close(io)
+        text = read(path, String)
+        rm(path)
+        return p.exitcode, text
+    end
     for args in (["--quik"], ["--compare", missing_file, "--out", out], ["--quick", "--out"])
-        errbuf = IOBuffer()
-        p = run(pipeline(ignorestatus(`$julia --startup-file=no $script $args`); stdout = devnull, stderr = errbuf))
-        msg = String(take!(errbuf))
-        @test p.exitcode == 2
+        rc, msg = run_output(`$julia --startup-file=no $script $args`)
+        @test rc == 2
         @test occursin("usage: julia", msg) && startswith(msg, "benchmarks.jl: ")
         @test read(out, String) == "previous results"
     end
-    outbuf = IOBuffer()
-    p = run(pipeline(ignorestatus(`$julia --startup-file=no $script --help --quik`); stdout = outbuf))
-    @test p.exitcode == 0 && startswith(String(take!(outbuf)), "usage: julia")
+    rc, text = run_output(`$julia --startup-file=no $script --help --quik`; stdout_only = true)
+    @test rc == 0 && startswith(text, "usage: julia")
 end

@@ -26,9 +26,12 @@ s = mmsb_start(); p = create_page(s, 8)
 update_page(s, p, UInt8[1]); write_page(s, p, UInt8[2]); epoch(s, p); read_page(s, p; offset = 1); free_page(s, p)
 """
 julia = `$(Base.julia_cmd()) --startup-file=no --project=$(MMSB.package_root())`
-err = IOBuffer()
-run(pipeline(`$julia --depwarn=yes -e $code`; stderr = err))
-msg = String(take!(err))
+# (to a file: an IOBuffer is filled by a task that may still be copying when `run` returns)
+path, io = mktemp()
+run(pipeline(`$julia --depwarn=yes -e $code`; stderr = io))
+close(io)
+msg = read(path, String)
+rm(path)
 for (old, new) in MMSB.DEPRECATED
     @test occursin("`$old", msg) && occursin("use `$new", msg)
 end
