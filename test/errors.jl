@@ -82,3 +82,10 @@ mmsb_start() do s
     err = try checkpoint_log!(s) catch x; x end
     @test err isa MMSBError && occursin("`logging = true`", err.message) && !occursin("logging:", err.message)
 end
+@test MMSB.julia_syntax("5 bytes at offset 30 are out of bounds for a page of 32 bytes") ==
+      "bytes 31:35 (1-based) are out of bounds for a page of 32 bytes"
+mmsb_start() do s
+    p = create_page(s, 32)
+    err = try update_page!(s, p, UInt8[1]; at = 33) catch x; x end
+    @test err isa MMSBError && err.name == "out_of_bounds" && occursin("bytes 33:33 (1-based)", err.message)
+end
