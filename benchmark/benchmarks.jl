@@ -1,29 +1,56 @@
 # MMSB benchmarks from Julia.
 #
-#   julia --project=. benchmark/benchmarks.jl [--out path.json] [--compare old.json] [--quick] [--svg path.svg]
+#   julia --project=. benchmark/benchmarks.jl [--quick] [--out path.json] [--svg path.svg] [--compare old.json] [--help]
 #
 # Defines `SUITE` as PkgBenchmark expects: a BenchmarkTools `BenchmarkGroup`
 # when BenchmarkTools is installed, else a `MiniBench.Group` of the same shape
 # (nested groups of named benchmarks; see benchmark/lib/MiniBench.jl). Run as
-# a script it measures every benchmark with the built-in harness, computes the
-# ratios against baselines measured in the same run, writes the JSON
-# (default `benchmark/results/baseline.json`, git-ignored), draws
-# `benchmark/results/benchmarks.svg`, and with `--compare old.json` prints
+# a script it first checks its arguments (benchmark/lib/cli.jl: unknown flags,
+# missing values and an unreadable `--compare` file stop it before any work),
+# then measures every benchmark with the built-in harness, printing each group
+# with the time left, computes the ratios against baselines measured in the
+# same run, and only then writes the JSON (default
+# `benchmark/results/baseline.json`, git-ignored) and the plot
+# `benchmark/results/benchmarks.svg`; with `--compare old.json` it prints
 # new/old per benchmark and per ratio. `MMSB_BENCH_RUST=1` also runs the Rust
 # criterion bench `route_64B_sparse_in_memory` (`cargo bench --bench core`).
 # Figures: see benchmark/README.md.
+const BENCH_DIR = @__DIR__
+include(joinpath(BENCH_DIR, "lib", "json.jl"))
+include(joinpath(BENCH_DIR, "lib", "cli.jl"))
+using .MiniJSON, .BenchCLI
+
+const AS_SCRIPT = abspath(PROGRAM_FILE) == @__FILE__
+
+# The arguments are checked before MMSB loads or anything is measured.
+const OPTS = if AS_SCRIPT
+    try
+        parse_args(ARGS; bench_dir = BENCH_DIR, parse_json = json_parse)
+    catch err
+        err isa UsageError || rethrow()
+        println(stderr, sprint(showerror, err), "\n")
+        print(stderr, USAGE)
+        exit(2)
+    end
+else
+    # Included (PkgBenchmark): the full suite, nothing written.
+    Options(false, "", "", nothing, nothing, false)
+end
+if OPTS.help
+    print(USAGE)
+    exit(0)
+end
+
 using MMSB
 using Printf
 using Statistics
 
-const BENCH_DIR = @__DIR__
 include(joinpath(BENCH_DIR, "lib", "MiniBench.jl"))
-include(joinpath(BENCH_DIR, "lib", "json.jl"))
 include(joinpath(BENCH_DIR, "lib", "svg.jl"))
-using .MiniBench, .MiniJSON, .BenchSVG
+using .MiniBench, .BenchSVG
 include(joinpath(BENCH_DIR, "lib", "cases.jl"))
 
-const QUICK = "--quick" in ARGS
+const QUICK = OPTS.quick
 const CASES = cases(; quick = QUICK)
 
 # The suite PkgBenchmark loads. External cases (the C loop) cannot run inside
@@ -44,10 +71,10 @@ else
     end
 end
 
-function argvalue(flag, default)
-    i = findfirst(==(flag), ARGS)
-    return i === nothing ? default : ARGS[i+1]
-end
+# A ratio whose per-round values differ by more than this factor (largest /
+# smallest) is flagged as too noisy to trust: on a shared machine, same-run
+# ratios were seen to move about 2x between runs.
+const TRUST_SPREAD = 1.25
 
 function machine_info()
     cpu = Sys.cpu_info()
@@ -87,58 +114,82 @@ function rust_route_64B()
     return parse(Float64, m[3]) * scale[m[4]]
 end
 
-function main()
+function main(o::Options = OPTS)
     t_start = time()
-    out = argvalue("--out", joinpath(BENCH_DIR, "results", "baseline.json"))
-    svg = argvalue("--svg", joinpath(BENCH_DIR, "results", "benchmarks.svg"))
-    old = argvalue("--compare", nothing)
-    budget = QUICK ? 0.6 : 3.5
-    println("MMSB benchmarks ($(QUICK ? "quick" : "full"); $(length(CASES)) cases, ~$(budget) s each in $(QUICK ? 2 : 3) interleaved rounds; ",
-            "Julia $(VERSION), $(Threads.nthreads()) thread(s))")
-    results = run_cases(CASES; budget_s = budget, rounds = QUICK ? 2 : 3, progress = function (name, t)
-        t === nothing && return println("  ", rpad(name, 40), " skipped (not measurable here)")
-        @printf("  %-40s median %12.1f ns  min %12.1f ns  %6d samples x %-7d alloc %8d B\n", name, t.median_ns,
-                t.min_ns, t.samples, t.evals, t.allocs_bytes)
-    end)
+    budget = o.quick ? 0.6 : 3.5
+    rounds = o.quick ? 2 : 3
+    println("MMSB benchmarks ($(o.quick ? "quick" : "full"); $(length(CASES)) cases, ~$(budget) s each in $rounds interleaved rounds; ",
+            "Julia $(VERSION), $(Threads.nthreads()) thread(s)); writes $(o.out) and $(o.svg) when done")
+    results = run_cases(CASES; budget_s = budget, rounds = rounds, report = msg -> println("  ", msg))
+    println()
+    for (name, _) in CASES
+        t = results[name]
+        if t === nothing
+            println("  ", rpad(name, 40), " skipped (not measurable here)")
+        else
+            @printf("  %-40s median %12.1f ns  min %12.1f  p90 %12.1f  %6d samples x %-7d alloc %8d B\n", name,
+                    t.median_ns, t.min_ns, t.p90_ns, t.samples, t.evals, t.allocs_bytes)
+        end
+    end
     rust = rust_route_64B()
-    rats = ratios(results; quick = QUICK)
-    println("\nRatios (minimum time per call of each side, same run):")
+    rats = [name => merge(r, round_spread(results, r)) for (name, r) in ratios(results; quick = o.quick)]
+    println("\nRatios (minimum time per call of each side, same run; spread = largest / smallest of the per-round values):")
     for (name, r) in rats
         v = r.value === nothing ? "n/a" : @sprintf("%.3f", r.value)
+        sp = r.spread === nothing ? "" : @sprintf("spread %.2fx%s", r.spread, r.trusted ? "" : " (too noisy to trust)")
         tgt = r.target === nothing ? "" : "target $(r.op) $(r.target): $(r.pass ? "met" : "MISSED")"
-        @printf("  %-36s %10s   %s\n", name, v, tgt)
+        @printf("  %-36s %10s   %-34s %s\n", name, v, sp, tgt)
     end
     rust === nothing || @printf("  Rust alone (criterion route_64B_sparse_in_memory): %.1f ns\n", rust)
     wall = time() - t_start
     doc = [
         "schema" => "mmsb-benchmarks/1",
         "machine" => machine_info(),
-        "settings" => ["quick" => QUICK, "budget_s_per_case" => budget, "ratio_statistic" => "min",
-                       "time_unit" => "ns per call"],
+        "settings" => ["quick" => o.quick, "budget_s_per_case" => budget, "rounds" => rounds, "ratio_statistic" => "min",
+                       "time_unit" => "ns per call", "trust_spread" => TRUST_SPREAD],
         "benchmarks" => [name => (t === nothing ? nothing :
                                   ["median_ns" => t.median_ns, "min_ns" => t.min_ns, "mean_ns" => t.mean_ns,
+                                   "p90_ns" => t.p90_ns, "round_min_ns" => t.round_min_ns,
                                    "samples" => t.samples, "evals_per_sample" => t.evals,
                                    "allocs_bytes_per_call" => t.allocs_bytes, "ops_per_call" => t.unit])
                          for (name, t) in sort!(collect(results); by = first)],
         "ratios" => [name => ["value" => r.value, "target" => r.target, "op" => r.op, "pass" => r.pass,
+                              "rounds" => r.rounds, "spread" => r.spread, "trusted" => r.trusted,
                               "numerator" => r.numerator, "denominator" => r.denominator, "note" => r.note]
                      for (name, r) in rats],
         "rust_route_64B_ns" => rust,
         "wall_s" => round(wall; digits = 1),
     ]
-    mkpath(dirname(abspath(out)))
-    write(out, json_string(doc), "\n")
-    rows = [(name, results[name].median_ns, results[name].min_ns) for (name, _) in CASES if results[name] !== nothing]
-    render_svg(svg, rows, [(n, r.value, r.target, r.op, r.pass) for (n, r) in rats];
-               title = "MMSB benchmarks: $(strip(Sys.cpu_info()[1].model)), $(Sys.CPU_THREADS) cores, Julia $(VERSION)")
-    println("\nwrote $out and $svg ($(round(wall; digits = 1)) s)")
-    old === nothing || compare(json_parse(read(old, String)), json_parse(read(out, String)))
+    # Only now, with every figure in hand, are the old files replaced.
+    replace_file(o.out, string(json_string(doc), "\n"))
+    rows = [(name = name, median_ns = results[name].median_ns, min_ns = results[name].min_ns, p90_ns = results[name].p90_ns)
+            for (name, _) in CASES if results[name] !== nothing]
+    svg_text = render_svg(rows, [(name = n, value = r.value, target = r.target, op = r.op, pass = r.pass,
+                                  rounds = r.rounds, spread = r.spread, trusted = r.trusted,
+                                  absolute = isempty(r.denominator)) for (n, r) in rats];
+                          title = "MMSB benchmarks: $(strip(Sys.cpu_info()[1].model)), $(Sys.CPU_THREADS) cores, Julia $(VERSION)")
+    replace_file(o.svg, svg_text)
+    println("\nwrote $(o.out) and $(o.svg) ($(round(wall; digits = 1)) s)")
+    o.compare_doc === nothing || compare(o.compare_doc, json_parse(read(o.out, String)); label = o.compare)
     return nothing
 end
 
+# The ratio of each round's minimums (the same statistic as the ratio, per
+# round) and how far they spread.
+function round_spread(results, r)
+    num = get(results, r.numerator, nothing)
+    den = isempty(r.denominator) ? nothing : get(results, r.denominator, nothing)
+    (num === nothing || (!isempty(r.denominator) && den === nothing)) &&
+        return (rounds = nothing, spread = nothing, trusted = true)
+    v = den === nothing ? num.round_min_ns ./ num.unit : num.round_min_ns ./ den.round_min_ns
+    spread = maximum(v) / minimum(v)
+    return (rounds = v, spread = spread, trusted = spread <= TRUST_SPREAD)
+end
+
 # new/old per benchmark (median) and per ratio.
-function compare(old, new)
-    println("\nCompared with $(get(old["machine"], "commit", "?")) ($(get(old["machine"], "date_utc", "?"))):")
+function compare(old, new; label = "the old file")
+    m = get(old, "machine", Dict())
+    println("\nCompared with $label (commit $(get(m, "commit", "?")), $(get(m, "date_utc", "?"))):")
     @printf("  %-40s %14s %14s %10s\n", "benchmark (median ns)", "old", "new", "new/old")
     for name in sort!(collect(keys(new["benchmarks"])))
         n, o = new["benchmarks"][name], get(old["benchmarks"], name, nothing)
@@ -154,6 +205,4 @@ function compare(old, new)
 end
 
 # Run only as a script; PkgBenchmark includes this file for `SUITE`.
-if abspath(PROGRAM_FILE) == @__FILE__
-    main()
-end
+AS_SCRIPT && main()

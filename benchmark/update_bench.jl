@@ -8,7 +8,7 @@
 #                 `cc` when one is available): the native cost with no Julia;
 #   ccall floor   the same C function through a bare `ccall` from Julia with
 #                 preallocated buffers and raw pointers;
-#   MMSB API      `write_page` / `update_page` (checks, conversions, the LSN).
+#   MMSB API      `write_page!` / `update_page!` (checks, conversions, the LSN).
 # Two buffers alternate so that every update really changes 64 bytes.
 using MMSB
 using MMSB: LibMMSB
@@ -48,11 +48,11 @@ function api_loop(fname::Symbol, s::MMSBState, page::PageId, a::Vector{UInt8}, b
     t0 = time_ns()
     if fname === :write
         for i in 1:n
-            write_page(s, page, isodd(i) ? a : b)
+            write_page!(s, page, isodd(i) ? a : b)
         end
     else
         for i in 1:n
-            update_page(s, page, isodd(i) ? a : b)
+            update_page!(s, page, isodd(i) ? a : b)
         end
     end
     return (time_ns() - t0) / n
@@ -119,7 +119,7 @@ function main()
                 f = min(f, floor_loop(fname, s, page.value, a, b, N))
                 j = min(j, api_loop(fname, s, page, a, b, N))
             end
-            push!(rows, (fname === :write ? "write_page  (mmsb_page_write)" : "update_page (mmsb_page_update)",
+            push!(rows, (fname === :write ? "write_page!  (mmsb_page_write)" : "update_page! (mmsb_page_update)",
                          f, j, c_loop(fname === :update)))
         end
     end

@@ -18,16 +18,16 @@ mmsb_start(dir = dir, max_page_size = 1 << 20) do state
     println("pages:   ", page_ids(state))
 
     # Plain bytes: the core records only what changed (the smallest delta).
-    l = update_page(state, sensor, UInt8[0x10, 0x20, 0x30, 0x40])
-    println("update_page (plain)  -> lsn ", Int(l), ", sensor[1:8] = ", hex(read_page(state, sensor; len = 8)))
+    l = update_page!(state, sensor, UInt8[0x10, 0x20, 0x30, 0x40])
+    println("update_page! (plain)  -> lsn ", Int(l), ", sensor[1:8] = ", hex(read_page(state, sensor; len = 8)))
 
     # Dense masked write: only the bytes whose mask bit is set are written.
-    l = update_page(state, sensor, fill(0xff, 8), BitVector([1, 0, 1, 0, 1, 0, 1, 0]))
-    println("update_page (masked) -> lsn ", Int(l), ", sensor[1:8] = ", hex(read_page(state, sensor; len = 8)))
+    l = update_page!(state, sensor, fill(0xff, 8), BitVector([1, 0, 1, 0, 1, 0, 1, 0]))
+    println("update_page! (masked) -> lsn ", Int(l), ", sensor[1:8] = ", hex(read_page(state, sensor; len = 8)))
 
     # Sparse runs: offset => bytes.
-    l = update_page(state, model, [0 => UInt8[1, 2], 32 => Vector{UInt8}("mmsb")])
-    println("update_page (sparse) -> lsn ", Int(l), ", model[33:36] = ", String(read_page(state, model; offset = 32, len = 4)))
+    l = update_page!(state, model, [1 => UInt8[1, 2], 33 => Vector{UInt8}("mmsb")])
+    println("update_page! (sparse) -> lsn ", Int(l), ", model[33:36] = ", String(read_page(state, model; at = 33, len = 4)))
 
     # Deltas are values: build, compose (⊕), apply to plain bytes, encode, route.
     a = Delta(0, UInt8[0xaa, 0xaa, 0xaa])
@@ -41,10 +41,10 @@ mmsb_start(dir = dir, max_page_size = 1 << 20) do state
     println("route_batch!         -> lsns ", Int(first(lsns)), ":", Int(last(lsns)))
 
     # Compare-and-set on the page's epoch.
-    e = epoch(state, sensor)
-    update_page(state, sensor, UInt8[0x01]; expected_epoch = e)
+    e = page_epoch(state, sensor)
+    update_page!(state, sensor, UInt8[0x01]; expected_epoch = e)
     try
-        update_page(state, sensor, UInt8[0x02]; expected_epoch = e)  # stale epoch
+        update_page!(state, sensor, UInt8[0x02]; expected_epoch = e)  # stale epoch
     catch err
         print("stale compare-and-set: "); showerror(stdout, err); println()
     end
@@ -59,34 +59,35 @@ mmsb_start(dir = dir, max_page_size = 1 << 20) do state
     events = subscribe(state; events = [:propagation_done, :checkpoint])
     add_dependency!(state, sensor, total; commands = [CopyCommand(0, 0, 4), OpCommand(:add, UInt8, 0, 0, 4)])
     add_dependency!(state, total, model; commands = [(src, dst) -> (dst[60:64] .= src[1:5]; nothing)])  # a Julia transform
-    update_page(state, sensor, UInt8[1, 2, 3, 4])
+    update_page!(state, sensor, UInt8[1, 2, 3, 4])
     r = propagate!(state, sensor)
     println("propagate! -> recomputed ", r.recomputed, " pages; total[1:4] = ", hex(read_page(state, total; len = 4)),
-            ", model[60:64] = ", hex(read_page(state, model; offset = 59)))
+            ", model[60:64] = ", hex(read_page(state, model; at = 60)))
     println("propagation order: ", topo_order(state))
 
     # The log: replay to an earlier LSN into a read-only copy, then checkpoint.
     before = lsn(state)
-    update_page(state, sensor, fill(0x77, 8))
+    update_page!(state, sensor, fill(0x77, 8))
     replay_log(state, before) do old
         println("replay_log(lsn ", Int(before), "): sensor[1:8] = ", hex(read_page(old, sensor; len = 8)),
                 " (now ", hex(read_page(state, sensor; len = 8)), ")")
     end
     c = checkpoint_log!(state)
-    i = log_info(state)
-    println("checkpoint_log! -> lsn ", Int(c), "; log: ", i.segments, " segment(s), ", i.log_bytes, " bytes, ",
-            "replay reaches back to lsn ", Int(i.oldest_lsn))
-    println("events: ", [e.kind for e in poll_events(events)])
+    println("checkpoint_log! -> lsn ", c)
+    show(stdout, MIME("text/plain"), log_info(state)); println()
+    println("events:")
+    for e in poll_events(events)
+        println("  ", e)
+    end
     close(events)
 
-    # Read back and describe.
-    for p in page_ids(state)
-        i = page_info(state, p)
-        println("  ", rpad(i.name, 7), " ", p, ": ", i.size, " bytes, epoch ", Int(i.epoch), ", ", i.location,
-                ", first bytes ", hex(read_page(state, p; len = 8)))
+    # Read back and describe: a state is a collection of its pages.
+    show(stdout, MIME("text/plain"), state); println()
+    for p in state
+        println("  ", rpad(page_info(state, p).name, 7), " first bytes ", hex(read_page(state, p; len = 8)))
     end
-    println("last lsn: ", Int(lsn(state)))
+    println("last lsn: ", lsn(state))
     println()
-    print_stats(state)
+    show(stdout, MIME("text/plain"), get_stats(state)); println()
 end
 println("done")

@@ -12,6 +12,12 @@ finalizer or by `close`). Constructors:
 - [`delta_diff`](@ref)`(old, new)`: the smallest delta turning `old` into `new`;
 - [`decode_delta`](@ref)`(bytes)`: from its encoding.
 
+A delta's `offset`s are 0-based (the number of bytes before the first one
+written: `Delta(0, b)` starts at the page's first byte), as in the C API and
+the log format they are encoded in; the page functions ([`update_page!`](@ref),
+[`read_page`](@ref), ...) take 1-based positions `at` instead, so
+`Delta(k - 1, b)` writes what `update_page!(state, page, b; at = k)` does.
+
 Combine with [`compose`](@ref) / `⊕`, apply to bytes with [`apply`](@ref), route
 to a page with [`route_delta!`](@ref) or [`route_batch!`](@ref).
 """
@@ -180,18 +186,18 @@ end
     route_delta!(state, page, delta; expected_epoch=nothing) -> lsn
 
 Routes a delta to a page (the delta itself is unchanged and can be reused).
-With `expected_epoch` it is a compare-and-set on the page's [`epoch`](@ref).
+With `expected_epoch` it is a compare-and-set on the page's [`page_epoch`](@ref).
 """
 function route_delta!(s::MMSBState, page::PageId, d::Delta; expected_epoch::Union{Nothing,Integer} = nothing)
     e = epoch_arg(expected_epoch)
     isopen(d) || throw(closed_error("delta"))   # before the call is counted in
     st, l = with_u64_out(out -> LibMMSB.mmsb_route_delta(enter(s), page.value, d, e, out))
     check(s, st)
-    return l
+    return Int(l)
 end
 
 """
-    route_batch!(state, ops) -> UnitRange{UInt64}
+    route_batch!(state, ops) -> UnitRange{Int}
 
 Routes several deltas atomically: all apply, in order, or none (one lock, one
 log record). `ops` holds `page => delta` pairs or `(page, delta, expected_epoch)`
@@ -209,7 +215,7 @@ function route_batch!(s::MMSBState, ops::AbstractVector)
         first = Ref{UInt64}(0)
         count = Ref{UInt64}(0)
         scall(LibMMSB.mmsb_batch_route, s, batch, first, count)
-        return count[] == 0 ? (UInt64(1):UInt64(0)) : (first[]:(first[] + count[] - 1))
+        return count[] == 0 ? (1:0) : (Int(first[]):Int(first[] + count[] - 1))
     finally
         LibMMSB.mmsb_batch_free(batch)
     end

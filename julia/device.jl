@@ -2,11 +2,21 @@
 # Without a GPU these pages stay on the CPU and syncs have nothing to do.
 
 """
+    device_status(state) -> NamedTuple
     device_status() -> NamedTuple
 
 Whether a GPU is usable (`available::Bool`) and its description or the reason
-there is none (`description::String`). Never fails for want of a GPU.
+there is none (`description::String`). Never fails for want of a GPU. With a
+state it also says whether the state was started with `gpu = true`
+(`requested::Bool`) and how many of its pages have a device mirror
+(`mirrors::Int`); without one it describes the machine.
 """
+function device_status(s::MMSBState)
+    m = device_status()
+    return (available = m.available, description = m.description, requested = get(s.config, :gpu, false) == true,
+            mirrors = device_stats(s).mirrors)
+end
+
 function device_status()
     code = Ref{UInt32}(0)
     len = Ref{Csize_t}(0)
@@ -16,7 +26,7 @@ function device_status()
         resize!(buf, len[] + 1)
         check(LibMMSB.mmsb_device_status(code, buf, length(buf), len))
     end
-    return (available = code[] == LibMMSB.MMSB_DEVICE_AVAILABLE, description = String(buf[1:Int(len[])]))
+    return (available = code[] == LibMMSB.MMSB_DEVICE_AVAILABLE, description = julia_syntax(String(buf[1:Int(len[])])))
 end
 
 const PAGE_DEVICE = Dict(LibMMSB.MMSB_PAGE_DEVICE_CPU => :cpu, LibMMSB.MMSB_PAGE_DEVICE_MIRRORED => :mirrored,
@@ -81,7 +91,7 @@ function apply_on_device!(s::MMSBState, page::PageId, d::Delta; expected_epoch::
     isopen(d) || throw(closed_error("delta"))   # before the call is counted in
     st, l = with_u64_out(out -> LibMMSB.mmsb_page_apply_on_device(enter(s), page.value, d, e, out))
     check(s, st)
-    return l
+    return Int(l)
 end
 
 """

@@ -58,7 +58,27 @@ between: a `ccall` never yields, and neither does this function).
         LibMMSB.mmsb_last_error_message(buf, length(buf), len)
     end
     msg = String(buf[1:min(Int(len[]), length(buf) - 1)])
-    return MMSBError(code, status_name(code), msg)
+    return MMSBError(code, status_name(code), julia_syntax(msg))
+end
+
+"""
+    MMSB.julia_syntax(message) -> String
+
+A native message with its Rust notation in Julia's: ranges `1..=4096` become
+`1:4096`, configuration fields `` `logging: true` `` and `Config::gpu = false`
+become the keywords of [`mmsb_start`](@ref) (`logging = true`, `gpu = false`),
+and "`n` bytes at offset `k`" (0-based) becomes the 1-based byte positions
+"bytes `k+1`:`k+n`" that the Julia API uses.
+"""
+function julia_syntax(msg::AbstractString)
+    msg = replace(msg, r"\d+ bytes at offset \d+ are" => function (s)
+        m = match(r"(\d+) bytes at offset (\d+)", s)
+        n, off = parse(Int, m[1]), parse(Int, m[2])
+        return string("bytes ", off + 1, ":", off + n, " (1-based) are")
+    end)
+    msg = replace(msg, r"(\d+)\.\.=(\d+)" => s"\1:\2")
+    msg = replace(msg, r"`(\w+): (\w+)`" => s"`\1 = \2`")
+    return replace(msg, r"Config::(\w+)" => s"\1")
 end
 
 """

@@ -14,7 +14,8 @@ Base.show(io::IO, e::EdgeId) = print(io, "EdgeId(", Int(e.value), ")")
     CopyCommand(src_offset, dst_offset, len)
 
 Edge command: copy `len` bytes of the source page at `src_offset` to the
-dependent page at `dst_offset`.
+dependent page at `dst_offset`. Offsets are 0-based (`0` is the first byte), as
+in the C API that runs the command; see [`Delta`](@ref).
 """
 struct CopyCommand
     src_offset::UInt64
@@ -25,7 +26,8 @@ end
 """
     FillCommand(dst_offset, len, value)
 
-Edge command: fill `len` bytes of the dependent page at `dst_offset` with `value`.
+Edge command: fill `len` bytes of the dependent page at `dst_offset` (0-based)
+with `value`.
 """
 struct FillCommand
     dst_offset::UInt64
@@ -36,7 +38,8 @@ end
 """
     OpCommand(op, lane, src_offset, dst_offset, len)
 
-Edge command: lane-wise `dst = dst op src` over `len` bytes; `op` is one of
+Edge command: lane-wise `dst = dst op src` over `len` bytes from the 0-based
+offsets `src_offset` and `dst_offset`; `op` is one of
 `:add, :xor, :or, :and, :min, :max` and `lane` one of `UInt8, UInt32, Float32,
 Float64` (little-endian; `len` a multiple of the lane size).
 """
@@ -210,21 +213,65 @@ const POLICIES = (block = LibMMSB.MMSB_POLICY_BLOCK, drop_oldest = LibMMSB.MMSB_
 """
     Event
 
-One event from [`poll_events`](@ref): `kind` (`:delta_applied`,
+One event of a [`Subscription`](@ref). `e.kind` is one of `:delta_applied`,
 `:propagation_done`, `:checkpoint`, `:device_sync`, `:instrumentation`,
-`:budget`), `code`, `page` and the payload `a`, `b`, `c`:
-- `:delta_applied`: `page`, `a` = LSN, `b` = the page's epoch after it;
-- `:propagation_done`: `a` = round, `b` = pages recomputed, `c` = cut off;
-- `:checkpoint`: `a` = LSN; `:device_sync`: `page`, `code` 0 to device, 1 to host;
-- `:budget`: `code` = metric number, `a` = value, `b` = limit.
+`:budget`; the other fields depend on it (`propertynames(e)` lists them):
+- `:delta_applied`: `page`, `lsn`, `epoch` (the page's epoch after the delta);
+- `:propagation_done`: `round`, `recomputed` (pages), `cutoff` (recomputed
+  pages whose bytes did not change);
+- `:checkpoint`: `lsn` (the checkpoint covers the log up to it);
+- `:device_sync`: `page`, `direction` (`:to_device` or `:to_host`);
+- `:instrumentation`: `page`, `code` (the hook's own code);
+- `:budget`: `metric` (a metric name such as `:delta_route`), `value`, `limit`.
+
+Numbers are `Int`s. It shows as it reads, e.g.
+`Event(:delta_applied, page = PageId(1), lsn = 3, epoch = 2)`.
 """
 struct Event
     kind::Symbol
     code::UInt32
     page::PageId
-    a::UInt64
+    a::UInt64   # the raw payload (see the C header's MmsbEvent); read the named fields instead
     b::UInt64
     c::UInt64
+end
+
+const EVENT_FIELDS = (delta_applied = (:page, :lsn, :epoch), propagation_done = (:round, :recomputed, :cutoff),
+                      checkpoint = (:lsn,), device_sync = (:page, :direction), instrumentation = (:page, :code),
+                      budget = (:metric, :value, :limit))
+
+Base.propertynames(e::Event, private::Bool = false) =
+    (:kind, get(EVENT_FIELDS, getfield(e, :kind), (:code, :page))..., (private ? (:a, :b, :c) : ())...)
+
+function Base.getproperty(e::Event, name::Symbol)
+    k = getfield(e, :kind)
+    fields = get(EVENT_FIELDS, k, ())
+    if name in (:kind, :a, :b, :c) || (name in (:code, :page) && !(k in (:device_sync, :budget)))
+        return getfield(e, name)
+    elseif name in fields
+        k === :device_sync && return getfield(e, :code) == 0 ? :to_device : :to_host
+        k === :budget && name === :metric && return metric_name(getfield(e, :code))
+        # the n-th payload field is the n-th of a, b, c (`page` and `code` have their own)
+        i = findfirst(==(name), filter(f -> !(f in (:page, :code, :metric, :direction)), fields))
+        return Int(getfield(e, (:a, :b, :c)[i]))
+    end
+    throw(ArgumentError("an Event of kind $(repr(k)) has no field $(repr(name)); its fields are " *
+                        join(propertynames(e), ", ")))
+end
+
+function metric_name(code::UInt32)
+    names = metric_names()
+    return code < length(names) ? names[code + 1] : Symbol("metric_", Int(code))
+end
+
+function Base.show(io::IO, e::Event)
+    print(io, "Event(", repr(e.kind))
+    for f in propertynames(e)
+        f === :kind && continue
+        print(io, ", ", f, " = ")
+        show(io, getproperty(e, f))
+    end
+    print(io, ")")
 end
 
 function event_kind(k::UInt32)
@@ -237,16 +284,44 @@ end
 """
     Subscription
 
-A queue of events of one state (from [`subscribe`](@ref)); read it with
-[`poll_events`](@ref). `close` unsubscribes (idempotent; also done by the
-finalizer). It stays valid after its state closes and then yields no new events.
+A queue of events of one state (from [`subscribe`](@ref) or [`on`](@ref)). It
+behaves like a `Channel{Event}`:
+- `for e in sub ... end` takes events as they come and ends when the
+  subscription is closed, or finished because its state closed, and drained;
+- `take!(sub)` takes the next event, waiting for one; `isready(sub)` says
+  whether one is queued; `wait(sub)` waits until one is; both `take!` and
+  `wait` throw an [`MMSBError`](@ref) named `"closed"` when no event can come
+  any more;
+- [`poll_events`](@ref) takes whatever is queued without waiting.
+
+Waiting never blocks other tasks or threads: the events are queued by the
+native core, on whichever thread emitted them, and a foreign thread must not
+call into Julia, so no Julia condition can be notified. A waiting task
+therefore polls the queue, sleeping between polls (`sleep` yields to other
+tasks) from 1 ms, doubling up to 20 ms while nothing comes; an event is thus
+seen at most about 20 ms after it was queued.
+
+`close(sub)` unsubscribes (idempotent; also done by the finalizer); events
+already taken from the native queue can still be taken afterwards. A
+subscription stays valid after its state closes and then yields no new events.
 """
 mutable struct Subscription
     ptr::Ptr{LibMMSB.MmsbSubscription}
     state::MMSBState
+    buffer::Vector{Event}      # taken from the native queue, not yet handed out
+    lock::ReentrantLock        # guards `ptr` during a poll and `buffer`
+    task::Union{Nothing,Task}  # the task of `on`, if any
     function Subscription(p::Ptr{LibMMSB.MmsbSubscription}, s::MMSBState)
-        return finalizer(close, new(p, s))
+        return finalizer(free_subscription!, new(p, s, Event[], ReentrantLock(), nothing))
     end
+end
+
+# Finalizer: no other reference exists, so nobody polls; takes no lock.
+function free_subscription!(sub::Subscription)
+    p = sub.ptr
+    sub.ptr = C_NULL
+    p == C_NULL || LibMMSB.mmsb_subscription_free(p)
+    return nothing
 end
 
 function Base.unsafe_convert(::Type{Ptr{LibMMSB.MmsbSubscription}}, sub::Subscription)
@@ -261,7 +336,8 @@ end
 Subscribes to events: `events` is `:all` or a collection of kinds (see
 [`Event`](@ref)); `capacity` events are queued (1 to 1048576); when the queue is
 full, `policy` `:drop_oldest` discards the oldest, `:drop_newest` the new one,
-and `:block` makes the emitter wait up to `block_timeout_ns` first.
+and `:block` makes the emitter wait up to `block_timeout_ns` first. See
+[`Subscription`](@ref) for reading it, and [`on`](@ref) for a handler task.
 """
 function subscribe(s::MMSBState; events = :all, capacity::Integer = 1024, policy::Symbol = :drop_oldest,
                    block_timeout_ns::Integer = 1_000_000)
@@ -279,16 +355,128 @@ function subscribe(s::MMSBState; events = :all, capacity::Integer = 1024, policy
     return Subscription(out[], s)
 end
 
-"""
-    poll_events(sub; max=1024) -> Vector{Event}
-
-Takes up to `max` queued events without blocking (empty when none are queued).
-"""
-function poll_events(sub::Subscription; max::Integer = 1024)
+# Up to `max` events from the native queue (the caller holds `sub.lock`).
+function poll_native(sub::Subscription, max::Integer)
     buf = Vector{LibMMSB.MmsbEvent}(undef, max)
     n = Ref{Csize_t}(0)
     check(LibMMSB.mmsb_poll_events(sub, buf, length(buf), n))
     return [Event(event_kind(e.kind), e.code, PageId(e.page), e.a, e.b, e.c) for e in view(buf, 1:Int(n[]))]
+end
+
+"""
+    poll_events(sub; max=1024) -> Vector{Event}
+
+Takes up to `max` queued events without waiting (empty when none are queued).
+Throws an [`MMSBError`](@ref) named `"closed"` after `close(sub)`.
+"""
+function poll_events(sub::Subscription; max::Integer = 1024)
+    max >= 1 || throw(ArgumentError("max must be at least 1, got $max"))
+    lock(sub.lock) do
+        sub.ptr == C_NULL && throw(closed_error("subscription"))
+        out = splice!(sub.buffer, 1:min(max, length(sub.buffer)))
+        length(out) < max && append!(out, poll_native(sub, max - length(out)))
+        return out
+    end
+end
+
+# Whether an event is buffered, polling the native queue when none is.
+function fill_buffer!(sub::Subscription)
+    lock(sub.lock) do
+        isempty(sub.buffer) || return true
+        sub.ptr == C_NULL && return false
+        append!(sub.buffer, poll_native(sub, 1024))
+        return !isempty(sub.buffer)
+    end
+end
+
+"""
+    isready(sub::Subscription) -> Bool
+
+Whether an event can be taken without waiting.
+"""
+Base.isready(sub::Subscription) = fill_buffer!(sub)
+
+const WAIT_MIN_S = 0.001
+const WAIT_MAX_S = 0.02
+
+# Waits until an event is buffered (true) or none can come any more (false).
+function wait_event(sub::Subscription)
+    delay = WAIT_MIN_S
+    while true
+        # Read "finished" before polling: an event queued before the state closed is still found.
+        finished = !isopen(sub)
+        fill_buffer!(sub) && return true
+        finished && return false
+        sleep(delay)
+        delay = min(2delay, WAIT_MAX_S)
+    end
+end
+
+"""
+    wait(sub::Subscription)
+
+Waits until an event is queued, letting other tasks run meanwhile. Throws an
+[`MMSBError`](@ref) named `"closed"` when the subscription is closed, or
+finished and drained.
+"""
+Base.wait(sub::Subscription) = (wait_event(sub) || throw(closed_error("subscription")); nothing)
+
+"""
+    take!(sub::Subscription) -> Event
+
+Takes the next event, waiting for one (see [`wait`](@ref)).
+"""
+function Base.take!(sub::Subscription)
+    while true
+        wait(sub)
+        e = lock(() -> isempty(sub.buffer) ? nothing : popfirst!(sub.buffer), sub.lock)
+        e === nothing || return e   # another task took it first: wait again
+    end
+end
+
+Base.IteratorSize(::Type{Subscription}) = Base.SizeUnknown()
+Base.eltype(::Type{Subscription}) = Event
+
+function Base.iterate(sub::Subscription, _ = nothing)
+    while wait_event(sub)
+        e = lock(() -> isempty(sub.buffer) ? nothing : popfirst!(sub.buffer), sub.lock)
+        e === nothing || return (e, nothing)
+    end
+    return nothing
+end
+
+"""
+    on(f, state, kinds...; capacity=1024, policy=:drop_oldest) -> Subscription
+    on(f, sub::Subscription) -> Subscription
+
+Runs `f(event)` on a task (`@async`) for every event of `state` of the given
+kinds (all kinds when none are given; see [`Event`](@ref)), in order, until
+the returned subscription is closed (`close(sub)`) or its state closes. If `f`
+throws, the error is logged, the subscription is closed and the task
+(`sub.task`) fails with it.
+
+    sub = on(state, :delta_applied) do e
+        println("page ", e.page, " now at epoch ", e.epoch)
+    end
+    ...
+    close(sub)
+"""
+function on(f, s::MMSBState, kinds::Symbol...; kw...)
+    return on(f, subscribe(s; events = isempty(kinds) ? :all : kinds, kw...))
+end
+
+function on(f, sub::Subscription)
+    sub.task === nothing || throw(ArgumentError("the subscription already has a handler (on was called for it before)"))
+    sub.task = @async try
+        for e in sub
+            f(e)
+        end
+    catch err
+        @error "MMSB.on: the event handler threw; its subscription is closed" exception = (err, catch_backtrace())
+        close(sub)
+        rethrow()
+    end
+    return sub
 end
 
 """
@@ -298,7 +486,7 @@ How many events the subscription's overflow policy dropped so far.
 """
 function events_dropped(sub::Subscription)
     out = Ref{UInt64}(0)
-    check(LibMMSB.mmsb_subscription_dropped(sub, out))
+    lock(() -> check(LibMMSB.mmsb_subscription_dropped(sub, out)), sub.lock)
     return Int(out[])
 end
 
@@ -309,7 +497,7 @@ Whether the subscription lost events (policies `:block` and `:drop_newest`).
 """
 function is_lagged(sub::Subscription)
     out = Ref{UInt8}(0)
-    check(LibMMSB.mmsb_subscription_lagged(sub, out))
+    lock(() -> check(LibMMSB.mmsb_subscription_lagged(sub, out)), sub.lock)
     return out[] == 1
 end
 
@@ -319,22 +507,26 @@ end
 Whether the subscription is neither closed nor finished (its state closed).
 """
 function Base.isopen(sub::Subscription)
-    sub.ptr == C_NULL && return false
-    out = Ref{UInt8}(0)
-    check(LibMMSB.mmsb_subscription_closed(sub, out))
-    return out[] == 0
+    lock(sub.lock) do
+        sub.ptr == C_NULL && return false
+        out = Ref{UInt8}(0)
+        check(LibMMSB.mmsb_subscription_closed(sub, out))
+        return out[] == 0
+    end
 end
 
 """
     close(sub::Subscription)
 
-Unsubscribes and frees the handle (idempotent).
+Unsubscribes and frees the handle (idempotent). A task waiting on or iterating
+the subscription (as the one of [`on`](@ref)) ends, after the events it had
+already taken.
 """
-function Base.close(sub::Subscription)
-    p = sub.ptr
-    sub.ptr = C_NULL
-    p == C_NULL || LibMMSB.mmsb_subscription_free(p)
-    return nothing
-end
+Base.close(sub::Subscription) = lock(() -> free_subscription!(sub), sub.lock)
 
-Base.show(io::IO, sub::Subscription) = print(io, "Subscription(", isopen(sub) ? "open" : "closed", ")")
+function Base.show(io::IO, sub::Subscription)
+    print(io, "Subscription(", isopen(sub) ? "open" : "closed")
+    n = length(sub.buffer)
+    n == 0 || print(io, ", ", n, n == 1 ? " event" : " events", " taken from the queue")
+    print(io, ")")
+end

@@ -36,44 +36,114 @@ function fetch_text(f)
 end
 
 """
-    get_stats(state) -> NamedTuple
+    Stats
 
-A snapshot of the state's monitoring: `counters` (a `Dict{Symbol,UInt64}`, e.g.
-`:pages`, `:deltas_routed`, `:log_bytes`) and `latencies` (a
-`Dict{Symbol,NamedTuple}` per metric, e.g. `:delta_route`, with `count`, `min_ns`,
-`mean_ns`, `p50_ns`, `p90_ns`, `p99_ns`, `p999_ns`, `max_ns`). See also
+A snapshot of a state's monitoring, from [`get_stats`](@ref): `counters` (a
+`Dict{Symbol,Int}` of exact counts and gauges, e.g. `:pages`,
+`:deltas_routed`, `:log_bytes`) and `latencies` (a `Dict{Symbol,NamedTuple}`
+per metric, e.g. `:delta_route`, as [`stats_histogram`](@ref) returns them).
+In the REPL it shows as a table in decimal, with sizes in KiB/MiB: per metric
+the exact number of operations (from the matching counter, where there is
+one), how many of them were timed (hot-path timers time a sample, 1 in 256 by
+default) and the percentiles of the timed ones.
+"""
+struct Stats
+    counters::Dict{Symbol,Int}
+    latencies::Dict{Symbol,NamedTuple}
+end
+
+"""
+    get_stats(state) -> Stats
+
+A snapshot of the state's monitoring (see [`Stats`](@ref)). See also
 [`stats_json`](@ref) and [`print_stats`](@ref).
 """
 function get_stats(s::MMSBState)
     counters = Dict(name => stats_counter(s, name) for name in counter_names())
-    latencies = Dict(name => stats_histogram(s, name) for name in metric_names())
-    return (counters = counters, latencies = latencies)
+    latencies = Dict{Symbol,NamedTuple}(name => stats_histogram(s, name) for name in metric_names())
+    return Stats(counters, latencies)
 end
 
 """
-    stats_counter(state, counter::Symbol) -> UInt64
+    stats_counter(state, counter::Symbol) -> Int
 
 One counter, e.g. `stats_counter(state, :deltas_routed)`.
 """
 function stats_counter(s::MMSBState, counter::Symbol)
     out = Ref{UInt64}(0)
     scall(LibMMSB.mmsb_stats_counter, s, counter_code(counter), out)
-    return out[]
+    return Int(out[])
 end
 
 """
     stats_histogram(state, metric::Symbol) -> NamedTuple
 
-The latency summary (nanoseconds) of one metric, e.g. `:delta_route`: `count`,
-`sampled`, `min_ns`, `mean_ns`, `p50_ns`, `p90_ns`, `p99_ns`, `p999_ns`,
-`max_ns`, `sum_ns`.
+The latency summary (nanoseconds, `Int`s) of one metric, e.g. `:delta_route`:
+`count` (values recorded), `sampled` (of those, how many came from sampled
+hot-path timers: those time one call in `sample_every`, see
+[`set_monitoring!`](@ref), so `count` is not the number of calls; the exact
+number is a counter, e.g. `:deltas_routed`), `min_ns`, `mean_ns` (a
+`Float64`), `p50_ns`, `p90_ns`, `p99_ns`, `p999_ns`, `max_ns`, `sum_ns`.
 """
 function stats_histogram(s::MMSBState, metric::Symbol)
     out = Ref(LibMMSB.MmsbHistogramStats())
     scall(LibMMSB.mmsb_stats_histogram, s, metric_code(metric), out)
     h = out[]
-    return (count = h.count, sampled = h.sampled, min_ns = h.min_ns, mean_ns = h.mean_ns, p50_ns = h.p50_ns,
-            p90_ns = h.p90_ns, p99_ns = h.p99_ns, p999_ns = h.p999_ns, max_ns = h.max_ns, sum_ns = h.sum_ns)
+    return (count = Int(h.count), sampled = Int(h.sampled), min_ns = Int(h.min_ns), mean_ns = h.mean_ns,
+            p50_ns = Int(h.p50_ns), p90_ns = Int(h.p90_ns), p99_ns = Int(h.p99_ns), p999_ns = Int(h.p999_ns),
+            max_ns = Int(h.max_ns), sum_ns = Int(h.sum_ns))
+end
+
+# The counter that counts every operation a metric times (exactly), if any.
+const EXACT_COUNTERS = Dict(:delta_route => :deltas_routed, :propagation_round => :propagation_rounds,
+                            :checkpoint => :checkpoints)
+const BYTE_COUNTERS = (:bytes_allocated, :delta_bytes, :log_bytes)
+
+"A duration in nanoseconds, in the unit that fits (\"7.51 µs\")."
+function format_ns(ns::Real)
+    ns < 1e3 && return string(round(Int, ns), " ns")
+    ns < 1e6 && return string(two_decimals(ns / 1e3), " µs")
+    ns < 1e9 && return string(two_decimals(ns / 1e6), " ms")
+    return string(two_decimals(ns / 1e9), " s")
+end
+
+# "30.90", not "30.9": columns of figures line up (Printf is not a dependency).
+two_decimals(x::Real) = (n = round(Int, 100x); string(div(n, 100), ".", lpad(rem(n, 100), 2, '0')))
+
+"A byte count in decimal, with KiB/MiB beside it from 1 KiB on (\"4096 (4.000 KiB)\")."
+format_size(n::Integer) = n < 1024 ? string(n) : string(n, " (", Base.format_bytes(n), ")")
+
+function Base.show(io::IO, st::Stats)
+    c = st.counters
+    print(io, "Stats(", get(c, :pages, 0), " pages, ", get(c, :deltas_routed, 0), " deltas routed, log ",
+          Base.format_bytes(get(c, :log_bytes, 0)), ")")
+end
+
+function Base.show(io::IO, ::MIME"text/plain", st::Stats)
+    println(io, "MMSB stats")
+    names = [m for m in metric_names() if haskey(st.latencies, m)]
+    w = max(7, maximum(length ∘ string, names))
+    println(io, "  ", rpad("latency", w), "  ", lpad("calls", 8), "  ", lpad("timed", 12), "  ",
+            join(lpad.(["min", "p50", "p90", "p99", "max"], 10), ""))
+    for m in names
+        h = st.latencies[m]
+        exact = haskey(EXACT_COUNTERS, m) ? string(get(st.counters, EXACT_COUNTERS[m], 0)) : "-"
+        timed = h.sampled > 0 ? string(h.count, " sampled") : string(h.count)
+        print(io, "  ", rpad(m, w), "  ", lpad(exact, 8), "  ", lpad(timed, 12), "  ")
+        h.count == 0 ? print(io, lpad("-", 10)) :
+            print(io, join(lpad.(format_ns.((h.min_ns, h.p50_ns, h.p90_ns, h.p99_ns, h.max_ns)), 10), ""))
+        println(io)
+    end
+    println(io, "  (calls: the exact count, from the counters; timed: the values behind the percentiles,",
+            " \"sampled\" where a hot-path timer times only a sample of the calls)")
+    println(io, "counters")
+    cn = [k for k in counter_names() if haskey(st.counters, k)]
+    cw = max(7, maximum(length ∘ string, cn))
+    for (i, k) in enumerate(cn)
+        v = st.counters[k]
+        print(io, "  ", rpad(k, cw), "  ", k in BYTE_COUNTERS ? format_size(v) : string(v))
+        i < length(cn) && println(io)
+    end
 end
 
 """

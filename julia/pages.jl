@@ -1,4 +1,4 @@
-# Pages: creation, description, reads and the update_page family of writes.
+# Pages: creation, description, reads and the update_page! family of writes.
 
 """
     PageId(n)
@@ -22,7 +22,7 @@ struct PageInfo
     id::PageId
     size::Int
     capacity::Int
-    epoch::UInt64
+    epoch::Int
     location::Symbol
     name::String
 end
@@ -79,11 +79,11 @@ function warn_if_cpu_only(s::MMSBState, page::PageId, location::Symbol)
 end
 
 """
-    free_page(state, page)
+    free_page!(state, page)
 
 Removes a page; its open [`PageView`](@ref)s are closed.
 """
-function free_page(s::MMSBState, page::PageId)
+function free_page!(s::MMSBState, page::PageId)
     scall(LibMMSB.mmsb_page_free, s, page.value)
     close_views!(s, page)
     return nothing
@@ -125,12 +125,12 @@ function page_info(s::MMSBState, page::PageId)
 end
 
 """
-    epoch(state, page) -> UInt64
+    page_epoch(state, page) -> Int
 
 The page's epoch: the number of deltas routed to it. Pass it as
 `expected_epoch` to a write to make it a compare-and-set.
 """
-epoch(s::MMSBState, page::PageId) = raw_info(s, page).epoch
+page_epoch(s::MMSBState, page::PageId) = Int(raw_info(s, page).epoch)
 
 """
     page_name(state, page) -> String
@@ -148,96 +148,123 @@ function page_name(s::MMSBState, page::PageId)
     return String(buf[1:Int(len[])])
 end
 
-"""
-    read_page(state, page; offset=0, len=size-offset) -> Vector{UInt8}
-
-A copy of `len` bytes of the page from `offset` (a consistent snapshot).
-"""
-function read_page(s::MMSBState, page::PageId; offset::Integer = 0, len::Union{Nothing,Integer} = nothing)
-    off = u64_arg(offset, "offset")
-    n = len === nothing ? nothing : u64_arg(len, "len")
-    # Bounds first: a huge `len` is an out_of_bounds error, not an OutOfMemoryError.
-    size = raw_info(s, page).size
-    off <= size || throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_OUT_OF_BOUNDS,
-                                   "offset $off is past the end of page $(page.value) ($size bytes)"))
-    n === nothing && (n = size - off)
-    n <= size - off || throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_OUT_OF_BOUNDS,
-                                       "$n bytes at offset $off are out of bounds for page $(page.value) ($size bytes)"))
-    return read_page!(Vector{UInt8}(undef, n), s, page; offset = offset)
+# Byte positions in the Julia API are 1-based, as Julia's indices are: `at = 1`
+# is the page's first byte, the same byte as `view[1]`. The C API takes 0-based
+# offsets: `position_arg` converts. `offset` (0-based) is the keyword of the
+# previous release, still accepted by read_page and read_page! with a warning.
+function position_arg(at::Integer, offset::Union{Nothing,Integer}, fname::Symbol)
+    if offset !== nothing
+        at == 1 || throw(ArgumentError("give `at` (a 1-based byte position) or the deprecated `offset`, not both"))
+        Base.depwarn("`$fname(...; offset = n)` is deprecated: byte positions are 1-based, use `at = n + 1`", fname)
+        return u64_arg(offset, "offset")
+    end
+    at >= 1 || throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_INVALID_ARGUMENT,
+                               "at is a 1-based byte position (the first byte is at = 1), got $at"))
+    return UInt64(at - 1)
 end
 
 """
-    read_page!(buf, state, page; offset=0) -> buf
+    read_page(state, page; at=1, len=size-at+1) -> Vector{UInt8}
 
-Copies `length(buf)` bytes of the page from `offset` into `buf`.
+A copy of `len` bytes of the page from the 1-based byte position `at` (a
+consistent snapshot): bytes `at` to `at + len - 1`, the same bytes as
+`view[at:at+len-1]` of a [`PageView`](@ref). `at` may be `size + 1` with
+`len = 0`. (`offset = n`, 0-based, is the deprecated spelling of `at = n + 1`.)
 """
-function read_page!(buf::Vector{UInt8}, s::MMSBState, page::PageId; offset::Integer = 0)
-    scall(LibMMSB.mmsb_page_read, s, page.value, u64_arg(offset, "offset"), buf, length(buf))
+function read_page(s::MMSBState, page::PageId; at::Integer = 1, len::Union{Nothing,Integer} = nothing,
+                   offset::Union{Nothing,Integer} = nothing)
+    off = position_arg(at, offset, :read_page)
+    # Bounds first: a huge `len` is an out_of_bounds error, not an OutOfMemoryError.
+    size = raw_info(s, page).size
+    off <= size || throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_OUT_OF_BOUNDS,
+                                   "at = $(off + 1) is past the end of page $(page.value) ($size bytes: at is at most $(size + 1))"))
+    n = len === nothing ? size - off : u64_arg(len, "len")
+    n <= size - off || throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_OUT_OF_BOUNDS,
+                                       "$n bytes at at = $(off + 1) are out of bounds for page $(page.value) ($size bytes)"))
+    return read_page!(Vector{UInt8}(undef, n), s, page; at = Int(off) + 1)
+end
+
+"""
+    read_page!(buf, state, page; at=1) -> buf
+
+Copies `length(buf)` bytes of the page from the 1-based byte position `at`
+into `buf` (bytes `at` to `at + length(buf) - 1`).
+"""
+function read_page!(buf::Vector{UInt8}, s::MMSBState, page::PageId; at::Integer = 1,
+                    offset::Union{Nothing,Integer} = nothing)
+    scall(LibMMSB.mmsb_page_read, s, page.value, position_arg(at, offset, :read_page!), buf, length(buf))
     return buf
 end
 
 """
-    update_page(state, page, bytes; offset=0, expected_epoch=nothing) -> lsn
-    update_page(state, page, bytes, mask; offset=0, expected_epoch=nothing) -> lsn
-    update_page(state, page, runs; offset=0, expected_epoch=nothing) -> lsn
+    update_page!(state, page, bytes; at=1, expected_epoch=nothing) -> lsn
+    update_page!(state, page, bytes, mask; at=1, expected_epoch=nothing) -> lsn
+    update_page!(state, page, runs; at=1, expected_epoch=nothing) -> lsn
 
-Writes to a page through a delta and returns its log sequence number.
-- `bytes` (a byte vector or string): written at `offset` as the smallest delta
-  from the page's current bytes (only the bytes that change are recorded).
+Writes to a page through a delta and returns its log sequence number (an
+`Int`). Byte positions are 1-based: `at = 1` is the page's first byte.
+- `bytes` (a byte vector or string): written to bytes `at` to
+  `at + length(bytes) - 1` as the smallest delta from the page's current bytes
+  (only the bytes that change are recorded).
 - `bytes, mask` (`mask::BitVector` or `Vector{Bool}`, `length(mask) ==
-  length(bytes)`): a dense masked write: byte `i` is written where `mask[i]`.
-- `runs`, a vector of `offset => bytes` pairs: a sparse write; later runs win
-  where runs overlap; `offset` is added to every run's offset.
+  length(bytes)`): a dense masked write: byte `at + i - 1` is set to `bytes[i]`
+  where `mask[i]`.
+- `runs`, a vector of `pos => bytes` pairs: a sparse write of each `bytes` from
+  the 1-based position `pos` (relative to `at`: byte `at + pos - 1`); later runs
+  win where runs overlap.
+Writing past the end throws an [`MMSBError`](@ref) named `"out_of_bounds"`.
 
-With `expected_epoch`, the write happens only if the page's [`epoch`](@ref) still
+With `expected_epoch`, the write happens only if the page's [`page_epoch`](@ref) still
 equals it, else an [`MMSBError`](@ref) named `"epoch_conflict"` is thrown and
 nothing changes (compare-and-set).
 """
-function update_page(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UInt8},AbstractString};
-                     offset::Integer = 0, expected_epoch::Union{Nothing,Integer} = nothing)
+function update_page!(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UInt8},AbstractString};
+                      at::Integer = 1, expected_epoch::Union{Nothing,Integer} = nothing)
     b = contiguous(bytes)
-    off, e = u64_arg(offset, "offset"), epoch_arg(expected_epoch)
+    off, e = position_arg(at, nothing, :update_page!), epoch_arg(expected_epoch)
     st, l = with_u64_out(out -> LibMMSB.mmsb_page_update(enter(s), page.value, off, b, length(b), e, out))
     check(s, st)
-    return l
+    return Int(l)   # LSNs and epochs are Ints in Julia: they print in decimal
 end
 
-function update_page(s::MMSBState, page::PageId, bytes::AbstractVector{UInt8}, mask::AbstractVector{Bool};
-                     offset::Integer = 0, expected_epoch::Union{Nothing,Integer} = nothing)
+function update_page!(s::MMSBState, page::PageId, bytes::AbstractVector{UInt8}, mask::AbstractVector{Bool};
+                      at::Integer = 1, expected_epoch::Union{Nothing,Integer} = nothing)
     b = contiguous(bytes)
     m = mask_bits(mask, length(b))
-    off, e = u64_arg(offset, "offset"), epoch_arg(expected_epoch)
+    off, e = position_arg(at, nothing, :update_page!), epoch_arg(expected_epoch)
     st, l = GC.@preserve m with_u64_out(out -> LibMMSB.mmsb_page_write_masked(enter(s), page.value, off,
                                                                               mask_ptr(m), cld(length(b), 8), b,
                                                                               length(b), e, out))
     check(s, st)
-    return l
+    return Int(l)
 end
 
-function update_page(s::MMSBState, page::PageId, runs::AbstractVector{<:Pair};
-                     offset::Integer = 0, expected_epoch::Union{Nothing,Integer} = nothing)
-    offsets, lens, data = sparse_parts(runs, offset)
+function update_page!(s::MMSBState, page::PageId, runs::AbstractVector{<:Pair};
+                      at::Integer = 1, expected_epoch::Union{Nothing,Integer} = nothing)
+    # positions relative to `at`: run `pos` is the 0-based offset (at - 1) + (pos - 1)
+    offsets, lens, data = sparse_parts(runs, position_arg(at, nothing, :update_page!); one_based = true)
     e = epoch_arg(expected_epoch)
     st, l = with_u64_out(out -> LibMMSB.mmsb_page_write_sparse(enter(s), page.value, offsets, lens, length(offsets), data,
                                                                length(data), e, out))
     check(s, st)
-    return l
+    return Int(l)
 end
 
 """
-    write_page(state, page, bytes; offset=0, expected_epoch=nothing) -> lsn
+    write_page!(state, page, bytes; at=1, expected_epoch=nothing) -> lsn
 
-Writes `bytes` at `offset` as a plain write (one run, recorded as given, without
-comparing to the current bytes: cheaper than [`update_page`](@ref) when most
-bytes change).
+Writes `bytes` to bytes `at` to `at + length(bytes) - 1` of the page (`at` is
+a 1-based byte position) as a plain write (one run, recorded as given, without
+comparing to the current bytes: cheaper than [`update_page!`](@ref) when most
+bytes change). `expected_epoch` as for [`update_page!`](@ref).
 """
-function write_page(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UInt8},AbstractString};
-                    offset::Integer = 0, expected_epoch::Union{Nothing,Integer} = nothing)
+function write_page!(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UInt8},AbstractString};
+                     at::Integer = 1, expected_epoch::Union{Nothing,Integer} = nothing)
     b = contiguous(bytes)
-    off, e = u64_arg(offset, "offset"), epoch_arg(expected_epoch)
+    off, e = position_arg(at, nothing, :write_page!), epoch_arg(expected_epoch)
     st, l = with_u64_out(out -> LibMMSB.mmsb_page_write(enter(s), page.value, off, b, length(b), e, out))
     check(s, st)
-    return l
+    return Int(l)
 end
 
 # The mask as the C ABI takes it: one bit per data byte, least significant bit
@@ -278,19 +305,28 @@ function pack_mask(mask::AbstractVector{Bool}, n::Integer)
     return packed
 end
 
-function sparse_parts(runs::AbstractVector{<:Pair}, offset::Integer = 0)
-    base = u64_arg(offset, "offset")
+# The runs as the C ABI takes them: 0-based offsets (plus `base`), lengths and
+# the bytes back to back. `one_based`: the runs' keys are 1-based positions
+# (update_page!), else 0-based offsets (`Delta(runs)`).
+function sparse_parts(runs::AbstractVector{<:Pair}, base::Integer = 0; one_based::Bool = false)
+    base = u64_arg(base, "offset")
     offsets = Vector{UInt64}(undef, length(runs))
     lens = Vector{UInt64}(undef, length(runs))
     data = UInt8[]
     for (i, r) in enumerate(runs)
         o = first(r)
-        o isa Integer || throw(ArgumentError("a run is offset => bytes; got offset $(repr(o))"))
+        o isa Integer || throw(ArgumentError("a run is $(one_based ? "position" : "offset") => bytes; got $(repr(o)) as its $(one_based ? "position" : "offset")"))
         b = last(r)
         b isa Union{AbstractVector{UInt8},AbstractString} ||
-            throw(ArgumentError("a run is offset => bytes; got $(typeof(b)) bytes"))
+            throw(ArgumentError("a run is $(one_based ? "position" : "offset") => bytes; got $(typeof(b)) bytes"))
         bytes = contiguous(b)
-        offsets[i] = base + u64_arg(o, "run offset")
+        if one_based
+            o >= 1 || throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_INVALID_ARGUMENT,
+                                      "a run's position is 1-based (the first byte is 1), got $o"))
+            offsets[i] = base + UInt64(o - 1)
+        else
+            offsets[i] = base + u64_arg(o, "run offset")
+        end
         lens[i] = length(bytes)
         append!(data, bytes)
     end

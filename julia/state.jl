@@ -12,6 +12,13 @@ name `"closed"`, its pages, files and directory lock are released and every
 [`PageView`](@ref) of it is closed. `close` is idempotent and may run while
 other threads use the state: calls in flight finish (or fail with `"closed"`),
 and the native handle is freed by the last of them to return.
+
+Close a state you are done with (or use the do-block form of
+[`mmsb_start`](@ref)): a state started with `dir` holds a lock on that folder
+until it is closed, and one that is merely dropped keeps the lock until the
+garbage collector finalizes it, which may be much later, so a new
+`mmsb_start(dir = ...)` on the same folder fails with an `"io"` error saying
+the folder "is in use by another open state" meanwhile.
 """
 mutable struct MMSBState
     ptr::Ptr{LibMMSB.MmsbState}
@@ -144,7 +151,7 @@ The do-block form runs `f(state)` and closes the state afterwards, also on error
 
     mmsb_start(max_page_size = 1 << 20) do state
         page = create_page(state, 4096)
-        update_page(state, page, rand(UInt8, 64))
+        update_page!(state, page, rand(UInt8, 64))
     end
 """
 function mmsb_start(; dir = nothing, durability::Symbol = :none, logging::Union{Nothing,Bool} = nothing, options...)
@@ -170,13 +177,24 @@ function mmsb_start(; dir = nothing, durability::Symbol = :none, logging::Union{
             check(LibMMSB.mmsb_config_set_u64(cfg, key, sizeof(key), UInt64(v)))
         end
         out = Ref{Ptr{LibMMSB.MmsbState}}(C_NULL)
-        check(LibMMSB.mmsb_state_open(cfg, out))
+        check_open(LibMMSB.mmsb_state_open(cfg, out))
         config = merge((dir = dir === nothing ? nothing : String(dir), durability = durability,
                         logging = something(logging, dir !== nothing)), values(options))
         return MMSBState(out[], config)
     finally
         LibMMSB.mmsb_config_free(cfg)
     end
+end
+
+# The folder lock error, with what usually causes it in a Julia session.
+function check_open(st::UInt32)
+    st == LibMMSB.MMSB_OK && return nothing
+    err = last_error(st)
+    occursin("in use by another open state", err.message) &&
+        (err = MMSBError(err.code, err.name, err.message * "; if that state is in this Julia session, close it " *
+                                             "(close(state)): one that is only dropped keeps the folder until " *
+                                             "the garbage collector finalizes it"))
+    throw(err)
 end
 
 function mmsb_start(f::Function; kw...)
@@ -214,7 +232,7 @@ Whether the state has not been closed.
 Base.isopen(s::MMSBState) = !s.closing[] && s.ptr != C_NULL
 
 """
-    lsn(state::MMSBState) -> UInt64
+    lsn(state::MMSBState) -> Int
 
 The last log sequence number assigned (0 before the first delta). Every routed
 delta gets the next one; the LSN order is the order in which writes applied.
@@ -222,7 +240,7 @@ delta gets the next one; the LSN order is the order in which writes applied.
 function lsn(s::MMSBState)
     out = Ref{UInt64}(0)
     scall(LibMMSB.mmsb_state_lsn, s, out)
-    return out[]
+    return Int(out[])
 end
 
 function Base.show(io::IO, s::MMSBState)

@@ -33,21 +33,29 @@ include(joinpath(SRC, "device.jl"))
 include(joinpath(SRC, "graph.jl"))
 include(joinpath(SRC, "instrumentation", "instrumentation.jl"))
 
-# The whole public API, in one place.
+include(joinpath(SRC, "deprecated.jl"))
+
+# The user API, in one place. Names generic enough to collide with other
+# packages (`apply`, `compose`, `Event`, ...) are public but not exported:
+# call them as `MMSB.apply` (listed in `PUBLIC`, documented in julia-api.md).
 export MMSBError, MMSBState, PageId, PageInfo, PageView, Delta
 export mmsb_start, lsn
-export create_page, free_page, page_ids, page_info, page_name, epoch
-export update_page, write_page, read_page, read_page!, page_view
-export delta_diff, compose, ⊕, apply, apply!, encode_delta, decode_delta, written_bytes, isdense
+export create_page, free_page!, page_ids, page_info, page_name, page_epoch
+export update_page!, write_page!, read_page, read_page!, page_view
+export delta_diff, ⊕, encode_delta, decode_delta
 export route_delta!, route_batch!
 export checkpoint_log!, replay_log, compact_log!, log_info
 export get_stats, stats_counter, stats_histogram, stats_json, stats_prometheus, print_stats
-export track_latency!, track_delta_latency!, track_propagation_latency!, set_budget!, reset_stats!, set_monitoring!
+export track_latency!, set_budget!, reset_stats!, set_monitoring!
 export device_status, page_device_status, sync_page!, sync_all!, apply_on_device!, device_stats
-export EdgeId, CopyCommand, FillCommand, OpCommand, add_dependency!, remove_dependency!, propagate!
-export dependents, topo_order, Event, Subscription, subscribe, poll_events, events_dropped, is_lagged
+export CopyCommand, FillCommand, OpCommand, add_dependency!, remove_dependency!, propagate!
+export dependents, topo_order, Subscription, subscribe, on, poll_events, events_dropped, is_lagged
 export enable_instrumentation, disable_instrumentation, flush_instrumentation, instrumentation_status
 export reanalyze!, ir_pages, ir_text, module_pages, method_graph, compiler_edges, world_page, world_log
+
+"Public names that are not exported (generic names that would collide in user code): use them as `MMSB.name`."
+const PUBLIC = (:apply, :apply!, :compose, :written_bytes, :isdense, :Event, :EdgeId, :Stats, :LogInfo,
+                :track_delta_latency!, :track_propagation_latency!)
 
 function __init__()
     load_library()

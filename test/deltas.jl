@@ -1,27 +1,27 @@
 # Delta objects: constructors, algebra, codec, apply, routing, batches.
 
 w = Delta(2, UInt8[1, 2, 3])
-@test isopen(w) && !isdense(w) && written_bytes(w) == 3
-@test apply(w, zeros(UInt8, 6)) == UInt8[0, 0, 1, 2, 3, 0]
+@test isopen(w) && !MMSB.isdense(w) && MMSB.written_bytes(w) == 3
+@test MMSB.apply(w, zeros(UInt8, 6)) == UInt8[0, 0, 1, 2, 3, 0]
 @test zeros(UInt8, 6) ⊕ w == UInt8[0, 0, 1, 2, 3, 0]
 @test occursin("3 bytes written", sprint(show, w))
 
 dense = Delta(0, UInt8[9, 9, 9, 9], BitVector([1, 0, 0, 1]))
-@test written_bytes(dense) == 2
-@test apply(dense, ones(UInt8, 5)) == UInt8[9, 1, 1, 9, 1]
-@test apply(Delta(1, UInt8[4, 4], [false, true]), zeros(UInt8, 3)) == UInt8[0, 0, 4]
+@test MMSB.written_bytes(dense) == 2
+@test MMSB.apply(dense, ones(UInt8, 5)) == UInt8[9, 1, 1, 9, 1]
+@test MMSB.apply(Delta(1, UInt8[4, 4], [false, true]), zeros(UInt8, 3)) == UInt8[0, 0, 4]
 
 sparse = Delta([0 => UInt8[7], 3 => "ab"])
-@test written_bytes(sparse) == 3
-@test apply(sparse, zeros(UInt8, 6)) == UInt8[7, 0, 0, 'a', 'b', 0]
+@test MMSB.written_bytes(sparse) == 3
+@test MMSB.apply(sparse, zeros(UInt8, 6)) == UInt8[7, 0, 0, 'a', 'b', 0]
 
 # diff: the smallest delta turning old into new
 old = rand(MersenneTwister(1), UInt8, 200)
 new = copy(old); new[5] ⊻= 0xff; new[150:160] .= 0x00
 d = delta_diff(old, new)
-@test apply(d, old) == new
-@test written_bytes(d) <= 12
-@test written_bytes(delta_diff(old, old)) == 0
+@test MMSB.apply(d, old) == new
+@test MMSB.written_bytes(d) <= 12
+@test MMSB.written_bytes(delta_diff(old, old)) == 0
 err = try delta_diff(old, new[1:10]) catch x; x end
 @test err isa MMSBError && err.name == "length_mismatch"
 
@@ -30,20 +30,20 @@ a = Delta(0, UInt8[1, 1, 1, 1])
 b = Delta([2 => UInt8[2, 2, 2]])
 ab = a ⊕ b
 @test ab isa Delta
-@test apply(ab, zeros(UInt8, 6)) == apply(b, apply(a, zeros(UInt8, 6))) == UInt8[1, 1, 2, 2, 2, 0]
-@test apply(compose(b, a), zeros(UInt8, 6)) == UInt8[1, 1, 1, 1, 2, 0]
+@test MMSB.apply(ab, zeros(UInt8, 6)) == MMSB.apply(b, MMSB.apply(a, zeros(UInt8, 6))) == UInt8[1, 1, 2, 2, 2, 0]
+@test MMSB.apply(MMSB.compose(b, a), zeros(UInt8, 6)) == UInt8[1, 1, 1, 1, 2, 0]
 rng = MersenneTwister(3)
 for _ in 1:50
     base = rand(rng, UInt8, 64)
     ds = [rand(rng, Bool) ? Delta(rand(rng, 0:60), rand(rng, UInt8, rand(rng, 1:4))) :
           Delta(rand(rng, 0:56), rand(rng, UInt8, 8), bitrand(rng, 8)) for _ in 1:3]
-    @test apply(reduce(⊕, ds), base) == foldl((x, dd) -> apply(dd, x), ds; init = base)
+    @test MMSB.apply(reduce(⊕, ds), base) == foldl((x, dd) -> MMSB.apply(dd, x), ds; init = base)
 end
 
 # apply! in place; out of bounds is an error
 buf = zeros(UInt8, 4)
-@test apply!(buf, Delta(1, UInt8[5])) === buf && buf == UInt8[0, 5, 0, 0]
-err = try apply(Delta(3, UInt8[1, 2]), zeros(UInt8, 4)) catch x; x end
+@test MMSB.apply!(buf, Delta(1, UInt8[5])) === buf && buf == UInt8[0, 5, 0, 0]
+err = try MMSB.apply(Delta(3, UInt8[1, 2]), zeros(UInt8, 4)) catch x; x end
 @test err isa MMSBError && err.name == "out_of_bounds"
 
 # codec round trip; malformed input is an error
@@ -51,10 +51,10 @@ for x in (w, dense, sparse, d, ab)
     enc = encode_delta(x)
     y = decode_delta(enc)
     @test encode_delta(y) == enc
-    @test apply(y, zeros(UInt8, 256)) == apply(x, zeros(UInt8, 256))
+    @test MMSB.apply(y, zeros(UInt8, 256)) == MMSB.apply(x, zeros(UInt8, 256))
 end
 big = Delta(0, rand(UInt8, 1000))                  # larger than the first encode buffer
-@test apply(decode_delta(encode_delta(big)), zeros(UInt8, 1000)) == apply(big, zeros(UInt8, 1000))
+@test MMSB.apply(decode_delta(encode_delta(big)), zeros(UInt8, 1000)) == MMSB.apply(big, zeros(UInt8, 1000))
 @test_throws MMSBError decode_delta(UInt8[0xff, 0xff, 0xff])
 @test_throws MMSBError decode_delta(vcat(encode_delta(w), 0x00))   # trailing bytes
 
@@ -63,7 +63,7 @@ c = Delta(0, UInt8[1])
 close(c); close(c)
 @test !isopen(c)
 @test sprint(show, c) == "Delta(closed)"
-err = try apply(c, zeros(UInt8, 2)) catch x; x end
+err = try MMSB.apply(c, zeros(UInt8, 2)) catch x; x end
 @test err isa MMSBError && err.name == "closed"
 @test_throws MMSBError c ⊕ w
 @test_throws MMSBError encode_delta(c)
@@ -77,7 +77,7 @@ mmsb_start() do s
     @test route_delta!(s, p, sparse) == l0 + 2                 # deltas are reusable
     @test route_delta!(s, q, sparse) == l0 + 3
     @test read_page(s, p; len = 5) == UInt8[7, 2, 0, 'a', 'b']
-    e = epoch(s, p)
+    e = page_epoch(s, p)
     @test route_delta!(s, p, w; expected_epoch = e) == l0 + 4
     @test_throws MMSBError route_delta!(s, p, w; expected_epoch = e)
     @test_throws MMSBError route_delta!(s, p, Delta(15, UInt8[1, 2]))   # out of bounds
@@ -91,7 +91,7 @@ mmsb_start() do s
     err = try route_batch!(s, [p => Delta(0, UInt8[1]), q => Delta(0, UInt8[1]), PageId(999) => Delta(0, UInt8[1])]) catch x; x end
     @test err isa MMSBError && err.name == "unknown_page"
     @test read_page(s, p) == before_p && read_page(s, q) == before_q && lsn(s) == l0 + 7   # all or nothing
-    err = try route_batch!(s, [(p, Delta(0, UInt8[1]), epoch(s, p) + 5)]) catch x; x end
+    err = try route_batch!(s, [(p, Delta(0, UInt8[1]), page_epoch(s, p) + 5)]) catch x; x end
     @test err isa MMSBError && err.name == "epoch_conflict"
     @test isempty(route_batch!(s, Pair{PageId,Delta}[]))
     @test_throws ArgumentError route_batch!(s, [1 => 2])

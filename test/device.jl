@@ -4,6 +4,8 @@ ds = device_status()
 @test ds.available isa Bool && ds.description isa String
 @info "device" ds.available ds.description
 mmsb_start(gpu = true) do s
+    st = device_status(s)
+    @test st.requested && st.available == ds.available && st.description == ds.description && st.mirrors == 0
     g = create_page(s, 256; location = :gpu)
     u = create_page(s, 256; location = :unified)
     c = create_page(s, 256)
@@ -11,7 +13,7 @@ mmsb_start(gpu = true) do s
     l = apply_on_device!(s, g, Delta(0, UInt8[1, 2, 3]))
     @test l == lsn(s)
     @test read_page(s, g; len = 3) == UInt8[1, 2, 3]
-    update_page(s, u, UInt8[9]; offset = 5)
+    update_page!(s, u, UInt8[9]; at = 6)
     sync_all!(s)
     sync_all!(s; direction = :to_host)
     stats = device_stats(s)
@@ -28,4 +30,9 @@ mmsb_start(gpu = true) do s
     e = try sync_page!(s, c) catch x; x end
     @test e isa MMSBError          # a CPU page has no mirror
     @test_throws ArgumentError sync_all!(s; direction = :sideways)
+end
+
+mmsb_start() do s
+    st = device_status(s)
+    @test !st.requested && st.mirrors == 0
 end

@@ -77,8 +77,23 @@ end
         m = Module(:JuliaApiGen)
         Base.include(m, joinpath(DOCS, "gen", "julia_api.jl"))
         generated = Base.invokelatest(m.JuliaApiDoc.render)
-        @test occursin("### `update_page`", generated)
+        @test occursin("### `update_page!`", generated)
         @test read(joinpath(DOCS, "julia-api.md"), String) == generated
+    end
+
+    @testset "examples/demo.jl runs, with no deprecated name" begin
+        # A child process: the demo is a script, and --depwarn=error turns an old name into an error.
+        # (to a file: an IOBuffer is filled by a task that may still be copying when `run` returns)
+        path, io = mktemp()
+        demo = joinpath(ROOT, "examples", "demo.jl")
+        p = run(pipeline(ignorestatus(`$(Base.julia_cmd()) --startup-file=no --depwarn=error --project=$ROOT $demo`);
+                         stdout = io, stderr = io))
+        close(io)
+        text = read(path, String)
+        rm(path)
+        p.exitcode == 0 || println(text)
+        @test p.exitcode == 0 && endswith(rstrip(text), "done")
+        @test !occursin("0x0", text)               # numbers print in decimal
     end
 
     @testset "tutorial.md blocks" begin

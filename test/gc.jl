@@ -33,7 +33,7 @@ for round in 1:300
     elseif r == 6 && !isempty(live_states)        # write through a random live state
         st = rand(rng, live_states)
         if isopen(st)
-            update_page(st, first(pages[st]), rand(rng, UInt8, 1))
+            update_page!(st, first(pages[st]), rand(rng, UInt8, 1))
             isempty(live_deltas) || route_delta!(st, first(pages[st]), rand(rng, live_deltas))
         end
     elseif r == 7 && !isempty(live_states)        # close a state but keep it (and its views)
@@ -56,7 +56,7 @@ end
 function orphan_view()
     st = mmsb_start()
     p = create_page(st, 16)
-    update_page(st, p, UInt8[3])
+    update_page!(st, p, UInt8[3])
     return page_view(st, p)
 end
 v = orphan_view()

@@ -9,7 +9,7 @@ mmsb_start() do s
 
     e1 = add_dependency!(s, src, mid; commands = [CopyCommand(0, 0, 4), FillCommand(8, 2, 0xee)])
     e2 = add_dependency!(s, mid, dst; commands = [OpCommand(:add, UInt8, 0, 0, 4)])
-    @test e1 isa EdgeId && e1 != e2
+    @test e1 isa MMSB.EdgeId && e1 != e2
     @test dependents(s, src) == [mid] && dependents(s, mid) == [dst] && isempty(dependents(s, dst))
     order = topo_order(s)
     @test findfirst(==(src), order) < findfirst(==(mid), order) < findfirst(==(dst), order)
@@ -21,7 +21,7 @@ mmsb_start() do s
     @test_throws ArgumentError add_dependency!(s, src, dst; commands = [:nonsense])
     @test_throws ArgumentError add_dependency!(s, src, dst; commands = [OpCommand(:pow, UInt8, 0, 0, 1)])
 
-    update_page(s, src, UInt8[1, 2, 3, 4])
+    update_page!(s, src, UInt8[1, 2, 3, 4])
     r = propagate!(s, src)
     @test r.recomputed >= 2 && r.deltas_routed >= 1
     @test read_page(s, mid; len = 10) == UInt8[1, 2, 3, 4, 0, 0, 0, 0, 0xee, 0xee]
@@ -44,11 +44,11 @@ mmsb_start() do s
     # a Julia function as a transform: dst[i] = 2 * src[i]
     out = create_page(s, 16)
     add_dependency!(s, src, out; commands = [(srcb, dstb) -> (dstb[1:4] .= 2 .* srcb[1:4]; nothing)])
-    update_page(s, src, UInt8[5, 6, 7, 8])
+    update_page!(s, src, UInt8[5, 6, 7, 8])
     propagate!(s, src)
     @test read_page(s, out; len = 4) == UInt8[10, 12, 14, 16]
     GC.gc()                                   # the function stays rooted by the state
-    update_page(s, src, UInt8[1, 1, 1, 1])
+    update_page!(s, src, UInt8[1, 1, 1, 1])
     propagate!(s, src)
     @test read_page(s, out; len = 4) == UInt8[2, 2, 2, 2]
 
@@ -69,8 +69,97 @@ end
 s = mmsb_start()
 sub = subscribe(s)
 p = create_page(s, 8)
-update_page(s, p, UInt8[1])
+update_page!(s, p, UInt8[1])
 close(s)
 @test !isopen(sub)
-@test poll_events(sub) isa Vector{Event}
+@test poll_events(sub) isa Vector{MMSB.Event}
 close(sub)
+
+# A subscription behaves like a Channel: take!, isready, wait, iteration, close.
+mmsb_start() do s
+    sub = subscribe(s; events = (:delta_applied,))
+    @test Base.IteratorSize(Subscription) == Base.SizeUnknown() && eltype(sub) === MMSB.Event
+    @test !isready(sub)
+    p = create_page(s, 16)
+    l1 = update_page!(s, p, UInt8[1, 2])
+    l2 = update_page!(s, p, UInt8[3])
+    @test isready(sub)
+    e = take!(sub)
+    @test e.kind === :delta_applied && e.page == p && e.lsn == l1 && e.epoch == 1
+    @test e.lsn isa Int && e.epoch isa Int
+    @test propertynames(e) == (:kind, :page, :lsn, :epoch)
+    @test sprint(show, e) == "Event(:delta_applied, page = PageId($(Int(p.value))), lsn = $(Int(l1)), epoch = 1)"
+    @test_throws ArgumentError e.round
+    # `take!` waits for an event written later by another task; waiting lets that task run
+    t = @async (sleep(0.05); update_page!(s, p, UInt8[9]))
+    @test take!(sub).lsn == l2
+    e3 = take!(sub)
+    @test e3.epoch == 3 && fetch(t) == e3.lsn
+    # `wait` returns once an event is queued
+    t = @async (sleep(0.05); update_page!(s, p, UInt8[10]))
+    wait(sub)
+    @test isready(sub) && istaskdone(t)
+    # iteration ends once the subscription is closed; the events it held are still handed out
+    update_page!(s, p, UInt8[11])
+    seen = MMSB.Event[]
+    closer = @async (sleep(0.1); close(sub))
+    for ev in sub
+        push!(seen, ev)
+    end
+    @test [ev.epoch for ev in seen] == [4, 5] && istaskdone(closer)
+    err = try take!(sub) catch x; x end
+    @test err isa MMSBError && err.name == "closed"
+    @test_throws MMSBError wait(sub)
+end
+
+# named fields of the other kinds
+mmsb_start(dir = mktempdir()) do s
+    sub = subscribe(s)
+    a, b = create_page(s, 8), create_page(s, 8)
+    add_dependency!(s, a, b; commands = [CopyCommand(0, 0, 8)])
+    update_page!(s, a, UInt8[1])
+    propagate!(s, a)
+    c = checkpoint_log!(s)
+    evs = poll_events(sub)
+    pd = evs[findfirst(e -> e.kind === :propagation_done, evs)]
+    @test pd.recomputed == 1 && pd.cutoff == 0 && pd.round >= 1
+    @test propertynames(pd) == (:kind, :round, :recomputed, :cutoff)
+    @test occursin("recomputed = 1, cutoff = 0)", sprint(show, pd))
+    cp = evs[findfirst(e -> e.kind === :checkpoint, evs)]
+    @test cp.lsn == c
+    set_budget!(s, :latency_max, 1)
+    MMSB.track_delta_latency!(s, 5_000)
+    bu = first(filter(e -> e.kind === :budget, poll_events(sub)))
+    @test bu.metric === :delta_route && bu.value == 5_000 && bu.limit == 1
+    close(sub)
+end
+
+# `on` runs the handler on a task until the subscription closes or the state does
+s = mmsb_start()
+seen = Int[]
+sub = on(s, :delta_applied) do e
+    push!(seen, e.epoch)
+end
+@test sub isa Subscription && sub.task isa Task
+p = create_page(s, 8)
+for i in 1:3
+    update_page!(s, p, UInt8[i])
+end
+t0 = time()
+while length(seen) < 3 && time() - t0 < 10
+    sleep(0.01)
+end
+@test seen == [1, 2, 3]
+close(s)                                      # the state closing ends the handler's loop
+wait(sub.task)
+@test istaskdone(sub.task) && !istaskfailed(sub.task)
+@test_throws ArgumentError on(identity, sub)  # one handler per subscription
+close(sub)
+# a throwing handler closes its subscription and fails its task
+s = mmsb_start()
+sub = on(e -> error("handler broke"), s)
+update_page!(s, create_page(s, 8), UInt8[1])
+err = try wait(sub.task) catch x; x end
+@test err isa Exception && occursin("handler broke", sprint(showerror, err))
+@test !isopen(sub)
+close(s)

@@ -43,9 +43,9 @@ mmsb_start() do s
         expect_error(() -> route_delta!(s, p, Delta(off, zeros(UInt8, 8), falses(8))), "out_of_bounds")
         expect_error(() -> route_delta!(s, p, Delta([off => UInt8[]])), "out_of_bounds")
         expect_error(() -> route_batch!(s, [p => Delta(off, UInt8[])]), "out_of_bounds")
-        expect_error(() -> apply(Delta(off, UInt8[]), zeros(UInt8, 64)), "out_of_bounds")
+        expect_error(() -> MMSB.apply(Delta(off, UInt8[]), zeros(UInt8, 64)), "out_of_bounds")
     end
-    @test lsn(s) == l0 && epoch(s, p) == 0
+    @test lsn(s) == l0 && page_epoch(s, p) == 0
 
     # masked-out bytes past the end do not count; a written byte past the end does
     bytes = UInt8[1, 2, 3, 4, 5, 6, 7, 8]
@@ -85,11 +85,11 @@ mmsb_start() do s
     b = create_page(s, 8)
     inner = Ref{Any}(nothing)
     f = (src, dst) -> begin
-        inner[] = errof(() -> write_page(s, a, UInt8[9]))
+        inner[] = errof(() -> write_page!(s, a, UInt8[9]))
         copyto!(dst, src)
     end
     edge = add_dependency!(s, a, b; commands = [f])
-    write_page(s, a, UInt8[1, 2, 3])
+    write_page!(s, a, UInt8[1, 2, 3])
     e = errof(() -> propagate!(s, a))
     @test e isa MMSBError && e.name == "reentrant"
     @test e isa MMSBError && e.code == MMSB.LibMMSB.MMSB_STATUS_CODE_REENTRANT == 25
@@ -98,7 +98,7 @@ mmsb_start() do s
     # the state stays usable: writes, reads, and rounds without the offending edge
     remove_dependency!(s, edge)
     add_dependency!(s, a, b; commands = [(src, dst) -> copyto!(dst, src)])
-    write_page(s, a, UInt8[4, 5, 6])
+    write_page!(s, a, UInt8[4, 5, 6])
     @test propagate!(s, a).deltas_routed == 1
     @test read_page(s, b) == read_page(s, a) != zeros(UInt8, 8)
 end

@@ -76,3 +76,28 @@ else
         @test occursin("ABI version 999", text) && occursin("cargo build --release", text)
     end
 end
+
+# deps/build.jl (what Pkg.build runs) without cargo: a prebuilt library in
+# MMSB_LIB is enough; with neither, a clear error naming both ways out.
+# Output goes to a file: an IOBuffer is filled by a task that may still be
+# copying when `run` returns.
+function run_output(cmd)
+    path, io = mktemp()
+    p = run(pipeline(ignorestatus(cmd); stdout = io, stderr = io))
+    close(io)
+    out = read(path, String)
+    rm(path)
+    return p.exitcode, out
+end
+let build = joinpath(MMSB.package_root(), "deps", "build.jl"), julia = Base.julia_cmd()
+    mktempdir() do home
+        # An environment whose PATH and HOME hold no cargo.
+        env = ["PATH=" * dirname(Sys.which("sh")), "HOME=" * home]
+        rc, out = run_output(setenv(`$julia --startup-file=no $build`, [env; "MMSB_LIB=" * MMSB.LIBPATH[]]))
+        @test rc == 0 && occursin("nothing to build", out)
+        rc, msg = run_output(setenv(`$julia --startup-file=no $build`, env))
+        @test rc != 0
+        @test occursin("cargo (Rust's build tool) was not found", msg) && occursin("MMSB_LIB", msg) &&
+              occursin("cargo build --release", msg)
+    end
+end

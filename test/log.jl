@@ -7,7 +7,7 @@ mktempdir() do dir
         @test s.config.logging
         p = create_page(s, 64; name = "logged")
         for i in 1:20
-            l = update_page(s, p, UInt8[i, i + 1]; offset = 2i)
+            l = update_page!(s, p, UInt8[i, i + 1]; at = 2i + 1)
             snapshots[l] = read_page(s, p)
         end
         c = checkpoint_log!(s)
@@ -16,7 +16,7 @@ mktempdir() do dir
         @test info.lsn == lsn(s) && info.checkpoints >= 1 && info.last_checkpoint_lsn == c
         @test info.log_bytes >= 0 && info.segments >= 1
         for i in 21:25
-            l = write_page(s, p, fill(UInt8(i), 4); offset = 50)
+            l = write_page!(s, p, fill(UInt8(i), 4); at = 51)
             snapshots[l] = read_page(s, p)
         end
         # replay to any retained LSN gives the bytes as they were then
@@ -25,7 +25,7 @@ mktempdir() do dir
             l < oldest && continue
             replay_log(s, l) do r
                 @test read_page(r, p) == bytes
-                e = try update_page(r, p, UInt8[1]) catch x; x end
+                e = try update_page!(r, p, UInt8[1]) catch x; x end
                 @test e isa MMSBError && e.name == "read_only"
             end
         end
@@ -55,8 +55,8 @@ mmsb_start() do s
 end
 mmsb_start(logging = true) do s
     p = create_page(s, 8)
-    l = update_page(s, p, UInt8[1, 2])
-    update_page(s, p, UInt8[3, 4])
+    l = update_page!(s, p, UInt8[1, 2])
+    update_page!(s, p, UInt8[3, 4])
     @test log_info(s).lsn == lsn(s)
     replay_log(s, l) do r
         @test read_page(r, p) == UInt8[1, 2, 0, 0, 0, 0, 0, 0]

@@ -6,7 +6,7 @@ mmsb_start() do s
     p = create_page(s, 128)
     q = create_page(s, 128)
     for i in 1:50
-        update_page(s, isodd(i) ? p : q, UInt8[i]; offset = i)
+        update_page!(s, isodd(i) ? p : q, UInt8[i]; at = i + 1)
     end
     @test stats_counter(s, :pages) == 2
     @test stats_counter(s, :deltas_routed) >= 50
@@ -17,9 +17,9 @@ mmsb_start() do s
     @test haskey(st.latencies, :delta_route)
 
     n0 = stats_histogram(s, :propagation_round).count
-    track_propagation_latency!(s, 1234)
+    MMSB.track_propagation_latency!(s, 1234)
     @test stats_histogram(s, :propagation_round).count == n0 + 1
-    track_delta_latency!(s, 10)
+    MMSB.track_delta_latency!(s, 10)
     track_latency!(s, :fsync, 99)
     @test stats_histogram(s, :fsync).max_ns >= 99
 
@@ -43,4 +43,43 @@ mmsb_start() do s
     @test stats_histogram(s, :propagation_round).count == 0
     @test stats_counter(s, :pages) == 2          # gauges stay
     set_monitoring!(s, false)
+end
+
+# Numbers are Ints and show in decimal; the stats and the log info read as tables.
+mktempdir() do dir
+    mmsb_start(dir = joinpath(dir, "s")) do s
+        p = create_page(s, 4096)
+        l = 0
+        for i in 1:9
+            l = update_page!(s, p, UInt8[i])
+        end
+        @test l isa Int && lsn(s) isa Int && page_epoch(s, p) isa Int && page_info(s, p).epoch === 9
+        @test repr(lsn(s)) == string(l) && l == 10          # create_page took lsn 1
+        @test route_batch!(s, Pair{PageId,Delta}[]) === 1:0
+        c = checkpoint_log!(s)
+        @test c isa Int
+        i = log_info(s)
+        @test i isa MMSB.LogInfo && i.lsn === c && i.oldest_lsn isa Int
+        txt = sprint(show, MIME("text/plain"), i)
+        @test !occursin("0x", txt)
+        @test occursin("\n  lsn                  $c\n", txt)
+        @test occursin("\n  checkpoints          1\n", txt)
+        @test startswith(sprint(show, i), "LogInfo(lsn $c, ")
+
+        st = get_stats(s)
+        @test st isa MMSB.Stats && st.counters[:deltas_routed] === 9
+        @test stats_histogram(s, :delta_route).count isa Int
+        txt = sprint(show, MIME("text/plain"), st)
+        @test !occursin("0x", txt)
+        lines = split(txt, '\n')
+        @test length(lines) > 10                         # one line per metric and counter
+        # delta_route: the exact count (9 routed) beside the timed sample
+        row = split(lines[findfirst(l -> startswith(strip(l), "delta_route"), lines)])
+        h = stats_histogram(s, :delta_route)
+        @test row[2] == "9" && parse(Int, row[3]) == h.count && (h.sampled == 0 || row[4] == "sampled")
+        @test occursin("calls", lines[2]) && occursin("timed", lines[2])
+        @test any(l -> occursin(r"^  bytes_allocated +4096 \(4\.000 KiB\)$", l), lines)
+        @test any(l -> occursin(r"^  pages +1$", l), lines)
+        @test sprint(show, st) == "Stats(1 pages, 9 deltas routed, log $(Base.format_bytes(st.counters[:log_bytes])))"
+    end
 end

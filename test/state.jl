@@ -70,15 +70,24 @@ for d in (:none, :group_commit, :always)
             @test st.config.dir == dir
             @test st.config.durability == d
             p = create_page(st, 64)
-            @test update_page(st, p, UInt8[1, 2, 3]) == lsn(st) > 0
+            @test update_page!(st, p, UInt8[1, 2, 3]) == lsn(st) > 0
             @test occursin("dir=", sprint(show, st))
         end
     end
 end
 
-# every exported name is documented
+# every exported name (but the deprecated aliases) and every public unexported one is documented
 meta = Base.Docs.meta(MMSB)
-for name in names(MMSB)
-    name === :MMSB && continue
-    @test haskey(meta, Base.Docs.Binding(MMSB, name)) || (@warn "undocumented export" name; false)
+for name in [names(MMSB); collect(MMSB.PUBLIC)]
+    (name === :MMSB || name in first.(MMSB.DEPRECATED)) && continue
+    @test haskey(meta, Base.Docs.Binding(MMSB, name)) || (@warn "undocumented public name" name; false)
+end
+
+# A second state on a folder in use: the error says to close the first
+mktempdir() do dir
+    s = mmsb_start(dir = dir)
+    err = try mmsb_start(dir = dir) catch x; x end
+    @test err isa MMSBError && err.name == "io" && occursin("close(state)", err.message)
+    close(s)
+    mmsb_start(close, dir = dir)      # free again once closed
 end

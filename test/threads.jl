@@ -29,18 +29,18 @@ mmsb_start() do s
                 data = rand(rng, UInt8, rand(rng, 1:16))
                 kind = rand(rng, 1:5)
                 if kind == 1
-                    l = update_page(s, page, data; offset = off)
+                    l = update_page!(s, page, data; at = off + 1)
                     d = Delta(off, data)
                 elseif kind == 2
-                    l = write_page(s, page, data; offset = off)
+                    l = write_page!(s, page, data; at = off + 1)
                     d = Delta(off, data)
                 elseif kind == 3
                     m = bitrand(rng, length(data))
-                    l = update_page(s, page, data, m; offset = off)
+                    l = update_page!(s, page, data, m; at = off + 1)
                     d = Delta(off, data, m)
                 elseif kind == 4
                     runs = [off => data, rand(rng, 0:PAGE - 1) => UInt8[k % 256]]
-                    l = update_page(s, page, runs)
+                    l = update_page!(s, page, [first(r) + 1 => last(r) for r in runs])  # 1-based positions
                     d = Delta(runs)
                 else
                     d = Delta(off, data)
@@ -60,16 +60,16 @@ mmsb_start() do s
     @test lsn(s) == l0 + ntasks * nwrites
     expect = Dict(p => zeros(UInt8, PAGE) for p in vcat(shared, own))
     for w in writes
-        apply!(expect[w.page], w.delta)
+        MMSB.apply!(expect[w.page], w.delta)
     end
     for p in vcat(shared, own)
         @test read_page(s, p) == expect[p]
     end
     # per-page epochs count the writes routed to each page
     for p in vcat(shared, own)
-        @test epoch(s, p) == count(w -> w.page == p, writes)
+        @test page_epoch(s, p) == count(w -> w.page == p, writes)
     end
-    @test all(p -> epoch(s, p) > 0, own)
+    @test all(p -> page_epoch(s, p) > 0, own)
 end
 
 # compare-and-set counters from several threads: no lost updates
@@ -81,10 +81,10 @@ mmsb_start() do s
             conflicts = 0
             for _ in 1:per
                 while true
-                    e = epoch(s, p)
+                    e = page_epoch(s, p)
                     n = reinterpret(UInt64, read_page(s, p))[1]
                     ok = try
-                        update_page(s, p, reinterpret(UInt8, [n + 1]); expected_epoch = e)
+                        update_page!(s, p, reinterpret(UInt8, [n + 1]); expected_epoch = e)
                         true
                     catch err
                         err isa MMSBError && err.name == "epoch_conflict" || rethrow()
@@ -111,7 +111,7 @@ writers = map(1:2) do t
         n = 0
         try
             while true
-                update_page(s, p, UInt8[t, n % 256])
+                update_page!(s, p, UInt8[t, n % 256])
                 n += 1
                 n == 10 && Threads.atomic_add!(started, 1)
                 n % 100 == 0 && yield()
@@ -144,7 +144,7 @@ mktempdir() do dir
     t = Threads.@spawn begin
         try
             while true
-                update_page(st, q, UInt8[1])
+                update_page!(st, q, UInt8[1])
                 Threads.atomic_add!(writes, 1) % 16 == 0 && yield()
             end
         catch err

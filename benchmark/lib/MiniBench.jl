@@ -7,7 +7,7 @@
 # median, minimum and mean; allocations come from `@allocated` on one call.
 module MiniBench
 
-using Statistics: median, mean
+using Statistics: median, mean, quantile
 
 export Case, Group, Trial, run_case, run_cases, leaves
 
@@ -66,15 +66,21 @@ function leaves(g, prefix = "")
     return out
 end
 
-"""Summary of one benchmark run, per call."""
+"""
+Summary of one benchmark run, per call: minimum, median, mean and 90th
+percentile over all samples, and the minimum of each round (`round_min_ns`;
+how far those differ shows how much the machine's load moved the figure).
+"""
 struct Trial
     min_ns::Float64
     median_ns::Float64
     mean_ns::Float64
+    p90_ns::Float64
     samples::Int
     evals::Int
     allocs_bytes::Int
     unit::Int
+    round_min_ns::Vector{Float64}
 end
 
 # Function barriers: `f` and `ctx` are concrete inside, so the loop is compiled
@@ -100,12 +106,13 @@ mutable struct Prepared
     evals::Int
     allocs::Int
     times::Vector{Float64}
+    round_ends::Vector{Int}               # length(times) after each call of measure!
     external::Vector{NTuple{4,Float64}}
     skipped::Bool
 end
 
 function prepare(c::Case; sample_s::Real)
-    c.external === nothing || return Prepared(c, nothing, 0, 0, Float64[], NTuple{4,Float64}[], false)
+    c.external === nothing || return Prepared(c, nothing, 0, 0, Float64[], Int[], NTuple{4,Float64}[], false)
     ctx = c.setup()
     sample(c.f, ctx, 1)                       # compile
     allocs = allocated(c.f, ctx)
@@ -118,7 +125,7 @@ function prepare(c::Case; sample_s::Real)
         t >= sample_s * 1e9 / 2 && break
         evals *= 2
     end
-    return Prepared(c, ctx, evals, allocs, Float64[], NTuple{4,Float64}[], false)
+    return Prepared(c, ctx, evals, allocs, Float64[], Int[], NTuple{4,Float64}[], false)
 end
 
 # Samples for `budget_s` (at least 3, at most `max_samples` in all).
@@ -135,18 +142,22 @@ function measure!(p::Prepared; budget_s::Real, max_samples::Integer = 500)
         push!(p.times, sample(p.case.f, p.ctx, p.evals))
         k += 1
     end
+    push!(p.round_ends, length(p.times))
     return p
 end
 
 function trial(p::Prepared)
     p.skipped && return nothing
     if p.case.external !== nothing
+        # One external run per round: its median stands in for the p90 (the C program reports no more).
         e = p.external
-        return Trial(minimum(first.(e)), median(getindex.(e, 2)), mean(getindex.(e, 3)), Int(sum(getindex.(e, 4))), 0, 0,
-                     p.case.unit)
+        return Trial(minimum(first.(e)), median(getindex.(e, 2)), mean(getindex.(e, 3)), maximum(getindex.(e, 2)),
+                     Int(sum(getindex.(e, 4))), 0, 0, p.case.unit, first.(e))
     end
     t = p.times
-    return Trial(minimum(t), median(t), mean(t), length(t), p.evals, p.allocs, p.case.unit)
+    starts = [1; p.round_ends[1:end-1] .+ 1]
+    rmins = [minimum(view(t, a:b)) for (a, b) in zip(starts, p.round_ends) if b >= a]
+    return Trial(minimum(t), median(t), mean(t), quantile(t, 0.9), length(t), p.evals, p.allocs, p.case.unit, rmins)
 end
 
 release!(p::Prepared) = (p.case.external === nothing && p.case.teardown(p.ctx); p.ctx = nothing; nothing)
@@ -169,22 +180,48 @@ function run_case(c::Case; budget_s::Real = 2.0, sample_s::Real = budget_s / 40)
 end
 
 """
-    run_cases(cases; budget_s, rounds = 3, progress = (name, trial) -> nothing) -> Dict{String,Trial}
+    run_cases(cases; budget_s, rounds = 3, progress = (name, trial) -> nothing, report = msg -> nothing) -> Dict{String,Trial}
 
 Runs `name => case` pairs: all set up and calibrated first, then `rounds`
 rounds that each sample every case for `budget_s / rounds`. A case and its
 baseline are thus sampled at several moments spread over the run, so that a
 burst of load from other processes weighs on both sides alike.
+
+`report(msg)` gets a line after each group (the first part of a case's name,
+`route` of `route/write_64B`) is set up and after each group of each round,
+with the estimated time left; `progress(name, trial)` gets each result.
 """
-function run_cases(cases; budget_s::Real, rounds::Integer = 3, progress = (name, t) -> nothing)
+function run_cases(cases; budget_s::Real, rounds::Integer = 3, progress = (name, t) -> nothing,
+                   report = msg -> nothing)
     sample_s = budget_s / 40
-    prepared = Pair{String,Prepared}[]
+    prepared = Pair{String,Prepared}[]   # replaced below; `finally` releases what was set up
+    n = length(cases)
+    groups = group_runs([name for (name, _) in cases])
+    t0 = time()
     try
-        for (name, c) in cases
-            push!(prepared, name => prepare(c; sample_s = sample_s))
+        prepared = Vector{Pair{String,Prepared}}(undef, n)
+        done = 0
+        for (g, idx) in groups
+            tg = time()
+            for i in idx
+                prepared[i] = cases[i][1] => prepare(cases[i][2]; sample_s = sample_s)
+                done += 1
+            end
+            # Set-up so far predicts the rest of it; the rounds take about their budget.
+            left = (time() - t0) / done * (n - done) + n * budget_s
+            report(string("set up ", g, " (", length(idx), " cases) in ", secs(time() - tg), "; about ",
+                          secs(left), " left"))
         end
-        for _ in 1:rounds, (name, p) in prepared
-            measure!(p; budget_s = budget_s / rounds)
+        t1 = time()
+        done = 0
+        for r in 1:rounds, (g, idx) in groups
+            tg = time()
+            for i in idx
+                measure!(prepared[i][2]; budget_s = budget_s / rounds)
+            end
+            done += length(idx)
+            left = (time() - t1) / done * (rounds * n - done)
+            report(string("round ", r, "/", rounds, " ", g, " in ", secs(time() - tg), "; about ", secs(left), " left"))
         end
         out = Dict{String,Any}()
         for (name, p) in prepared
@@ -193,8 +230,24 @@ function run_cases(cases; budget_s::Real, rounds::Integer = 3, progress = (name,
         end
         return out
     finally
-        foreach(p -> release!(p[2]), prepared)
+        for i in eachindex(prepared)
+            isassigned(prepared, i) && release!(prepared[i][2])
+        end
     end
 end
+
+# The cases' indices by the first part of their names (`route` of
+# `route/write_64B`), groups in order of first appearance.
+function group_runs(names)
+    out = Pair{String,Vector{Int}}[]
+    for (i, name) in enumerate(names)
+        g = String(first(split(name, "/")))
+        k = findfirst(p -> p[1] == g, out)
+        k === nothing ? push!(out, g => [i]) : push!(out[k][2], i)
+    end
+    return out
+end
+
+secs(t) = t < 10 ? string(round(t; digits = 1), " s") : string(round(Int, t), " s")
 
 end # module MiniBench

@@ -125,7 +125,7 @@ function fanout(n::Int)
 end
 
 function propagate_head(c::Ctx)
-    write_page(c.state, c.page, flip!(c))
+    write_page!(c.state, c.page, flip!(c))
     propagate!(c.state, c.page)
     return nothing
 end
@@ -134,11 +134,11 @@ end
 # topological order, through the public API.
 function naive_chain(c::Ctx)
     buf = c.extra
-    write_page(c.state, c.page, flip!(c))
+    write_page!(c.state, c.page, flip!(c))
     ps = c.pages
     for i in 2:length(ps)
         read_page!(buf, c.state, ps[i-1])
-        write_page(c.state, ps[i], buf)
+        write_page!(c.state, ps[i], buf)
     end
     return nothing
 end
@@ -151,7 +151,7 @@ function logged(npages::Int, size::Int)
     s = mmsb_start(dir = joinpath(dir, "state"))
     pages = [create_page(s, size) for _ in 1:npages]
     for p in pages
-        write_page(s, p, rand(UInt8, size))
+        write_page!(s, p, rand(UInt8, size))
     end
     return Ctx(s, pages[1]; pages = pages, dir = dir, a = fill(0x01, 8), b = fill(0x02, 8),
                extra = rand(UInt8, npages * size))
@@ -160,7 +160,7 @@ end
 # A checkpoint of an unchanged state is skipped, so one page changes first
 # (8 bytes: negligible next to writing 256 KiB).
 function checkpoint(c::Ctx)
-    write_page(c.state, c.page, flip!(c))
+    write_page!(c.state, c.page, flip!(c))
     checkpoint_log!(c.state)
     return nothing
 end
@@ -184,7 +184,7 @@ function replayable(records::Int, size::Int)
     s = mmsb_start(dir = joinpath(dir, "state"))
     p = create_page(s, size)
     for _ in 1:records
-        write_page(s, p, rand(UInt8, size))
+        write_page!(s, p, rand(UInt8, size))
     end
     files = [joinpath(dir, "state", f) for f in readdir(joinpath(dir, "state")) if endswith(f, ".seg") || endswith(f, ".blob")]
     return Ctx(s, p; dir = dir, extra = (lsn(s), files, sum(filesize, files)))
@@ -217,19 +217,19 @@ function cases(; quick::Bool = false)
     page4k = (a = rand(UInt8, 4096), b = rand(UInt8, 4096))
     return [
         # allocation
-        "alloc/create_free_4KiB" => Case(c -> free_page(c.state, create_page(c.state, 4096));
+        "alloc/create_free_4KiB" => Case(c -> free_page!(c.state, create_page(c.state, 4096));
                                          setup = in_memory, teardown = close_ctx),
-        "alloc/create_free_1MiB" => Case(c -> free_page(c.state, create_page(c.state, 1 << 20));
+        "alloc/create_free_1MiB" => Case(c -> free_page!(c.state, create_page(c.state, 1 << 20));
                                          setup = in_memory, teardown = close_ctx),
         # delta routing
-        "route/write_64B" => Case(c -> write_page(c.state, c.page, flip!(c));
+        "route/write_64B" => Case(c -> write_page!(c.state, c.page, flip!(c));
                                   setup = () -> in_memory(k64.a, k64.b), teardown = close_ctx),
-        "route/update_64B" => Case(c -> update_page(c.state, c.page, flip!(c));
+        "route/update_64B" => Case(c -> update_page!(c.state, c.page, flip!(c));
                                    setup = () -> in_memory(k64.a, k64.b), teardown = close_ctx),
         "baseline/update_64B_ccall" => Case(ccall_update;
                                             setup = () -> in_memory(k64.a, k64.b; extra = Ref{UInt64}(0)), teardown = close_ctx),
         "baseline/update_64B_c_loop" => Case(identity; external = () -> c_loop_update(c_calls, c_samples)),
-        "route/masked_4KiB" => Case(c -> update_page(c.state, c.page, flip!(c), c.extra);
+        "route/masked_4KiB" => Case(c -> update_page!(c.state, c.page, flip!(c), c.extra);
                                     setup = () -> in_memory(page4k.a, page4k.b; extra = trues(4096)), teardown = close_ctx),
         "baseline/masked_4KiB_ccall" => Case(ccall_masked;
                                              setup = () -> in_memory(page4k.a, page4k.b;
@@ -238,9 +238,9 @@ function cases(; quick::Bool = false)
         "baseline/memcpy_4KiB" => Case(c -> copyto!(c.extra, flip!(c));
                                        setup = () -> Ctx(nothing, PageId(0); a = page4k.a, b = page4k.b,
                                                          extra = zeros(UInt8, 4096))),
-        "route/sparse_16x16B" => Case(c -> update_page(c.state, c.page, flip!(c));
-                                      setup = () -> in_memory([256k => fill(0x11, 16) for k in 0:15],
-                                                              [256k => fill(0x22, 16) for k in 0:15]),
+        "route/sparse_16x16B" => Case(c -> update_page!(c.state, c.page, flip!(c));
+                                      setup = () -> in_memory([256k + 1 => fill(0x11, 16) for k in 0:15],
+                                                              [256k + 1 => fill(0x22, 16) for k in 0:15]),
                                       teardown = close_ctx),
         "route/batch_16x64B" => Case(c -> route_batch!(c.state, flip!(c));
                                      setup = function ()
@@ -249,7 +249,7 @@ function cases(; quick::Bool = false)
                                          Ctx(s, ps[1]; pages = ps, a = [p => Delta(0, k64.a) for p in ps],
                                              b = [p => Delta(0, k64.b) for p in ps])
                                      end, teardown = close_ctx, unit = 16),
-        "route/update_diff_4KiB_64B_changed" => Case(c -> update_page(c.state, c.page, flip!(c));
+        "route/update_diff_4KiB_64B_changed" => Case(c -> update_page!(c.state, c.page, flip!(c));
                                                      setup = function ()
                                                          b = copy(page4k.a)
                                                          b[1001:1064] .= .~(b[1001:1064])
@@ -291,20 +291,20 @@ function ratios(res::Dict{String,<:Any}; quick::Bool = false)
     # The whole masked write (packing the mask, building the delta, routing, applying); the
     # dense *apply* itself (target <= 2x memcpy) is measured by `cargo bench --bench core`.
     add("masked_write_vs_memcpy", r("route/masked_4KiB", "baseline/memcpy_4KiB"), nothing, "<=",
-        "route/masked_4KiB", "baseline/memcpy_4KiB", "update_page masked 4 KiB (all bits set) / Julia copyto! 4 KiB")
+        "route/masked_4KiB", "baseline/memcpy_4KiB", "update_page! masked 4 KiB (all bits set) / Julia copyto! 4 KiB")
     add("masked_write_ccall_vs_memcpy", r("baseline/masked_4KiB_ccall", "baseline/memcpy_4KiB"), nothing, "<=",
         "baseline/masked_4KiB_ccall", "baseline/memcpy_4KiB",
         "mmsb_page_write_masked 4 KiB by bare ccall (mask packed once) / Julia copyto! 4 KiB")
     add("route_64B_vs_c_loop", r("route/update_64B", "baseline/update_64B_c_loop"), 1.3, "<=",
-        "route/update_64B", "baseline/update_64B_c_loop", "update_page 64 B from Julia / mmsb_page_update in a C loop")
+        "route/update_64B", "baseline/update_64B_c_loop", "update_page! 64 B from Julia / mmsb_page_update in a C loop")
     add("route_64B_vs_ccall", r("route/update_64B", "baseline/update_64B_ccall"), 1.3, "<=",
-        "route/update_64B", "baseline/update_64B_ccall", "update_page 64 B / bare ccall of mmsb_page_update")
+        "route/update_64B", "baseline/update_64B_ccall", "update_page! 64 B / bare ccall of mmsb_page_update")
     pn = get(res, "propagation/chain_1000", nothing) !== nothing ? res["propagation/chain_1000"].min_ns / res["propagation/chain_1000"].unit :
         nothing
     add("propagation_ns_per_node", pn, 200.0, "<=", "propagation/chain_1000", "",
         "ns per recomputed node of a 1,000-page copy chain (absolute, includes routing each node's delta)")
     add("propagation_vs_naive_loop", r("propagation/chain_1000", "baseline/naive_chain_1000"), 1.0, "<=",
-        "propagation/chain_1000", "baseline/naive_chain_1000", "propagate! / read_page! + write_page per page in order")
+        "propagation/chain_1000", "baseline/naive_chain_1000", "propagate! / read_page! + write_page! per page in order")
     add("checkpoint_vs_write_fsync", r("log/checkpoint_64x4KiB", "baseline/write_fsync_64x4KiB"), nothing, "<=",
         "log/checkpoint_64x4KiB", "baseline/write_fsync_64x4KiB", "checkpoint 256 KiB / write + fsync of 256 KiB")
     add("checkpoint_vs_write", r("log/checkpoint_64x4KiB", "baseline/write_64x4KiB"), nothing, "<=",

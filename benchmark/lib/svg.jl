@@ -1,6 +1,12 @@
-# Hand-written SVG of one run: panel 1, a horizontal bar per benchmark (median
-# time per call, log scale, minimum as a tick); panel 2, the same-run ratios
-# (log scale) with each target drawn as a mark, green when met, red when not.
+# Hand-written SVG of one run.
+# Panel 1: per benchmark, a dot at the median time per call and a whisker
+# from the minimum to the 90th percentile, on a log axis (a bar from an
+# arbitrary origin would make its length meaningless); MMSB cases and the
+# baselines they are compared with in two colours, with a legend.
+# Panel 2: only the same-run ratios, on a log axis around 1: a dot at the
+# ratio, a whisker over its per-round values, the target as a bar with its
+# direction ("≤ 1.3: lower is better"), and a ratio whose rounds spread too
+# far marked as not to be trusted.
 module BenchSVG
 
 using Printf
@@ -14,79 +20,132 @@ function fmt_ns(ns)
     ns < 1e9 ? @sprintf("%.2f ms", ns / 1e6) : @sprintf("%.2f s", ns / 1e9)
 end
 
+fmt_axis(v) = v >= 1 ? string(round(Int, v)) : string(v)
+
+# Decade labels of the time axis: "10 ns", "1 µs", "100 ms".
+function fmt_decade_ns(ns)
+    for (unit, scale) in (("s", 1e9), ("ms", 1e6), ("µs", 1e3))
+        ns >= scale && return string(round(Int, ns / scale), " ", unit)
+    end
+    return string(round(Int, ns), " ns")
+end
+
 # Decades covering `lo..hi`, for a log axis.
 decades(lo, hi) = (floor(Int, log10(lo)), ceil(Int, log10(hi)))
 
-"""
-    render_svg(path, rows, ratios; title)
+const MMSB_COLOR = "#2f6db0"
+const BASE_COLOR = "#8a8a8a"
+const MET, MISSED, NOTARGET, NOISY = "#2e8b3e", "#c8412f", "#555555", "#d98200"
 
-`rows`: `(name, median_ns, min_ns)` tuples; `ratios`: `(name, value, target,
-op, pass)` tuples (`value` or `target` may be `nothing`).
 """
-function render_svg(path::AbstractString, rows, ratios; title::AbstractString = "MMSB benchmarks")
-    W, label_w, right_w, row_h = 980, 300, 110, 22
+    render_svg(rows, ratios; title) -> String
+
+`rows`: named tuples `(name, median_ns, min_ns, p90_ns)`; `ratios`: named
+tuples `(name, value, target, op, pass, rounds, spread, trusted, absolute)` (`rounds`:
+the ratio's per-round values; `value`, `target`, `rounds` and `spread` may be
+`nothing`; `absolute` ones have no denominator). Returns the SVG text.
+"""
+function render_svg(rows, all_ratios; title::AbstractString = "MMSB benchmarks")
+    # Absolute figures (no denominator) are not ratios: listed as text under the panel.
+    ratios = [r for r in all_ratios if !r.absolute]
+    absolutes = [r for r in all_ratios if r.absolute]
+    W, label_w, right_w, row_h = 1200, 290, 450, 22
     plot_w = W - label_w - right_w
-    top1 = 60
+    top1 = 84
     h1 = row_h * length(rows)
-    top2 = top1 + h1 + 90
+    top2 = top1 + h1 + 100
     h2 = row_h * length(ratios)
-    H = top2 + h2 + 60
+    H = top2 + h2 + 70 + 18 * length(absolutes)
     io = IOBuffer()
     println(io, """<svg xmlns="http://www.w3.org/2000/svg" width="$W" height="$H" viewBox="0 0 $W $H" font-family="sans-serif" font-size="12">""")
     println(io, """<rect width="$W" height="$H" fill="white"/>""")
     println(io, """<text x="10" y="22" font-size="16" font-weight="bold">$(esc(title))</text>""")
 
     # panel 1: times
-    vals = [r[2] for r in rows if r[2] > 0]
+    println(io, """<text x="10" y="$(top1 - 40)" font-size="13" font-weight="bold">Time per call (log scale): dot = median, whisker = minimum to 90th percentile; shorter is faster</text>""")
+    # legend
+    lx = label_w
+    for (color, what) in ((MMSB_COLOR, "MMSB"), (BASE_COLOR, "baseline (compared with in the ratios below)"))
+        println(io, """<circle cx="$(lx + 5)" cy="$(top1 - 18)" r="5" fill="$color"/>""")
+        println(io, """<text x="$(lx + 15)" y="$(top1 - 14)">$(esc(what))</text>""")
+        lx += 90
+    end
+    vals = Float64[]
+    for r in rows
+        r.min_ns > 0 && push!(vals, r.min_ns)
+        r.p90_ns > 0 && push!(vals, r.p90_ns)
+    end
     lo, hi = isempty(vals) ? (0, 1) : decades(minimum(vals), maximum(vals))
     hi == lo && (hi += 1)
-    x(v) = label_w + plot_w * (log10(max(v, 10.0^lo)) - lo) / (hi - lo)
-    println(io, """<text x="10" y="$(top1 - 14)" font-size="13" font-weight="bold">Median time per call (log scale; tick = minimum)</text>""")
+    x(v) = label_w + plot_w * (log10(clamp(v, 10.0^lo, 10.0^hi)) - lo) / (hi - lo)
     for d in lo:hi
         xd = x(10.0^d)
-        println(io, """<line x1="$xd" y1="$(top1 - 4)" x2="$xd" y2="$(top1 + h1)" stroke="#ddd"/>""")
-        println(io, """<text x="$xd" y="$(top1 + h1 + 14)" text-anchor="middle" fill="#555">$(esc(fmt_ns(10.0^d)))</text>""")
+        println(io, """<line x1="$xd" y1="$(top1 - 4)" x2="$xd" y2="$(top1 + h1)" stroke="#e2e2e2"/>""")
+        println(io, """<text x="$xd" y="$(top1 + h1 + 14)" text-anchor="middle" fill="#555">$(esc(fmt_decade_ns(10.0^d)))</text>""")
     end
-    for (i, (name, med, mn)) in enumerate(rows)
-        y = top1 + (i - 1) * row_h
-        color = startswith(name, "baseline/") ? "#9aa9b8" : "#4a7fb5"
-        println(io, """<text x="$(label_w - 8)" y="$(y + 15)" text-anchor="end">$(esc(name))</text>""")
-        println(io, """<rect x="$label_w" y="$(y + 4)" width="$(max(x(med) - label_w, 1))" height="$(row_h - 8)" fill="$color"/>""")
-        println(io, """<line x1="$(x(mn))" y1="$(y + 2)" x2="$(x(mn))" y2="$(y + row_h - 2)" stroke="black" stroke-width="2"/>""")
-        println(io, """<text x="$(x(med) + 6)" y="$(y + 15)" fill="#222">$(esc(fmt_ns(med)))</text>""")
+    for (i, r) in enumerate(rows)
+        y = top1 + (i - 1) * row_h + row_h / 2
+        color = startswith(r.name, "baseline/") ? BASE_COLOR : MMSB_COLOR
+        i % 2 == 0 && println(io, """<rect x="10" y="$(y - row_h / 2)" width="$(W - 20)" height="$row_h" fill="#f6f6f6"/>""")
+        println(io, """<text x="$(label_w - 8)" y="$(y + 4)" text-anchor="end">$(esc(r.name))</text>""")
+        println(io, """<line x1="$(x(r.min_ns))" y1="$y" x2="$(x(r.p90_ns))" y2="$y" stroke="$color" stroke-width="2"/>""")
+        for e in (r.min_ns, r.p90_ns)
+            println(io, """<line x1="$(x(e))" y1="$(y - 5)" x2="$(x(e))" y2="$(y + 5)" stroke="$color" stroke-width="2"/>""")
+        end
+        println(io, """<circle cx="$(x(r.median_ns))" cy="$y" r="5" fill="$color"/>""")
+        println(io, """<text x="$(label_w + plot_w + 10)" y="$(y + 4)" fill="#222">$(esc(fmt_ns(r.median_ns))) ($(esc(fmt_ns(r.min_ns))) to $(esc(fmt_ns(r.p90_ns))))</text>""")
     end
 
     # panel 2: ratios and targets
-    rv = Float64[]
+    rv = Float64[1.0]
     for r in ratios
-        r[2] === nothing || push!(rv, r[2])
-        r[3] === nothing || push!(rv, r[3])
+        r.value === nothing || push!(rv, r.value)
+        r.target === nothing || push!(rv, r.target)
+        r.value === nothing || r.rounds === nothing || append!(rv, r.rounds)
     end
-    lo2, hi2 = isempty(rv) ? (-1, 1) : decades(minimum(rv), maximum(rv))
+    lo2, hi2 = decades(minimum(rv), maximum(rv))
     hi2 == lo2 && (hi2 += 1)
     x2(v) = label_w + plot_w * (log10(clamp(v, 10.0^lo2, 10.0^hi2)) - lo2) / (hi2 - lo2)
-    println(io, """<text x="10" y="$(top2 - 30)" font-size="13" font-weight="bold">Same-run ratios (log scale; | = target, green met, red missed, grey no target)</text>""")
+    println(io, """<text x="10" y="$(top2 - 52)" font-size="13" font-weight="bold">Same-run ratios (log scale): dot = ratio of minimum times, whisker = spread of its per-round values</text>""")
+    println(io, """<text x="10" y="$(top2 - 34)" fill="#333">Black bar = target, with its direction. Dot colour: <tspan fill="$MET">met</tspan>, <tspan fill="$MISSED">missed</tspan>, <tspan fill="$NOTARGET">no target</tspan>; <tspan fill="$NOISY">orange label</tspan> = rounds spread too far to trust.</text>""")
     for d in lo2:hi2
         xd = x2(10.0^d)
-        println(io, """<line x1="$xd" y1="$(top2 - 4)" x2="$xd" y2="$(top2 + h2)" stroke="#ddd"/>""")
-        println(io, """<text x="$xd" y="$(top2 + h2 + 14)" text-anchor="middle" fill="#555">$(10.0^d >= 1 ? Int(10.0^d) : 10.0^d)</text>""")
+        println(io, """<line x1="$xd" y1="$(top2 - 4)" x2="$xd" y2="$(top2 + h2)" stroke="$(d == 0 ? "#999" : "#e2e2e2")"/>""")
+        println(io, """<text x="$xd" y="$(top2 + h2 + 14)" text-anchor="middle" fill="#555">$(fmt_axis(10.0^d))</text>""")
     end
-    for (i, (name, v, target, op, pass)) in enumerate(ratios)
-        y = top2 + (i - 1) * row_h
-        println(io, """<text x="$(label_w - 8)" y="$(y + 15)" text-anchor="end">$(esc(name))</text>""")
-        v === nothing && (println(io, """<text x="$(label_w + 4)" y="$(y + 15)" fill="#888">not measured</text>"""); continue)
-        color = pass === nothing ? "#999" : pass ? "#3a9d4a" : "#c8412f"
-        println(io, """<rect x="$label_w" y="$(y + 4)" width="$(max(x2(v) - label_w, 1))" height="$(row_h - 8)" fill="$color"/>""")
-        if target !== nothing
-            println(io, """<line x1="$(x2(target))" y1="$(y)" x2="$(x2(target))" y2="$(y + row_h)" stroke="black" stroke-width="3"/>""")
+    for (i, r) in enumerate(ratios)
+        y = top2 + (i - 1) * row_h + row_h / 2
+        i % 2 == 0 && println(io, """<rect x="10" y="$(y - row_h / 2)" width="$(W - 20)" height="$row_h" fill="#f6f6f6"/>""")
+        println(io, """<text x="$(label_w - 8)" y="$(y + 4)" text-anchor="end">$(esc(r.name))</text>""")
+        r.value === nothing && (println(io, """<text x="$(label_w + 4)" y="$(y + 4)" fill="#888">not measured</text>"""); continue)
+        color = r.pass === nothing ? NOTARGET : r.pass ? MET : MISSED
+        if r.rounds !== nothing
+            a, b = x2(minimum(r.rounds)), x2(maximum(r.rounds))
+            println(io, """<line x1="$a" y1="$y" x2="$b" y2="$y" stroke="$color" stroke-width="2" opacity="0.6"/>""")
         end
-        lab = @sprintf("%.3g", v) * (target === nothing ? "" : " (target $op $(target))")
-        println(io, """<text x="$(max(x2(v), target === nothing ? 0 : x2(target)) + 6)" y="$(y + 15)" fill="#222">$(esc(lab))</text>""")
+        if r.target !== nothing
+            println(io, """<line x1="$(x2(r.target))" y1="$(y - 9)" x2="$(x2(r.target))" y2="$(y + 9)" stroke="black" stroke-width="3"/>""")
+        end
+        println(io, """<circle cx="$(x2(r.value))" cy="$y" r="5" fill="$color"/>""")
+        println(io, """<text x="$(label_w + plot_w + 10)" y="$(y + 4)" fill="$(r.trusted === false ? NOISY : "#222")">$(esc(label(r)))</text>""")
+    end
+    for (i, r) in enumerate(absolutes)
+        y = top2 + h2 + 40 + 18 * (i - 1)
+        v = r.value === nothing ? "not measured" : @sprintf("%.3g", r.value)
+        color = r.pass === nothing ? "#222" : r.pass ? MET : MISSED
+        println(io, """<text x="10" y="$y" fill="$color">$(esc(string(r.name, " (absolute, not a ratio): ", label(r; value = v))))</text>""")
     end
     println(io, "</svg>")
-    mkpath(dirname(abspath(path)))
-    write(path, take!(io))
-    return path
+    return String(take!(io))
+end
+
+function label(r; value = @sprintf("%.3g", r.value))
+    lab = value
+    r.target === nothing ||
+        (lab *= string(" · target ", r.op == "<=" ? "≤ " : "≥ ", r.target, r.op == "<=" ? ": lower is better" : ": higher is better"))
+    r.spread === nothing || (lab *= @sprintf(" · spread %.2f×", r.spread))
+    r.trusted === false && (lab *= " (too noisy)")
+    return lab
 end
 
 end # module BenchSVG

@@ -75,7 +75,11 @@ function adapt(text::AbstractString, documented::Set{String})
 end
 
 function render()
-    names_ = sort!([n for n in names(MMSB) if n !== :MMSB]; by = string)
+    exported = [n for n in names(MMSB) if n !== :MMSB]
+    old = Set(first.(MMSB.DEPRECATED))
+    # Exported names, less the deprecated aliases, plus the public names used as `MMSB.name`.
+    names_ = sort!(vcat([n for n in exported if !(n in old)], collect(MMSB.PUBLIC)); by = string)
+    heading(n) = n in exported ? string(n) : string("MMSB.", n)
     groups = Dict{String,Vector{Tuple{Symbol,Vector{String}}}}()
     undocumented = Symbol[]
     for n in names_
@@ -102,7 +106,9 @@ function render()
         println(io, adapt(replace(t, r"^\s*MMSB\n+" => ""), documented))
         println(io)
     end
-    println(io, length(names_), " exported names; every one is listed below under the file that documents it. ",
+    println(io, length(names_) - length(MMSB.PUBLIC), " exported names and ", length(MMSB.PUBLIC),
+            " public ones that are not exported (generic names, written `MMSB.name` here); every one is listed ",
+            "below under the file that documents it. ",
             "Methods that extend Base functions (`close`, `isopen`, `show`, indexing of views and deltas) are ",
             "documented in the same files and reachable with `?close` etc. in the REPL.")
     println(io)
@@ -117,7 +123,7 @@ function render()
         for (n, texts) in groups[p]
             println(io, "<a id=\"", anchor(n), "\"></a>")
             println(io)
-            println(io, "### `", n, "`")
+            println(io, "### `", heading(n), "`")
             println(io)
             for (k, t) in enumerate(texts)
                 k > 1 && println(io, "---\n")
@@ -126,6 +132,11 @@ function render()
             end
         end
     end
+    println(io, "## Deprecated")
+    println(io)
+    println(io, "Exported for one more release; each call warns (with `--depwarn=yes`, as under `Pkg.test`): ",
+            join(["`$o` (use [`$n`](#$(anchor(n))))" for (o, n) in MMSB.DEPRECATED], ", "), ".")
+    println(io)
     if !isempty(undocumented)
         println(io, "## Without a docstring")
         println(io)
