@@ -17,7 +17,7 @@ Close a state you are done with (or use the do-block form of
 [`mmsb_start`](@ref)): a state started with `dir` holds a lock on that folder
 until it is closed, and one that is merely dropped keeps the lock until the
 garbage collector finalizes it, which may be much later, so a new
-`mmsb_start(dir = ...)` on the same folder fails with an `"io"` error saying
+`mmsb_start(dir = ...)` on the same folder fails with a `"busy"` error saying
 the folder "is in use by another open state" meanwhile.
 """
 mutable struct MMSBState
@@ -190,7 +190,7 @@ end
 function check_open(st::UInt32)
     st == LibMMSB.MMSB_OK && return nothing
     err = last_error(st)
-    occursin("in use by another open state", err.message) &&
+    st == LibMMSB.MMSB_STATUS_CODE_BUSY &&
         (err = MMSBError(err.code, err.name, err.message * "; if that state is in this Julia session, close it " *
                                              "(close(state)): one that is only dropped keeps the folder until " *
                                              "the garbage collector finalizes it"))

@@ -87,7 +87,7 @@ end
 mktempdir() do dir
     s = mmsb_start(dir = dir)
     err = try mmsb_start(dir = dir) catch x; x end
-    @test err isa MMSBError && err.name == "io" && occursin("close(state)", err.message)
+    @test err isa MMSBError && err.name == "busy" && occursin("close(state)", err.message)
     close(s)
     mmsb_start(close, dir = dir)      # free again once closed
 end
