@@ -6,7 +6,7 @@ using MMSB
 @info "MMSB tests" julia = VERSION threads = Threads.nthreads() library = MMSB.LIBPATH[]
 
 # Each file runs in a module of its own, so files share no globals.
-const FILES = ["state", "pages", "views", "deltas", "errors", "gc", "threads", "log", "monitoring", "device", "graph", "inputs", "loading",
+const FILES = ["state", "pages", "views", "deltas", "errors", "gc", "threads", "log", "monitoring", "device", "graph", "inputs", "loading", "header",
                "benchmark_cli", "deprecated"]
 
 passed(ts) = (c = Test.get_test_counts(ts); c[1] + c[5])   # own + nested passes
