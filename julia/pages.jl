@@ -222,8 +222,9 @@ function update_page!(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UI
                       at::Integer = 1, expected_epoch::Union{Nothing,Integer} = nothing)
     b = contiguous(bytes)
     off, e = position_arg(at, nothing, :update_page!), epoch_arg(expected_epoch)
-    st, l = with_u64_out(out -> LibMMSB.mmsb_page_update(enter(s), page.value, off, b, length(b), e, out))
-    check(s, st)
+    l = scall_u64(s) do p, out
+        LibMMSB.mmsb_page_update(p, page.value, off, b, length(b), e, out)
+    end
     return Int(l)   # LSNs and epochs are Ints in Julia: they print in decimal
 end
 
@@ -232,10 +233,9 @@ function update_page!(s::MMSBState, page::PageId, bytes::AbstractVector{UInt8}, 
     b = contiguous(bytes)
     m = mask_bits(mask, length(b))
     off, e = position_arg(at, nothing, :update_page!), epoch_arg(expected_epoch)
-    st, l = GC.@preserve m with_u64_out(out -> LibMMSB.mmsb_page_write_masked(enter(s), page.value, off,
-                                                                              mask_ptr(m), cld(length(b), 8), b,
-                                                                              length(b), e, out))
-    check(s, st)
+    l = GC.@preserve m scall_u64(s) do p, out
+        LibMMSB.mmsb_page_write_masked(p, page.value, off, mask_ptr(m), cld(length(b), 8), b, length(b), e, out)
+    end
     return Int(l)
 end
 
@@ -244,9 +244,9 @@ function update_page!(s::MMSBState, page::PageId, runs::AbstractVector{<:Pair};
     # positions relative to `at`: run `pos` is the 0-based offset (at - 1) + (pos - 1)
     offsets, lens, data = sparse_parts(runs, position_arg(at, nothing, :update_page!); one_based = true)
     e = epoch_arg(expected_epoch)
-    st, l = with_u64_out(out -> LibMMSB.mmsb_page_write_sparse(enter(s), page.value, offsets, lens, length(offsets), data,
-                                                               length(data), e, out))
-    check(s, st)
+    l = scall_u64(s) do p, out
+        LibMMSB.mmsb_page_write_sparse(p, page.value, offsets, lens, length(offsets), data, length(data), e, out)
+    end
     return Int(l)
 end
 
@@ -262,8 +262,9 @@ function write_page!(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UIn
                      at::Integer = 1, expected_epoch::Union{Nothing,Integer} = nothing)
     b = contiguous(bytes)
     off, e = position_arg(at, nothing, :write_page!), epoch_arg(expected_epoch)
-    st, l = with_u64_out(out -> LibMMSB.mmsb_page_write(enter(s), page.value, off, b, length(b), e, out))
-    check(s, st)
+    l = scall_u64(s) do p, out
+        LibMMSB.mmsb_page_write(p, page.value, off, b, length(b), e, out)
+    end
     return Int(l)
 end
 

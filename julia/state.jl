@@ -112,6 +112,29 @@ function scall(f, s::MMSBState, args...)
     return check(s, st)
 end
 
+"""
+    MMSB.scall_u64(f, s::MMSBState) -> UInt64
+
+The hot-path form of [`scall`](@ref) for C functions with one `uint64_t` out
+parameter (an LSN, an epoch): calls `f(handle, out)` as one counted call and
+returns what the function wrote to `out`. The call is counted in inside the
+`try`, so a conversion that throws while `f` prepares the `ccall` still
+counts it out (a leaked count would keep a closed state from ever being freed).
+"""
+@inline function scall_u64(f, s::MMSBState)
+    st, l = with_u64_out() do out
+        p = enter(s)
+        try
+            f(p, out)
+        catch
+            leave(s)
+            rethrow()
+        end
+    end
+    check(s, st)
+    return l
+end
+
 "Counts a call out and returns its status (for callers that interpret it)."
 @inline release(s::MMSBState, status::UInt32) = (leave(s); status)
 

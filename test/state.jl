@@ -91,3 +91,15 @@ mktempdir() do dir
     close(s)
     mmsb_start(close, dir = dir)      # free again once closed
 end
+
+# A call that throws while it prepares its ccall (a failed conversion) is still counted out, so a
+# closed state is freed (issue 16: the write paths counted the call in outside the guarded call).
+let s = mmsb_start()
+    p = create_page(s, 8)
+    @test_throws ErrorException MMSB.scall_u64((h, out) -> error("conversion failed"), s)
+    @test s.inflight[] == 0
+    @test update_page!(s, p, UInt8[1]) == lsn(s)
+    @test s.inflight[] == 0
+    close(s)
+    @test s.ptr == C_NULL       # freed at once: nothing was left in flight
+end
