@@ -231,9 +231,19 @@ fn records_of_another_generation_are_never_replayed() {
     let stale = stale_segment(live.segno + 1, 0xDEAD_BEEF, snap.lsn, 77, 77, p.0);
     let stale_path = dir.join(format!("log-{:020}.seg", live.segno + 1));
     std::fs::write(&stale_path, &stale).unwrap();
-    let s = MMSBState::open(disk_config(&dir)).unwrap();
+    // It holds a record past the live log, so strict recovery refuses to drop it and changes
+    // nothing; tolerant recovery moves it into quarantine/ (never replayed, never deleted).
+    match MMSBState::open(disk_config(&dir)) {
+        Err(Error::Log(LogError::Corrupt { reason, .. })) => assert!(reason.contains("quarantine"), "{reason}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&stale_path).unwrap(), stale);
+    let s = MMSBState::open(mmsb::Config { tolerant_recovery: true, ..disk_config(&dir) }).unwrap();
     assert_eq!(snapshot(&s), snap, "a stale segment was replayed");
-    assert!(!stale_path.exists(), "the stale segment is cut off like a torn tail");
+    assert!(!stale_path.exists());
+    assert_eq!(s.log_info().unwrap().quarantined.len(), 1);
+    let moved = dir.join("quarantine").join(format!("log-{:020}.seg.0", live.segno + 1));
+    assert_eq!(std::fs::read(moved).unwrap(), stale);
     drop(s);
     // (b) Records appended to the live segment but sealed with another generation's salt.
     let before = std::fs::read(&seg).unwrap();
@@ -668,6 +678,10 @@ fn orphan_blob_files_are_removed_at_open_and_user_files_kept() {
     let s = MMSBState::open(disk_config(&dir)).unwrap();
     assert_eq!(snapshot(&s), snap);
     assert!(!orphan.exists());
+    // Past the chain's first segment it may be the payloads of a lost segment: moved aside, kept.
+    let kept = dir.join("quarantine").join(format!("log-{:020}.blob.0", 999));
+    assert_eq!(std::fs::read(kept).unwrap(), b"left by an interrupted removal");
+    assert_eq!(s.log_info().unwrap().quarantined.len(), 1);
     assert!(user.exists());
     // Compaction replaces the chain; the old blob files go with their segments.
     s.compact_log().unwrap();
@@ -710,4 +724,43 @@ fn padding_records_are_skipped_by_readers() {
     assert_eq!(s.lsn(), 2);
     assert_eq!(&s.read_page(p).unwrap()[..9], b"after pad");
     assert_eq!(s.log_records(1..3).unwrap().count(), 2, "the pad is not an entry");
+}
+
+/// Regression (issue 15): a state directory this process cannot write (here: its files are
+/// writable, the directory is not) is refused at open; it used to open and take writes, failing
+/// only at the next segment roll or checkpoint.
+#[test]
+fn a_directory_that_cannot_be_written_is_refused_at_open() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("s");
+    {
+        let s = MMSBState::open(disk_config(&dir)).unwrap();
+        s.create_page(8, Location::Cpu, meta("p")).unwrap();
+    }
+    let mode = |p: &std::path::Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        mode(&e.unwrap().path(), 0o666);
+    }
+    mode(d.path(), 0o755);
+    mode(&dir, 0o555);
+    let at = dir.clone();
+    let r = std::thread::spawn(move || {
+        // SAFETY: the raw system call changes the credentials of this thread only (Linux keeps
+        // them per thread; libc's setresuid would change every thread's), and the thread ends
+        // after the open. Root may write anywhere, so the check needs an unprivileged user.
+        if unsafe { libc::geteuid() } == 0 {
+            assert_eq!(unsafe { libc::syscall(libc::SYS_setresuid, 65534u32, 65534u32, 65534u32) }, 0);
+        }
+        MMSBState::open(disk_config(&at)).map(|_| ())
+    })
+    .join()
+    .unwrap();
+    mode(&dir, 0o700);
+    match r {
+        Err(e @ Error::Log(LogError::Io { .. })) => assert!(e.to_string().contains("is not writable"), "{e}"),
+        other => panic!("expected an I/O error at open, got {other:?}"),
+    }
+    // Writable again: it opens.
+    MMSBState::open(disk_config(&dir)).unwrap();
 }

@@ -34,6 +34,10 @@ pub struct LogInfo {
     pub skipped_regions: u64,
     /// Bytes of torn tail cut off at open.
     pub truncated_bytes: u64,
+    /// Files the last open moved into quarantine (`quarantine/` in the state directory) instead
+    /// of replaying them: segments past a cut and blob files without their segment (tolerant
+    /// recovery), torn segment creations. Empty after a clean open.
+    pub quarantined: Vec<String>,
     /// Automatic checkpoints/compactions that failed (the write that triggered them succeeded).
     pub maintenance_failures: u64,
     /// The error of the last failed automatic maintenance pass.
@@ -236,6 +240,7 @@ impl MMSBState {
             bytes_since_checkpoint: w.bytes_since_checkpoint,
             skipped_regions: w.skipped_regions,
             truncated_bytes: w.truncated_bytes,
+            quarantined: w.quarantined.clone(),
             maintenance_failures: w.maintenance_failures,
             last_maintenance_error: w.last_maintenance_error.clone(),
             group_syncs,

@@ -115,6 +115,8 @@ pub(crate) struct Writer {
     pub(crate) skipped_regions: u64,
     /// Bytes cut off a torn tail at the last open.
     pub(crate) truncated_bytes: u64,
+    /// Where the last open moved files it did not replay (see `Storage::quarantine`).
+    pub(crate) quarantined: Vec<String>,
 }
 
 /// Blob files are preallocated this much at a time, ahead of the writes: writes into reserved

@@ -40,8 +40,14 @@ pub(crate) struct Listing {
     /// Segments from the chain start on, ascending.
     pub(crate) chain: Vec<SegFile>,
     /// Segments below the chain start (left by an interrupted compaction or cleanup), and blob
-    /// files whose segment is not in the chain.
+    /// files of segments below the first segment of the chain: older generations, removed once
+    /// recovery succeeds.
     pub(crate) leftovers: Vec<String>,
+    /// Blob files of segments at or past the first segment of the chain that are not there
+    /// (left by an interrupted quarantine, or their segment was lost): moved into quarantine.
+    /// They hold payloads, never records: whether records are missing is decided by the
+    /// segments.
+    pub(crate) orphan_blobs: Vec<String>,
     /// Checkpoint LSNs and names, ascending.
     pub(crate) checkpoints: BTreeMap<Lsn, String>,
     pub(crate) temps: Vec<String>,
@@ -79,7 +85,14 @@ pub(crate) fn list(storage: &dyn Storage) -> Result<Listing> {
     let start = segs.iter().rposition(|s| s.header.is_some_and(|h| h.flags & FLAG_CHAIN_START != 0)).unwrap_or(0);
     l.leftovers = segs.drain(..start).map(|s| s.name).collect();
     l.chain = segs;
-    l.leftovers.extend(blobs.into_iter().filter(|(b, _)| !l.chain.iter().any(|s| s.segno == *b)).map(|(_, n)| n));
+    let first = l.chain.first().map_or(u64::MAX, |s| s.segno);
+    for (segno, n) in blobs {
+        if segno < first {
+            l.leftovers.push(n);
+        } else if !l.chain.iter().any(|s| s.segno == segno) {
+            l.orphan_blobs.push(n);
+        }
+    }
     Ok(l)
 }
 
@@ -340,9 +353,6 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
     for t in &listing.temps {
         storage.remove(t).map_err(io(format!("remove {}", storage.describe(t))))?;
     }
-    for t in &listing.leftovers {
-        storage.remove(t).map_err(io(format!("remove {}", storage.describe(t))))?;
-    }
 
     // The newest checkpoint that verifies; a newer format version is an error, not a fallback.
     let mut ckpt = None;
@@ -396,6 +406,29 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         )?
     };
     let last_lsn = walk.last_lsn.max(ckpt_lsn);
+    // Files the recovered state does not reach: every segment past the cut (and the cut one
+    // when its header is the problem), and blob files without their segment.
+    let dropped: Vec<&SegFile> = match &walk.cut {
+        Some(cut) => listing
+            .chain
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j > cut.seg || cut.offset == 0 && *j == cut.seg)
+            .map(|(_, s)| s)
+            .collect(),
+        None => Vec::new(),
+    };
+    if !tolerant {
+        refuse_lost_records(storage.as_ref(), &listing, &walk, &dropped, last_lsn)?;
+    }
+    // Recovery succeeds from here on: older generations can go.
+    for t in &listing.leftovers {
+        storage.remove(t).map_err(io(format!("remove {}", storage.describe(t))))?;
+    }
+    let mut quarantined = Vec::new();
+    for b in &listing.orphan_blobs {
+        quarantined.push(storage.quarantine(b).map_err(io(format!("quarantine {}", storage.describe(b))))?);
+    }
     let mut checkpoints = listing.checkpoints.clone();
     checkpoints.retain(|lsn, _| *lsn <= ckpt_lsn && ckpt.is_some());
     if walk.skipped > 0 {
@@ -406,13 +439,22 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         core.lsn = last_lsn;
         let ext = state.checkpoint_extension(&core);
         let (name, _) = checkpoint::write(storage.as_ref(), &core, &ext)?;
+        // The older checkpoints and the damaged chain are evidence, not needed any more: moved
+        // aside below, never deleted.
+        for (_, old) in std::mem::take(&mut checkpoints) {
+            if old != name {
+                set_aside(storage.as_ref(), &old, &mut quarantined)?;
+            }
+        }
         checkpoints.insert(last_lsn, name);
     }
 
-    // Cut a torn tail: truncate the segment where it starts, drop everything after it.
+    // Cut a torn tail: truncate the segment where it starts; move the files after it aside
+    // (newest first, so an interrupted pass leaves a shorter chain, not a gap), removing only
+    // those that hold nothing (torn creations).
     let mut truncated = 0u64;
     if let Some(cut) = &walk.cut {
-        for (j, s) in listing.chain.iter().enumerate().skip(cut.seg) {
+        for (j, s) in listing.chain.iter().enumerate().skip(cut.seg).rev() {
             let len = storage.open(&s.name).and_then(|f| f.len()).unwrap_or(0);
             let blob = blob_name(s.segno);
             if j == cut.seg && cut.offset > 0 {
@@ -434,10 +476,13 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
                 }
             } else {
                 truncated += len + storage.open(&blob).and_then(|f| f.len()).unwrap_or(0);
-                storage.remove(&s.name).map_err(io(format!("remove {}", storage.describe(&s.name))))?;
-                storage.remove(&blob).map_err(io(format!("remove {}", storage.describe(&blob))))?;
+                // The segment first: a blob file without its segment is found again next time.
+                set_aside(storage.as_ref(), &s.name, &mut quarantined)?;
+                set_aside(storage.as_ref(), &blob, &mut quarantined)?;
             }
         }
+    }
+    if walk.cut.is_some() || !listing.orphan_blobs.is_empty() || !listing.leftovers.is_empty() {
         storage.sync_dir().map_err(io(format!("fsync {}", storage.describe(""))))?;
     }
 
@@ -472,6 +517,7 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         last_maintenance_error: None,
         skipped_regions: walk.skipped,
         truncated_bytes: truncated,
+        quarantined,
     };
     let log = Tlog::new(storage.clone(), &config, w, state.monitor.clone());
     {
@@ -510,7 +556,13 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
                 let synced = config.dir.is_some() || config.durability != crate::runtime::state::Durability::None;
                 w.file = log.create_segment(&header, synced)?;
                 for s in &listing.chain {
-                    super::maintain::remove_segment(&log, s.segno)?;
+                    if walk.skipped > 0 {
+                        set_aside(storage.as_ref(), &s.name, &mut w.quarantined)?;
+                        set_aside(storage.as_ref(), &blob_name(s.segno), &mut w.quarantined)?;
+                    } else {
+                        // Everything in it is at or before the checkpoint recovered from.
+                        super::maintain::remove_segment(&log, s.segno)?;
+                    }
                 }
                 w.segments.clear();
                 w.segments.insert(segno, SegMeta { base_lsn: last_lsn, len: SEGMENT_HEADER_LEN as u64, blob: 0 });
@@ -540,6 +592,88 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
     }
     state.tlog = Some(log);
     Ok(())
+}
+
+/// Drops a file recovery does not keep: moved into quarantine, or removed when it holds nothing
+/// (no non-zero byte: a torn creation or zero fill). Missing files are skipped.
+fn set_aside(storage: &dyn Storage, name: &str, quarantined: &mut Vec<String>) -> Result<()> {
+    let data = match storage.read(name) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(LogError::io(format!("read {}", storage.describe(name)), e).into()),
+    };
+    if data.iter().all(|&b| b == 0) {
+        storage.remove(name).map_err(|e| LogError::io(format!("remove {}", storage.describe(name)), e))?;
+    } else {
+        let to =
+            storage.quarantine(name).map_err(|e| LogError::io(format!("quarantine {}", storage.describe(name)), e))?;
+        quarantined.push(to);
+    }
+    Ok(())
+}
+
+/// Strict recovery's rule: only the torn tail of the newest segment may be cut. Fails with
+/// `Corrupt` (changing nothing) when a file the recovered state does not reach proves that
+/// records past `last_lsn` existed: a segment past the cut that starts after `last_lsn` or holds
+/// records past it, or record bytes behind a header that does not verify. A non-newest segment's end needs no field of its own: the next segment's
+/// base LSN proves it.
+fn refuse_lost_records(
+    storage: &dyn Storage,
+    listing: &Listing,
+    walk: &Walk,
+    dropped: &[&SegFile],
+    last_lsn: Lsn,
+) -> Result<()> {
+    let Some(cut) = &walk.cut else { return Ok(()) };
+    let cut_file = storage.describe(&listing.chain[cut.seg].name);
+    let mut prev = listing.chain[cut.seg].segno;
+    for s in dropped {
+        let missing: Vec<String> = (prev + 1..s.segno).take(4).map(segment_name).collect();
+        prev = s.segno;
+        let Some((what, upto)) = evidence(storage, s, last_lsn)? else { continue };
+        let range = match upto {
+            Some(end) => format!("LSNs {}..={end} are missing or cannot be replayed", last_lsn + 1),
+            None => format!("records after LSN {last_lsn} are missing"),
+        };
+        let gap =
+            if missing.is_empty() { String::new() } else { format!("; missing segment files: {}", missing.join(", ")) };
+        return Err(LogError::Corrupt {
+            file: storage.describe(&s.name),
+            offset: 0,
+            reason: format!(
+                "{what}, but the log before it ends at LSN {last_lsn} ({cut_file} at byte {}: {}): {range}{gap}.                  Only the newest segment may end early; nothing was changed (tolerant recovery moves the files                  past the break into quarantine/)",
+                cut.offset, cut.reason
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// What in segment file `s` shows records past `lsn`, and the last LSN it proves existed.
+fn evidence(storage: &dyn Storage, s: &SegFile, lsn: Lsn) -> Result<Option<(String, Option<Lsn>)>> {
+    let data = storage.read(&s.name).map_err(|e| LogError::io(format!("read {}", storage.describe(&s.name)), e))?;
+    let Some(h) = s.header else {
+        // A torn creation holds at most part of a header (zero fill past it is no record).
+        let records = data.get(SEGMENT_HEADER_LEN..).is_some_and(|r| r.iter().any(|&b| b != 0));
+        return Ok(records.then(|| ("its header does not verify but record bytes follow it".to_string(), None)));
+    };
+    let blob = read_blob(storage, s.segno)?;
+    let mut top = h.base_lsn;
+    let mut off = SEGMENT_HEADER_LEN;
+    while let Some(Ok(r)) = data.get(off..).map(|rest| check_record(rest, h.salt, &blob)) {
+        if r.kind != PAD_KIND {
+            top = top.max(r.last_lsn());
+        }
+        off += RECORD_HEADER_LEN + r.len as usize;
+    }
+    Ok(if top > lsn {
+        // Its base LSN proves every LSN up to it was written before this segment started.
+        let upto = if h.base_lsn > lsn { h.base_lsn } else { top };
+        Some((format!("it holds LSNs up to {top} (its records follow LSN {})", h.base_lsn), Some(upto)))
+    } else {
+        None
+    })
 }
 
 /// Placeholder file for a writer before its segment is opened.
