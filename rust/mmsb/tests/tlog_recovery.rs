@@ -764,3 +764,83 @@ fn a_directory_that_cannot_be_written_is_refused_at_open() {
     // Writable again: it opens.
     MMSBState::open(disk_config(&dir)).unwrap();
 }
+
+/// Regression (issue 15): with `blob_min` 0 every record without a payload (page create, page
+/// free) was written as a blob record with no pieces, which the reader rejects: the log could
+/// not be reopened. Every value of the option works.
+#[test]
+fn every_blob_min_value_logs_and_reopens() {
+    for blob_min in [0, 1, 9, u64::MAX] {
+        let d = scratch();
+        let dir = d.path().join("s");
+        let cfg = mmsb::Config { blob_min, durability: Durability::Always, segment_size: 512, ..disk_config(&dir) };
+        let want = {
+            let s = MMSBState::open(cfg.clone()).unwrap();
+            let a = s.create_page(64, Location::Cpu, meta("a")).unwrap();
+            let b = s.create_page(16, Location::Cpu, meta("b")).unwrap();
+            for i in 0..20u8 {
+                s.update_page_at(a, u64::from(i), &[i; 40], None).unwrap();
+            }
+            s.free_page(b).unwrap();
+            snapshot(&s)
+        };
+        let s = MMSBState::open(cfg.clone()).unwrap();
+        assert_eq!(snapshot(&s), want, "blob_min {blob_min}");
+        assert_eq!(s.log_info().unwrap().truncated_bytes, 0, "blob_min {blob_min}");
+        let replayed = s.replay_to(3).unwrap();
+        assert_eq!(replayed.lsn(), 3, "blob_min {blob_min}");
+    }
+}
+
+/// Regression (issue 15): `segment_size` 0, 1 and `u64::MAX` (and other out-of-range options)
+/// were accepted. Each option is checked at open against its documented range, and the error
+/// names that range.
+#[test]
+fn config_values_out_of_range_are_refused_with_the_accepted_range() {
+    use mmsb::types::error::StateError;
+    let base = mem_config();
+    let bad = [
+        ("segment_size", mmsb::Config { segment_size: 0, ..base.clone() }, "256..=4294967296"),
+        ("segment_size", mmsb::Config { segment_size: 1, ..base.clone() }, "256..=4294967296"),
+        ("segment_size", mmsb::Config { segment_size: 255, ..base.clone() }, "256..=4294967296"),
+        ("segment_size", mmsb::Config { segment_size: (1 << 32) + 1, ..base.clone() }, "256..=4294967296"),
+        ("segment_size", mmsb::Config { segment_size: u64::MAX, ..base.clone() }, "256..=4294967296"),
+        ("max_page_size", mmsb::Config { max_page_size: 0, ..base.clone() }, "1..=281474976710656"),
+        ("max_page_size", mmsb::Config { max_page_size: (1 << 48) + 1, ..base.clone() }, "1..=281474976710656"),
+        ("log_size_cap", mmsb::Config { log_size_cap: 1, ..base.clone() }, "or 0 (off)"),
+        ("log_size_cap", mmsb::Config { log_size_cap: 255, ..base.clone() }, "256..="),
+        ("dir", mmsb::Config { dir: Some("".into()), ..base.clone() }, "empty path"),
+    ];
+    for (name, cfg, range) in bad {
+        for r in [
+            MMSBState::open(cfg.clone()).map(|_| ()),
+            MMSBState::open_with_storage(cfg.clone(), mem_storage()).map(|_| ()),
+        ] {
+            match r {
+                Err(Error::State(StateError::InvalidConfig(m))) => {
+                    assert!(m.contains(name) && m.contains(range), "{name}: {m}");
+                }
+                other => panic!("{name}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+    }
+    let edges = [
+        mmsb::Config { segment_size: 256, ..base.clone() },
+        mmsb::Config { segment_size: 1 << 32, ..base.clone() },
+        mmsb::Config { max_page_size: 1 << 48, ..base.clone() },
+        mmsb::Config { log_size_cap: 256, ..base.clone() },
+        mmsb::Config { log_size_cap: u64::MAX, blob_min: 0, ..base.clone() },
+    ];
+    for cfg in edges {
+        let s = MMSBState::open(cfg.clone()).unwrap_or_else(|e| panic!("{cfg:?}: {e}"));
+        let p = s.create_page(1024, Location::Cpu, meta("p")).unwrap();
+        for i in 0..8u8 {
+            s.update_page(p, &[i; 300]).unwrap();
+        }
+        assert_eq!(s.read_page(p).unwrap()[..300], [7; 300]);
+    }
+}
+
+fn mem_storage() -> std::sync::Arc<dyn mmsb::runtime::tlog::storage::Storage> {
+    std::sync::Arc::new(mmsb::runtime::tlog::storage::MemStorage::new())
+}

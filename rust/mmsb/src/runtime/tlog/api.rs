@@ -110,9 +110,7 @@ impl MMSBState {
     /// in-memory storage shared between opens, or a fault-injecting wrapper in crash tests).
     /// Logging is on whatever `config.logging` says; pages stay in memory.
     pub fn open_with_storage(config: Config, storage: Arc<dyn Storage>) -> Result<MMSBState> {
-        if config.max_page_size == 0 {
-            return Err(StateError::InvalidConfig("max_page_size must be positive".into()).into());
-        }
+        config.validate()?;
         let config = Config { logging: true, dir: None, ..config };
         let mut state = MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, config, false);
         recover::open_with(&mut state, storage)?;
@@ -155,7 +153,7 @@ impl MMSBState {
             for o in ops {
                 out.extend_from_slice(&o.page.0.to_le_bytes());
                 let payload = o.delta.encode_split(out);
-                if payload.len() as u64 >= split {
+                if !payload.is_empty() && payload.len() as u64 >= split {
                     tails.push((out.len(), payload));
                 } else {
                     out.extend_from_slice(payload);

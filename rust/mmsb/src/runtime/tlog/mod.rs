@@ -168,6 +168,7 @@ impl Tlog {
         Tlog {
             storage,
             durability: config.durability,
+            // `Config::validate` keeps it at 256 or more; the floor guards direct constructions.
             segment_size: config.segment_size.max(SEGMENT_HEADER_LEN as u64 + RECORD_HEADER_LEN as u64),
             log_size_cap: config.log_size_cap,
             blob_min: config.blob_min,
@@ -240,7 +241,9 @@ impl Tlog {
         count: u64,
     ) -> Result<Ticket> {
         let payload = tails.iter().map(|(_, p)| p.len()).sum::<usize>();
-        if payload as u64 >= self.blob_min {
+        // A record without payload bytes is never a blob record (with `blob_min` 0 it would be
+        // one with no pieces, which no reader accepts).
+        if payload > 0 && payload as u64 >= self.blob_min {
             return self.write_blob_record(w, buf, tails, kind, lsn, count, payload as u64);
         }
         let len = buf.len() + payload;
