@@ -520,10 +520,10 @@ fn maintenance_and_readers_run_beside_writers() {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let lsn = s.lsn();
                 let oldest = s.log_info().unwrap().oldest_lsn;
-                // Replays race with maintenance: either exact, or refused as out of range.
+                // Replays race with maintenance: either exact, or refused (out of range, compacted).
                 match s.replay_to(lsn.max(oldest)) {
                     Ok(r) => assert!(r.lsn() >= oldest),
-                    Err(Error::Log(LogError::LsnOutOfRange(_))) => {}
+                    Err(Error::Log(LogError::LsnOutOfRange(_) | LogError::LsnCompacted { .. })) => {}
                     Err(e) => panic!("replay failed: {e}"),
                 }
                 for e in s.log_records(oldest + 1..lsn + 1).into_iter().flatten() {
@@ -843,4 +843,85 @@ fn config_values_out_of_range_are_refused_with_the_accepted_range() {
 
 fn mem_storage() -> std::sync::Arc<dyn mmsb::runtime::tlog::storage::Storage> {
     std::sync::Arc::new(mmsb::runtime::tlog::storage::MemStorage::new())
+}
+
+/// Regression (issue 15): the replayable range and the compacted runs can be asked for, and the
+/// two refusals have their own codes (both were `invalid_argument`).
+#[test]
+fn replayable_range_and_compacted_runs_are_reported_and_refused_distinctly() {
+    use mmsb::ErrorCode;
+    let s = MMSBState::open_with_storage(mem_config(), mem_storage()).unwrap();
+    let p = s.create_page(64, Location::Cpu, meta("p")).unwrap();
+    for i in 0..10u8 {
+        s.update_page(p, &[i; 8]).unwrap();
+    }
+    assert!(s.compacted_runs().unwrap().is_empty());
+    s.compact_log().unwrap();
+    s.update_page(p, b"after").unwrap();
+    let info = s.log_info().unwrap();
+    assert_eq!((info.oldest_lsn, info.lsn), (0, 12));
+    assert_eq!(s.compacted_runs().unwrap(), vec![1..=11]);
+    for lsn in 1..11 {
+        let e = s.replay_to(lsn).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::LsnCompacted, "{lsn}: {e}");
+        assert!(e.to_string().contains("1..=11"), "{e}");
+    }
+    for lsn in [0, 11, 12] {
+        assert_eq!(s.replay_to(lsn).unwrap().lsn(), lsn);
+    }
+    let e = s.replay_to(13).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::LsnOutOfRange, "{e}");
+    assert_eq!((e.code() as u32, ErrorCode::LsnCompacted as u32), (26, 27));
+    assert_eq!(
+        (ErrorCode::LsnOutOfRange.name(), ErrorCode::LsnCompacted.name()),
+        ("lsn_out_of_range", "lsn_compacted")
+    );
+    // After a checkpoint and a compaction the log starts at the checkpoint: older LSNs are out
+    // of range.
+    let k = s.checkpoint().unwrap();
+    s.update_page(p, b"later").unwrap();
+    s.compact_log().unwrap();
+    assert_eq!(s.log_info().unwrap().oldest_lsn, k);
+    assert_eq!(s.replay_to(k - 1).unwrap_err().code(), ErrorCode::LsnOutOfRange);
+    assert_eq!(s.replay_to(k).unwrap().lsn(), k);
+}
+
+/// Regression (issue 15): `docs/reliability.md` promised failed automatic maintenance in the
+/// log info, and automatic checkpoints (`log_size_cap`) emitted no checkpoint event.
+#[test]
+fn automatic_maintenance_reports_failures_and_emits_checkpoint_events() {
+    use mmsb::graph::events::{Event, EventKind, OverflowPolicy};
+    use mmsb::runtime::tlog::fault::{Fault, FaultStorage, Op};
+    let fs = std::sync::Arc::new(FaultStorage::in_memory());
+    let cfg = mmsb::Config { log_size_cap: 1024, ..mem_config() };
+    let s = MMSBState::open_with_storage(cfg, fs.clone()).unwrap();
+    let sub = s.subscribe(64, OverflowPolicy::DropOldest, EventKind::Checkpoint as u32).unwrap();
+    let p = s.create_page(256, Location::Cpu, meta("p")).unwrap();
+    while s.log_info().unwrap().last_checkpoint_lsn == 0 {
+        s.update_page(p, &[1; 200]).unwrap();
+    }
+    let k = s.log_info().unwrap().last_checkpoint_lsn;
+    assert_eq!(sub.drain(), vec![Event::Checkpoint { lsn: k }], "the automatic checkpoint is announced");
+    let info = s.log_info().unwrap();
+    assert_eq!((info.maintenance_failures, info.last_maintenance_error.as_deref()), (0, None));
+    assert_eq!((info.last_maintenance_code, info.last_maintenance_lsn), (mmsb::ErrorCode::Ok, 0));
+    // The next automatic checkpoint fails at its rename: the write that triggered it succeeds,
+    // the failure is counted with its code, message and LSN.
+    fs.fail_nth(Op::Rename, 1, Fault::Eio);
+    while s.log_info().unwrap().maintenance_failures == 0 {
+        s.update_page(p, &[2; 200]).unwrap();
+        assert!(s.lsn() < k + 100, "no automatic maintenance ran");
+    }
+    let info = s.log_info().unwrap();
+    assert_eq!(info.maintenance_failures, 1);
+    assert_eq!(info.last_maintenance_code, mmsb::ErrorCode::Io);
+    assert_eq!(info.last_maintenance_lsn, s.lsn());
+    assert!(info.last_maintenance_error.as_deref().unwrap().contains("rename"), "{info:?}");
+    assert_eq!(s.read_page(p).unwrap()[..200], [2; 200]);
+    assert!(sub.drain().is_empty(), "a failed checkpoint is not announced");
+    // The next write over the cap tries again, and succeeds.
+    s.update_page(p, &[3; 200]).unwrap();
+    let info = s.log_info().unwrap();
+    assert!(info.last_checkpoint_lsn > k);
+    assert_eq!(sub.drain(), vec![Event::Checkpoint { lsn: info.last_checkpoint_lsn }]);
 }

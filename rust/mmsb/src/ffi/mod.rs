@@ -302,12 +302,17 @@ static STATUS_NAMES: &[&[u8]] = &[
     b"callback\0",
     b"budget\0",
     b"unsupported\0",
+    // 24 and 25 are assigned on another branch (busy, reentrant).
+    b"unknown\0",
+    b"unknown\0",
+    b"lsn_out_of_range\0",
+    b"lsn_compacted\0",
 ];
 
 #[cfg(test)]
 pub(crate) fn status_from_u32(v: u32) -> Option<ErrorCode> {
     use ErrorCode::*;
-    const ALL: [ErrorCode; 24] = [
+    const ALL: [ErrorCode; 26] = [
         Ok,
         InvalidArgument,
         NullPointer,
@@ -332,6 +337,8 @@ pub(crate) fn status_from_u32(v: u32) -> Option<ErrorCode> {
         Callback,
         Budget,
         Unsupported,
+        LsnOutOfRange,
+        LsnCompacted,
     ];
     ALL.iter().copied().find(|c| *c as u32 == v)
 }

@@ -38,10 +38,15 @@ pub struct LogInfo {
     /// of replaying them: segments past a cut and blob files without their segment (tolerant
     /// recovery), torn segment creations. Empty after a clean open.
     pub quarantined: Vec<String>,
-    /// Automatic checkpoints/compactions that failed (the write that triggered them succeeded).
+    /// Automatic checkpoints/compactions (`log_size_cap`) that failed since open; the write that
+    /// triggered each one succeeded, and the next write over the cap tries again.
     pub maintenance_failures: u64,
     /// The error of the last failed automatic maintenance pass.
     pub last_maintenance_error: Option<String>,
+    /// Its status code (`ErrorCode::Ok` when none failed).
+    pub last_maintenance_code: crate::types::error::ErrorCode,
+    /// The LSN the log was at when it failed (0 when none failed).
+    pub last_maintenance_lsn: Lsn,
     /// Fsyncs done by group commit (records per fsync = how well writers share them).
     pub group_syncs: u64,
 }
@@ -184,9 +189,10 @@ impl MMSBState {
         if log.over_cap() && !log.auto_running.swap(true, Ordering::AcqRel) {
             // The triggering write already succeeded; a failed maintenance pass is recorded.
             if let Err(e) = self.auto_maintain(log) {
+                let lsn = self.lsn();
                 let mut w = log.w.lock();
                 w.maintenance_failures += 1;
-                w.last_maintenance_error = Some(e.to_string());
+                w.last_maintenance_error = Some((e.to_string(), e.code(), lsn));
             }
             log.auto_running.store(false, Ordering::Release);
         }
@@ -240,7 +246,12 @@ impl MMSBState {
             truncated_bytes: w.truncated_bytes,
             quarantined: w.quarantined.clone(),
             maintenance_failures: w.maintenance_failures,
-            last_maintenance_error: w.last_maintenance_error.clone(),
+            last_maintenance_error: w.last_maintenance_error.as_ref().map(|e| e.0.clone()),
+            last_maintenance_code: w
+                .last_maintenance_error
+                .as_ref()
+                .map_or(crate::types::error::ErrorCode::Ok, |e| e.1),
+            last_maintenance_lsn: w.last_maintenance_error.as_ref().map_or(0, |e| e.2),
             group_syncs,
         })
     }

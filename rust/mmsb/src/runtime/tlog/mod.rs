@@ -110,7 +110,9 @@ pub(crate) struct Writer {
     /// Record bytes appended since the newest checkpoint (drives `log_size_cap`).
     pub(crate) bytes_since_checkpoint: u64,
     pub(crate) maintenance_failures: u64,
-    pub(crate) last_maintenance_error: Option<String>,
+    /// The last failed automatic maintenance pass: its error, status code and the LSN the log
+    /// was at.
+    pub(crate) last_maintenance_error: Option<(String, crate::types::error::ErrorCode, Lsn)>,
     /// Records skipped by tolerant recovery at the last open.
     pub(crate) skipped_regions: u64,
     /// Bytes cut off a torn tail at the last open.
