@@ -326,3 +326,42 @@ fn regression_tolerant_recovery_past_a_damaged_segment_header_terminates() {
     let r = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("tolerant recovery must finish");
     assert!(r, "tolerant recovery skips the unreadable segment");
 }
+
+/// Regression (found by the segment_chain fuzz target): strict recovery skipped damage as
+/// "covered by the checkpoint" on the word of the next segment's base LSN, so a damaged (lowered)
+/// base let it skip records no checkpoint covers and open at a state the writer never had.
+#[test]
+fn regression_a_lowered_base_lsn_never_makes_uncovered_damage_skippable() {
+    use mmsb::runtime::tlog::format::{check_record, parse_checkpoint_name, SegmentHeader, RECORD_HEADER_LEN};
+    let (mut files, _) = build();
+    // Recover from the older checkpoint: segments after it have successors.
+    let newest_ckpt = files.iter().filter_map(|f| parse_checkpoint_name(&f.0)).max().unwrap();
+    files.retain(|f| parse_checkpoint_name(&f.0) != Some(newest_ckpt));
+    let ck = files.iter().filter_map(|f| parse_checkpoint_name(&f.0)).max().unwrap();
+    let segs: Vec<usize> = (0..files.len()).filter(|&i| files[i].0.ends_with(".seg")).collect();
+    let head = |files: &Files, i: usize| SegmentHeader::decode(&files[i].1, "x").unwrap().unwrap();
+    let (i, j) = segs
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+        .find(|&(i, _)| head(&files, i).base_lsn >= ck && files[i].1.len() > 56)
+        .expect("a segment after the checkpoint with a successor");
+    // Damage the last record of segment i (its LSNs are past the checkpoint)...
+    let blob = files.iter().find(|f| f.0 == files[i].0.replace(".seg", ".blob")).map_or(vec![], |f| f.1.clone());
+    let (h, mut at, mut last) = (head(&files, i), 56usize, 56usize);
+    while let Ok(r) = check_record(&files[i].1[at..], h.salt, &blob) {
+        last = at;
+        at += RECORD_HEADER_LEN + r.len as usize;
+    }
+    files[i].1[last + 8] ^= 0xFF;
+    assert!(recover(&files).is_err(), "uncovered damage is Corrupt");
+    // ...and lower the next segment's base LSN to the checkpoint, re-sealing its header.
+    let mut hj = head(&files, j);
+    hj.base_lsn = ck;
+    files[j].1[..56].copy_from_slice(&hj.encode());
+    match recover(&files) {
+        Err(mmsb::Error::Log(mmsb::types::error::LogError::Corrupt { reason, .. })) => {
+            assert!(reason.contains("does not cover"), "{reason}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}

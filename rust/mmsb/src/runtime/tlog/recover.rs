@@ -39,14 +39,12 @@ pub(crate) struct SegFile {
 pub(crate) struct Listing {
     /// Segments from the chain start on, ascending.
     pub(crate) chain: Vec<SegFile>,
-    /// Segments below the chain start (left by an interrupted compaction or cleanup), and blob
-    /// files of segments below the first segment of the chain: older generations, removed once
-    /// recovery succeeds.
+    /// Segments below the chain start (left by an interrupted compaction or cleanup) and their
+    /// blob files: older generations, removed once recovery succeeds (segments first).
     pub(crate) leftovers: Vec<String>,
-    /// Blob files of segments at or past the first segment of the chain that are not there
-    /// (left by an interrupted quarantine, or their segment was lost): moved into quarantine.
-    /// They hold payloads, never records: whether records are missing is decided by the
-    /// segments.
+    /// Blob files whose segment file is not there (left by an interrupted removal or
+    /// quarantine, or their segment was lost): moved into quarantine. They hold payloads, never
+    /// records: whether records are missing is decided by the segments.
     pub(crate) orphan_blobs: Vec<String>,
     /// Checkpoint LSNs and names, ascending.
     pub(crate) checkpoints: BTreeMap<Lsn, String>,
@@ -85,9 +83,9 @@ pub(crate) fn list(storage: &dyn Storage) -> Result<Listing> {
     let start = segs.iter().rposition(|s| s.header.is_some_and(|h| h.flags & FLAG_CHAIN_START != 0)).unwrap_or(0);
     l.leftovers = segs.drain(..start).map(|s| s.name).collect();
     l.chain = segs;
-    let first = l.chain.first().map_or(u64::MAX, |s| s.segno);
+    let old: Vec<u64> = l.leftovers.iter().filter_map(|n| parse_segment_name(n)).collect();
     for (segno, n) in blobs {
-        if segno < first {
+        if old.contains(&segno) {
             l.leftovers.push(n);
         } else if !l.chain.iter().any(|s| s.segno == segno) {
             l.orphan_blobs.push(n);
@@ -197,6 +195,24 @@ pub(crate) fn walk(
                 }
                 Ok(rh) if rh.lsn == out.last_lsn + 1 || (jump_lsn && rh.lsn > out.last_lsn) => {
                     jump_lsn = false;
+                    // Strict recovery skips only damage a checkpoint covers: judged by the LSN of
+                    // the record it resumes at, never by a segment header's base LSN (a damaged
+                    // or forged base let it skip uncovered records).
+                    if let OnInvalid::Recover { tolerant: false, covered } = mode {
+                        if rh.lsn > out.last_lsn + 1 && rh.lsn > covered + 1 {
+                            return Err(LogError::Corrupt {
+                                file: storage.describe(&seg.name),
+                                offset: off as u64,
+                                reason: format!(
+                                    "LSNs {}..={} are missing before this record, and the checkpoint at LSN \
+                                     {covered} does not cover them",
+                                    out.last_lsn + 1,
+                                    rh.lsn - 1
+                                ),
+                            }
+                            .into());
+                        }
+                    }
                     let stored = &rec[RECORD_HEADER_LEN..RECORD_HEADER_LEN + rh.len as usize];
                     if !f(&rh, &record_body(&rh, stored, &blob), &seg.name, off as u64)? {
                         out.seg_ends.push((seg.segno, h, off as u64, blob_end));
@@ -421,11 +437,32 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
     if !tolerant {
         refuse_lost_records(storage.as_ref(), &listing, &walk, &dropped, last_lsn)?;
     }
-    // Recovery succeeds from here on: older generations can go.
-    for t in &listing.leftovers {
-        storage.remove(t).map_err(io(format!("remove {}", storage.describe(t))))?;
-    }
+    // Recovery succeeds from here on: older generations can go, unless one holds records past
+    // the recovered LSN (a copy put there by hand): that one is kept aside.
     let mut quarantined = Vec::new();
+    let mut kept = Vec::new();
+    for t in &listing.leftovers {
+        let seg = parse_segment_name(t).map(|segno| SegFile {
+            name: t.clone(),
+            segno,
+            header: storage
+                .read(t)
+                .ok()
+                .and_then(|d| SegmentHeader::decode(&d, t).ok().flatten())
+                .filter(|h| h.segno == segno),
+            len: 0,
+        });
+        // (Segments come first in `leftovers`: a kept one's blob file is kept with it.)
+        let kept_blob = parse_blob_name(t).is_some_and(|b| kept.contains(&b));
+        match seg {
+            Some(seg) if evidence(storage.as_ref(), &seg, last_lsn)?.is_some() => {
+                kept.push(seg.segno);
+                set_aside(storage.as_ref(), t, &mut quarantined, true)?
+            }
+            _ if kept_blob => set_aside(storage.as_ref(), t, &mut quarantined, true)?,
+            _ => storage.remove(t).map_err(io(format!("remove {}", storage.describe(t))))?,
+        }
+    }
     for b in &listing.orphan_blobs {
         quarantined.push(storage.quarantine(b).map_err(io(format!("quarantine {}", storage.describe(b))))?);
     }
@@ -443,7 +480,7 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         // aside below, never deleted.
         for (_, old) in std::mem::take(&mut checkpoints) {
             if old != name {
-                set_aside(storage.as_ref(), &old, &mut quarantined)?;
+                set_aside(storage.as_ref(), &old, &mut quarantined, true)?;
             }
         }
         checkpoints.insert(last_lsn, name);
@@ -477,8 +514,8 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
             } else {
                 truncated += len + storage.open(&blob).and_then(|f| f.len()).unwrap_or(0);
                 // The segment first: a blob file without its segment is found again next time.
-                set_aside(storage.as_ref(), &s.name, &mut quarantined)?;
-                set_aside(storage.as_ref(), &blob, &mut quarantined)?;
+                set_aside(storage.as_ref(), &s.name, &mut quarantined, true)?;
+                set_aside(storage.as_ref(), &blob, &mut quarantined, true)?;
             }
         }
     }
@@ -557,8 +594,9 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
                 w.file = log.create_segment(&header, synced)?;
                 for s in &listing.chain {
                     if walk.skipped > 0 {
-                        set_aside(storage.as_ref(), &s.name, &mut w.quarantined)?;
-                        set_aside(storage.as_ref(), &blob_name(s.segno), &mut w.quarantined)?;
+                        // The damaged chain is evidence: kept whole, even a file a cut emptied.
+                        set_aside(storage.as_ref(), &s.name, &mut w.quarantined, false)?;
+                        set_aside(storage.as_ref(), &blob_name(s.segno), &mut w.quarantined, false)?;
                     } else {
                         // Everything in it is at or before the checkpoint recovered from.
                         super::maintain::remove_segment(&log, s.segno)?;
@@ -595,14 +633,15 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
 }
 
 /// Drops a file recovery does not keep: moved into quarantine, or removed when it holds nothing
-/// (no non-zero byte: a torn creation or zero fill). Missing files are skipped.
-fn set_aside(storage: &dyn Storage, name: &str, quarantined: &mut Vec<String>) -> Result<()> {
+/// (no non-zero byte: a torn creation or zero fill) and `remove_empty`. Missing files are
+/// skipped.
+fn set_aside(storage: &dyn Storage, name: &str, quarantined: &mut Vec<String>, remove_empty: bool) -> Result<()> {
     let data = match storage.read(name) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(LogError::io(format!("read {}", storage.describe(name)), e).into()),
     };
-    if data.iter().all(|&b| b == 0) {
+    if remove_empty && data.iter().all(|&b| b == 0) {
         storage.remove(name).map_err(|e| LogError::io(format!("remove {}", storage.describe(name)), e))?;
     } else {
         let to =
