@@ -438,7 +438,8 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         refuse_lost_records(storage.as_ref(), &listing, &walk, &dropped, last_lsn)?;
     }
     // Recovery succeeds from here on: older generations can go, unless one holds records past
-    // the recovered LSN (a copy put there by hand): that one is kept aside.
+    // the checkpoint recovered from (a chain start forged or damaged in front of it, a copy put
+    // there by hand, or an interrupted compaction's old chain): that one is kept aside.
     let mut quarantined = Vec::new();
     let mut kept = Vec::new();
     for t in &listing.leftovers {
@@ -455,7 +456,7 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         // (Segments come first in `leftovers`: a kept one's blob file is kept with it.)
         let kept_blob = parse_blob_name(t).is_some_and(|b| kept.contains(&b));
         match seg {
-            Some(seg) if evidence(storage.as_ref(), &seg, last_lsn)?.is_some() => {
+            Some(seg) if evidence(storage.as_ref(), &seg, ckpt_lsn)?.is_some() => {
                 kept.push(seg.segno);
                 set_aside(storage.as_ref(), t, &mut quarantined, true)?
             }
@@ -592,15 +593,12 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
                 // every later fsynced record with it.
                 let synced = config.dir.is_some() || config.durability != crate::runtime::state::Durability::None;
                 w.file = log.create_segment(&header, synced)?;
+                // The old chain ends before the recovered state (damage, skipped damage, or a
+                // checkpoint that outlived unsynced segments): its files are moved aside whole,
+                // even one a cut emptied.
                 for s in &listing.chain {
-                    if walk.skipped > 0 {
-                        // The damaged chain is evidence: kept whole, even a file a cut emptied.
-                        set_aside(storage.as_ref(), &s.name, &mut w.quarantined, false)?;
-                        set_aside(storage.as_ref(), &blob_name(s.segno), &mut w.quarantined, false)?;
-                    } else {
-                        // Everything in it is at or before the checkpoint recovered from.
-                        super::maintain::remove_segment(&log, s.segno)?;
-                    }
+                    set_aside(storage.as_ref(), &s.name, &mut w.quarantined, false)?;
+                    set_aside(storage.as_ref(), &blob_name(s.segno), &mut w.quarantined, false)?;
                 }
                 w.segments.clear();
                 w.segments.insert(segno, SegMeta { base_lsn: last_lsn, len: SEGMENT_HEADER_LEN as u64, blob: 0 });
