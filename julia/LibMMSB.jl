@@ -59,6 +59,8 @@ const MMSB_STATUS_CODE_BUDGET = MmsbStatus(22)
 const MMSB_STATUS_CODE_UNSUPPORTED = MmsbStatus(23)
 const MMSB_STATUS_CODE_BUSY = MmsbStatus(24)
 const MMSB_STATUS_CODE_REENTRANT = MmsbStatus(25)
+const MMSB_STATUS_CODE_LSN_OUT_OF_RANGE = MmsbStatus(26)
+const MMSB_STATUS_CODE_LSN_COMPACTED = MmsbStatus(27)
 const MMSB_OK = MMSB_STATUS_CODE_OK
 
 # Opaque handle types (only ever used behind a Ptr).
@@ -225,8 +227,14 @@ struct MmsbLogInfo
     checkpoints::UInt64
     last_checkpoint_lsn::UInt64
     oldest_lsn::UInt64
+    skipped_regions::UInt64
+    truncated_bytes::UInt64
+    quarantined_files::UInt64
+    maintenance_failures::UInt64
+    last_maintenance_lsn::UInt64
+    last_maintenance_status::UInt32
 end
-MmsbLogInfo() = MmsbLogInfo(0, 0, 0, 0, 0, 0)
+MmsbLogInfo() = MmsbLogInfo(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 mmsb_state_checkpoint(state, out_lsn) = ccall((:mmsb_state_checkpoint, libmmsb), MmsbStatus,
     (Ptr{MmsbState}, Ptr{UInt64}), state, out_lsn)
@@ -237,6 +245,12 @@ mmsb_state_replay(state, lsn, out_state) = ccall((:mmsb_state_replay, libmmsb), 
 mmsb_state_compact(state) = ccall((:mmsb_state_compact, libmmsb), MmsbStatus, (Ptr{MmsbState},), state)
 
 mmsb_log_info(state, out) = ccall((:mmsb_log_info, libmmsb), MmsbStatus, (Ptr{MmsbState}, Ptr{MmsbLogInfo}), state, out)
+
+mmsb_log_maintenance_error(state, buf, cap, out_len) = ccall((:mmsb_log_maintenance_error, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{UInt8}, Csize_t, Ptr{Csize_t}), state, buf, cap, out_len)
+
+mmsb_log_compacted_runs(state, out, cap, out_count) = ccall((:mmsb_log_compacted_runs, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{UInt64}, Csize_t, Ptr{Csize_t}), state, out, cap, out_count)
 
 # --- monitoring ------------------------------------------------------------------
 

@@ -20,7 +20,9 @@ end
 Rebuilds the state as it was right after `lsn` into a new, read-only
 [`MMSBState`](@ref) (writes to it throw an [`MMSBError`](@ref) named
 `"read_only"`); the live state is not disturbed. `lsn` must lie in the retained
-log (see [`log_info`](@ref)). The do-block form closes the replayed state after
+log (see [`log_info`](@ref)): an older or newer one throws an `MMSBError` named
+`"lsn_out_of_range"`, one strictly inside a compacted run (see
+[`compacted_runs`](@ref)) one named `"lsn_compacted"`. The do-block form closes the replayed state after
 `f(replayed)`.
 """
 function replay_log(s::MMSBState, lsn::Integer)
@@ -49,10 +51,19 @@ compact_log!(s::MMSBState) = (check(LibMMSB.mmsb_state_compact(s)); nothing)
 """
     LogInfo
 
-The log's statistics, from [`log_info`](@ref): `lsn` (last assigned),
-`log_bytes`, `segments`, `checkpoints`, `last_checkpoint_lsn` (0 if none) and
-`oldest_lsn` (the oldest LSN [`replay_log`](@ref) can reach), all `Int`s. In
-the REPL it shows one field a line, in decimal, the size also in KiB/MiB.
+The log's statistics, from [`log_info`](@ref), all `Int`s except the messages:
+- `lsn` (last assigned), `log_bytes`, `segments`, `checkpoints`,
+  `last_checkpoint_lsn` (0 if none) and `oldest_lsn` (the oldest LSN
+  [`replay_log`](@ref) can reach: `oldest_lsn:lsn` is the replayable range,
+  less the inside of each run of [`compacted_runs`](@ref));
+- from the last open: `skipped_regions` (damage tolerant recovery skipped),
+  `truncated_bytes` (torn tail cut off) and `quarantined_files` (files moved
+  into `quarantine/` in the state directory instead of being replayed);
+- automatic maintenance (`log_size_cap`): `maintenance_failures` since open,
+  and for the last failure `last_maintenance_error` (the message, `""` if
+  none), `last_maintenance_status` (its status name, `""` if none) and
+  `last_maintenance_lsn`.
+In the REPL it shows one field a line, in decimal, sizes also in KiB/MiB.
 """
 struct LogInfo
     lsn::Int
@@ -61,6 +72,13 @@ struct LogInfo
     checkpoints::Int
     last_checkpoint_lsn::Int
     oldest_lsn::Int
+    skipped_regions::Int
+    truncated_bytes::Int
+    quarantined_files::Int
+    maintenance_failures::Int
+    last_maintenance_error::String
+    last_maintenance_status::String
+    last_maintenance_lsn::Int
 end
 
 """
@@ -73,7 +91,21 @@ function log_info(s::MMSBState)
     out = Ref(LibMMSB.MmsbLogInfo())
     scall(LibMMSB.mmsb_log_info, s, out)
     i = out[]
-    return LogInfo(i.lsn, i.log_bytes, i.segments, i.checkpoints, i.last_checkpoint_lsn, i.oldest_lsn)
+    msg = ""
+    if i.maintenance_failures > 0
+        buf = Vector{UInt8}(undef, 256)
+        len = Ref{Csize_t}(0)
+        scall(LibMMSB.mmsb_log_maintenance_error, s, buf, length(buf), len)
+        if len[] >= length(buf)
+            resize!(buf, len[] + 1)
+            scall(LibMMSB.mmsb_log_maintenance_error, s, buf, length(buf), len)
+        end
+        msg = String(buf[1:Int(len[])])
+    end
+    code = i.last_maintenance_status
+    return LogInfo(i.lsn, i.log_bytes, i.segments, i.checkpoints, i.last_checkpoint_lsn, i.oldest_lsn,
+                   i.skipped_regions, i.truncated_bytes, i.quarantined_files, i.maintenance_failures,
+                   msg, code == 0 ? "" : status_name(code), i.last_maintenance_lsn)
 end
 
 Base.show(io::IO, i::LogInfo) =
@@ -88,4 +120,35 @@ function Base.show(io::IO, ::MIME"text/plain", i::LogInfo)
     println(io, "  checkpoints          ", i.checkpoints)
     println(io, "  last_checkpoint_lsn  ", i.last_checkpoint_lsn, i.checkpoints == 0 ? " (none)" : "")
     print(io, "  oldest_lsn           ", i.oldest_lsn, " (the oldest replay_log can reach)")
+    # what the last open had to repair, and failed maintenance: only when there is any
+    i.skipped_regions > 0 && print(io, "\n  skipped_regions      ", i.skipped_regions, " (damage skipped at open)")
+    i.truncated_bytes > 0 && print(io, "\n  truncated_bytes      ", format_size(i.truncated_bytes), " (torn tail cut at open)")
+    i.quarantined_files > 0 &&
+        print(io, "\n  quarantined_files    ", i.quarantined_files, " (moved into quarantine/ at open)")
+    if i.maintenance_failures > 0
+        print(io, "\n  maintenance_failures ", i.maintenance_failures, " (last at lsn ", i.last_maintenance_lsn, ": ",
+              i.last_maintenance_status, ", ", i.last_maintenance_error, ")")
+    end
+end
+
+"""
+    compacted_runs(state) -> Vector{UnitRange{Int}}
+
+The compacted runs of the retained log, ascending. [`replay_log`](@ref) to an
+LSN inside a run `first:last` other than `last` throws an [`MMSBError`](@ref)
+named `"lsn_compacted"` (`last` and `first - 1` can be replayed to); an LSN
+outside `log_info(state).oldest_lsn:lsn(state)` one named `"lsn_out_of_range"`.
+"""
+function compacted_runs(s::MMSBState)
+    buf = Vector{UInt64}(undef, 16)
+    count = Ref{Csize_t}(0)
+    while true
+        st = release(s, LibMMSB.mmsb_log_compacted_runs(enter(s), buf, length(buf), count))
+        if st == LibMMSB.MMSB_STATUS_CODE_BUFFER_TOO_SMALL
+            resize!(buf, Int(count[]))
+            continue
+        end
+        check(st)
+        return [Int(buf[k]):Int(buf[k + 1]) for k in 1:2:Int(count[])]
+    end
 end

@@ -34,7 +34,10 @@ mktempdir() do dir
         close(r)
         @test !isopen(r)
         e = try replay_log(s, lsn(s) + 100) catch x; x end
-        @test e isa MMSBError && e.name == "invalid_argument"
+        @test e isa MMSBError && e.name == "lsn_out_of_range" && e.code == 26
+        info = log_info(s)
+        @test info.maintenance_failures == 0 && info.last_maintenance_error == "" && info.last_maintenance_status == ""
+        @test info.quarantined_files == 0 && info.skipped_regions == 0
         compact_log!(s)
         @test log_info(s).lsn == lsn(s)
         final = read_page(s, p)
@@ -60,5 +63,14 @@ mmsb_start(logging = true) do s
     @test log_info(s).lsn == lsn(s)
     replay_log(s, l) do r
         @test read_page(r, p) == UInt8[1, 2, 0, 0, 0, 0, 0, 0]
+    end
+    # compaction folds LSNs 1:3 into one run: inside it, replay has its own error
+    @test isempty(compacted_runs(s))
+    compact_log!(s)
+    @test compacted_runs(s) == [UInt64(1):UInt64(3)]
+    e = try replay_log(s, 2) catch x; x end
+    @test e isa MMSBError && e.name == "lsn_compacted" && e.code == 27
+    replay_log(s, 3) do r
+        @test read_page(r, p) == UInt8[3, 4, 0, 0, 0, 0, 0, 0]
     end
 end

@@ -167,7 +167,11 @@ fuzz_target!(|data: &[u8]| {
         logging: true,
         durability: mode,
         segment_size: 256 + u64::from(inp.u16() % 2048),
-        log_size_cap: u64::from(inp.u16() % 8192),
+        // 0 (off) or within `LOG_SIZE_CAP_RANGE` (256 or more).
+        log_size_cap: match u64::from(inp.u16() % 8192) {
+            0 => 0,
+            c => c.max(256),
+        },
         // Small thresholds put many records' payloads in blob files.
         blob_min: [8, 64, 1024, u64::MAX][usize::from(inp.u8() % 4)],
         ..Config::default()

@@ -225,6 +225,11 @@ enum MmsbStatusCode
   // A callback running under a state's lock (a transform in `propagate`) called back into
   // that state on the same thread, which would deadlock.
   MMSB_STATUS_CODE_REENTRANT = 25,
+  // An LSN older than the retained log or newer than the current one.
+  MMSB_STATUS_CODE_LSN_OUT_OF_RANGE = 26,
+  // An LSN strictly inside a compacted run (its records were merged; only the run's end
+  // can be replayed to).
+  MMSB_STATUS_CODE_LSN_COMPACTED = 27,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -317,8 +322,23 @@ typedef struct MmsbLogInfo {
   uint64_t checkpoints;
   // LSN of the newest checkpoint (0 if none).
   uint64_t last_checkpoint_lsn;
-  // Oldest LSN `mmsb_state_replay` can reach.
+  // Oldest LSN `mmsb_state_replay` can reach: the replayable range is `oldest_lsn ..= lsn`,
+  // less the inside of each compacted run (`mmsb_log_compacted_runs`).
   uint64_t oldest_lsn;
+  // Damaged regions tolerant recovery skipped at open.
+  uint64_t skipped_regions;
+  // Bytes of torn tail cut off the newest segment at open.
+  uint64_t truncated_bytes;
+  // Files the last open moved into `quarantine/` in the state directory instead of
+  // replaying them (see docs/log-format.md); 0 after a clean open.
+  uint64_t quarantined_files;
+  // Automatic checkpoints/compactions (`log_size_cap`) that failed since open; the writes
+  // that triggered them succeeded. The message of the last one: `mmsb_log_maintenance_error`.
+  uint64_t maintenance_failures;
+  // The LSN the log was at when the last automatic maintenance pass failed (0 if none did).
+  uint64_t last_maintenance_lsn;
+  // The status code of that failure (`MMSB_OK` if none).
+  uint32_t last_maintenance_status;
 } MmsbLogInfo;
 
 // Descriptive fields of a page, filled by `mmsb_page_info`.
@@ -731,7 +751,9 @@ MmsbStatus mmsb_state_checkpoint(const struct MmsbState *state, uint64_t *out_ls
 
 // Rebuilds the state as of `lsn` into a new, read-only state handle (`*out_state`, free it
 // with `mmsb_state_free`). The live state is not disturbed. Fails with
-// `MMSB_STATUS_INVALID_ARGUMENT` when `lsn` is outside the retained log.
+// `MMSB_STATUS_CODE_LSN_OUT_OF_RANGE` when `lsn` is outside the retained log
+// (`MmsbLogInfo::oldest_lsn ..= lsn`) and with `MMSB_STATUS_CODE_LSN_COMPACTED` when it is
+// strictly inside a compacted run (`mmsb_log_compacted_runs`).
 //
 // # Safety
 // `state` a live handle; `out_state` writable.
@@ -751,6 +773,30 @@ MmsbStatus mmsb_state_compact(const struct MmsbState *state);
 // # Safety
 // `state` a live handle; `out` writable.
 MmsbStatus mmsb_log_info(const struct MmsbState *state, struct MmsbLogInfo *out);
+
+// Copies the message of the last failed automatic maintenance pass (empty if none failed)
+// into `buf` of `cap` bytes (NUL-terminated, truncated to fit), its full length (without NUL)
+// to `*out_len` when non-NULL; `buf == NULL` or `cap == 0` reports the length only.
+//
+// # Safety
+// `state` a live handle; `buf` NULL or valid for `cap` bytes; `out_len` NULL or writable.
+MmsbStatus mmsb_log_maintenance_error(const struct MmsbState *state,
+                                      char *buf,
+                                      size_t cap,
+                                      size_t *out_len);
+
+// Writes the compacted runs of the retained log as pairs `first, last` (ascending, 2 u64 per
+// run) to `out` (room for `cap` u64) and the number of u64 written (twice the runs) to
+// `*out_count`. `mmsb_state_replay` to an LSN in `first ..= last - 1` fails with
+// `MMSB_STATUS_CODE_LSN_COMPACTED`; `last` and `first - 1` can be replayed to. If `cap` is too
+// small, only the count is written and the call fails with `MMSB_STATUS_CODE_BUFFER_TOO_SMALL`.
+//
+// # Safety
+// `state` a live handle; `out` NULL or valid for `cap` u64; `out_count` writable.
+MmsbStatus mmsb_log_compacted_runs(const struct MmsbState *state,
+                                   uint64_t *out,
+                                   size_t cap,
+                                   size_t *out_count);
 
 // Creates a zeroed page of `size` bytes at `location` (0 cpu, 1 gpu, 2 unified) with an
 // optional UTF-8 name (`name_len` bytes, at most `MMSB_MAX_PAGE_NAME_BYTES`, no NUL; NULL/0
@@ -907,9 +953,12 @@ MmsbStatus mmsb_config_set_dir(struct MmsbConfig *cfg, const char *dir, size_t l
 // `cfg` a live config.
 MmsbStatus mmsb_config_set_durability(struct MmsbConfig *cfg, uint32_t mode);
 
-// Sets a numeric option by name: `max_page_size`, `log_size_cap`, `segment_size`, `blob_min`,
-// `file_backed_pages` (0/1), `tolerant_recovery` (0/1), `gpu` (0/1), `logging` (0/1, as
-// `mmsb_config_set_logging`).
+// Sets a numeric option by name: `max_page_size` (1 ..= 2^48), `log_size_cap` (0 = off, or
+// 256 ..= 2^64 - 1), `segment_size` (256 ..= 2^32), `blob_min` (any value: 0 and 1 put every
+// payload into blob files, `UINT64_MAX` none), `file_backed_pages` (0/1), `tolerant_recovery`
+// (0/1), `gpu` (0/1), `logging` (0/1, as `mmsb_config_set_logging`). Ranges are checked by
+// `mmsb_state_open`, which fails with `MMSB_STATUS_INVALID_ARGUMENT` and a message naming the
+// accepted range.
 //
 // # Safety
 // `cfg` a live config; `key` valid for `key_len` bytes.

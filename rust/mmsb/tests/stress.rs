@@ -127,7 +127,10 @@ fn run(durability: Durability, dur: Duration) {
                     let lsn = s.lsn();
                     match s.replay_to(lsn) {
                         Ok(r) => assert!(r.lsn() == lsn),
-                        Err(mmsb::Error::Log(mmsb::types::error::LogError::LsnOutOfRange(_))) => {}
+                        Err(mmsb::Error::Log(
+                            mmsb::types::error::LogError::LsnOutOfRange(_)
+                            | mmsb::types::error::LogError::LsnCompacted { .. },
+                        )) => {}
                         Err(e) => panic!("replay_to({lsn}) during writes: {e}"),
                     }
                     n += 1;

@@ -231,9 +231,19 @@ fn records_of_another_generation_are_never_replayed() {
     let stale = stale_segment(live.segno + 1, 0xDEAD_BEEF, snap.lsn, 77, 77, p.0);
     let stale_path = dir.join(format!("log-{:020}.seg", live.segno + 1));
     std::fs::write(&stale_path, &stale).unwrap();
-    let s = MMSBState::open(disk_config(&dir)).unwrap();
+    // It holds a record past the live log, so strict recovery refuses to drop it and changes
+    // nothing; tolerant recovery moves it into quarantine/ (never replayed, never deleted).
+    match MMSBState::open(disk_config(&dir)) {
+        Err(Error::Log(LogError::Corrupt { reason, .. })) => assert!(reason.contains("quarantine"), "{reason}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&stale_path).unwrap(), stale);
+    let s = MMSBState::open(mmsb::Config { tolerant_recovery: true, ..disk_config(&dir) }).unwrap();
     assert_eq!(snapshot(&s), snap, "a stale segment was replayed");
-    assert!(!stale_path.exists(), "the stale segment is cut off like a torn tail");
+    assert!(!stale_path.exists());
+    assert_eq!(s.log_info().unwrap().quarantined.len(), 1);
+    let moved = dir.join("quarantine").join(format!("log-{:020}.seg.0", live.segno + 1));
+    assert_eq!(std::fs::read(moved).unwrap(), stale);
     drop(s);
     // (b) Records appended to the live segment but sealed with another generation's salt.
     let before = std::fs::read(&seg).unwrap();
@@ -510,10 +520,10 @@ fn maintenance_and_readers_run_beside_writers() {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let lsn = s.lsn();
                 let oldest = s.log_info().unwrap().oldest_lsn;
-                // Replays race with maintenance: either exact, or refused as out of range.
+                // Replays race with maintenance: either exact, or refused (out of range, compacted).
                 match s.replay_to(lsn.max(oldest)) {
                     Ok(r) => assert!(r.lsn() >= oldest),
-                    Err(Error::Log(LogError::LsnOutOfRange(_))) => {}
+                    Err(Error::Log(LogError::LsnOutOfRange(_) | LogError::LsnCompacted { .. })) => {}
                     Err(e) => panic!("replay failed: {e}"),
                 }
                 for e in s.log_records(oldest + 1..lsn + 1).into_iter().flatten() {
@@ -668,6 +678,10 @@ fn orphan_blob_files_are_removed_at_open_and_user_files_kept() {
     let s = MMSBState::open(disk_config(&dir)).unwrap();
     assert_eq!(snapshot(&s), snap);
     assert!(!orphan.exists());
+    // Past the chain's first segment it may be the payloads of a lost segment: moved aside, kept.
+    let kept = dir.join("quarantine").join(format!("log-{:020}.blob.0", 999));
+    assert_eq!(std::fs::read(kept).unwrap(), b"left by an interrupted removal");
+    assert_eq!(s.log_info().unwrap().quarantined.len(), 1);
     assert!(user.exists());
     // Compaction replaces the chain; the old blob files go with their segments.
     s.compact_log().unwrap();
@@ -710,4 +724,204 @@ fn padding_records_are_skipped_by_readers() {
     assert_eq!(s.lsn(), 2);
     assert_eq!(&s.read_page(p).unwrap()[..9], b"after pad");
     assert_eq!(s.log_records(1..3).unwrap().count(), 2, "the pad is not an entry");
+}
+
+/// Regression (issue 15): a state directory this process cannot write (here: its files are
+/// writable, the directory is not) is refused at open; it used to open and take writes, failing
+/// only at the next segment roll or checkpoint.
+#[test]
+fn a_directory_that_cannot_be_written_is_refused_at_open() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("s");
+    {
+        let s = MMSBState::open(disk_config(&dir)).unwrap();
+        s.create_page(8, Location::Cpu, meta("p")).unwrap();
+    }
+    let mode = |p: &std::path::Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        mode(&e.unwrap().path(), 0o666);
+    }
+    mode(d.path(), 0o755);
+    mode(&dir, 0o555);
+    let at = dir.clone();
+    let r = std::thread::spawn(move || {
+        // SAFETY: the raw system call changes the credentials of this thread only (Linux keeps
+        // them per thread; libc's setresuid would change every thread's), and the thread ends
+        // after the open. Root may write anywhere, so the check needs an unprivileged user.
+        if unsafe { libc::geteuid() } == 0 {
+            assert_eq!(unsafe { libc::syscall(libc::SYS_setresuid, 65534u32, 65534u32, 65534u32) }, 0);
+        }
+        MMSBState::open(disk_config(&at)).map(|_| ())
+    })
+    .join()
+    .unwrap();
+    mode(&dir, 0o700);
+    match r {
+        Err(e @ Error::Log(LogError::Io { .. })) => assert!(e.to_string().contains("is not writable"), "{e}"),
+        other => panic!("expected an I/O error at open, got {other:?}"),
+    }
+    // Writable again: it opens.
+    MMSBState::open(disk_config(&dir)).unwrap();
+}
+
+/// Regression (issue 15): with `blob_min` 0 every record without a payload (page create, page
+/// free) was written as a blob record with no pieces, which the reader rejects: the log could
+/// not be reopened. Every value of the option works.
+#[test]
+fn every_blob_min_value_logs_and_reopens() {
+    for blob_min in [0, 1, 9, u64::MAX] {
+        let d = scratch();
+        let dir = d.path().join("s");
+        let cfg = mmsb::Config { blob_min, durability: Durability::Always, segment_size: 512, ..disk_config(&dir) };
+        let want = {
+            let s = MMSBState::open(cfg.clone()).unwrap();
+            let a = s.create_page(64, Location::Cpu, meta("a")).unwrap();
+            let b = s.create_page(16, Location::Cpu, meta("b")).unwrap();
+            for i in 0..20u8 {
+                s.update_page_at(a, u64::from(i), &[i; 40], None).unwrap();
+            }
+            s.free_page(b).unwrap();
+            snapshot(&s)
+        };
+        let s = MMSBState::open(cfg.clone()).unwrap();
+        assert_eq!(snapshot(&s), want, "blob_min {blob_min}");
+        assert_eq!(s.log_info().unwrap().truncated_bytes, 0, "blob_min {blob_min}");
+        let replayed = s.replay_to(3).unwrap();
+        assert_eq!(replayed.lsn(), 3, "blob_min {blob_min}");
+    }
+}
+
+/// Regression (issue 15): `segment_size` 0, 1 and `u64::MAX` (and other out-of-range options)
+/// were accepted. Each option is checked at open against its documented range, and the error
+/// names that range.
+#[test]
+fn config_values_out_of_range_are_refused_with_the_accepted_range() {
+    use mmsb::types::error::StateError;
+    let base = mem_config();
+    let bad = [
+        ("segment_size", mmsb::Config { segment_size: 0, ..base.clone() }, "256..=4294967296"),
+        ("segment_size", mmsb::Config { segment_size: 1, ..base.clone() }, "256..=4294967296"),
+        ("segment_size", mmsb::Config { segment_size: 255, ..base.clone() }, "256..=4294967296"),
+        ("segment_size", mmsb::Config { segment_size: (1 << 32) + 1, ..base.clone() }, "256..=4294967296"),
+        ("segment_size", mmsb::Config { segment_size: u64::MAX, ..base.clone() }, "256..=4294967296"),
+        ("max_page_size", mmsb::Config { max_page_size: 0, ..base.clone() }, "1..=281474976710656"),
+        ("max_page_size", mmsb::Config { max_page_size: (1 << 48) + 1, ..base.clone() }, "1..=281474976710656"),
+        ("log_size_cap", mmsb::Config { log_size_cap: 1, ..base.clone() }, "or 0 (off)"),
+        ("log_size_cap", mmsb::Config { log_size_cap: 255, ..base.clone() }, "256..="),
+        ("dir", mmsb::Config { dir: Some("".into()), ..base.clone() }, "empty path"),
+    ];
+    for (name, cfg, range) in bad {
+        for r in [
+            MMSBState::open(cfg.clone()).map(|_| ()),
+            MMSBState::open_with_storage(cfg.clone(), mem_storage()).map(|_| ()),
+        ] {
+            match r {
+                Err(Error::State(StateError::InvalidConfig(m))) => {
+                    assert!(m.contains(name) && m.contains(range), "{name}: {m}");
+                }
+                other => panic!("{name}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+    }
+    let edges = [
+        mmsb::Config { segment_size: 256, ..base.clone() },
+        mmsb::Config { segment_size: 1 << 32, ..base.clone() },
+        mmsb::Config { max_page_size: 1 << 48, ..base.clone() },
+        mmsb::Config { log_size_cap: 256, ..base.clone() },
+        mmsb::Config { log_size_cap: u64::MAX, blob_min: 0, ..base.clone() },
+    ];
+    for cfg in edges {
+        let s = MMSBState::open(cfg.clone()).unwrap_or_else(|e| panic!("{cfg:?}: {e}"));
+        let p = s.create_page(1024, Location::Cpu, meta("p")).unwrap();
+        for i in 0..8u8 {
+            s.update_page(p, &[i; 300]).unwrap();
+        }
+        assert_eq!(s.read_page(p).unwrap()[..300], [7; 300]);
+    }
+}
+
+fn mem_storage() -> std::sync::Arc<dyn mmsb::runtime::tlog::storage::Storage> {
+    std::sync::Arc::new(mmsb::runtime::tlog::storage::MemStorage::new())
+}
+
+/// Regression (issue 15): the replayable range and the compacted runs can be asked for, and the
+/// two refusals have their own codes (both were `invalid_argument`).
+#[test]
+fn replayable_range_and_compacted_runs_are_reported_and_refused_distinctly() {
+    use mmsb::ErrorCode;
+    let s = MMSBState::open_with_storage(mem_config(), mem_storage()).unwrap();
+    let p = s.create_page(64, Location::Cpu, meta("p")).unwrap();
+    for i in 0..10u8 {
+        s.update_page(p, &[i; 8]).unwrap();
+    }
+    assert!(s.compacted_runs().unwrap().is_empty());
+    s.compact_log().unwrap();
+    s.update_page(p, b"after").unwrap();
+    let info = s.log_info().unwrap();
+    assert_eq!((info.oldest_lsn, info.lsn), (0, 12));
+    assert_eq!(s.compacted_runs().unwrap(), vec![1..=11]);
+    for lsn in 1..11 {
+        let e = s.replay_to(lsn).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::LsnCompacted, "{lsn}: {e}");
+        assert!(e.to_string().contains("1..=11"), "{e}");
+    }
+    for lsn in [0, 11, 12] {
+        assert_eq!(s.replay_to(lsn).unwrap().lsn(), lsn);
+    }
+    let e = s.replay_to(13).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::LsnOutOfRange, "{e}");
+    assert_eq!((e.code() as u32, ErrorCode::LsnCompacted as u32), (26, 27));
+    assert_eq!(
+        (ErrorCode::LsnOutOfRange.name(), ErrorCode::LsnCompacted.name()),
+        ("lsn_out_of_range", "lsn_compacted")
+    );
+    // After a checkpoint and a compaction the log starts at the checkpoint: older LSNs are out
+    // of range.
+    let k = s.checkpoint().unwrap();
+    s.update_page(p, b"later").unwrap();
+    s.compact_log().unwrap();
+    assert_eq!(s.log_info().unwrap().oldest_lsn, k);
+    assert_eq!(s.replay_to(k - 1).unwrap_err().code(), ErrorCode::LsnOutOfRange);
+    assert_eq!(s.replay_to(k).unwrap().lsn(), k);
+}
+
+/// Regression (issue 15): `docs/reliability.md` promised failed automatic maintenance in the
+/// log info, and automatic checkpoints (`log_size_cap`) emitted no checkpoint event.
+#[test]
+fn automatic_maintenance_reports_failures_and_emits_checkpoint_events() {
+    use mmsb::graph::events::{Event, EventKind, OverflowPolicy};
+    use mmsb::runtime::tlog::fault::{Fault, FaultStorage, Op};
+    let fs = std::sync::Arc::new(FaultStorage::in_memory());
+    let cfg = mmsb::Config { log_size_cap: 1024, ..mem_config() };
+    let s = MMSBState::open_with_storage(cfg, fs.clone()).unwrap();
+    let sub = s.subscribe(64, OverflowPolicy::DropOldest, EventKind::Checkpoint as u32).unwrap();
+    let p = s.create_page(256, Location::Cpu, meta("p")).unwrap();
+    while s.log_info().unwrap().last_checkpoint_lsn == 0 {
+        s.update_page(p, &[1; 200]).unwrap();
+    }
+    let k = s.log_info().unwrap().last_checkpoint_lsn;
+    assert_eq!(sub.drain(), vec![Event::Checkpoint { lsn: k }], "the automatic checkpoint is announced");
+    let info = s.log_info().unwrap();
+    assert_eq!((info.maintenance_failures, info.last_maintenance_error.as_deref()), (0, None));
+    assert_eq!((info.last_maintenance_code, info.last_maintenance_lsn), (mmsb::ErrorCode::Ok, 0));
+    // The next automatic checkpoint fails at its rename: the write that triggered it succeeds,
+    // the failure is counted with its code, message and LSN.
+    fs.fail_nth(Op::Rename, 1, Fault::Eio);
+    while s.log_info().unwrap().maintenance_failures == 0 {
+        s.update_page(p, &[2; 200]).unwrap();
+        assert!(s.lsn() < k + 100, "no automatic maintenance ran");
+    }
+    let info = s.log_info().unwrap();
+    assert_eq!(info.maintenance_failures, 1);
+    assert_eq!(info.last_maintenance_code, mmsb::ErrorCode::Io);
+    assert_eq!(info.last_maintenance_lsn, s.lsn());
+    assert!(info.last_maintenance_error.as_deref().unwrap().contains("rename"), "{info:?}");
+    assert_eq!(s.read_page(p).unwrap()[..200], [2; 200]);
+    assert!(sub.drain().is_empty(), "a failed checkpoint is not announced");
+    // The next write over the cap tries again, and succeeds.
+    s.update_page(p, &[3; 200]).unwrap();
+    let info = s.log_info().unwrap();
+    assert!(info.last_checkpoint_lsn > k);
+    assert_eq!(sub.drain(), vec![Event::Checkpoint { lsn: info.last_checkpoint_lsn }]);
 }

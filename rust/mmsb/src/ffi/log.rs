@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::ffi::state::{state_ref, MmsbConfig, MmsbState};
-use crate::ffi::{boundary, check_out, write_out, FfiError, MmsbStatus};
+use crate::ffi::{boundary, check_out, copy_c_string, copy_u64s, write_out, FfiError, MmsbStatus};
 
 /// Statistics of a state's log, filled by `mmsb_log_info`.
 #[repr(C)]
@@ -21,8 +21,23 @@ pub struct MmsbLogInfo {
     pub checkpoints: u64,
     /// LSN of the newest checkpoint (0 if none).
     pub last_checkpoint_lsn: u64,
-    /// Oldest LSN `mmsb_state_replay` can reach.
+    /// Oldest LSN `mmsb_state_replay` can reach: the replayable range is `oldest_lsn ..= lsn`,
+    /// less the inside of each compacted run (`mmsb_log_compacted_runs`).
     pub oldest_lsn: u64,
+    /// Damaged regions tolerant recovery skipped at open.
+    pub skipped_regions: u64,
+    /// Bytes of torn tail cut off the newest segment at open.
+    pub truncated_bytes: u64,
+    /// Files the last open moved into `quarantine/` in the state directory instead of
+    /// replaying them (see docs/log-format.md); 0 after a clean open.
+    pub quarantined_files: u64,
+    /// Automatic checkpoints/compactions (`log_size_cap`) that failed since open; the writes
+    /// that triggered them succeeded. The message of the last one: `mmsb_log_maintenance_error`.
+    pub maintenance_failures: u64,
+    /// The LSN the log was at when the last automatic maintenance pass failed (0 if none did).
+    pub last_maintenance_lsn: u64,
+    /// The status code of that failure (`MMSB_OK` if none).
+    pub last_maintenance_status: u32,
 }
 
 /// Turns the transaction log on (1) or off (0) for an in-memory state. A state with a
@@ -65,7 +80,9 @@ pub unsafe extern "C" fn mmsb_state_checkpoint(state: *const MmsbState, out_lsn:
 
 /// Rebuilds the state as of `lsn` into a new, read-only state handle (`*out_state`, free it
 /// with `mmsb_state_free`). The live state is not disturbed. Fails with
-/// `MMSB_STATUS_INVALID_ARGUMENT` when `lsn` is outside the retained log.
+/// `MMSB_STATUS_CODE_LSN_OUT_OF_RANGE` when `lsn` is outside the retained log
+/// (`MmsbLogInfo::oldest_lsn ..= lsn`) and with `MMSB_STATUS_CODE_LSN_COMPACTED` when it is
+/// strictly inside a compacted run (`mmsb_log_compacted_runs`).
 ///
 /// # Safety
 /// `state` a live handle; `out_state` writable.
@@ -119,9 +136,63 @@ pub unsafe extern "C" fn mmsb_log_info(state: *const MmsbState, out: *mut MmsbLo
             checkpoints: i.checkpoints,
             last_checkpoint_lsn: i.last_checkpoint_lsn,
             oldest_lsn: i.oldest_lsn,
+            skipped_regions: i.skipped_regions,
+            truncated_bytes: i.truncated_bytes,
+            quarantined_files: i.quarantined.len() as u64,
+            maintenance_failures: i.maintenance_failures,
+            last_maintenance_lsn: i.last_maintenance_lsn,
+            last_maintenance_status: i.last_maintenance_code as u32,
         };
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, info, "out") }
+    })
+}
+
+/// Copies the message of the last failed automatic maintenance pass (empty if none failed)
+/// into `buf` of `cap` bytes (NUL-terminated, truncated to fit), its full length (without NUL)
+/// to `*out_len` when non-NULL; `buf == NULL` or `cap == 0` reports the length only.
+///
+/// # Safety
+/// `state` a live handle; `buf` NULL or valid for `cap` bytes; `out_len` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_log_maintenance_error(
+    state: *const MmsbState,
+    buf: *mut std::ffi::c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> MmsbStatus {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let i = unsafe { state_ref(state) }?.log_info()?;
+        let msg = i.last_maintenance_error.unwrap_or_default();
+        // SAFETY: forwarded contract.
+        unsafe { copy_c_string(msg.as_bytes(), buf, cap, out_len) };
+        Ok(())
+    })
+}
+
+/// Writes the compacted runs of the retained log as pairs `first, last` (ascending, 2 u64 per
+/// run) to `out` (room for `cap` u64) and the number of u64 written (twice the runs) to
+/// `*out_count`. `mmsb_state_replay` to an LSN in `first ..= last - 1` fails with
+/// `MMSB_STATUS_CODE_LSN_COMPACTED`; `last` and `first - 1` can be replayed to. If `cap` is too
+/// small, only the count is written and the call fails with `MMSB_STATUS_CODE_BUFFER_TOO_SMALL`.
+///
+/// # Safety
+/// `state` a live handle; `out` NULL or valid for `cap` u64; `out_count` writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_log_compacted_runs(
+    state: *const MmsbState,
+    out: *mut u64,
+    cap: usize,
+    out_count: *mut usize,
+) -> MmsbStatus {
+    boundary(|| {
+        check_out(out_count, "out_count")?;
+        // SAFETY: forwarded contract.
+        let runs = unsafe { state_ref(state) }?.compacted_runs()?;
+        let flat = runs.iter().flat_map(|r| [*r.start(), *r.end()]);
+        // SAFETY: forwarded contract; out_count checked.
+        unsafe { copy_u64s(flat, 2 * runs.len(), out, cap, out_count) }
     })
 }
 
@@ -159,12 +230,59 @@ mod tests {
             let mut old = std::ptr::null_mut();
             assert_eq!(mmsb_state_replay(st, 2, &mut old), MMSB_OK);
             assert_eq!(&state_ref(old).ok().unwrap().read_page(p).unwrap()[..3], b"abc");
-            assert_eq!(mmsb_state_replay(st, 99, &mut old), ErrorCode::InvalidArgument as u32);
+            assert_eq!(mmsb_state_replay(st, 99, &mut old), ErrorCode::LsnOutOfRange as u32);
             assert_eq!(mmsb_state_compact(st), MMSB_OK);
             assert_eq!(mmsb_state_replay(st, 1, std::ptr::null_mut()), ErrorCode::NullPointer as u32);
             mmsb_state_free(old);
+            // Compaction folds LSNs 3..=5 (after the checkpoint at 2) into one run: inside it
+            // is its own refusal.
+            s.update_page(p, b"4").unwrap();
+            s.update_page(p, b"5").unwrap();
+            assert_eq!(mmsb_state_compact(st), MMSB_OK);
+            let (mut runs, mut n) = ([0u64; 2], 0usize);
+            assert_eq!(mmsb_log_compacted_runs(st, runs.as_mut_ptr(), 0, &mut n), ErrorCode::BufferTooSmall as u32);
+            assert_eq!(n, 2);
+            assert_eq!(mmsb_log_compacted_runs(st, runs.as_mut_ptr(), 2, &mut n), MMSB_OK);
+            assert_eq!(runs, [3, 5]);
+            assert_eq!(mmsb_state_replay(st, 4, &mut old), ErrorCode::LsnCompacted as u32);
+            assert_eq!(
+                mmsb_log_compacted_runs(st, runs.as_mut_ptr(), 2, std::ptr::null_mut()),
+                ErrorCode::NullPointer as u32
+            );
             mmsb_state_free(st);
             assert_eq!(mmsb_log_info(std::ptr::null(), &mut info), ErrorCode::NullPointer as u32);
+        }
+    }
+
+    #[test]
+    fn log_info_reports_failed_maintenance_and_quarantined_files() {
+        use crate::runtime::tlog::fault::{Fault, FaultStorage, Op};
+        use crate::runtime::tlog::storage::Storage;
+        let fs = Arc::new(FaultStorage::in_memory());
+        // A file recovery cannot replay (a segment after a header-only newest one, out of the
+        // chain): quarantined by tolerant recovery.
+        let cfg = crate::Config { logging: true, log_size_cap: 1024, tolerant_recovery: true, ..Default::default() };
+        drop(crate::MMSBState::open_with_storage(cfg.clone(), fs.clone()).unwrap());
+        fs.create("log-00000000000000000009.seg").unwrap().write_at(0, b"not a segment, but bytes").unwrap();
+        let s = crate::MMSBState::open_with_storage(cfg, fs.clone()).unwrap();
+        let p = s.create_page(256, Location::Cpu, PageMeta::default()).unwrap();
+        fs.fail_nth(Op::Rename, 1, Fault::Eio);
+        while s.log_info().unwrap().maintenance_failures == 0 {
+            s.update_page(p, &[2; 200]).unwrap();
+        }
+        let lsn = s.lsn();
+        let st = crate::ffi::new_handle(MmsbState { state: Arc::new(s) });
+        // SAFETY: a live handle, valid out-pointers; the handle is freed once.
+        unsafe {
+            let mut info = MmsbLogInfo::default();
+            assert_eq!(mmsb_log_info(st, &mut info), MMSB_OK);
+            assert_eq!((info.quarantined_files, info.maintenance_failures), (1, 1));
+            assert_eq!((info.last_maintenance_status, info.last_maintenance_lsn), (ErrorCode::Io as u32, lsn));
+            let (mut buf, mut len) = ([0u8; 256], 0usize);
+            assert_eq!(mmsb_log_maintenance_error(st, buf.as_mut_ptr().cast(), buf.len(), &mut len), MMSB_OK);
+            let msg = std::str::from_utf8(&buf[..len]).unwrap();
+            assert!(msg.contains("rename") && buf[len] == 0, "{msg}");
+            mmsb_state_free(st);
         }
     }
 }

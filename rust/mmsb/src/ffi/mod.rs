@@ -307,6 +307,8 @@ static STATUS_NAMES: &[&[u8]] = &[
     b"unsupported\0",
     b"busy\0",
     b"reentrant\0",
+    b"lsn_out_of_range\0",
+    b"lsn_compacted\0",
 ];
 
 #[cfg(test)]
@@ -339,6 +341,8 @@ pub(crate) fn status_from_u32(v: u32) -> Option<ErrorCode> {
         Unsupported,
         Busy,
         Reentrant,
+        LsnOutOfRange,
+        LsnCompacted,
     ];
     ALL.iter().copied().find(|c| *c as u32 == v)
 }

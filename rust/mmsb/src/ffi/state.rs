@@ -106,9 +106,12 @@ pub unsafe extern "C" fn mmsb_config_set_durability(cfg: *mut MmsbConfig, mode: 
     })
 }
 
-/// Sets a numeric option by name: `max_page_size`, `log_size_cap`, `segment_size`, `blob_min`,
-/// `file_backed_pages` (0/1), `tolerant_recovery` (0/1), `gpu` (0/1), `logging` (0/1, as
-/// `mmsb_config_set_logging`).
+/// Sets a numeric option by name: `max_page_size` (1 ..= 2^48), `log_size_cap` (0 = off, or
+/// 256 ..= 2^64 - 1), `segment_size` (256 ..= 2^32), `blob_min` (any value: 0 and 1 put every
+/// payload into blob files, `UINT64_MAX` none), `file_backed_pages` (0/1), `tolerant_recovery`
+/// (0/1), `gpu` (0/1), `logging` (0/1, as `mmsb_config_set_logging`). Ranges are checked by
+/// `mmsb_state_open`, which fails with `MMSB_STATUS_INVALID_ARGUMENT` and a message naming the
+/// accepted range.
 ///
 /// # Safety
 /// `cfg` a live config; `key` valid for `key_len` bytes.

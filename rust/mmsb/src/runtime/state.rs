@@ -54,13 +54,17 @@ pub struct Config {
     /// Directory for the log, checkpoints and file-backed pages; `None` keeps everything in memory.
     pub dir: Option<PathBuf>,
     pub durability: Durability,
-    /// Largest page a caller may create.
+    /// Largest page a caller may create: 1 ..= 2^48 bytes (the user address space of 64-bit
+    /// machines). Default 2^32.
     pub max_page_size: u64,
     /// Back pages with files in `dir/pages` rather than anonymous memory.
     pub file_backed_pages: bool,
-    /// Log size that triggers an automatic checkpoint + compaction (bytes); 0 disables it.
+    /// Log size that triggers an automatic checkpoint + compaction (record bytes since the
+    /// newest checkpoint): 0 (off, the default) or 256 ..= 2^64 - 1. Below 256 bytes nearly
+    /// every record would write a checkpoint of every page.
     pub log_size_cap: u64,
-    /// Segment size after which the log rolls over to a new file (bytes).
+    /// Segment size after which the log rolls over to a new file: 256 ..= 2^32 bytes (recovery
+    /// reads a segment whole, and a segment must hold its header and a record). Default 64 MiB.
     pub segment_size: u64,
     /// Keep replaying past a corrupt record in the middle of the log (skipping to the next valid
     /// segment) instead of failing the open.
@@ -75,8 +79,45 @@ pub struct Config {
     pub logging: bool,
     /// A log record whose payloads add up to at least this many bytes stores them in its
     /// segment's blob file, 64 KiB-aligned when large, instead of between the framing (see
-    /// `docs/log-format.md`); `u64::MAX` keeps every payload inline.
+    /// `docs/log-format.md`). Every value is valid: 0 and 1 put every payload there (a record
+    /// without payload bytes, such as a page creation, is never a blob record); `u64::MAX`
+    /// keeps every payload inline. Default 32 KiB.
     pub blob_min: u64,
+}
+
+/// The accepted range of `Config::max_page_size`.
+pub const MAX_PAGE_SIZE_RANGE: std::ops::RangeInclusive<u64> = 1..=1 << 48;
+/// The accepted range of `Config::segment_size`.
+pub const SEGMENT_SIZE_RANGE: std::ops::RangeInclusive<u64> = 256..=1 << 32;
+/// The accepted range of a non-zero `Config::log_size_cap`.
+pub const LOG_SIZE_CAP_RANGE: std::ops::RangeInclusive<u64> = 256..=u64::MAX;
+
+impl Config {
+    /// Checks every option against its documented range (`StateError::InvalidConfig`, with the
+    /// accepted range in the message). `MMSBState::open` and `open_with_storage` call it.
+    pub fn validate(&self) -> std::result::Result<(), StateError> {
+        let range = |name: &str, v: u64, r: &std::ops::RangeInclusive<u64>, extra: &str| {
+            if r.contains(&v) {
+                return Ok(());
+            }
+            Err(StateError::InvalidConfig(format!(
+                "{name} is {v}; the accepted range is {}..={}{extra}",
+                r.start(),
+                r.end()
+            )))
+        };
+        range("max_page_size", self.max_page_size, &MAX_PAGE_SIZE_RANGE, " bytes")?;
+        range("segment_size", self.segment_size, &SEGMENT_SIZE_RANGE, " bytes")?;
+        if self.log_size_cap != 0 {
+            range("log_size_cap", self.log_size_cap, &LOG_SIZE_CAP_RANGE, " bytes, or 0 (off)")?;
+        }
+        if self.dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(StateError::InvalidConfig(
+                "dir is an empty path; give a directory, or no directory for an in-memory state".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -163,9 +204,7 @@ pub struct MMSBState {
 impl MMSBState {
     /// Starts a state (`mmsb_start`). With `config.dir`, recovers what the directory holds.
     pub fn open(config: Config) -> Result<MMSBState> {
-        if config.max_page_size == 0 {
-            return Err(StateError::InvalidConfig("max_page_size must be positive".into()).into());
-        }
+        config.validate()?;
         let mut state = MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, config, false);
         // TLog hook: recover from the directory (or start an in-memory log) and attach the log.
         state.tlog_attach()?;

@@ -9,8 +9,9 @@ use crate::types::page::PageId;
 
 /// Stable status codes of the C ABI. Numbers are never reused or renumbered.
 #[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ErrorCode {
+    #[default]
     Ok = 0,
     InvalidArgument = 1,
     NullPointer = 2,
@@ -40,6 +41,11 @@ pub enum ErrorCode {
     /// A callback running under a state's lock (a transform in `propagate`) called back into
     /// that state on the same thread, which would deadlock.
     Reentrant = 25,
+    /// An LSN older than the retained log or newer than the current one.
+    LsnOutOfRange = 26,
+    /// An LSN strictly inside a compacted run (its records were merged; only the run's end
+    /// can be replayed to).
+    LsnCompacted = 27,
 }
 
 impl ErrorCode {
@@ -72,6 +78,8 @@ impl ErrorCode {
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::Busy => "busy",
             ErrorCode::Reentrant => "reentrant",
+            ErrorCode::LsnOutOfRange => "lsn_out_of_range",
+            ErrorCode::LsnCompacted => "lsn_compacted",
         }
     }
 }
@@ -143,6 +151,8 @@ pub enum LogError {
     UnsupportedVersion { file: String, found: u32, supported: u32 },
     #[error("no log record covers LSN {0}")]
     LsnOutOfRange(u64),
+    #[error("LSN {lsn} is inside the compacted run {first}..={last}: replay to {last} or to {} instead", .first - 1)]
+    LsnCompacted { lsn: u64, first: u64, last: u64 },
     #[error("a previous log write failed; the log is poisoned until the state is reopened: {0}")]
     Poisoned(String),
     /// Another open state holds the directory's lock (`LOCK`): retry once that state is closed.
@@ -254,8 +264,9 @@ impl Error {
                 LogError::Io { .. } | LogError::Poisoned(_) => ErrorCode::Io,
                 LogError::Corrupt { .. } => ErrorCode::Corrupt,
                 LogError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
-                LogError::LsnOutOfRange(_) => ErrorCode::InvalidArgument,
                 LogError::Busy { .. } => ErrorCode::Busy,
+                LogError::LsnOutOfRange(_) => ErrorCode::LsnOutOfRange,
+                LogError::LsnCompacted { .. } => ErrorCode::LsnCompacted,
             },
             Error::Graph(e) => match e {
                 GraphError::Cycle { .. } => ErrorCode::Cycle,

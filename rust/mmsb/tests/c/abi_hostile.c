@@ -346,7 +346,13 @@ int main(void) {
         MmsbState *big = NULL;
         uint64_t id = 0;
         EXPECT(mmsb_config_new(&cfg), MMSB_OK);
+        /* Out of its range (1 ..= 2^48): refused at open, not at the first huge page. */
         EXPECT(mmsb_config_set_u64(cfg, "max_page_size", 13, UINT64_MAX), MMSB_OK);
+        EXPECT(mmsb_state_open(cfg, &big), MMSB_STATUS_CODE_INVALID_ARGUMENT);
+        EXPECT(mmsb_config_set_u64(cfg, "segment_size", 12, 1), MMSB_OK);
+        EXPECT(mmsb_config_set_u64(cfg, "max_page_size", 13, (uint64_t)1 << 48), MMSB_OK);
+        EXPECT(mmsb_state_open(cfg, &big), MMSB_STATUS_CODE_INVALID_ARGUMENT);
+        EXPECT(mmsb_config_set_u64(cfg, "segment_size", 12, 1 << 20), MMSB_OK);
         EXPECT(mmsb_config_set_u64(cfg, "no_such_key", 11, 1), MMSB_STATUS_CODE_INVALID_ARGUMENT);
         EXPECT(mmsb_config_set_u64(cfg, NULL, 3, 1), MMSB_STATUS_CODE_NULL_POINTER);
         EXPECT(mmsb_config_set_durability(cfg, 7), MMSB_STATUS_CODE_INVALID_ARGUMENT);

@@ -34,10 +34,19 @@ pub struct LogInfo {
     pub skipped_regions: u64,
     /// Bytes of torn tail cut off at open.
     pub truncated_bytes: u64,
-    /// Automatic checkpoints/compactions that failed (the write that triggered them succeeded).
+    /// Files the last open moved into quarantine (`quarantine/` in the state directory) instead
+    /// of replaying them: segments past a cut and blob files without their segment (tolerant
+    /// recovery), torn segment creations. Empty after a clean open.
+    pub quarantined: Vec<String>,
+    /// Automatic checkpoints/compactions (`log_size_cap`) that failed since open; the write that
+    /// triggered each one succeeded, and the next write over the cap tries again.
     pub maintenance_failures: u64,
     /// The error of the last failed automatic maintenance pass.
     pub last_maintenance_error: Option<String>,
+    /// Its status code (`ErrorCode::Ok` when none failed).
+    pub last_maintenance_code: crate::types::error::ErrorCode,
+    /// The LSN the log was at when it failed (0 when none failed).
+    pub last_maintenance_lsn: Lsn,
     /// Fsyncs done by group commit (records per fsync = how well writers share them).
     pub group_syncs: u64,
 }
@@ -106,9 +115,7 @@ impl MMSBState {
     /// in-memory storage shared between opens, or a fault-injecting wrapper in crash tests).
     /// Logging is on whatever `config.logging` says; pages stay in memory.
     pub fn open_with_storage(config: Config, storage: Arc<dyn Storage>) -> Result<MMSBState> {
-        if config.max_page_size == 0 {
-            return Err(StateError::InvalidConfig("max_page_size must be positive".into()).into());
-        }
+        config.validate()?;
         let config = Config { logging: true, dir: None, ..config };
         let mut state = MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, config, false);
         recover::open_with(&mut state, storage)?;
@@ -151,7 +158,7 @@ impl MMSBState {
             for o in ops {
                 out.extend_from_slice(&o.page.0.to_le_bytes());
                 let payload = o.delta.encode_split(out);
-                if payload.len() as u64 >= split {
+                if !payload.is_empty() && payload.len() as u64 >= split {
                     tails.push((out.len(), payload));
                 } else {
                     out.extend_from_slice(payload);
@@ -182,9 +189,10 @@ impl MMSBState {
         if log.over_cap() && !log.auto_running.swap(true, Ordering::AcqRel) {
             // The triggering write already succeeded; a failed maintenance pass is recorded.
             if let Err(e) = self.auto_maintain(log) {
+                let lsn = self.lsn();
                 let mut w = log.w.lock();
                 w.maintenance_failures += 1;
-                w.last_maintenance_error = Some(e.to_string());
+                w.last_maintenance_error = Some((e.to_string(), e.code(), lsn));
             }
             log.auto_running.store(false, Ordering::Release);
         }
@@ -236,8 +244,14 @@ impl MMSBState {
             bytes_since_checkpoint: w.bytes_since_checkpoint,
             skipped_regions: w.skipped_regions,
             truncated_bytes: w.truncated_bytes,
+            quarantined: w.quarantined.clone(),
             maintenance_failures: w.maintenance_failures,
-            last_maintenance_error: w.last_maintenance_error.clone(),
+            last_maintenance_error: w.last_maintenance_error.as_ref().map(|e| e.0.clone()),
+            last_maintenance_code: w
+                .last_maintenance_error
+                .as_ref()
+                .map_or(crate::types::error::ErrorCode::Ok, |e| e.1),
+            last_maintenance_lsn: w.last_maintenance_error.as_ref().map_or(0, |e| e.2),
             group_syncs,
         })
     }

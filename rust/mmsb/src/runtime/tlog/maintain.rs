@@ -167,7 +167,12 @@ impl MMSBState {
         if !log.over_cap_locked() {
             return Ok(());
         }
+        let timer = self.monitor.start(crate::monitoring::Metric::Checkpoint);
         let k = self.checkpoint_locked(log)?;
+        timer.stop(&self.monitor);
+        // Observers see automatic checkpoints like explicit ones.
+        self.monitor.incr(crate::monitoring::Counter::Checkpoints, 1);
+        self.events.emit(crate::graph::Event::Checkpoint { lsn: k });
         self.compact_locked(log, Some(k))
     }
 

@@ -110,11 +110,15 @@ pub(crate) struct Writer {
     /// Record bytes appended since the newest checkpoint (drives `log_size_cap`).
     pub(crate) bytes_since_checkpoint: u64,
     pub(crate) maintenance_failures: u64,
-    pub(crate) last_maintenance_error: Option<String>,
+    /// The last failed automatic maintenance pass: its error, status code and the LSN the log
+    /// was at.
+    pub(crate) last_maintenance_error: Option<(String, crate::types::error::ErrorCode, Lsn)>,
     /// Records skipped by tolerant recovery at the last open.
     pub(crate) skipped_regions: u64,
     /// Bytes cut off a torn tail at the last open.
     pub(crate) truncated_bytes: u64,
+    /// Where the last open moved files it did not replay (see `Storage::quarantine`).
+    pub(crate) quarantined: Vec<String>,
 }
 
 /// Blob files are preallocated this much at a time, ahead of the writes: writes into reserved
@@ -166,6 +170,7 @@ impl Tlog {
         Tlog {
             storage,
             durability: config.durability,
+            // `Config::validate` keeps it at 256 or more; the floor guards direct constructions.
             segment_size: config.segment_size.max(SEGMENT_HEADER_LEN as u64 + RECORD_HEADER_LEN as u64),
             log_size_cap: config.log_size_cap,
             blob_min: config.blob_min,
@@ -238,7 +243,9 @@ impl Tlog {
         count: u64,
     ) -> Result<Ticket> {
         let payload = tails.iter().map(|(_, p)| p.len()).sum::<usize>();
-        if payload as u64 >= self.blob_min {
+        // A record without payload bytes is never a blob record (with `blob_min` 0 it would be
+        // one with no pieces, which no reader accepts).
+        if payload > 0 && payload as u64 >= self.blob_min {
             return self.write_blob_record(w, buf, tails, kind, lsn, count, payload as u64);
         }
         let len = buf.len() + payload;

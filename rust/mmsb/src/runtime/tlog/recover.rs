@@ -39,9 +39,13 @@ pub(crate) struct SegFile {
 pub(crate) struct Listing {
     /// Segments from the chain start on, ascending.
     pub(crate) chain: Vec<SegFile>,
-    /// Segments below the chain start (left by an interrupted compaction or cleanup), and blob
-    /// files whose segment is not in the chain.
+    /// Segments below the chain start (left by an interrupted compaction or cleanup) and their
+    /// blob files: older generations, removed once recovery succeeds (segments first).
     pub(crate) leftovers: Vec<String>,
+    /// Blob files whose segment file is not there (left by an interrupted removal or
+    /// quarantine, or their segment was lost): moved into quarantine. They hold payloads, never
+    /// records: whether records are missing is decided by the segments.
+    pub(crate) orphan_blobs: Vec<String>,
     /// Checkpoint LSNs and names, ascending.
     pub(crate) checkpoints: BTreeMap<Lsn, String>,
     pub(crate) temps: Vec<String>,
@@ -79,7 +83,14 @@ pub(crate) fn list(storage: &dyn Storage) -> Result<Listing> {
     let start = segs.iter().rposition(|s| s.header.is_some_and(|h| h.flags & FLAG_CHAIN_START != 0)).unwrap_or(0);
     l.leftovers = segs.drain(..start).map(|s| s.name).collect();
     l.chain = segs;
-    l.leftovers.extend(blobs.into_iter().filter(|(b, _)| !l.chain.iter().any(|s| s.segno == *b)).map(|(_, n)| n));
+    let old: Vec<u64> = l.leftovers.iter().filter_map(|n| parse_segment_name(n)).collect();
+    for (segno, n) in blobs {
+        if old.contains(&segno) {
+            l.leftovers.push(n);
+        } else if !l.chain.iter().any(|s| s.segno == segno) {
+            l.orphan_blobs.push(n);
+        }
+    }
     Ok(l)
 }
 
@@ -184,6 +195,24 @@ pub(crate) fn walk(
                 }
                 Ok(rh) if rh.lsn == out.last_lsn + 1 || (jump_lsn && rh.lsn > out.last_lsn) => {
                     jump_lsn = false;
+                    // Strict recovery skips only damage a checkpoint covers: judged by the LSN of
+                    // the record it resumes at, never by a segment header's base LSN (a damaged
+                    // or forged base let it skip uncovered records).
+                    if let OnInvalid::Recover { tolerant: false, covered } = mode {
+                        if rh.lsn > out.last_lsn + 1 && rh.lsn > covered + 1 {
+                            return Err(LogError::Corrupt {
+                                file: storage.describe(&seg.name),
+                                offset: off as u64,
+                                reason: format!(
+                                    "LSNs {}..={} are missing before this record, and the checkpoint at LSN \
+                                     {covered} does not cover them",
+                                    out.last_lsn + 1,
+                                    rh.lsn - 1
+                                ),
+                            }
+                            .into());
+                        }
+                    }
                     let stored = &rec[RECORD_HEADER_LEN..RECORD_HEADER_LEN + rh.len as usize];
                     if !f(&rh, &record_body(&rh, stored, &blob), &seg.name, off as u64)? {
                         out.seg_ends.push((seg.segno, h, off as u64, blob_end));
@@ -346,9 +375,6 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
     for t in &listing.temps {
         storage.remove(t).map_err(io(format!("remove {}", storage.describe(t))))?;
     }
-    for t in &listing.leftovers {
-        storage.remove(t).map_err(io(format!("remove {}", storage.describe(t))))?;
-    }
 
     // The newest checkpoint that verifies; a newer format version is an error, not a fallback.
     let mut ckpt = None;
@@ -402,6 +428,51 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         )?
     };
     let last_lsn = walk.last_lsn.max(ckpt_lsn);
+    // Files the recovered state does not reach: every segment past the cut (and the cut one
+    // when its header is the problem), and blob files without their segment.
+    let dropped: Vec<&SegFile> = match &walk.cut {
+        Some(cut) => listing
+            .chain
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j > cut.seg || cut.offset == 0 && *j == cut.seg)
+            .map(|(_, s)| s)
+            .collect(),
+        None => Vec::new(),
+    };
+    if !tolerant {
+        refuse_lost_records(storage.as_ref(), &listing, &walk, &dropped, last_lsn)?;
+    }
+    // Recovery succeeds from here on: older generations can go, unless one holds records past
+    // the checkpoint recovered from (a chain start forged or damaged in front of it, a copy put
+    // there by hand, or an interrupted compaction's old chain): that one is kept aside.
+    let mut quarantined = Vec::new();
+    let mut kept = Vec::new();
+    for t in &listing.leftovers {
+        let seg = parse_segment_name(t).map(|segno| SegFile {
+            name: t.clone(),
+            segno,
+            header: storage
+                .read(t)
+                .ok()
+                .and_then(|d| SegmentHeader::decode(&d, t).ok().flatten())
+                .filter(|h| h.segno == segno),
+            len: 0,
+        });
+        // (Segments come first in `leftovers`: a kept one's blob file is kept with it.)
+        let kept_blob = parse_blob_name(t).is_some_and(|b| kept.contains(&b));
+        match seg {
+            Some(seg) if evidence(storage.as_ref(), &seg, ckpt_lsn)?.is_some() => {
+                kept.push(seg.segno);
+                set_aside(storage.as_ref(), t, &mut quarantined, true)?
+            }
+            _ if kept_blob => set_aside(storage.as_ref(), t, &mut quarantined, true)?,
+            _ => storage.remove(t).map_err(io(format!("remove {}", storage.describe(t))))?,
+        }
+    }
+    for b in &listing.orphan_blobs {
+        quarantined.push(storage.quarantine(b).map_err(io(format!("quarantine {}", storage.describe(b))))?);
+    }
     let mut checkpoints = listing.checkpoints.clone();
     checkpoints.retain(|lsn, _| *lsn <= ckpt_lsn && ckpt.is_some());
     if walk.skipped > 0 {
@@ -412,13 +483,22 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         core.lsn = last_lsn;
         let ext = state.checkpoint_extension(&core);
         let (name, _) = checkpoint::write(storage.as_ref(), &core, &ext)?;
+        // The older checkpoints and the damaged chain are evidence, not needed any more: moved
+        // aside below, never deleted.
+        for (_, old) in std::mem::take(&mut checkpoints) {
+            if old != name {
+                set_aside(storage.as_ref(), &old, &mut quarantined, true)?;
+            }
+        }
         checkpoints.insert(last_lsn, name);
     }
 
-    // Cut a torn tail: truncate the segment where it starts, drop everything after it.
+    // Cut a torn tail: truncate the segment where it starts; move the files after it aside
+    // (newest first, so an interrupted pass leaves a shorter chain, not a gap), removing only
+    // those that hold nothing (torn creations).
     let mut truncated = 0u64;
     if let Some(cut) = &walk.cut {
-        for (j, s) in listing.chain.iter().enumerate().skip(cut.seg) {
+        for (j, s) in listing.chain.iter().enumerate().skip(cut.seg).rev() {
             let len = storage.open(&s.name).and_then(|f| f.len()).unwrap_or(0);
             let blob = blob_name(s.segno);
             if j == cut.seg && cut.offset > 0 {
@@ -440,10 +520,13 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
                 }
             } else {
                 truncated += len + storage.open(&blob).and_then(|f| f.len()).unwrap_or(0);
-                storage.remove(&s.name).map_err(io(format!("remove {}", storage.describe(&s.name))))?;
-                storage.remove(&blob).map_err(io(format!("remove {}", storage.describe(&blob))))?;
+                // The segment first: a blob file without its segment is found again next time.
+                set_aside(storage.as_ref(), &s.name, &mut quarantined, true)?;
+                set_aside(storage.as_ref(), &blob, &mut quarantined, true)?;
             }
         }
+    }
+    if walk.cut.is_some() || !listing.orphan_blobs.is_empty() || !listing.leftovers.is_empty() {
         storage.sync_dir().map_err(io(format!("fsync {}", storage.describe(""))))?;
     }
 
@@ -478,6 +561,7 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         last_maintenance_error: None,
         skipped_regions: walk.skipped,
         truncated_bytes: truncated,
+        quarantined,
     };
     let log = Tlog::new(storage.clone(), &config, w, state.monitor.clone());
     {
@@ -515,8 +599,12 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
                 // every later fsynced record with it.
                 let synced = config.dir.is_some() || config.durability != crate::runtime::state::Durability::None;
                 w.file = log.create_segment(&header, synced)?;
+                // The old chain ends before the recovered state (damage, skipped damage, or a
+                // checkpoint that outlived unsynced segments): its files are moved aside whole,
+                // even one a cut emptied.
                 for s in &listing.chain {
-                    super::maintain::remove_segment(&log, s.segno)?;
+                    set_aside(storage.as_ref(), &s.name, &mut w.quarantined, false)?;
+                    set_aside(storage.as_ref(), &blob_name(s.segno), &mut w.quarantined, false)?;
                 }
                 w.segments.clear();
                 w.segments.insert(segno, SegMeta { base_lsn: last_lsn, len: SEGMENT_HEADER_LEN as u64, blob: 0 });
@@ -546,6 +634,89 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
     }
     state.tlog = Some(log);
     Ok(())
+}
+
+/// Drops a file recovery does not keep: moved into quarantine, or removed when it holds nothing
+/// (no non-zero byte: a torn creation or zero fill) and `remove_empty`. Missing files are
+/// skipped.
+fn set_aside(storage: &dyn Storage, name: &str, quarantined: &mut Vec<String>, remove_empty: bool) -> Result<()> {
+    let data = match storage.read(name) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(LogError::io(format!("read {}", storage.describe(name)), e).into()),
+    };
+    if remove_empty && data.iter().all(|&b| b == 0) {
+        storage.remove(name).map_err(|e| LogError::io(format!("remove {}", storage.describe(name)), e))?;
+    } else {
+        let to =
+            storage.quarantine(name).map_err(|e| LogError::io(format!("quarantine {}", storage.describe(name)), e))?;
+        quarantined.push(to);
+    }
+    Ok(())
+}
+
+/// Strict recovery's rule: only the torn tail of the newest segment may be cut. Fails with
+/// `Corrupt` (changing nothing) when a file the recovered state does not reach proves that
+/// records past `last_lsn` existed: a segment past the cut that starts after `last_lsn` or holds
+/// records past it, or record bytes behind a header that does not verify. A non-newest segment's end needs no field of its own: the next segment's
+/// base LSN proves it.
+fn refuse_lost_records(
+    storage: &dyn Storage,
+    listing: &Listing,
+    walk: &Walk,
+    dropped: &[&SegFile],
+    last_lsn: Lsn,
+) -> Result<()> {
+    let Some(cut) = &walk.cut else { return Ok(()) };
+    let cut_file = storage.describe(&listing.chain[cut.seg].name);
+    let mut prev = listing.chain[cut.seg].segno;
+    for s in dropped {
+        let missing: Vec<String> = (prev + 1..s.segno).take(4).map(segment_name).collect();
+        prev = s.segno;
+        let Some((what, upto)) = evidence(storage, s, last_lsn)? else { continue };
+        let range = match upto {
+            Some(end) => format!("LSNs {}..={end} are missing or cannot be replayed", last_lsn + 1),
+            None => format!("records after LSN {last_lsn} are missing"),
+        };
+        let gap =
+            if missing.is_empty() { String::new() } else { format!("; missing segment files: {}", missing.join(", ")) };
+        return Err(LogError::Corrupt {
+            file: storage.describe(&s.name),
+            offset: 0,
+            reason: format!(
+                "{what}, but the log before it ends at LSN {last_lsn} ({cut_file} at byte {}: {}): {range}{gap}.                  Only the newest segment may end early; nothing was changed (tolerant recovery moves the files                  past the break into quarantine/)",
+                cut.offset, cut.reason
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// What in segment file `s` shows records past `lsn`, and the last LSN it proves existed.
+fn evidence(storage: &dyn Storage, s: &SegFile, lsn: Lsn) -> Result<Option<(String, Option<Lsn>)>> {
+    let data = storage.read(&s.name).map_err(|e| LogError::io(format!("read {}", storage.describe(&s.name)), e))?;
+    let Some(h) = s.header else {
+        // A torn creation holds at most part of a header (zero fill past it is no record).
+        let records = data.get(SEGMENT_HEADER_LEN..).is_some_and(|r| r.iter().any(|&b| b != 0));
+        return Ok(records.then(|| ("its header does not verify but record bytes follow it".to_string(), None)));
+    };
+    let blob = read_blob(storage, s.segno)?;
+    let mut top = h.base_lsn;
+    let mut off = SEGMENT_HEADER_LEN;
+    while let Some(Ok(r)) = data.get(off..).map(|rest| check_record(rest, h.salt, &blob)) {
+        if r.kind != PAD_KIND {
+            top = top.max(r.last_lsn());
+        }
+        off += RECORD_HEADER_LEN + r.len as usize;
+    }
+    Ok(if top > lsn {
+        // Its base LSN proves every LSN up to it was written before this segment started.
+        let upto = if h.base_lsn > lsn { h.base_lsn } else { top };
+        Some((format!("it holds LSNs up to {top} (its records follow LSN {})", h.base_lsn), Some(upto)))
+    } else {
+        None
+    })
 }
 
 /// Placeholder file for a writer before its segment is opened.

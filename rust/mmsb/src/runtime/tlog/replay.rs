@@ -136,8 +136,9 @@ impl MMSBState {
     /// Rebuilds the state as it was right after LSN `lsn`, as a new read-only state (writes fail
     /// with `StateError::ReadOnly`); the live state is not disturbed. `lsn` may be any LSN from
     /// the oldest retained checkpoint (or 0 while the log starts at 0) to the current one, except
-    /// LSNs strictly inside a compacted run (see `docs/log-format.md`): those, and LSNs outside
-    /// the retained range, are `LogError::LsnOutOfRange`.
+    /// LSNs strictly inside a compacted run (see `docs/log-format.md`, and
+    /// [`MMSBState::compacted_runs`]): those are `LogError::LsnCompacted`, LSNs outside the
+    /// retained range (`LogInfo::oldest_lsn ..= LogInfo::lsn`) `LogError::LsnOutOfRange`.
     pub fn replay_to(&self, lsn: Lsn) -> Result<MMSBState> {
         let timer = self.monitor.start(crate::monitoring::Metric::Replay);
         let replayed = self.replay_to_inner(lsn)?;
@@ -193,7 +194,7 @@ impl MMSBState {
                     }
                     if h.lsn <= k || (h.kind == RecordType::Compacted as u8 && h.last_lsn() > lsn) {
                         // The LSN falls strictly inside a record that can only be applied whole.
-                        return Err(LogError::LsnOutOfRange(lsn).into());
+                        return Err(LogError::LsnCompacted { lsn, first: h.lsn, last: h.last_lsn() }.into());
                     }
                     apply_record(&out, &mut core, h, body, lsn, false).map_err(|r| corrupt(file, off, r))?;
                     Ok(core.lsn < lsn)
@@ -233,6 +234,27 @@ impl MMSBState {
             pending: VecDeque::new(),
             done: false,
         })
+    }
+
+    /// The compacted runs of the retained log that [`MMSBState::replay_to`] cannot stop inside,
+    /// ascending: for each run `first..=last`, LSNs `first..last` are `LogError::LsnCompacted`
+    /// (the run's end `last`, and `first - 1`, are replayable). Runs of one LSN have no inside
+    /// and are left out. With `LogInfo::oldest_lsn ..= LogInfo::lsn` this is the replayable
+    /// range. Reads the log's segments.
+    pub fn compacted_runs(&self) -> Result<Vec<std::ops::RangeInclusive<Lsn>>> {
+        let log = log_of(self)?;
+        let _m = log.maint.lock();
+        log.flush_staged()?;
+        let storage = log.storage.as_ref();
+        let listing = list(storage)?;
+        let mut runs = Vec::new();
+        walk(storage, &listing.chain, OnInvalid::Stop, |h, _, _, _| {
+            if h.kind == RecordType::Compacted as u8 && h.count > 1 {
+                runs.push(h.lsn..=h.last_lsn());
+            }
+            Ok(true)
+        })?;
+        Ok(runs)
     }
 }
 

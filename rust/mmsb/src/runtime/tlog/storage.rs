@@ -72,7 +72,23 @@ pub trait Storage: Send + Sync + Debug {
     /// Gives up exclusive use of the storage (the state closed), so another state may open it
     /// while this handle lingers. No file operation follows.
     fn release(&self) {}
+    /// Moves `name` out of the log's way without destroying it: recovery's only way to drop a
+    /// file that may hold records (see `docs/log-format.md`, "Quarantine"). Returns where the
+    /// file went, for messages. A directory moves it into its `quarantine/` subdirectory; this
+    /// default, for storages without subdirectories, renames it to `quarantine.NAME.N` (a name
+    /// the log never parses, so never replays or removes). Durable once `sync_dir` returns.
+    fn quarantine(&self, name: &str) -> io::Result<String> {
+        let names = self.list()?;
+        let to =
+            (0u32..).map(|n| format!("{QUARANTINE_DIR}.{name}.{n}")).find(|t| !names.contains(t)).expect("a free name");
+        self.rename(name, &to)?;
+        Ok(self.describe(&to))
+    }
 }
+
+/// Where recovery moves files it will not replay but must not destroy: a subdirectory of the
+/// state directory (the name prefix of quarantined files in storages without subdirectories).
+pub const QUARANTINE_DIR: &str = "quarantine";
 
 fn check_name(name: &str) -> io::Result<()> {
     if name.is_empty() || name.contains('/') || name.contains('\\') || name.contains("..") || name.contains('\0') {
@@ -113,18 +129,12 @@ pub fn is_dir_locked(e: &io::Error) -> bool {
 }
 
 impl FsStorage {
-    /// Uses (creating if needed) `dir`.
+    /// Uses (creating if needed, with any missing parents) `dir`. Fails at once when the
+    /// directory cannot be written: the log creates files there (a segment roll, a checkpoint),
+    /// and finding out only then fails a write long after the open seemed fine.
     pub fn new(dir: &Path) -> io::Result<FsStorage> {
-        if !dir.exists() {
-            let mut b = std::fs::DirBuilder::new();
-            b.recursive(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::DirBuilderExt;
-                b.mode(0o700);
-            }
-            b.create(dir)?;
-        }
+        create_dir_durably(dir)?;
+        check_writable(dir)?;
         let mut o = OpenOptions::new();
         o.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
@@ -150,6 +160,56 @@ impl FsStorage {
         check_name(name)?;
         Ok(self.dir.join(name))
     }
+}
+
+/// Creates `dir` and any missing parents (mode 0700), then fsyncs the parent of each directory
+/// created, so a crash cannot take a created directory away with the files fsynced into it.
+/// Returns the directories fsynced (parents first).
+fn create_dir_durably(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d.to_path_buf());
+        at = d.parent();
+    }
+    let mut synced = Vec::new();
+    for d in missing.iter().rev() {
+        let mut b = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            b.mode(0o700);
+        }
+        match b.create(d) {
+            // Another process created it meanwhile: its creator makes it durable.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            r => r?,
+        }
+        let parent = match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        File::open(&parent)?.sync_all()?;
+        synced.push(parent);
+    }
+    Ok(synced)
+}
+
+/// Fails unless this process may create and remove files in `dir` (`access(2)` with the real
+/// ids, which also reports a read-only file system).
+fn check_writable(dir: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "directory path contains a NUL byte"))?;
+    // SAFETY: `c` is a NUL-terminated path alive for the call; access only reads it.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("{} is not writable ({e}): the log creates files there", dir.display()),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -286,6 +346,17 @@ impl Storage for FsStorage {
     fn release(&self) {
         self.lock.lock().take();
     }
+    fn quarantine(&self, name: &str) -> io::Result<String> {
+        let from = self.path(name)?;
+        let qdir = self.dir.join(QUARANTINE_DIR);
+        if !qdir.is_dir() {
+            create_dir_durably(&qdir)?;
+        }
+        let to = (0u32..).map(|n| qdir.join(format!("{name}.{n}"))).find(|t| !t.exists()).expect("a free name");
+        std::fs::rename(&from, &to)?;
+        File::open(&qdir)?.sync_all()?;
+        Ok(to.display().to_string())
+    }
 }
 
 /// Files held in memory: the log of a state without a directory. `sync` is a no-op (there is
@@ -376,13 +447,32 @@ impl Storage for MemStorage {
         Ok(())
     }
     fn list(&self) -> io::Result<Vec<String>> {
-        Ok(self.files.lock().keys().cloned().collect())
+        Ok(self.files.lock().keys().filter(|n| !n.contains('/')).cloned().collect())
     }
     fn sync_dir(&self) -> io::Result<()> {
         Ok(())
     }
     fn describe(&self, name: &str) -> String {
         format!("memory:{name}")
+    }
+    fn quarantine(&self, name: &str) -> io::Result<String> {
+        check_name(name)?;
+        let mut files = self.files.lock();
+        let f = files.remove(name).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let to = (0u32..)
+            .map(|n| format!("{QUARANTINE_DIR}/{name}.{n}"))
+            .find(|t| !files.contains_key(t))
+            .expect("a free name");
+        files.insert(to.clone(), f);
+        Ok(self.describe(&to))
+    }
+}
+
+impl MemStorage {
+    /// The files recovery moved into quarantine (`quarantine/NAME.N`) with their contents.
+    pub fn quarantined(&self) -> Vec<(String, Vec<u8>)> {
+        let files = self.files.lock();
+        files.iter().filter(|(n, _)| n.contains('/')).map(|(n, f)| (n.clone(), f.data.lock().clone())).collect()
     }
 }
 
@@ -421,6 +511,34 @@ mod tests {
         exercise(&MemStorage::new());
         let d = tempfile::tempdir().unwrap();
         exercise(&FsStorage::new(&d.path().join("sub")).unwrap());
+    }
+
+    #[test]
+    fn created_directories_are_made_durable_in_their_parents() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("a").join("b").join("c");
+        let synced = create_dir_durably(&dir).unwrap();
+        let want = [d.path().to_path_buf(), d.path().join("a"), d.path().join("a").join("b")];
+        assert_eq!(synced, want);
+        assert!(dir.is_dir());
+        assert!(create_dir_durably(&dir).unwrap().is_empty(), "nothing to sync when it exists");
+    }
+
+    #[test]
+    fn quarantine_moves_files_aside_under_fresh_names() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = FsStorage::new(d.path()).unwrap();
+        let mem = MemStorage::new();
+        for s in [&fs as &dyn Storage, &mem] {
+            for round in 0..2 {
+                s.create("x.seg").unwrap().write_at(0, &[round]).unwrap();
+                let to = s.quarantine("x.seg").unwrap();
+                assert!(to.ends_with(&format!("quarantine/x.seg.{round}")), "{to}");
+                assert!(s.list().unwrap().is_empty());
+            }
+        }
+        assert_eq!(std::fs::read(d.path().join("quarantine/x.seg.1")).unwrap(), [1]);
+        assert_eq!(mem.quarantined(), [("quarantine/x.seg.0".into(), vec![0]), ("quarantine/x.seg.1".into(), vec![1])]);
     }
 
     #[test]
