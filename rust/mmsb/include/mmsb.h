@@ -441,7 +441,8 @@ MmsbStatus mmsb_delta_compose(const struct MmsbDelta *a,
                               struct MmsbDelta **out);
 
 // Encodes a delta into `buf` (`cap` bytes); the encoded length goes to `*out_len`. With a
-// short buffer, fails with `BUFFER_TOO_SMALL` after writing the length.
+// short buffer, fails with `BUFFER_TOO_SMALL` after writing the length. A delta with a run or
+// dense span over `UINT32_MAX` bytes cannot be encoded: `INVALID_ARGUMENT`.
 //
 // # Safety
 // `delta` live; `buf` NULL or valid for `cap` bytes; `out_len` writable.

@@ -925,3 +925,30 @@ fn automatic_maintenance_reports_failures_and_emits_checkpoint_events() {
     assert!(info.last_checkpoint_lsn > k);
     assert_eq!(sub.drain(), vec![Event::Checkpoint { lsn: info.last_checkpoint_lsn }]);
 }
+
+/// Recovery allocates a logged page only within `max_page_size`, as `create_page` does: a record
+/// claiming a huge page made replay allocate it (a 5 GB page ran the log_decode fuzz target out
+/// of memory). A log written with a larger limit is refused with the way out, and nothing changes.
+#[test]
+fn recovery_refuses_pages_over_max_page_size_and_changes_nothing() {
+    let d = scratch();
+    let before = {
+        let s = MMSBState::open(disk_config(d.path())).unwrap();
+        let p = s.create_page(1 << 20, Location::Cpu, meta("big")).unwrap();
+        s.update_page(p, b"kept").unwrap();
+        snapshot(&s)
+    };
+    let files = |dir: &std::path::Path| {
+        let mut v: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        v.sort();
+        v
+    };
+    let listed = files(d.path());
+    let small = mmsb::Config { max_page_size: 64 << 10, ..disk_config(d.path()) };
+    let err = MMSBState::open(small).expect_err("a page over max_page_size is refused");
+    let msg = err.to_string();
+    assert!(msg.contains("max_page_size") && msg.contains("1048576"), "{msg}");
+    assert_eq!(files(d.path()), listed, "a refused open changes no file");
+    let s = MMSBState::open(disk_config(d.path())).unwrap();
+    assert_eq!(snapshot(&s), before);
+}

@@ -159,7 +159,8 @@ pub unsafe extern "C" fn mmsb_delta_compose(
 }
 
 /// Encodes a delta into `buf` (`cap` bytes); the encoded length goes to `*out_len`. With a
-/// short buffer, fails with `BUFFER_TOO_SMALL` after writing the length.
+/// short buffer, fails with `BUFFER_TOO_SMALL` after writing the length. A delta with a run or
+/// dense span over `UINT32_MAX` bytes cannot be encoded: `INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// `delta` live; `buf` NULL or valid for `cap` bytes; `out_len` writable.
@@ -174,6 +175,7 @@ pub unsafe extern "C" fn mmsb_delta_encode(
         check_out(out_len, "out_len")?;
         // SAFETY: forwarded contract.
         let d = unsafe { arg_ref(delta, "delta") }?;
+        d.delta.check_encodable().map_err(crate::types::error::Error::from)?;
         let n = d.delta.encoded_len();
         // SAFETY: checked above.
         unsafe { write_out(out_len, n, "out_len") }?;

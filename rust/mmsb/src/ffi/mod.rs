@@ -314,7 +314,7 @@ static STATUS_NAMES: &[&[u8]] = &[
 #[cfg(test)]
 pub(crate) fn status_from_u32(v: u32) -> Option<ErrorCode> {
     use ErrorCode::*;
-    const ALL: [ErrorCode; 26] = [
+    const ALL: [ErrorCode; 28] = [
         Ok,
         InvalidArgument,
         NullPointer,

@@ -24,6 +24,7 @@ pub(crate) fn validate(core: &Core, ops: &[RouteOp<'_>]) -> Result<()> {
     for (i, op) in ops.iter().enumerate() {
         let page = core.pages.get(&op.page).ok_or(PageError::UnknownPage(op.page))?;
         op.delta.check_bounds(page.size())?;
+        op.delta.check_encodable()?;
         if let Some(expected) = op.expected_epoch {
             let earlier = ops[..i].iter().filter(|o| o.page == op.page).count() as u64;
             let actual = page.epoch + earlier;

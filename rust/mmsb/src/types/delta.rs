@@ -357,6 +357,25 @@ impl Delta {
         Ok(())
     }
 
+    /// Checks that the delta can be encoded (and so logged): the encoding stores each run's
+    /// length, the run count and a dense span's length as `u32`, so none may exceed
+    /// `u32::MAX` (a 4 GiB run would be written as length 0 and make the log unreadable).
+    /// The router checks it for every routed delta, logged or not, so the rule is the same for
+    /// every state; [`Delta::encode`] is only called on deltas that passed it.
+    pub fn check_encodable(&self) -> Result<(), DeltaError> {
+        let max = u64::from(u32::MAX);
+        let len = match &self.repr {
+            Repr::Sparse { runs, .. } => {
+                runs.iter().map(|r| r.len).chain(std::iter::once(runs.len() as u64)).max().unwrap_or(0)
+            }
+            Repr::Dense { data, .. } => data.len() as u64,
+        };
+        if len > max {
+            return Err(DeltaError::TooLarge { len, max });
+        }
+        Ok(())
+    }
+
     /// Applies the delta to `page` (a masked write). Fails without writing if it does not fit.
     pub fn apply(&self, page: &mut [u8]) -> Result<(), DeltaError> {
         self.check_bounds(page.len() as u64)?;
@@ -1022,6 +1041,19 @@ impl fmt::Debug for Delta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A run or dense span of 4 GiB used to be encoded with length 0 (a `u32`), which made the log
+    // unreadable. The lengths are what matter, so the deltas are built without 4 GiB of data.
+    #[test]
+    fn spans_the_encoding_cannot_hold_are_refused() {
+        let max = u64::from(u32::MAX);
+        let sparse =
+            |len| Delta { repr: Repr::Sparse { runs: vec![Run { offset: 0, len }], data: Vec::new() }, anchor: 0 };
+        assert_eq!(sparse(max).check_encodable(), Ok(()));
+        assert_eq!(sparse(max + 1).check_encodable(), Err(DeltaError::TooLarge { len: max + 1, max }));
+        let dense = Delta::write(0, &[1, 2, 3]).unwrap();
+        assert_eq!(dense.check_encodable(), Ok(()));
+    }
 
     #[test]
     fn write_and_apply() {

@@ -117,6 +117,10 @@ pub enum DeltaError {
     Overflow { offset: u64, len: u64 },
     #[error("malformed delta encoding: {0}")]
     Malformed(&'static str),
+    /// A run, a dense span or a run count that the encoding (and so the log) cannot hold: each
+    /// is a `u32` there. Split such a write into writes of at most 4 GiB - 1 bytes.
+    #[error("a delta may write at most {max} contiguous bytes in one run (and hold at most {max} runs); this one has {len}: split the write")]
+    TooLarge { len: u64, max: u64 },
 }
 
 /// Failures of the state itself (lifecycle, concurrency control, configuration).
@@ -251,6 +255,7 @@ impl Error {
                 DeltaError::OutOfBounds { .. } | DeltaError::Overflow { .. } => ErrorCode::OutOfBounds,
                 DeltaError::MaskLengthMismatch { .. } | DeltaError::LengthMismatch { .. } => ErrorCode::LengthMismatch,
                 DeltaError::Malformed(_) => ErrorCode::Malformed,
+                DeltaError::TooLarge { .. } => ErrorCode::InvalidArgument,
             },
             Error::State(e) => match e {
                 StateError::Closed => ErrorCode::Closed,

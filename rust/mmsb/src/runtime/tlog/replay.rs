@@ -54,6 +54,16 @@ fn create(state: &MMSBState, core: &mut Core, c: &CreateBody) -> Result<(), Stri
     if c.size == 0 {
         return Err(format!("page {} is created with size 0", c.id));
     }
+    // The same limit as `create_page`: a record claiming a huge page must not make recovery
+    // allocate it (found by the log_decode fuzz target: a 5 GB page ran it out of memory).
+    let max = state.config().max_page_size;
+    if c.size > max {
+        return Err(format!(
+            "page {} is created with {} bytes, more than max_page_size ({max} bytes); \
+             if the log was written with a larger max_page_size, open it with that",
+            c.id, c.size
+        ));
+    }
     let buf = state.allocate(c.size).map_err(|e| e.to_string())?;
     core.pages.insert(c.id, Page::new(c.id, c.location, c.meta.clone(), buf));
     core.next_page_id = core.next_page_id.max(next);
