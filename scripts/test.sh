@@ -106,14 +106,15 @@ julia_list() {
 }
 
 julia_steps() { # one "julia tests (VERSION)" step per Julia
-  local jl ver
-  while IFS= read -r jl; do
-    if [ -x "$jl" ] && ver="$("$jl" --startup-file=no -e 'print(VERSION)' 2>/dev/null)"; then
+  local jl ver jls
+  mapfile -t jls < <(julia_list) # read first: the suites must not read the list as stdin
+  for jl in "${jls[@]}"; do
+    if [ -x "$jl" ] && ver="$("$jl" --startup-file=no -e 'print(VERSION)' </dev/null 2>/dev/null)"; then
       run_step "julia tests ($ver)" julia_suite "$jl"
     else
       skip_step "julia tests" "not a working julia: $jl"
     fi
-  done < <(julia_list)
+  done
 }
 
 if [ "$SETUP_OK" = 1 ] || command -v cargo >/dev/null; then
