@@ -410,6 +410,31 @@ end
     close(s4)
 end
 
+@testset "a warm-up that throws leaves nothing behind" begin
+    # Before the entry point is replaced, one real call compiles the hook; when it
+    # throws (as 1.12's 4-argument entry point did with 3 arguments), the error
+    # reaches the caller and no queue entry, hook count or transform stays.
+    @test !MMSB.hook_installed()
+    calls, errors, queued = MMSB._HOOK_CALLS[], MMSB._HOOK_ERRORS[], length(MMSB._QUEUE)
+    s6 = mmsb_start()
+    err = try
+        MMSB._FAULT[] = :warmup
+        enable_instrumentation(s6)
+        nothing
+    catch e
+        e
+    finally
+        MMSB._FAULT[] = :none
+    end
+    @test err isa MMSB.InstrumentationFault && occursin("warm-up", err.msg)
+    @test !MMSB.hook_installed() && !instrumentation_status(s6).enabled && !MMSB.repl_attached()
+    @test MMSB._HOOK_CALLS[] == calls && MMSB._HOOK_ERRORS[] == errors && length(MMSB._QUEUE) == queued
+    enable_instrumentation(s6) # and a later enable works
+    @test MMSB.hook_installed()
+    disable_instrumentation(s6)
+    close(s6)
+end
+
 const OTHER_CALLS = Threads.Atomic{Int}(0)
 other_entry(args...) = (Threads.atomic_add!(OTHER_CALLS, 1); MMSB._default_typeinf_entry()(args...))
 

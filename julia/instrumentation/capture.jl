@@ -23,7 +23,7 @@ const _IN_HOOK = zeros(Bool, 1024)          # per thread id: inside the recordin
 const _HOOK_CALLS = Threads.Atomic{Int}(0)  # instances recorded (ever)
 const _HOOK_ERRORS = Threads.Atomic{Int}(0) # errors caught inside the hook (ever)
 const _HOOK_FIRST_ERROR = Ref{Any}(nothing) # the first such exception (formatted later, outside)
-const _FAULT = Ref(:none)                   # test switch: :hook or :render throws on purpose
+const _FAULT = Ref(:none)                   # test switch: :hook, :render, :warmup or :native throws on purpose
 const _HOOK_WORLDS = Dict{UInt,String}()    # world ages created by installing/removing the hook
 
 """
@@ -125,6 +125,8 @@ function _install_hook!()
     _RECORDING[] = true
     try
         _typeinf_hook(args...)
+        # Test switch: a warm-up that throws after recording (as 1.12's MethodError did).
+        _FAULT[] === :warmup && throw(InstrumentationFault("fault injected in the warm-up"))
         _hook_error!(InstrumentationFault("warm-up")) # compiles the error path
     finally
         _RECORDING[] = false
