@@ -5,9 +5,11 @@
 #
 # Steps: cargo fmt --check, cargo clippy -D warnings, cargo build + cargo test --workspace
 # (includes the header staleness test), cargo build --release, then the Julia
-# suite (JULIA_NUM_THREADS=2). Installs what is missing first: rustfmt/clippy
-# through rustup, a C linker through apt-get, Julia through
-# scripts/ensure-julia.sh. Every step runs even after an earlier failure
+# suite (JULIA_NUM_THREADS=2) on every Julia given: the one scripts/ensure-julia.sh
+# finds (or installs), plus each path in MMSB_TEST_JULIAS (space-separated, e.g.
+# MMSB_TEST_JULIAS="/opt/julia-1.10/bin/julia /opt/julia-1.11/bin/julia"), one step
+# per version. Installs what is missing first: rustfmt/clippy through rustup, a C
+# linker through apt-get, Julia through scripts/ensure-julia.sh. Every step runs even after an earlier failure
 # (except those that need the failed one); a summary ends the output and the
 # exit status is non-zero if any step failed.
 set -uo pipefail
@@ -82,12 +84,37 @@ skip_step() { # name, reason
   NAMES+=("$1"); RESULTS+=("skipped: $2"); TIMES+=("-"); FAILED=1
 }
 
-julia_suite() {
-  local jl
-  jl="$(bash "$REPO/scripts/ensure-julia.sh" | tail -n 1)" || return 1
-  [ -x "$jl" ] || { warn "ensure-julia.sh gave no julia"; return 1; }
+julia_suite() { # $1 = julia executable
   MMSB_LIB="$TARGET_DIR/release/libmmsb.so" JULIA_NUM_THREADS=2 \
-    "$jl" --startup-file=no --project="$REPO" "$REPO/test/runtests.jl"
+    "$1" --startup-file=no --project="$REPO" "$REPO/test/runtests.jl"
+}
+
+# Every Julia to test with: the default one first, then MMSB_TEST_JULIAS, each
+# once. An entry that is not an executable stays in the list and fails its step.
+julia_list() {
+  local jl seen=" "
+  if jl="$(bash "$REPO/scripts/ensure-julia.sh" | tail -n 1)" && [ -x "$jl" ]; then
+    printf '%s\n' "$jl"; seen=" $jl "
+  else
+    printf '%s\n' "(ensure-julia.sh gave no julia)"
+  fi
+  for jl in ${MMSB_TEST_JULIAS:-}; do
+    case "$seen" in *" $jl "*) continue ;; esac
+    seen="$seen$jl "
+    printf '%s\n' "$jl"
+  done
+}
+
+julia_steps() { # one "julia tests (VERSION)" step per Julia
+  local jl ver jls
+  mapfile -t jls < <(julia_list) # read first: the suites must not read the list as stdin
+  for jl in "${jls[@]}"; do
+    if [ -x "$jl" ] && ver="$("$jl" --startup-file=no -e 'print(VERSION)' </dev/null 2>/dev/null)"; then
+      run_step "julia tests ($ver)" julia_suite "$jl"
+    else
+      skip_step "julia tests" "not a working julia: $jl"
+    fi
+  done
 }
 
 if [ "$SETUP_OK" = 1 ] || command -v cargo >/dev/null; then
@@ -103,7 +130,7 @@ if [ "$SETUP_OK" = 1 ] || command -v cargo >/dev/null; then
   run_step "fuzz smoke" bash "$REPO/scripts/fuzz.sh" "${MMSB_FUZZ_SECONDS:-10}"
   run_step "cargo build --release" cargo build --release
   if [ "${RESULTS[${#RESULTS[@]} - 1]}" = ok ]; then
-    run_step "julia tests" julia_suite
+    julia_steps
   else
     skip_step "julia tests" "release build failed"
   fi

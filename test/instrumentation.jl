@@ -180,6 +180,87 @@ end
     @test instrumentation_status(state).errors == 0
 end
 
+# Typed/optimized/lowered text of a captured instance, computed by Base's own
+# reflection in the current world (code_typed_by_type from 1.6; on 1.5 through
+# the function object, for the singleton functions the corpus consists of).
+function reflect_texts(@nospecialize(spec))
+    if isdefined(Base, :code_typed_by_type)
+        typed = only(Base.code_typed_by_type(spec; optimize = false, debuginfo = :none))
+        opt = only(Base.code_typed_by_type(spec; optimize = true, debuginfo = :none))
+    else
+        ft = spec.parameters[1]
+        isdefined(ft, :instance) || return nothing
+        types = Tuple{spec.parameters[2:end]...}
+        typed = code_typed(ft.instance, types; optimize = false, debuginfo = :none)[1]
+        opt = code_typed(ft.instance, types; optimize = true, debuginfo = :none)[1]
+    end
+    return sprint(show, typed), sprint(show, opt)
+end
+
+@testset "a corpus of real code: Printf's source loaded as a user module" begin
+    # The stdlib's own file, evaluated as user code (Main.InstCorpus.Printf):
+    # every page must equal what Base's reflection prints in the same world.
+    corpus = Module(:InstCorpus)
+    Base.include(corpus, joinpath(Sys.STDLIB, "Printf", "src", "Printf.jl"))
+    sc = mmsb_start()
+    enable_instrumentation(sc; modules = corpus)
+    Core.eval(corpus, :(fmt(x, y, s) = Printf.@sprintf("%d|%8.3f|%-4s|%x", x, y, s, x)))
+    @test call(corpus.fmt, 255, 3.14159, "ab") == "255|   3.142|ab  |ff"
+    @test flush_instrumentation(sc) > 0
+    m = MMSB.instrumentation_manager(sc)
+    @test instrumentation_status(sc).errors == 0
+    world = Base.get_world_counter()
+    compared = 0
+    for ent in values(m.instances)
+        @test ent.world == world
+        r = reflect_texts(ent.spec)
+        r === nothing && continue
+        @test ir_text(sc, ent.typed.page) == r[1]
+        @test ir_text(sc, ent.optimized.page) == r[2]
+        compared += 1
+    end
+    for ment in values(m.methods)
+        isdefined(ment.method, :generator) && continue
+        @test ir_text(sc, ment.lowered.page) == sprint(show, Base.uncompressed_ir(ment.method) |> Base.remove_linenums!)
+    end
+    @test compared >= 3 && any(ent -> occursin("Printf", ent.label), values(m.instances))
+    # Lowered pages of the instances' methods agree with code_lowered too (ordinary methods).
+    p = ir_pages(sc, corpus.fmt, (Int, Float64, String))
+    @test ir_text(sc, p.lowered) == sprint(show, code_lowered(corpus.fmt, (Int, Float64, String); debuginfo = :none)[1])
+    disable_instrumentation(sc)
+    close(sc)
+end
+
+# A generator that sees the world it is expanded for (1.10+: generators get
+# `(world, source, args...)`, src/method.c jl_call_staged); its body returns
+# that world, so the lowered text names the world it was expanded in.
+struct InstWorldGen end
+function (::InstWorldGen)(world::UInt, source::LineNumberNode, @nospecialize(args...))
+    return Expr(:lambda, Any[Symbol("#self#"), :x],
+                Expr(Symbol("scope-block"), Expr(:block, Expr(:return, world))))
+end
+
+@testset "@generated: expanded for the capture's world" begin
+    if VERSION < v"1.10"
+        @test_skip "generators receive no world before 1.10"
+    else
+        @eval function inst_worldgen(x)
+            $(Expr(:meta, :generated, InstWorldGen()))
+            $(Expr(:meta, :generated_only))
+        end
+        w = call(inst_worldgen, 1)
+        @test w isa UInt && 0 < w <= Base.get_world_counter()
+        flush_instrumentation(state)
+        world = Base.get_world_counter()
+        p = ir_pages(state, inst_worldgen, (Int,))
+        low = ir_text(state, p.lowered)
+        # code_lowered expands for the current world (the line info it prints differs by version).
+        @test occursin("return $(repr(world))", low) && occursin("return $(repr(world))", lowered_text(inst_worldgen, (Int,)))
+        @test count("return", low) == 1
+        @test ir_text(state, p.typed) == typed_text(inst_worldgen, (Int,))
+    end
+end
+
 @testset "an error inside capture never breaks user code" begin
     inst_fault1(x) = x + 42
     inst_fault2(x) = x * 42
@@ -244,18 +325,39 @@ end
     @test ir_text(ir_pages(inst_default, (Int,)).optimized) == optimized_text(inst_default, (Int,))
     @test !isempty(module_pages(@__MODULE__))
     @test instrumentation_status().enabled
+    # world_log()/world_page() read the default state, like the other REPL helpers.
+    @test world_page() == world_page(MMSB.default_instrumentation_state())
+    @test world_log() == world_log(MMSB.default_instrumentation_state()) && world_log().world > 0
     disable_instrumentation()
     @test !instrumentation_status().enabled
 end
 
-@testset "REPL transform: evaluates the command, flushes after it" begin
-    ex = MMSB._repl_transform(:(inst_repl(x) = x + 9))
-    @test ex isa Expr && ex.head === :call
+@testset "REPL transform: the command runs as typed, after a flush" begin
+    cmd = :(inst_repl(x) = x + 9)
+    ex = MMSB._repl_transform(cmd)
+    # Revise's form: our call is a top-level statement of its own, the command follows unchanged.
+    @test ex isa Expr && ex.head === :toplevel && ex.args[end] === cmd && length(ex.args) == 2
     @test Core.eval(Main, ex) isa Function # the command's value is kept
     Core.eval(Main, MMSB._repl_transform(:(struct InstReplS; a::Int; end))) # not only expressions
     @test Core.eval(Main, MMSB._repl_transform(:(InstReplS(3).a + inst_repl(1)))) == 13
-    @test ir_text(state, ir_pages(state, Main.inst_repl, (Int,)).typed) == typed_text(Main.inst_repl, (Int,))
-    @test_throws ErrorException Core.eval(Main, MMSB._repl_transform(:(error("boom"))))
+    # The next command starts with a flush: what the previous ones compiled is on pages.
+    @test Core.eval(Main, MMSB._repl_transform(:(ir_text($state, ir_pages($state, Main.inst_repl, (Int,)).typed)))) ==
+          typed_text(Main.inst_repl, (Int,))
+    # An error's stack trace has no frame of MMSB between the user's code and the caller's eval.
+    Core.eval(Main, :(inst_repl_throw() = error("boom")))
+    bt = try
+        Core.eval(Main, MMSB._repl_transform(:(inst_repl_throw())))
+        nothing
+    catch err
+        @test err isa ErrorException && err.msg == "boom"
+        catch_backtrace()
+    end
+    @test bt !== nothing
+    frames = stacktrace(bt)
+    @test any(fr -> fr.func === :inst_repl_throw, frames)
+    top = findfirst(fr -> fr.func === Symbol("top-level scope"), frames)
+    @test top !== nothing && !any(fr -> occursin(joinpath("julia", "instrumentation"), string(fr.file)), frames[1:top])
+    @test !any(fr -> startswith(string(fr.func), "_repl"), frames)
 end
 
 @testset "disable restores the compiler's entry point" begin
@@ -279,8 +381,102 @@ end
     @test !MMSB.hook_installed()
 end
 
+@testset "self-check: a missing piece gives a clear error and installs nothing" begin
+    @test !MMSB.hook_installed()
+    @test all(r -> r[2](), MMSB._requirements()) # this Julia has every piece
+    MMSB._self_check()
+    calls, queued = MMSB._HOOK_CALLS[], length(MMSB._QUEUE)
+    s4 = mmsb_start()
+    push!(MMSB._EXTRA_REQUIREMENTS, ("C symbol jl_mmsb_no_such_symbol", () -> MMSB._c_symbol(:jl_mmsb_no_such_symbol) != C_NULL))
+    push!(MMSB._EXTRA_REQUIREMENTS, ("field Core.CodeInstance.mmsb_no_such", () -> hasfield(Core.CodeInstance, :mmsb_no_such)))
+    err = try
+        enable_instrumentation(s4)
+        nothing
+    catch e
+        e
+    finally
+        empty!(MMSB._EXTRA_REQUIREMENTS)
+    end
+    @test err isa MMSB.InstrumentationUnsupported
+    msg = sprint(showerror, err)
+    @test occursin("Julia $VERSION", msg) && occursin("jl_mmsb_no_such_symbol", msg) && occursin("CodeInstance.mmsb_no_such", msg)
+    @test !MMSB.hook_installed() && MMSB.instrumentation_manager(s4) === nothing && isempty(page_ids(s4))
+    @test MMSB._HOOK_CALLS[] == calls && length(MMSB._QUEUE) == queued
+    # With the pieces back, the same state enables.
+    enable_instrumentation(s4)
+    @test MMSB.hook_installed()
+    disable_instrumentation(s4)
+    @test !MMSB.hook_installed()
+    close(s4)
+end
+
+@testset "a warm-up that throws leaves nothing behind" begin
+    # Before the entry point is replaced, one real call compiles the hook; when it
+    # throws (as 1.12's 4-argument entry point did with 3 arguments), the error
+    # reaches the caller and no queue entry, hook count or transform stays.
+    @test !MMSB.hook_installed()
+    calls, errors, queued = MMSB._HOOK_CALLS[], MMSB._HOOK_ERRORS[], length(MMSB._QUEUE)
+    s6 = mmsb_start()
+    err = try
+        MMSB._FAULT[] = :warmup
+        enable_instrumentation(s6)
+        nothing
+    catch e
+        e
+    finally
+        MMSB._FAULT[] = :none
+    end
+    @test err isa MMSB.InstrumentationFault && occursin("warm-up", err.msg)
+    @test !MMSB.hook_installed() && !instrumentation_status(s6).enabled && !MMSB.repl_attached()
+    @test MMSB._HOOK_CALLS[] == calls && MMSB._HOOK_ERRORS[] == errors && length(MMSB._QUEUE) == queued
+    enable_instrumentation(s6) # and a later enable works
+    @test MMSB.hook_installed()
+    disable_instrumentation(s6)
+    close(s6)
+end
+
+const OTHER_CALLS = Threads.Atomic{Int}(0)
+other_entry(args...) = (Threads.atomic_add!(OTHER_CALLS, 1); MMSB._default_typeinf_entry()(args...))
+
+@testset "disable leaves an entry point another tool installed meanwhile" begin
+    if MMSB._typeinf_world() === nothing
+        @test_skip "1.5 does not export jl_typeinf_world: the default is restored unconditionally"
+    else
+        s5 = mmsb_start()
+        enable_instrumentation(s5)
+        other_entry(MMSB._warmup_args()...) # compiled before it is installed
+        ccall(:jl_set_typeinf_func, Cvoid, (Any,), other_entry)
+        try
+            disable_instrumentation(s5)
+            @test !MMSB.hook_installed() && MMSB._LEFT_FOREIGN[]
+            n = OTHER_CALLS[]
+            inst_foreign(x) = x + 77
+            @test call(inst_foreign, 1) == 78
+            @test OTHER_CALLS[] > n # theirs is still the compiler's entry point
+        finally
+            ccall(:jl_set_typeinf_func, Cvoid, (Any,), MMSB._default_typeinf_entry())
+        end
+        # Alone again: enable/disable restores the default and says so.
+        enable_instrumentation(s5)
+        disable_instrumentation(s5)
+        @test !MMSB._LEFT_FOREIGN[]
+        n = OTHER_CALLS[]
+        inst_foreign2(x) = x + 78
+        @test call(inst_foreign2, 1) == 79 && OTHER_CALLS[] == n
+        close(s5)
+    end
+end
+
 # Child processes: the same code gives the same bytes in another process; at
 # exit the hook is removed and pending captures are flushed.
+#
+# IR names the module its globals live in (from 1.11 typed code shows
+# `Main.M.:-`), so both processes define the code in a module of the same full
+# name: the text then depends on the code alone, not on the module this test
+# file happens to run in.
+const SAME_BYTES_CODE = "inst_poly(x, y) = x * y - 3"
+const SameBytes = Module(:MMSBSameBytes) # Main.MMSBSameBytes here and in the child
+Core.eval(SameBytes, Meta.parse(SAME_BYTES_CODE))
 const CHILD = """
 using MMSB
 s = mmsb_start()
@@ -289,7 +485,9 @@ atexit() do  # registered before MMSB's own hook, so it runs after it
     println("ATEXIT instances=", st.instances, " hook=", MMSB.hook_installed())
 end
 enable_instrumentation(s)
-inst_poly(x, y) = x * y - 3
+const SB = Module(:MMSBSameBytes)
+Core.eval(SB, Meta.parse($(repr(SAME_BYTES_CODE))))
+inst_poly = SB.inst_poly
 Base.invokelatest(inst_poly, 2, 1.5)
 flush_instrumentation(s)
 p = ir_pages(s, inst_poly, (Int, Float64))
@@ -327,8 +525,9 @@ end
     @test m !== nothing
     if m !== nothing
         child_typed = String(hex2bytes(m.captures[1]))
-        @test child_typed == typed_text(inst_poly, (Int, Float64))
-        @test String(hex2bytes(match(r"OPT ([0-9a-f]+)", out).captures[1])) == optimized_text(inst_poly, (Int, Float64))
+        @test child_typed == typed_text(SameBytes.inst_poly, (Int, Float64))
+        @test String(hex2bytes(match(r"OPT ([0-9a-f]+)", out).captures[1])) ==
+              optimized_text(SameBytes.inst_poly, (Int, Float64))
     end
     @test occursin("ATEXIT instances=2 hook=false", out)
 end
@@ -345,6 +544,9 @@ Base.include(@__MODULE__, joinpath(@__DIR__, "repl", "repl_driver.jl"))
         for (marker, expected) in REPL_EXPECTED
             @test get(res.markers, marker, nothing) == expected
         end
+        trace = repl_trace(res.transcript)
+        trace_is_clean(trace) || println(stderr, "REPL stack trace:\n", trace)
+        @test trace_is_clean(trace)
         @test res.ok
     end
 end

@@ -23,7 +23,7 @@ const _IN_HOOK = zeros(Bool, 1024)          # per thread id: inside the recordin
 const _HOOK_CALLS = Threads.Atomic{Int}(0)  # instances recorded (ever)
 const _HOOK_ERRORS = Threads.Atomic{Int}(0) # errors caught inside the hook (ever)
 const _HOOK_FIRST_ERROR = Ref{Any}(nothing) # the first such exception (formatted later, outside)
-const _FAULT = Ref(:none)                   # test switch: :hook or :render throws on purpose
+const _FAULT = Ref(:none)                   # test switch: :hook, :render, :warmup or :native throws on purpose
 const _HOOK_WORLDS = Dict{UInt,String}()    # world ages created by installing/removing the hook
 
 """
@@ -107,6 +107,11 @@ end
 "Whether our hook is the compiler's type-inference entry point."
 hook_installed() = _INSTALLED[]
 
+# `jl_typeinf_world` right after our install (see `_typeinf_world` in compat.jl).
+const _OUR_TYPEINF_WORLD = Ref{Any}(nothing)
+# The last removal found another tool's entry point installed after ours and left it.
+const _LEFT_FOREIGN = Ref(false)
+
 function _install_hook!()
     _INSTALLED[] && return nothing
     orig = _default_typeinf_entry()
@@ -114,31 +119,34 @@ function _install_hook!()
     # Compile the whole recording path now: once installed, compiling it would
     # need inference, which would call the hook, which is not compiled yet.
     precompile(_typeinf_hook, _hook_argtypes())
-    precompile(_record!, (typeof(_warmup_args()),))
     args = _warmup_args()
-    calls, first_error = _HOOK_CALLS[], _HOOK_FIRST_ERROR[]
+    precompile(_record!, (typeof(args),))
+    calls, errors, first_error = _HOOK_CALLS[], _HOOK_ERRORS[], _HOOK_FIRST_ERROR[]
     _RECORDING[] = true
     try
         _typeinf_hook(args...)
+        # Test switch: a warm-up that throws after recording (as 1.12's MethodError did).
+        _FAULT[] === :warmup && throw(InstrumentationFault("fault injected in the warm-up"))
         _hook_error!(InstrumentationFault("warm-up")) # compiles the error path
     finally
         _RECORDING[] = false
+        # Undo what the warm-up recorded, also when it threw (nothing is left behind).
+        lock(_QUEUE_LOCK)
+        try
+            !isempty(_QUEUE) && _QUEUE[end] === args[1] && pop!(_QUEUE)
+        finally
+            unlock(_QUEUE_LOCK)
+        end
+        Threads.atomic_sub!(_HOOK_CALLS, _HOOK_CALLS[] - calls)
+        Threads.atomic_sub!(_HOOK_ERRORS, _HOOK_ERRORS[] - errors)
+        _HOOK_FIRST_ERROR[] = first_error
     end
-    # Undo what the warm-up recorded.
-    lock(_QUEUE_LOCK)
-    try
-        !isempty(_QUEUE) && _QUEUE[end] === args[1] && pop!(_QUEUE)
-    finally
-        unlock(_QUEUE_LOCK)
-    end
-    Threads.atomic_sub!(_HOOK_CALLS, _HOOK_CALLS[] - calls)
-    Threads.atomic_sub!(_HOOK_ERRORS, 1)
-    _HOOK_FIRST_ERROR[] = first_error
     try
         _RECORDING[] = true
         _set_typeinf_entry!(_typeinf_hook)
         _INSTALLED[] = true
-        _HOOK_WORLDS[Base.get_world_counter()] = "instrumentation hook installed"
+        _OUR_TYPEINF_WORLD[] = _typeinf_world()
+        _note_hook_world!("instrumentation hook installed")
     catch
         _RECORDING[] = false
         _set_typeinf_entry!(orig)
@@ -147,12 +155,31 @@ function _install_hook!()
     return nothing
 end
 
-"Puts the compiler's original entry point back (idempotent)."
+# Labels the world that installing/removing the hook created (only where
+# `jl_set_typeinf_func` creates one: not on 1.12, see compat.jl).
+function _note_hook_world!(what::String)
+    _SET_BUMPS_WORLD && (_HOOK_WORLDS[Base.get_world_counter()] = what)
+    return nothing
+end
+
+"""
+Puts the compiler's original entry point back (idempotent), unless another
+tool installed its own entry point after ours (seen through
+`jl_typeinf_world`, 1.10+): restoring would silently undo theirs, so it stays,
+and ours (if they still forward to it) only forwards without recording.
+"""
 function _uninstall_hook!()
     _RECORDING[] = false
     _INSTALLED[] || return nothing
+    ours = _OUR_TYPEINF_WORLD[]
+    _LEFT_FOREIGN[] = false
+    if ours !== nothing && _typeinf_world() != ours
+        _INSTALLED[] = false
+        _LEFT_FOREIGN[] = true
+        return nothing
+    end
     _set_typeinf_entry!(_ORIGINAL[])
     _INSTALLED[] = false
-    _HOOK_WORLDS[Base.get_world_counter()] = "instrumentation hook removed"
+    _note_hook_world!("instrumentation hook removed")
     return nothing
 end

@@ -1,46 +1,79 @@
-# Everything that depends on the Julia version, in one file.
+# Everything that depends on the Julia version, in one file. Each branch cites
+# the Julia source it follows (tags v1.10.10, v1.11.7, v1.12.1; a copy of those
+# files is in ../shared/julia-sources/ on the project's machines).
 #
-# What each version does (only 1.5 is exercised by the test suite; the other
-# branches follow Julia's sources and are UNTESTED):
+# | Julia       | tested | hook called as (C: src/gf.c jl_type_infer)            | original entry point                        | set_typeinf bumps world |
+# |-------------|--------|-------------------------------------------------------|---------------------------------------------|-------------------------|
+# | 1.5         | yes    | (mi, world::UInt)                                     | Core.Compiler.typeinf_ext                   | yes                     |
+# | 1.6 – 1.9   | -      | not supported: no branch was read against its sources | (enable_instrumentation refuses)            |                         |
+# | 1.10, 1.11  | yes    | (mi, world::UInt)                                     | Core.Compiler.typeinf_ext_toplevel, 2 args  | yes (gf.c:654 / :688)   |
+# | 1.12        | no     | (mi, world::UInt, source_mode::UInt8, trim_mode::UInt8) | Core.Compiler.typeinf_ext_toplevel, 4 args | no (gf.c:953)           |
 #
-# | Julia      | hook installed with      | hook called as                   | original entry point              | typed IR of an MI                                |
-# |------------|--------------------------|----------------------------------|-----------------------------------|--------------------------------------------------|
-# | 1.5        | jl_set_typeinf_func      | (mi, world::UInt)                | Core.Compiler.typeinf_ext         | Core.Compiler.typeinf_code(m, tt, sp, opt, Params(world)) |
-# | 1.6 – 1.11 | jl_set_typeinf_func      | (mi, world::UInt)                | Core.Compiler.typeinf_ext_toplevel| Base.code_typed_by_type(tt; optimize, world)     |
-# | 1.12 +     | jl_set_typeinf_func      | (mi, world, source_mode::UInt8)  | Core.Compiler.typeinf_ext_toplevel (returns a CodeInstance) | Base.code_typed_by_type |
-#
-# The hook forwards `args...` unchanged, so a new trailing argument does not
-# break it; only the precompile signature below names the arguments.
+# The hook forwards `args...` unchanged; only the warm-up call and the
+# precompile signature name the arguments. Before anything is installed,
+# `_self_check()` looks up every method, field and C symbol used here on the
+# running Julia (`_requirements()`), so a Julia whose internals moved gets a
+# clear `InstrumentationUnsupported` instead of a broken compiler.
 #
 # Other differences handled here:
-# - the current hook cannot be read back on any version (`jl_typeinf_func` is
-#   not an exported symbol), so "the original" is the version's documented
-#   default entry point; a hook installed by someone else before us is
-#   replaced by that default when we restore (documented in docs/instrumentation.md);
+# - the current entry point cannot be read back (`jl_typeinf_func` is not
+#   exported), but `jl_typeinf_world` (exported from 1.10) changes on every
+#   `jl_set_typeinf_func`: if it is not the value our install left, someone
+#   else installed an entry point after us and `disable_instrumentation` leaves
+#   theirs in place (1.5 does not export it: there we restore unconditionally);
 # - `Base._methods_by_ftype` returns `svec(types, sparams, method)` on 1.5 and
 #   `Core.MethodMatch` objects from 1.6;
 # - `:invoke` statements name a `MethodInstance` up to 1.11 and may name a
 #   `CodeInstance` from 1.12;
+# - `jl_code_for_staged` takes (mi) on 1.5, (mi, world) on 1.10/1.11 and
+#   (mi, world, cache) on 1.12 (see `_lowered_ir`);
+# - `CodeInstance` has an `owner` from 1.11: only the native compiler's
+#   (`owner === nothing`) count for invalidations (see `_closed_worlds`);
 # - invalidations: `jl_debug_method_invalidation` is a C `int` on 1.5 whose
 #   only effect is printing to stdout (not capturable cheaply), and a function
 #   returning a list from 1.6. We use neither: an invalidation is detected on
 #   every version by a captured instance's `CodeInstance` getting a finite
 #   `max_world` (see `_closed_worlds`);
-# - the REPL evaluates in `Main` up to 1.8 and in `Base.active_module()` from 1.9.
+# - the REPL's transform lists: `Base.active_repl_backend.ast_transforms` and
+#   `REPL.repl_ast_transforms` (stdlib/REPL/src/REPL.jl:90/126 on 1.10, 187/239 on 1.11, 114/288 on 1.12).
 
 const _V15 = VERSION < v"1.6.0-DEV"
+const _V111 = VERSION >= v"1.11.0-DEV"
 const _V112 = VERSION >= v"1.12.0-DEV"
+"Versions with a branch here (1.6 – 1.9 were never read against their sources)."
+const _SUPPORTED = _V15 || VERSION >= v"1.10.0-DEV"
+
+"""
+    InstrumentationUnsupported(version, missing)
+
+Thrown by [`enable_instrumentation`](@ref) when the running Julia lacks a
+method, field or C symbol the compiler hooks use (`missing` names each one);
+nothing is installed then.
+"""
+struct InstrumentationUnsupported <: Exception
+    version::VersionNumber
+    missing::Vector{String}
+end
+function Base.showerror(io::IO, e::InstrumentationUnsupported)
+    print(io, "InstrumentationUnsupported: the compiler hooks do not match Julia ", e.version,
+          " (nothing was installed); missing: ", join(e.missing, "; "))
+end
 
 "The compiler's own type-inference entry point (what `disable_instrumentation` restores)."
 function _default_typeinf_entry()
     if _V15
         return Core.Compiler.typeinf_ext
     else
-        return getfield(Core.Compiler, :typeinf_ext_toplevel) # untested
+        # 1.10: base/compiler/typeinfer.jl:1078, 1.11: base/compiler/typeinfer.jl:1135,
+        # 1.12: Compiler/src/typeinfer.jl:1448 (the "bridge for the C code").
+        return getfield(Core.Compiler, :typeinf_ext_toplevel)
     end
 end
 
-"Installs `f` as the type-inference entry point (bumps the world counter)."
+"Whether `jl_set_typeinf_func` advances the world counter (src/gf.c: 1.10 line 659, 1.11 line 693; not on 1.12, line 953)."
+const _SET_BUMPS_WORLD = !_V112
+
+"Installs `f` as the type-inference entry point."
 function _set_typeinf_entry!(@nospecialize(f))
     ccall(:jl_set_typeinf_func, Cvoid, (Any,), f)
     return nothing
@@ -48,8 +81,9 @@ end
 
 "Argument types the hook is called with on this version (for `precompile`)."
 function _hook_argtypes()
-    _V112 && return (Core.MethodInstance, UInt, UInt8) # untested
-    return (Core.MethodInstance, UInt)
+    # 1.12: src/gf.c:431-435 passes (mi, world, source_mode, trim_mode).
+    _V112 && return (Core.MethodInstance, UInt, UInt8, UInt8)
+    return (Core.MethodInstance, UInt) # 1.5 – 1.11: src/gf.c:366-368 (1.10), 362-364 (1.11)
 end
 
 """
@@ -59,8 +93,96 @@ makes the original entry point return at once.
 """
 function _warmup_args()
     mi = _method_instance(Tuple{typeof(identity),Int}, Base.get_world_counter())
-    _V112 && return (mi, Base.get_world_counter(), UInt8(0)) # untested (SOURCE_MODE_NOT_REQUIRED)
+    # 1.12: SOURCE_MODE_NOT_REQUIRED = 0x0 (Compiler/src/typeinfer.jl:1147), TRIM_NO = 0x0 (:1533).
+    _V112 && return (mi, Base.get_world_counter(), 0x00, 0x00)
     return (mi, Base.get_world_counter())
+end
+
+"""
+    _requirements() -> Vector{Tuple{String,Function}}
+
+Everything the hooks use on this version: a description and a check that is
+true when the running Julia has it. `_EXTRA_REQUIREMENTS` lets the tests fake
+a missing piece.
+"""
+function _requirements()
+    C = Core.Compiler
+    MI, CI = Core.MethodInstance, isdefined(Core, :CodeInstance) ? Core.CodeInstance : Nothing
+    reqs = Tuple{String,Function}[]
+    method(mod, name, types) = push!(reqs, (string("method ", mod, ".", name, types),
+                                            () -> isdefined(mod, name) && hasmethod(getfield(mod, name), Tuple{types...})))
+    field(T, name) = push!(reqs, (string("field ", T, ".", name), () -> T !== Nothing && hasfield(T, name)))
+    symbol(name) = push!(reqs, (string("C symbol ", name), () -> _c_symbol(name) != C_NULL))
+    symbol(:jl_set_typeinf_func)
+    symbol(:jl_code_for_staged)
+    method(Base, :_methods_by_ftype, (Any, Int, UInt))
+    field(MI, :def); field(MI, :specTypes); field(MI, :cache)
+    field(CI, :max_world); field(CI, :next)
+    field(Method, :primary_world); field(Method, :generator)
+    if _V15
+        method(C, :typeinf_ext, (MI, UInt))
+        symbol(:jl_typeinf_begin); symbol(:jl_typeinf_end)
+        method(C, :specialize_method, (Method, Any, Core.SimpleVector))
+        for name in (:InferenceResult, :InferenceState, :Params, :OptimizationState)
+            push!(reqs, (string("Core.Compiler.", name), () -> isdefined(C, name)))
+        end
+    else
+        symbol(:jl_typeinf_world) # the restore guard (src/gf.c:652 on 1.10)
+        method(C, :typeinf_ext_toplevel, _hook_argtypes())
+        method(Base, :code_typed_by_type, (Type,))
+        if _V112
+            method(C, :specialize_method, (Method, Any, Core.SimpleVector))
+        else
+            method(C, :specialize_method, (Core.MethodMatch,))
+        end
+        _V111 && field(CI, :owner) # src/julia.h:416 (1.11), :440 (1.12)
+    end
+    append!(reqs, _EXTRA_REQUIREMENTS)
+    return reqs
+end
+
+"Test hook: requirements added to `_requirements()` (to fake a missing piece)."
+const _EXTRA_REQUIREMENTS = Tuple{String,Function}[]
+
+"The address of a C symbol exported by Julia's own libraries (`C_NULL` if none has it)."
+function _c_symbol(name::Symbol)
+    for lib in Libdl.dllist()
+        occursin("libjulia", basename(lib)) || continue
+        h = Libdl.dlopen_e(lib)
+        h == C_NULL && continue
+        p = Libdl.dlsym_e(h, name)
+        p == C_NULL || return p
+    end
+    return C_NULL
+end
+
+"""
+    _self_check()
+
+Throws [`InstrumentationUnsupported`](@ref) naming every piece the hooks use
+that the running Julia lacks (or the version, when no branch here covers it).
+"""
+function _self_check()
+    missing = String[]
+    _SUPPORTED || push!(missing, "a branch for Julia $(VERSION.major).$(VERSION.minor) in julia/instrumentation/compat.jl (supported: 1.5, 1.10 – 1.12)")
+    for (what, ok) in _requirements()
+        found = try
+            ok()::Bool
+        catch
+            false
+        end
+        found || push!(missing, what)
+    end
+    isempty(missing) || throw(InstrumentationUnsupported(VERSION, missing))
+    return nothing
+end
+
+"The value of `jl_typeinf_world` (changed by every `jl_set_typeinf_func`), or `nothing` where it is not exported (1.5)."
+function _typeinf_world()
+    _V15 && return nothing
+    p = _c_symbol(:jl_typeinf_world)
+    p == C_NULL && return nothing
+    return unsafe_load(Ptr{UInt}(p))
 end
 
 "The `MethodInstance` that dispatch picks for the call signature `tt` in `world`, or `nothing`."
@@ -70,15 +192,18 @@ function _method_instance(@nospecialize(tt), world::UInt)
     m = ms[1]
     if _V15
         return Core.Compiler.specialize_method(m[3], m[1], m[2])
+    elseif _V112
+        # 1.12: Compiler/src/typeinfer.jl:905 specializes (method, atype, sparams).
+        return Core.Compiler.specialize_method(m.method, m.spec_types, m.sparams)
     else
-        return Core.Compiler.specialize_method(m) # untested
+        return Core.Compiler.specialize_method(m) # base/compiler/utilities.jl:227 (1.10, 1.11)
     end
 end
 
 "The `MethodInstance` named by an `:invoke` statement's first argument (or `nothing`)."
 function _invoke_target(@nospecialize(x))
     x isa Core.MethodInstance && return x
-    # 1.12+: a CodeInstance whose `def` is the MethodInstance (untested).
+    # 1.12: a CodeInstance whose `def` is the MethodInstance (src/julia.h:439; untested).
     if !_V15 && isdefined(Core, :CodeInstance) && x isa Core.CodeInstance
         d = x.def
         return d isa Core.MethodInstance ? d : nothing
@@ -117,7 +242,9 @@ function _infer_ir(mi::Core.MethodInstance, world::UInt)
         Base.remove_linenums!(typed)
         Base.remove_linenums!(opt)
         return typed, opt, rt
-    else # untested
+    else
+        # As code_typed does (base/reflection.jl:1381 on 1.10, :1612 on 1.11, :278 on 1.12):
+        # two inferences (unoptimized, optimized), where 1.5 needs one; see docs/versions.md.
         typed, rt = only(Base.code_typed_by_type(mi.specTypes; optimize = false, debuginfo = :none, world = world))
         opt, _ = only(Base.code_typed_by_type(mi.specTypes; optimize = true, debuginfo = :none, world = world))
         return typed, opt, rt
@@ -126,22 +253,30 @@ end
 
 "Calls `f(method)` for every method of the generic function `func`."
 function _foreach_method(f, @nospecialize(func))
-    if VERSION < v"1.12.0-DEV"
-        Base.visit(f, typeof(func).name.mt)
-    else # untested: 1.12 keeps all methods in one global table
+    if !_V112
+        Base.visit(f, typeof(func).name.mt) # 1.5 – 1.11: each function's own method table
+    else # 1.12 keeps all methods in one global table (untested)
         foreach(f, methods(func))
     end
     return nothing
 end
 
-"The lowered code of `mi`'s method (the staged code for a `@generated` one), without line numbers."
-function _lowered_ir(mi::Core.MethodInstance)
+"The lowered code of `mi`'s method (the staged code for a `@generated` one, expanded for `world`), without line numbers."
+function _lowered_ir(mi::Core.MethodInstance, world::UInt)
     m = mi.def::Method
     code = if isdefined(m, :generator)
         # The generator runs here, outside inference; a generator that cannot
         # expand for these (non-leaf) types leaves the page empty-handed.
-        _V112 ? ccall(:jl_code_for_staged, Any, (Any, UInt), mi, Base.get_world_counter()) : # untested
-                ccall(:jl_code_for_staged, Any, (Any,), mi)
+        # Called as Base's code_lowered calls it on each version:
+        if _V15
+            ccall(:jl_code_for_staged, Any, (Any,), mi)
+        elseif _V112
+            # base/reflection.jl:34 (1.12); a NULL `cache` out-pointer is not written (src/method.c:695).
+            ccall(:jl_code_for_staged, Any, (Any, UInt, Ptr{Cvoid}), mi, world, C_NULL)
+        else
+            # base/reflection.jl:994 (1.10), :1145 (1.11); src/method.c:566 / :625 take (mi, world).
+            ccall(:jl_code_for_staged, Any, (Any, UInt), mi, world)
+        end
     else
         Base.uncompressed_ir(m)
     end
@@ -154,25 +289,26 @@ end
 _method_world(m::Method) = UInt(m.primary_world)
 
 """
-The `max_world` of each `CodeInstance` cached for `mi` that is closed (no
-longer valid in the newest world): each one is an invalidation or a
-replacement of that compiled code.
+The `max_world` of each `CodeInstance` of the native compiler cached for `mi`
+that is closed (no longer valid in the newest world): each one is an
+invalidation or a replacement of that compiled code. From 1.11 other compiler
+tools cache their own instances in the same list, marked by `owner` (`nothing`
+is the native compiler's: src/julia.h:416 on 1.11, :440 on 1.12); theirs are
+not our invalidations.
 """
 function _closed_worlds(mi::Core.MethodInstance)
     out = UInt[]
     isdefined(mi, :cache) || return out
     ci = mi.cache
     while true
+        native = !_V111 || ci.owner === nothing
         mw = UInt(ci.max_world)
-        mw != typemax(UInt) && push!(out, mw)
+        (native && mw != typemax(UInt)) && push!(out, mw)
         isdefined(ci, :next) || break
         ci = ci.next
     end
     return out
 end
-
-"The module REPL input is evaluated in."
-_repl_module() = isdefined(Base, :active_module) ? Base.active_module() : Main # 1.9+: untested
 
 "The running REPL backend's list of AST transforms, or `nothing` outside a REPL."
 function _repl_backend_transforms()

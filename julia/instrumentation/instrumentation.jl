@@ -3,12 +3,12 @@
 # compiler edges, plus a world page updated by a delta when the world age moves.
 # Design and page layouts: docs/instrumentation.md.
 #
-#   compat.jl   everything that depends on the Julia version
+#   compat.jl   everything that depends on the Julia version, and the self-check
 #   layout.jl   byte layouts of the IR text pages and the world page
 #   capture.jl  the type-inference hook (records only) and its install/restore
 #   manager.jl  per-state manager: rendering, page writes, edges, world, reanalyze!
 #   query.jl    ir_pages, ir_text, module_pages, method_graph, status
-#   repl.jl     flush after every REPL command
+#   repl.jl     flush at the start of every REPL command
 
 const _INSTRUMENTATION_DIR = @__DIR__
 include(joinpath(_INSTRUMENTATION_DIR, "compat.jl"))

@@ -383,7 +383,7 @@ function _capture!(m::InstrumentationManager, mi::Core.MethodInstance, world::UI
     ment = _lookup(m.methods, def.sig)
     if ment === nothing || ment.method !== def || force
         src = _render_source(def, files)
-        low = _render(_lowered_ir(mi))
+        low = _render(_lowered_ir(mi, world))
         if ment === nothing
             label = _method_label(def)
             s = _new_slot!(m, :source, label, src)
@@ -644,8 +644,12 @@ end
 Starts capturing what Julia's compiler infers into IR pages of `state` (the
 form without a state uses [`default_instrumentation_state`](@ref)). Installs
 the type-inference hook if no other state has it installed, creates the world
-page, and, in a REPL, flushes after every command. Returns the
-[`InstrumentationManager`](@ref).
+page, and, in a REPL, flushes at the start of every command (what the
+previous ones compiled). Returns the [`InstrumentationManager`](@ref).
+
+Before anything is created or installed, checks that the running Julia has
+every method, field and C symbol the compiler hooks use; if not, throws
+`MMSB.InstrumentationUnsupported` naming the version and each missing piece.
 
 - `include_system`: also capture methods of Core, Base and the standard
   libraries (off by default: user code only). MMSB's own methods are never captured.
@@ -658,6 +662,9 @@ function enable_instrumentation(state::MMSBState; include_system::Bool = false,
                                 modules::Union{Nothing,Module,AbstractVector{Module}} = nothing,
                                 follow_invokes::Bool = true, max_per_flush::Integer = 10_000)
     isopen(state) || throw(ArgumentError("the state is closed"))
+    # Before anything is created or installed: a Julia whose compiler internals
+    # differ from what compat.jl follows gets a clear error and no hook.
+    hook_installed() || _self_check()
     mods = modules === nothing ? nothing : modules isa Module ? Module[modules] : Module[modules...]
     lock(_REGISTRY_LOCK) do
         _forget_closed!()

@@ -161,20 +161,26 @@ compiler_edges(state::MMSBState) = (m = _manager(state); lock(() -> copy(m.edges
 
 """
     world_page(state) -> PageId
+    world_page() -> PageId
 
-The page tracking the world age of `state`'s instrumentation (layout in
-docs/instrumentation.md; decode it with [`world_log`](@ref)).
+The page tracking the world age of `state`'s instrumentation (or of the
+default state's; layout in docs/instrumentation.md; decode it with
+[`world_log`](@ref)).
 """
 world_page(state::MMSBState) = _manager(state).world_page
+world_page() = world_page(default_instrumentation_state())
 
 """
     world_log(state) -> NamedTuple
+    world_log() -> NamedTuple
 
-Reads the world page: `world` (the world age at the last flush), `count`
-(entries ever recorded), `invalidations`, and `entries`, the most recent
-`WORLD_RING` [`WorldEntry`](@ref)s, oldest first.
+Reads the world page of `state` (or of the default state, like the other
+REPL helpers): `world` (the world age at the last flush), `count` (entries
+ever recorded), `invalidations`, and `entries`, the most recent `WORLD_RING`
+[`WorldEntry`](@ref)s, oldest first.
 """
 world_log(state::MMSBState) = decode_world(read_page(state, world_page(state)))
+world_log() = world_log(default_instrumentation_state())
 
 """
     instrumentation_status(state) -> NamedTuple

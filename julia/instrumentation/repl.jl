@@ -1,22 +1,20 @@
-# REPL integration: flush after every command.
+# REPL integration: every command renders what the previous ones compiled.
 #
-# An AST transform rewrites each command `ex` into a call that evaluates `ex`
-# (with `Core.eval`, in the REPL's module, so definitions, `using`, `struct`
-# and macros behave as typed) and flushes afterwards, also when `ex` throws.
-# The call returns the command's value, so the REPL prints and stores `ans` as
-# usual. Appending a statement instead would change the printed value, and
-# wrapping `ex` in `try` would reject `struct`/`module` (not at top level).
+# As Revise does, the AST transform puts a call of its own as a separate
+# top-level statement *before* the command: `Expr(:toplevel, flush, ex)`. The
+# command itself is evaluated exactly as typed (definitions, `using`, `struct`,
+# macros, the value the REPL prints and stores in `ans`), and none of MMSB's
+# frames is on the stack while it runs, so an error's stack trace shows the
+# user's frames only (the REPL cuts the trace at its own `eval`). On 1.12 the
+# REPL looks for `using X` of a missing package in each top-level statement
+# (stdlib/REPL/src/REPL.jl:304-307), so it still sees the command's.
+#
+# The flush therefore runs when the next command starts: a query typed at the
+# prompt always sees what earlier commands compiled. `disable_instrumentation`
+# and exit flush the last command's share.
 
-"Evaluates one REPL command, then flushes instrumentation (never throws for the flush)."
-function _repl_eval(mod::Module, @nospecialize(ex))
-    try
-        return Core.eval(mod, ex)
-    finally
-        _after_command()
-    end
-end
-
-function _after_command()
+"Flushes instrumentation at the start of a REPL command (never throws)."
+function _repl_flush()
     try
         Base.invokelatest(_flush_all)
     catch err
@@ -31,7 +29,7 @@ end
 "The AST transform installed into the REPL backend."
 function _repl_transform(@nospecialize(ex))
     isempty(_active_managers()) && return ex
-    return Expr(:call, _repl_eval, _repl_module(), QuoteNode(ex))
+    return Expr(:toplevel, Expr(:call, _repl_flush), ex)
 end
 
 # Add the transform to the running backend (if any) and to the list a backend

@@ -24,6 +24,8 @@ const REPL_STEPS = [
     ("println(\"MA\", \"RK6 \", epoch(MMSB.default_instrumentation_state(), ir_pages(replf, (Int,)).typed) > e0, \" \", occursin(\"(x * 9)\", ir_text(ir_pages(replf, (Int,)).typed)))", r"MARK6 "),
     ("struct ReplS; a::Int; end; println(\"MA\", \"RK7 \", ReplS(4).a)", r"MARK7 "),
     ("error(\"bo\" * \"om\")", r"ERROR: boom"),
+    # A stack trace shows the user's frames, none of MMSB's (see `repl_trace`).
+    ("replthrow() = error(\"bo\" * \"om2\"); replthrow()", r"ERROR: boom2"),
     ("println(\"MA\", \"RK8 \", instrumentation_status().errors, \" \", length(world_log(MMSB.default_instrumentation_state()).entries) > 0)", r"MARK8 "),
     ("disable_instrumentation(); println(\"MA\", \"RK9 \", MMSB.hook_installed(), \" \", MMSB.repl_attached())", r"MARK9 "),
 ]
@@ -116,6 +118,23 @@ function run_repl_session(; julia::Cmd, project::AbstractString, timeout::Real =
     return (ok = ok, markers = markers, transcript = transcript)
 end
 
+"""
+    repl_trace(transcript) -> String
+
+The error report of the `replthrow()` step: from `ERROR: boom2` to the next
+prompt (the stack trace the REPL printed), or "" when it is missing.
+"""
+function repl_trace(transcript::AbstractString)
+    i = findfirst("ERROR: boom2", transcript)
+    i === nothing && return ""
+    j = findnext("julia> ", transcript, last(i))
+    return String(transcript[first(i):(j === nothing ? lastindex(transcript) : prevind(transcript, first(j)))])
+end
+
+"Whether a REPL stack trace shows the user's function and no frame of MMSB."
+trace_is_clean(trace::AbstractString) =
+    occursin("replthrow", trace) && !occursin("_repl_", trace) && !occursin("julia/instrumentation", trace) && !occursin("MMSB", trace)
+
 if abspath(PROGRAM_FILE) == @__FILE__
     res = run_repl_session(; julia = Base.julia_cmd(), project = dirname(dirname(@__DIR__)))
     println(res.transcript)
@@ -123,4 +142,5 @@ if abspath(PROGRAM_FILE) == @__FILE__
     for (k, v) in REPL_EXPECTED
         println(k, ": ", get(res.markers, k, "(missing)"), get(res.markers, k, nothing) == v ? "  ok" : "  EXPECTED $v")
     end
+    println("stack trace without MMSB frames: ", trace_is_clean(repl_trace(res.transcript)))
 end
