@@ -110,19 +110,19 @@ end
     @test log0.world == instrumentation_status(state).world
     @test has_entry(log0, :defined, "inst_leaf")
     leaf = ir_pages(state, inst_leaf, (Int,))
-    e0, l0, wp0 = epoch(state, leaf.typed), lsn(state), epoch(state, world_page(state))
+    e0, l0, wp0 = page_epoch(state, leaf.typed), lsn(state), page_epoch(state, world_page(state))
     old = ir_text(state, leaf.typed)
     @eval @noinline inst_leaf(x) = x * 5 + 2
     @test call(inst_caller, 2) == 12 + 17
     flush_instrumentation(state)
     leaf2 = ir_pages(state, inst_leaf, (Int,))
     @test leaf2.typed == leaf.typed # same page: the new text fits, it arrived as a delta
-    @test epoch(state, leaf.typed) == e0 + 1 && lsn(state) > l0
+    @test page_epoch(state, leaf.typed) == e0 + 1 && lsn(state) > l0
     new = ir_text(state, leaf.typed)
     @test new != old && new == typed_text(inst_leaf, (Int,)) && occursin("x * 5", new)
     @test ir_text(state, leaf.optimized) == optimized_text(inst_leaf, (Int,))
     log1 = world_log(state)
-    @test log1.world > log0.world && epoch(state, world_page(state)) > wp0
+    @test log1.world > log0.world && page_epoch(state, world_page(state)) > wp0
     @test has_entry(log1, :defined, "inst_leaf") && log1.count > log0.count
     # inst_caller's compiled code called the old inst_leaf: an invalidation.
     @test has_entry(log1, :invalidated, "inst_caller") && log1.invalidations >= 1
@@ -133,10 +133,10 @@ end
     l0 = lsn(state)
     @eval @noinline inst_leaf(x) = x * 7 - 1
     leaf = ir_pages(state, inst_leaf, (Int,))
-    e0 = epoch(state, leaf.typed)
+    e0 = page_epoch(state, leaf.typed)
     changed = reanalyze!(state, inst_leaf, (Int,)) # not called since: only re-analysis sees it
     @test any(c -> startswith(c, "typed") && occursin("inst_leaf", c), changed)
-    @test epoch(state, leaf.typed) == e0 + 1 && lsn(state) > l0
+    @test page_epoch(state, leaf.typed) == e0 + 1 && lsn(state) > l0
     @test ir_text(state, leaf.typed) == typed_text(inst_leaf, (Int,)) && occursin("x * 7", ir_text(state, leaf.typed))
     @test reanalyze!(state) == String[]
     # A function never called is captured by reanalyze!(state, f, types).
@@ -509,7 +509,7 @@ Base.invokelatest(inst_late, 1) # captured only by the flush at exit
         copyto!(dst, src)
     end])
     e0 = instrumentation_status(state).errors
-    write_page(state, a, UInt8[1])
+    write_page!(state, a, UInt8[1])
     e = try propagate!(state, a); nothing catch x; x end
     @test e isa MMSBError && e.name == "reentrant"
     @test flushed[] isa Int                          # flush never throws: it counts the refusal

@@ -239,9 +239,9 @@ function _new_slot!(m::InstrumentationManager, kind::Symbol, label::String, text
     size = ir_page_size(sizeof(text))
     page = create_page(m.state, size; name = _page_name(kind, label))
     try
-        update_page(m.state, page, encode_ir(text))
+        update_page!(m.state, page, encode_ir(text))
     catch
-        free_page(m.state, page)
+        free_page!(m.state, page)
         rethrow()
     end
     slot = IRSlot(page, size, text, kind, label, 0)
@@ -261,16 +261,16 @@ function _write_slot!(m::InstrumentationManager, slot::IRSlot, text::String)
     if IR_HEADER + n > slot.size
         size = ir_page_size(n)
         page = create_page(m.state, size; name = _page_name(slot.kind, slot.label))
-        update_page(m.state, page, encode_ir(text))
+        update_page!(m.state, page, encode_ir(text))
         old = slot.page
         slot.page, slot.size = page, size
         delete!(m.slots, old.value)
         m.slots[page.value] = slot
         _repoint_edges!(m, old, page)
-        free_page(m.state, old)
+        free_page!(m.state, old)
         m.reallocations += 1
     else
-        update_page(m.state, slot.page, encode_ir(text, sizeof(slot.text)))
+        update_page!(m.state, slot.page, encode_ir(text, sizeof(slot.text)))
     end
     slot.text = text
     slot.updates += 1
@@ -478,7 +478,7 @@ function _world_write!(m::InstrumentationManager, world::UInt, entries::Vector{W
         e.kind === :invalidated && (m.invalidations += 1)
     end
     world_header!(m.world_buf, UInt64(world), m.world_count, m.invalidations)
-    update_page(m.state, m.world_page, m.world_buf)
+    update_page!(m.state, m.world_page, m.world_buf)
     return nothing
 end
 
@@ -673,7 +673,7 @@ function enable_instrumentation(state::MMSBState; include_system::Bool = false,
             world = Base.get_world_counter()
             wp = create_page(state, WORLD_PAGE_SIZE; name = "instrumentation/world")
             buf = world_header!(zeros(UInt8, WORLD_PAGE_SIZE), UInt64(world), UInt64(0), UInt64(0))
-            update_page(state, wp, buf)
+            update_page!(state, wp, buf)
             m = InstrumentationManager(state, false, ReentrantLock(), include_system, mods, follow_invokes,
                                        Int(max_per_flush), Core.MethodInstance[], IdDict{Any,MethodEntry}(),
                                        IdDict{Any,InstanceEntry}(), Dict{UInt64,IRSlot}(), CompilerEdge[], Set{CompilerEdge}(),

@@ -20,8 +20,8 @@ const REPL_STEPS = [
     ("println(\"MA\", \"RK3 \", replf(6))", r"MARK3 "),
     # The flush at the end of the previous command must have captured replf.
     ("p = ir_pages(replf, (Int,)); println(\"MA\", \"RK4 \", occursin(\"Base.mul_int(x, 7)\", ir_text(p.optimized)), \" \", occursin(\"replf(x) = x * 7 + 1\", ir_text(p.source)))", r"MARK4 "),
-    ("e0 = epoch(MMSB.default_instrumentation_state(), p.typed); replf(x) = x * 9; println(\"MA\", \"RK5 \", replf(6))", r"MARK5 "),
-    ("println(\"MA\", \"RK6 \", epoch(MMSB.default_instrumentation_state(), ir_pages(replf, (Int,)).typed) > e0, \" \", occursin(\"(x * 9)\", ir_text(ir_pages(replf, (Int,)).typed)))", r"MARK6 "),
+    ("e0 = page_epoch(MMSB.default_instrumentation_state(), p.typed); replf(x) = x * 9; println(\"MA\", \"RK5 \", replf(6))", r"MARK5 "),
+    ("println(\"MA\", \"RK6 \", page_epoch(MMSB.default_instrumentation_state(), ir_pages(replf, (Int,)).typed) > e0, \" \", occursin(\"(x * 9)\", ir_text(ir_pages(replf, (Int,)).typed)))", r"MARK6 "),
     ("struct ReplS; a::Int; end; println(\"MA\", \"RK7 \", ReplS(4).a)", r"MARK7 "),
     ("error(\"bo\" * \"om\")", r"ERROR: boom"),
     # A stack trace shows the user's frames, none of MMSB's (see `repl_trace`).
