@@ -635,7 +635,7 @@ MmsbStatus mmsb_command_list_push_callback(struct MmsbCommandList *list,
 
 // Adds the edge `from -> to` of `kind` (`MMSB_EDGE_*`) with a copy of `commands` (NULL for
 // none) and writes its id to `*out_edge`. Fails with `MMSB_STATUS_CYCLE` if it would close a
-// cycle (the message names it), `MMSB_STATUS_INVALID_ARGUMENT` for an invalid command or an
+// cycle (the message names it), `MMSB_STATUS_CODE_INVALID_ARGUMENT` for an invalid command or an
 // existing edge between the pair, `MMSB_STATUS_UNKNOWN_PAGE` for a missing page.
 //
 // # Safety
@@ -738,7 +738,7 @@ void mmsb_subscription_free(struct MmsbSubscription *sub);
 
 // Turns the transaction log on (1) or off (0) for an in-memory state. A state with a
 // directory always logs: opening one with logging set to 0 fails with
-// `MMSB_STATUS_INVALID_ARGUMENT` (use an in-memory state to run without a log).
+// `MMSB_STATUS_CODE_INVALID_ARGUMENT` (use an in-memory state to run without a log).
 //
 // # Safety
 // `cfg` a live config not used concurrently.
@@ -958,7 +958,7 @@ MmsbStatus mmsb_config_set_durability(struct MmsbConfig *cfg, uint32_t mode);
 // 256 ..= 2^64 - 1), `segment_size` (256 ..= 2^32), `blob_min` (any value: 0 and 1 put every
 // payload into blob files, `UINT64_MAX` none), `file_backed_pages` (0/1), `tolerant_recovery`
 // (0/1), `gpu` (0/1), `logging` (0/1, as `mmsb_config_set_logging`). Ranges are checked by
-// `mmsb_state_open`, which fails with `MMSB_STATUS_INVALID_ARGUMENT` and a message naming the
+// `mmsb_state_open`, which fails with `MMSB_STATUS_CODE_INVALID_ARGUMENT` and a message naming the
 // accepted range.
 //
 // # Safety
@@ -969,7 +969,7 @@ MmsbStatus mmsb_config_set_u64(struct MmsbConfig *cfg,
                                uint64_t value);
 
 // Opens a state. `cfg` may be NULL for the defaults; it is only read (free it yourself).
-// Fails with `MMSB_STATUS_INVALID_ARGUMENT` for a configuration with a directory whose logging
+// Fails with `MMSB_STATUS_CODE_INVALID_ARGUMENT` for a configuration with a directory whose logging
 // was set to 0 (a directory-backed state always logs).
 //
 // # Safety

@@ -20,15 +20,15 @@
 //! Bytes a foreign kernel writes into a mirror must be pulled (device→host) before the next
 //! host→device sync of the page: its coalesced copies may cover them with the CPU's bytes.
 //!
-//! Integration points (marked `Device layer hook` / `LEAD-WIRE` in the code):
+//! Integration points (marked `Device layer hook` in the code):
 //! - `Page::dirty` and one call in `router::apply`; `MMSBState::device`, set in `open`, and the
 //!   `create_page` / `free_page` / `close` hooks;
 //! - the transaction log: `log_device_sync` (state_ext.rs) is called once per page and direction
 //!   after the doorbell rang, with a [`DeviceSyncRecord`] whose body
-//!   [`encode_sync_record`] / [`decode_sync_record`] serialize; until the log takes them as
-//!   extension records of kind [`DEVICE_SYNC_RECORD_KIND`] they wait in a bounded journal
-//!   (`MMSBState::take_device_sync_records`). Device→host syncs and `apply_on_device` route
-//!   their deltas with `router::validate`/`router::apply` under the core lock, as
+//!   [`encode_sync_record`] / [`decode_sync_record`] serialize: a state with a log writes it as
+//!   an extension record of kind `tlog::ext_kind::DEVICE_SYNC`, and every state keeps the last
+//!   ones in a bounded journal (`MMSBState::take_device_sync_records`). Device→host syncs and
+//!   `apply_on_device` route their deltas with `router::validate`/`router::apply` under the core lock, as
 //!   `update_page_at` does, so they are logged wherever that path is;
 //! - recovery: pages materialized without `create_page` need `device_adopt_page`.
 //!
@@ -53,7 +53,7 @@ use parking_lot::Mutex;
 
 pub use dirty::DirtySet;
 pub use plan::{CommandBuffer, CopyOp, Plan, PlannerConfig, SyncCommand, SyncDirection};
-pub use record::{decode_sync_record, encode_sync_record, DeviceSyncRecord, DEVICE_SYNC_RECORD_KIND};
+pub use record::{decode_sync_record, encode_sync_record, DeviceSyncRecord};
 pub use state_ext::{PageDeviceStatus, SyncReport};
 
 use crate::types::page::{Location, PageId};

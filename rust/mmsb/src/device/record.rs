@@ -12,9 +12,6 @@ use crate::device::plan::SyncDirection;
 use crate::types::error::LogError;
 use crate::types::page::PageId;
 
-/// Extension-record kind for DeviceSync bodies (layer 03, record 0).
-/// cbindgen:ignore
-pub const DEVICE_SYNC_RECORD_KIND: u16 = 0x0300;
 /// Version of the body encoding; bumped on incompatible change.
 /// cbindgen:ignore
 pub const DEVICE_SYNC_RECORD_VERSION: u8 = 1;

@@ -255,7 +255,7 @@ pub unsafe extern "C" fn mmsb_command_list_push_callback(
 
 /// Adds the edge `from -> to` of `kind` (`MMSB_EDGE_*`) with a copy of `commands` (NULL for
 /// none) and writes its id to `*out_edge`. Fails with `MMSB_STATUS_CYCLE` if it would close a
-/// cycle (the message names it), `MMSB_STATUS_INVALID_ARGUMENT` for an invalid command or an
+/// cycle (the message names it), `MMSB_STATUS_CODE_INVALID_ARGUMENT` for an invalid command or an
 /// existing edge between the pair, `MMSB_STATUS_UNKNOWN_PAGE` for a missing page.
 ///
 /// # Safety

@@ -42,7 +42,7 @@ pub struct MmsbLogInfo {
 
 /// Turns the transaction log on (1) or off (0) for an in-memory state. A state with a
 /// directory always logs: opening one with logging set to 0 fails with
-/// `MMSB_STATUS_INVALID_ARGUMENT` (use an in-memory state to run without a log).
+/// `MMSB_STATUS_CODE_INVALID_ARGUMENT` (use an in-memory state to run without a log).
 ///
 /// # Safety
 /// `cfg` a live config not used concurrently.

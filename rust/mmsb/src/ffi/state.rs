@@ -110,7 +110,7 @@ pub unsafe extern "C" fn mmsb_config_set_durability(cfg: *mut MmsbConfig, mode: 
 /// 256 ..= 2^64 - 1), `segment_size` (256 ..= 2^32), `blob_min` (any value: 0 and 1 put every
 /// payload into blob files, `UINT64_MAX` none), `file_backed_pages` (0/1), `tolerant_recovery`
 /// (0/1), `gpu` (0/1), `logging` (0/1, as `mmsb_config_set_logging`). Ranges are checked by
-/// `mmsb_state_open`, which fails with `MMSB_STATUS_INVALID_ARGUMENT` and a message naming the
+/// `mmsb_state_open`, which fails with `MMSB_STATUS_CODE_INVALID_ARGUMENT` and a message naming the
 /// accepted range.
 ///
 /// # Safety
@@ -148,7 +148,7 @@ pub unsafe extern "C" fn mmsb_config_set_u64(
 }
 
 /// Opens a state. `cfg` may be NULL for the defaults; it is only read (free it yourself).
-/// Fails with `MMSB_STATUS_INVALID_ARGUMENT` for a configuration with a directory whose logging
+/// Fails with `MMSB_STATUS_CODE_INVALID_ARGUMENT` for a configuration with a directory whose logging
 /// was set to 0 (a directory-backed state always logs).
 ///
 /// # Safety

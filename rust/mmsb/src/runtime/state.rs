@@ -15,7 +15,7 @@ use crate::graph::shadow_graph::ShadowPageGraph;
 use crate::monitoring::state_ext::RouteProbe; // monitoring
 use crate::runtime::router::{self, RouteOp};
 use crate::types::delta::Delta;
-use crate::types::error::{Error, PageError, Result, StateError};
+use crate::types::error::{PageError, Result, StateError};
 use crate::types::page::{Location, Page, PageBuf, PageId, PageInfo, PageMeta, PageView};
 use crate::types::IdHasher;
 
@@ -560,9 +560,4 @@ impl Drop for MMSBState {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-/// Convenience: converts any domain error into the crate error (for `?` in closures).
-pub(crate) fn _into_error<E: Into<Error>>(e: E) -> Error {
-    e.into()
 }

@@ -90,8 +90,6 @@ impl ErrorCode {
 pub enum PageError {
     #[error("unknown page {0}")]
     UnknownPage(PageId),
-    #[error("page {0} already exists")]
-    PageExists(PageId),
     #[error("page size {requested} is invalid (must be 1..={max} bytes)")]
     InvalidSize { requested: u64, max: u64 },
     #[error("could not allocate {size} bytes for a page: {source}")]
@@ -245,9 +243,7 @@ impl Error {
         match self {
             Error::Page(e) => match e {
                 PageError::UnknownPage(_) => ErrorCode::UnknownPage,
-                PageError::PageExists(_) | PageError::InvalidSize { .. } | PageError::InvalidName(_) => {
-                    ErrorCode::InvalidArgument
-                }
+                PageError::InvalidSize { .. } | PageError::InvalidName(_) => ErrorCode::InvalidArgument,
                 PageError::AllocationFailed { .. } => ErrorCode::AllocationFailed,
                 PageError::InUse { .. } => ErrorCode::PageInUse,
             },

@@ -171,7 +171,6 @@ impl MMSBState {
     /// Hook for other layers: logs an extension record of `kind` (one LSN, `core.lsn + 1`; the
     /// caller then bumps `core.lsn` and applies its change, and calls [`MMSBState::tlog_commit`]
     /// after releasing the lock). Recovery hands it to `MMSBState::apply_log_extension`.
-    #[allow(dead_code)] // called by the graph and device layers once merged
     pub(crate) fn tlog_extension(&self, core: &Core, kind: u8, body: &[u8]) -> Result<Pending> {
         let Some(log) = &self.tlog else { return Ok(Pending(None)) };
         let t = log.append(RecordType::Extension, core.lsn + 1, 1, |out| {
