@@ -10,38 +10,50 @@ struct EdgeId
 end
 Base.show(io::IO, e::EdgeId) = print(io, "EdgeId(", Int(e.value), ")")
 
-"""
-    CopyCommand(src_offset, dst_offset, len)
+# Edge commands keep the 0-based offsets the C API takes (the fields); they are
+# built from 1-based positions by the keyword constructors. `ZeroBased()` marks
+# the inner constructors, so that no positional call reaches them by accident.
+struct ZeroBased end
 
-Edge command: copy `len` bytes of the source page at `src_offset` to the
-dependent page at `dst_offset`. Offsets are 0-based (`0` is the first byte), as
-in the C API that runs the command; see [`Delta`](@ref).
+"""
+    CopyCommand(len; src_at = 1, dst_at = 1)
+
+Edge command: copy `len` bytes of the source page, from its 1-based byte
+position `src_at`, to the dependent page at `dst_at` (bytes `dst_at` to
+`dst_at + len - 1`). The previous release's `CopyCommand(src_offset,
+dst_offset, len)` with 0-based offsets still works, with a deprecation warning.
 """
 struct CopyCommand
     src_offset::UInt64
     dst_offset::UInt64
     len::UInt64
+    CopyCommand(::ZeroBased, src::UInt64, dst::UInt64, len::UInt64) = new(src, dst, len)
 end
 
 """
-    FillCommand(dst_offset, len, value)
+    FillCommand(len, value; dst_at = 1)
 
-Edge command: fill `len` bytes of the dependent page at `dst_offset` (0-based)
-with `value`.
+Edge command: fill `len` bytes of the dependent page from its 1-based byte
+position `dst_at` with the byte `value`. The previous release's
+`FillCommand(dst_offset, len, value)` (0-based) still works, with a
+deprecation warning.
 """
 struct FillCommand
     dst_offset::UInt64
     len::UInt64
     value::UInt8
+    FillCommand(::ZeroBased, dst::UInt64, len::UInt64, value::UInt8) = new(dst, len, value)
 end
 
 """
-    OpCommand(op, lane, src_offset, dst_offset, len)
+    OpCommand(op, lane, len; src_at = 1, dst_at = 1)
 
-Edge command: lane-wise `dst = dst op src` over `len` bytes from the 0-based
-offsets `src_offset` and `dst_offset`; `op` is one of
-`:add, :xor, :or, :and, :min, :max` and `lane` one of `UInt8, UInt32, Float32,
-Float64` (little-endian; `len` a multiple of the lane size).
+Edge command: lane-wise `dst = dst op src` over `len` bytes, from the 1-based
+byte positions `src_at` of the source page and `dst_at` of the dependent page;
+`op` is one of `:add, :xor, :or, :and, :min, :max` and `lane` one of `UInt8,
+UInt32, Float32, Float64` (little-endian; `len` a multiple of the lane size).
+The previous release's `OpCommand(op, lane, src_offset, dst_offset, len)`
+(0-based) still works, with a deprecation warning.
 """
 struct OpCommand
     op::Symbol
@@ -49,7 +61,46 @@ struct OpCommand
     src_offset::UInt64
     dst_offset::UInt64
     len::UInt64
+    OpCommand(::ZeroBased, op::Symbol, lane::DataType, src::UInt64, dst::UInt64, len::UInt64) =
+        new(op, lane, src, dst, len)
 end
+
+CopyCommand(len::Integer; src_at::Integer = 1, dst_at::Integer = 1) =
+    CopyCommand(ZeroBased(), delta_at(src_at), delta_at(dst_at), u64_arg(len, "len"))
+FillCommand(len::Integer, value::Integer; dst_at::Integer = 1) =
+    FillCommand(ZeroBased(), delta_at(dst_at), u64_arg(len, "len"), UInt8(value))
+OpCommand(op::Symbol, lane::DataType, len::Integer; src_at::Integer = 1, dst_at::Integer = 1) =
+    OpCommand(ZeroBased(), op, lane, delta_at(src_at), delta_at(dst_at), u64_arg(len, "len"))
+
+# The previous release's 0-based positional forms: same bytes as before, and a warning.
+function CopyCommand(src_offset::Integer, dst_offset::Integer, len::Integer)
+    Base.depwarn("`CopyCommand(src_offset, dst_offset, len)` is deprecated: byte positions are 1-based, use " *
+                 "`CopyCommand(len; src_at = src_offset + 1, dst_at = dst_offset + 1)`", :CopyCommand)
+    return CopyCommand(ZeroBased(), u64_arg(src_offset, "src_offset"), u64_arg(dst_offset, "dst_offset"),
+                       u64_arg(len, "len"))
+end
+
+function FillCommand(dst_offset::Integer, len::Integer, value::Integer)
+    Base.depwarn("`FillCommand(dst_offset, len, value)` is deprecated: byte positions are 1-based, use " *
+                 "`FillCommand(len, value; dst_at = dst_offset + 1)`", :FillCommand)
+    return FillCommand(ZeroBased(), u64_arg(dst_offset, "dst_offset"), u64_arg(len, "len"), UInt8(value))
+end
+
+function OpCommand(op::Symbol, lane::DataType, src_offset::Integer, dst_offset::Integer, len::Integer)
+    Base.depwarn("`OpCommand(op, lane, src_offset, dst_offset, len)` is deprecated: byte positions are 1-based, " *
+                 "use `OpCommand(op, lane, len; src_at = src_offset + 1, dst_at = dst_offset + 1)`", :OpCommand)
+    return OpCommand(ZeroBased(), op, lane, u64_arg(src_offset, "src_offset"), u64_arg(dst_offset, "dst_offset"),
+                     u64_arg(len, "len"))
+end
+
+# They show as they are written now (1-based keywords), not as their fields.
+Base.show(io::IO, c::CopyCommand) =
+    print(io, "CopyCommand(", Int(c.len), "; src_at = ", Int(c.src_offset) + 1, ", dst_at = ", Int(c.dst_offset) + 1, ")")
+Base.show(io::IO, c::FillCommand) =
+    print(io, "FillCommand(", Int(c.len), ", ", repr(c.value), "; dst_at = ", Int(c.dst_offset) + 1, ")")
+Base.show(io::IO, c::OpCommand) =
+    print(io, "OpCommand(", repr(c.op), ", ", c.lane, ", ", Int(c.len), "; src_at = ", Int(c.src_offset) + 1,
+          ", dst_at = ", Int(c.dst_offset) + 1, ")")
 
 const EDGE_KINDS = (data = LibMMSB.MMSB_EDGE_DATA, control = LibMMSB.MMSB_EDGE_CONTROL,
                     gpu_sync = LibMMSB.MMSB_EDGE_GPU_SYNC, compiler = LibMMSB.MMSB_EDGE_COMPILER)
