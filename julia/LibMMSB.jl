@@ -454,4 +454,7 @@ mmsb_subscription_closed(sub, out) = ccall((:mmsb_subscription_closed, libmmsb),
 
 mmsb_subscription_free(sub) = ccall((:mmsb_subscription_free, libmmsb), Cvoid, (Ptr{MmsbSubscription},), sub)
 
+mmsb_subscription_set_notify(sub, f, arg) = ccall((:mmsb_subscription_set_notify, libmmsb), MmsbStatus,
+    (Ptr{MmsbSubscription}, Ptr{Cvoid}, Ptr{Cvoid}), sub, f, arg)
+
 end # module LibMMSB

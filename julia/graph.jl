@@ -345,12 +345,13 @@ behaves like a `Channel{Event}`:
   any more;
 - [`poll_events`](@ref) takes whatever is queued without waiting.
 
-Waiting never blocks other tasks or threads: the events are queued by the
-native core, on whichever thread emitted them, and a foreign thread must not
-call into Julia, so no Julia condition can be notified. A waiting task
-therefore polls the queue, sleeping between polls (`sleep` yields to other
-tasks) from 1 ms, doubling up to 20 ms while nothing comes; an event is thus
-seen at most about 20 ms after it was queued.
+Waiting never blocks other tasks or threads, and does not poll: the events
+are queued by the native core, on whichever thread emitted them, and the core
+then wakes the subscription's `Base.AsyncCondition` (`uv_async_send`, which a
+foreign thread may call without entering Julia), so a waiting task resumes
+within microseconds of the event. Only if that wake-up cannot be registered (a
+library without `mmsb_subscription_set_notify`) does a waiting task poll
+instead, sleeping from 1 ms, doubling up to 20 ms, between polls.
 
 `close(sub)` unsubscribes (idempotent; also done by the finalizer); events
 already taken from the native queue can still be taken afterwards. A
@@ -362,16 +363,82 @@ mutable struct Subscription
     buffer::Vector{Event}      # taken from the native queue, not yet handed out
     lock::ReentrantLock        # guards `ptr` during a poll and `buffer`
     task::Union{Nothing,Task}  # the task of `on`, if any
+    # Woken by the core (uv_async_send) when events are queued or the state closes; `nothing`:
+    # waiters poll. Rooted in NOTIFY_ROOTS while the native subscription may call it.
+    cond::Union{Nothing,Base.AsyncCondition}
     function Subscription(p::Ptr{LibMMSB.MmsbSubscription}, s::MMSBState)
-        return finalizer(free_subscription!, new(p, s, Event[], ReentrantLock(), nothing))
+        return finalizer(free_subscription!, new(p, s, Event[], ReentrantLock(), nothing, nothing))
     end
 end
 
-# Finalizer: no other reference exists, so nobody polls; takes no lock.
+# The conditions the core may still wake. A condition has a finalizer of its own (which
+# closes its libuv handle) and the order of two finalizers is not defined: rooting it here
+# until the native subscription is freed (which waits out a wake-up in flight) keeps the
+# handle alive for as long as the core may call uv_async_send on it.
+const NOTIFY_ROOTS = IdDict{Any,Nothing}()
+const NOTIFY_LOCK = Threads.SpinLock()
+const UV_ASYNC_SEND = Ref{Ptr{Cvoid}}(C_NULL)
+
+function init_notify()
+    UV_ASYNC_SEND[] = try
+        cglobal(:uv_async_send)
+    catch
+        C_NULL   # not found in this Julia: subscriptions poll
+    end
+    return nothing
+end
+
+# Registers the subscription's condition as its native wake-up; on any failure the
+# subscription keeps `cond === nothing` and its waiters poll.
+function attach_notify!(sub::Subscription)
+    UV_ASYNC_SEND[] == C_NULL && return sub
+    cond = Base.AsyncCondition()
+    lock(NOTIFY_LOCK)
+    try
+        NOTIFY_ROOTS[cond] = nothing
+    finally
+        unlock(NOTIFY_LOCK)
+    end
+    st = try
+        LibMMSB.mmsb_subscription_set_notify(sub, UV_ASYNC_SEND[], cond.handle)
+    catch   # a library without the function: a missing symbol
+        LibMMSB.MMSB_STATUS_CODE_INVALID_ARGUMENT
+    end
+    if st == LibMMSB.MMSB_OK
+        sub.cond = cond
+    else
+        unroot_notify(cond)
+        close(cond)
+    end
+    return sub
+end
+
+# From a finalizer too, so a busy lock is not waited for: the caller retries later.
+function unroot_notify(cond)
+    trylock(NOTIFY_LOCK) || return false
+    try
+        delete!(NOTIFY_ROOTS, cond)
+    finally
+        unlock(NOTIFY_LOCK)
+    end
+    return true
+end
+
+# Finalizer (and close, under sub.lock): freeing the native subscription first means no
+# wake-up is in flight or will come, then the condition may go. A finalizer must not wait
+# for a lock: if NOTIFY_LOCK is busy, it is registered again to retry at a later collection.
 function free_subscription!(sub::Subscription)
     p = sub.ptr
     sub.ptr = C_NULL
     p == C_NULL || LibMMSB.mmsb_subscription_free(p)
+    cond = sub.cond
+    if cond !== nothing
+        if unroot_notify(cond)
+            sub.cond = nothing
+        else
+            finalizer(free_subscription!, sub)
+        end
+    end
     return nothing
 end
 
@@ -403,7 +470,7 @@ function subscribe(s::MMSBState; events = :all, capacity::Integer = 1024, policy
     out = Ref{Ptr{LibMMSB.MmsbSubscription}}(C_NULL)
     scall(LibMMSB.mmsb_subscribe, s, u64_arg(capacity, "capacity"), POLICIES[policy],
                                  u64_arg(block_timeout_ns, "block_timeout_ns"), mask, out)
-    return Subscription(out[], s)
+    return attach_notify!(Subscription(out[], s))
 end
 
 # Up to `max` events from the native queue (the caller holds `sub.lock`).
@@ -455,11 +522,36 @@ function wait_event(sub::Subscription)
     delay = WAIT_MIN_S
     while true
         # Read "finished" before polling: an event queued before the state closed is still found.
+        cond = sub.cond
         finished = !isopen(sub)
         fill_buffer!(sub) && return true
         finished && return false
-        sleep(delay)
-        delay = min(2delay, WAIT_MAX_S)
+        if cond === nothing
+            sleep(delay)
+            delay = min(2delay, WAIT_MAX_S)
+        else
+            # A wake-up sent since the poll above is remembered by the condition, so none is
+            # lost; close(sub) closes it, which ends the wait with an EOFError.
+            try
+                wait(cond)
+            catch err
+                err isa EOFError || rethrow()
+            end
+        end
+    end
+end
+
+# Takes a buffered event; if more are buffered, passes the wake-up on to the next waiter
+# (a wake-up wakes the waiters once, and the first one may have taken them all from the queue).
+function take_buffered!(sub::Subscription)
+    lock(sub.lock) do
+        isempty(sub.buffer) && return nothing
+        e = popfirst!(sub.buffer)
+        cond = sub.cond
+        if !isempty(sub.buffer) && cond !== nothing && sub.ptr != C_NULL   # not closed, so neither is `cond`
+            ccall(UV_ASYNC_SEND[], Cint, (Ptr{Cvoid},), cond.handle)
+        end
+        return e
     end
 end
 
@@ -480,7 +572,7 @@ Takes the next event, waiting for one (see [`wait`](@ref)).
 function Base.take!(sub::Subscription)
     while true
         wait(sub)
-        e = lock(() -> isempty(sub.buffer) ? nothing : popfirst!(sub.buffer), sub.lock)
+        e = take_buffered!(sub)
         e === nothing || return e   # another task took it first: wait again
     end
 end
@@ -490,7 +582,7 @@ Base.eltype(::Type{Subscription}) = Event
 
 function Base.iterate(sub::Subscription, _ = nothing)
     while wait_event(sub)
-        e = lock(() -> isempty(sub.buffer) ? nothing : popfirst!(sub.buffer), sub.lock)
+        e = take_buffered!(sub)
         e === nothing || return (e, nothing)
     end
     return nothing
@@ -573,7 +665,15 @@ Unsubscribes and frees the handle (idempotent). A task waiting on or iterating
 the subscription (as the one of [`on`](@ref)) ends, after the events it had
 already taken.
 """
-Base.close(sub::Subscription) = lock(() -> free_subscription!(sub), sub.lock)
+function Base.close(sub::Subscription)
+    cond = lock(sub.lock) do
+        c = sub.cond
+        free_subscription!(sub)
+        return c
+    end
+    cond === nothing || close(cond)   # wakes the waiting tasks (they then see it closed)
+    return nothing
+end
 
 function Base.show(io::IO, sub::Subscription)
     print(io, "Subscription(", isopen(sub) ? "open" : "closed")

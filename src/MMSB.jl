@@ -61,6 +61,7 @@ function __init__()
     load_library()
     init_slots()
     init_graph()
+    init_notify()
 end
 
 end # module MMSB

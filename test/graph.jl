@@ -106,7 +106,8 @@ mmsb_start() do s
     for ev in sub
         push!(seen, ev)
     end
-    @test [ev.epoch for ev in seen] == [4, 5] && istaskdone(closer)
+    @test [ev.epoch for ev in seen] == [4, 5] && !isopen(sub)   # ended by the close
+    wait(closer)   # (close may yield after waking the loop: closing the condition waits for libuv)
     err = try take!(sub) catch x; x end
     @test err isa MMSBError && err.name == "closed"
     @test_throws MMSBError wait(sub)
@@ -190,4 +191,76 @@ mmsb_start() do s
     @test sprint(show, CopyCommand(4; dst_at = 9)) == "CopyCommand(4; src_at = 1, dst_at = 9)"
     @test sprint(show, FillCommand(2, 0xee; dst_at = 16)) == "FillCommand(2, 0xee; dst_at = 16)"
     @test sprint(show, OpCommand(:add, Float64, 8; src_at = 9)) == "OpCommand(:add, Float64, 8; src_at = 9, dst_at = 1)"
+end
+
+# Waiting does not poll: the core wakes the subscription's AsyncCondition (uv_async_send)
+# when it queues an event and when the state closes. (10 s bounds a wake-up that never comes.)
+done_within(t, secs = 10.0) = timedwait(() -> istaskdone(t), secs) === :ok
+mmsb_start() do s
+    p = create_page(s, 8)
+    sub = subscribe(s; events = (:delta_applied,))
+    cond = sub.cond
+    @test cond isa Base.AsyncCondition
+    waiter = @async wait(cond)               # the raw condition: no poll can end this wait
+    yield()
+    update_page!(s, p, UInt8[1])
+    @test done_within(waiter)
+    @test take!(sub).epoch == 1
+    # from another thread (where there is one): the core's emitting thread sends the wake-up
+    t = @async take!(sub)
+    yield()
+    w = Threads.@spawn update_page!(s, p, UInt8[2])
+    @test done_within(t) && fetch(t).lsn == fetch(w)
+    # one emit with two events wakes two takers (the first passes the wake-up on)
+    q = create_page(s, 8)
+    takers = [@async(take!(sub)) for _ in 1:2]
+    yield()
+    route_batch!(s, [p => Delta(UInt8[3]), q => Delta(UInt8[4])])
+    @test all(done_within, takers) && sort([fetch(x).page.value for x in takers]) == sort([p.value, q.value])
+    # closing the state wakes a waiter, which then ends
+    ended = @async wait(cond)
+    yield()
+    sub2 = subscribe(s)
+    it = @async collect(sub2)
+    yield()
+    close(s)
+    @test done_within(ended) && done_within(it) && isempty(fetch(it))
+    # close(sub) closes the condition and unroots it
+    @test haskey(MMSB.NOTIFY_ROOTS, cond)
+    close(sub)
+    @test !isopen(cond) && !haskey(MMSB.NOTIFY_ROOTS, cond) && sub.cond === nothing
+    close(sub2)
+end
+
+# Without the native wake-up (a library or Julia without it) waiting falls back to polling
+let saved = MMSB.UV_ASYNC_SEND[]
+    MMSB.UV_ASYNC_SEND[] = C_NULL
+    try
+        mmsb_start() do s
+            p = create_page(s, 8)
+            sub = subscribe(s)
+            @test sub.cond === nothing
+            t = @async take!(sub)
+            yield()
+            update_page!(s, p, UInt8[1])
+            @test done_within(t) && fetch(t).page == p
+            close(sub)
+        end
+    finally
+        MMSB.UV_ASYNC_SEND[] = saved
+    end
+end
+
+# A subscription collected without close: its finalizer frees it and unroots the condition
+let n = length(MMSB.NOTIFY_ROOTS)
+    mmsb_start() do s
+        for _ in 1:10
+            subscribe(s)
+        end
+        @test length(MMSB.NOTIFY_ROOTS) == n + 10
+        GC.gc(); GC.gc()
+        update_page!(s, create_page(s, 8), UInt8[1])   # an emit after the collection reaches no freed handle
+    end
+    GC.gc()
+    @test length(MMSB.NOTIFY_ROOTS) == n
 end

@@ -305,6 +305,11 @@ typedef struct MmsbEvent {
   uint64_t c;
 } MmsbEvent;
 
+// A subscription's wake-up, called as `f(arg)` (see `mmsb_subscription_set_notify`). Its
+// return value is ignored: the signature is libuv's `uv_async_send`, so that an event loop's
+// async handle can be registered directly.
+typedef int32_t (*MmsbNotifyFn)(void *arg);
+
 // Statistics of a state's log, filled by `mmsb_log_info`.
 typedef struct MmsbLogInfo {
   // The last LSN assigned.
@@ -707,6 +712,23 @@ MmsbStatus mmsb_subscription_lagged(const struct MmsbSubscription *sub, uint8_t 
 // # Safety
 // `sub` a live handle; `out` writable.
 MmsbStatus mmsb_subscription_closed(const struct MmsbSubscription *sub, uint8_t *out);
+
+// Registers a wake-up for the subscription: `f(arg)` is called on the emitting thread after
+// events are queued for it (once per emit, not per event) and once when its state closes, so a
+// consumer can sleep on its own primitive (such as a libuv async handle, with `f` =
+// `uv_async_send`) instead of polling. If events are already queued, or the state already
+// closed, `f` is called once before this returns. `f` may run while the state's write lock is
+// held and never under the subscription hub's lock: it must return quickly, must not unwind and
+// must not call into MMSB. Replaces an earlier wake-up; `f` NULL removes it. Once this returns
+// (with NULL, or with a new `f`), and once `mmsb_subscription_free` returns, no call of the
+// previous wake-up is in flight, so `arg` may be freed.
+//
+// # Safety
+// `sub` a live handle. `f` NULL or callable with `arg` from any thread until it is replaced,
+// removed or the subscription freed.
+MmsbStatus mmsb_subscription_set_notify(const struct MmsbSubscription *sub,
+                                        MmsbNotifyFn f,
+                                        void *arg);
 
 // Unsubscribes and frees the handle. NULL is accepted. Works before or after the state is
 // freed.
