@@ -164,7 +164,10 @@ stats_prometheus(s::MMSBState) =
 """
     print_stats([io=stdout,] state)
 
-Prints the stats as an aligned table.
+Prints the core's stats table: per latency metric the exact number of `calls`
+(from the counters, "-" where none counts them) beside how many were `timed`,
+marked "sampled" where a hot-path timer times only a sample of the calls, then
+the percentiles and the counters.
 """
 print_stats(io::IO, s::MMSBState) =
     print(io, fetch_text((buf, cap, len) -> release(s, LibMMSB.mmsb_stats_table(enter(s), buf, cap, len))))

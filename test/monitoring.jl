@@ -37,7 +37,12 @@ mmsb_start() do s
     @test occursin("deltas_routed", stats_prometheus(s))
     io = IOBuffer()
     print_stats(io, s)
-    @test occursin("delta_route", String(take!(io)))
+    table = String(take!(io))
+    @test occursin("delta_route", table)
+    # the exact count of calls beside the timed (sampled) ones
+    row = split(first(filter(l -> startswith(l, "delta_route"), split(table, '\n'))))
+    @test split(split(table, '\n')[2])[1:3] == ["latency", "calls", "timed"]
+    @test row[2] == string(stats_counter(s, :deltas_routed))
 
     reset_stats!(s)
     @test stats_histogram(s, :propagation_round).count == 0

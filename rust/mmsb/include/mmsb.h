@@ -1002,7 +1002,9 @@ MmsbStatus mmsb_stats_prometheus(const struct MmsbState *state,
                                  size_t *out_len);
 
 // The stats as an aligned human-readable table (`print_stats`), with `mmsb_stats_json`'s
-// buffer protocol.
+// buffer protocol. Per latency metric: `calls`, the exact count from the counters ("-" where
+// none counts them), beside `timed`, the values behind the percentiles ("N sampled" where a
+// hot-path timer times only a sample of the calls).
 //
 // # Safety
 // As `mmsb_stats_json`.
