@@ -25,19 +25,19 @@ mmsb_start(dir = dir, max_page_size = 1 << 20) do state
     l = update_page!(state, sensor, fill(0xff, 8), BitVector([1, 0, 1, 0, 1, 0, 1, 0]))
     println("update_page! (masked) -> lsn ", Int(l), ", sensor[1:8] = ", hex(read_page(state, sensor; len = 8)))
 
-    # Sparse runs: offset => bytes.
+    # Sparse runs: position => bytes (1-based, as everywhere in the Julia API).
     l = update_page!(state, model, [1 => UInt8[1, 2], 33 => Vector{UInt8}("mmsb")])
     println("update_page! (sparse) -> lsn ", Int(l), ", model[33:36] = ", String(read_page(state, model; at = 33, len = 4)))
 
     # Deltas are values: build, compose (⊕), apply to plain bytes, encode, route.
-    a = Delta(0, UInt8[0xaa, 0xaa, 0xaa])
-    b = Delta([1 => UInt8[0xbb]])
+    a = Delta(UInt8[0xaa, 0xaa, 0xaa])
+    b = Delta(2 => UInt8[0xbb])
     ab = a ⊕ b
     println("a ⊕ b = ", ab, " applied to zeros: ", hex(zeros(UInt8, 4) ⊕ ab), " (", length(encode_delta(ab)), " bytes encoded)")
     println("route_delta!         -> lsn ", Int(route_delta!(state, model, ab)))
 
     # Batches route atomically: all deltas apply, in order, or none.
-    lsns = route_batch!(state, [sensor => Delta(60, UInt8[1, 2, 3, 4]), model => delta_diff(zeros(UInt8, 8), ones(UInt8, 8))])
+    lsns = route_batch!(state, [sensor => Delta(UInt8[1, 2, 3, 4]; at = 61), model => delta_diff(zeros(UInt8, 8), ones(UInt8, 8))])
     println("route_batch!         -> lsns ", Int(first(lsns)), ":", Int(last(lsns)))
 
     # Compare-and-set on the page's epoch.
@@ -57,7 +57,7 @@ mmsb_start(dir = dir, max_page_size = 1 << 20) do state
     # The dependency graph: `total` follows `sensor` (copy its first 4 bytes, add them lane-wise).
     total = create_page(state, 64; name = "total")
     events = subscribe(state; events = [:propagation_done, :checkpoint])
-    add_dependency!(state, sensor, total; commands = [CopyCommand(0, 0, 4), OpCommand(:add, UInt8, 0, 0, 4)])
+    add_dependency!(state, sensor, total; commands = [CopyCommand(4), OpCommand(:add, UInt8, 4)])
     add_dependency!(state, total, model; commands = [(src, dst) -> (dst[60:64] .= src[1:5]; nothing)])  # a Julia transform
     update_page!(state, sensor, UInt8[1, 2, 3, 4])
     r = propagate!(state, sensor)

@@ -302,6 +302,16 @@ mmsb_stats_prometheus(state, buf, cap, out_len) = ccall((:mmsb_stats_prometheus,
 mmsb_stats_table(state, buf, cap, out_len) = ccall((:mmsb_stats_table, libmmsb), MmsbStatus,
     (Ptr{MmsbState}, Ptr{UInt8}, Csize_t, Ptr{Csize_t}), state, buf, cap, out_len)
 
+struct MmsbMetricsServer end
+
+mmsb_metrics_serve(state, addr, addr_len, port, out_server) = ccall((:mmsb_metrics_serve, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{UInt8}, Csize_t, UInt16, Ptr{Ptr{MmsbMetricsServer}}), state, addr, addr_len, port, out_server)
+
+mmsb_metrics_server_port(server, out_port) = ccall((:mmsb_metrics_server_port, libmmsb), MmsbStatus,
+    (Ptr{MmsbMetricsServer}, Ptr{UInt16}), server, out_port)
+
+mmsb_metrics_stop(server) = ccall((:mmsb_metrics_stop, libmmsb), Cvoid, (Ptr{MmsbMetricsServer},), server)
+
 mmsb_stats_histogram(state, metric, out) = ccall((:mmsb_stats_histogram, libmmsb), MmsbStatus,
     (Ptr{MmsbState}, UInt32, Ptr{MmsbHistogramStats}), state, metric, out)
 
@@ -467,5 +477,8 @@ mmsb_subscription_closed(sub, out) = ccall((:mmsb_subscription_closed, libmmsb),
     (Ptr{MmsbSubscription}, Ptr{UInt8}), sub, out)
 
 mmsb_subscription_free(sub) = ccall((:mmsb_subscription_free, libmmsb), Cvoid, (Ptr{MmsbSubscription},), sub)
+
+mmsb_subscription_set_notify(sub, f, arg) = ccall((:mmsb_subscription_set_notify, libmmsb), MmsbStatus,
+    (Ptr{MmsbSubscription}, Ptr{Cvoid}, Ptr{Cvoid}), sub, f, arg)
 
 end # module LibMMSB

@@ -4,19 +4,20 @@
     Delta
 
 A change to a page's bytes, held by the core (a native handle freed by the
-finalizer or by `close`). Constructors:
-- `Delta(offset, bytes)`: write `bytes` at `offset`;
-- `Delta(offset, bytes, mask)`: dense masked write (`mask::AbstractVector{Bool}`,
-  one entry per byte);
-- `Delta(runs)`: sparse write from a vector of `offset => bytes` pairs;
+finalizer or by `close`). Constructors (byte positions are 1-based, as
+everywhere in the Julia API: position 1 is the page's first byte, `view[1]`):
+- `Delta(bytes; at = 1)`: write `bytes` to bytes `at` to `at + length(bytes) - 1`;
+- `Delta(bytes, mask; at = 1)`: dense masked write (`mask::AbstractVector{Bool}`,
+  one entry per byte: byte `at + i - 1` is written where `mask[i]`);
+- `Delta(pos => bytes, ...)`: sparse write, one run of `bytes` from the 1-based
+  position `pos` per pair (`Delta(runs...)` for a vector `runs` of pairs);
 - [`delta_diff`](@ref)`(old, new)`: the smallest delta turning `old` into `new`;
 - [`decode_delta`](@ref)`(bytes)`: from its encoding.
 
-A delta's `offset`s are 0-based (the number of bytes before the first one
-written: `Delta(0, b)` starts at the page's first byte), as in the C API and
-the log format they are encoded in; the page functions ([`update_page!`](@ref),
-[`read_page`](@ref), ...) take 1-based positions `at` instead, so
-`Delta(k - 1, b)` writes what `update_page!(state, page, b; at = k)` does.
+`Delta(bytes; at = k)` writes what `update_page!(state, page, bytes; at = k)`
+does. The previous release's positional forms `Delta(offset, bytes)`,
+`Delta(offset, bytes, mask)` and `Delta([offset => bytes, ...])` took 0-based
+offsets; they still work, with a deprecation warning, for one release.
 
 Combine with [`compose`](@ref) / `⊕`, apply to bytes with [`apply`](@ref), route
 to a page with [`route_delta!`](@ref) or [`route_batch!`](@ref).
@@ -40,21 +41,49 @@ function new_delta(f)
     return Delta(out[])
 end
 
-function Delta(offset::Integer, bytes::Union{AbstractVector{UInt8},AbstractString})
+# The 0-based offset the C API takes for the 1-based position `at`.
+function delta_at(at::Integer)
+    at >= 1 || throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_INVALID_ARGUMENT,
+                               "at is a 1-based byte position (the first byte is at = 1), got $at"))
+    return UInt64(at - 1)
+end
+
+delta_write(off::UInt64, b) = new_delta(out -> LibMMSB.mmsb_delta_new_write(off, b, length(b), out))
+
+function delta_dense(off::UInt64, bytes, mask)
     b = contiguous(bytes)
-    return new_delta(out -> LibMMSB.mmsb_delta_new_write(u64_arg(offset, "offset"), b, length(b), out))
+    m = mask_bits(mask, length(b))
+    return GC.@preserve m new_delta(out -> LibMMSB.mmsb_delta_new_dense(off, mask_ptr(m), cld(length(b), 8), b,
+                                                                       length(b), out))
+end
+
+function delta_sparse(runs::AbstractVector{<:Pair}; one_based::Bool)
+    offsets, lens, data = sparse_parts(runs; one_based = one_based)
+    return new_delta(out -> LibMMSB.mmsb_delta_new_sparse(offsets, lens, length(offsets), data, length(data), out))
+end
+
+Delta(bytes::Union{AbstractVector{UInt8},AbstractString}; at::Integer = 1) = delta_write(delta_at(at), contiguous(bytes))
+Delta(bytes::AbstractVector{UInt8}, mask::AbstractVector{Bool}; at::Integer = 1) = delta_dense(delta_at(at), bytes, mask)
+Delta(runs::Pair...) = delta_sparse(collect(Pair, runs); one_based = true)
+
+# The previous release's 0-based positional forms (see deprecated.jl's note):
+# they convert, so old code keeps writing the same bytes, and warn.
+function Delta(offset::Integer, bytes::Union{AbstractVector{UInt8},AbstractString})
+    Base.depwarn("`Delta(offset, bytes)` is deprecated: byte positions are 1-based, use " *
+                 "`Delta(bytes; at = offset + 1)`", :Delta)
+    return delta_write(u64_arg(offset, "offset"), contiguous(bytes))
 end
 
 function Delta(offset::Integer, bytes::AbstractVector{UInt8}, mask::AbstractVector{Bool})
-    b = contiguous(bytes)
-    m = mask_bits(mask, length(b))
-    return GC.@preserve m new_delta(out -> LibMMSB.mmsb_delta_new_dense(u64_arg(offset, "offset"), mask_ptr(m),
-                                                                       cld(length(b), 8), b, length(b), out))
+    Base.depwarn("`Delta(offset, bytes, mask)` is deprecated: byte positions are 1-based, use " *
+                 "`Delta(bytes, mask; at = offset + 1)`", :Delta)
+    return delta_dense(u64_arg(offset, "offset"), bytes, mask)
 end
 
 function Delta(runs::AbstractVector{<:Pair})
-    offsets, lens, data = sparse_parts(runs)
-    return new_delta(out -> LibMMSB.mmsb_delta_new_sparse(offsets, lens, length(offsets), data, length(data), out))
+    Base.depwarn("`Delta([offset => bytes, ...])` is deprecated: byte positions are 1-based, use " *
+                 "`Delta(offset + 1 => bytes, ...)`", :Delta)
+    return delta_sparse(runs; one_based = false)
 end
 
 """

@@ -10,38 +10,50 @@ struct EdgeId
 end
 Base.show(io::IO, e::EdgeId) = print(io, "EdgeId(", Int(e.value), ")")
 
-"""
-    CopyCommand(src_offset, dst_offset, len)
+# Edge commands keep the 0-based offsets the C API takes (the fields); they are
+# built from 1-based positions by the keyword constructors. `ZeroBased()` marks
+# the inner constructors, so that no positional call reaches them by accident.
+struct ZeroBased end
 
-Edge command: copy `len` bytes of the source page at `src_offset` to the
-dependent page at `dst_offset`. Offsets are 0-based (`0` is the first byte), as
-in the C API that runs the command; see [`Delta`](@ref).
+"""
+    CopyCommand(len; src_at = 1, dst_at = 1)
+
+Edge command: copy `len` bytes of the source page, from its 1-based byte
+position `src_at`, to the dependent page at `dst_at` (bytes `dst_at` to
+`dst_at + len - 1`). The previous release's `CopyCommand(src_offset,
+dst_offset, len)` with 0-based offsets still works, with a deprecation warning.
 """
 struct CopyCommand
     src_offset::UInt64
     dst_offset::UInt64
     len::UInt64
+    CopyCommand(::ZeroBased, src::UInt64, dst::UInt64, len::UInt64) = new(src, dst, len)
 end
 
 """
-    FillCommand(dst_offset, len, value)
+    FillCommand(len, value; dst_at = 1)
 
-Edge command: fill `len` bytes of the dependent page at `dst_offset` (0-based)
-with `value`.
+Edge command: fill `len` bytes of the dependent page from its 1-based byte
+position `dst_at` with the byte `value`. The previous release's
+`FillCommand(dst_offset, len, value)` (0-based) still works, with a
+deprecation warning.
 """
 struct FillCommand
     dst_offset::UInt64
     len::UInt64
     value::UInt8
+    FillCommand(::ZeroBased, dst::UInt64, len::UInt64, value::UInt8) = new(dst, len, value)
 end
 
 """
-    OpCommand(op, lane, src_offset, dst_offset, len)
+    OpCommand(op, lane, len; src_at = 1, dst_at = 1)
 
-Edge command: lane-wise `dst = dst op src` over `len` bytes from the 0-based
-offsets `src_offset` and `dst_offset`; `op` is one of
-`:add, :xor, :or, :and, :min, :max` and `lane` one of `UInt8, UInt32, Float32,
-Float64` (little-endian; `len` a multiple of the lane size).
+Edge command: lane-wise `dst = dst op src` over `len` bytes, from the 1-based
+byte positions `src_at` of the source page and `dst_at` of the dependent page;
+`op` is one of `:add, :xor, :or, :and, :min, :max` and `lane` one of `UInt8,
+UInt32, Float32, Float64` (little-endian; `len` a multiple of the lane size).
+The previous release's `OpCommand(op, lane, src_offset, dst_offset, len)`
+(0-based) still works, with a deprecation warning.
 """
 struct OpCommand
     op::Symbol
@@ -49,7 +61,46 @@ struct OpCommand
     src_offset::UInt64
     dst_offset::UInt64
     len::UInt64
+    OpCommand(::ZeroBased, op::Symbol, lane::DataType, src::UInt64, dst::UInt64, len::UInt64) =
+        new(op, lane, src, dst, len)
 end
+
+CopyCommand(len::Integer; src_at::Integer = 1, dst_at::Integer = 1) =
+    CopyCommand(ZeroBased(), delta_at(src_at), delta_at(dst_at), u64_arg(len, "len"))
+FillCommand(len::Integer, value::Integer; dst_at::Integer = 1) =
+    FillCommand(ZeroBased(), delta_at(dst_at), u64_arg(len, "len"), UInt8(value))
+OpCommand(op::Symbol, lane::DataType, len::Integer; src_at::Integer = 1, dst_at::Integer = 1) =
+    OpCommand(ZeroBased(), op, lane, delta_at(src_at), delta_at(dst_at), u64_arg(len, "len"))
+
+# The previous release's 0-based positional forms: same bytes as before, and a warning.
+function CopyCommand(src_offset::Integer, dst_offset::Integer, len::Integer)
+    Base.depwarn("`CopyCommand(src_offset, dst_offset, len)` is deprecated: byte positions are 1-based, use " *
+                 "`CopyCommand(len; src_at = src_offset + 1, dst_at = dst_offset + 1)`", :CopyCommand)
+    return CopyCommand(ZeroBased(), u64_arg(src_offset, "src_offset"), u64_arg(dst_offset, "dst_offset"),
+                       u64_arg(len, "len"))
+end
+
+function FillCommand(dst_offset::Integer, len::Integer, value::Integer)
+    Base.depwarn("`FillCommand(dst_offset, len, value)` is deprecated: byte positions are 1-based, use " *
+                 "`FillCommand(len, value; dst_at = dst_offset + 1)`", :FillCommand)
+    return FillCommand(ZeroBased(), u64_arg(dst_offset, "dst_offset"), u64_arg(len, "len"), UInt8(value))
+end
+
+function OpCommand(op::Symbol, lane::DataType, src_offset::Integer, dst_offset::Integer, len::Integer)
+    Base.depwarn("`OpCommand(op, lane, src_offset, dst_offset, len)` is deprecated: byte positions are 1-based, " *
+                 "use `OpCommand(op, lane, len; src_at = src_offset + 1, dst_at = dst_offset + 1)`", :OpCommand)
+    return OpCommand(ZeroBased(), op, lane, u64_arg(src_offset, "src_offset"), u64_arg(dst_offset, "dst_offset"),
+                     u64_arg(len, "len"))
+end
+
+# They show as they are written now (1-based keywords), not as their fields.
+Base.show(io::IO, c::CopyCommand) =
+    print(io, "CopyCommand(", Int(c.len), "; src_at = ", Int(c.src_offset) + 1, ", dst_at = ", Int(c.dst_offset) + 1, ")")
+Base.show(io::IO, c::FillCommand) =
+    print(io, "FillCommand(", Int(c.len), ", ", repr(c.value), "; dst_at = ", Int(c.dst_offset) + 1, ")")
+Base.show(io::IO, c::OpCommand) =
+    print(io, "OpCommand(", repr(c.op), ", ", c.lane, ", ", Int(c.len), "; src_at = ", Int(c.src_offset) + 1,
+          ", dst_at = ", Int(c.dst_offset) + 1, ")")
 
 const EDGE_KINDS = (data = LibMMSB.MMSB_EDGE_DATA, control = LibMMSB.MMSB_EDGE_CONTROL,
                     gpu_sync = LibMMSB.MMSB_EDGE_GPU_SYNC, compiler = LibMMSB.MMSB_EDGE_COMPILER)
@@ -294,12 +345,13 @@ behaves like a `Channel{Event}`:
   any more;
 - [`poll_events`](@ref) takes whatever is queued without waiting.
 
-Waiting never blocks other tasks or threads: the events are queued by the
-native core, on whichever thread emitted them, and a foreign thread must not
-call into Julia, so no Julia condition can be notified. A waiting task
-therefore polls the queue, sleeping between polls (`sleep` yields to other
-tasks) from 1 ms, doubling up to 20 ms while nothing comes; an event is thus
-seen at most about 20 ms after it was queued.
+Waiting never blocks other tasks or threads, and does not poll: the events
+are queued by the native core, on whichever thread emitted them, and the core
+then wakes the subscription's `Base.AsyncCondition` (`uv_async_send`, which a
+foreign thread may call without entering Julia), so a waiting task resumes
+within microseconds of the event. Only if that wake-up cannot be registered (a
+library without `mmsb_subscription_set_notify`) does a waiting task poll
+instead, sleeping from 1 ms, doubling up to 20 ms, between polls.
 
 `close(sub)` unsubscribes (idempotent; also done by the finalizer); events
 already taken from the native queue can still be taken afterwards. A
@@ -311,16 +363,82 @@ mutable struct Subscription
     buffer::Vector{Event}      # taken from the native queue, not yet handed out
     lock::ReentrantLock        # guards `ptr` during a poll and `buffer`
     task::Union{Nothing,Task}  # the task of `on`, if any
+    # Woken by the core (uv_async_send) when events are queued or the state closes; `nothing`:
+    # waiters poll. Rooted in NOTIFY_ROOTS while the native subscription may call it.
+    cond::Union{Nothing,Base.AsyncCondition}
     function Subscription(p::Ptr{LibMMSB.MmsbSubscription}, s::MMSBState)
-        return finalizer(free_subscription!, new(p, s, Event[], ReentrantLock(), nothing))
+        return finalizer(free_subscription!, new(p, s, Event[], ReentrantLock(), nothing, nothing))
     end
 end
 
-# Finalizer: no other reference exists, so nobody polls; takes no lock.
+# The conditions the core may still wake. A condition has a finalizer of its own (which
+# closes its libuv handle) and the order of two finalizers is not defined: rooting it here
+# until the native subscription is freed (which waits out a wake-up in flight) keeps the
+# handle alive for as long as the core may call uv_async_send on it.
+const NOTIFY_ROOTS = IdDict{Any,Nothing}()
+const NOTIFY_LOCK = Threads.SpinLock()
+const UV_ASYNC_SEND = Ref{Ptr{Cvoid}}(C_NULL)
+
+function init_notify()
+    UV_ASYNC_SEND[] = try
+        cglobal(:uv_async_send)
+    catch
+        C_NULL   # not found in this Julia: subscriptions poll
+    end
+    return nothing
+end
+
+# Registers the subscription's condition as its native wake-up; on any failure the
+# subscription keeps `cond === nothing` and its waiters poll.
+function attach_notify!(sub::Subscription)
+    UV_ASYNC_SEND[] == C_NULL && return sub
+    cond = Base.AsyncCondition()
+    lock(NOTIFY_LOCK)
+    try
+        NOTIFY_ROOTS[cond] = nothing
+    finally
+        unlock(NOTIFY_LOCK)
+    end
+    st = try
+        LibMMSB.mmsb_subscription_set_notify(sub, UV_ASYNC_SEND[], cond.handle)
+    catch   # a library without the function: a missing symbol
+        LibMMSB.MMSB_STATUS_CODE_INVALID_ARGUMENT
+    end
+    if st == LibMMSB.MMSB_OK
+        sub.cond = cond
+    else
+        unroot_notify(cond)
+        close(cond)
+    end
+    return sub
+end
+
+# From a finalizer too, so a busy lock is not waited for: the caller retries later.
+function unroot_notify(cond)
+    trylock(NOTIFY_LOCK) || return false
+    try
+        delete!(NOTIFY_ROOTS, cond)
+    finally
+        unlock(NOTIFY_LOCK)
+    end
+    return true
+end
+
+# Finalizer (and close, under sub.lock): freeing the native subscription first means no
+# wake-up is in flight or will come, then the condition may go. A finalizer must not wait
+# for a lock: if NOTIFY_LOCK is busy, it is registered again to retry at a later collection.
 function free_subscription!(sub::Subscription)
     p = sub.ptr
     sub.ptr = C_NULL
     p == C_NULL || LibMMSB.mmsb_subscription_free(p)
+    cond = sub.cond
+    if cond !== nothing
+        if unroot_notify(cond)
+            sub.cond = nothing
+        else
+            finalizer(free_subscription!, sub)
+        end
+    end
     return nothing
 end
 
@@ -352,7 +470,7 @@ function subscribe(s::MMSBState; events = :all, capacity::Integer = 1024, policy
     out = Ref{Ptr{LibMMSB.MmsbSubscription}}(C_NULL)
     scall(LibMMSB.mmsb_subscribe, s, u64_arg(capacity, "capacity"), POLICIES[policy],
                                  u64_arg(block_timeout_ns, "block_timeout_ns"), mask, out)
-    return Subscription(out[], s)
+    return attach_notify!(Subscription(out[], s))
 end
 
 # Up to `max` events from the native queue (the caller holds `sub.lock`).
@@ -404,11 +522,36 @@ function wait_event(sub::Subscription)
     delay = WAIT_MIN_S
     while true
         # Read "finished" before polling: an event queued before the state closed is still found.
+        cond = sub.cond
         finished = !isopen(sub)
         fill_buffer!(sub) && return true
         finished && return false
-        sleep(delay)
-        delay = min(2delay, WAIT_MAX_S)
+        if cond === nothing
+            sleep(delay)
+            delay = min(2delay, WAIT_MAX_S)
+        else
+            # A wake-up sent since the poll above is remembered by the condition, so none is
+            # lost; close(sub) closes it, which ends the wait with an EOFError.
+            try
+                wait(cond)
+            catch err
+                err isa EOFError || rethrow()
+            end
+        end
+    end
+end
+
+# Takes a buffered event; if more are buffered, passes the wake-up on to the next waiter
+# (a wake-up wakes the waiters once, and the first one may have taken them all from the queue).
+function take_buffered!(sub::Subscription)
+    lock(sub.lock) do
+        isempty(sub.buffer) && return nothing
+        e = popfirst!(sub.buffer)
+        cond = sub.cond
+        if !isempty(sub.buffer) && cond !== nothing && sub.ptr != C_NULL   # not closed, so neither is `cond`
+            ccall(UV_ASYNC_SEND[], Cint, (Ptr{Cvoid},), cond.handle)
+        end
+        return e
     end
 end
 
@@ -429,7 +572,7 @@ Takes the next event, waiting for one (see [`wait`](@ref)).
 function Base.take!(sub::Subscription)
     while true
         wait(sub)
-        e = lock(() -> isempty(sub.buffer) ? nothing : popfirst!(sub.buffer), sub.lock)
+        e = take_buffered!(sub)
         e === nothing || return e   # another task took it first: wait again
     end
 end
@@ -439,7 +582,7 @@ Base.eltype(::Type{Subscription}) = Event
 
 function Base.iterate(sub::Subscription, _ = nothing)
     while wait_event(sub)
-        e = lock(() -> isempty(sub.buffer) ? nothing : popfirst!(sub.buffer), sub.lock)
+        e = take_buffered!(sub)
         e === nothing || return (e, nothing)
     end
     return nothing
@@ -522,7 +665,15 @@ Unsubscribes and frees the handle (idempotent). A task waiting on or iterating
 the subscription (as the one of [`on`](@ref)) ends, after the events it had
 already taken.
 """
-Base.close(sub::Subscription) = lock(() -> free_subscription!(sub), sub.lock)
+function Base.close(sub::Subscription)
+    cond = lock(sub.lock) do
+        c = sub.cond
+        free_subscription!(sub)
+        return c
+    end
+    cond === nothing || close(cond)   # wakes the waiting tasks (they then see it closed)
+    return nothing
+end
 
 function Base.show(io::IO, sub::Subscription)
     print(io, "Subscription(", isopen(sub) ? "open" : "closed")

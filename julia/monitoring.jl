@@ -162,9 +162,78 @@ stats_prometheus(s::MMSBState) =
     fetch_text((buf, cap, len) -> release(s, LibMMSB.mmsb_stats_prometheus(enter(s), buf, cap, len)))
 
 """
+    MetricsServer
+
+A running Prometheus/OpenMetrics endpoint (from [`serve_metrics`](@ref)):
+`server.port` is the port it listens on, `close(server)` stops it and releases
+the port (also done by the finalizer), `isopen(server)` says whether it runs.
+"""
+mutable struct MetricsServer
+    ptr::Ptr{LibMMSB.MmsbMetricsServer}
+    addr::String
+    port::Int
+    function MetricsServer(p::Ptr{LibMMSB.MmsbMetricsServer}, addr::String, port::Integer)
+        return finalizer(close, new(p, addr, port))
+    end
+end
+
+"""
+    serve_metrics(state; port = 9464, addr = "127.0.0.1") -> MetricsServer
+
+Serves the state's [`stats_prometheus`](@ref) text over HTTP for a Prometheus
+scraper: `GET http://addr:port/metrics` (Prometheus text format 0.0.4). Off
+unless called; `addr` must be a loopback address (`"127.0.0.1"` or `"::1"`:
+nothing here authenticates), and `port = 0` lets the system pick a free port
+(read it from `server.port`). The core answers on a thread of its own, one
+request at a time (8 KiB of request at most, 2 s timeouts); once the state is
+closed it answers 503. Throws an [`MMSBError`](@ref) named `"io"` when the
+port cannot be bound (in use), `"invalid_argument"` for a non-loopback
+address. Stop it with `close(server)`:
+
+    server = serve_metrics(state; port = 9464)
+    ...   # scrape http://127.0.0.1:9464/metrics
+    close(server)
+"""
+function serve_metrics(s::MMSBState; port::Integer = 9464, addr::AbstractString = "127.0.0.1")
+    0 <= port <= 65535 || throw(ArgumentError("port must be in 0:65535, got $port"))
+    a = String(addr)
+    out = Ref{Ptr{LibMMSB.MmsbMetricsServer}}(C_NULL)
+    scall(LibMMSB.mmsb_metrics_serve, s, a, sizeof(a), UInt16(port), out)
+    got = Ref{UInt16}(0)
+    st = LibMMSB.mmsb_metrics_server_port(out[], got)
+    if st != LibMMSB.MMSB_OK
+        LibMMSB.mmsb_metrics_stop(out[])
+        check(st)
+    end
+    return MetricsServer(out[], a, got[])
+end
+
+"""
+    close(server::MetricsServer)
+
+Stops the endpoint and releases its port (idempotent).
+"""
+function Base.close(m::MetricsServer)
+    p = m.ptr
+    m.ptr = C_NULL
+    p == C_NULL || LibMMSB.mmsb_metrics_stop(p)
+    return nothing
+end
+
+Base.isopen(m::MetricsServer) = m.ptr != C_NULL
+
+function Base.show(io::IO, m::MetricsServer)
+    host = occursin(':', m.addr) ? string("[", m.addr, "]") : m.addr
+    print(io, "MetricsServer(", isopen(m) ? string("http://", host, ":", m.port, "/metrics") : "closed", ")")
+end
+
+"""
     print_stats([io=stdout,] state)
 
-Prints the stats as an aligned table.
+Prints the core's stats table: per latency metric the exact number of `calls`
+(from the counters, "-" where none counts them) beside how many were `timed`,
+marked "sampled" where a hot-path timer times only a sample of the calls, then
+the percentiles and the counters.
 """
 print_stats(io::IO, s::MMSBState) =
     print(io, fetch_text((buf, cap, len) -> release(s, LibMMSB.mmsb_stats_table(enter(s), buf, cap, len))))

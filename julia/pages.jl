@@ -308,7 +308,8 @@ end
 
 # The runs as the C ABI takes them: 0-based offsets (plus `base`), lengths and
 # the bytes back to back. `one_based`: the runs' keys are 1-based positions
-# (update_page!), else 0-based offsets (`Delta(runs)`).
+# (update_page!, `Delta(pos => bytes, ...)`), else 0-based offsets (the deprecated
+# `Delta([offset => bytes, ...])`).
 function sparse_parts(runs::AbstractVector{<:Pair}, base::Integer = 0; one_based::Bool = false)
     base = u64_arg(base, "offset")
     offsets = Vector{UInt64}(undef, length(runs))

@@ -46,7 +46,7 @@ export delta_diff, ⊕, encode_delta, decode_delta
 export route_delta!, route_batch!
 export checkpoint_log!, replay_log, compact_log!, log_info, compacted_runs
 export get_stats, stats_counter, stats_histogram, stats_json, stats_prometheus, print_stats
-export track_latency!, set_budget!, reset_stats!, set_monitoring!
+export track_latency!, set_budget!, reset_stats!, set_monitoring!, serve_metrics
 export device_status, page_device_status, sync_page!, sync_all!, apply_on_device!, device_stats
 export CopyCommand, FillCommand, OpCommand, add_dependency!, remove_dependency!, propagate!
 export dependents, topo_order, Subscription, subscribe, on, poll_events, events_dropped, is_lagged
@@ -55,12 +55,13 @@ export reanalyze!, ir_pages, ir_text, module_pages, method_graph, compiler_edges
 
 "Public names that are not exported (generic names that would collide in user code): use them as `MMSB.name`."
 const PUBLIC = (:apply, :apply!, :compose, :written_bytes, :isdense, :Event, :EdgeId, :Stats, :LogInfo,
-                :track_delta_latency!, :track_propagation_latency!)
+                :track_delta_latency!, :track_propagation_latency!, :MetricsServer)
 
 function __init__()
     load_library()
     init_slots()
     init_graph()
+    init_notify()
 end
 
 end # module MMSB

@@ -10,7 +10,7 @@ mmsb_start(gpu = true) do s
     u = create_page(s, 256; location = :unified)
     c = create_page(s, 256)
     @test page_info(s, g).location == :gpu && page_info(s, u).location == :unified
-    l = apply_on_device!(s, g, Delta(0, UInt8[1, 2, 3]))
+    l = apply_on_device!(s, g, Delta(UInt8[1, 2, 3]))
     @test l == lsn(s)
     @test read_page(s, g; len = 3) == UInt8[1, 2, 3]
     update_page!(s, u, UInt8[9]; at = 6)

@@ -20,7 +20,7 @@ for f in (() -> update_page!(s, bad, UInt8[1]), () -> write_page!(s, bad, UInt8[
           () -> update_page!(s, bad, UInt8[1], [true]), () -> update_page!(s, bad, [1 => UInt8[1]]),
           () -> read_page(s, bad), () -> read_page!(zeros(UInt8, 1), s, bad), () -> page_info(s, bad),
           () -> page_epoch(s, bad), () -> page_name(s, bad), () -> free_page!(s, bad), () -> page_view(s, bad),
-          () -> route_delta!(s, bad, Delta(0, UInt8[1])))
+          () -> route_delta!(s, bad, Delta(UInt8[1])))
     expect_error(f, "unknown_page")
 end
 
@@ -51,7 +51,7 @@ expect_error(() -> create_page(s, 8; name = "a\0b"), "invalid_argument")
 # mask length mismatch (bit level and byte level)
 expect_error(() -> update_page!(s, p, UInt8[1, 2, 3], BitVector([1, 0])), "length_mismatch")
 expect_error(() -> update_page!(s, p, UInt8[1, 2, 3], [true, true, true, true]), "length_mismatch")
-expect_error(() -> Delta(0, UInt8[1, 2], [true]), "length_mismatch")
+expect_error(() -> Delta(UInt8[1, 2], [true]), "length_mismatch")
 @test read_page(s, p) == zeros(UInt8, 32)   # nothing was written by the failures above
 @test lsn(s) == l0
 
@@ -64,8 +64,8 @@ close(s)
 for f in (() -> create_page(s, 8), () -> update_page!(s, p, UInt8[1]), () -> write_page!(s, p, UInt8[1]),
           () -> update_page!(s, p, UInt8[1], [true]), () -> update_page!(s, p, [1 => UInt8[1]]),
           () -> read_page(s, p), () -> page_info(s, p), () -> page_ids(s), () -> free_page!(s, p),
-          () -> page_view(s, p), () -> route_delta!(s, p, Delta(0, UInt8[1])),
-          () -> route_batch!(s, [p => Delta(0, UInt8[1])]))
+          () -> page_view(s, p), () -> route_delta!(s, p, Delta(UInt8[1])),
+          () -> route_batch!(s, [p => Delta(UInt8[1])]))
     expect_error(f, "closed")
 end
 @test !isopen(s)

@@ -28,7 +28,7 @@ for round in 1:300
         rand(rng, Bool) && close(live_views[i])
         deleteat!(live_views, i)
     elseif r == 5
-        push!(live_deltas, Delta(rand(rng, 0:10), rand(rng, UInt8, 4)))
+        push!(live_deltas, Delta(rand(rng, UInt8, 4); at = rand(rng, 1:11)))
         length(live_deltas) > 20 && deleteat!(live_deltas, rand(rng, 1:length(live_deltas)))
     elseif r == 6 && !isempty(live_states)        # write through a random live state
         st = rand(rng, live_states)

@@ -7,8 +7,8 @@ mmsb_start() do s
     sub = subscribe(s; events = [:delta_applied, :propagation_done], capacity = 64)
     @test isopen(sub)
 
-    e1 = add_dependency!(s, src, mid; commands = [CopyCommand(0, 0, 4), FillCommand(8, 2, 0xee)])
-    e2 = add_dependency!(s, mid, dst; commands = [OpCommand(:add, UInt8, 0, 0, 4)])
+    e1 = add_dependency!(s, src, mid; commands = [CopyCommand(4), FillCommand(2, 0xee; dst_at = 9)])
+    e2 = add_dependency!(s, mid, dst; commands = [OpCommand(:add, UInt8, 4)])
     @test e1 isa MMSB.EdgeId && e1 != e2
     @test dependents(s, src) == [mid] && dependents(s, mid) == [dst] && isempty(dependents(s, dst))
     order = topo_order(s)
@@ -19,7 +19,7 @@ mmsb_start() do s
     @test err isa MMSBError && err.name == "cycle"
     @test_throws ArgumentError add_dependency!(s, src, dst; kind = :telepathy)
     @test_throws ArgumentError add_dependency!(s, src, dst; commands = [:nonsense])
-    @test_throws ArgumentError add_dependency!(s, src, dst; commands = [OpCommand(:pow, UInt8, 0, 0, 1)])
+    @test_throws ArgumentError add_dependency!(s, src, dst; commands = [OpCommand(:pow, UInt8, 1)])
 
     update_page!(s, src, UInt8[1, 2, 3, 4])
     r = propagate!(s, src)
@@ -106,7 +106,8 @@ mmsb_start() do s
     for ev in sub
         push!(seen, ev)
     end
-    @test [ev.epoch for ev in seen] == [4, 5] && istaskdone(closer)
+    @test [ev.epoch for ev in seen] == [4, 5] && !isopen(sub)   # ended by the close
+    wait(closer)   # (close may yield after waking the loop: closing the condition waits for libuv)
     err = try take!(sub) catch x; x end
     @test err isa MMSBError && err.name == "closed"
     @test_throws MMSBError wait(sub)
@@ -116,7 +117,7 @@ end
 mmsb_start(dir = mktempdir()) do s
     sub = subscribe(s)
     a, b = create_page(s, 8), create_page(s, 8)
-    add_dependency!(s, a, b; commands = [CopyCommand(0, 0, 8)])
+    add_dependency!(s, a, b; commands = [CopyCommand(8)])
     update_page!(s, a, UInt8[1])
     propagate!(s, a)
     c = checkpoint_log!(s)
@@ -163,3 +164,103 @@ err = try wait(sub.task) catch x; x end
 @test err isa Exception && occursin("handler broke", sprint(showerror, err))
 @test !isopen(sub)
 close(s)
+
+# Edge commands take 1-based positions (src_at, dst_at) at both edges of a page
+mmsb_start() do s
+    a = create_page(s, 16; name = "a")
+    b = create_page(s, 16; name = "b")
+    add_dependency!(s, a, b; commands = [CopyCommand(1; src_at = 16, dst_at = 1), CopyCommand(1; src_at = 1, dst_at = 16),
+                                         FillCommand(2, 0x07; dst_at = 8), OpCommand(:xor, UInt8, 1; src_at = 16, dst_at = 2)])
+    update_page!(s, a, UInt8[0x11]; at = 1)
+    update_page!(s, a, UInt8[0x22]; at = 16)
+    propagate!(s, a)
+    @test read_page(s, b) == UInt8[0x22, 0x22, 0, 0, 0, 0, 0, 0x07, 0x07, 0, 0, 0, 0, 0, 0, 0x11]
+    # one past the last byte is refused when the edge is added
+    c = create_page(s, 16; name = "c")
+    for cmd in (CopyCommand(1; src_at = 17), CopyCommand(1; dst_at = 17), FillCommand(1, 0x01; dst_at = 17),
+                OpCommand(:add, UInt8, 1; dst_at = 17))
+        err = try add_dependency!(s, a, c; commands = [cmd]) catch x; x end
+        @test err isa MMSBError && err.name == "invalid_argument"
+    end
+    @test isempty(dependents(s, c)) && dependents(s, a) == [b]
+    err = try CopyCommand(1; dst_at = 0) catch x; x end
+    @test err isa MMSBError && err.name == "invalid_argument" && occursin("1-based", err.message)
+    @test_throws MMSBError FillCommand(1, 0x00; dst_at = 0)
+    @test_throws MMSBError OpCommand(:add, UInt8, 1; src_at = 0)
+    # they show as they are written
+    @test sprint(show, CopyCommand(4; dst_at = 9)) == "CopyCommand(4; src_at = 1, dst_at = 9)"
+    @test sprint(show, FillCommand(2, 0xee; dst_at = 16)) == "FillCommand(2, 0xee; dst_at = 16)"
+    @test sprint(show, OpCommand(:add, Float64, 8; src_at = 9)) == "OpCommand(:add, Float64, 8; src_at = 9, dst_at = 1)"
+end
+
+# Waiting does not poll: the core wakes the subscription's AsyncCondition (uv_async_send)
+# when it queues an event and when the state closes. (10 s bounds a wake-up that never comes.)
+done_within(t, secs = 10.0) = timedwait(() -> istaskdone(t), secs) === :ok
+mmsb_start() do s
+    p = create_page(s, 8)
+    sub = subscribe(s; events = (:delta_applied,))
+    cond = sub.cond
+    @test cond isa Base.AsyncCondition
+    waiter = @async wait(cond)               # the raw condition: no poll can end this wait
+    yield()
+    update_page!(s, p, UInt8[1])
+    @test done_within(waiter)
+    @test take!(sub).epoch == 1
+    # from another thread (where there is one): the core's emitting thread sends the wake-up
+    t = @async take!(sub)
+    yield()
+    w = Threads.@spawn update_page!(s, p, UInt8[2])
+    @test done_within(t) && fetch(t).lsn == fetch(w)
+    # one emit with two events wakes two takers (the first passes the wake-up on)
+    q = create_page(s, 8)
+    takers = [@async(take!(sub)) for _ in 1:2]
+    yield()
+    route_batch!(s, [p => Delta(UInt8[3]), q => Delta(UInt8[4])])
+    @test all(done_within, takers) && sort([fetch(x).page.value for x in takers]) == sort([p.value, q.value])
+    # closing the state wakes a waiter, which then ends
+    ended = @async wait(cond)
+    yield()
+    sub2 = subscribe(s)
+    it = @async collect(sub2)
+    yield()
+    close(s)
+    @test done_within(ended) && done_within(it) && isempty(fetch(it))
+    # close(sub) closes the condition and unroots it
+    @test haskey(MMSB.NOTIFY_ROOTS, cond)
+    close(sub)
+    @test !isopen(cond) && !haskey(MMSB.NOTIFY_ROOTS, cond) && sub.cond === nothing
+    close(sub2)
+end
+
+# Without the native wake-up (a library or Julia without it) waiting falls back to polling
+let saved = MMSB.UV_ASYNC_SEND[]
+    MMSB.UV_ASYNC_SEND[] = C_NULL
+    try
+        mmsb_start() do s
+            p = create_page(s, 8)
+            sub = subscribe(s)
+            @test sub.cond === nothing
+            t = @async take!(sub)
+            yield()
+            update_page!(s, p, UInt8[1])
+            @test done_within(t) && fetch(t).page == p
+            close(sub)
+        end
+    finally
+        MMSB.UV_ASYNC_SEND[] = saved
+    end
+end
+
+# A subscription collected without close: its finalizer frees it and unroots the condition
+let n = length(MMSB.NOTIFY_ROOTS)
+    mmsb_start() do s
+        for _ in 1:10
+            subscribe(s)
+        end
+        @test length(MMSB.NOTIFY_ROOTS) == n + 10
+        GC.gc(); GC.gc()
+        update_page!(s, create_page(s, 8), UInt8[1])   # an emit after the collection reaches no freed handle
+    end
+    GC.gc()
+    @test length(MMSB.NOTIFY_ROOTS) == n
+end

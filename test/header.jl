@@ -23,7 +23,7 @@ function julia_type(c::AbstractString)
     c = strip(replace(replace(c, r"\bconst\b" => ""), r"\bstruct\b" => ""))
     depth = count(==('*'), c)
     base = strip(replace(c, "*" => ""))
-    scalar = Dict("uint64_t" => UInt64, "uint32_t" => UInt32, "int32_t" => Int32, "int64_t" => Int64,
+    scalar = Dict("uint64_t" => UInt64, "uint32_t" => UInt32, "uint16_t" => UInt16, "int32_t" => Int32, "int64_t" => Int64,
                   "uint8_t" => UInt8, "size_t" => Csize_t, "bool" => Bool, "double" => Float64,
                   "float" => Float32, "void" => Cvoid, "char" => UInt8, "int" => Cint)
     t = if base in CALLBACKS

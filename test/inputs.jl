@@ -38,20 +38,20 @@ mmsb_start() do s
 
     # empty writes past the end are out of bounds in every form, and take no LSN
     l0 = lsn(s)
-    for off in (66, 1 << 40)
-        expect_error(() -> route_delta!(s, p, Delta(off, UInt8[])), "out_of_bounds")
-        expect_error(() -> route_delta!(s, p, Delta(off, zeros(UInt8, 8), falses(8))), "out_of_bounds")
-        expect_error(() -> route_delta!(s, p, Delta([off => UInt8[]])), "out_of_bounds")
-        expect_error(() -> route_batch!(s, [p => Delta(off, UInt8[])]), "out_of_bounds")
-        expect_error(() -> MMSB.apply(Delta(off, UInt8[]), zeros(UInt8, 64)), "out_of_bounds")
+    for at in (67, 1 << 40)
+        expect_error(() -> route_delta!(s, p, Delta(UInt8[]; at = at)), "out_of_bounds")
+        expect_error(() -> route_delta!(s, p, Delta(zeros(UInt8, 8), falses(8); at = at)), "out_of_bounds")
+        expect_error(() -> route_delta!(s, p, Delta(at => UInt8[])), "out_of_bounds")
+        expect_error(() -> route_batch!(s, [p => Delta(UInt8[]; at = at)]), "out_of_bounds")
+        expect_error(() -> MMSB.apply(Delta(UInt8[]; at = at), zeros(UInt8, 64)), "out_of_bounds")
     end
     @test lsn(s) == l0 && page_epoch(s, p) == 0
 
     # masked-out bytes past the end do not count; a written byte past the end does
     bytes = UInt8[1, 2, 3, 4, 5, 6, 7, 8]
-    route_delta!(s, p, Delta(60, bytes, [true, true, true, false, false, false, false, false]))
+    route_delta!(s, p, Delta(bytes, [true, true, true, false, false, false, false, false]; at = 61))
     @test sum(read_page(s, p)) == 6 && read_page(s, p)[end] == 0
-    expect_error(() -> route_delta!(s, p, Delta(60, bytes, [false, false, false, false, false, false, false, true])),
+    expect_error(() -> route_delta!(s, p, Delta(bytes, [false, false, false, false, false, false, false, true]; at = 61)),
                  "out_of_bounds")
 
     # an empty batch is assigned no LSN

@@ -37,7 +37,12 @@ mmsb_start() do s
     @test occursin("deltas_routed", stats_prometheus(s))
     io = IOBuffer()
     print_stats(io, s)
-    @test occursin("delta_route", String(take!(io)))
+    table = String(take!(io))
+    @test occursin("delta_route", table)
+    # the exact count of calls beside the timed (sampled) ones
+    row = split(first(filter(l -> startswith(l, "delta_route"), split(table, '\n'))))
+    @test split(split(table, '\n')[2])[1:3] == ["latency", "calls", "timed"]
+    @test row[2] == string(stats_counter(s, :deltas_routed))
 
     reset_stats!(s)
     @test stats_histogram(s, :propagation_round).count == 0
@@ -82,4 +87,41 @@ mktempdir() do dir
         @test any(l -> occursin(r"^  pages +1$", l), lines)
         @test sprint(show, st) == "Stats(1 pages, 9 deltas routed, log $(Base.format_bytes(st.counters[:log_bytes])))"
     end
+end
+
+# The Prometheus endpoint: served on an ephemeral loopback port, scraped with a raw socket
+using Sockets
+function http_get(port, path)
+    sock = Sockets.connect(Sockets.localhost, port)
+    write(sock, "GET $path HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    resp = read(sock, String)   # the server closes the connection after answering
+    close(sock)
+    return resp
+end
+mmsb_start() do s
+    p = create_page(s, 64)
+    for i in 1:5
+        update_page!(s, p, UInt8[i])
+    end
+    server = serve_metrics(s; port = 0)
+    @test server isa MMSB.MetricsServer && isopen(server) && server.port > 0
+    @test sprint(show, server) == "MetricsServer(http://127.0.0.1:$(server.port)/metrics)"
+    resp = http_get(server.port, "/metrics")
+    @test startswith(resp, "HTTP/1.1 200 OK\r\n") && occursin("Content-Type: text/plain; version=0.0.4", resp)
+    body = split(resp, "\r\n\r\n"; limit = 2)[2]
+    @test occursin("\nmmsb_deltas_routed_total 5\n", body)
+    @test startswith(http_get(server.port, "/other"), "HTTP/1.1 404 ")
+    # a taken port and a non-loopback address are named errors
+    err = try serve_metrics(s; port = server.port) catch x; x end
+    @test err isa MMSBError && err.name == "io" && occursin("cannot serve metrics", err.message)
+    err = try serve_metrics(s; port = 0, addr = "0.0.0.0") catch x; x end
+    @test err isa MMSBError && err.name == "invalid_argument" && occursin("loopback", err.message)
+    @test_throws ArgumentError serve_metrics(s; port = 70000)
+    port = server.port
+    close(server)
+    close(server)                                  # idempotent
+    @test !isopen(server) && sprint(show, server) == "MetricsServer(closed)"
+    @test_throws Base.IOError Sockets.connect(Sockets.localhost, port)   # nobody listens
+    l = listen(Sockets.localhost, port)            # the port is free again
+    close(l)
 end

@@ -68,7 +68,7 @@ mmsb_start() do s
                 got = read_page(s, pm; at = 3001, len = n)
                 @test got[m] == d[m] && got[.!m] == old[.!m]
                 update_page!(s, pm, old; at = 3001)
-                route_delta!(s, pm, Delta(3000, d, mk))
+                route_delta!(s, pm, Delta(d, mk; at = 3001))
                 @test read_page(s, pm; at = 3001, len = n) == got
             end
         end

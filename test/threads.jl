@@ -30,20 +30,20 @@ mmsb_start() do s
                 kind = rand(rng, 1:5)
                 if kind == 1
                     l = update_page!(s, page, data; at = off + 1)
-                    d = Delta(off, data)
+                    d = Delta(data; at = off + 1)
                 elseif kind == 2
                     l = write_page!(s, page, data; at = off + 1)
-                    d = Delta(off, data)
+                    d = Delta(data; at = off + 1)
                 elseif kind == 3
                     m = bitrand(rng, length(data))
                     l = update_page!(s, page, data, m; at = off + 1)
-                    d = Delta(off, data, m)
+                    d = Delta(data, m; at = off + 1)
                 elseif kind == 4
-                    runs = [off => data, rand(rng, 0:PAGE - 1) => UInt8[k % 256]]
-                    l = update_page!(s, page, [first(r) + 1 => last(r) for r in runs])  # 1-based positions
-                    d = Delta(runs)
+                    runs = [off + 1 => data, rand(rng, 1:PAGE) => UInt8[k % 256]]   # 1-based positions
+                    l = update_page!(s, page, runs)
+                    d = Delta(runs...)
                 else
-                    d = Delta(off, data)
+                    d = Delta(data; at = off + 1)
                     l = route_delta!(s, page, d)
                 end
                 push!(log, Write(l, page, d))

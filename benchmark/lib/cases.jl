@@ -109,7 +109,7 @@ function chain(n::Int; extra = nothing)
     s = mmsb_start()
     pages = [create_page(s, 64) for _ in 1:n]
     for i in 2:n
-        add_dependency!(s, pages[i-1], pages[i]; commands = [CopyCommand(0, 0, 64)])
+        add_dependency!(s, pages[i-1], pages[i]; commands = [CopyCommand(64)])
     end
     return Ctx(s, pages[1]; pages = pages, a = fill(0x01, 64), b = fill(0x02, 64), extra = extra)
 end
@@ -119,7 +119,7 @@ function fanout(n::Int)
     src = create_page(s, 64)
     pages = [create_page(s, 64) for _ in 1:n]
     for p in pages
-        add_dependency!(s, src, p; commands = [CopyCommand(0, 0, 64)])
+        add_dependency!(s, src, p; commands = [CopyCommand(64)])
     end
     return Ctx(s, src; pages = pages, a = fill(0x01, 64), b = fill(0x02, 64))
 end
@@ -246,8 +246,8 @@ function cases(; quick::Bool = false)
                                      setup = function ()
                                          s = mmsb_start()
                                          ps = [create_page(s, 4096) for _ in 1:16]
-                                         Ctx(s, ps[1]; pages = ps, a = [p => Delta(0, k64.a) for p in ps],
-                                             b = [p => Delta(0, k64.b) for p in ps])
+                                         Ctx(s, ps[1]; pages = ps, a = [p => Delta(k64.a) for p in ps],
+                                             b = [p => Delta(k64.b) for p in ps])
                                      end, teardown = close_ctx, unit = 16),
         "route/update_diff_4KiB_64B_changed" => Case(c -> update_page!(c.state, c.page, flip!(c));
                                                      setup = function ()

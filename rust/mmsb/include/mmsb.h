@@ -190,6 +190,9 @@
 // `mmsb_monitor_set_sample_every`.
 #define MMSB_DEFAULT_SAMPLE_EVERY 256
 
+// The longest request (line and headers) read; a longer one is answered 431.
+#define MAX_REQUEST 8192
+
 // Stable status codes of the C ABI. Numbers are never reused or renumbered.
 enum MmsbStatusCode
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -252,6 +255,10 @@ typedef struct MmsbConfig MmsbConfig;
 // Opaque delta handle. Free with `mmsb_delta_free`.
 typedef struct MmsbDelta MmsbDelta;
 
+// Opaque running metrics endpoint (from `mmsb_metrics_serve`). Stop and free it with
+// `mmsb_metrics_stop`.
+typedef struct MmsbMetricsServer MmsbMetricsServer;
+
 // Opaque state handle. Create with `mmsb_state_open`, free with `mmsb_state_free`.
 typedef struct MmsbState MmsbState;
 
@@ -309,6 +316,11 @@ typedef struct MmsbEvent {
   uint64_t b;
   uint64_t c;
 } MmsbEvent;
+
+// A subscription's wake-up, called as `f(arg)` (see `mmsb_subscription_set_notify`). Its
+// return value is ignored: the signature is libuv's `uv_async_send`, so that an event loop's
+// async handle can be registered directly.
+typedef int32_t (*MmsbNotifyFn)(void *arg);
 
 // Statistics of a state's log, filled by `mmsb_log_info`.
 typedef struct MmsbLogInfo {
@@ -729,6 +741,23 @@ MmsbStatus mmsb_subscription_lagged(const struct MmsbSubscription *sub, uint8_t 
 // `sub` a live handle; `out` writable.
 MmsbStatus mmsb_subscription_closed(const struct MmsbSubscription *sub, uint8_t *out);
 
+// Registers a wake-up for the subscription: `f(arg)` is called on the emitting thread after
+// events are queued for it (once per emit, not per event) and once when its state closes, so a
+// consumer can sleep on its own primitive (such as a libuv async handle, with `f` =
+// `uv_async_send`) instead of polling. If events are already queued, or the state already
+// closed, `f` is called once before this returns. `f` may run while the state's write lock is
+// held and never under the subscription hub's lock: it must return quickly, must not unwind and
+// must not call into MMSB. Replaces an earlier wake-up; `f` NULL removes it. Once this returns
+// (with NULL, or with a new `f`), and once `mmsb_subscription_free` returns, no call of the
+// previous wake-up is in flight, so `arg` may be freed.
+//
+// # Safety
+// `sub` a live handle. `f` NULL or callable with `arg` from any thread until it is replaced,
+// removed or the subscription freed.
+MmsbStatus mmsb_subscription_set_notify(const struct MmsbSubscription *sub,
+                                        MmsbNotifyFn f,
+                                        void *arg);
+
 // Unsubscribes and frees the handle. NULL is accepted. Works before or after the state is
 // freed.
 //
@@ -1030,7 +1059,9 @@ MmsbStatus mmsb_stats_prometheus(const struct MmsbState *state,
                                  size_t *out_len);
 
 // The stats as an aligned human-readable table (`print_stats`), with `mmsb_stats_json`'s
-// buffer protocol.
+// buffer protocol. Per latency metric: `calls`, the exact count from the counters ("-" where
+// none counts them), beside `timed`, the values behind the percentiles ("N sampled" where a
+// hot-path timer times only a sample of the calls).
 //
 // # Safety
 // As `mmsb_stats_json`.
@@ -1094,6 +1125,36 @@ const char *mmsb_metric_name(uint32_t metric);
 
 // A static, NUL-terminated name for a counter number ("unknown" when out of range).
 const char *mmsb_counter_name(uint32_t counter);
+
+// Serves the state's `mmsb_stats_prometheus` text over HTTP (`GET /metrics`, Prometheus /
+// OpenMetrics text format 0.0.4) on the loopback address `addr` (`addr_len` bytes of UTF-8 such
+// as "127.0.0.1" or "::1"; NULL for 127.0.0.1) and `port` (0: the system picks a free port,
+// see `mmsb_metrics_server_port`). Off unless called. One thread answers one connection at a
+// time, reading at most 8 KiB of request with 2 s timeouts; once the state is closed it answers
+// 503. Fails with `MMSB_STATUS_CODE_INVALID_ARGUMENT` for an address that is not loopback and
+// `MMSB_STATUS_CODE_IO` when the port cannot be bound (in use, no permission).
+//
+// # Safety
+// `state` a live handle; `addr` NULL or valid for `addr_len` bytes; `out_server` writable.
+MmsbStatus mmsb_metrics_serve(const struct MmsbState *state,
+                              const char *addr,
+                              size_t addr_len,
+                              uint16_t port,
+                              struct MmsbMetricsServer **out_server);
+
+// Writes the port the endpoint listens on (the one the system picked for port 0).
+//
+// # Safety
+// `server` a live handle; `out_port` writable.
+MmsbStatus mmsb_metrics_server_port(const struct MmsbMetricsServer *server, uint16_t *out_port);
+
+// Stops the endpoint (after the request in progress, if any), releases its port and frees
+// the handle. NULL is accepted. Works before or after the state is freed.
+//
+// # Safety
+// `server` NULL or a handle from `mmsb_metrics_serve` not yet freed, not in use by another
+// thread.
+void mmsb_metrics_stop(struct MmsbMetricsServer *server);
 
 #ifdef __cplusplus
 }  // extern "C"

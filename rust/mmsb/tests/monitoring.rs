@@ -466,6 +466,35 @@ fn table_is_aligned() {
     }
 }
 
+#[test]
+fn table_shows_sampled_counts_beside_the_exact_ones() {
+    let state = MMSBState::in_memory();
+    let p = state.create_page(64, Location::Cpu, PageMeta::default()).unwrap();
+    for i in 0..500u32 {
+        state.route_delta(p, &Delta::write(0, &i.to_le_bytes()).unwrap(), None).unwrap();
+    }
+    let stats = state.get_stats();
+    let h = stats.histograms.iter().find(|h| h.metric == Metric::DeltaRoute).unwrap();
+    assert!(h.sampled > 0 && h.count < 500, "delta_route is sampled: {h:?}");
+    let table = state.stats_table();
+    let header = table.lines().nth(1).unwrap();
+    assert_eq!(header.split_whitespace().take(3).collect::<Vec<_>>(), ["latency", "calls", "timed"], "{table}");
+    let row: Vec<&str> = table.lines().find(|l| l.starts_with("delta_route")).unwrap().split_whitespace().collect();
+    assert_eq!(row[1], stats.counter(Counter::DeltasRouted).to_string(), "the exact count: {table}");
+    assert_eq!(row[1], "500");
+    assert_eq!((row[2], row[3]), (h.count.to_string().as_str(), "sampled"), "{table}");
+    // Nothing timed yet: no durations, not durations of 0.
+    let replay: Vec<&str> = table.lines().find(|l| l.starts_with("replay")).unwrap().split_whitespace().collect();
+    assert_eq!(replay[1..], ["-", "0", "-", "-", "-", "-", "-", "-", "-"], "{table}");
+    // A metric timed on every call says so by saying nothing; one without a counter shows "-".
+    state.monitor().record(Metric::Fsync, 1_000);
+    let table = state.stats_table();
+    let fsync: Vec<&str> = table.lines().find(|l| l.starts_with("fsync")).unwrap().split_whitespace().collect();
+    assert_eq!(&fsync[..3], ["fsync", "-", "1"], "{table}");
+    assert_ne!(fsync[3], "sampled");
+    assert!(table.contains("\"sampled\": a sample of the calls"), "{table}");
+}
+
 // ---- C ABI ----
 
 struct Handle(*mut MmsbState);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::ffi::state::{state_ref, MmsbState};
 use crate::ffi::{arg_ref, arg_slice, boundary, check_out, copy_u64s, write_out, FfiError, FfiResult, MmsbStatus};
 use crate::graph::command::{Command, CommandList, Lane, SemiOp};
-use crate::graph::events::{Event, OverflowPolicy, Subscription};
+use crate::graph::events::{Event, NotifyFn, OverflowPolicy, Subscription};
 use crate::graph::propagation::RoundStats;
 use crate::graph::shadow_graph::{EdgeId, EdgeKind};
 use crate::types::page::PageId;
@@ -79,6 +79,11 @@ pub type MmsbTransformFn = Option<
 pub struct MmsbCommandList {
     list: CommandList,
 }
+
+/// A subscription's wake-up, called as `f(arg)` (see `mmsb_subscription_set_notify`). Its
+/// return value is ignored: the signature is libuv's `uv_async_send`, so that an event loop's
+/// async handle can be registered directly.
+pub type MmsbNotifyFn = Option<unsafe extern "C" fn(arg: *mut c_void) -> i32>;
 
 /// Opaque event subscription. Stays valid after its state is closed or freed (it then reports
 /// closed and yields no new events). Free with `mmsb_subscription_free`.
@@ -473,6 +478,58 @@ pub unsafe extern "C" fn mmsb_subscription_closed(sub: *const MmsbSubscription, 
     })
 }
 
+/// The registrant's opaque argument, moved into the wake-up closure.
+struct NotifyArg(*mut c_void);
+
+// SAFETY: the pointer is only handed back to the registrant's function, which the contract of
+// mmsb_subscription_set_notify requires to be callable with it from any thread.
+unsafe impl Send for NotifyArg {}
+// SAFETY: as above; the pointer is never dereferenced here.
+unsafe impl Sync for NotifyArg {}
+
+impl NotifyArg {
+    // A method, so that closures capture the whole wrapper (which is Send), not its field.
+    fn get(&self) -> *mut c_void {
+        self.0
+    }
+}
+
+/// Registers a wake-up for the subscription: `f(arg)` is called on the emitting thread after
+/// events are queued for it (once per emit, not per event) and once when its state closes, so a
+/// consumer can sleep on its own primitive (such as a libuv async handle, with `f` =
+/// `uv_async_send`) instead of polling. If events are already queued, or the state already
+/// closed, `f` is called once before this returns. `f` may run while the state's write lock is
+/// held and never under the subscription hub's lock: it must return quickly, must not unwind and
+/// must not call into MMSB. Replaces an earlier wake-up; `f` NULL removes it. Once this returns
+/// (with NULL, or with a new `f`), and once `mmsb_subscription_free` returns, no call of the
+/// previous wake-up is in flight, so `arg` may be freed.
+///
+/// # Safety
+/// `sub` a live handle. `f` NULL or callable with `arg` from any thread until it is replaced,
+/// removed or the subscription freed.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_subscription_set_notify(
+    sub: *const MmsbSubscription,
+    f: MmsbNotifyFn,
+    arg: *mut c_void,
+) -> MmsbStatus {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let s = unsafe { arg_ref(sub, "sub") }?;
+        let notify = f.map(|f| {
+            let arg = NotifyArg(arg);
+            Box::new(move || {
+                // SAFETY: the registrant guarantees that `f` is callable with `arg` from any
+                // thread until the wake-up is removed, which set_notify(None) and the
+                // subscription's drop wait for.
+                unsafe { f(arg.get()) };
+            }) as NotifyFn
+        });
+        s.sub.set_notify(notify);
+        Ok(())
+    })
+}
+
 /// Unsubscribes and frees the handle. NULL is accepted. Works before or after the state is
 /// freed.
 ///
@@ -651,6 +708,46 @@ mod tests {
             assert_eq!(lagged, 0);
             mmsb_subscription_free(sub);
             mmsb_subscription_free(null_mut());
+        }
+    }
+
+    unsafe extern "C" fn count_notify(arg: *mut c_void) -> i32 {
+        // SAFETY: the test registers a pointer to a live AtomicU64.
+        unsafe { &*(arg as *const std::sync::atomic::AtomicU64) }.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        0
+    }
+
+    #[test]
+    fn subscription_notify_fires_from_the_c_abi() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let calls = AtomicU64::new(0);
+        let arg = &calls as *const AtomicU64 as *mut c_void;
+        // SAFETY: live handles throughout; `calls` outlives the subscription.
+        unsafe {
+            let mut st: *mut MmsbState = null_mut();
+            ok(mmsb_state_open(null(), &mut st));
+            let mut page = 0u64;
+            ok(mmsb_page_create(st, 8, 0, null(), 0, &mut page));
+            let mut sub = null_mut();
+            ok(mmsb_subscribe(st, 8, MMSB_POLICY_DROP_OLDEST, 0, MMSB_EVENT_ALL, &mut sub));
+            assert_eq!(
+                mmsb_subscription_set_notify(null_mut(), Some(count_notify), arg),
+                ErrorCode::NullPointer as u32
+            );
+            ok(mmsb_subscription_set_notify(sub, Some(count_notify), arg));
+            assert_eq!(calls.load(Ordering::SeqCst), 0);
+            ok(crate::ffi::page::mmsb_page_update(st, page, 0, [1u8].as_ptr(), 1, u64::MAX, null_mut()));
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "one wake-up per emitted delta");
+            // Removed: a further write does not call it.
+            ok(mmsb_subscription_set_notify(sub, None, null_mut()));
+            ok(crate::ffi::page::mmsb_page_update(st, page, 0, [2u8].as_ptr(), 1, u64::MAX, null_mut()));
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+            // Registered again with events queued: called at once; and when the state is freed.
+            ok(mmsb_subscription_set_notify(sub, Some(count_notify), arg));
+            assert_eq!(calls.load(Ordering::SeqCst), 2);
+            mmsb_state_free(st);
+            assert_eq!(calls.load(Ordering::SeqCst), 3);
+            mmsb_subscription_free(sub);
         }
     }
 }

@@ -10,7 +10,8 @@
 use std::ffi::c_char;
 
 use crate::ffi::state::{state_ref, MmsbState};
-use crate::ffi::{boundary, check_out, write_out, FfiError, FfiResult, MmsbStatus};
+use crate::ffi::{arg_ref, arg_str, boundary, check_out, write_out, FfiError, FfiResult, MmsbStatus};
+use crate::monitoring::http::MetricsServer;
 use crate::monitoring::{BudgetKind, Counter, HistogramStats, Metric};
 use crate::types::error::{ErrorCode, MonitorError};
 
@@ -197,7 +198,9 @@ pub unsafe extern "C" fn mmsb_stats_prometheus(
 }
 
 /// The stats as an aligned human-readable table (`print_stats`), with `mmsb_stats_json`'s
-/// buffer protocol.
+/// buffer protocol. Per latency metric: `calls`, the exact count from the counters ("-" where
+/// none counts them), beside `timed`, the values behind the percentiles ("N sampled" where a
+/// hot-path timer times only a sample of the calls).
 ///
 /// # Safety
 /// As `mmsb_stats_json`.
@@ -338,6 +341,76 @@ pub extern "C" fn mmsb_metric_name(metric: u32) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn mmsb_counter_name(counter: u32) -> *const c_char {
     Counter::from_u32(counter).map_or(c"unknown", Counter::c_name).as_ptr()
+}
+
+/// Opaque running metrics endpoint (from `mmsb_metrics_serve`). Stop and free it with
+/// `mmsb_metrics_stop`.
+pub struct MmsbMetricsServer {
+    server: MetricsServer,
+}
+
+/// Serves the state's `mmsb_stats_prometheus` text over HTTP (`GET /metrics`, Prometheus /
+/// OpenMetrics text format 0.0.4) on the loopback address `addr` (`addr_len` bytes of UTF-8 such
+/// as "127.0.0.1" or "::1"; NULL for 127.0.0.1) and `port` (0: the system picks a free port,
+/// see `mmsb_metrics_server_port`). Off unless called. One thread answers one connection at a
+/// time, reading at most 8 KiB of request with 2 s timeouts; once the state is closed it answers
+/// 503. Fails with `MMSB_STATUS_CODE_INVALID_ARGUMENT` for an address that is not loopback and
+/// `MMSB_STATUS_CODE_IO` when the port cannot be bound (in use, no permission).
+///
+/// # Safety
+/// `state` a live handle; `addr` NULL or valid for `addr_len` bytes; `out_server` writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_metrics_serve(
+    state: *const MmsbState,
+    addr: *const c_char,
+    addr_len: usize,
+    port: u16,
+    out_server: *mut *mut MmsbMetricsServer,
+) -> MmsbStatus {
+    boundary(|| {
+        check_out(out_server, "out_server")?;
+        // SAFETY: forwarded contract (this also refuses a closed state).
+        unsafe { state_ref(state) }?;
+        // SAFETY: forwarded contract; checked live just above.
+        let handle = unsafe { arg_ref(state, "state") }?;
+        let ip = if addr.is_null() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            // SAFETY: forwarded contract.
+            let text = unsafe { arg_str(addr, addr_len, "addr") }?;
+            text.parse().map_err(|_| FfiError::invalid(format!("addr {text:?} is not an IP address")))?
+        };
+        let server = MetricsServer::start(&handle.state, ip, port)?;
+        let h = crate::ffi::new_handle(MmsbMetricsServer { server });
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(out_server, h, "out_server") }
+    })
+}
+
+/// Writes the port the endpoint listens on (the one the system picked for port 0).
+///
+/// # Safety
+/// `server` a live handle; `out_port` writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_metrics_server_port(server: *const MmsbMetricsServer, out_port: *mut u16) -> MmsbStatus {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let s = unsafe { arg_ref(server, "server") }?;
+        // SAFETY: forwarded contract.
+        unsafe { write_out(out_port, s.server.local_addr().port(), "out_port") }
+    })
+}
+
+/// Stops the endpoint (after the request in progress, if any), releases its port and frees
+/// the handle. NULL is accepted. Works before or after the state is freed.
+///
+/// # Safety
+/// `server` NULL or a handle from `mmsb_metrics_serve` not yet freed, not in use by another
+/// thread.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_metrics_stop(server: *mut MmsbMetricsServer) {
+    // SAFETY: forwarded contract; free_handle ignores stale pointers and catches panics.
+    unsafe { crate::ffi::free_handle(server, "metrics server") }
 }
 
 #[cfg(test)]

@@ -11,6 +11,11 @@
 //!
 //! A subscription outlives its state harmlessly: once the state is closed or dropped, it
 //! reports [`Subscription::is_closed`], still drains what was queued, and then stays empty.
+//!
+//! A consumer that must not block a thread on [`Subscription::recv_timeout`] (an event loop,
+//! Julia's tasks) registers a wake-up with [`Subscription::set_notify`]: it is called after
+//! events are queued for the subscription and when the state closes, outside the hub's lock,
+//! so the consumer waits on its own primitive instead of polling.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -104,11 +109,47 @@ impl OverflowPolicy {
     }
 }
 
+/// A subscriber's wake-up (see [`Subscription::set_notify`]).
+pub type NotifyFn = Box<dyn Fn() + Send + Sync>;
+
+/// The wake-up of one subscription. `set` mirrors `f.is_some()` so that emitters holding the
+/// hub's lock skip subscriptions without one at the cost of a load.
+#[derive(Default)]
+struct NotifyCell {
+    set: AtomicBool,
+    /// Held while the wake-up runs: replacing or clearing it waits for a call in flight, so
+    /// whatever the wake-up refers to may be freed once `set_notify(None)` returns.
+    f: Mutex<Option<NotifyFn>>,
+}
+
+impl NotifyCell {
+    fn wake(&self) {
+        if let Some(f) = self.f.lock().as_ref() {
+            f();
+        }
+    }
+}
+
+impl std::fmt::Debug for NotifyCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyCell").field("set", &self.set.load(Ordering::Relaxed)).finish()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     dropped: AtomicU64,
     lagged: AtomicBool,
     closed: AtomicBool,
+    notify: NotifyCell,
+}
+
+/// Calls the wake-ups of `woken` (collected under the hub's lock, called after releasing it:
+/// a wake-up must never run under a lock its consumer could need).
+fn wake_all(woken: Vec<Arc<Counters>>) {
+    for c in woken {
+        c.notify.wake();
+    }
 }
 
 #[derive(Debug)]
@@ -138,12 +179,25 @@ impl Inner {
 
     #[cold]
     fn deliver(&self, events: &mut dyn Iterator<Item = Event>, bit: u32) {
-        let slots = self.slots.lock();
-        for ev in events {
-            for s in slots.iter().filter(|s| s.mask & bit != 0) {
-                send(s, ev);
+        let woken = {
+            let slots = self.slots.lock();
+            let mut any = false;
+            for ev in events {
+                any = true;
+                for s in slots.iter().filter(|s| s.mask & bit != 0) {
+                    send(s, ev);
+                }
             }
-        }
+            if !any {
+                return;
+            }
+            slots
+                .iter()
+                .filter(|s| s.mask & bit != 0 && s.counters.notify.set.load(Ordering::Acquire))
+                .map(|s| s.counters.clone())
+                .collect::<Vec<_>>()
+        };
+        wake_all(woken);
     }
 }
 
@@ -187,6 +241,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         for s in self.slots.get_mut().iter() {
             s.counters.closed.store(true, Ordering::Release);
+            s.counters.notify.wake();
         }
     }
 }
@@ -281,13 +336,19 @@ impl EventSystem {
     /// Closes every subscription (they drain what they hold, then stay empty) and refuses new
     /// ones. Called when the state closes.
     pub fn close(&self) {
-        let mut slots = self.inner.slots.lock();
-        self.inner.closed.store(true, Ordering::Release);
-        for s in slots.iter() {
-            s.counters.closed.store(true, Ordering::Release);
-        }
-        slots.clear();
-        self.inner.refresh_mask(&slots);
+        let woken = {
+            let mut slots = self.inner.slots.lock();
+            self.inner.closed.store(true, Ordering::Release);
+            for s in slots.iter() {
+                s.counters.closed.store(true, Ordering::Release);
+            }
+            let woken = slots.iter().map(|s| s.counters.clone()).collect::<Vec<_>>();
+            slots.clear();
+            self.inner.refresh_mask(&slots);
+            woken
+        };
+        // Waiters learn that no event will come any more.
+        wake_all(woken);
     }
 }
 
@@ -351,10 +412,31 @@ impl Subscription {
     pub fn mask(&self) -> u32 {
         self.mask
     }
+
+    /// Registers `f` as the subscription's wake-up (replacing any earlier one; `None` removes
+    /// it). `f` is called on the emitting thread after events are queued for this subscription
+    /// (once per emit, however many events it queued) and once when the state closes; it may
+    /// run while the state's write lock is held, so it must return quickly and must not call
+    /// into the state. If events are already queued, or the state already closed, `f` is
+    /// called once before this returns, so a consumer that registers and then waits misses
+    /// nothing. When this returns with `None`, no call of the old wake-up is in flight.
+    pub fn set_notify(&self, f: Option<NotifyFn>) {
+        let cell = &self.counters.notify;
+        let mut slot = cell.f.lock();
+        cell.set.store(f.is_some(), Ordering::Release);
+        *slot = f;
+        drop(slot);
+        if !self.rx.is_empty() || self.is_closed() {
+            cell.wake();
+        }
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        // First: once this returns no emitter is inside the wake-up, whose target the owner
+        // may free right after dropping the subscription.
+        self.set_notify(None);
         if let Some(inner) = self.system.upgrade() {
             let mut slots = inner.slots.lock();
             slots.retain(|s| s.id != self.id);
@@ -443,6 +525,58 @@ mod tests {
         assert!(t0.elapsed() >= Duration::from_millis(20));
         assert_eq!(s2.drain(), vec![delta_ev(3)]);
         assert_eq!((s2.dropped(), s2.is_lagged()), (1, true));
+    }
+
+    #[test]
+    fn notify_fires_after_events_are_queued_and_on_close() {
+        use std::sync::atomic::AtomicUsize;
+        let es = Arc::new(EventSystem::new());
+        let s = es.subscribe(8, OverflowPolicy::DropOldest, EventKind::DeltaApplied as u32).unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        // The wake-up sees the event already queued: it runs after the send.
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (c, peek) = (calls.clone(), s.rx.clone());
+        s.set_notify(Some(Box::new(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            tx.send(peek.len()).unwrap();
+        })));
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing queued yet: no call on registration");
+        es.emit(delta_ev(1));
+        assert_eq!((calls.load(Ordering::SeqCst), rx.try_recv().unwrap()), (1, 1));
+        es.emit(Event::Checkpoint { lsn: 1 }); // a kind it does not receive: no wake-up
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // From another thread, and a subscription without a wake-up is not affected.
+        let other = es.subscribe(8, OverflowPolicy::DropOldest, EventKind::MASK_ALL).unwrap();
+        let es2 = es.clone();
+        std::thread::spawn(move || es2.emit(delta_ev(2))).join().unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(other.drain(), vec![delta_ev(2)]);
+        // Registering while events are queued calls it at once.
+        let again = calls.clone();
+        s.set_notify(Some(Box::new(move || {
+            again.fetch_add(1, Ordering::SeqCst);
+        })));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(s.drain(), vec![delta_ev(1), delta_ev(2)]);
+        // Closing the state wakes it too.
+        es.close();
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        // Removed: no more calls, not even for a closed subscription.
+        s.set_notify(None);
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn dropping_the_subscription_removes_its_notify() {
+        let es = EventSystem::new();
+        let s = es.subscribe(8, OverflowPolicy::DropOldest, EventKind::MASK_ALL).unwrap();
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        s.set_notify(Some(Box::new(move || f.store(true, Ordering::SeqCst))));
+        drop(s);
+        es.emit(delta_ev(1));
+        assert!(!flag.load(Ordering::SeqCst));
+        assert_eq!(Arc::strong_count(&flag), 1, "the wake-up was released with the subscription");
     }
 
     #[test]

@@ -35,6 +35,7 @@
 //! (gauges keep tracking levels, so they stay right when monitoring is turned back on).
 
 mod clock;
+pub mod http;
 pub mod state_ext;
 mod stats;
 

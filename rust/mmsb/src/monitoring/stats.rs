@@ -162,11 +162,17 @@ impl Stats {
     }
 
     /// A human-readable table (what `print_stats` shows). Every line has the same width.
+    ///
+    /// A latency row shows `calls`, the exact number of calls from the counters where one
+    /// counts them, beside `timed`, the values behind the percentiles, marked "sampled" where
+    /// a hot-path timer times only a sample of the calls: a sampled `delta_route` of 1 beside
+    /// 9 calls is then read as what it is.
     pub fn to_table(&self) -> String {
         const NAME_W: usize = 18;
         const NUM_W: usize = 10;
-        let heads = ["count", "sampled", "min", "mean", "p50", "p90", "p99", "p99.9", "max"];
-        let width = NAME_W + NUM_W * heads.len();
+        const TIMED_W: usize = 16;
+        let heads = ["min", "mean", "p50", "p90", "p99", "p99.9", "max"];
+        let width = NAME_W + NUM_W + TIMED_W + NUM_W * heads.len();
         let mut out = String::new();
         let line = |out: &mut String, s: String| {
             debug_assert_eq!(s.chars().count(), width);
@@ -180,26 +186,42 @@ impl Stats {
             self.sample_every
         );
         line(&mut out, format!("{title:=^width$}"));
-        let mut header = format!("{:<NAME_W$}", "latency");
+        let mut header = format!("{:<NAME_W$}{:>NUM_W$}{:>TIMED_W$}", "latency", "calls", "timed");
         for h in heads {
             let _ = write!(header, "{h:>NUM_W$}");
         }
         line(&mut out, header);
         line(&mut out, "-".repeat(width));
         for h in &self.histograms {
-            let mut row = format!("{:<NAME_W$}", h.metric.name());
-            let _ = write!(row, "{:>NUM_W$}{:>NUM_W$}", h.count, h.sampled);
+            let calls = exact_counter(h.metric).map_or_else(|| "-".to_string(), |c| self.counter(c).to_string());
+            let timed = if h.sampled > 0 { format!("{} sampled", h.count) } else { h.count.to_string() };
+            let mut row = format!("{:<NAME_W$}{calls:>NUM_W$}{timed:>TIMED_W$}", h.metric.name());
             for v in [h.min_ns, h.mean_ns.round() as u64, h.p50_ns, h.p90_ns, h.p99_ns, h.p999_ns, h.max_ns] {
-                let _ = write!(row, "{:>NUM_W$}", fmt_ns(v));
+                // Nothing timed: no duration to show (not a duration of 0).
+                let v = if h.count == 0 { "-".to_string() } else { fmt_ns(v) };
+                let _ = write!(row, "{v:>NUM_W$}");
             }
             line(&mut out, row);
         }
+        let note = "calls: exact, from the counters; timed: values behind the percentiles (\"sampled\": a sample of the calls)";
+        line(&mut out, format!("{:<width$.width$}", note));
         line(&mut out, "-".repeat(width));
         let value_w = width - NAME_W;
         for c in Counter::ALL {
             line(&mut out, format!("{:<NAME_W$}{:>value_w$}", c.name(), self.counter(c)));
         }
         out
+    }
+}
+
+/// The counter that counts every call a latency metric times (some of): the table shows it
+/// beside a sampled count. The same pairs as the Julia `Stats` display.
+fn exact_counter(metric: Metric) -> Option<Counter> {
+    match metric {
+        Metric::DeltaRoute => Some(Counter::DeltasRouted),
+        Metric::PropagationRound => Some(Counter::PropagationRounds),
+        Metric::Checkpoint => Some(Counter::Checkpoints),
+        _ => None,
     }
 }
 

@@ -213,6 +213,9 @@ pub enum MonitorError {
     UnknownMetric(String),
     #[error("invalid value: {0}")]
     InvalidValue(String),
+    /// The metrics endpoint could not listen (address in use, no permission, ...).
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Serve { addr: String, source: std::io::Error },
 }
 
 /// The crate-wide error: every domain error converts into it.
@@ -280,7 +283,10 @@ impl Error {
                 DeviceError::NoDevice(_) => ErrorCode::NoDevice,
                 DeviceError::Driver(_) | DeviceError::Invalid(_) => ErrorCode::Device,
             },
-            Error::Monitor(_) => ErrorCode::InvalidArgument,
+            Error::Monitor(e) => match e {
+                MonitorError::Serve { .. } => ErrorCode::Io,
+                MonitorError::UnknownMetric(_) | MonitorError::InvalidValue(_) => ErrorCode::InvalidArgument,
+            },
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
         }
     }
