@@ -181,6 +181,8 @@ mmsb_start() do s
                 OpCommand(:add, UInt8, 1; dst_at = 17))
         err = try add_dependency!(s, a, c; commands = [cmd]) catch x; x end
         @test err isa MMSBError && err.name == "invalid_argument"
+        # the message speaks Julia: the 1-based byte that does not fit, no Rust syntax
+        @test err isa MMSBError && occursin("bytes 17:17 (1-based)", err.message) && !occursin("{", err.message)
     end
     @test isempty(dependents(s, c)) && dependents(s, a) == [b]
     err = try CopyCommand(1; dst_at = 0) catch x; x end

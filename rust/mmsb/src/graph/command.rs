@@ -201,10 +201,18 @@ impl Command {
 
     /// Checks the command against the page sizes it will run on.
     pub fn validate(&self, src_size: u64, dst_size: u64) -> Result<(), GraphError> {
+        // Worded like `DeltaError::OutOfBounds` (no Rust syntax), so that bindings can restate
+        // the offsets in their own convention (the Julia package shows 1-based byte ranges).
+        let kind = match self {
+            Command::Copy { .. } => "copy",
+            Command::Fill { .. } => "fill",
+            Command::Op { .. } => "op",
+            Command::Callback(_) => "callback",
+        };
         let range = |what: &str, off: u64, len: u64, size: u64| match off.checked_add(len) {
             Some(end) if end <= size => Ok(()),
             _ => Err(GraphError::InvalidCommand(format!(
-                "{self:?}: {what} range {off}+{len} does not fit a page of {size} bytes"
+                "{kind} command: {len} bytes at offset {off} are out of bounds for the {what} page of {size} bytes"
             ))),
         };
         match *self {
@@ -216,7 +224,7 @@ impl Command {
             Command::Op { lane, src_off, dst_off, len, .. } => {
                 if len % lane.size() != 0 {
                     return Err(GraphError::InvalidCommand(format!(
-                        "{self:?}: length {len} is not a multiple of the {lane:?} lane size {}",
+                        "op command: length {len} is not a multiple of the {lane:?} lane size {}",
                         lane.size()
                     )));
                 }
