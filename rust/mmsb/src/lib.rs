@@ -12,8 +12,7 @@
 //!
 //! Layer 04 (compiler instrumentation) lives in the Julia package, on top of this crate.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
+// Lints: `[workspace.lints]` in the root Cargo.toml.
 
 pub mod device;
 pub mod ffi;

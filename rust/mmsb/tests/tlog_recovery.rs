@@ -746,11 +746,14 @@ fn a_directory_that_cannot_be_written_is_refused_at_open() {
     mode(&dir, 0o555);
     let at = dir.clone();
     let r = std::thread::spawn(move || {
-        // SAFETY: the raw system call changes the credentials of this thread only (Linux keeps
-        // them per thread; libc's setresuid would change every thread's), and the thread ends
-        // after the open. Root may write anywhere, so the check needs an unprivileged user.
+        // Root may write anywhere, so the check needs an unprivileged user.
+        // SAFETY: geteuid only reads this process's effective user id.
         if unsafe { libc::geteuid() } == 0 {
-            assert_eq!(unsafe { libc::syscall(libc::SYS_setresuid, 65534u32, 65534u32, 65534u32) }, 0);
+            // SAFETY: the raw system call changes the credentials of this thread only (Linux
+            // keeps them per thread; libc's setresuid would change every thread's), and the
+            // thread ends after the open.
+            let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534u32, 65534u32, 65534u32) };
+            assert_eq!(rc, 0);
         }
         MMSBState::open(disk_config(&at)).map(|_| ())
     })

@@ -25,8 +25,9 @@
 //!   `create_page` / `free_page` / `close` hooks;
 //! - the transaction log: `log_device_sync` (state_ext.rs) is called once per page and direction
 //!   after the doorbell rang, with a [`DeviceSyncRecord`] whose body
-//!   [`encode_sync_record`] / [`decode_sync_record`] serialize: a state with a log writes it as
-//!   an extension record of kind `tlog::ext_kind::DEVICE_SYNC`, and every state keeps the last
+//!   [`encode_sync_record`] / [`decode_sync_record`] serialize: the sync takes one LSN (through
+//!   `MMSBState::commit_locked`, with or without a log, as every change does), a state with a
+//!   log writes it as an extension record of kind `tlog::ext_kind::DEVICE_SYNC`, and every state keeps the last
 //!   ones in a bounded journal (`MMSBState::take_device_sync_records`). Device→host syncs and
 //!   `apply_on_device` route their deltas with `router::validate`/`router::apply` under the core lock, as
 //!   `update_page_at` does, so they are logged wherever that path is;

@@ -256,26 +256,24 @@ impl MMSBState {
         self.route_delta(page, delta, expected_epoch)
     }
 
-    /// Hook for the transaction log: called once per (page, direction) after the doorbell
-    /// confirmed the sync.
-    /// Records a completed sync (called only after its doorbell rang): an extension record in
-    /// the transaction log when the state has one, and the bounded in-memory journal.
+    /// Records a completed sync (called once per (page, direction), only after its doorbell
+    /// rang): the sync takes an LSN like every other change, with or without a log
+    /// (docs/log-format.md), written as an extension record when the state has a log; and it
+    /// goes into the bounded in-memory journal.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     fn log_device_sync(&self, rec: &DeviceSyncRecord) {
         self.events.emit(crate::graph::Event::DeviceSync { page: rec.page, direction: rec.direction });
         let body = encode_sync_record(rec);
-        if self.has_log() {
-            let mut core = self.core.write();
-            match self.tlog_extension(&core, crate::runtime::tlog::ext_kind::DEVICE_SYNC, &body) {
-                Ok(pending) => {
-                    core.lsn += 1;
-                    drop(core);
-                    if let Err(e) = self.tlog_commit(pending) {
-                        self.device.note_log_failure(e.to_string());
-                    }
+        let mut core = self.core.write();
+        let kind = crate::runtime::tlog::ext_kind::DEVICE_SYNC;
+        match self.commit_locked(&mut core, 1, |s, c| s.tlog_extension(c, kind, &body)) {
+            Ok((_, pending)) => {
+                drop(core);
+                if let Err(e) = self.tlog_commit(pending) {
+                    self.device.note_log_failure(e.to_string());
                 }
-                Err(e) => self.device.note_log_failure(e.to_string()),
             }
+            Err(e) => self.device.note_log_failure(e.to_string()),
         }
         self.device.journal_push(body);
     }
@@ -576,6 +574,40 @@ mod tests {
 
     fn no_gpu_state() -> MMSBState {
         MMSBState::open(Config { gpu: false, ..Config::default() }).unwrap()
+    }
+
+    /// A device sync takes one LSN whether or not the state has a log (as graph edits and
+    /// every other change do; docs/log-format.md), and with a log it is that LSN's record.
+    #[test]
+    fn a_device_sync_takes_one_lsn_with_or_without_a_log() {
+        for logging in [false, true] {
+            let s = MMSBState::open(Config { gpu: false, logging, ..Config::default() }).unwrap();
+            let page = s.create_page(64, Location::Gpu, PageMeta::default()).unwrap();
+            let before = s.lsn();
+            let rec = DeviceSyncRecord {
+                version: DEVICE_SYNC_RECORD_VERSION,
+                page,
+                direction: SyncDirection::HostToDevice,
+                epoch: 0,
+                delta_lsn: None,
+                copies: vec![(0, 64)],
+                bytes: 64,
+            };
+            s.log_device_sync(&rec);
+            assert_eq!(s.lsn(), before + 1, "logging: {logging}");
+            assert_eq!(s.take_device_sync_records(), vec![encode_sync_record(&rec)]);
+            if logging {
+                let recs: Vec<_> = s.log_records(before + 1..before + 2).unwrap().map(Result::unwrap).collect();
+                let want = crate::runtime::tlog::LogOp::Extension {
+                    kind: crate::runtime::tlog::ext_kind::DEVICE_SYNC,
+                    body: encode_sync_record(&rec),
+                };
+                assert_eq!((recs.len(), &recs[0].op), (1, &want));
+            }
+            // The next change follows on without a gap.
+            let lsn = s.route_delta(page, &Delta::write(0, b"z").unwrap(), None).unwrap();
+            assert_eq!(lsn, before + 2);
+        }
     }
 
     #[test]

@@ -85,15 +85,16 @@ impl MMSBState {
         let dst = core.pages.get(&to).ok_or(PageError::UnknownPage(to))?.size();
         let id = core.graph.add_edge(from, to, kind, commands, src, dst)?;
         let record = persist::GraphRecord::EdgeAdded(core.graph.edge(id).expect("edge just added").into());
-        let pending = match self.tlog_extension(&core, ext_kind::GRAPH_EDGE_ADD, &persist::encode_record(&record)) {
-            Ok(p) => p,
-            Err(e) => {
-                // The log refused the record: undo, so a failed call changes nothing.
-                core.graph.remove_edge(id)?;
-                return Err(e);
-            }
-        };
-        core.lsn += 1;
+        let body = persist::encode_record(&record);
+        let pending =
+            match self.commit_locked(&mut core, 1, |s, c| s.tlog_extension(c, ext_kind::GRAPH_EDGE_ADD, &body)) {
+                Ok((_, p)) => p,
+                Err(e) => {
+                    // The log refused the record: undo, so a failed call changes nothing.
+                    core.graph.remove_edge(id)?;
+                    return Err(e);
+                }
+            };
         drop(core);
         self.tlog_commit(pending)?;
         Ok(id)
@@ -106,9 +107,10 @@ impl MMSBState {
         self.graph_check_open()?;
         core.graph.edge(edge).ok_or(crate::types::error::GraphError::UnknownEdgeId(edge.0))?;
         let record = persist::GraphRecord::EdgeRemoved { id: edge };
-        let pending = self.tlog_extension(&core, ext_kind::GRAPH_EDGE_REMOVE, &persist::encode_record(&record))?;
+        let body = persist::encode_record(&record);
+        let (_, pending) =
+            self.commit_locked(&mut core, 1, |s, c| s.tlog_extension(c, ext_kind::GRAPH_EDGE_REMOVE, &body))?;
         core.graph.remove_edge(edge)?;
-        core.lsn += 1;
         drop(core);
         self.tlog_commit(pending)?;
         Ok(())

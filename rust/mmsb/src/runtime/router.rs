@@ -2,9 +2,7 @@
 //! assigning LSNs and bumping page epochs. Both steps run under the state's exclusive lock;
 //! validation finishes before the first byte is written, so a rejected batch changes nothing.
 
-use std::ops::Range;
-
-use crate::runtime::state::{Core, Lsn};
+use crate::runtime::state::Core;
 use crate::types::delta::Delta;
 use crate::types::error::{PageError, Result, StateError};
 use crate::types::page::PageId;
@@ -36,9 +34,9 @@ pub(crate) fn validate(core: &Core, ops: &[RouteOp<'_>]) -> Result<()> {
     Ok(())
 }
 
-/// Applies ops already accepted by [`validate`]; returns the LSNs assigned.
-pub(crate) fn apply(core: &mut Core, ops: &[RouteOp<'_>]) -> Range<Lsn> {
-    let start = core.lsn + 1;
+/// Applies ops already accepted by [`validate`], whose LSNs the caller has assigned (one per
+/// op, through `MMSBState::commit_locked`).
+pub(crate) fn apply(core: &mut Core, ops: &[RouteOp<'_>]) {
     for op in ops {
         let page = core.pages.get_mut(&op.page).expect("validated page exists");
         // SAFETY: the caller holds the state's exclusive lock (we have `&mut Core`), so there is
@@ -49,7 +47,5 @@ pub(crate) fn apply(core: &mut Core, ops: &[RouteOp<'_>]) -> Range<Lsn> {
             dirty.mark_delta(op.delta);
         }
         page.epoch += 1;
-        core.lsn += 1;
     }
-    start..core.lsn + 1
 }

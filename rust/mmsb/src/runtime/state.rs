@@ -155,6 +155,24 @@ pub(crate) struct Core {
     pub(crate) graph: ShadowPageGraph,
 }
 
+impl Core {
+    /// The LSN the next change will take: the one its log record is appended with.
+    #[inline]
+    pub(crate) fn next_lsn(&self) -> Lsn {
+        self.lsn + 1
+    }
+
+    /// Assigns the next `n` LSNs. The only place the LSN advances (recovery sets it to what it
+    /// replayed); called by [`MMSBState::commit_locked`] once the record is in the log, so a
+    /// failed append assigns nothing, and the same way whether or not the state has a log.
+    #[inline]
+    fn assign_lsns(&mut self, n: u64) -> std::ops::Range<Lsn> {
+        let start = self.lsn + 1;
+        self.lsn += n;
+        start..start + n
+    }
+}
+
 /// The state's lock around [`Core`]. Taking it checks first that this thread is not running
 /// callbacks under it (see `runtime::reentry`): fallible entry points return `Reentrant`
 /// before they get here; the infallible ones (`lsn`, `close`, statistics) panic here with the
@@ -319,9 +337,8 @@ impl MMSBState {
         self.check_still_open()?;
         let id = PageId(core.next_page_id);
         // TLog hook: log before the registry changes; a failed append changes nothing.
-        let pending = self.tlog_create(&core, id, size, location, &meta)?;
+        let (_, pending) = self.commit_locked(&mut core, 1, |s, c| s.tlog_create(c, id, size, location, &meta))?;
         core.next_page_id += 1;
-        core.lsn += 1;
         self.monitor.page_created(buf.capacity() as u64); // monitoring hook
         core.pages.insert(id, Page::new(id, location, meta, buf));
         drop(core);
@@ -349,11 +366,10 @@ impl MMSBState {
             return Err(PageError::InUse { page: id, reason: "it has dependency edges".into() }.into());
         }
         // TLog hook: log before the registry changes.
-        let pending = self.tlog_free(&core, id)?;
+        let (_, pending) = self.commit_locked(&mut core, 1, |s, c| s.tlog_free(c, id))?;
         if let Some(page) = core.pages.remove(&id) {
             self.monitor.page_freed(page.buf().capacity() as u64); // monitoring hook
         }
-        core.lsn += 1;
         drop(core);
         // Device layer hook: the mirror goes with the page.
         self.device.on_page_freed(id);
@@ -388,6 +404,22 @@ impl MMSBState {
         Ok(lsns)
     }
 
+    /// The steps every logged change shares, under the exclusive lock: append its record (`log`
+    /// writes it with LSNs from `core.next_lsn()`, `count` of them) and, only once that
+    /// succeeded, assign those LSNs. The caller then applies the change under the same lock and
+    /// passes the returned `Pending` to `tlog_commit` after releasing it. A failed append
+    /// returns the error with nothing assigned, so the caller can leave everything unchanged.
+    #[inline]
+    pub(crate) fn commit_locked(
+        &self,
+        core: &mut Core,
+        count: u64,
+        log: impl FnOnce(&Self, &Core) -> Result<crate::runtime::tlog::Pending>,
+    ) -> Result<(std::ops::Range<Lsn>, crate::runtime::tlog::Pending)> {
+        let pending = log(self, core)?;
+        Ok((core.assign_lsns(count), pending))
+    }
+
     /// The one path by which deltas reach pages, for every caller that holds the exclusive
     /// lock (routing, `update_page`, propagation, device syncs): validate everything, log the
     /// batch as one record, apply, and emit `DeltaApplied` events. Nothing changes if validation
@@ -400,8 +432,8 @@ impl MMSBState {
     ) -> Result<(std::ops::Range<Lsn>, crate::runtime::tlog::Pending)> {
         router::validate(core, ops)?;
         // TLog hook: one record for the whole batch, written before any page changes.
-        let pending = self.tlog_batch(core, ops)?;
-        let lsns = router::apply(core, ops);
+        let (lsns, pending) = self.commit_locked(core, ops.len() as u64, |s, c| s.tlog_batch(c, ops))?;
+        router::apply(core, ops);
         // EVENT HOOK (graph): DeltaApplied for each routed delta; one atomic load with no subscriber.
         self.events.emit_deltas(core, lsns.clone(), ops);
         Ok((lsns, pending))

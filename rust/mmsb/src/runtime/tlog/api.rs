@@ -122,7 +122,7 @@ impl MMSBState {
         Ok(state)
     }
 
-    /// Hook: logs a page creation (LSN `core.lsn + 1`) before the registry changes.
+    /// Hook: logs a page creation (LSN `core.next_lsn()`) before the registry changes.
     pub(crate) fn tlog_create(
         &self,
         core: &Core,
@@ -133,18 +133,19 @@ impl MMSBState {
     ) -> Result<Pending> {
         let Some(log) = &self.tlog else { return Ok(Pending(None)) };
         let body = CreateBody { id, size, location, meta: meta.clone() };
-        let t = log.append(RecordType::PageCreate, core.lsn + 1, 1, |out| encode_create(&body, out))?;
+        let t = log.append(RecordType::PageCreate, core.next_lsn(), 1, |out| encode_create(&body, out))?;
         Ok(Pending(Some(t)))
     }
 
-    /// Hook: logs a page free (LSN `core.lsn + 1`) before the registry changes.
+    /// Hook: logs a page free (LSN `core.next_lsn()`) before the registry changes.
     pub(crate) fn tlog_free(&self, core: &Core, id: PageId) -> Result<Pending> {
         let Some(log) = &self.tlog else { return Ok(Pending(None)) };
-        let t = log.append(RecordType::PageFree, core.lsn + 1, 1, |out| out.extend_from_slice(&id.0.to_le_bytes()))?;
+        let t =
+            log.append(RecordType::PageFree, core.next_lsn(), 1, |out| out.extend_from_slice(&id.0.to_le_bytes()))?;
         Ok(Pending(Some(t)))
     }
 
-    /// Hook: logs a validated batch as one record (LSNs `core.lsn + 1 ..`) before it applies.
+    /// Hook: logs a validated batch as one record (LSNs `core.next_lsn() ..`) before it applies.
     pub(crate) fn tlog_batch(&self, core: &Core, ops: &[RouteOp<'_>]) -> Result<Pending> {
         let Some(log) = &self.tlog else { return Ok(Pending(None)) };
         if ops.is_empty() {
@@ -153,7 +154,7 @@ impl MMSBState {
         // The `Batch` body (record.rs), with large payloads written in place rather than copied
         // (and into the blob file once they reach `blob_min`).
         let split = log.blob_min.min(4096);
-        let t = log.append_parts(RecordType::Batch, core.lsn + 1, ops.len() as u64, |out, tails| {
+        let t = log.append_parts(RecordType::Batch, core.next_lsn(), ops.len() as u64, |out, tails| {
             out.extend_from_slice(&(ops.len() as u32).to_le_bytes());
             for o in ops {
                 out.extend_from_slice(&o.page.0.to_le_bytes());
@@ -168,12 +169,13 @@ impl MMSBState {
         Ok(Pending(Some(t)))
     }
 
-    /// Hook for other layers: logs an extension record of `kind` (one LSN, `core.lsn + 1`; the
-    /// caller then bumps `core.lsn` and applies its change, and calls [`MMSBState::tlog_commit`]
-    /// after releasing the lock). Recovery hands it to `MMSBState::apply_log_extension`.
+    /// Hook for other layers: logs an extension record of `kind` (one LSN, `core.next_lsn()`).
+    /// Called through [`MMSBState::commit_locked`], which assigns the LSN; the caller applies its
+    /// change and calls [`MMSBState::tlog_commit`] after releasing the lock. Recovery hands the
+    /// record to `MMSBState::apply_log_extension`.
     pub(crate) fn tlog_extension(&self, core: &Core, kind: u8, body: &[u8]) -> Result<Pending> {
         let Some(log) = &self.tlog else { return Ok(Pending(None)) };
-        let t = log.append(RecordType::Extension, core.lsn + 1, 1, |out| {
+        let t = log.append(RecordType::Extension, core.next_lsn(), 1, |out| {
             out.push(kind);
             out.extend_from_slice(body);
         })?;
@@ -273,8 +275,8 @@ mod tests {
         let s = MMSBState::open_with_storage(mem(), storage.clone()).unwrap();
         s.create_page(8, Location::Cpu, PageMeta::default()).unwrap();
         let mut core = s.core.write();
-        let p = s.tlog_extension(&core, 200, b"graph bytes").unwrap();
-        core.lsn += 1;
+        let (lsns, p) = s.commit_locked(&mut core, 1, |s, c| s.tlog_extension(c, 200, b"graph bytes")).unwrap();
+        assert_eq!(lsns, 2..3);
         drop(core);
         s.tlog_commit(p).unwrap();
         let slice: Vec<_> = s.log_records(2..3).unwrap().map(Result::unwrap).collect();

@@ -366,20 +366,46 @@ pub(crate) fn open_into(state: &mut MMSBState) -> Result<()> {
     open_with(state, storage)
 }
 
-/// Recovers into `state` from `storage` and attaches the log.
+/// Recovers into `state` from `storage` and attaches the log, in five steps: list the files
+/// (removing temporaries), load the newest valid checkpoint, replay the chain after it, decide
+/// what the recovered state does not reach (refuse lost records, quarantine, cut the torn
+/// tail) and attach the log where appends continue.
 pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Result<()> {
     let config = state.config().clone();
     let tolerant = config.tolerant_recovery;
-    let io = |what: String| move |e| LogError::io(what, e);
-    let listing = list(storage.as_ref())?;
+    let listing = list_and_clean(storage.as_ref())?;
+    let ckpt = newest_checkpoint(storage.as_ref(), &listing)?;
+    let ckpt_lsn = ckpt.as_ref().map_or(0, |c| c.lsn);
+    let walk = replay_chain(state, storage.as_ref(), &listing, ckpt.as_ref(), tolerant)?;
+    let last_lsn = walk.last_lsn.max(ckpt_lsn);
+    if !tolerant {
+        refuse_lost_records(storage.as_ref(), &listing, &walk, &dropped_segments(&listing, &walk), last_lsn)?;
+    }
+    // Recovery succeeds from here on.
+    let settled = settle_files(state, storage.as_ref(), &listing, &walk, ckpt_lsn, ckpt.is_some(), last_lsn)?;
+    attach_log(state, storage, &config, &listing, &walk, ckpt.as_ref(), last_lsn, settled)
+}
+
+/// Maps an I/O error to `LogError::Io` naming `what` was being done.
+fn io(what: String) -> impl FnOnce(std::io::Error) -> LogError {
+    move |e| LogError::io(what, e)
+}
+
+/// Step 1: the files of the directory, with the temporaries of interrupted writes removed.
+fn list_and_clean(storage: &dyn Storage) -> Result<Listing> {
+    let listing = list(storage)?;
     for t in &listing.temps {
         storage.remove(t).map_err(io(format!("remove {}", storage.describe(t))))?;
     }
+    Ok(listing)
+}
 
-    // The newest checkpoint that verifies; a newer format version is an error, not a fallback.
+/// Step 2: the newest checkpoint that verifies (a newer format version is an error, not a
+/// fallback), and a check that the chain does not start after it.
+fn newest_checkpoint(storage: &dyn Storage, listing: &Listing) -> Result<Option<checkpoint::CheckpointData>> {
     let mut ckpt = None;
     for name in listing.checkpoints.values().rev() {
-        if let Some(c) = checkpoint::read(storage.as_ref(), name)? {
+        if let Some(c) = checkpoint::read(storage, name)? {
             ckpt = Some(c);
             break;
         }
@@ -396,41 +422,48 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
             .into());
         }
     }
+    Ok(ckpt)
+}
 
-    let walk = {
-        let mut core = state.core.write();
-        if let Some(c) = &ckpt {
-            crate::runtime::tlog::replay::load_checkpoint(state, &mut core, c)?;
+/// Step 3: loads the checkpoint into `state` and replays the records after it, up to the first
+/// one that does not verify (or past skippable damage when `tolerant`).
+fn replay_chain(
+    state: &MMSBState,
+    storage: &dyn Storage,
+    listing: &Listing,
+    ckpt: Option<&checkpoint::CheckpointData>,
+    tolerant: bool,
+) -> Result<Walk> {
+    let ckpt_lsn = ckpt.map_or(0, |c| c.lsn);
+    let mut core = state.core.write();
+    if let Some(c) = ckpt {
+        crate::runtime::tlog::replay::load_checkpoint(state, &mut core, c)?;
+    }
+    walk(storage, &listing.chain, OnInvalid::Recover { tolerant, covered: ckpt_lsn }, |h, body, file, off| {
+        if h.last_lsn() <= ckpt_lsn {
+            return Ok(true);
         }
-        walk(
-            storage.as_ref(),
-            &listing.chain,
-            OnInvalid::Recover { tolerant, covered: ckpt_lsn },
-            |h, body, file, off| {
-                if h.last_lsn() <= ckpt_lsn {
-                    return Ok(true);
-                }
-                if h.lsn <= ckpt_lsn {
-                    return Err(LogError::Corrupt {
-                        file: storage.describe(file),
-                        offset: off,
-                        reason: format!("record {}..={} straddles the checkpoint at {ckpt_lsn}", h.lsn, h.last_lsn()),
-                    }
-                    .into());
-                }
-                apply_record(state, &mut core, h, body, Lsn::MAX, tolerant).map_err(|reason| LogError::Corrupt {
-                    file: storage.describe(file),
-                    offset: off,
-                    reason,
-                })?;
-                Ok(true)
-            },
-        )?
-    };
-    let last_lsn = walk.last_lsn.max(ckpt_lsn);
-    // Files the recovered state does not reach: every segment past the cut (and the cut one
-    // when its header is the problem), and blob files without their segment.
-    let dropped: Vec<&SegFile> = match &walk.cut {
+        if h.lsn <= ckpt_lsn {
+            return Err(LogError::Corrupt {
+                file: storage.describe(file),
+                offset: off,
+                reason: format!("record {}..={} straddles the checkpoint at {ckpt_lsn}", h.lsn, h.last_lsn()),
+            }
+            .into());
+        }
+        apply_record(state, &mut core, h, body, Lsn::MAX, tolerant).map_err(|reason| LogError::Corrupt {
+            file: storage.describe(file),
+            offset: off,
+            reason,
+        })?;
+        Ok(true)
+    })
+}
+
+/// Step 4a: the segments the recovered state does not reach: every segment past the cut (and
+/// the cut one when its header is the problem).
+fn dropped_segments<'a>(listing: &'a Listing, walk: &Walk) -> Vec<&'a SegFile> {
+    match &walk.cut {
         Some(cut) => listing
             .chain
             .iter()
@@ -439,13 +472,45 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
             .map(|(_, s)| s)
             .collect(),
         None => Vec::new(),
-    };
-    if !tolerant {
-        refuse_lost_records(storage.as_ref(), &listing, &walk, &dropped, last_lsn)?;
     }
-    // Recovery succeeds from here on: older generations can go, unless one holds records past
-    // the checkpoint recovered from (a chain start forged or damaged in front of it, a copy put
-    // there by hand, or an interrupted compaction's old chain): that one is kept aside.
+}
+
+/// What [`settle_files`] leaves for the log's writer.
+struct Settled {
+    checkpoints: BTreeMap<Lsn, String>,
+    quarantined: Vec<String>,
+    truncated: u64,
+}
+
+/// Step 4b, once recovery is known to succeed: older generations go, except evidence (kept
+/// aside); a fresh checkpoint after skipped damage; the torn tail cut.
+fn settle_files(
+    state: &MMSBState,
+    storage: &dyn Storage,
+    listing: &Listing,
+    walk: &Walk,
+    ckpt_lsn: Lsn,
+    has_ckpt: bool,
+    last_lsn: Lsn,
+) -> Result<Settled> {
+    let mut quarantined = quarantine_leftovers(storage, listing, ckpt_lsn)?;
+    let mut checkpoints = listing.checkpoints.clone();
+    checkpoints.retain(|lsn, _| *lsn <= ckpt_lsn && has_ckpt);
+    if walk.skipped > 0 {
+        checkpoint_after_skips(state, storage, &mut checkpoints, &mut quarantined, last_lsn)?;
+    }
+    let truncated = cut_tail(storage, listing, walk, &mut quarantined)?;
+    if walk.cut.is_some() || !listing.orphan_blobs.is_empty() || !listing.leftovers.is_empty() {
+        storage.sync_dir().map_err(io(format!("fsync {}", storage.describe(""))))?;
+    }
+    Ok(Settled { checkpoints, quarantined, truncated })
+}
+
+/// Older generations can go, unless one holds records past the checkpoint recovered from (a
+/// chain start forged or damaged in front of it, a copy put there by hand, or an interrupted
+/// compaction's old chain): that one is kept aside, as are blob files without their segment.
+/// Returns the names quarantined.
+fn quarantine_leftovers(storage: &dyn Storage, listing: &Listing, ckpt_lsn: Lsn) -> Result<Vec<String>> {
     let mut quarantined = Vec::new();
     let mut kept = Vec::new();
     for t in &listing.leftovers {
@@ -462,74 +527,95 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         // (Segments come first in `leftovers`: a kept one's blob file is kept with it.)
         let kept_blob = parse_blob_name(t).is_some_and(|b| kept.contains(&b));
         match seg {
-            Some(seg) if evidence(storage.as_ref(), &seg, ckpt_lsn)?.is_some() => {
+            Some(seg) if evidence(storage, &seg, ckpt_lsn)?.is_some() => {
                 kept.push(seg.segno);
-                set_aside(storage.as_ref(), t, &mut quarantined, true)?
+                set_aside(storage, t, &mut quarantined, true)?
             }
-            _ if kept_blob => set_aside(storage.as_ref(), t, &mut quarantined, true)?,
+            _ if kept_blob => set_aside(storage, t, &mut quarantined, true)?,
             _ => storage.remove(t).map_err(io(format!("remove {}", storage.describe(t))))?,
         }
     }
     for b in &listing.orphan_blobs {
         quarantined.push(storage.quarantine(b).map_err(io(format!("quarantine {}", storage.describe(b))))?);
     }
-    let mut checkpoints = listing.checkpoints.clone();
-    checkpoints.retain(|lsn, _| *lsn <= ckpt_lsn && ckpt.is_some());
-    if walk.skipped > 0 {
-        // Tolerant recovery skipped damage: checkpoint the recovered state before any log file
-        // is touched, so the damaged region is never needed again (a crash before the new chain
-        // exists just repeats this recovery).
-        let mut core = state.core.write();
-        core.lsn = last_lsn;
-        let ext = state.checkpoint_extension(&core);
-        let (name, _) = checkpoint::write(storage.as_ref(), &core, &ext)?;
-        // The older checkpoints and the damaged chain are evidence, not needed any more: moved
-        // aside below, never deleted.
-        for (_, old) in std::mem::take(&mut checkpoints) {
-            if old != name {
-                set_aside(storage.as_ref(), &old, &mut quarantined, true)?;
-            }
-        }
-        checkpoints.insert(last_lsn, name);
-    }
+    Ok(quarantined)
+}
 
-    // Cut a torn tail: truncate the segment where it starts; move the files after it aside
-    // (newest first, so an interrupted pass leaves a shorter chain, not a gap), removing only
-    // those that hold nothing (torn creations).
+/// Tolerant recovery skipped damage: checkpoint the recovered state before any log file is
+/// touched, so the damaged region is never needed again (a crash before the new chain exists
+/// just repeats this recovery). The older checkpoints are evidence, not needed any more: moved
+/// aside, never deleted.
+fn checkpoint_after_skips(
+    state: &MMSBState,
+    storage: &dyn Storage,
+    checkpoints: &mut BTreeMap<Lsn, String>,
+    quarantined: &mut Vec<String>,
+    last_lsn: Lsn,
+) -> Result<()> {
+    let mut core = state.core.write();
+    core.lsn = last_lsn;
+    let ext = state.checkpoint_extension(&core);
+    let (name, _) = checkpoint::write(storage, &core, &ext)?;
+    for (_, old) in std::mem::take(checkpoints) {
+        if old != name {
+            set_aside(storage, &old, quarantined, true)?;
+        }
+    }
+    checkpoints.insert(last_lsn, name);
+    Ok(())
+}
+
+/// Cuts a torn tail: truncates the segment where it starts; moves the files after it aside
+/// (newest first, so an interrupted pass leaves a shorter chain, not a gap), removing only
+/// those that hold nothing (torn creations). Returns the bytes cut off.
+fn cut_tail(storage: &dyn Storage, listing: &Listing, walk: &Walk, quarantined: &mut Vec<String>) -> Result<u64> {
     let mut truncated = 0u64;
-    if let Some(cut) = &walk.cut {
-        for (j, s) in listing.chain.iter().enumerate().skip(cut.seg).rev() {
-            let len = storage.open(&s.name).and_then(|f| f.len()).unwrap_or(0);
-            let blob = blob_name(s.segno);
-            if j == cut.seg && cut.offset > 0 {
-                if !cut.zeros {
-                    truncated += len - cut.offset;
-                }
-                let f = storage.open(&s.name).map_err(io(format!("open {}", storage.describe(&s.name))))?;
-                f.truncate(cut.offset).map_err(io(format!("truncate {}", storage.describe(&s.name))))?;
-                f.sync().map_err(io(format!("fsync {}", storage.describe(&s.name))))?;
-                // Blob bytes of the records cut off go too.
-                let end = walk.seg_ends.iter().find(|e| e.0 == s.segno).map_or(0, |e| e.3);
-                if let Ok(b) = storage.open(&blob) {
-                    let blen = b.len().map_err(io(format!("read {}", storage.describe(&blob))))?;
-                    if blen > end {
-                        truncated += blen - end;
-                        b.truncate(end).map_err(io(format!("truncate {}", storage.describe(&blob))))?;
-                        b.sync().map_err(io(format!("fsync {}", storage.describe(&blob))))?;
-                    }
-                }
-            } else {
-                truncated += len + storage.open(&blob).and_then(|f| f.len()).unwrap_or(0);
-                // The segment first: a blob file without its segment is found again next time.
-                set_aside(storage.as_ref(), &s.name, &mut quarantined, true)?;
-                set_aside(storage.as_ref(), &blob, &mut quarantined, true)?;
+    let Some(cut) = &walk.cut else { return Ok(0) };
+    for (j, s) in listing.chain.iter().enumerate().skip(cut.seg).rev() {
+        let len = storage.open(&s.name).and_then(|f| f.len()).unwrap_or(0);
+        let blob = blob_name(s.segno);
+        if j == cut.seg && cut.offset > 0 {
+            if !cut.zeros {
+                truncated += len - cut.offset;
             }
+            let f = storage.open(&s.name).map_err(io(format!("open {}", storage.describe(&s.name))))?;
+            f.truncate(cut.offset).map_err(io(format!("truncate {}", storage.describe(&s.name))))?;
+            f.sync().map_err(io(format!("fsync {}", storage.describe(&s.name))))?;
+            // Blob bytes of the records cut off go too.
+            let end = walk.seg_ends.iter().find(|e| e.0 == s.segno).map_or(0, |e| e.3);
+            if let Ok(b) = storage.open(&blob) {
+                let blen = b.len().map_err(io(format!("read {}", storage.describe(&blob))))?;
+                if blen > end {
+                    truncated += blen - end;
+                    b.truncate(end).map_err(io(format!("truncate {}", storage.describe(&blob))))?;
+                    b.sync().map_err(io(format!("fsync {}", storage.describe(&blob))))?;
+                }
+            }
+        } else {
+            truncated += len + storage.open(&blob).and_then(|f| f.len()).unwrap_or(0);
+            // The segment first: a blob file without its segment is found again next time.
+            set_aside(storage, &s.name, quarantined, true)?;
+            set_aside(storage, &blob, quarantined, true)?;
         }
     }
-    if walk.cut.is_some() || !listing.orphan_blobs.is_empty() || !listing.leftovers.is_empty() {
-        storage.sync_dir().map_err(io(format!("fsync {}", storage.describe(""))))?;
-    }
+    Ok(truncated)
+}
 
+/// Step 5: builds the log's writer over the retained chain (appending to its last segment when
+/// the log reaches the recovered state, else starting a fresh chain after everything), prunes
+/// old checkpoint generations, and attaches the log to `state` at `last_lsn`.
+#[allow(clippy::too_many_arguments)] // the steps' results, each used once
+fn attach_log(
+    state: &mut MMSBState,
+    storage: Arc<dyn Storage>,
+    config: &crate::Config,
+    listing: &Listing,
+    walk: &Walk,
+    ckpt: Option<&checkpoint::CheckpointData>,
+    last_lsn: Lsn,
+    settled: Settled,
+) -> Result<()> {
+    let Settled { checkpoints, quarantined, truncated } = settled;
     // The retained chain after the cut.
     let mut segments = BTreeMap::new();
     for (segno, h, end, blob) in &walk.seg_ends {
@@ -563,7 +649,7 @@ pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Res
         truncated_bytes: truncated,
         quarantined,
     };
-    let log = Tlog::new(storage.clone(), &config, w, state.monitor.clone());
+    let log = Tlog::new(storage.clone(), config, w, state.monitor.clone());
     {
         let mut w = log.w.lock();
         match tail {
