@@ -1,14 +1,7 @@
 # Error paths: every misuse is an MMSBError (or an ArgumentError for Julia-side
 # argument shapes), never a crash.
 
-errof(f) = try f(); nothing catch e; e end
-
-function expect_error(f, name)
-    e = errof(f)
-    @test e isa MMSBError
-    e isa MMSBError && @test e.name == name
-    return e
-end
+# errof, expect_error: test/helpers.jl
 
 s = mmsb_start(max_page_size = 1 << 20)
 p = create_page(s, 32)

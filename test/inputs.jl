@@ -1,14 +1,7 @@
 # Issue 15 (API part): every input has one rule and a named error; nothing hangs.
 # Offsets here are chosen to be out of (or in) bounds whether offsets count from 0 or 1.
 
-errof(f) = try f(); nothing catch e; e end
-
-function expect_error(f, name)
-    e = errof(f)
-    @test e isa MMSBError
-    e isa MMSBError && @test e.name == name
-    return e
-end
+# errof, expect_error: test/helpers.jl
 
 # dir = "" is an error, not a quiet in-memory state
 e = expect_error(() -> mmsb_start(dir = ""), "invalid_argument")

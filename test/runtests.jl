@@ -18,6 +18,7 @@ counts = try
                 @testset "$name" begin
                     m = Module(Symbol("Test_", name))
                     Core.eval(m, :(using Test, Random, MMSB))
+                    Base.include(m, joinpath(@__DIR__, "helpers.jl"))
                     Base.include(m, joinpath(@__DIR__, "$name.jl"))
                 end
             end
