@@ -39,6 +39,7 @@ pub mod http;
 pub mod state_ext;
 mod stats;
 
+use std::ffi::CStr;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -61,199 +62,152 @@ use clock::Clock;
 /// cbindgen:ignore
 pub const DEFAULT_SAMPLE_EVERY: u32 = 256;
 
-/// A latency histogram. The numbers are part of the C ABI and never change.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// Routing a delta or batch (`route_batch`, `update_page`), including lock wait.
-    DeltaRoute = 0,
-    /// One propagation round of the PropagationEngine.
-    PropagationRound = 1,
-    /// Appending a record to the transaction log.
-    LogAppend = 2,
-    /// One fsync of the log.
-    Fsync = 3,
-    /// Writing a checkpoint.
-    Checkpoint = 4,
-    /// Replaying the log (recovery or an epoch slice).
-    Replay = 5,
-    /// Synchronising a page with a device.
-    DeviceSync = 6,
+/// Declares a C-numbered monitoring enum from one line per variant, so that its number, its
+/// export name (stats JSON key, Prometheus name stem, table row, serde name, `mmsb_*_name`
+/// C string) and its Prometheus `# HELP` text cannot drift apart. A `[gauge]` mark makes
+/// `is_gauge_marked` true for that variant.
+macro_rules! numbered_names {
+    (
+        $(#[$meta:meta])*
+        pub enum $ty:ident {
+            $(
+                $(#[$vmeta:meta])*
+                $var:ident = $num:literal $([$gauge:ident])? => $name:literal, $help:literal;
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(u32)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        pub enum $ty {
+            $(
+                $(#[$vmeta])*
+                #[serde(rename = $name)]
+                $var = $num,
+            )*
+        }
+
+        /// cbindgen:ignore
+        impl $ty {
+            #[doc = concat!("Number of ", stringify!($ty), " values.")]
+            pub const COUNT: usize = [$($ty::$var),*].len();
+            /// Every value, in numeric order.
+            pub const ALL: [$ty; $ty::COUNT] = [$($ty::$var),*];
+
+            /// Decodes the C ABI number.
+            pub fn from_u32(v: u32) -> Option<$ty> {
+                $ty::ALL.get(v as usize).copied()
+            }
+
+            /// Stable snake_case name, used as the key in every export.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$var => $name,)*
+                }
+            }
+
+            /// The name as a static C string (for the C ABI's `mmsb_*_name`).
+            pub fn c_name(self) -> &'static CStr {
+                match self {
+                    $($ty::$var => const { static_c_str(concat!($name, "\0")) },)*
+                }
+            }
+
+            /// One-line description (Prometheus `# HELP`).
+            pub fn help(self) -> &'static str {
+                match self {
+                    $($ty::$var => $help,)*
+                }
+            }
+
+            #[allow(dead_code)] // only counters mark gauges
+            const fn is_gauge_marked(self) -> bool {
+                match self {
+                    $($ty::$var => numbered_names!(@gauge $($gauge)?),)*
+                }
+            }
+        }
+
+        // `from_u32` and the C constants index `ALL` by number: numbers must be 0, 1, 2...
+        const _: () = {
+            let mut i = 0;
+            while i < $ty::COUNT {
+                assert!($ty::ALL[i] as usize == i, "numbers must count up from 0 in declaration order");
+                i += 1;
+            }
+        };
+    };
+    (@gauge) => { false };
+    (@gauge gauge) => { true };
 }
 
-/// cbindgen:ignore
+/// A NUL-terminated literal as a `CStr`, checked at compile time.
+const fn static_c_str(s: &'static str) -> &'static CStr {
+    match CStr::from_bytes_with_nul(s.as_bytes()) {
+        Ok(c) => c,
+        Err(_) => panic!("a name must not contain NUL"),
+    }
+}
+
+numbered_names! {
+    /// A latency histogram. The numbers are part of the C ABI and never change.
+    pub enum Metric {
+        /// Routing a delta or batch (`route_batch`, `update_page`), including lock wait.
+        DeltaRoute = 0 => "delta_route", "Latency of routing a delta or batch, lock wait included";
+        /// One propagation round of the PropagationEngine.
+        PropagationRound = 1 => "propagation_round", "Latency of one propagation round";
+        /// Appending a record to the transaction log.
+        LogAppend = 2 => "log_append", "Latency of appending a record to the transaction log";
+        /// One fsync of the log.
+        Fsync = 3 => "fsync", "Latency of one log fsync";
+        /// Writing a checkpoint.
+        Checkpoint = 4 => "checkpoint", "Latency of writing a checkpoint";
+        /// Replaying the log (recovery or an epoch slice).
+        Replay = 5 => "replay", "Latency of a log replay";
+        /// Synchronising a page with a device.
+        DeviceSync = 6 => "device_sync", "Latency of a page sync with a device";
+    }
+}
+
 impl Metric {
-    /// Number of metrics.
-    pub const COUNT: usize = 7;
-    /// Every metric, in numeric order.
-    pub const ALL: [Metric; Metric::COUNT] = [
-        Metric::DeltaRoute,
-        Metric::PropagationRound,
-        Metric::LogAppend,
-        Metric::Fsync,
-        Metric::Checkpoint,
-        Metric::Replay,
-        Metric::DeviceSync,
-    ];
-
-    /// Decodes the C ABI number.
-    pub fn from_u32(v: u32) -> Option<Metric> {
-        Metric::ALL.get(v as usize).copied()
-    }
-
-    /// Stable snake_case name, used as the key in every export.
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::DeltaRoute => "delta_route",
-            Metric::PropagationRound => "propagation_round",
-            Metric::LogAppend => "log_append",
-            Metric::Fsync => "fsync",
-            Metric::Checkpoint => "checkpoint",
-            Metric::Replay => "replay",
-            Metric::DeviceSync => "device_sync",
-        }
-    }
-
-    /// The name as a static C string (for `mmsb_metric_name`).
-    pub fn c_name(self) -> &'static std::ffi::CStr {
-        match self {
-            Metric::DeltaRoute => c"delta_route",
-            Metric::PropagationRound => c"propagation_round",
-            Metric::LogAppend => c"log_append",
-            Metric::Fsync => c"fsync",
-            Metric::Checkpoint => c"checkpoint",
-            Metric::Replay => c"replay",
-            Metric::DeviceSync => c"device_sync",
-        }
-    }
-
-    /// One-line description (Prometheus `# HELP`).
-    pub fn help(self) -> &'static str {
-        match self {
-            Metric::DeltaRoute => "Latency of routing a delta or batch, lock wait included",
-            Metric::PropagationRound => "Latency of one propagation round",
-            Metric::LogAppend => "Latency of appending a record to the transaction log",
-            Metric::Fsync => "Latency of one log fsync",
-            Metric::Checkpoint => "Latency of writing a checkpoint",
-            Metric::Replay => "Latency of a log replay",
-            Metric::DeviceSync => "Latency of a page sync with a device",
-        }
-    }
-
     const fn budget_bit(self) -> u64 {
         1 << (BUDGET_SHIFT + self as u32)
     }
 }
 
-/// A counter or gauge. The numbers are part of the C ABI and never change.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Counter {
-    /// Live pages (gauge).
-    Pages = 0,
-    /// Bytes reserved by live pages, OS-page rounded: allocator pressure (gauge).
-    BytesAllocated = 1,
-    /// Deltas routed.
-    DeltasRouted = 2,
-    /// Payload bytes of routed deltas: the bytes sparse runs write; for dense deltas the whole
-    /// span, masked-out bytes included ([`Delta::payload_len`](crate::Delta::payload_len)).
-    DeltaBytes = 3,
-    /// Current size of the transaction log in bytes (gauge).
-    LogBytes = 4,
-    /// Current number of log segments (gauge).
-    LogSegments = 5,
-    /// Checkpoints written.
-    Checkpoints = 6,
-    /// Events dropped (full subscriber queues, failing budget sinks).
-    EventsDropped = 7,
-    /// Budget violations observed.
-    BudgetViolations = 8,
-    /// Propagation rounds run.
-    PropagationRounds = 9,
-    /// Pages recomputed by propagation.
-    PagesRecomputed = 10,
+numbered_names! {
+    /// A counter or gauge. The numbers are part of the C ABI and never change.
+    pub enum Counter {
+        /// Live pages (gauge).
+        Pages = 0 [gauge] => "pages", "Live pages";
+        /// Bytes reserved by live pages, OS-page rounded: allocator pressure (gauge).
+        BytesAllocated = 1 [gauge] => "bytes_allocated", "Bytes reserved by live pages (allocator pressure)";
+        /// Deltas routed.
+        DeltasRouted = 2 => "deltas_routed", "Deltas routed";
+        /// Payload bytes of routed deltas: the bytes sparse runs write; for dense deltas the whole
+        /// span, masked-out bytes included ([`Delta::payload_len`](crate::Delta::payload_len)).
+        DeltaBytes = 3 => "delta_bytes", "Payload bytes of routed deltas (dense deltas count their whole span)";
+        /// Current size of the transaction log in bytes (gauge).
+        LogBytes = 4 [gauge] => "log_bytes", "Current size of the transaction log in bytes";
+        /// Current number of log segments (gauge).
+        LogSegments = 5 [gauge] => "log_segments", "Current number of log segments";
+        /// Checkpoints written.
+        Checkpoints = 6 => "checkpoints", "Checkpoints written";
+        /// Events dropped (full subscriber queues, failing budget sinks).
+        EventsDropped = 7 => "events_dropped", "Events dropped";
+        /// Budget violations observed.
+        BudgetViolations = 8 => "budget_violations", "Budget violations observed";
+        /// Propagation rounds run.
+        PropagationRounds = 9 => "propagation_rounds", "Propagation rounds run";
+        /// Pages recomputed by propagation.
+        PagesRecomputed = 10 => "pages_recomputed", "Pages recomputed by propagation";
+    }
 }
 
-/// cbindgen:ignore
 impl Counter {
-    /// Number of counters.
-    pub const COUNT: usize = 11;
-    /// Every counter, in numeric order.
-    pub const ALL: [Counter; Counter::COUNT] = [
-        Counter::Pages,
-        Counter::BytesAllocated,
-        Counter::DeltasRouted,
-        Counter::DeltaBytes,
-        Counter::LogBytes,
-        Counter::LogSegments,
-        Counter::Checkpoints,
-        Counter::EventsDropped,
-        Counter::BudgetViolations,
-        Counter::PropagationRounds,
-        Counter::PagesRecomputed,
-    ];
-
-    /// Decodes the C ABI number.
-    pub fn from_u32(v: u32) -> Option<Counter> {
-        Counter::ALL.get(v as usize).copied()
-    }
-
-    /// Stable snake_case name, used as the key in every export.
-    pub fn name(self) -> &'static str {
-        match self {
-            Counter::Pages => "pages",
-            Counter::BytesAllocated => "bytes_allocated",
-            Counter::DeltasRouted => "deltas_routed",
-            Counter::DeltaBytes => "delta_bytes",
-            Counter::LogBytes => "log_bytes",
-            Counter::LogSegments => "log_segments",
-            Counter::Checkpoints => "checkpoints",
-            Counter::EventsDropped => "events_dropped",
-            Counter::BudgetViolations => "budget_violations",
-            Counter::PropagationRounds => "propagation_rounds",
-            Counter::PagesRecomputed => "pages_recomputed",
-        }
-    }
-
-    /// The name as a static C string (for `mmsb_counter_name`).
-    pub fn c_name(self) -> &'static std::ffi::CStr {
-        match self {
-            Counter::Pages => c"pages",
-            Counter::BytesAllocated => c"bytes_allocated",
-            Counter::DeltasRouted => c"deltas_routed",
-            Counter::DeltaBytes => c"delta_bytes",
-            Counter::LogBytes => c"log_bytes",
-            Counter::LogSegments => c"log_segments",
-            Counter::Checkpoints => c"checkpoints",
-            Counter::EventsDropped => c"events_dropped",
-            Counter::BudgetViolations => c"budget_violations",
-            Counter::PropagationRounds => c"propagation_rounds",
-            Counter::PagesRecomputed => c"pages_recomputed",
-        }
-    }
-
-    /// One-line description (Prometheus `# HELP`).
-    pub fn help(self) -> &'static str {
-        match self {
-            Counter::Pages => "Live pages",
-            Counter::BytesAllocated => "Bytes reserved by live pages (allocator pressure)",
-            Counter::DeltasRouted => "Deltas routed",
-            Counter::DeltaBytes => "Payload bytes of routed deltas (dense deltas count their whole span)",
-            Counter::LogBytes => "Current size of the transaction log in bytes",
-            Counter::LogSegments => "Current number of log segments",
-            Counter::Checkpoints => "Checkpoints written",
-            Counter::EventsDropped => "Events dropped",
-            Counter::BudgetViolations => "Budget violations observed",
-            Counter::PropagationRounds => "Propagation rounds run",
-            Counter::PagesRecomputed => "Pages recomputed by propagation",
-        }
-    }
-
     /// Gauges measure a level and go down as well as up; the others only grow (until `reset`).
     pub fn is_gauge(self) -> bool {
-        matches!(self, Counter::Pages | Counter::BytesAllocated | Counter::LogBytes | Counter::LogSegments)
+        self.is_gauge_marked()
     }
 }
 
