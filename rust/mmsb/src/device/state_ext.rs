@@ -262,9 +262,18 @@ impl MMSBState {
     /// goes into the bounded in-memory journal.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     fn log_device_sync(&self, rec: &DeviceSyncRecord) {
+        // A sync that finishes after `close` records nothing: the state's log is gone, and an
+        // LSN taken now would be one no log holds.
+        if self.is_closed() {
+            return;
+        }
         self.events.emit(crate::graph::Event::DeviceSync { page: rec.page, direction: rec.direction });
         let body = encode_sync_record(rec);
         let mut core = self.core.write();
+        // Again under the lock, as every logged change does: `close` sets the flag under it.
+        if self.is_closed() {
+            return;
+        }
         let kind = crate::runtime::tlog::ext_kind::DEVICE_SYNC;
         match self.commit_locked(&mut core, 1, |s, c| s.tlog_extension(c, kind, &body)) {
             Ok((_, pending)) => {
@@ -607,6 +616,30 @@ mod tests {
             // The next change follows on without a gap.
             let lsn = s.route_delta(page, &Delta::write(0, b"z").unwrap(), None).unwrap();
             assert_eq!(lsn, before + 2);
+        }
+    }
+
+    /// A device sync that completes after `close` is a no-op: no LSN, no journal record, no
+    /// log failure, with or without a log.
+    #[test]
+    fn a_device_sync_after_close_takes_no_lsn() {
+        for logging in [false, true] {
+            let s = MMSBState::open(Config { gpu: false, logging, ..Config::default() }).unwrap();
+            let page = s.create_page(64, Location::Gpu, PageMeta::default()).unwrap();
+            s.close();
+            let closed_at = s.lsn();
+            s.log_device_sync(&DeviceSyncRecord {
+                version: DEVICE_SYNC_RECORD_VERSION,
+                page,
+                direction: SyncDirection::DeviceToHost,
+                epoch: 0,
+                delta_lsn: None,
+                copies: vec![(0, 64)],
+                bytes: 64,
+            });
+            assert_eq!(s.lsn(), closed_at, "logging: {logging}");
+            assert!(s.take_device_sync_records().is_empty(), "logging: {logging}");
+            assert_eq!(s.device.last_log_failure(), None, "logging: {logging}");
         }
     }
 
