@@ -188,12 +188,7 @@ isdense(d::Delta) = delta_stats(d)[2]
 Frees the native delta now rather than at garbage collection (idempotent). Do
 not close a delta while another thread uses it.
 """
-function Base.close(d::Delta)
-    p = d.ptr
-    d.ptr = C_NULL
-    p == C_NULL || LibMMSB.mmsb_delta_free(p)
-    return nothing
-end
+Base.close(d::Delta) = free_handle!(LibMMSB.mmsb_delta_free, d)
 
 """
     isopen(delta::Delta) -> Bool

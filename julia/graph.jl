@@ -428,9 +428,7 @@ end
 # wake-up is in flight or will come, then the condition may go. A finalizer must not wait
 # for a lock: if NOTIFY_LOCK is busy, it is registered again to retry at a later collection.
 function free_subscription!(sub::Subscription)
-    p = sub.ptr
-    sub.ptr = C_NULL
-    p == C_NULL || LibMMSB.mmsb_subscription_free(p)
+    free_handle!(LibMMSB.mmsb_subscription_free, sub)
     cond = sub.cond
     if cond !== nothing
         if unroot_notify(cond)

@@ -111,3 +111,16 @@ value written there.
         return st, r[]
     end
 end
+
+"""
+    MMSB.free_handle!(free, obj)
+
+The idempotent release of a native handle held in `obj.ptr`: takes the pointer,
+sets `obj.ptr = C_NULL`, and calls `free(ptr)` unless it was already NULL.
+"""
+@inline function free_handle!(free, obj)
+    p = obj.ptr
+    obj.ptr = C_NULL
+    p == C_NULL || free(p)
+    return nothing
+end

@@ -213,12 +213,7 @@ end
 
 Stops the endpoint and releases its port (idempotent).
 """
-function Base.close(m::MetricsServer)
-    p = m.ptr
-    m.ptr = C_NULL
-    p == C_NULL || LibMMSB.mmsb_metrics_stop(p)
-    return nothing
-end
+Base.close(m::MetricsServer) = free_handle!(LibMMSB.mmsb_metrics_stop, m)
 
 Base.isopen(m::MetricsServer) = m.ptr != C_NULL
 

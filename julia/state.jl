@@ -38,12 +38,7 @@ end
 
 # Finalizer: no other reference exists, so no call is in flight. Takes no lock
 # (finalizers must not wait); views free themselves.
-function free_state!(s::MMSBState)
-    p = s.ptr
-    s.ptr = C_NULL
-    p == C_NULL || LibMMSB.mmsb_state_free(p)
-    return nothing
-end
+free_state!(s::MMSBState) = free_handle!(LibMMSB.mmsb_state_free, s)
 
 # --- in-flight calls ---------------------------------------------------------
 # Every native call on a state runs between `enter` and `leave`, which count the
@@ -72,9 +67,7 @@ end
 
 function try_free!(s::MMSBState)
     if Threads.atomic_cas!(s.inflight, 0, FREED) == 0
-        p = s.ptr
-        s.ptr = C_NULL
-        p == C_NULL || LibMMSB.mmsb_state_free(p)
+        free_handle!(LibMMSB.mmsb_state_free, s)
     end
     return nothing
 end
