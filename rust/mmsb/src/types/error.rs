@@ -153,6 +153,11 @@ pub enum LogError {
     UnsupportedVersion { file: String, found: u32, supported: u32 },
     #[error("no log record covers LSN {0}")]
     LsnOutOfRange(u64),
+    /// An LSN outside the replayable range of a state directory read without its writer
+    /// (`MMSBState::open_at`): the status of `LsnOutOfRange`, with the range in the message
+    /// and `end` saying where the readable log ends.
+    #[error("LSN {lsn} is outside the replayable range {oldest}..={newest} of {dir} ({end})")]
+    LsnOutsideRange { lsn: u64, oldest: u64, newest: u64, dir: String, end: String },
     #[error("LSN {lsn} is inside the compacted run {first}..={last}: replay to {last} or to {} instead", .first - 1)]
     LsnCompacted { lsn: u64, first: u64, last: u64 },
     #[error("a previous log write failed; the log is poisoned until the state is reopened: {0}")]
@@ -269,7 +274,7 @@ impl Error {
                 LogError::Corrupt { .. } => ErrorCode::Corrupt,
                 LogError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
                 LogError::Busy { .. } => ErrorCode::Busy,
-                LogError::LsnOutOfRange(_) => ErrorCode::LsnOutOfRange,
+                LogError::LsnOutOfRange(_) | LogError::LsnOutsideRange { .. } => ErrorCode::LsnOutOfRange,
                 LogError::LsnCompacted { .. } => ErrorCode::LsnCompacted,
             },
             Error::Graph(e) => match e {

@@ -13,6 +13,7 @@
 //! - [`recover`]: walking the segment chain, torn-tail truncation, opening a state;
 //! - [`replay`]: applying records, `replay_to`, epoch slices;
 //! - [`maintain`]: checkpoint and compaction;
+//! - [`inspect`]: reading a state directory without its writer (`open_at`, the `mmsb` tool);
 //! - [`api`]: the `MMSBState` methods (public API and the hooks `runtime/state.rs` calls).
 
 pub mod api;
@@ -21,6 +22,7 @@ pub mod checksum;
 pub mod fault;
 pub mod format;
 mod group;
+pub mod inspect;
 pub mod maintain;
 pub mod record;
 pub mod recover;

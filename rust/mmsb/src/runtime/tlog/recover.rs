@@ -402,7 +402,10 @@ fn list_and_clean(storage: &dyn Storage) -> Result<Listing> {
 
 /// Step 2: the newest checkpoint that verifies (a newer format version is an error, not a
 /// fallback), and a check that the chain does not start after it.
-fn newest_checkpoint(storage: &dyn Storage, listing: &Listing) -> Result<Option<checkpoint::CheckpointData>> {
+pub(crate) fn newest_checkpoint(
+    storage: &dyn Storage,
+    listing: &Listing,
+) -> Result<Option<checkpoint::CheckpointData>> {
     let mut ckpt = None;
     for name in listing.checkpoints.values().rev() {
         if let Some(c) = checkpoint::read(storage, name)? {
@@ -427,7 +430,7 @@ fn newest_checkpoint(storage: &dyn Storage, listing: &Listing) -> Result<Option<
 
 /// Step 3: loads the checkpoint into `state` and replays the records after it, up to the first
 /// one that does not verify (or past skippable damage when `tolerant`).
-fn replay_chain(
+pub(crate) fn replay_chain(
     state: &MMSBState,
     storage: &dyn Storage,
     listing: &Listing,
@@ -462,7 +465,7 @@ fn replay_chain(
 
 /// Step 4a: the segments the recovered state does not reach: every segment past the cut (and
 /// the cut one when its header is the problem).
-fn dropped_segments<'a>(listing: &'a Listing, walk: &Walk) -> Vec<&'a SegFile> {
+pub(crate) fn dropped_segments<'a>(listing: &'a Listing, walk: &Walk) -> Vec<&'a SegFile> {
     match &walk.cut {
         Some(cut) => listing
             .chain
@@ -746,7 +749,7 @@ fn set_aside(storage: &dyn Storage, name: &str, quarantined: &mut Vec<String>, r
 /// records past `last_lsn` existed: a segment past the cut that starts after `last_lsn` or holds
 /// records past it, or record bytes behind a header that does not verify. A non-newest segment's end needs no field of its own: the next segment's
 /// base LSN proves it.
-fn refuse_lost_records(
+pub(crate) fn refuse_lost_records(
     storage: &dyn Storage,
     listing: &Listing,
     walk: &Walk,
@@ -755,7 +758,12 @@ fn refuse_lost_records(
 ) -> Result<()> {
     let Some(cut) = &walk.cut else { return Ok(()) };
     let cut_file = storage.describe(&listing.chain[cut.seg].name);
-    let mut prev = listing.chain[cut.seg].segno;
+    // Missing files are counted from the last segment replayed: the cut one, or the one before
+    // it when the cut segment's header is the break (it does not chain, so it is dropped too).
+    let mut prev = match cut.seg.checked_sub(1) {
+        Some(before) if cut.offset == 0 => listing.chain[before].segno,
+        _ => listing.chain[cut.seg].segno,
+    };
     for s in dropped {
         let missing: Vec<String> = (prev + 1..s.segno).take(4).map(segment_name).collect();
         prev = s.segno;
@@ -770,7 +778,7 @@ fn refuse_lost_records(
             file: storage.describe(&s.name),
             offset: 0,
             reason: format!(
-                "{what}, but the log before it ends at LSN {last_lsn} ({cut_file} at byte {}: {}): {range}{gap}.                  Only the newest segment may end early; nothing was changed (tolerant recovery moves the files                  past the break into quarantine/)",
+                "{what}, but the log before it ends at LSN {last_lsn} ({cut_file} at byte {}: {}): {range}{gap}. Only the newest segment may end early; nothing was changed (tolerant recovery moves the files past the break into quarantine/)",
                 cut.offset, cut.reason
             ),
         }

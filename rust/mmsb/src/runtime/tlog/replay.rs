@@ -8,7 +8,8 @@ use crate::runtime::tlog::api::{LogEntry, LogOp, LogSlice};
 use crate::runtime::tlog::checkpoint::{self, CheckpointData};
 use crate::runtime::tlog::format::RecordHeader;
 use crate::runtime::tlog::record::{CreateBody, Record, RecordType};
-use crate::runtime::tlog::recover::{list, walk, OnInvalid};
+use crate::runtime::tlog::recover::{list, walk, OnInvalid, SegFile};
+use crate::runtime::tlog::storage::Storage;
 use crate::runtime::tlog::Tlog;
 use crate::types::delta::Delta;
 use crate::types::error::{LogError, Result, StateError};
@@ -142,6 +143,77 @@ fn log_of(state: &MMSBState) -> Result<&Tlog> {
     })
 }
 
+/// The newest checkpoint of `ckpts` that verifies and that a replay to `lsn` can start from: at
+/// or before `lsn`, and not before the chain's first LSN (`chain_base`) unless it is `lsn`
+/// itself. `None`: replay starts from the empty state, which only a chain from LSN 0 allows.
+pub(crate) fn base_checkpoint(
+    storage: &dyn Storage,
+    ckpts: &std::collections::BTreeMap<Lsn, String>,
+    chain_base: Lsn,
+    lsn: Lsn,
+) -> Result<Option<CheckpointData>> {
+    for (k, name) in ckpts.range(..=lsn).rev() {
+        if *k < chain_base && *k != lsn {
+            break;
+        }
+        if let Some(c) = checkpoint::read(storage, name)? {
+            return Ok(Some(c));
+        }
+    }
+    Ok(None)
+}
+
+/// Rebuilds the state right after LSN `lsn` into a new read-only in-memory state (with
+/// `config`'s limits, which must name no directory and no log): from checkpoint `base` (or the
+/// empty state) plus the records of `chain` after it. Shared by [`MMSBState::replay_to`] and
+/// the read-only directory reader (`tlog::inspect`).
+pub(crate) fn replay_chain_to(
+    storage: &dyn Storage,
+    chain: &[SegFile],
+    base: Option<&CheckpointData>,
+    lsn: Lsn,
+    config: Config,
+) -> Result<MMSBState> {
+    let out = MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, config, true);
+    {
+        let mut core = out.core.write();
+        if let Some(c) = base {
+            load_checkpoint(&out, &mut core, c)?;
+        }
+        let k = core.lsn;
+        if lsn > k {
+            let corrupt = |file: &str, offset: u64, reason: String| LogError::Corrupt {
+                file: storage.describe(file),
+                offset,
+                reason,
+            };
+            walk(storage, chain, OnInvalid::Stop, |h, body, file, off| {
+                if h.last_lsn() <= k {
+                    return Ok(true);
+                }
+                if h.lsn > lsn {
+                    return Ok(false);
+                }
+                if h.lsn <= k || (h.kind == RecordType::Compacted as u8 && h.last_lsn() > lsn) {
+                    // The LSN falls strictly inside a record that can only be applied whole.
+                    return Err(LogError::LsnCompacted { lsn, first: h.lsn, last: h.last_lsn() }.into());
+                }
+                apply_record(&out, &mut core, h, body, lsn, false).map_err(|r| corrupt(file, off, r))?;
+                Ok(core.lsn < lsn)
+            })?;
+        }
+        if core.lsn != lsn {
+            return Err(LogError::Corrupt {
+                file: storage.describe(""),
+                offset: 0,
+                reason: format!("the log ends at LSN {} before the requested LSN {lsn}", core.lsn),
+            }
+            .into());
+        }
+    }
+    Ok(out)
+}
+
 impl MMSBState {
     /// Rebuilds the state as it was right after LSN `lsn`, as a new read-only state (writes fail
     /// with `StateError::ReadOnly`); the live state is not disturbed. `lsn` may be any LSN from
@@ -167,59 +239,13 @@ impl MMSBState {
         let ckpts = log.w.lock().checkpoints.clone();
         let listing = list(storage)?;
         let chain_base = listing.chain.first().and_then(|s| s.header).map_or(0, |h| h.base_lsn);
-        let mut base = None;
-        for (k, name) in ckpts.range(..=lsn).rev() {
-            if *k < chain_base && *k != lsn {
-                break;
-            }
-            if let Some(c) = checkpoint::read(storage, name)? {
-                base = Some(c);
-                break;
-            }
-        }
+        let base = base_checkpoint(storage, &ckpts, chain_base, lsn)?;
         if base.is_none() && chain_base != 0 {
             return Err(LogError::LsnOutOfRange(lsn).into());
         }
         let config =
             Config { dir: None, logging: false, tolerant_recovery: false, log_size_cap: 0, ..self.config().clone() };
-        let out = MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, config, true);
-        {
-            let mut core = out.core.write();
-            if let Some(c) = &base {
-                load_checkpoint(&out, &mut core, c)?;
-            }
-            let k = core.lsn;
-            if lsn > k {
-                let corrupt = |file: &str, offset: u64, reason: String| LogError::Corrupt {
-                    file: storage.describe(file),
-                    offset,
-                    reason,
-                };
-                walk(storage, &listing.chain, OnInvalid::Stop, |h, body, file, off| {
-                    if h.last_lsn() <= k {
-                        return Ok(true);
-                    }
-                    if h.lsn > lsn {
-                        return Ok(false);
-                    }
-                    if h.lsn <= k || (h.kind == RecordType::Compacted as u8 && h.last_lsn() > lsn) {
-                        // The LSN falls strictly inside a record that can only be applied whole.
-                        return Err(LogError::LsnCompacted { lsn, first: h.lsn, last: h.last_lsn() }.into());
-                    }
-                    apply_record(&out, &mut core, h, body, lsn, false).map_err(|r| corrupt(file, off, r))?;
-                    Ok(core.lsn < lsn)
-                })?;
-            }
-            if core.lsn != lsn {
-                return Err(LogError::Corrupt {
-                    file: storage.describe(""),
-                    offset: 0,
-                    reason: format!("the log ends at LSN {} before the requested LSN {lsn}", core.lsn),
-                }
-                .into());
-            }
-        }
-        Ok(out)
+        replay_chain_to(storage, &listing.chain, base.as_ref(), lsn, config)
     }
 
     /// The records of the epoch slice `range` (by LSN), in LSN order: one entry per page

@@ -90,7 +90,7 @@ pub trait Storage: Send + Sync + Debug {
 /// state directory (the name prefix of quarantined files in storages without subdirectories).
 pub const QUARANTINE_DIR: &str = "quarantine";
 
-fn check_name(name: &str) -> io::Result<()> {
+pub(crate) fn check_name(name: &str) -> io::Result<()> {
     if name.is_empty() || name.contains('/') || name.contains('\\') || name.contains("..") || name.contains('\0') {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid log file name {name:?}")));
     }
@@ -212,6 +212,22 @@ fn check_writable(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The names of the plain files in `dir` but `LOCK`, sorted (`Storage::list` of a directory;
+/// also used by the read-only view of `tlog::inspect`).
+pub(crate) fn list_files(dir: &Path) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            if let Some(n) = e.file_name().to_str().filter(|n| *n != LOCK_FILE) {
+                out.push(n.to_owned());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 #[derive(Debug)]
 struct FsFile {
     file: File,
@@ -325,17 +341,7 @@ impl Storage for FsStorage {
         }
     }
     fn list(&self) -> io::Result<Vec<String>> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(&self.dir)? {
-            let e = e?;
-            if e.file_type()?.is_file() {
-                if let Some(n) = e.file_name().to_str().filter(|n| *n != LOCK_FILE) {
-                    out.push(n.to_owned());
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+        list_files(&self.dir)
     }
     fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.dir)?.sync_all()

@@ -1,0 +1,104 @@
+//! `MMSBState::open_at`: the state of a directory at an LSN, without its writer, equals what
+//! the writer's own `replay_to` gives; the range and compaction rules; what it refuses.
+
+mod tlog_common;
+
+use mmsb::runtime::tlog::inspect::read_dir;
+use mmsb::types::error::LogError;
+use mmsb::{Config, Error, ErrorCode, Location, MMSBState, PageMeta};
+use tlog_common::{disk_config, scratch, snapshot};
+
+fn config(dir: &std::path::Path) -> Config {
+    Config { segment_size: 2048, ..disk_config(dir) }
+}
+
+#[test]
+fn open_at_equals_replay_to_at_every_replayable_lsn_while_the_writer_holds_the_directory() {
+    let d = scratch();
+    let dir = d.path().join("state");
+    let s = MMSBState::open(config(&dir)).unwrap();
+    let a =
+        s.create_page(64, Location::Cpu, PageMeta { name: "a".into(), tags: vec![("k".into(), "v".into())] }).unwrap();
+    let mut b = s.create_page(32, Location::Cpu, PageMeta::default()).unwrap();
+    for i in 0..80u8 {
+        s.update_page_at(if i % 2 == 0 { a } else { b }, u64::from(i % 16), &[i, i ^ 0x55], None).unwrap();
+        if i == 20 {
+            s.checkpoint().unwrap();
+        }
+        if i == 50 {
+            s.free_page(b).unwrap();
+            b = s.create_page(24, Location::Cpu, PageMeta::default()).unwrap();
+        }
+    }
+    let info = s.log_info().unwrap();
+    // The writer still has the directory open (and locked): open_at needs neither.
+    for lsn in info.oldest_lsn..=s.lsn() {
+        let want = snapshot(&s.replay_to(lsn).unwrap());
+        let got = MMSBState::open_at(&dir, lsn).unwrap();
+        assert!(got.is_read_only());
+        assert_eq!(snapshot(&got), want, "LSN {lsn}");
+    }
+    assert_eq!(MMSBState::open_at(&dir, info.oldest_lsn).unwrap().page_meta(a).unwrap().tags[0].1, "v");
+
+    // Outside the range: LsnOutOfRange's status, the range in the message.
+    let (oldest, last) = (info.oldest_lsn, s.lsn());
+    assert!(oldest > 0, "the checkpoint dropped the segments before it");
+    for lsn in [oldest - 1, last + 1] {
+        let e = MMSBState::open_at(&dir, lsn).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::LsnOutOfRange, "{e}");
+        assert!(matches!(e, Error::Log(LogError::LsnOutsideRange { .. })), "{e:?}");
+        assert!(e.to_string().contains(&format!("replayable range {oldest}..={last}")), "{e}");
+    }
+
+    // After a compaction: the same rule as replay_to (LsnCompacted strictly inside a run).
+    s.compact_log().unwrap();
+    let runs = s.compacted_runs().unwrap();
+    let run = runs.iter().find(|r| r.end() - r.start() >= 2).expect("a compacted run").clone();
+    let inside = run.start() + 1;
+    assert_eq!(MMSBState::open_at(&dir, inside).unwrap_err().code(), ErrorCode::LsnCompacted);
+    assert_eq!(s.replay_to(inside).unwrap_err().code(), ErrorCode::LsnCompacted);
+    for lsn in [*run.end(), s.lsn()] {
+        assert_eq!(snapshot(&MMSBState::open_at(&dir, lsn).unwrap()), snapshot(&s.replay_to(lsn).unwrap()));
+    }
+    let i = read_dir(&dir, |d| d.info()).unwrap();
+    assert_eq!(i.compacted_runs, runs);
+    assert_eq!(i.last_lsn, s.lsn());
+    assert_eq!(i.replayable, Some(s.log_info().unwrap().oldest_lsn..=s.lsn()));
+}
+
+#[test]
+fn open_at_creates_nothing_and_refuses_what_is_not_a_state_directory() {
+    let d = scratch();
+    let missing = d.path().join("missing");
+    let e = MMSBState::open_at(&missing, 0).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Io, "{e}");
+    assert!(!missing.exists(), "open_at created the directory");
+    let file = d.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    assert_eq!(MMSBState::open_at(&file, 0).unwrap_err().code(), ErrorCode::Io);
+    // An empty directory holds the empty state at LSN 0 and nothing else.
+    let empty = d.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_eq!(MMSBState::open_at(&empty, 0).unwrap().lsn(), 0);
+    assert_eq!(MMSBState::open_at(&empty, 1).unwrap_err().code(), ErrorCode::LsnOutOfRange);
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "open_at created a file");
+}
+
+#[test]
+fn a_missing_middle_segment_is_named_by_recovery() {
+    let d = scratch();
+    let dir = d.path().join("state");
+    let s = MMSBState::open(config(&dir)).unwrap();
+    let p = s.create_page(64, Location::Cpu, PageMeta::default()).unwrap();
+    for i in 0..200u8 {
+        s.update_page(p, &[i; 16]).unwrap();
+    }
+    drop(s);
+    let segs = tlog_common::segments(&dir);
+    assert!(segs.len() >= 4);
+    let gone = segs[1].file_name().unwrap().to_str().unwrap().to_string();
+    std::fs::remove_file(&segs[1]).unwrap();
+    let e = MMSBState::open(config(&dir)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Corrupt);
+    assert!(e.to_string().contains(&format!("missing segment files: {gone}")), "{e}");
+}
