@@ -252,6 +252,14 @@ mmsb_log_maintenance_error(state, buf, cap, out_len) = ccall((:mmsb_log_maintena
 mmsb_log_compacted_runs(state, out, cap, out_count) = ccall((:mmsb_log_compacted_runs, libmmsb), MmsbStatus,
     (Ptr{MmsbState}, Ptr{UInt64}, Csize_t, Ptr{Csize_t}), state, out, cap, out_count)
 
+# --- a state directory read without its writer ----------------------------------
+
+"`lsn` of `mmsb_replay_dir` asking for the newest LSN the directory holds."
+const MMSB_LSN_NEWEST = typemax(UInt64)
+
+mmsb_replay_dir(dir, len, lsn, out_state) = ccall((:mmsb_replay_dir, libmmsb), MmsbStatus,
+    (Ptr{UInt8}, Csize_t, UInt64, Ptr{Ptr{MmsbState}}), dir, len, lsn, out_state)
+
 # --- monitoring ------------------------------------------------------------------
 
 const MMSB_METRIC_DELTA_ROUTE = UInt32(0)

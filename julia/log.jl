@@ -41,6 +41,50 @@ function replay_log(f::Function, s::MMSBState, lsn::Integer)
 end
 
 """
+    open_at(dir; lsn = nothing) -> MMSBState
+    open_at(f, dir; lsn = nothing)
+
+The state of the state directory `dir` right after `lsn` (its newest LSN when
+`lsn` is `nothing`), rebuilt from its checkpoints and log into a new, read-only,
+in-memory [`MMSBState`](@ref) (writes to it throw an [`MMSBError`](@ref) named
+`"read_only"`). It needs no writer and works beside one, in this process or
+another: it takes no lock, opens files read-only and creates or changes
+nothing; a record the writer is appending meanwhile ends what is read. An `lsn`
+outside what the directory can replay throws an `MMSBError` named
+`"lsn_out_of_range"` whose message gives the replayable range (`first:last`), one strictly
+inside a compacted run one named `"lsn_compacted"`, a `dir` that is not a
+readable directory one named `"io"`. The do-block form closes the state after
+`f(state)`.
+
+```julia
+s = mmsb_start(dir = "state")
+# ... writes ...
+open_at("state"; lsn = 2) do old   # while `s` keeps the folder open
+    read_page(old, page)
+end
+```
+"""
+function open_at(dir::AbstractString; lsn::Union{Nothing,Integer} = nothing)
+    d = String(dir)
+    l = lsn === nothing ? LibMMSB.MMSB_LSN_NEWEST : u64_arg(lsn, "lsn")
+    out = Ref{Ptr{LibMMSB.MmsbState}}(C_NULL)
+    check(LibMMSB.mmsb_replay_dir(d, sizeof(d), l, out))
+    s = MMSBState(out[], (dir = nothing, durability = :none, logging = false, replay_dir = d))
+    # (The keyword `lsn` hides the function `lsn` here.) `show` prints the LSN it was rebuilt at.
+    s.config = merge(s.config, (replay_lsn = Int(scall_u64(LibMMSB.mmsb_state_lsn, s)),))
+    return s
+end
+
+function open_at(f::Function, dir::AbstractString; kw...)
+    s = open_at(dir; kw...)
+    try
+        return f(s)
+    finally
+        close(s)
+    end
+end
+
+"""
     compact_log!(state)
 
 Compacts the log up to the current LSN (merging records behind the newest

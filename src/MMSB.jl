@@ -44,7 +44,7 @@ export create_page, free_page!, page_ids, page_info, page_name, page_epoch
 export update_page!, write_page!, read_page, read_page!, page_view
 export delta_diff, ⊕, encode_delta, decode_delta
 export route_delta!, route_batch!
-export checkpoint_log!, replay_log, compact_log!, log_info, compacted_runs
+export checkpoint_log!, replay_log, compact_log!, log_info, compacted_runs, open_at
 export get_stats, stats_counter, stats_histogram, stats_json, stats_prometheus, print_stats
 export track_latency!, set_budget!, reset_stats!, set_monitoring!, serve_metrics
 export device_status, page_device_status, sync_page!, sync_all!, apply_on_device!, device_stats

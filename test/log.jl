@@ -29,6 +29,23 @@ mktempdir() do dir
                 @test e isa MMSBError && e.name == "read_only"
             end
         end
+        # open_at reads the folder beside its writer (no lock, nothing written): the same bytes
+        for (l, bytes) in snapshots
+            l < oldest && continue
+            open_at(dir; lsn = l) do r
+                @test lsn(r) == l && read_page(r, p) == bytes
+                @test occursin("replay of lsn $l", sprint(show, r))
+                e = try update_page!(r, p, UInt8[1]) catch x; x end
+                @test e isa MMSBError && e.name == "read_only"
+            end
+        end
+        newest = open_at(dir)
+        @test lsn(newest) == lsn(s) && read_page(newest, p) == read_page(s, p)
+        close(newest)
+        e = try open_at(dir; lsn = lsn(s) + 100) catch x; x end
+        @test e isa MMSBError && e.name == "lsn_out_of_range" && occursin("replayable range $oldest:$(lsn(s))", e.message)
+        e = try open_at(joinpath(dir, "missing")) catch x; x end
+        @test e isa MMSBError && e.name == "io" && !ispath(joinpath(dir, "missing"))
         r = replay_log(s, maximum(keys(snapshots)))
         @test isopen(r) && occursin("MMSBState(open", sprint(show, r))
         close(r)

@@ -44,6 +44,9 @@
 // Sync direction: device mirror → CPU page (differences are routed and logged as a delta).
 #define MMSB_SYNC_DEVICE_TO_HOST 1
 
+// The `lsn` of `mmsb_replay_dir` that asks for the newest LSN the directory holds.
+#define MMSB_LSN_NEWEST UINT64_MAX
+
 // Edge kind: data dependency.
 #define MMSB_EDGE_DATA 0
 
@@ -588,6 +591,20 @@ MmsbStatus mmsb_page_apply_on_device(const struct MmsbState *state,
 // # Safety
 // `state` a live handle; `out` writable.
 MmsbStatus mmsb_device_stats(const struct MmsbState *state, struct MmsbDeviceStats *out);
+
+// Rebuilds the state of the state directory `dir` (UTF-8, `len` bytes, not NUL-terminated)
+// right after `lsn` (or its newest LSN, for `MMSB_LSN_NEWEST`) into a new, read-only, in-memory
+// state handle (`*out_state`; free it with `mmsb_state_free`). Works without the directory's
+// writer and beside it: takes no lock, opens files read-only, creates and changes nothing; a
+// record the writer is appending meanwhile ends what is read. Fails with
+// `MMSB_STATUS_CODE_LSN_OUT_OF_RANGE` (the replayable range in the message) when `lsn` is
+// outside what the directory can replay, `MMSB_STATUS_CODE_LSN_COMPACTED` when it is strictly
+// inside a compacted run, `MMSB_STATUS_CODE_IO` when `dir` is not a readable directory and
+// `MMSB_STATUS_CODE_CORRUPT` when the log up to `lsn` is damaged.
+//
+// # Safety
+// `dir` valid for `len` bytes; `out_state` writable.
+MmsbStatus mmsb_replay_dir(const char *dir, size_t len, uint64_t lsn, struct MmsbState **out_state);
 
 // Creates an empty command list.
 //

@@ -18,6 +18,7 @@ use crate::types::error::{Error, ErrorCode};
 
 pub mod delta;
 pub mod device;
+pub mod dir;
 pub mod graph;
 pub mod log;
 pub mod page;
