@@ -4,7 +4,8 @@
 #   bash scripts/test.sh
 #
 # Steps: cargo fmt --check, cargo clippy -D warnings, cargo build + cargo test --workspace
-# (includes the header staleness test), cargo build --release, then the Julia
+# (includes the header staleness test), mmsb verify over the state directories the tests
+# left (MMSB_KEEP_DIRS), cargo build --release, then the Julia
 # suite (JULIA_NUM_THREADS=2) on every Julia given: the one scripts/ensure-julia.sh
 # finds (or installs), plus each path in MMSB_TEST_JULIAS (space-separated, e.g.
 # MMSB_TEST_JULIAS="/opt/julia-1.10/bin/julia /opt/julia-1.11/bin/julia"), one step
@@ -69,7 +70,10 @@ TIMES=()
 FAILED=0
 
 OUT_LOG="$(mktemp)"
-trap 'rm -f "$OUT_LOG"' EXIT
+# The Rust tests copy the state directories they leave behind here (MMSB_KEEP_DIRS) for the
+# "mmsb verify" step.
+KEEP_DIRS="$(mktemp -d)"
+trap 'rm -f "$OUT_LOG"; rm -rf "$KEEP_DIRS"' EXIT
 run_step() { # name, command... (output also kept in $OUT_LOG for the closing count)
   local name="$1"; shift
   log "$name"
@@ -82,6 +86,28 @@ run_step() { # name, command... (output also kept in $OUT_LOG for the closing co
 skip_step() { # name, reason
   log "$1: skipped ($2)"
   NAMES+=("$1"); RESULTS+=("skipped: $2"); TIMES+=("-"); FAILED=1
+}
+
+verify_kept_dirs() { # mmsb verify over the directories the tests kept: exit 0 each, 1 for *-damaged
+  local mmsb="$TARGET_DIR/debug/mmsb" d want code n=0 bad=0
+  [ -x "$mmsb" ] || { warn "no $mmsb (cargo build --workspace builds it)"; return 1; }
+  for d in "$KEEP_DIRS"/*/; do
+    d="${d%/}"
+    [ -d "$d" ] || continue
+    want=0
+    case "$d" in *-damaged) want=1 ;; esac
+    "$mmsb" verify "$d" >/dev/null 2>&1
+    code=$?
+    n=$((n + 1))
+    if [ "$code" -ne "$want" ]; then
+      warn "mmsb verify $d: exit $code, expected $want:"
+      "$mmsb" verify "$d"
+      bad=1
+    fi
+  done
+  echo "mmsb verify: $n directories left by the tests checked"
+  [ "$n" -gt 0 ] || { warn "the tests kept no directory (is MMSB_KEEP_DIRS still wired?)"; return 1; }
+  return "$bad"
 }
 
 julia_suite() { # $1 = julia executable
@@ -123,7 +149,8 @@ if [ "$SETUP_OK" = 1 ] || command -v cargo >/dev/null; then
   # The C-ABI integration test links target/debug/libmmsb.so, which `cargo test`
   # alone does not build on a fresh clone: build the workspace first.
   run_step "cargo build (debug)" cargo build --workspace
-  run_step "cargo test" cargo test --workspace
+  run_step "cargo test" env MMSB_KEEP_DIRS="$KEEP_DIRS" cargo test --workspace
+  run_step "mmsb verify (test dirs)" verify_kept_dirs
   # The device layer must also build without the CUDA feature.
   run_step "cargo check (no cuda)" cargo check -p mmsb --no-default-features
   # A time-boxed fuzz smoke run of every target (longer runs: docs/reliability.md).

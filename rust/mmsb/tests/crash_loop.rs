@@ -266,6 +266,7 @@ fn crash_loop_loses_no_acknowledged_operation() {
         info.log_bytes,
         info.segments,
     );
+    tlog_common::keep_dir(&dir, "crash-loop");
     assert_eq!(lost, 0, "acknowledged operations were lost");
     assert!(acked_total > 0, "the child never acknowledged an operation");
 }

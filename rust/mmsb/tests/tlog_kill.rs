@@ -139,6 +139,7 @@ fn kill_at_random_moments_loses_no_acknowledged_write() {
         info.segments,
         info.checkpoints
     );
+    tlog_common::keep_dir(&dir, "tlog-kill");
     assert_eq!(lost, 0, "acknowledged writes were lost");
     assert!(acked_total > 0, "the child never acknowledged a write");
 }

@@ -54,6 +54,22 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// With `MMSB_KEEP_DIRS` set (scripts/test.sh sets it), copies the plain files of the state
+/// directory `dir` to `$MMSB_KEEP_DIRS/name`, where `mmsb verify` then checks them: every test
+/// directory left behind must verify (names ending in `-damaged` must fail it).
+pub fn keep_dir(dir: &Path, name: &str) {
+    let Some(keep) = std::env::var_os("MMSB_KEEP_DIRS") else { return };
+    let to = Path::new(&keep).join(name);
+    let _ = std::fs::remove_dir_all(&to);
+    std::fs::create_dir_all(&to).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 /// The segment files of a state directory, sorted.
 pub fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
