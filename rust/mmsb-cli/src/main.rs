@@ -131,7 +131,17 @@ fn info(out: &mut Out, dir: &std::path::Path, json: bool) -> Result<ExitCode, Fa
     }
     let runs: Vec<String> = i.compacted_runs.iter().map(|r| format!("{}..={}", r.start(), r.end())).collect();
     writeln!(out, "directory    {}", i.dir.display())?;
-    writeln!(out, "lsns         {}..={} (the log starts after LSN {})", i.chain_base + 1, i.last_lsn, i.chain_base)?;
+    if i.last_lsn > i.chain_base {
+        writeln!(
+            out,
+            "lsns         {}..={} (the log starts after LSN {})",
+            i.chain_base + 1,
+            i.last_lsn,
+            i.chain_base
+        )?;
+    } else {
+        writeln!(out, "lsns         none after LSN {}", i.chain_base)?;
+    }
     writeln!(
         out,
         "replayable   {}{}",
@@ -248,7 +258,7 @@ fn delta_text(d: &Delta) -> String {
     let shown = runs.len().min(4);
     let more = if runs.len() > shown { format!(", ... ({} runs)", runs.len()) } else { String::new() };
     let enc = if d.is_dense() { "dense" } else { "sparse" };
-    format!("{} bytes in {} runs ({enc}): {}{more}", d.written_bytes(), runs.len(), runs[..shown].join(", "))
+    format!("{} bytes, {enc}, at {}{more}", d.written_bytes(), runs[..shown].join(", "))
 }
 
 fn create_json(c: &CreateBody) -> Value {

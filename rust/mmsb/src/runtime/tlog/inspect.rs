@@ -605,11 +605,19 @@ impl DirLog {
         }
         let mut stray: Vec<&String> = self.listing.leftovers.iter().chain(&self.listing.orphan_blobs).collect();
         stray.extend(&self.listing.temps);
-        for f in stray {
-            v.notes.push(format!(
-                "{}: not part of the log chain (the next open removes or quarantines it)",
-                self.storage.describe(f)
-            ));
+        stray.sort();
+        // One line however many (an interrupted compaction can leave dozens).
+        let shown: Vec<String> = stray.iter().take(3).map(|f| self.storage.describe(f)).collect();
+        match stray.len() {
+            0 => {}
+            1 => v
+                .notes
+                .push(format!("{}: not part of the log chain (the next open removes or quarantines it)", shown[0])),
+            n => v.notes.push(format!(
+                "{n} files are not part of the log chain (the next open removes or quarantines them): {}{}",
+                shown.join(", "),
+                if n > shown.len() { ", ..." } else { "" }
+            )),
         }
         Ok(finish(v))
     }
