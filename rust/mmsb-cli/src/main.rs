@@ -70,10 +70,12 @@ enum Cmd {
     },
 }
 
-/// Why a command failed: damage (exit 1) or anything else (exit 2), as one line.
+/// Why a command failed: damage (exit 1) or anything else (exit 2), as one line; or the reader
+/// of the output went away (`mmsb dump DIR | head`: not an error).
 enum Fail {
     Damage(String),
     Other(String),
+    ClosedOutput,
 }
 
 impl From<mmsb::Error> for Fail {
@@ -88,6 +90,9 @@ impl From<mmsb::Error> for Fail {
 
 impl From<io::Error> for Fail {
     fn from(e: io::Error) -> Fail {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            return Fail::ClosedOutput;
+        }
         Fail::Other(format!("writing the output failed: {e}"))
     }
 }
@@ -105,7 +110,7 @@ fn main() -> ExitCode {
     let r = r.and_then(|code| out.flush().map(|()| code).map_err(Fail::from));
     match r {
         Ok(code) => code,
-        Err(Fail::Other(m)) if m.contains("Broken pipe") => ExitCode::SUCCESS,
+        Err(Fail::ClosedOutput) => ExitCode::SUCCESS,
         Err(Fail::Damage(m)) => {
             eprintln!("mmsb: damaged: {m}");
             ExitCode::from(1)
