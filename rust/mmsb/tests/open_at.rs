@@ -3,6 +3,8 @@
 
 mod tlog_common;
 
+use std::io::Write;
+
 use mmsb::runtime::tlog::inspect::read_dir;
 use mmsb::types::error::LogError;
 use mmsb::{Config, Error, ErrorCode, Location, MMSBState, PageMeta};
@@ -101,4 +103,47 @@ fn a_missing_middle_segment_is_named_by_recovery() {
     let e = MMSBState::open(config(&dir)).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Corrupt);
     assert!(e.to_string().contains(&format!("missing segment files: {gone}")), "{e}");
+}
+
+#[test]
+fn a_torn_tail_ends_what_open_at_reads_and_is_not_damage() {
+    let d = scratch();
+    let dir = d.path().join("state");
+    let s = MMSBState::open(config(&dir)).unwrap();
+    let p = s.create_page(64, Location::Cpu, PageMeta::default()).unwrap();
+    for i in 0..5u8 {
+        s.update_page(p, &[i + 1; 8]).unwrap();
+    }
+    let (last, want) = (s.lsn(), snapshot(&s));
+    drop(s);
+    // Half of a record after the last one, as a writer in the middle of an append leaves it.
+    let seg = tlog_common::segments(&dir).pop().unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    let (at, len) = read_dir(&dir, |d| {
+        let mut lastrec = (0, 0);
+        d.records(0..=last, |r, _| {
+            lastrec = (r.offset as usize, r.bytes as usize);
+            Ok(())
+        })?;
+        Ok(lastrec)
+    })
+    .unwrap();
+    assert_eq!(at + len, bytes.len(), "the last record ends the segment");
+    // The next record's header and most of its body.
+    let mut torn = bytes[at..at + len - 10].to_vec();
+    torn[8..16].copy_from_slice(&(last + 1).to_le_bytes());
+    std::fs::OpenOptions::new().append(true).open(&seg).unwrap().write_all(&torn).unwrap();
+    let before = std::fs::read(&seg).unwrap();
+
+    assert_eq!(snapshot(&MMSBState::open_at(&dir, last).unwrap()), want);
+    let e = MMSBState::open_at(&dir, last + 1).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::LsnOutOfRange, "{e}");
+    assert!(e.to_string().contains(&format!("replayable range 0..={last}")), "{e}");
+    let v = read_dir(&dir, |d| d.verify()).unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    assert_eq!(v.last_lsn, last);
+    assert!(v.notes.iter().any(|n| n.starts_with("torn tail: ") && n.contains("truncated")), "{:?}", v.notes);
+    assert_eq!(std::fs::read(&seg).unwrap(), before, "reading cut the tail");
+    // An open (the writer's recovery) cuts it and keeps every whole record.
+    assert_eq!(snapshot(&MMSBState::open(config(&dir)).unwrap()), want);
 }
