@@ -157,7 +157,18 @@ pub enum LogError {
     /// (`MMSBState::open_at`): the status of `LsnOutOfRange`, with the range in the message
     /// and `end` saying where the readable log ends.
     #[error("LSN {lsn} is outside the replayable range {oldest}..={newest} of {dir} ({end})")]
-    LsnOutsideRange { lsn: u64, oldest: u64, newest: u64, dir: String, end: String },
+    LsnOutsideRange {
+        /// The LSN asked for.
+        lsn: u64,
+        /// The oldest replayable LSN.
+        oldest: u64,
+        /// The newest replayable LSN.
+        newest: u64,
+        /// The state directory.
+        dir: String,
+        /// Where its readable log ends (and why, when before the end of the newest segment).
+        end: String,
+    },
     #[error("LSN {lsn} is inside the compacted run {first}..={last}: replay to {last} or to {} instead", .first - 1)]
     LsnCompacted { lsn: u64, first: u64, last: u64 },
     #[error("a previous log write failed; the log is poisoned until the state is reopened: {0}")]
