@@ -7,15 +7,16 @@
 //! - [`runtime`]: the state, the delta router, the transaction log and replay (layer 02);
 //! - [`device`]: GPU mirrors and device synchronisation (layer 03);
 //! - [`graph`]: the ShadowPageGraph, propagation and events (layer 05);
-//! - [`monitoring`]: latency histograms, counters and budgets (utils);
-//! - [`ffi`]: the C ABI over all of them (`include/mmsb.h`).
+//! - [`monitoring`]: latency histograms, counters and budgets (utils).
+//!
+//! The C ABI over all of them is the `mmsb-ffi` crate (`rust/mmsb-ffi`, header
+//! `include/mmsb.h`); this crate is plain Rust.
 //!
 //! Layer 04 (compiler instrumentation) lives in the Julia package, on top of this crate.
 
 // Lints: `[workspace.lints]` in the root Cargo.toml.
 
 pub mod device;
-pub mod ffi;
 pub mod graph;
 pub mod monitoring;
 pub mod runtime;

@@ -13,7 +13,6 @@ use crate::types::error::LogError;
 use crate::types::page::PageId;
 
 /// Version of the body encoding; bumped on incompatible change.
-/// cbindgen:ignore
 pub const DEVICE_SYNC_RECORD_VERSION: u8 = 1;
 
 /// Body of a DeviceSync log record.

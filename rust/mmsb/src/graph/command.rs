@@ -45,7 +45,6 @@ pub enum Lane {
 
 impl Lane {
     /// Every lane type.
-    /// cbindgen:ignore
     pub const ALL: [Lane; 4] = [Lane::U8, Lane::U32, Lane::F32, Lane::F64];
 
     /// Bytes per lane.
@@ -77,7 +76,6 @@ pub enum SemiOp {
 
 impl SemiOp {
     /// Every op.
-    /// cbindgen:ignore
     pub const ALL: [SemiOp; 6] = [SemiOp::Add, SemiOp::Xor, SemiOp::Or, SemiOp::And, SemiOp::Min, SemiOp::Max];
 
     /// Decodes the C ABI representation.

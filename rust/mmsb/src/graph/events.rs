@@ -43,7 +43,6 @@ pub enum EventKind {
 
 impl EventKind {
     /// A mask with every event kind.
-    /// cbindgen:ignore
     pub const MASK_ALL: u32 = 0x3F;
 }
 
@@ -256,7 +255,6 @@ pub struct EventSystem {
 impl EventSystem {
     /// The largest channel capacity a subscription may ask for (events are 32 bytes; channels
     /// allocate their capacity up front).
-    /// cbindgen:ignore
     pub const MAX_CAPACITY: usize = 1 << 20;
 
     /// A hub with no subscribers.

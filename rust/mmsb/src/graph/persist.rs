@@ -55,7 +55,6 @@ pub struct GraphSnapshot {
 
 impl GraphSnapshot {
     /// Version of the snapshot format written by this build.
-    /// cbindgen:ignore
     pub const FORMAT_VERSION: u32 = 1;
 }
 

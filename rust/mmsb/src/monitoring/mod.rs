@@ -59,7 +59,6 @@ use clock::Clock;
 /// about 0.15 ns to a 20 ns route; a million routes still give about 4000 samples. Lower it
 /// with [`Monitor::set_sample_every`] for short runs. (C: `MMSB_DEFAULT_SAMPLE_EVERY`.)
 ///
-/// cbindgen:ignore
 pub const DEFAULT_SAMPLE_EVERY: u32 = 256;
 
 /// Declares a C-numbered monitoring enum from one line per variant, so that its number, its
@@ -87,7 +86,6 @@ macro_rules! numbered_names {
             )*
         }
 
-        /// cbindgen:ignore
         impl $ty {
             #[doc = concat!("Number of ", stringify!($ty), " values.")]
             pub const COUNT: usize = [$($ty::$var),*].len();
@@ -235,7 +233,6 @@ pub enum BudgetKind {
     LogBytes = 2,
 }
 
-/// cbindgen:ignore
 impl BudgetKind {
     /// Decodes the C ABI number.
     pub fn from_u32(v: u32) -> Option<BudgetKind> {

@@ -3,6 +3,5 @@
 pub(crate) mod reentry;
 pub mod router;
 pub mod state;
-/// The transaction log. Its format constants are not part of the C ABI (`ffi/log.rs` is):
-/// cbindgen:ignore
+/// The transaction log.
 pub mod tlog;

@@ -58,13 +58,10 @@ pub struct PageMeta {
 
 impl PageMeta {
     /// Longest page name, in bytes of UTF-8 (the size of a path: names are labels, not data).
-    /// cbindgen:ignore
     pub const MAX_NAME_BYTES: usize = 4096;
     /// Most tags on one page.
-    /// cbindgen:ignore
     pub const MAX_TAGS: usize = 64;
     /// Longest tag key or value, in bytes of UTF-8.
-    /// cbindgen:ignore
     pub const MAX_TAG_BYTES: usize = 4096;
 
     /// Checks the limits above, and that the name has no NUL (C reads it NUL-terminated).

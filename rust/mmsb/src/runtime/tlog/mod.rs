@@ -3,7 +3,7 @@
 //! `docs/log-format.md`.
 //!
 //! - [`storage`]: the file I/O trait, with a disk and an in-memory implementation;
-//! - [`fault`]: a fault-injecting storage for crash tests (a test utility);
+//! - `fault`: a fault-injecting storage for crash tests (only with the `testing` feature);
 //! - [`format`](mod@format): byte layout of segments, records and checkpoints;
 //! - [`record`]: the record-type registry and record bodies;
 //! - [`checkpoint`]: checkpoint files;
@@ -18,6 +18,8 @@
 pub mod api;
 pub mod checkpoint;
 pub mod checksum;
+// Test scaffolding: not in the default build (nor in the shared library).
+#[cfg(any(test, feature = "testing"))]
 pub mod fault;
 pub mod format;
 mod group;

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use crate::ffi::state::{state_ref, MmsbConfig, MmsbState};
-use crate::ffi::{boundary, check_out, copy_c_string, copy_u64s, write_out, FfiError, MmsbStatus};
+use crate::state::{state_ref, MmsbConfig, MmsbState};
+use crate::{boundary, check_out, copy_c_string, copy_u64s, write_out, FfiError, MmsbStatus};
 
 /// Statistics of a state's log, filled by `mmsb_log_info`.
 #[repr(C)]
@@ -97,7 +97,7 @@ pub unsafe extern "C" fn mmsb_state_replay(
         // SAFETY: forwarded contract.
         let s = unsafe { state_ref(state) }?;
         let replayed = s.replay_to(lsn)?;
-        let h = crate::ffi::new_handle(MmsbState { state: Arc::new(replayed) });
+        let h = crate::new_handle(MmsbState { state: Arc::new(replayed) });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out_state, h, "out_state") }
     })
@@ -199,10 +199,10 @@ pub unsafe extern "C" fn mmsb_log_compacted_runs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ffi::state::{mmsb_config_free, mmsb_config_new, mmsb_config_set_u64, mmsb_state_free, mmsb_state_open};
-    use crate::ffi::MMSB_OK;
-    use crate::types::error::ErrorCode;
-    use crate::types::page::{Location, PageMeta};
+    use crate::state::{mmsb_config_free, mmsb_config_new, mmsb_config_set_u64, mmsb_state_free, mmsb_state_open};
+    use crate::MMSB_OK;
+    use mmsb::types::error::ErrorCode;
+    use mmsb::types::page::{Location, PageMeta};
 
     #[test]
     fn checkpoint_replay_compact_info_through_the_c_abi() {
@@ -256,22 +256,22 @@ mod tests {
 
     #[test]
     fn log_info_reports_failed_maintenance_and_quarantined_files() {
-        use crate::runtime::tlog::fault::{Fault, FaultStorage, Op};
-        use crate::runtime::tlog::storage::Storage;
+        use mmsb::runtime::tlog::fault::{Fault, FaultStorage, Op};
+        use mmsb::runtime::tlog::storage::Storage;
         let fs = Arc::new(FaultStorage::in_memory());
         // A file recovery cannot replay (a segment after a header-only newest one, out of the
         // chain): quarantined by tolerant recovery.
-        let cfg = crate::Config { logging: true, log_size_cap: 1024, tolerant_recovery: true, ..Default::default() };
-        drop(crate::MMSBState::open_with_storage(cfg.clone(), fs.clone()).unwrap());
+        let cfg = mmsb::Config { logging: true, log_size_cap: 1024, tolerant_recovery: true, ..Default::default() };
+        drop(mmsb::MMSBState::open_with_storage(cfg.clone(), fs.clone()).unwrap());
         fs.create("log-00000000000000000009.seg").unwrap().write_at(0, b"not a segment, but bytes").unwrap();
-        let s = crate::MMSBState::open_with_storage(cfg, fs.clone()).unwrap();
+        let s = mmsb::MMSBState::open_with_storage(cfg, fs.clone()).unwrap();
         let p = s.create_page(256, Location::Cpu, PageMeta::default()).unwrap();
         fs.fail_nth(Op::Rename, 1, Fault::Eio);
         while s.log_info().unwrap().maintenance_failures == 0 {
             s.update_page(p, &[2; 200]).unwrap();
         }
         let lsn = s.lsn();
-        let st = crate::ffi::new_handle(MmsbState { state: Arc::new(s) });
+        let st = crate::new_handle(MmsbState { state: Arc::new(s) });
         // SAFETY: a live handle, valid out-pointers; the handle is freed once.
         unsafe {
             let mut info = MmsbLogInfo::default();
