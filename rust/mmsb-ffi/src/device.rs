@@ -46,15 +46,11 @@ pub struct MmsbDeviceStats {
 
 impl From<DeviceStats> for MmsbDeviceStats {
     fn from(s: DeviceStats) -> MmsbDeviceStats {
-        MmsbDeviceStats {
-            syncs: s.syncs,
-            bytes_h2d: s.bytes_h2d,
-            bytes_d2h: s.bytes_d2h,
-            kernels_launched: s.kernels_launched,
-            dirty_bytes_pending: s.dirty_bytes_pending,
-            mirrors: s.mirrors,
-            cpu_only_pages: s.cpu_only_pages,
-        }
+        // Every field named (no `..`): a field added to the original does not compile until it is
+        // mirrored here or left out on purpose.
+        let DeviceStats { syncs, bytes_h2d, bytes_d2h, kernels_launched, dirty_bytes_pending, mirrors, cpu_only_pages } =
+            s;
+        MmsbDeviceStats { syncs, bytes_h2d, bytes_d2h, kernels_launched, dirty_bytes_pending, mirrors, cpu_only_pages }
     }
 }
 

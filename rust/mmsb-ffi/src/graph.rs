@@ -105,7 +105,9 @@ pub struct MmsbRoundStats {
 
 impl From<RoundStats> for MmsbRoundStats {
     fn from(s: RoundStats) -> MmsbRoundStats {
-        MmsbRoundStats { round: s.round, recomputed: s.recomputed, cutoff: s.cutoff, deltas_routed: s.deltas_routed }
+        // Every field named (no `..`), as for the other mirrors.
+        let RoundStats { round, recomputed, cutoff, deltas_routed } = s;
+        MmsbRoundStats { round, recomputed, cutoff, deltas_routed }
     }
 }
 

@@ -24,6 +24,9 @@ pub mod page;
 pub mod state;
 pub mod stats;
 
+#[cfg(test)]
+mod mirror_tests;
+
 /// Status code returned by every C function (see `ErrorCode` for the values).
 pub type MmsbStatus = u32;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::state::{state_ref, MmsbConfig, MmsbState};
 use crate::{boundary, check_out, copy_c_string, copy_u64s, write_out, FfiError, MmsbStatus};
+use mmsb::LogInfo;
 
 /// Statistics of a state's log, filled by `mmsb_log_info`.
 #[repr(C)]
@@ -38,6 +39,44 @@ pub struct MmsbLogInfo {
     pub last_maintenance_lsn: u64,
     /// The status code of that failure (`MMSB_OK` if none).
     pub last_maintenance_status: u32,
+}
+
+impl From<&LogInfo> for MmsbLogInfo {
+    fn from(i: &LogInfo) -> MmsbLogInfo {
+        // Every field named (no `..`): a field added to the original does not compile until it is
+        // mirrored here or left out on purpose.
+        let LogInfo {
+            lsn,
+            log_bytes,
+            segments,
+            checkpoints,
+            last_checkpoint_lsn,
+            oldest_lsn,
+            bytes_since_checkpoint: _, // internal to the `log_size_cap` trigger
+            skipped_regions,
+            truncated_bytes,
+            quarantined,
+            maintenance_failures,
+            last_maintenance_error: _, // variable length: `mmsb_log_maintenance_error`
+            last_maintenance_code,
+            last_maintenance_lsn,
+            group_syncs: _, // not in the C struct (its layout is ABI); no C getter yet
+        } = i;
+        MmsbLogInfo {
+            lsn: *lsn,
+            log_bytes: *log_bytes,
+            segments: *segments,
+            checkpoints: *checkpoints,
+            last_checkpoint_lsn: *last_checkpoint_lsn,
+            oldest_lsn: *oldest_lsn,
+            skipped_regions: *skipped_regions,
+            truncated_bytes: *truncated_bytes,
+            quarantined_files: quarantined.len() as u64,
+            maintenance_failures: *maintenance_failures,
+            last_maintenance_lsn: *last_maintenance_lsn,
+            last_maintenance_status: crate::status_code(*last_maintenance_code) as MmsbStatus,
+        }
+    }
 }
 
 /// Turns the transaction log on (1) or off (0) for an in-memory state. A state with a
@@ -129,20 +168,7 @@ pub unsafe extern "C" fn mmsb_log_info(state: *const MmsbState, out: *mut MmsbLo
         // SAFETY: forwarded contract.
         let s = unsafe { state_ref(state) }?;
         let i = s.log_info()?;
-        let info = MmsbLogInfo {
-            lsn: i.lsn,
-            log_bytes: i.log_bytes,
-            segments: i.segments,
-            checkpoints: i.checkpoints,
-            last_checkpoint_lsn: i.last_checkpoint_lsn,
-            oldest_lsn: i.oldest_lsn,
-            skipped_regions: i.skipped_regions,
-            truncated_bytes: i.truncated_bytes,
-            quarantined_files: i.quarantined.len() as u64,
-            maintenance_failures: i.maintenance_failures,
-            last_maintenance_lsn: i.last_maintenance_lsn,
-            last_maintenance_status: i.last_maintenance_code as u32,
-        };
+        let info = MmsbLogInfo::from(&i);
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, info, "out") }
     })

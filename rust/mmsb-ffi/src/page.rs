@@ -8,7 +8,7 @@ use crate::{
 };
 use mmsb::runtime::router::RouteOp;
 use mmsb::types::delta::Delta;
-use mmsb::types::page::{Location, PageId, PageMeta, PageView};
+use mmsb::types::page::{Location, PageId, PageInfo, PageMeta, PageView};
 
 /// Descriptive fields of a page, filled by `mmsb_page_info`.
 #[repr(C)]
@@ -20,6 +20,22 @@ pub struct MmsbPageInfo {
     pub epoch: u64,
     /// 0 cpu, 1 gpu, 2 unified.
     pub location: u8,
+}
+
+impl From<&PageInfo> for MmsbPageInfo {
+    fn from(i: &PageInfo) -> MmsbPageInfo {
+        // Every field named (no `..`): a field added to the original does not compile until it is
+        // mirrored here or left out on purpose.
+        let PageInfo {
+            id,
+            size,
+            capacity,
+            epoch,
+            location,
+            name: _, // variable length: `mmsb_page_name`
+        } = i;
+        MmsbPageInfo { id: id.0, size: *size, capacity: *capacity, epoch: *epoch, location: *location as u8 }
+    }
 }
 
 /// Opaque zero-copy view of a page's bytes; keeps them mapped until `mmsb_view_free`.
@@ -85,8 +101,7 @@ pub unsafe extern "C" fn mmsb_page_info(state: *const MmsbState, page: u64, out:
         check_out(out, "out")?;
         // SAFETY: forwarded contract.
         let i = unsafe { state_ref(state) }?.page_info(PageId(page))?;
-        let info =
-            MmsbPageInfo { id: i.id.0, size: i.size, capacity: i.capacity, epoch: i.epoch, location: i.location as u8 };
+        let info = MmsbPageInfo::from(&i);
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, info, "out") }
     })

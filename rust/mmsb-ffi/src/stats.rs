@@ -96,18 +96,22 @@ pub struct MmsbHistogramStats {
 
 impl From<&HistogramStats> for MmsbHistogramStats {
     fn from(h: &HistogramStats) -> MmsbHistogramStats {
-        MmsbHistogramStats {
-            count: h.count,
-            sampled: h.sampled,
-            min_ns: h.min_ns,
-            mean_ns: h.mean_ns,
-            p50_ns: h.p50_ns,
-            p90_ns: h.p90_ns,
-            p99_ns: h.p99_ns,
-            p999_ns: h.p999_ns,
-            max_ns: h.max_ns,
-            sum_ns: h.sum_ns,
-        }
+        // Every field named (no `..`): a field added to the original does not compile until it is
+        // mirrored here or left out on purpose.
+        let HistogramStats {
+            metric: _, // the caller asked for it by number
+            count,
+            sampled,
+            min_ns,
+            mean_ns,
+            p50_ns,
+            p90_ns,
+            p99_ns,
+            p999_ns,
+            max_ns,
+            sum_ns,
+        } = *h;
+        MmsbHistogramStats { count, sampled, min_ns, mean_ns, p50_ns, p90_ns, p99_ns, p999_ns, max_ns, sum_ns }
     }
 }
 
