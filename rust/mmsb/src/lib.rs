@@ -15,6 +15,8 @@
 //! Layer 04 (compiler instrumentation) lives in the Julia package, on top of this crate.
 
 // Lints: `[workspace.lints]` in the root Cargo.toml.
+// Every public item is documented (a few modules being rewritten opt out for now).
+#![deny(missing_docs)]
 
 pub mod device;
 pub mod graph;

@@ -92,8 +92,22 @@ pub const MAX_BLOCKS: u32 = 16_384;
 /// A delta flattened into what a kernel receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelArgs {
-    Dense { offset: u64, len: u64, blob: Vec<u8> },
-    Sparse { n_runs: u64, blob: Vec<u8> },
+    /// A dense masked delta.
+    Dense {
+        /// First byte of the page it covers.
+        offset: u64,
+        /// Bytes it covers.
+        len: u64,
+        /// Mask words then payload, as the dense kernel reads them.
+        blob: Vec<u8>,
+    },
+    /// A sparse delta.
+    Sparse {
+        /// Number of runs.
+        n_runs: u64,
+        /// Run headers then run bytes, as the sparse kernel reads them.
+        blob: Vec<u8>,
+    },
 }
 
 impl KernelArgs {

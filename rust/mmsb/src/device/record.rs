@@ -18,8 +18,11 @@ pub const DEVICE_SYNC_RECORD_VERSION: u8 = 1;
 /// Body of a DeviceSync log record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceSyncRecord {
+    /// Body encoding version (`DEVICE_SYNC_RECORD_VERSION`).
     pub version: u8,
+    /// The page synced.
     pub page: PageId,
+    /// Which way the bytes moved.
     pub direction: SyncDirection,
     /// The page's epoch whose bytes the device and the CPU agree on after the sync.
     pub epoch: u64,

@@ -9,6 +9,9 @@
 //! - [`state_ext`]: the graph and event methods of `MMSBState`.
 
 pub mod command;
+// Docs for this module's items come with the commit-path restructuring (issue 16), which
+// rewrites it; `missing_docs` is denied everywhere else.
+#[allow(missing_docs)]
 pub mod events;
 pub mod persist;
 pub mod propagation;

@@ -217,7 +217,14 @@ pub enum Budget {
     /// - `p99_ns`: the metric's p99 crossing above it is a violation (once per crossing: it
     ///   re-arms when the p99 falls back to the limit). Checked in O(1) per value: the p99 is
     ///   above the limit exactly when more than 1% of the recorded values are.
-    Latency { metric: Metric, p99_ns: Option<u64>, max_ns: Option<u64> },
+    Latency {
+        /// The metric limited.
+        metric: Metric,
+        /// Limit on its p99, in nanoseconds.
+        p99_ns: Option<u64>,
+        /// Limit on every value, in nanoseconds.
+        max_ns: Option<u64>,
+    },
     /// The [`Counter::LogBytes`] gauge crossing above this many bytes is a violation (once per
     /// crossing: it re-arms when the log shrinks back to the limit). `None` removes it.
     LogBytes(Option<u64>),
@@ -228,8 +235,11 @@ pub enum Budget {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BudgetKind {
+    /// A value above the latency maximum.
     LatencyMax = 0,
+    /// The p99 crossed above its limit.
     LatencyP99 = 1,
+    /// The log grew above its size limit.
     LogBytes = 2,
 }
 
@@ -248,12 +258,14 @@ impl BudgetKind {
 /// A budget that was exceeded, as passed to the sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BudgetViolation {
+    /// Which limit was broken.
     pub kind: BudgetKind,
     /// The metric, for latency budgets.
     pub metric: Option<Metric>,
     /// The value that broke the limit: the recorded latency (max), the p99 after recording
     /// (p99), or the log size (log bytes).
     pub observed: u64,
+    /// The limit in force.
     pub limit: u64,
 }
 

@@ -31,8 +31,11 @@ impl fmt::Display for PageId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum Location {
     #[default]
+    /// Host memory only.
     Cpu = 0,
+    /// Device memory, with a CPU mirror.
     Gpu = 1,
+    /// Managed memory shared by host and device.
     Unified = 2,
 }
 
@@ -52,7 +55,9 @@ impl Location {
 /// page's create record in the log and in every checkpoint (see [`PageMeta::validate`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageMeta {
+    /// A name for people and tools (no NUL, bounded length).
     pub name: String,
+    /// Key-value tags (bounded count and length).
     pub tags: Vec<(String, String)>,
 }
 
@@ -222,9 +227,13 @@ impl fmt::Debug for PageBuf {
 /// A page in the registry.
 #[derive(Debug)]
 pub struct Page {
+    /// The page's id.
     pub id: PageId,
+    /// Deltas applied so far.
     pub epoch: u64,
+    /// Where its canonical bytes live.
     pub location: Location,
+    /// Its name and tags.
     pub meta: PageMeta,
     /// Device layer hook: byte ranges changed on the CPU since the last device sync. `None` for
     /// CPU pages, so tracking costs them nothing.
@@ -266,11 +275,17 @@ impl Page {
 /// Descriptive snapshot of a page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageInfo {
+    /// The page's id.
     pub id: PageId,
+    /// Its size in bytes.
     pub size: u64,
+    /// Bytes mapped for it (the size rounded up to whole OS pages).
     pub capacity: u64,
+    /// Deltas applied so far.
     pub epoch: u64,
+    /// Where its canonical bytes live.
     pub location: Location,
+    /// Its name (empty if none).
     pub name: String,
 }
 
@@ -280,6 +295,7 @@ pub struct PageInfo {
 /// isolation. Use `MMSBState::read_page` for a consistent copy.
 #[derive(Debug, Clone)]
 pub struct PageView {
+    /// The page viewed.
     pub id: PageId,
     buf: Arc<PageBuf>,
 }

@@ -18,18 +18,26 @@ use crate::types::page::{Location, PageId, PageMeta};
 /// One page in the checkpoint index (postcard); its bytes follow the index in index order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CkptPage {
+    /// The page.
     pub id: PageId,
+    /// Its size in bytes.
     pub size: u64,
+    /// Where its canonical bytes live.
     pub location: Location,
+    /// Its name and tags.
     pub meta: PageMeta,
+    /// Its epoch at the checkpoint.
     pub epoch: u64,
 }
 
 /// A checkpoint read back and verified. Page bytes are slices of `raw`.
 #[derive(Debug)]
 pub struct CheckpointData {
+    /// The LSN the checkpoint captures.
     pub lsn: Lsn,
+    /// The id the next created page gets.
     pub next_page_id: u64,
+    /// Every live page, in index order.
     pub pages: Vec<CkptPage>,
     raw: Vec<u8>,
     data_start: usize,

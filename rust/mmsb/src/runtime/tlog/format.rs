@@ -28,8 +28,11 @@ pub const FLAG_CHAIN_START: u32 = 1;
 /// The header of one segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// `FLAG_*` bits.
     pub flags: u32,
+    /// The segment's number in its file name.
     pub segno: u64,
+    /// Random per segment; every record checksum covers it, so stale records do not verify.
     pub salt: u64,
     /// Salt of the previous segment of the chain (0 for a chain start).
     pub prev_salt: u64,
@@ -38,6 +41,7 @@ pub struct SegmentHeader {
 }
 
 impl SegmentHeader {
+    /// The header's bytes, checksum included.
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
         b[0..8].copy_from_slice(&SEGMENT_MAGIC);
@@ -109,8 +113,11 @@ pub fn blob_align(total: u64) -> u64 {
 pub struct RecordHeader {
     /// Length of the body as stored in the segment (for a blob record: descriptor + inline bytes).
     pub len: u32,
+    /// First LSN the record covers (0 for padding).
     pub lsn: Lsn,
+    /// How many LSNs it covers (more than 1 for a compacted run).
     pub count: u64,
+    /// The `RecordType` byte.
     pub kind: u8,
     /// `RECORD_FLAG_*` bits.
     pub flags: u8,
@@ -122,7 +129,9 @@ pub struct RecordHeader {
 /// `at_i` (ascending); the pieces lie back to back in the blob file from `off` on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobRef {
+    /// Offset of the first piece in the blob file.
     pub off: u64,
+    /// Per piece `(at, len)`: its inline offset and its length.
     pub pieces: Vec<(u32, u32)>,
     /// Sum of the piece lengths.
     pub total: u64,

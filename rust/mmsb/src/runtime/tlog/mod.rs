@@ -15,6 +15,9 @@
 //! - [`maintain`]: checkpoint and compaction;
 //! - [`api`]: the `MMSBState` methods (public API and the hooks `runtime/state.rs` calls).
 
+// Docs for this module's items come with the commit-path restructuring (issue 16), which
+// rewrites it; `missing_docs` is denied everywhere else.
+#[allow(missing_docs)]
 pub mod api;
 pub mod checkpoint;
 pub mod checksum;
