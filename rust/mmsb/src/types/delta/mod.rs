@@ -11,6 +11,7 @@
 //! This module holds the algebra; `encode` the byte encoding (the log's wire format) and
 //! `simd` the byte kernels (difference scan, masked copy and apply) with their run-time dispatch.
 
+#[warn(clippy::cast_possible_truncation)] // the log encoding: reviewed, keep it so
 mod encode;
 mod simd;
 
