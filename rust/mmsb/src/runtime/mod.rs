@@ -10,5 +10,4 @@ pub mod router;
 #[allow(missing_docs)]
 #[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod state;
-/// The transaction log.
 pub mod tlog;

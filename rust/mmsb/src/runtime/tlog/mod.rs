@@ -7,7 +7,7 @@
 //! - [`format`](mod@format): byte layout of segments, records and checkpoints;
 //! - [`record`]: the record-type registry and record bodies;
 //! - [`checkpoint`]: checkpoint files;
-//! - [`checksum`]: CRC32C;
+//! - [`checksum`]: CRC32C checksums;
 //! - `writer` (this file): appends, segment rollover, the group-commit stage;
 //! - `group`: the group-commit coordinator;
 //! - [`recover`]: walking the segment chain, torn-tail truncation, opening a state;
