@@ -37,7 +37,7 @@
 //! [`Location::Unified`]: crate::types::page::Location::Unified
 //! [`PageId`]: crate::types::page::PageId
 
-pub mod dirty;
+pub use crate::types::dirty;
 pub mod kernels;
 pub mod plan;
 pub mod record;

@@ -10,43 +10,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::graph::events::EventSystem;
 use crate::graph::shadow_graph::ShadowPageGraph;
-use crate::monitoring::state_ext::RouteProbe; // monitoring
+use crate::monitoring::RouteProbe;
+use crate::runtime::events::EventSystem;
 use crate::runtime::router::{self, RouteOp};
+use crate::runtime::tlog::Pending;
 use crate::types::delta::Delta;
 use crate::types::error::{PageError, Result, StateError};
+use crate::types::event::Event;
 use crate::types::page::{Location, Page, PageBuf, PageId, PageInfo, PageMeta, PageView};
 use crate::types::IdHasher;
 
-/// A log sequence number: every mutation (page create, page free, each routed delta) gets the
-/// next one, starting at 1.
-pub type Lsn = u64;
-
-/// How much the transaction log promises about a returned write.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// Written to OS buffers: survives a process crash, not a power loss.
-    #[default]
-    None = 0,
-    /// Concurrent writers share one fsync; each returns once its record is on disk.
-    GroupCommit = 1,
-    /// One fsync per write.
-    Always = 2,
-}
-
-impl Durability {
-    /// Decodes the C ABI representation.
-    pub fn from_u32(v: u32) -> Option<Durability> {
-        match v {
-            0 => Some(Durability::None),
-            1 => Some(Durability::GroupCommit),
-            2 => Some(Durability::Always),
-            _ => None,
-        }
-    }
-}
+pub use crate::types::lsn::{Durability, Lsn};
 
 /// Configuration of a state. The default is a purely in-memory state.
 #[derive(Debug, Clone)]
@@ -148,7 +123,7 @@ pub(crate) struct Core {
     /// route-sampling countdown: plain fields beside the LSN, written under this lock by
     /// `RouteProbe::commit`, because counter cells on a line of their own cost 3% of a 64-byte
     /// route.
-    pub(crate) routed: crate::monitoring::state_ext::RouteTally,
+    pub(crate) routed: crate::monitoring::RouteTally,
     pub(crate) pages: HashMap<PageId, Page, IdHasher>,
     pub(crate) next_page_id: u64,
     /// The ShadowPageGraph (graph/): edges between pages, edited under this lock.
@@ -239,7 +214,7 @@ impl MMSBState {
                                                                               // only queues (or drops, per each subscriber's policy).
         let sink_events = events.clone();
         monitor.set_sink(Some(Box::new(move |v: crate::monitoring::BudgetViolation| {
-            sink_events.emit(crate::graph::Event::Budget {
+            sink_events.emit(Event::Budget {
                 metric: v.metric.map_or(u32::MAX, |m| m as u32),
                 value: v.observed,
                 limit: v.limit,
@@ -392,14 +367,28 @@ impl MMSBState {
             self.check_writable()?;
             return Ok(0..0);
         }
-        let probe = RouteProbe::start(&self.monitor, ops); // monitoring hook: before the lock
+        self.write_routed(RouteProbe::start(&self.monitor, ops), |s, core, _| s.route_locked(core, ops))
+    }
+
+    /// The caller-facing write path, shared by [`MMSBState::route_batch`] and
+    /// [`MMSBState::update_page_at`]: checks, the exclusive lock, `write` (which routes through
+    /// [`MMSBState::route_locked`], building its batch under the lock if it needs the current
+    /// bytes, and counts what it built on the probe), the route counters, unlock, the latency,
+    /// then the durability wait. `probe` starts before the lock so its timer and byte sums add
+    /// nothing to the critical section.
+    #[inline]
+    fn write_routed(
+        &self,
+        mut probe: RouteProbe,
+        write: impl FnOnce(&Self, &mut Core, &mut RouteProbe) -> Result<(std::ops::Range<Lsn>, Pending)>,
+    ) -> Result<std::ops::Range<Lsn>> {
         self.check_writable()?;
         let mut core = self.core.write();
         self.check_still_open()?;
-        let (lsns, pending) = self.route_locked(&mut core, ops)?;
-        probe.commit(&mut core, &self.monitor); // monitoring hook: exact counters, under the lock
+        let (lsns, pending) = write(self, &mut core, &mut probe)?;
+        probe.commit(&mut core.routed, &self.monitor); // exact counters, under the lock
         drop(core);
-        probe.finish(&self.monitor); // monitoring hook: after unlock, so a budget sink never runs under it
+        probe.finish(&self.monitor); // after unlock, so a budget sink never runs under it
         self.tlog_commit(pending)?;
         Ok(lsns)
     }
@@ -414,8 +403,8 @@ impl MMSBState {
         &self,
         core: &mut Core,
         count: u64,
-        log: impl FnOnce(&Self, &Core) -> Result<crate::runtime::tlog::Pending>,
-    ) -> Result<(std::ops::Range<Lsn>, crate::runtime::tlog::Pending)> {
+        log: impl FnOnce(&Self, &Core) -> Result<Pending>,
+    ) -> Result<(std::ops::Range<Lsn>, Pending)> {
         let pending = log(self, core)?;
         Ok((core.assign_lsns(count), pending))
     }
@@ -425,11 +414,7 @@ impl MMSBState {
     /// batch as one record, apply, and emit `DeltaApplied` events. Nothing changes if validation
     /// or the log append fails. The caller passes the returned `Pending` to `tlog_commit` after
     /// releasing the lock.
-    pub(crate) fn route_locked(
-        &self,
-        core: &mut Core,
-        ops: &[RouteOp<'_>],
-    ) -> Result<(std::ops::Range<Lsn>, crate::runtime::tlog::Pending)> {
+    pub(crate) fn route_locked(&self, core: &mut Core, ops: &[RouteOp<'_>]) -> Result<(std::ops::Range<Lsn>, Pending)> {
         router::validate(core, ops)?;
         // TLog hook: one record for the whole batch, written before any page changes.
         let (lsns, pending) = self.commit_locked(core, ops.len() as u64, |s, c| s.tlog_batch(c, ops))?;
@@ -449,34 +434,28 @@ impl MMSBState {
     /// still takes an LSN and an epoch, so callers can sequence on it). Bounds as for every
     /// write: `offset + bytes.len()` at most the page size, also for an empty `bytes`.
     pub fn update_page_at(&self, page: PageId, offset: u64, bytes: &[u8], expected_epoch: Option<u64>) -> Result<Lsn> {
-        let mut probe = RouteProbe::start(&self.monitor, &[]); // monitoring hook
-        self.check_writable()?;
-        let mut core = self.core.write();
-        self.check_still_open()?;
-        let p = core.pages.get(&page).ok_or(PageError::UnknownPage(page))?;
-        let end = offset
-            .checked_add(bytes.len() as u64)
-            .ok_or(crate::types::error::DeltaError::Overflow { offset, len: bytes.len() as u64 })?;
-        if end > p.size() {
-            return Err(crate::types::error::DeltaError::OutOfBounds {
-                offset,
-                len: bytes.len() as u64,
-                page_size: p.size(),
+        let probe = RouteProbe::start(&self.monitor, &[]);
+        let lsns = self.write_routed(probe, |s, core, probe| {
+            let p = core.pages.get(&page).ok_or(PageError::UnknownPage(page))?;
+            let end = offset
+                .checked_add(bytes.len() as u64)
+                .ok_or(crate::types::error::DeltaError::Overflow { offset, len: bytes.len() as u64 })?;
+            if end > p.size() {
+                return Err(crate::types::error::DeltaError::OutOfBounds {
+                    offset,
+                    len: bytes.len() as u64,
+                    page_size: p.size(),
+                }
+                .into());
             }
-            .into());
-        }
-        // SAFETY: we hold the exclusive lock, so no writer runs; the slice dies before we write.
-        let current = unsafe { &p.buf().as_slice()[offset as usize..end as usize] };
-        let delta = Delta::diff_at(offset, current, bytes)?;
-        let ops = [RouteOp { page, delta: &delta, expected_epoch }];
-        let (lsns, pending) = self.route_locked(&mut core, &ops)?;
-        let lsn = lsns.start;
-        probe.add_ops(&ops); // monitoring hook: under the lock
-        probe.commit(&mut core, &self.monitor); // monitoring hook
-        drop(core);
-        probe.finish(&self.monitor); // monitoring hook: after unlock
-        self.tlog_commit(pending)?;
-        Ok(lsn)
+            // SAFETY: we hold the exclusive lock, so no writer runs; the slice dies before we write.
+            let current = unsafe { &p.buf().as_slice()[offset as usize..end as usize] };
+            let delta = Delta::diff_at(offset, current, bytes)?;
+            let ops = [RouteOp { page, delta: &delta, expected_epoch }];
+            probe.add_ops(&ops); // the delta exists only now, under the lock
+            s.route_locked(core, &ops)
+        })?;
+        Ok(lsns.start)
     }
 
     /// A consistent copy of the page's bytes.

@@ -1,8 +1,12 @@
 //! Layer 01: pages, deltas and errors.
 
 pub mod delta;
+pub mod dirty;
 pub mod error;
+pub mod event;
+pub mod lsn;
 pub mod page;
+pub mod route;
 
 use std::hash::{BuildHasherDefault, Hasher};
 

@@ -1,0 +1,77 @@
+//! The event types every layer emits ([`Event`], [`EventKind`], [`SyncDirection`]); the hub
+//! that delivers them to subscribers is `runtime::events`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::lsn::Lsn;
+use crate::types::page::PageId;
+
+/// Event kinds, as bits of a subscription mask.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    DeltaApplied = 1,
+    PropagationDone = 2,
+    Checkpoint = 4,
+    DeviceSync = 8,
+    Instrumentation = 16,
+    Budget = 32,
+}
+
+impl EventKind {
+    /// A mask with every event kind.
+    /// cbindgen:ignore
+    pub const MASK_ALL: u32 = 0x3F;
+}
+
+/// One event: a small tuple, copied to every interested subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A delta was applied: the page's epoch after it, and its LSN.
+    DeltaApplied { lsn: Lsn, page: PageId, epoch: u64 },
+    /// A propagation round finished.
+    PropagationDone { round: u64, recomputed: u64, cutoff: u64 },
+    /// A checkpoint covering the log up to `lsn` was written.
+    Checkpoint { lsn: Lsn },
+    /// A page's device mirror was synchronised.
+    DeviceSync { page: PageId, direction: SyncDirection },
+    /// An instrumentation hook fired (`kind` is the hook's own code).
+    Instrumentation { kind: u32, page: PageId },
+    /// A monitored metric crossed its budget.
+    Budget { metric: u32, value: u64, limit: u64 },
+}
+
+impl Event {
+    /// The event's kind.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::DeltaApplied { .. } => EventKind::DeltaApplied,
+            Event::PropagationDone { .. } => EventKind::PropagationDone,
+            Event::Checkpoint { .. } => EventKind::Checkpoint,
+            Event::DeviceSync { .. } => EventKind::DeviceSync,
+            Event::Instrumentation { .. } => EventKind::Instrumentation,
+            Event::Budget { .. } => EventKind::Budget,
+        }
+    }
+}
+
+/// Which way bytes move.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum SyncDirection {
+    /// CPU page → device mirror (pushes the CPU-dirty ranges).
+    HostToDevice = 0,
+    /// Device mirror → CPU page; the bytes that differ are routed as a delta (and logged).
+    DeviceToHost = 1,
+}
+
+impl SyncDirection {
+    /// Decodes the C ABI / log representation.
+    pub fn from_u32(v: u32) -> Option<SyncDirection> {
+        match v {
+            0 => Some(SyncDirection::HostToDevice),
+            1 => Some(SyncDirection::DeviceToHost),
+            _ => None,
+        }
+    }
+}
