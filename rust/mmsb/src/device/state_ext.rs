@@ -259,20 +259,21 @@ impl MMSBState {
     /// Records a completed sync (called once per (page, direction), only after its doorbell
     /// rang): the sync takes an LSN like every other change, with or without a log
     /// (docs/log-format.md), written as an extension record when the state has a log; and it
-    /// goes into the bounded in-memory journal.
+    /// goes into the bounded in-memory journal. Returns false, having recorded nothing, when
+    /// the state was closed first; the caller then leaves the sync out of its counts too.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    fn log_device_sync(&self, rec: &DeviceSyncRecord) {
+    fn log_device_sync(&self, rec: &DeviceSyncRecord) -> bool {
         // A sync that finishes after `close` records nothing: the state's log is gone, and an
         // LSN taken now would be one no log holds.
         if self.is_closed() {
-            return;
+            return false;
         }
-        self.events.emit(crate::graph::Event::DeviceSync { page: rec.page, direction: rec.direction });
+        self.events.emit(crate::types::event::Event::DeviceSync { page: rec.page, direction: rec.direction });
         let body = encode_sync_record(rec);
         let mut core = self.core.write();
         // Again under the lock, as every logged change does: `close` sets the flag under it.
         if self.is_closed() {
-            return;
+            return false;
         }
         let kind = crate::runtime::tlog::ext_kind::DEVICE_SYNC;
         match self.commit_locked(&mut core, 1, |s, c| s.tlog_extension(c, kind, &body)) {
@@ -285,6 +286,7 @@ impl MMSBState {
             Err(e) => self.device.note_log_failure(e.to_string()),
         }
         self.device.journal_push(body);
+        true
     }
 
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
@@ -303,7 +305,7 @@ impl MMSBState {
             i += group.len();
             let bytes: u64 = group.iter().map(|o| o.len).sum();
             let (epoch, delta_lsn) = epoch_and_lsn(page);
-            self.log_device_sync(&DeviceSyncRecord {
+            let recorded = self.log_device_sync(&DeviceSyncRecord {
                 version: DEVICE_SYNC_RECORD_VERSION,
                 page,
                 direction,
@@ -312,6 +314,9 @@ impl MMSBState {
                 copies: group.iter().map(|o| (o.offset, o.len)).collect(),
                 bytes,
             });
+            if !recorded {
+                continue; // closed meanwhile: the sync is not the state's any more
+            }
             report.syncs += 1;
             report.copies += group.len() as u64;
             crate::device::Counters::add(&c.syncs, 1);
@@ -617,6 +622,28 @@ mod tests {
             let lsn = s.route_delta(page, &Delta::write(0, b"z").unwrap(), None).unwrap();
             assert_eq!(lsn, before + 2);
         }
+    }
+
+    /// A sync that completes after `close` is not counted either: not in the caller's
+    /// `SyncReport`, not in the device counters (it used to be, while taking no LSN).
+    #[test]
+    fn a_device_sync_after_close_is_not_counted() {
+        let s = no_gpu_state();
+        let page = s.create_page(64, Location::Gpu, PageMeta::default()).unwrap();
+        let copy = |direction| CopyOp { page, direction, offset: 0, len: 64, staging_offset: 0, parts: vec![(0, 64)] };
+        let (h2d, d2h) = (copy(SyncDirection::HostToDevice), copy(SyncDirection::DeviceToHost));
+        // Open, the same call counts both directions: the check below can fail.
+        let mut open = SyncReport::default();
+        s.finish_sync(&mut open, &[&h2d, &d2h], |_| (0, None));
+        assert_eq!((open.syncs, open.bytes_h2d, open.bytes_d2h), (2, 64, 64));
+        let counted = s.device_stats();
+        assert_eq!(counted.syncs, 2);
+        s.close();
+        let mut report = SyncReport::default();
+        s.finish_sync(&mut report, &[&h2d, &d2h], |_| (0, None));
+        assert_eq!((report.syncs, report.copies, report.bytes_h2d, report.bytes_d2h), (0, 0, 0, 0));
+        let after = s.device_stats();
+        assert_eq!((after.syncs, after.bytes_h2d, after.bytes_d2h), (2, 64, 64));
     }
 
     /// A device sync that completes after `close` is a no-op: no LSN, no journal record, no
