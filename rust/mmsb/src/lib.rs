@@ -8,12 +8,15 @@
 //! - [`device`]: GPU mirrors and device synchronisation (layer 03);
 //! - [`graph`]: the ShadowPageGraph, propagation and events (layer 05);
 //! - [`monitoring`]: latency histograms, counters and budgets (utils);
-//! - [`ffi`]: the C ABI over all of them (`include/mmsb.h`).
+//! - [`ffi`]: the C ABI over all of them (`include/mmsb.h`);
+//! - `compose`: the composition root, which registers the graph and the device layer with
+//!   every state (`MMSBState::open`).
 //!
 //! Layer 04 (compiler instrumentation) lives in the Julia package, on top of this crate.
 
 // Lints: `[workspace.lints]` in the root Cargo.toml.
 
+mod compose;
 pub mod device;
 pub mod ffi;
 pub mod graph;

@@ -15,18 +15,9 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A row of the table: the modules it may import (`None`: every module), and the upward
-/// imports it still has, which are tolerated but must still occur.
-#[derive(Debug)]
-struct Row {
-    allowed: Option<BTreeSet<String>>,
-    pending: BTreeSet<String>,
-}
-
-/// `module -> Row`, from the table between the markers. A row reads
-/// ``| `graph` | `types`, `runtime` | |``; "every module" in the second cell allows all; the
-/// third cell names the tolerated upward imports (see [`pending_modules`]).
-fn allowed_table() -> BTreeMap<String, Row> {
+/// `module -> modules it may import` (`None`: every module), from the table between the
+/// markers. A row reads ``| `graph` | `types`, `runtime` |``; "every module" allows all.
+fn allowed_table() -> BTreeMap<String, Option<BTreeSet<String>>> {
     let doc_path = root().join("../../docs/architecture.md");
     let doc = std::fs::read_to_string(&doc_path).unwrap_or_else(|e| panic!("{}: {e}", doc_path.display()));
     let start = doc.find(TABLE_START).expect("docs/architecture.md has the layers table markers");
@@ -39,27 +30,10 @@ fn allowed_table() -> BTreeMap<String, Row> {
         }
         let module = cells[0].trim_matches('`').to_string();
         let allowed = if cells[1].contains("every module") { None } else { Some(ticked(cells[1])) };
-        let pending = cells.get(2).map(|c| pending_modules(c)).unwrap_or_default();
-        table.insert(module, Row { allowed, pending });
+        table.insert(module, allowed);
     }
     assert!(table.len() >= 5, "the layers table lists too few modules: {table:?}");
     table
-}
-
-/// The modules of a "still imports" cell: each backticked word that starts an entry, i.e. is
-/// not inside a parenthesis (the explanation).
-fn pending_modules(cell: &str) -> BTreeSet<String> {
-    let mut depth = 0usize;
-    let mut outside = String::new();
-    for c in cell.chars() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth = depth.saturating_sub(1),
-            _ if depth == 0 => outside.push(c),
-            _ => {}
-        }
-    }
-    ticked(&outside)
 }
 
 /// The backticked words of a table cell.
@@ -238,10 +212,10 @@ fn imports_follow_the_layers_table() {
                 continue; // within the module, or a crate-root re-export (`crate::Config`)
             }
             module_edges.insert((from.clone(), to.clone()));
-            let row = table.get(&from).unwrap_or_else(|| {
+            let allowed = table.get(&from).unwrap_or_else(|| {
                 panic!("{}: module `{from}` is not in the layers table of docs/architecture.md", file.display())
             });
-            if row.allowed.as_ref().is_some_and(|a| !a.contains(&to)) && !row.pending.contains(&to) {
+            if allowed.as_ref().is_some_and(|a| !a.contains(&to)) {
                 let rel = file.strip_prefix(&src).unwrap().display().to_string();
                 violations.insert(format!("{rel}: `{from}` imports `{to}` (crate::{})", segs.join("::")));
             }
@@ -256,25 +230,11 @@ fn imports_follow_the_layers_table() {
         let names: Vec<_> = c.iter().map(|p| p.strip_prefix(&src).unwrap().display().to_string()).collect();
         eprintln!("  {} files: {}", names.len(), names.join(", "));
     }
-    for (from, row) in &table {
-        for to in &row.pending {
-            if !module_edges.contains(&(from.clone(), to.clone())) {
-                violations
-                    .insert(format!("`{from}` no longer imports `{to}`: remove it from the last column of the table"));
-            }
-        }
-    }
     assert!(
         violations.is_empty(),
         "imports against the layers table of docs/architecture.md:\n{}",
         violations.into_iter().collect::<Vec<_>>().join("\n")
     );
-}
-
-#[test]
-fn the_pending_cell_names_modules_not_their_explanations() {
-    let cell = "`device` (`MMSBState` owns the `DeviceManager`), `graph` (`Core`)";
-    assert_eq!(pending_modules(cell).into_iter().collect::<Vec<_>>(), ["device", "graph"]);
 }
 
 #[test]

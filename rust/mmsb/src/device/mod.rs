@@ -54,7 +54,7 @@ use parking_lot::Mutex;
 
 pub use dirty::DirtySet;
 pub use plan::{CommandBuffer, CopyOp, Plan, PlannerConfig, SyncCommand, SyncDirection};
-pub use record::{decode_sync_record, encode_sync_record, DeviceSyncRecord};
+pub use record::{decode_sync_record, encode_sync_record, DeviceSyncRecord, DeviceSyncRecords};
 pub use state_ext::{PageDeviceStatus, SyncReport};
 
 use crate::types::page::{Location, PageId};
@@ -283,6 +283,33 @@ impl DeviceManager {
             j.pop_front();
         }
         j.push_back(body);
+    }
+}
+
+/// The device layer plugs into the state as a state extension: it mirrors pages as they come
+/// and go, and lets its mirrors go at `close`.
+impl crate::runtime::extension::StateExtension for DeviceManager {
+    fn on_page_created(&self, id: PageId, location: Location, size: u64) {
+        DeviceManager::on_page_created(self, id, location, size);
+    }
+
+    fn on_page_freed(&self, id: PageId) {
+        DeviceManager::on_page_freed(self, id);
+    }
+
+    fn on_close(&self) {
+        DeviceManager::on_close(self);
+    }
+
+    fn fresh(
+        &self,
+        config: &crate::runtime::state::Config,
+    ) -> std::sync::Arc<dyn crate::runtime::extension::StateExtension> {
+        std::sync::Arc::new(DeviceManager::new(config.gpu))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

@@ -1,6 +1,7 @@
 //! Layer 02: the state, the delta router, the transaction log and replay.
 
 pub mod events;
+pub mod extension;
 pub(crate) mod reentry;
 pub mod router;
 pub mod state;

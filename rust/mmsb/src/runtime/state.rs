@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::graph::shadow_graph::ShadowPageGraph;
 use crate::monitoring::RouteProbe;
 use crate::runtime::events::EventSystem;
+use crate::runtime::extension::{Extensions, LogExtension, StateExtension};
 use crate::runtime::router::{self, RouteOp};
 use crate::runtime::tlog::Pending;
 use crate::types::delta::Delta;
@@ -126,11 +126,22 @@ pub(crate) struct Core {
     pub(crate) routed: crate::monitoring::RouteTally,
     pub(crate) pages: HashMap<PageId, Page, IdHasher>,
     pub(crate) next_page_id: u64,
-    /// The ShadowPageGraph (graph/): edges between pages, edited under this lock.
-    pub(crate) graph: ShadowPageGraph,
+    /// The log extensions (`runtime::extension`): the graph's `ShadowPageGraph`, the device
+    /// layer's sync records; edited under this lock.
+    pub(crate) ext: Vec<Box<dyn LogExtension>>,
 }
 
 impl Core {
+    /// The registered log extension of type `T` (how a layer finds its own data again).
+    pub(crate) fn extension<T: LogExtension>(&self) -> Option<&T> {
+        self.ext.iter().find_map(|e| e.as_any().downcast_ref::<T>())
+    }
+
+    /// The registered log extension of type `T`, mutably.
+    pub(crate) fn extension_mut<T: LogExtension>(&mut self) -> Option<&mut T> {
+        self.ext.iter_mut().find_map(|e| e.as_any_mut().downcast_mut::<T>())
+    }
+
     /// The LSN the next change will take: the one its log record is appended with.
     #[inline]
     pub(crate) fn next_lsn(&self) -> Lsn {
@@ -186,28 +197,47 @@ pub struct MMSBState {
     config: Config,
     /// The transaction log (runtime/tlog), when logging is on.
     pub(crate) tlog: Option<crate::runtime::tlog::Tlog>,
-    // monitoring: histograms, counters, budgets (methods in monitoring/state_ext.rs)
+    /// Histograms, counters, budgets (the state's methods are in `runtime/stats.rs`).
     pub(crate) monitor: std::sync::Arc<crate::monitoring::Monitor>,
-    /// Device layer (GPU mirrors, sync counters); see `crate::device`.
-    pub(crate) device: crate::device::DeviceManager,
+    /// The state extensions (`runtime::extension`): the device layer's `DeviceManager`.
+    pub(crate) extensions: Vec<std::sync::Arc<dyn StateExtension>>,
     /// Event subscriptions (graph/events.rs); outside the lock so emitting needs no lock.
     pub(crate) events: EventSystem,
 }
 
 impl MMSBState {
-    /// Starts a state (`mmsb_start`). With `config.dir`, recovers what the directory holds.
-    pub fn open(config: Config) -> Result<MMSBState> {
+    /// Opens a state with the given extensions (`MMSBState::open`, in `crate::compose`, passes
+    /// the graph's and the device layer's). With `config.dir`, recovers what the directory
+    /// holds, replaying extension records through the extensions.
+    pub(crate) fn open_with_extensions(config: Config, ext: Extensions) -> Result<MMSBState> {
         config.validate()?;
-        let mut state = MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, config, false);
+        let core = Core { next_page_id: 1, ext: ext.log, ..Core::default() };
+        let mut state = MMSBState::from_core(core, config, false, ext.state);
         // TLog hook: recover from the directory (or start an in-memory log) and attach the log.
         state.tlog_attach()?;
-        // Device layer hook: recovered GPU/unified pages get their mirrors (whole page dirty).
-        state.device_adopt_recovered()?;
         Ok(state)
     }
 
+    /// Empty instances of this state's extensions, for a state rebuilt from its log.
+    pub(crate) fn fresh_extensions(&self, config: &Config) -> Extensions {
+        Extensions {
+            log: self.core.read().ext.iter().map(|e| e.fresh()).collect(),
+            state: self.extensions.iter().map(|e| e.fresh(config)).collect(),
+        }
+    }
+
+    /// The registered state extension of type `T` (how a layer finds its own data again).
+    pub(crate) fn state_extension<T: StateExtension>(&self) -> Option<&T> {
+        self.extensions.iter().find_map(|e| e.as_any().downcast_ref::<T>())
+    }
+
     /// A state around `core`, without a log (used by `open` and by log replay).
-    pub(crate) fn from_core(core: Core, config: Config, read_only: bool) -> MMSBState {
+    pub(crate) fn from_core(
+        core: Core,
+        config: Config,
+        read_only: bool,
+        extensions: Vec<std::sync::Arc<dyn StateExtension>>,
+    ) -> MMSBState {
         let events = EventSystem::default();
         let monitor = std::sync::Arc::new(crate::monitoring::Monitor::new()); // monitoring
                                                                               // Budget violations become events. The sink may run under the state's lock: emitting
@@ -224,8 +254,7 @@ impl MMSBState {
             core: CoreLock(RwLock::new(core)),
             closed: AtomicBool::new(false),
             read_only,
-            // Device layer hook: detects the GPU only when `config.gpu` asks for it.
-            device: crate::device::DeviceManager::new(config.gpu),
+            extensions,
             config,
             tlog: None,
             monitor,
@@ -233,7 +262,7 @@ impl MMSBState {
         }
     }
 
-    /// An in-memory state with the default configuration.
+    /// An in-memory state with the default configuration (and every layer's extensions).
     pub fn in_memory() -> MMSBState {
         MMSBState::open(Config::default()).expect("the default configuration is valid")
     }
@@ -268,9 +297,11 @@ impl MMSBState {
             self.tlog_close();
             self.tlog_release();
         }
-        // Device layer hook: release mirrors and staging memory.
-        self.device.on_close();
-        // GRAPH HOOK: subscriptions learn that no more events will come.
+        // Extensions release what they hold (the device layer: mirrors and staging memory).
+        for e in &self.extensions {
+            e.on_close();
+        }
+        // Subscriptions learn that no more events will come.
         self.events.close();
     }
 
@@ -317,8 +348,10 @@ impl MMSBState {
         self.monitor.page_created(buf.capacity() as u64); // monitoring hook
         core.pages.insert(id, Page::new(id, location, meta, buf));
         drop(core);
-        // Device layer hook: mirror allocation may be slow, so it runs outside the core lock.
-        self.device.on_page_created(id, location, size);
+        // Extensions (device mirrors) may be slow, so they hear of it outside the core lock.
+        for e in &self.extensions {
+            e.on_page_created(id, location, size);
+        }
         // TLog hook: wait for durability (group commit) outside the lock.
         self.tlog_commit(pending)?;
         Ok(id)
@@ -336,9 +369,9 @@ impl MMSBState {
         if !core.pages.contains_key(&id) {
             return Err(PageError::UnknownPage(id).into());
         }
-        // GRAPH HOOK: a page with dependency edges cannot be freed (remove the edges first).
-        if core.graph.contains(id) {
-            return Err(PageError::InUse { page: id, reason: "it has dependency edges".into() }.into());
+        // An extension may hold the page (the graph: edges must be removed first).
+        if let Some(reason) = core.ext.iter().find_map(|e| e.blocks_free(id)) {
+            return Err(PageError::InUse { page: id, reason }.into());
         }
         // TLog hook: log before the registry changes.
         let (_, pending) = self.commit_locked(&mut core, 1, |s, c| s.tlog_free(c, id))?;
@@ -346,8 +379,9 @@ impl MMSBState {
             self.monitor.page_freed(page.buf().capacity() as u64); // monitoring hook
         }
         drop(core);
-        // Device layer hook: the mirror goes with the page.
-        self.device.on_page_freed(id);
+        for e in &self.extensions {
+            e.on_page_freed(id);
+        }
         self.tlog_commit(pending)?;
         Ok(())
     }
@@ -524,23 +558,17 @@ impl MMSBState {
     }
 }
 
-/// Log extension hooks: other layers (graph, device) add arms for their record kinds
-/// (`runtime::tlog::ext_kind`) and fill the checkpoint extension section.
+/// The log's side of the extensions: recovery and replay hand extension records and the
+/// checkpoint's extension section to the registered `LogExtension`s.
 impl MMSBState {
-    /// Applies an extension record during recovery or replay (`core` is the state being rebuilt).
+    /// Applies an extension record during recovery or replay (`core` is the state being rebuilt)
+    /// through the extension that owns its kind.
     pub(crate) fn apply_log_extension(&self, core: &mut Core, kind: u8, body: &[u8]) -> Result<()> {
-        use crate::graph::persist;
-        use crate::runtime::tlog::ext_kind;
-        match kind {
-            ext_kind::GRAPH_EDGE_ADD | ext_kind::GRAPH_EDGE_REMOVE => {
-                let record = persist::decode_record(body)?;
-                let Core { graph, pages, .. } = core;
-                persist::replay_record(graph, &record, |p| pages.get(&p).map(Page::size))?;
-                Ok(())
-            }
-            // Informational: the bytes a sync changed were logged as ordinary deltas.
-            ext_kind::DEVICE_SYNC => crate::device::decode_sync_record(body).map(|_| ()).map_err(Into::into),
-            _ => Err(crate::types::error::LogError::Corrupt {
+        let Core { ext, pages, .. } = core;
+        let page_size = |p: PageId| pages.get(&p).map(Page::size);
+        match ext.iter_mut().find(|e| e.record_kinds().contains(&kind)) {
+            Some(e) => e.replay(kind, body, &page_size),
+            None => Err(crate::types::error::LogError::Corrupt {
                 file: String::new(),
                 offset: 0,
                 reason: format!("unknown log extension record kind {kind}"),
@@ -549,21 +577,30 @@ impl MMSBState {
         }
     }
 
-    /// Bytes for the checkpoint's extension section: the graph snapshot.
+    /// Bytes for the checkpoint's extension section (the graph snapshot); empty when no
+    /// extension writes one.
     pub(crate) fn checkpoint_extension(&self, core: &Core) -> Vec<u8> {
-        crate::graph::persist::encode_snapshot(&core.graph)
+        core.ext.iter().find_map(|e| e.checkpoint_section()).unwrap_or_default()
     }
 
     /// Restores the checkpoint's extension section (empty in checkpoints without a graph).
-    /// Callback edges are not restorable and are dropped (documented in `graph::persist`).
     pub(crate) fn restore_checkpoint_extension(&self, core: &mut Core, bytes: &[u8]) -> Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
-        let snapshot = crate::graph::persist::decode_snapshot(bytes)?;
-        let (graph, _dropped) = crate::graph::persist::restore(&snapshot, |p| core.pages.get(&p).map(Page::size))?;
-        core.graph = graph;
-        Ok(())
+        let Core { ext, pages, .. } = core;
+        let page_size = |p: PageId| pages.get(&p).map(Page::size);
+        for e in ext.iter_mut() {
+            if e.restore_section(bytes, &page_size)? {
+                return Ok(());
+            }
+        }
+        Err(crate::types::error::LogError::Corrupt {
+            file: String::new(),
+            offset: 0,
+            reason: "a checkpoint extension section that no registered extension reads".into(),
+        }
+        .into())
     }
 }
 

@@ -111,13 +111,16 @@ impl MMSBState {
         recover::open_into(self)
     }
 
-    /// Opens a state whose log and checkpoints live in `storage` instead of `config.dir` (an
-    /// in-memory storage shared between opens, or a fault-injecting wrapper in crash tests).
-    /// Logging is on whatever `config.logging` says; pages stay in memory.
-    pub fn open_with_storage(config: Config, storage: Arc<dyn Storage>) -> Result<MMSBState> {
+    /// `MMSBState::open_with_storage` (in `crate::compose`) with the given extensions.
+    pub(crate) fn open_with_storage_and(
+        config: Config,
+        storage: Arc<dyn Storage>,
+        ext: crate::runtime::extension::Extensions,
+    ) -> Result<MMSBState> {
         config.validate()?;
         let config = Config { logging: true, dir: None, ..config };
-        let mut state = MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, config, false);
+        let core = Core { next_page_id: 1, ext: ext.log, ..Core::default() };
+        let mut state = MMSBState::from_core(core, config, false, ext.state);
         recover::open_with(&mut state, storage)?;
         Ok(state)
     }

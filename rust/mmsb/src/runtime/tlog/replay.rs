@@ -182,7 +182,10 @@ impl MMSBState {
         }
         let config =
             Config { dir: None, logging: false, tolerant_recovery: false, log_size_cap: 0, ..self.config().clone() };
-        let out = MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, config, true);
+        // The snapshot gets empty instances of this state's extensions, filled by the replay.
+        let ext = self.fresh_extensions(&config);
+        let out =
+            MMSBState::from_core(Core { next_page_id: 1, ext: ext.log, ..Core::default() }, config, true, ext.state);
         {
             let mut core = out.core.write();
             if let Some(c) = &base {
