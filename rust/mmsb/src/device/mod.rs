@@ -21,8 +21,10 @@
 //! host→device sync of the page: its coalesced copies may cover them with the CPU's bytes.
 //!
 //! Integration points (marked `Device layer hook` in the code):
-//! - `Page::dirty` and one call in `router::apply`; `MMSBState::device`, set in `open`, and the
-//!   `create_page` / `free_page` / `close` hooks;
+//! - `Page::dirty` and one call in `router::apply`; the [`DeviceManager`], a state extension
+//!   (`runtime::extension::StateExtension`) registered with every state by `compose.rs`, which
+//!   hears of `create_page` / `free_page` / `close`; [`DeviceSyncRecords`], the log extension
+//!   that replays `DEVICE_SYNC` records;
 //! - the transaction log: `log_device_sync` (state_ext.rs) is called once per page and direction
 //!   after the doorbell rang, with a [`DeviceSyncRecord`] whose body
 //!   [`encode_sync_record`] / [`decode_sync_record`] serialize: the sync takes one LSN (through

@@ -201,7 +201,7 @@ pub struct MMSBState {
     pub(crate) monitor: std::sync::Arc<crate::monitoring::Monitor>,
     /// The state extensions (`runtime::extension`): the device layer's `DeviceManager`.
     pub(crate) extensions: Vec<std::sync::Arc<dyn StateExtension>>,
-    /// Event subscriptions (graph/events.rs); outside the lock so emitting needs no lock.
+    /// Event subscriptions (runtime/events.rs); outside the lock so emitting needs no lock.
     pub(crate) events: EventSystem,
 }
 
