@@ -261,6 +261,41 @@ impl MMSBState {
     }
 }
 
+/// The state as recovery and replay see it (see [`recover::Recoverable`]).
+impl recover::Recoverable for MMSBState {
+    fn recovery_config(&self) -> &Config {
+        self.config()
+    }
+
+    fn core_lock(&self) -> &crate::runtime::state::CoreLock {
+        &self.core
+    }
+
+    fn allocate_page(&self, size: u64) -> Result<crate::types::page::PageBuf> {
+        self.allocate(size)
+    }
+
+    fn replay_extension(&self, core: &mut Core, kind: u8, body: &[u8]) -> Result<()> {
+        self.apply_log_extension(core, kind, body)
+    }
+
+    fn checkpoint_section(&self, core: &Core) -> Vec<u8> {
+        self.checkpoint_extension(core)
+    }
+
+    fn restore_checkpoint_section(&self, core: &mut Core, bytes: &[u8]) -> Result<()> {
+        self.restore_checkpoint_extension(core, bytes)
+    }
+
+    fn log_monitor(&self) -> Arc<crate::monitoring::Monitor> {
+        self.monitor.clone()
+    }
+
+    fn attach(&mut self, log: crate::runtime::tlog::Tlog) {
+        self.tlog = Some(log);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
