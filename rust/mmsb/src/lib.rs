@@ -7,7 +7,9 @@
 //! - [`runtime`]: the state, the delta router, the transaction log and replay (layer 02);
 //! - [`device`]: GPU mirrors and device synchronisation (layer 03);
 //! - [`graph`]: the ShadowPageGraph, propagation and events (layer 05);
-//! - [`monitoring`]: latency histograms, counters and budgets (utils).
+//! - [`monitoring`]: latency histograms, counters and budgets (utils);
+//! - `compose`: the composition root, which registers the graph and the device layer with
+//!   every state (`MMSBState::open`).
 //!
 //! The C ABI over all of them is the `mmsb-ffi` crate (`rust/mmsb-ffi`, header
 //! `include/mmsb.h`); this crate is plain Rust.
@@ -18,6 +20,7 @@
 // Every public item is documented (a few modules being rewritten opt out for now).
 #![deny(missing_docs)]
 
+mod compose;
 #[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod device;
 pub mod graph;

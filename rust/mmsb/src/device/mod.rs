@@ -21,8 +21,10 @@
 //! host→device sync of the page: its coalesced copies may cover them with the CPU's bytes.
 //!
 //! Integration points (marked `Device layer hook` in the code):
-//! - `Page::dirty` and one call in `router::apply`; `MMSBState::device`, set in `open`, and the
-//!   `create_page` / `free_page` / `close` hooks;
+//! - `Page::dirty` and one call in `router::apply`; the [`DeviceManager`], a state extension
+//!   (`runtime::extension::StateExtension`) registered with every state by `compose.rs`, which
+//!   hears of `create_page` / `free_page` / `close`; [`DeviceSyncRecords`], the log extension
+//!   that replays `DEVICE_SYNC` records;
 //! - the transaction log: `log_device_sync` (state_ext.rs) is called once per page and direction
 //!   after the doorbell rang, with a [`DeviceSyncRecord`] whose body
 //!   [`encode_sync_record`] / [`decode_sync_record`] serialize: the sync takes one LSN (through
@@ -37,7 +39,7 @@
 //! [`Location::Unified`]: crate::types::page::Location::Unified
 //! [`PageId`]: crate::types::page::PageId
 
-pub mod dirty;
+pub use crate::types::dirty;
 pub mod kernels;
 pub mod plan;
 pub mod record;
@@ -57,7 +59,7 @@ use parking_lot::Mutex;
 
 pub use dirty::DirtySet;
 pub use plan::{CommandBuffer, CopyOp, Plan, PlannerConfig, SyncCommand, SyncDirection};
-pub use record::{decode_sync_record, encode_sync_record, DeviceSyncRecord};
+pub use record::{decode_sync_record, encode_sync_record, DeviceSyncRecord, DeviceSyncRecords};
 pub use state_ext::{PageDeviceStatus, SyncReport};
 
 use crate::types::page::{Location, PageId};
@@ -301,6 +303,33 @@ impl DeviceManager {
             j.pop_front();
         }
         j.push_back(body);
+    }
+}
+
+/// The device layer plugs into the state as a state extension: it mirrors pages as they come
+/// and go, and lets its mirrors go at `close`.
+impl crate::runtime::extension::StateExtension for DeviceManager {
+    fn on_page_created(&self, id: PageId, location: Location, size: u64) {
+        DeviceManager::on_page_created(self, id, location, size);
+    }
+
+    fn on_page_freed(&self, id: PageId) {
+        DeviceManager::on_page_freed(self, id);
+    }
+
+    fn on_close(&self) {
+        DeviceManager::on_close(self);
+    }
+
+    fn fresh(
+        &self,
+        config: &crate::runtime::state::Config,
+    ) -> std::sync::Arc<dyn crate::runtime::extension::StateExtension> {
+        std::sync::Arc::new(DeviceManager::new(config.gpu))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

@@ -8,31 +8,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::types::error::DeviceError;
 use crate::types::page::PageId;
 
-/// Which way bytes move.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum SyncDirection {
-    /// CPU page → device mirror (pushes the CPU-dirty ranges).
-    HostToDevice = 0,
-    /// Device mirror → CPU page; the bytes that differ are routed as a delta (and logged).
-    DeviceToHost = 1,
-}
-
-impl SyncDirection {
-    /// Decodes the C ABI / log representation.
-    pub fn from_u32(v: u32) -> Option<SyncDirection> {
-        match v {
-            0 => Some(SyncDirection::HostToDevice),
-            1 => Some(SyncDirection::DeviceToHost),
-            _ => None,
-        }
-    }
-}
+pub use crate::types::event::SyncDirection;
 
 /// One intention: move `ranges` of `page` in `direction`. Empty `ranges` means the whole page.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -57,6 +57,39 @@ pub fn decode_sync_record(body: &[u8]) -> Result<DeviceSyncRecord, LogError> {
     Ok(rec)
 }
 
+/// The device layer's log records as a log extension: `DEVICE_SYNC` records are informational
+/// (the bytes a sync changed were logged as ordinary deltas), so replaying one only checks
+/// that it decodes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeviceSyncRecords;
+
+impl crate::runtime::extension::LogExtension for DeviceSyncRecords {
+    fn record_kinds(&self) -> &'static [u8] {
+        &[crate::runtime::tlog::ext_kind::DEVICE_SYNC]
+    }
+
+    fn replay(
+        &mut self,
+        _kind: u8,
+        body: &[u8],
+        _page_size: crate::runtime::extension::PageSizes<'_>,
+    ) -> crate::types::error::Result<()> {
+        decode_sync_record(body).map(|_| ()).map_err(Into::into)
+    }
+
+    fn fresh(&self) -> Box<dyn crate::runtime::extension::LogExtension> {
+        Box::new(DeviceSyncRecords)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

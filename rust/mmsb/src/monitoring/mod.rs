@@ -36,7 +36,7 @@
 
 mod clock;
 pub mod http;
-pub mod state_ext;
+mod probe;
 mod stats;
 
 use std::ffi::CStr;
@@ -50,6 +50,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 pub use clock::ClockKind;
+pub(crate) use probe::{RouteProbe, RouteTally};
 pub use stats::{HistogramStats, Stats, SAMPLING_RULE};
 
 use clock::Clock;

@@ -1,5 +1,7 @@
 //! Layer 02: the state, the delta router, the transaction log and replay.
 
+pub mod events;
+pub mod extension;
 pub(crate) mod reentry;
 // Docs for this module's items come with the commit-path restructuring (issue 16), which
 // rewrites it; `missing_docs` is denied everywhere else.
@@ -10,4 +12,6 @@ pub mod router;
 #[allow(missing_docs)]
 #[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod state;
+#[allow(missing_docs)]
+pub mod stats;
 pub mod tlog;

@@ -237,7 +237,7 @@ pub struct Page {
     pub meta: PageMeta,
     /// Device layer hook: byte ranges changed on the CPU since the last device sync. `None` for
     /// CPU pages, so tracking costs them nothing.
-    pub dirty: Option<crate::device::DirtySet>,
+    pub dirty: Option<crate::types::dirty::DirtySet>,
     buf: Arc<PageBuf>,
 }
 
@@ -245,7 +245,7 @@ impl Page {
     /// Wraps a freshly allocated buffer.
     pub fn new(id: PageId, location: Location, meta: PageMeta, buf: PageBuf) -> Page {
         // Device layer hook: only pages that may have a device mirror track dirty ranges.
-        let dirty = (location != Location::Cpu).then(crate::device::DirtySet::default);
+        let dirty = (location != Location::Cpu).then(crate::types::dirty::DirtySet::default);
         Page { id, epoch: 0, location, meta, dirty, buf: Arc::new(buf) }
     }
 
