@@ -187,7 +187,7 @@ fn verify_passes_a_sound_directory_and_fails_damaged_copies_naming_the_file_and_
     copy_files(&dir, &flip);
     let path = flip.join(&candidates[1]);
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[offset as usize + RECORD_HEADER_LEN] ^= 0x10;
+    bytes[usize::try_from(offset).unwrap() + RECORD_HEADER_LEN] ^= 0x10;
     std::fs::write(&path, &bytes).unwrap();
     let err = assert_damaged(&flip, &path.display().to_string(), Some(offset));
     assert!(err.contains("checksum"), "{err}");
@@ -234,7 +234,7 @@ fn apply_json(model: &mut BTreeMap<u64, (u64, Vec<u8>)>, v: &Value) {
     let page = v["page"].as_u64().unwrap_or(0);
     match v["kind"].as_str().unwrap() {
         "create" => {
-            model.insert(page, (0, vec![0; v["size"].as_u64().unwrap() as usize]));
+            model.insert(page, (0, vec![0; usize::try_from(v["size"].as_u64().unwrap()).unwrap()]));
         }
         "free" => {
             model.remove(&page).unwrap();
@@ -245,7 +245,7 @@ fn apply_json(model: &mut BTreeMap<u64, (u64, Vec<u8>)>, v: &Value) {
             for r in v["runs"].as_array().unwrap() {
                 let data = hex_bytes(r["hex"].as_str().unwrap());
                 assert_eq!(data.len() as u64, r["len"].as_u64().unwrap());
-                let o = r["offset"].as_u64().unwrap() as usize;
+                let o = usize::try_from(r["offset"].as_u64().unwrap()).unwrap();
                 bytes[o..o + data.len()].copy_from_slice(&data);
             }
         }

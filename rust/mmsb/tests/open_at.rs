@@ -122,7 +122,7 @@ fn a_torn_tail_ends_what_open_at_reads_and_is_not_damage() {
     let (at, len) = read_dir(&dir, |d| {
         let mut lastrec = (0, 0);
         d.records(0..=last, |r, _| {
-            lastrec = (r.offset as usize, r.bytes as usize);
+            lastrec = (usize::try_from(r.offset).unwrap(), usize::try_from(r.bytes).unwrap());
             Ok(())
         })?;
         Ok(lastrec)

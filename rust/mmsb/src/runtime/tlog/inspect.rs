@@ -16,6 +16,7 @@ use std::io;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
+use crate::runtime::extension::Extensions;
 use crate::runtime::state::{Config, Core, Lsn, MMSBState};
 use crate::runtime::tlog::checkpoint;
 use crate::runtime::tlog::format::{blob_name, SegmentHeader, FLAG_CHAIN_START, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
@@ -319,7 +320,7 @@ fn settle_new_segment(storage: &ReadOnlyDir, listing: &mut Listing) -> Result<()
 }
 
 /// The configuration of states rebuilt from a directory: in memory, no log, default limits.
-fn replay_config() -> Config {
+pub(crate) fn replay_config() -> Config {
     Config { dir: None, logging: false, ..Config::default() }
 }
 
@@ -469,12 +470,9 @@ impl DirLog {
         })
     }
 
-    /// Rebuilds the state right after LSN `lsn` as a new in-memory, read-only state (writes
-    /// fail with `StateError::ReadOnly`: it has no log to keep them in), with the default
-    /// limits of [`Config`] (a page larger than `max_page_size` fails the replay). `lsn`
-    /// outside [`DirLog::replayable`] is `LogError::LsnOutsideRange` (status
-    /// `lsn_out_of_range`), one strictly inside a compacted run `LogError::LsnCompacted`.
-    pub fn replay_to(&self, lsn: Lsn) -> Result<MMSBState> {
+    /// [`DirLog::replay_to`] (in `crate::compose`, which names the layers) with the empty
+    /// extensions `ext` the rebuilt state replays extension records into.
+    pub(crate) fn replay_with(&self, lsn: Lsn, ext: Extensions) -> Result<MMSBState> {
         let range = self.replayable().ok_or_else(|| LogError::Corrupt {
             file: self.storage.describe(""),
             offset: 0,
@@ -498,7 +496,7 @@ impl DirLog {
         if base.is_none() && chain_base != 0 {
             return Err(outside().into());
         }
-        replay_chain_to(&self.storage, &self.listing.chain, base.as_ref(), lsn, replay_config())
+        replay_chain_to(&self.storage, &self.listing.chain, base.as_ref(), lsn, replay_config(), ext)
     }
 
     /// Calls `f` with each record whose LSNs overlap `lsns`, in LSN order, decoded (a record
@@ -536,12 +534,9 @@ impl DirLog {
         Ok(())
     }
 
-    /// Checks the directory as an open would, changing nothing: every checkpoint verifies;
-    /// every record of the chain verifies (checksum, LSN sequence, segment chain) and decodes,
-    /// and those after the newest checkpoint apply to it; only the newest segment may end early
-    /// (the rule of `docs/log-format.md`, "Recovery"). Damage is reported in
-    /// [`Verification::problems`]; an `Err` is an I/O failure.
-    pub fn verify(&self) -> Result<Verification> {
+    /// [`DirLog::verify`] (in `crate::compose`) with the empty extensions `ext` the records
+    /// after the newest checkpoint are replayed into.
+    pub(crate) fn verify_with(&self, ext: Extensions) -> Result<Verification> {
         let mut v = Verification::default();
         for c in &self.scan.checkpoints {
             if let Some(p) = &c.problem {
@@ -567,7 +562,12 @@ impl DirLog {
             }
         };
         let ckpt_lsn = ckpt.as_ref().map_or(0, |c| c.lsn);
-        let scratch = MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, replay_config(), true);
+        let scratch = MMSBState::from_core(
+            Core { next_page_id: 1, ext: ext.log, ..Core::default() },
+            replay_config(),
+            true,
+            ext.state,
+        );
         let walked = match recover::replay_chain(&scratch, &self.storage, &self.listing, ckpt.as_ref(), false) {
             Ok(w) => w,
             Err(e) => {
@@ -632,18 +632,6 @@ fn finish(mut v: Verification) -> Verification {
 }
 
 impl MMSBState {
-    /// The state of the directory `dir` right after LSN `lsn`, rebuilt from its checkpoints and
-    /// log into a new in-memory, read-only state (writes fail with `StateError::ReadOnly`),
-    /// without its writer: no lock is taken, no file is created or changed, and a writer may
-    /// keep writing meanwhile (the record it is appending is not an error: the readable log
-    /// ends before it). `lsn` outside the replayable range ([`DirInfo::replayable`], through
-    /// [`read_dir`] and [`DirLog::info`]) is `LogError::LsnOutsideRange` with the range in the
-    /// message; `lsn` strictly inside a compacted run `LogError::LsnCompacted`. The newest LSN
-    /// is [`DirLog::last_lsn`].
-    pub fn open_at(dir: impl AsRef<Path>, lsn: Lsn) -> Result<MMSBState> {
-        read_dir(dir.as_ref(), |d| d.replay_to(lsn))
-    }
-
     /// The name and tags of a page.
     pub fn page_meta(&self, page: PageId) -> Result<PageMeta> {
         if self.is_closed() {

@@ -4,9 +4,9 @@
 use std::os::raw::c_char;
 use std::sync::Arc;
 
-use crate::ffi::state::MmsbState;
-use crate::ffi::{arg_str, boundary, check_out, write_out, FfiError, MmsbStatus};
-use crate::runtime::tlog::inspect::read_dir;
+use crate::state::MmsbState;
+use crate::{arg_str, boundary, check_out, write_out, FfiError, MmsbStatus};
+use mmsb::runtime::tlog::inspect::read_dir;
 
 /// The `lsn` of `mmsb_replay_dir` that asks for the newest LSN the directory holds.
 pub const MMSB_LSN_NEWEST: u64 = u64::MAX;
@@ -40,7 +40,7 @@ pub unsafe extern "C" fn mmsb_replay_dir(
         let replayed = read_dir(std::path::Path::new(dir), |d| {
             d.replay_to(if lsn == MMSB_LSN_NEWEST { d.last_lsn() } else { lsn })
         })?;
-        let h = crate::ffi::new_handle(MmsbState { state: Arc::new(replayed) });
+        let h = crate::new_handle(MmsbState { state: Arc::new(replayed) });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out_state, h, "out_state") }
     })
@@ -49,9 +49,9 @@ pub unsafe extern "C" fn mmsb_replay_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ffi::state::{mmsb_state_free, mmsb_state_lsn};
-    use crate::types::error::ErrorCode;
-    use crate::{Config, Location, MMSBState, PageMeta};
+    use crate::state::{mmsb_state_free, mmsb_state_lsn};
+    use mmsb::types::error::ErrorCode;
+    use mmsb::{Config, Location, MMSBState, PageMeta};
 
     fn replay(dir: &str, lsn: u64) -> (u32, *mut MmsbState) {
         let mut out = std::ptr::null_mut();
