@@ -1,5 +1,7 @@
 //! Layer 02: the state, the delta router, the transaction log and replay.
 
+/// File-backed pages (`Config::file_backed_pages`): page files, image intervals, external checkpoints.
+pub(crate) mod pagefiles;
 pub(crate) mod reentry;
 pub mod router;
 pub mod state;

@@ -57,7 +57,9 @@ pub struct Config {
     /// Largest page a caller may create: 1 ..= 2^48 bytes (the user address space of 64-bit
     /// machines). Default 2^32.
     pub max_page_size: u64,
-    /// Back pages with files in `dir/pages` rather than anonymous memory.
+    /// Back pages with files in `dir/pages`, mapped shared, rather than anonymous memory; needs
+    /// `dir` (`InvalidConfig` without one). Checkpoints then write no page bytes and a clean
+    /// close leaves nothing to replay (see `docs/page-files.md`).
     pub file_backed_pages: bool,
     /// Log size that triggers an automatic checkpoint + compaction (record bytes since the
     /// newest checkpoint): 0 (off, the default) or 256 ..= 2^64 - 1. Below 256 bytes nearly
@@ -114,6 +116,11 @@ impl Config {
         if self.dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
             return Err(StateError::InvalidConfig(
                 "dir is an empty path; give a directory, or no directory for an in-memory state".into(),
+            ));
+        }
+        if self.file_backed_pages && self.dir.is_none() {
+            return Err(StateError::InvalidConfig(
+                "file_backed_pages needs a directory (dir); an in-memory state has no files to back pages with".into(),
             ));
         }
         Ok(())
@@ -217,15 +224,26 @@ pub struct MMSBState {
     pub(crate) device: crate::device::DeviceManager,
     /// Event subscriptions (graph/events.rs); outside the lock so emitting needs no lock.
     pub(crate) events: EventSystem,
+    /// PAGE FILES HOOK: the page files when `file_backed_pages` is on (runtime/pagefiles.rs).
+    pub(crate) pagefiles: Option<crate::runtime::pagefiles::PageFiles>,
 }
 
 impl MMSBState {
     /// Starts a state (`mmsb_start`). With `config.dir`, recovers what the directory holds.
     pub fn open(config: Config) -> Result<MMSBState> {
         config.validate()?;
+        let pagefiles = match (&config.dir, config.file_backed_pages) {
+            (Some(dir), true) => Some(crate::runtime::pagefiles::PageFiles::open(dir, config.durability)?),
+            _ => None,
+        };
         let mut state = MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, config, false);
+        state.pagefiles = pagefiles;
         // TLog hook: recover from the directory (or start an in-memory log) and attach the log.
         state.tlog_attach()?;
+        // PAGE FILES HOOK: changes from here on are imaged in a new interval.
+        if let Some(pf) = &state.pagefiles {
+            pf.start_interval(state.core.read().lsn)?;
+        }
         // Device layer hook: recovered GPU/unified pages get their mirrors (whole page dirty).
         state.device_adopt_recovered()?;
         Ok(state)
@@ -255,6 +273,7 @@ impl MMSBState {
             tlog: None,
             monitor,
             events,
+            pagefiles: None,
         }
     }
 
@@ -281,6 +300,11 @@ impl MMSBState {
     /// Closes the state: later calls fail with `Closed`; pages are released (live views keep
     /// their bytes). Idempotent and safe to call while other threads use the state.
     pub fn close(&self) {
+        // PAGE FILES HOOK: a clean close checkpoints (no page bytes are copied), so the next open
+        // replays nothing. Best effort: without it the next open replays the log instead.
+        if self.pagefiles.is_some() && !self.is_closed() {
+            let _ = self.checkpoint();
+        }
         let mut core = self.core.write();
         let first = !self.closed.swap(true, Ordering::AcqRel);
         self.monitor.pages_released(core.pages.values().map(|p| p.buf().capacity() as u64)); // monitoring hook
@@ -331,13 +355,27 @@ impl MMSBState {
             return Err(PageError::InvalidSize { requested: size, max: self.config.max_page_size }.into());
         }
         meta.validate()?;
-        // Allocate before taking the lock: mapping memory may be slow.
-        let buf = self.allocate(size)?;
+        // Allocate before taking the lock: mapping memory may be slow. A page file is named by
+        // the page's id, known only under the lock.
+        let anon = if self.pagefiles.is_none() { Some(self.allocate(PageId(0), size)?) } else { None };
         let mut core = self.core.write();
         self.check_still_open()?;
         let id = PageId(core.next_page_id);
+        let buf = match anon {
+            Some(b) => b,
+            None => self.allocate(id, size)?,
+        };
         // TLog hook: log before the registry changes; a failed append changes nothing.
-        let (_, pending) = self.commit_locked(&mut core, 1, |s, c| s.tlog_create(c, id, size, location, &meta))?;
+        let logged = self.commit_locked(&mut core, 1, |s, c| s.tlog_create(c, id, size, location, &meta));
+        let (_, pending) = logged.inspect_err(|_| {
+            // PAGE FILES HOOK: the page does not exist; neither does its file.
+            if let Some(pf) = &self.pagefiles {
+                pf.remove(id);
+            }
+        })?;
+        if let Some(pf) = &self.pagefiles {
+            pf.created(id); // PAGE FILES HOOK
+        }
         core.next_page_id += 1;
         self.monitor.page_created(buf.capacity() as u64); // monitoring hook
         core.pages.insert(id, Page::new(id, location, meta, buf));
@@ -349,8 +387,12 @@ impl MMSBState {
         Ok(id)
     }
 
-    pub(crate) fn allocate(&self, size: u64) -> Result<PageBuf> {
-        Ok(PageBuf::anonymous(size)?)
+    /// The backing of page `id`: a new page file when pages are file-backed, else anonymous.
+    pub(crate) fn allocate(&self, id: PageId, size: u64) -> Result<PageBuf> {
+        match &self.pagefiles {
+            Some(pf) => pf.allocate(id, size),
+            None => Ok(PageBuf::anonymous(size)?),
+        }
     }
 
     /// Removes a page. Views of it stay readable until dropped.
@@ -365,10 +407,17 @@ impl MMSBState {
         if core.graph.contains(id) {
             return Err(PageError::InUse { page: id, reason: "it has dependency edges".into() }.into());
         }
+        // PAGE FILES HOOK: recovery from the last checkpoint may need the page's bytes.
+        if let Some(pf) = &self.pagefiles {
+            pf.before_change(&core, std::iter::once(id))?;
+        }
         // TLog hook: log before the registry changes.
         let (_, pending) = self.commit_locked(&mut core, 1, |s, c| s.tlog_free(c, id))?;
         if let Some(page) = core.pages.remove(&id) {
             self.monitor.page_freed(page.buf().capacity() as u64); // monitoring hook
+        }
+        if let Some(pf) = &self.pagefiles {
+            pf.remove(id); // PAGE FILES HOOK
         }
         drop(core);
         // Device layer hook: the mirror goes with the page.
@@ -431,6 +480,10 @@ impl MMSBState {
         ops: &[RouteOp<'_>],
     ) -> Result<(std::ops::Range<Lsn>, crate::runtime::tlog::Pending)> {
         router::validate(core, ops)?;
+        // PAGE FILES HOOK: first change to a page since the interval began: image it first.
+        if let Some(pf) = &self.pagefiles {
+            pf.before_change(core, ops.iter().map(|o| o.page))?;
+        }
         // TLog hook: one record for the whole batch, written before any page changes.
         let (lsns, pending) = self.commit_locked(core, ops.len() as u64, |s, c| s.tlog_batch(c, ops))?;
         router::apply(core, ops);
