@@ -88,6 +88,11 @@ impl PageFiles {
         })
     }
 
+    /// The `pages/` folder.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn path(&self, id: PageId) -> PathBuf {
         self.dir.join(page_file_name(id))
     }

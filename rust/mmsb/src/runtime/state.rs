@@ -226,6 +226,9 @@ pub struct MMSBState {
     pub(crate) events: EventSystem,
     /// PAGE FILES HOOK: the page files when `file_backed_pages` is on (runtime/pagefiles.rs).
     pub(crate) pagefiles: Option<crate::runtime::pagefiles::PageFiles>,
+    /// SHARED HEADER HOOK: what readers in other processes follow (runtime/shared.rs); with
+    /// file-backed pages only.
+    pub(crate) shared: Option<crate::runtime::shared::SharedWriter>,
 }
 
 impl MMSBState {
@@ -243,6 +246,10 @@ impl MMSBState {
         // PAGE FILES HOOK: changes from here on are imaged in a new interval.
         if let Some(pf) = &state.pagefiles {
             pf.start_interval(state.core.read().lsn)?;
+        }
+        // SHARED HEADER HOOK: the recovered pages become visible to readers.
+        if let Some(sh) = &state.shared {
+            sh.publish_pages(&state.core.read())?;
         }
         // Device layer hook: recovered GPU/unified pages get their mirrors (whole page dirty).
         state.device_adopt_recovered()?;
@@ -274,6 +281,7 @@ impl MMSBState {
             monitor,
             events,
             pagefiles: None,
+            shared: None,
         }
     }
 
@@ -315,6 +323,10 @@ impl MMSBState {
             // the directory up (another state may open it while this handle lingers). Outside
             // the core lock: maintenance takes the log's lock before the core's.
             self.tlog_close();
+            // SHARED HEADER HOOK: before the LOCK goes, so a next writer's state is not overwritten.
+            if let Some(sh) = &self.shared {
+                sh.closed(self.core.read().lsn);
+            }
             self.tlog_release();
         }
         // Device layer hook: release mirrors and staging memory.
@@ -365,6 +377,10 @@ impl MMSBState {
             Some(b) => b,
             None => self.allocate(id, size)?,
         };
+        // SHARED HEADER HOOK: a table slot for the page, before anything is logged.
+        if let Some(sh) = &self.shared {
+            sh.reserve()?;
+        }
         // TLog hook: log before the registry changes; a failed append changes nothing.
         let logged = self.commit_locked(&mut core, 1, |s, c| s.tlog_create(c, id, size, location, &meta));
         let (_, pending) = logged.inspect_err(|_| {
@@ -376,14 +392,19 @@ impl MMSBState {
         if let Some(pf) = &self.pagefiles {
             pf.created(id); // PAGE FILES HOOK
         }
+        if let Some(sh) = &self.shared {
+            sh.page_added(id, size, core.lsn); // SHARED HEADER HOOK: readers see the page
+        }
         core.next_page_id += 1;
         self.monitor.page_created(buf.capacity() as u64); // monitoring hook
         core.pages.insert(id, Page::new(id, location, meta, buf));
+        let lsn = core.lsn;
         drop(core);
         // Device layer hook: mirror allocation may be slow, so it runs outside the core lock.
         self.device.on_page_created(id, location, size);
         // TLog hook: wait for durability (group commit) outside the lock.
         self.tlog_commit(pending)?;
+        self.shared_durable(lsn); // SHARED HEADER HOOK
         Ok(id)
     }
 
@@ -419,10 +440,15 @@ impl MMSBState {
         if let Some(pf) = &self.pagefiles {
             pf.remove(id); // PAGE FILES HOOK
         }
+        if let Some(sh) = &self.shared {
+            sh.page_removed(id, core.lsn); // SHARED HEADER HOOK
+        }
+        let lsn = core.lsn;
         drop(core);
         // Device layer hook: the mirror goes with the page.
         self.device.on_page_freed(id);
         self.tlog_commit(pending)?;
+        self.shared_durable(lsn); // SHARED HEADER HOOK
         Ok(())
     }
 
@@ -450,6 +476,7 @@ impl MMSBState {
         drop(core);
         probe.finish(&self.monitor); // monitoring hook: after unlock, so a budget sink never runs under it
         self.tlog_commit(pending)?;
+        self.shared_durable(lsns.end - 1); // SHARED HEADER HOOK
         Ok(lsns)
     }
 
@@ -486,7 +513,12 @@ impl MMSBState {
         }
         // TLog hook: one record for the whole batch, written before any page changes.
         let (lsns, pending) = self.commit_locked(core, ops.len() as u64, |s, c| s.tlog_batch(c, ops))?;
+        // SHARED HEADER HOOK: readers' seqlocks around the bytes changing.
+        let slots = self.shared.as_ref().map(|sh| sh.begin_write(ops.iter().map(|o| o.page)));
         router::apply(core, ops);
+        if let (Some(sh), Some(slots)) = (&self.shared, slots) {
+            sh.end_write(core, &slots, lsns.end - 1);
+        }
         // EVENT HOOK (graph): DeltaApplied for each routed delta; one atomic load with no subscriber.
         self.events.emit_deltas(core, lsns.clone(), ops);
         Ok((lsns, pending))
@@ -529,6 +561,7 @@ impl MMSBState {
         drop(core);
         probe.finish(&self.monitor); // monitoring hook: after unlock
         self.tlog_commit(pending)?;
+        self.shared_durable(lsn); // SHARED HEADER HOOK
         Ok(lsn)
     }
 
@@ -588,6 +621,22 @@ impl MMSBState {
         let mut ids: Vec<PageId> = core.pages.keys().copied().collect();
         ids.sort_unstable();
         Ok(ids)
+    }
+
+    /// SHARED HEADER HOOK: with the directory's LOCK held, before recovery (see `runtime::shared`).
+    pub(crate) fn shared_begin(&mut self) -> Result<()> {
+        if let Some(pf) = &self.pagefiles {
+            self.shared = Some(crate::runtime::shared::SharedWriter::open(pf.dir())?);
+        }
+        Ok(())
+    }
+
+    /// SHARED HEADER HOOK: `lsn` was acknowledged to its caller.
+    #[inline]
+    fn shared_durable(&self, lsn: Lsn) {
+        if let Some(sh) = &self.shared {
+            sh.publish_durable(lsn);
+        }
     }
 
     /// The last LSN assigned (0 before the first delta). Infallible: after [`MMSBState::close`]

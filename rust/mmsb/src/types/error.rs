@@ -218,6 +218,18 @@ pub enum MonitorError {
     Serve { addr: String, source: std::io::Error },
 }
 
+/// Failures of a reader in another process (`runtime::reader`, `docs/page-files.md`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReaderError {
+    /// The directory has no shared header: no writer with file-backed pages ever opened it.
+    #[error("{dir} has no shared page header ({reason}); readers need a state opened with file_backed_pages = true")]
+    NotShared { dir: String, reason: String },
+    /// The writer is recovering the directory (page bytes are being rebuilt): retry shortly.
+    #[error("the writer of {dir} is recovering it; retry once it is open")]
+    Recovering { dir: String },
+}
+
 /// The crate-wide error: every domain error converts into it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -236,6 +248,8 @@ pub enum Error {
     Device(#[from] DeviceError),
     #[error(transparent)]
     Monitor(#[from] MonitorError),
+    #[error(transparent)]
+    Reader(#[from] ReaderError),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 }
@@ -286,6 +300,10 @@ impl Error {
             Error::Monitor(e) => match e {
                 MonitorError::Serve { .. } => ErrorCode::Io,
                 MonitorError::UnknownMetric(_) | MonitorError::InvalidValue(_) => ErrorCode::InvalidArgument,
+            },
+            Error::Reader(e) => match e {
+                ReaderError::NotShared { .. } => ErrorCode::Unsupported,
+                ReaderError::Recovering { .. } => ErrorCode::Busy,
             },
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
         }

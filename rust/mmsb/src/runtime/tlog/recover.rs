@@ -363,6 +363,9 @@ pub(crate) fn open_into(state: &mut MMSBState) -> Result<()> {
         })?),
         None => Arc::new(MemStorage::new()),
     };
+    // SHARED HEADER HOOK: with the LOCK held and before recovery touches a page file, readers
+    // learn that a new writer generation is recovering.
+    state.shared_begin()?;
     open_with(state, storage)
 }
 
