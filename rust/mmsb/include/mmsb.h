@@ -279,6 +279,9 @@ typedef struct MmsbReader MmsbReader;
 // `mmsb_reader_view_free`, even after the reader is freed. No snapshot isolation.
 typedef struct MmsbReaderView MmsbReaderView;
 
+// Opaque background wait of `mmsb_reader_wait_async`; free with `mmsb_reader_wait_free`.
+typedef struct MmsbReaderWait MmsbReaderWait;
+
 // Opaque state handle. Create with `mmsb_state_open`, free with `mmsb_state_free`.
 typedef struct MmsbState MmsbState;
 
@@ -1035,6 +1038,39 @@ MmsbStatus mmsb_reader_wait(const struct MmsbReader *r,
                             uint64_t lsn,
                             uint64_t timeout_ms,
                             uint64_t *out_lsn);
+
+// Starts `mmsb_reader_wait(r, lsn, timeout_ms, …)` on a thread of its own and returns at once
+// with its handle in `*out`; when the wait returns, its LSN is stored (see
+// `mmsb_reader_wait_poll`) and then `f(arg)` is called once from that thread (`f` may be
+// libuv's `uv_async_send`, so an event loop's async handle can be registered directly; NULL:
+// no call, poll instead). `f` must return quickly, must not unwind and must not call into
+// MMSB. The reader may be freed meanwhile (the wait keeps what it needs).
+//
+// # Safety
+// `r` a live reader; `out` writable; `f` NULL or callable with `arg` from any thread until
+// `mmsb_reader_wait_free` returns.
+MmsbStatus mmsb_reader_wait_async(const struct MmsbReader *r,
+                                  uint64_t lsn,
+                                  uint64_t timeout_ms,
+                                  MmsbNotifyFn f,
+                                  void *arg,
+                                  struct MmsbReaderWait **out);
+
+// Whether the background wait finished (`*out_done` 1) and, if so, the LSN it returned
+// (`*out_lsn`; compare it with the LSN waited for).
+//
+// # Safety
+// `w` a live wait; `out_done`, `out_lsn` writable.
+MmsbStatus mmsb_reader_wait_poll(const struct MmsbReaderWait *w,
+                                 uint8_t *out_done,
+                                 uint64_t *out_lsn);
+
+// Cancels the background wait if it still runs, waits for its thread to end (so `f` is not
+// running and will not be called afterwards) and frees it. NULL is accepted.
+//
+// # Safety
+// `w` NULL or a wait not yet freed.
+void mmsb_reader_wait_free(struct MmsbReaderWait *w);
 
 // The size of page `page` in bytes (`MMSB_STATUS_CODE_UNKNOWN_PAGE` if the reader cannot see it).
 //

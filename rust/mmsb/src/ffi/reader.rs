@@ -4,7 +4,9 @@
 //! threads at once; `mmsb_reader_wait` blocks the calling thread (run it on a thread of its own
 //! when the caller must stay responsive, as the Julia wrapper does).
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ffi::{arg_ref, arg_str, boundary, check_out, write_out, FfiError, MmsbStatus};
@@ -13,7 +15,39 @@ use crate::types::page::PageId;
 
 /// Opaque reader of a state directory; free with `mmsb_reader_free`.
 pub struct MmsbReader {
-    reader: Reader,
+    // Shared with the threads of `mmsb_reader_wait_async`.
+    reader: Arc<Reader>,
+}
+
+/// Opaque background wait of `mmsb_reader_wait_async`; free with `mmsb_reader_wait_free`.
+pub struct MmsbReaderWait {
+    result: Arc<(AtomicBool, AtomicU64)>,
+    cancel: Arc<AtomicBool>,
+    reader: Arc<Reader>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for MmsbReaderWait {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Release);
+        self.reader.wake_waiters();
+        if let Some(t) = self.thread.take() {
+            // The thread never panics (nothing in it can); a join error is ignored all the same.
+            let _ = t.join();
+        }
+    }
+}
+
+/// The registrant's `arg`, sent to the waiting thread (never dereferenced here).
+struct NotifyArg(*mut c_void);
+// SAFETY: `mmsb_reader_wait_async` requires `f(arg)` to be callable from any thread.
+unsafe impl Send for NotifyArg {}
+
+impl NotifyArg {
+    // A method, so that closures capture the whole wrapper (which is Send), not its field.
+    fn get(&self) -> *mut c_void {
+        self.0
+    }
 }
 
 /// Opaque zero-copy view of a page's mapped bytes (read-only); keeps them mapped until
@@ -89,7 +123,7 @@ pub unsafe extern "C" fn mmsb_open_reader(dir: *const c_char, dir_len: usize, ou
         if dir.is_empty() {
             return Err(FfiError::invalid("dir is empty; give the state directory to read"));
         }
-        let reader = Reader::open(dir)?;
+        let reader = Arc::new(Reader::open(dir)?);
         let h = crate::ffi::new_handle(MmsbReader { reader });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, h, "out") }
@@ -157,6 +191,91 @@ pub unsafe extern "C" fn mmsb_reader_wait(
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out_lsn, now, "out_lsn") }
     })
+}
+
+/// Starts `mmsb_reader_wait(r, lsn, timeout_ms, …)` on a thread of its own and returns at once
+/// with its handle in `*out`; when the wait returns, its LSN is stored (see
+/// `mmsb_reader_wait_poll`) and then `f(arg)` is called once from that thread (`f` may be
+/// libuv's `uv_async_send`, so an event loop's async handle can be registered directly; NULL:
+/// no call, poll instead). `f` must return quickly, must not unwind and must not call into
+/// MMSB. The reader may be freed meanwhile (the wait keeps what it needs).
+///
+/// # Safety
+/// `r` a live reader; `out` writable; `f` NULL or callable with `arg` from any thread until
+/// `mmsb_reader_wait_free` returns.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_reader_wait_async(
+    r: *const MmsbReader,
+    lsn: u64,
+    timeout_ms: u64,
+    f: crate::ffi::graph::MmsbNotifyFn,
+    arg: *mut c_void,
+    out: *mut *mut MmsbReaderWait,
+) -> MmsbStatus {
+    boundary(|| {
+        check_out(out, "out")?;
+        // SAFETY: forwarded contract.
+        let reader = unsafe { arg_ref(r, "reader") }?.reader.clone();
+        let timeout = (timeout_ms != u64::MAX).then(|| Duration::from_millis(timeout_ms));
+        let result = Arc::new((AtomicBool::new(false), AtomicU64::new(0)));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (res, stop, rd, arg) = (result.clone(), cancel.clone(), reader.clone(), NotifyArg(arg));
+        let thread = std::thread::Builder::new()
+            .name("mmsb-reader-wait".into())
+            .spawn(move || {
+                let now = rd.wait_for_or_cancel(lsn, timeout, &stop);
+                res.1.store(now, Ordering::Release);
+                res.0.store(true, Ordering::Release);
+                if let Some(f) = f {
+                    // SAFETY: the registrant guarantees that `f` is callable with `arg` from any
+                    // thread until `mmsb_reader_wait_free` returns, which joins this thread.
+                    unsafe { f(arg.get()) };
+                }
+            })
+            .map_err(|e| {
+                FfiError::with_code(crate::types::error::ErrorCode::Io, format!("start a wait thread: {e}"))
+            })?;
+        let h = crate::ffi::new_handle(MmsbReaderWait { result, cancel, reader, thread: Some(thread) });
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(out, h, "out") }
+    })
+}
+
+/// Whether the background wait finished (`*out_done` 1) and, if so, the LSN it returned
+/// (`*out_lsn`; compare it with the LSN waited for).
+///
+/// # Safety
+/// `w` a live wait; `out_done`, `out_lsn` writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_reader_wait_poll(
+    w: *const MmsbReaderWait,
+    out_done: *mut u8,
+    out_lsn: *mut u64,
+) -> MmsbStatus {
+    boundary(|| {
+        check_out(out_done, "out_done")?;
+        check_out(out_lsn, "out_lsn")?;
+        // SAFETY: forwarded contract.
+        let w = unsafe { arg_ref(w, "wait") }?;
+        let done = w.result.0.load(Ordering::Acquire);
+        // SAFETY: both checked non-NULL above.
+        unsafe {
+            write_out(out_done, u8::from(done), "out_done")?;
+            write_out(out_lsn, w.result.1.load(Ordering::Acquire), "out_lsn")
+        }
+    })
+}
+
+/// Cancels the background wait if it still runs, waits for its thread to end (so `f` is not
+/// running and will not be called afterwards) and frees it. NULL is accepted.
+///
+/// # Safety
+/// `w` NULL or a wait not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_reader_wait_free(w: *mut MmsbReaderWait) {
+    // Dropping the handle cancels and joins (see `Drop for MmsbReaderWait`).
+    // SAFETY: forwarded contract; unknown and already freed pointers are ignored.
+    unsafe { crate::ffi::free_handle(w, "reader wait") }
 }
 
 /// The size of page `page` in bytes (`MMSB_STATUS_CODE_UNKNOWN_PAGE` if the reader cannot see it).
@@ -330,6 +449,23 @@ mod tests {
             let (mut p, mut len) = (std::ptr::null(), 0usize);
             assert_eq!(mmsb_reader_view_bytes(v, &mut p, &mut len), 0);
             assert_eq!((std::slice::from_raw_parts(p, 3), len), (&b"abc"[..], 100));
+            // A background wait: polled, woken by a write, cancelled by free.
+            let mut w: *mut MmsbReaderWait = std::ptr::null_mut();
+            assert_eq!(mmsb_reader_wait_async(r, 3, u64::MAX, None, std::ptr::null_mut(), &mut w), 0);
+            let (mut done, mut got) = (0u8, 0u64);
+            assert_eq!(mmsb_reader_wait_poll(w, &mut done, &mut got), 0);
+            assert_eq!(done, 0);
+            s.update_page_at(a, 5, b"x", None).unwrap();
+            while done == 0 {
+                std::thread::yield_now();
+                assert_eq!(mmsb_reader_wait_poll(w, &mut done, &mut got), 0);
+            }
+            assert_eq!(got, 3);
+            mmsb_reader_wait_free(w);
+            assert_eq!(mmsb_reader_wait_async(r, 100, u64::MAX, None, std::ptr::null_mut(), &mut w), 0);
+            let t = std::time::Instant::now();
+            mmsb_reader_wait_free(w);
+            assert!(t.elapsed() < std::time::Duration::from_millis(150), "free cancels the wait at once");
             mmsb_reader_free(r);
             // The view outlives its reader.
             assert_eq!(std::slice::from_raw_parts(p, 3), b"abc");

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -234,12 +234,18 @@ impl Reader {
     /// could reach it (closed or crashed); returns the LSN then (compare it with `lsn`). Sleeps
     /// on the header's futex: no spinning; the writer pays a wake-up only while one waits.
     pub fn wait_for(&self, lsn: Lsn, timeout: Option<Duration>) -> Lsn {
+        self.wait_for_or_cancel(lsn, timeout, &AtomicBool::new(false))
+    }
+
+    /// [`Reader::wait_for`] that also returns once `cancel` is set (see
+    /// [`Reader::wake_waiters`]).
+    pub fn wait_for_or_cancel(&self, lsn: Lsn, timeout: Option<Duration>, cancel: &AtomicBool) -> Lsn {
         let deadline = timeout.map(|t| Instant::now() + t);
         let word = self.h32(off::FUTEX);
         let waiters = self.h32(off::WAITERS);
         loop {
             let now = self.lsn();
-            if now >= lsn {
+            if now >= lsn || cancel.load(Ordering::Acquire) {
                 return now;
             }
             if !matches!(self.writer(), WriterStatus::Running(_) | WriterStatus::Recovering(_)) {
@@ -263,6 +269,13 @@ impl Reader {
             }
             waiters.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+
+    /// Wakes every waiter on this directory's header (they re-check and sleep again): how a
+    /// canceller ends a [`Reader::wait_for_or_cancel`] at once.
+    pub fn wake_waiters(&self) {
+        self.h32(off::FUTEX).fetch_add(1, Ordering::SeqCst);
+        crate::runtime::shared::futex_wake(self.h32(off::FUTEX));
     }
 
     fn refresh_table(&self, t: &mut Table) -> Result<()> {
