@@ -62,17 +62,33 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> crate::types::error::Error
 struct Interval {
     seq: u64,
     file: Option<File>,
-    /// Pages imaged (or created) in this interval: their next changes need no image.
+    /// Pages imaged (or created) in this interval: their next changes need no image. These
+    /// are also the pages a checkpoint ending the interval must flush.
     imaged: HashSet<PageId>,
+    /// A page was created in this interval (the next checkpoint fsyncs `pages/`).
+    created: bool,
+}
+
+/// What the next checkpoint must flush: the pages changed in the interval it ends.
+#[derive(Debug)]
+pub(crate) struct Dirty {
+    /// Every page (after an open, whose recovery changed pages without images, or after a
+    /// checkpoint that failed part way).
+    pub(crate) all: bool,
+    pub(crate) pages: HashSet<PageId>,
+    pub(crate) created: bool,
 }
 
 /// The page files of one state (its writer).
 #[derive(Debug)]
 pub(crate) struct PageFiles {
     dir: PathBuf,
-    /// Images are fsynced before the change they precede (the synced durabilities).
+    /// Images (and image files) are fsynced before the change they precede (the synced
+    /// durabilities; `None` promises nothing across a power loss).
     sync: bool,
     cur: Mutex<Interval>,
+    /// The next checkpoint flushes every page (see [`Dirty::all`]).
+    flush_all: std::sync::atomic::AtomicBool,
 }
 
 impl PageFiles {
@@ -84,7 +100,8 @@ impl PageFiles {
         Ok(PageFiles {
             dir,
             sync: durability != Durability::None,
-            cur: Mutex::new(Interval { seq, file: None, imaged: HashSet::new() }),
+            cur: Mutex::new(Interval { seq, file: None, imaged: HashSet::new(), created: false }),
+            flush_all: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -105,7 +122,16 @@ impl PageFiles {
     /// Marks a page created in this interval: recovery creates it again from its log record, so
     /// its changes need no image.
     pub(crate) fn created(&self, id: PageId) {
-        self.cur.lock().imaged.insert(id);
+        let mut cur = self.cur.lock();
+        cur.imaged.insert(id);
+        cur.created = true;
+    }
+
+    /// The next checkpoint flushes every page: after an open (recovery changed pages without
+    /// images), or when a checkpoint failed after it started an interval (the pages it should
+    /// have flushed are no longer known).
+    pub(crate) fn flush_all_next(&self) {
+        self.flush_all.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Removes a freed page's file. Its image was taken before the free was logged.
@@ -152,8 +178,9 @@ impl PageFiles {
     }
 
     /// Starts a new interval at `lsn` (called under the state's exclusive lock): a new image file,
-    /// durable (with its directory entry) before any image goes into it.
-    pub(crate) fn start_interval(&self, lsn: Lsn) -> Result<()> {
+    /// durable (with its directory entry, in the synced durabilities) before any image goes into
+    /// it. Returns what changed in the interval it ends.
+    pub(crate) fn start_interval(&self, lsn: Lsn) -> Result<Dirty> {
         let mut cur = self.cur.lock();
         let seq = cur.seq + 1;
         let path = self.dir.join(image_file_name(seq));
@@ -171,10 +198,15 @@ impl PageFiles {
         }
         let what = format!("create {}", path.display());
         let mut file = opts.open(&path).map_err(io(what.clone()))?;
-        file.write_all(&h).and_then(|()| file.sync_data()).map_err(io(what.clone()))?;
-        sync_dir(&self.dir).map_err(io(what))?;
-        *cur = Interval { seq, file: Some(file), imaged: HashSet::new() };
-        Ok(())
+        file.write_all(&h).map_err(io(what.clone()))?;
+        if self.sync {
+            file.sync_data().map_err(io(what.clone()))?;
+            sync_dir(&self.dir).map_err(io(what))?;
+        }
+        let old =
+            std::mem::replace(&mut *cur, Interval { seq, file: Some(file), imaged: HashSet::new(), created: false });
+        let all = self.flush_all.swap(false, std::sync::atomic::Ordering::AcqRel);
+        Ok(Dirty { all, pages: old.imaged, created: old.created })
     }
 
     /// Removes the image files that no retained checkpoint needs (those of intervals that
@@ -304,12 +336,14 @@ pub(crate) struct Snapshot {
     pub(crate) index: Vec<CkptPage>,
     pub(crate) ext: Vec<u8>,
     pub(crate) bufs: Vec<Arc<PageBuf>>,
+    /// Pages were created since the last checkpoint: their directory entries need an fsync.
+    pub(crate) sync_dir: bool,
 }
 
 impl MMSBState {
     /// Under the exclusive lock: starts the next interval and snapshots the index.
     pub(crate) fn pagefiles_snapshot(&self, pf: &PageFiles, core: &Core) -> Result<Snapshot> {
-        pf.start_interval(core.lsn)?;
+        let dirty = pf.start_interval(core.lsn)?;
         let mut ids: Vec<PageId> = core.pages.keys().copied().collect();
         ids.sort_unstable();
         let index = ids
@@ -319,8 +353,15 @@ impl MMSBState {
                 CkptPage { id: *id, size: p.size(), location: p.location, meta: p.meta.clone(), epoch: p.epoch }
             })
             .collect();
-        let bufs = ids.iter().map(|id| core.pages[id].buf().clone()).collect();
+        // Only the pages changed since the last checkpoint have dirty OS pages to write back
+        // (an msync of a clean file still costs an fsync).
+        let bufs = ids
+            .iter()
+            .filter(|id| dirty.all || dirty.pages.contains(id))
+            .map(|id| core.pages[id].buf().clone())
+            .collect();
         Ok(Snapshot {
+            sync_dir: dirty.all || dirty.created,
             lsn: core.lsn,
             next_page_id: core.next_page_id,
             index,
@@ -332,11 +373,14 @@ impl MMSBState {
 
 /// Without the state's lock: writes every mapping back (the pages unchanged since the snapshot
 /// then hold their checkpoint state on disk) and makes the page files' entries durable.
-pub(crate) fn flush(pf: &PageFiles, bufs: &[Arc<PageBuf>]) -> Result<()> {
-    for b in bufs {
+pub(crate) fn flush(pf: &PageFiles, snap: &Snapshot) -> Result<()> {
+    for b in &snap.bufs {
         b.flush().map_err(io(format!("flush the page files in {}", pf.dir.display())))?;
     }
-    sync_dir(&pf.dir).map_err(io(format!("fsync {}", pf.dir.display())))
+    if snap.sync_dir {
+        sync_dir(&pf.dir).map_err(io(format!("fsync {}", pf.dir.display())))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -352,13 +396,14 @@ mod tests {
         // SAFETY: not shared.
         unsafe { buf.as_mut_slice() }.copy_from_slice(b"aaaaaaaa");
         core.pages.insert(PageId(1), Page::new(PageId(1), Default::default(), Default::default(), buf));
-        pf.start_interval(5).unwrap();
+        let _ = pf.start_interval(5).unwrap();
         pf.before_change(&core, [PageId(1)].into_iter()).unwrap();
         // SAFETY: not shared.
         unsafe { core.pages[&PageId(1)].buf().as_mut_slice() }.copy_from_slice(b"bbbbbbbb");
         // Imaged once per interval.
         pf.before_change(&core, [PageId(1)].into_iter()).unwrap();
-        pf.start_interval(9).unwrap();
+        let dirty = pf.start_interval(9).unwrap();
+        assert!(dirty.pages.contains(&PageId(1)) && !dirty.created);
         pf.before_change(&core, [PageId(1)].into_iter()).unwrap();
         assert_eq!(images_since(&pf.dir, 5).unwrap()[&PageId(1)], b"aaaaaaaa");
         assert_eq!(images_since(&pf.dir, 6).unwrap()[&PageId(1)], b"bbbbbbbb");

@@ -186,6 +186,42 @@ impl Table {
     }
 }
 
+/// The slots a write changes, each once: inline for up to four pages (a route's usual batch),
+/// so a route allocates nothing here.
+#[derive(Debug, Default)]
+pub(crate) struct Slots {
+    inline: [u64; 4],
+    len: usize,
+    spill: Vec<u64>,
+}
+
+impl Slots {
+    fn as_slice(&self) -> &[u64] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+
+    /// Adds `i` unless present; false when it was.
+    fn insert(&mut self, i: u64) -> bool {
+        if self.as_slice().contains(&i) {
+            return false;
+        }
+        if self.spill.is_empty() && self.len < self.inline.len() {
+            self.inline[self.len] = i;
+            self.len += 1;
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.spill.push(i);
+        }
+        true
+    }
+}
+
 /// The writer's side: owned by a state with file-backed pages. Every method but `open` runs
 /// under the state's exclusive lock (or before the state is shared), so the table's mutex is
 /// never contended.
@@ -314,13 +350,12 @@ impl SharedWriter {
 
     /// Before the bytes of `pages` change: their slots' seqlocks go odd. Returns the slots
     /// (each once) for [`SharedWriter::end_write`].
-    pub(crate) fn begin_write(&self, pages: impl Iterator<Item = PageId>) -> Vec<u64> {
+    pub(crate) fn begin_write(&self, pages: impl Iterator<Item = PageId>) -> Slots {
         let t = self.table.lock();
-        let mut out: Vec<u64> = Vec::new();
+        let mut out = Slots::default();
         for id in pages {
             if let Some(&i) = t.slots.get(&id) {
-                if !out.contains(&i) {
-                    out.push(i);
+                if out.insert(i) {
                     let seq = t.slot(i, off::SEQ);
                     seq.store(seq.load(Ordering::Relaxed) | 1, Ordering::Relaxed);
                 }
@@ -333,9 +368,9 @@ impl SharedWriter {
 
     /// After the bytes changed: new epochs and LSN in the slots, seqlocks even, then the LSN in
     /// the header (and a wake-up if a reader waits).
-    pub(crate) fn end_write(&self, core: &Core, slots: &[u64], lsn: Lsn) {
+    pub(crate) fn end_write(&self, core: &Core, slots: &Slots, lsn: Lsn) {
         let t = self.table.lock();
-        for &i in slots {
+        for &i in slots.as_slice() {
             let id = PageId(t.slot(i, off::ID).load(Ordering::Relaxed));
             if let Some(p) = core.pages.get(&id) {
                 t.slot(i, off::EPOCH).store(p.epoch, Ordering::Relaxed);
@@ -374,5 +409,23 @@ impl SharedWriter {
         self.h32(off::PID).store(0, Ordering::SeqCst);
         self.h32(off::STATE).store(writer_state::CLOSED, Ordering::SeqCst);
         self.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_hold_each_slot_once_inline_and_spilled() {
+        let mut s = Slots::default();
+        for i in [3, 1, 3, 4, 1, 9, 7, 9, 2] {
+            s.insert(i);
+        }
+        assert_eq!(s.as_slice(), &[3, 1, 4, 9, 7, 2]);
+        let mut small = Slots::default();
+        small.insert(5);
+        small.insert(5);
+        assert_eq!(small.as_slice(), &[5]);
     }
 }

@@ -245,7 +245,9 @@ impl MMSBState {
         state.tlog_attach()?;
         // PAGE FILES HOOK: changes from here on are imaged in a new interval.
         if let Some(pf) = &state.pagefiles {
-            pf.start_interval(state.core.read().lsn)?;
+            let _ = pf.start_interval(state.core.read().lsn)?;
+            // What the recovery changed is flushed by the first checkpoint.
+            pf.flush_all_next();
         }
         // SHARED HEADER HOOK: the recovered pages become visible to readers.
         if let Some(sh) = &state.shared {

@@ -177,9 +177,10 @@ impl MMSBState {
             drop(w);
             self.pagefiles_snapshot(pf, &core)?
         };
-        crate::runtime::pagefiles::flush(pf, &snap.bufs)?;
-        let (name, _) =
-            checkpoint::write_external(log.storage.as_ref(), snap.lsn, snap.next_page_id, &snap.index, &snap.ext)?;
+        let written = crate::runtime::pagefiles::flush(pf, &snap).and_then(|()| {
+            Ok(checkpoint::write_external(log.storage.as_ref(), snap.lsn, snap.next_page_id, &snap.index, &snap.ext)?)
+        });
+        let (name, _) = written.inspect_err(|_| pf.flush_all_next())?;
         let mut w = log.w.lock();
         // Roll so that the log before the checkpoint ends with a whole segment, removable later.
         if w.offset > SEGMENT_HEADER_LEN as u64 {
