@@ -84,6 +84,7 @@ pub struct Reader {
 /// bytes may change under it (no snapshot isolation): use [`Reader::read_into`] for a snapshot.
 #[derive(Debug, Clone)]
 pub struct ReaderView {
+    /// The page viewed.
     pub id: PageId,
     len: usize,
     map: Arc<Mmap>,

@@ -52,30 +52,46 @@ pub const HEADER_FILE: &str = "header";
 /// Name of the page table inside `pages/`.
 pub const TABLE_FILE: &str = "table";
 
-/// Header field offsets.
-pub(crate) mod off {
+/// Byte offsets of the fields of `pages/header`, of the table header and of a table slot (for
+/// tools that read them, such as a stats command: aligned, read with atomic loads).
+pub mod off {
+    /// Header: writer pid (u32).
     pub const PID: usize = 16;
+    /// Header: futex word (u32).
     pub const FUTEX: usize = 20;
+    /// Header: writer generation (u64).
     pub const GENERATION: usize = 24;
+    /// Header: last applied LSN (u64).
     pub const LSN: usize = 32;
+    /// Header: last acknowledged LSN (u64).
     pub const DURABLE: usize = 40;
+    /// Header: page-table generation (u64).
     pub const TABLE_GEN: usize = 48;
+    /// Header: readers waiting (u32).
     pub const WAITERS: usize = 56;
+    /// Header: writer state (u32, see `writer_state`).
     pub const STATE: usize = 60;
-    /// Table header: capacity.
+    /// Table header: capacity in slots (u64).
     pub const CAPACITY: usize = 16;
-    /// Slot fields.
+    /// Slot: seqlock (u64, odd while changing).
     pub const SEQ: usize = 0;
+    /// Slot: page id (u64, 0 for a free slot).
     pub const ID: usize = 8;
+    /// Slot: page size (u64).
     pub const SIZE: usize = 16;
+    /// Slot: page epoch (u64).
     pub const EPOCH: usize = 24;
+    /// Slot: LSN of the page's last change (u64).
     pub const SLOT_LSN: usize = 32;
 }
 
-/// Writer states in the header.
-pub(crate) mod writer_state {
+/// Values of the header's writer state.
+pub mod writer_state {
+    /// A writer opened the directory and is recovering it.
     pub const RECOVERING: u32 = 1;
+    /// A writer has it open.
     pub const OPEN: u32 = 2;
+    /// The last writer closed it.
     pub const CLOSED: u32 = 3;
 }
 

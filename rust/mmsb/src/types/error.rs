@@ -224,10 +224,18 @@ pub enum MonitorError {
 pub enum ReaderError {
     /// The directory has no shared header: no writer with file-backed pages ever opened it.
     #[error("{dir} has no shared page header ({reason}); readers need a state opened with file_backed_pages = true")]
-    NotShared { dir: String, reason: String },
+    NotShared {
+        /// The directory given.
+        dir: String,
+        /// What was found instead of a header.
+        reason: String,
+    },
     /// The writer is recovering the directory (page bytes are being rebuilt): retry shortly.
     #[error("the writer of {dir} is recovering it; retry once it is open")]
-    Recovering { dir: String },
+    Recovering {
+        /// The directory given.
+        dir: String,
+    },
 }
 
 /// The crate-wide error: every domain error converts into it.
