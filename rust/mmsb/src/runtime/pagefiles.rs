@@ -28,6 +28,7 @@ use crate::runtime::tlog::checkpoint::{CheckpointData, CkptPage};
 use crate::runtime::tlog::checksum::{crc32c, crc32c_append};
 use crate::types::error::{LogError, Result};
 use crate::types::page::{Page, PageBuf, PageId};
+use crate::types::IdHasher;
 
 /// The folder of page and image files inside the state's directory.
 pub const PAGES_DIR: &str = "pages";
@@ -64,7 +65,7 @@ struct Interval {
     file: Option<File>,
     /// Pages imaged (or created) in this interval: their next changes need no image. These
     /// are also the pages a checkpoint ending the interval must flush.
-    imaged: HashSet<PageId>,
+    imaged: HashSet<PageId, IdHasher>,
     /// A page was created in this interval (the next checkpoint fsyncs `pages/`).
     created: bool,
 }
@@ -75,7 +76,7 @@ pub(crate) struct Dirty {
     /// Every page (after an open, whose recovery changed pages without images, or after a
     /// checkpoint that failed part way).
     pub(crate) all: bool,
-    pub(crate) pages: HashSet<PageId>,
+    pub(crate) pages: HashSet<PageId, IdHasher>,
     pub(crate) created: bool,
 }
 
@@ -100,7 +101,7 @@ impl PageFiles {
         Ok(PageFiles {
             dir,
             sync: durability != Durability::None,
-            cur: Mutex::new(Interval { seq, file: None, imaged: HashSet::new(), created: false }),
+            cur: Mutex::new(Interval { seq, file: None, imaged: HashSet::default(), created: false }),
             flush_all: std::sync::atomic::AtomicBool::new(true),
         })
     }
@@ -203,8 +204,10 @@ impl PageFiles {
             file.sync_data().map_err(io(what.clone()))?;
             sync_dir(&self.dir).map_err(io(what))?;
         }
-        let old =
-            std::mem::replace(&mut *cur, Interval { seq, file: Some(file), imaged: HashSet::new(), created: false });
+        let old = std::mem::replace(
+            &mut *cur,
+            Interval { seq, file: Some(file), imaged: HashSet::default(), created: false },
+        );
         let all = self.flush_all.swap(false, std::sync::atomic::Ordering::AcqRel);
         Ok(Dirty { all, pages: old.imaged, created: old.created })
     }

@@ -26,6 +26,7 @@ use crate::runtime::shared::{
 use crate::runtime::state::Lsn;
 use crate::types::error::{LogError, PageError, ReaderError, Result};
 use crate::types::page::{round_to_os_pages, PageId};
+use crate::types::IdHasher;
 
 /// What a reader knows of the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,10 +66,10 @@ struct Slot {
 struct Table {
     generation: u64,
     map: Option<Arc<Mmap>>,
-    slots: HashMap<PageId, Slot>,
+    slots: HashMap<PageId, Slot, IdHasher>,
     /// Header page-table generation when `slots` was filled.
     scanned: u64,
-    files: HashMap<PageId, Arc<Mmap>>,
+    files: HashMap<PageId, Arc<Mmap>, IdHasher>,
 }
 
 /// A reader of a state directory (see the module docs). `Send` and `Sync`.
@@ -178,7 +179,8 @@ impl Reader {
         if header.len() < HEADER_LEN {
             return Err(not_shared(format!("{} is truncated", path.display())).into());
         }
-        let table = Table { generation: 0, map: None, slots: HashMap::new(), scanned: 0, files: HashMap::new() };
+        let table =
+            Table { generation: 0, map: None, slots: HashMap::default(), scanned: 0, files: HashMap::default() };
         Ok(Reader { dir, pages, header, table: Mutex::new(table) })
     }
 

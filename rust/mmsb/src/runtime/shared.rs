@@ -36,6 +36,7 @@ use parking_lot::Mutex;
 use crate::runtime::state::{Core, Lsn};
 use crate::types::error::{LogError, Result};
 use crate::types::page::PageId;
+use crate::types::IdHasher;
 
 /// Magic of `pages/header`.
 pub const HEADER_MAGIC: [u8; 8] = *b"MMSBSHD1";
@@ -145,7 +146,7 @@ struct Table {
     file: File,
     map: MmapMut,
     capacity: u64,
-    slots: HashMap<PageId, u64>,
+    slots: HashMap<PageId, u64, IdHasher>,
     free: Vec<u64>,
 }
 
@@ -166,7 +167,7 @@ impl Table {
         std::fs::rename(&tmp, &path).map_err(io(what.clone()))?;
         // SAFETY: our own file in the locked directory, just sized; readers map it read-only.
         let map = unsafe { MmapOptions::new().map_mut(&file) }.map_err(io(what))?;
-        Ok(Table { file, map, capacity, slots: HashMap::new(), free: (0..capacity).rev().collect() })
+        Ok(Table { file, map, capacity, slots: HashMap::default(), free: (0..capacity).rev().collect() })
     }
 
     fn slot(&self, i: u64, field: usize) -> &AtomicU64 {
@@ -236,6 +237,13 @@ impl Slots {
         }
         true
     }
+}
+
+/// A write in progress: the table stays locked from `begin_write` to `end_write` (both run
+/// under the state's exclusive lock, so this costs one uncontended lock per write).
+pub(crate) struct PendingWrite<'a> {
+    t: parking_lot::MutexGuard<'a, Table>,
+    slots: Slots,
 }
 
 /// The writer's side: owned by a state with file-backed pages. Every method but `open` runs
@@ -366,7 +374,7 @@ impl SharedWriter {
 
     /// Before the bytes of `pages` change: their slots' seqlocks go odd. Returns the slots
     /// (each once) for [`SharedWriter::end_write`].
-    pub(crate) fn begin_write(&self, pages: impl Iterator<Item = PageId>) -> Slots {
+    pub(crate) fn begin_write(&self, pages: impl Iterator<Item = PageId>) -> PendingWrite<'_> {
         let t = self.table.lock();
         let mut out = Slots::default();
         for id in pages {
@@ -379,13 +387,13 @@ impl SharedWriter {
         }
         // The odd seqs are visible before any byte of the write (see `Table::fill`).
         fence(Ordering::Release);
-        out
+        PendingWrite { t, slots: out }
     }
 
     /// After the bytes changed: new epochs and LSN in the slots, seqlocks even, then the LSN in
     /// the header (and a wake-up if a reader waits).
-    pub(crate) fn end_write(&self, core: &Core, slots: &Slots, lsn: Lsn) {
-        let t = self.table.lock();
+    pub(crate) fn end_write(&self, w: PendingWrite<'_>, core: &Core, lsn: Lsn) {
+        let PendingWrite { t, slots } = w;
         for &i in slots.as_slice() {
             let id = PageId(t.slot(i, off::ID).load(Ordering::Relaxed));
             if let Some(p) = core.pages.get(&id) {

@@ -516,10 +516,10 @@ impl MMSBState {
         // TLog hook: one record for the whole batch, written before any page changes.
         let (lsns, pending) = self.commit_locked(core, ops.len() as u64, |s, c| s.tlog_batch(c, ops))?;
         // SHARED HEADER HOOK: readers' seqlocks around the bytes changing.
-        let slots = self.shared.as_ref().map(|sh| sh.begin_write(ops.iter().map(|o| o.page)));
+        let write = self.shared.as_ref().map(|sh| sh.begin_write(ops.iter().map(|o| o.page)));
         router::apply(core, ops);
-        if let (Some(sh), Some(slots)) = (&self.shared, slots) {
-            sh.end_write(core, &slots, lsns.end - 1);
+        if let (Some(sh), Some(write)) = (&self.shared, write) {
+            sh.end_write(write, core, lsns.end - 1);
         }
         // EVENT HOOK (graph): DeltaApplied for each routed delta; one atomic load with no subscriber.
         self.events.emit_deltas(core, lsns.clone(), ops);
