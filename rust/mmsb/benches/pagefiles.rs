@@ -12,6 +12,7 @@
 //! - reopen of a cleanly closed file-backed state vs its size (printed at the end).
 //!
 //! Run: `cargo bench --bench pagefiles -- --warm-up-time 1 --measurement-time 3`.
+#![allow(clippy::cast_possible_truncation)] // test arithmetic on small known sizes
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

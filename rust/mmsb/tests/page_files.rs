@@ -1,6 +1,7 @@
 //! File-backed pages (`Config::file_backed_pages`, docs/page-files.md): where the bytes live,
 //! checkpoints without page copies, clean reopen, and recovery that does not trust page files
 //! the kernel may have written back after the checkpoint.
+#![allow(clippy::cast_possible_truncation)] // test arithmetic on small known sizes
 
 use std::path::Path;
 

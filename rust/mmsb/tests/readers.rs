@@ -3,6 +3,7 @@
 //! LSNs and read snapshots, checking each against the writer's history, which they recompute from
 //! the seed: no torn bytes, LSNs never go back, and every page they read is the page at some LSN
 //! at or after the one they waited for. Pages created and freed meanwhile appear and vanish.
+#![allow(clippy::cast_possible_truncation)] // test arithmetic on small known sizes
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};

@@ -322,8 +322,10 @@ fn page_at_checkpoint(state: &MMSBState, pages_dir: &Path, p: &CkptPage, image: 
         Some(img) => unsafe { buf.as_mut_slice() }.copy_from_slice(img),
         None if state.pagefiles.is_none() => {
             let bytes = std::fs::read(&path).map_err(|e| corrupt(format!("read the page file: {e}")))?;
-            let n = p.size as usize;
-            let src = bytes.get(..n).ok_or_else(|| corrupt(format!("holds {} bytes, expected {n}", bytes.len())))?;
+            let src = usize::try_from(p.size)
+                .ok()
+                .and_then(|n| bytes.get(..n))
+                .ok_or_else(|| corrupt(format!("holds {} bytes, expected {}", bytes.len(), p.size)))?;
             // SAFETY: the buffer is not shared yet.
             unsafe { buf.as_mut_slice() }.copy_from_slice(src);
         }

@@ -376,9 +376,9 @@ impl Reader {
             std::io::ErrorKind::NotFound => crate::types::error::Error::from(PageError::UnknownPage(id)),
             _ => LogError::io(format!("open {}", path.display()), e).into(),
         })?;
-        let cap = round_to_os_pages(slot.size).unwrap_or(u64::MAX);
+        let cap = round_to_os_pages(slot.size).and_then(|c| usize::try_from(c).ok()).unwrap_or(usize::MAX);
         let flen = file.metadata().map_err(|e| LogError::io(format!("read {}", path.display()), e))?.len();
-        if flen < cap {
+        if flen < cap as u64 {
             return Err(LogError::Corrupt {
                 file: path.display().to_string(),
                 offset: 0,
@@ -389,7 +389,7 @@ impl Reader {
         // SAFETY: read-only mapping of `cap` bytes of a file at least that long; the writer never
         // truncates page files (it zeroes them through its mapping), so the range stays backed.
         let map = Arc::new(
-            unsafe { MmapOptions::new().len(cap as usize).map(&file) }
+            unsafe { MmapOptions::new().len(cap).map(&file) }
                 .map_err(|e| LogError::io(format!("map {}", path.display()), e))?,
         );
         t.files.insert(id, map.clone());
@@ -470,7 +470,9 @@ impl Reader {
     pub fn read(&self, id: PageId) -> Result<(Vec<u8>, ReadInfo)> {
         loop {
             let size = self.page_size(id)?;
-            let mut buf = vec![0u8; size as usize];
+            let len = usize::try_from(size)
+                .map_err(|_| PageError::InvalidSize { requested: size, max: usize::MAX as u64 })?;
+            let mut buf = vec![0u8; len];
             match self.read_into(id, &mut buf) {
                 Ok(info) => return Ok((buf, info)),
                 // The page was freed and its id... never reused; only a size race remains.
@@ -485,6 +487,7 @@ impl Reader {
         self.busy()?;
         let mut t = self.table.lock();
         let (slot, map) = self.locate(&mut t, id)?;
-        Ok(ReaderView { id, len: slot.size as usize, map })
+        // The mapping covers the page (checked in `locate`), so its size fits a usize.
+        Ok(ReaderView { id, len: map.len().min(usize::try_from(slot.size).unwrap_or(usize::MAX)), map })
     }
 }

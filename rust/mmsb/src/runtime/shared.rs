@@ -48,6 +48,9 @@ pub const SHARED_VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 4096;
 /// Length of the table header and of each slot.
 pub const SLOT_LEN: usize = 64;
+const SLOT_LEN_U32: u32 = 64;
+const HEADER_LEN_U32: u32 = 4096;
+const _: () = assert!(SLOT_LEN_U32 as usize == SLOT_LEN && HEADER_LEN_U32 as usize == HEADER_LEN);
 /// Name of the header inside `pages/`.
 pub const HEADER_FILE: &str = "header";
 /// Name of the page table inside `pages/`.
@@ -159,7 +162,7 @@ impl Table {
         let mut h = [0u8; SLOT_LEN];
         h[0..8].copy_from_slice(&TABLE_MAGIC);
         h[8..12].copy_from_slice(&SHARED_VERSION.to_le_bytes());
-        h[12..16].copy_from_slice(&(SLOT_LEN as u32).to_le_bytes());
+        h[12..16].copy_from_slice(&SLOT_LEN_U32.to_le_bytes());
         h[16..24].copy_from_slice(&capacity.to_le_bytes());
         h[24..32].copy_from_slice(&generation.to_le_bytes());
         file.write_all(&h).map_err(io(what.clone()))?;
@@ -171,9 +174,10 @@ impl Table {
     }
 
     fn slot(&self, i: u64, field: usize) -> &AtomicU64 {
+        let i = usize::try_from(i).expect("a slot index below the capacity, which is mapped");
         // SAFETY: slot `i` < capacity lies inside the mapping (header + capacity slots); fields
         // are 8-byte aligned offsets inside the 64-byte slot; the mapping lives as long as self.
-        unsafe { a64(self.map.as_ptr(), (1 + i as usize) * SLOT_LEN + field) }
+        unsafe { a64(self.map.as_ptr(), (1 + i) * SLOT_LEN + field) }
     }
 
     /// Doubles the capacity in place: readers' mappings of the old extent stay valid.
@@ -267,7 +271,7 @@ impl SharedWriter {
             h.len() == HEADER_LEN
                 && h[0..8] == HEADER_MAGIC
                 && h[8..12] == SHARED_VERSION.to_le_bytes()
-                && h[12..16] == (HEADER_LEN as u32).to_le_bytes()
+                && h[12..16] == HEADER_LEN_U32.to_le_bytes()
         });
         if !valid {
             // Missing, or from another version: a new one (readers of an old one see ENOENT or
@@ -277,7 +281,7 @@ impl SharedWriter {
             let mut h = vec![0u8; HEADER_LEN];
             h[0..8].copy_from_slice(&HEADER_MAGIC);
             h[8..12].copy_from_slice(&SHARED_VERSION.to_le_bytes());
-            h[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+            h[12..16].copy_from_slice(&HEADER_LEN_U32.to_le_bytes());
             f.write_all(&h).map_err(io(what.clone()))?;
             std::fs::rename(&tmp, &path).map_err(io(what.clone()))?;
         }

@@ -256,6 +256,7 @@ pub enum Error {
     Device(#[from] DeviceError),
     #[error(transparent)]
     Monitor(#[from] MonitorError),
+    /// A reader's failure (`runtime::reader`).
     #[error(transparent)]
     Reader(#[from] ReaderError),
     #[error("invalid argument: {0}")]
