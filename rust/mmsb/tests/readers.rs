@@ -307,3 +307,63 @@ fn reader_errors_are_named() {
     std::fs::write(&header, b"something else entirely").unwrap();
     assert_eq!(Reader::open(d.path()).unwrap_err().code(), ErrorCode::Unsupported);
 }
+
+const CRASH_CHILD_DIR: &str = "MMSB_READERS_CRASH_CHILD_DIR";
+
+#[test]
+#[ignore = "child process of a_reader_sees_a_writer_crash_and_follows_the_next_writer"]
+fn crashing_writer_child() {
+    let Some(dir) = std::env::var_os(CRASH_CHILD_DIR) else { panic!("run by the parent test only") };
+    let s = MMSBState::open(Config {
+        dir: Some(dir.into()),
+        durability: Durability::Always,
+        file_backed_pages: true,
+        ..Config::default()
+    })
+    .unwrap();
+    let a = s.create_page(4096, Location::Cpu, PageMeta::default()).unwrap();
+    s.update_page_at(a, 0, b"acknowledged", None).unwrap();
+    println!("READY {}", s.lsn());
+    // Wait to be killed (never closes).
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn a_reader_sees_a_writer_crash_and_follows_the_next_writer() {
+    let d = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crashing_writer_child", "--nocapture", "--ignored", "--test-threads", "1"])
+        .env(CRASH_CHILD_DIR, d.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let lsn: u64 = loop {
+        let line = lines.next().expect("the child writer exited early").unwrap();
+        if let Some(n) = line.split("READY ").nth(1) {
+            break n.trim().parse().unwrap();
+        }
+    };
+    let r = Reader::open(d.path()).unwrap();
+    let pid = child.id();
+    assert_eq!(r.writer(), WriterStatus::Running(pid));
+    let gen = r.generation();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The header still names the dead writer: the reader reports the crash, and keeps reading
+    // what it applied; a wait cannot be satisfied by anyone and returns at once.
+    assert_eq!(r.writer(), WriterStatus::Crashed(pid));
+    assert_eq!(r.lsn(), lsn);
+    assert_eq!(&r.read(PageId(1)).unwrap().0[..12], b"acknowledged");
+    let t = std::time::Instant::now();
+    assert_eq!(r.wait_for(lsn + 1, Some(Duration::from_secs(20))), lsn);
+    assert!(t.elapsed() < Duration::from_secs(5), "a wait on a crashed writer returns");
+    // The next writer recovers (new generation) and the same reader follows it.
+    let s =
+        MMSBState::open(Config { dir: Some(d.path().into()), file_backed_pages: true, ..Config::default() }).unwrap();
+    assert_eq!(r.generation(), gen + 1);
+    assert_eq!(r.writer(), WriterStatus::Running(std::process::id()));
+    s.update_page_at(PageId(1), 0, b"next writer!", None).unwrap();
+    assert_eq!(r.wait_for(lsn + 1, Some(Duration::from_secs(5))), lsn + 1);
+    assert_eq!(&r.read(PageId(1)).unwrap().0[..12], b"next writer!");
+}
