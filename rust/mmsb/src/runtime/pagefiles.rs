@@ -26,6 +26,7 @@ use parking_lot::Mutex;
 use crate::runtime::state::{Core, Durability, Lsn, MMSBState};
 use crate::runtime::tlog::checkpoint::{CheckpointData, CkptPage};
 use crate::runtime::tlog::checksum::{crc32c, crc32c_append};
+use crate::runtime::tlog::recover::Recoverable;
 use crate::types::error::{LogError, Result};
 use crate::types::page::{Page, PageBuf, PageId};
 use crate::types::IdHasher;
@@ -290,7 +291,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// Fills `core` with the pages of an external checkpoint (one holding the index only) of the
 /// directory `dir`: a file-backed state maps the live files and overwrites the imaged pages; any
 /// other state (a replay, or a reopen without `file_backed_pages`) copies the bytes.
-pub(crate) fn load_external(state: &MMSBState, core: &mut Core, c: &CheckpointData, dir: &Path) -> Result<()> {
+pub(crate) fn load_external(state: &impl Recoverable, core: &mut Core, c: &CheckpointData, dir: &Path) -> Result<()> {
     let pages_dir = dir.join(PAGES_DIR);
     let images = images_since(&pages_dir, c.lsn)?;
     for p in &c.pages {
@@ -302,7 +303,12 @@ pub(crate) fn load_external(state: &MMSBState, core: &mut Core, c: &CheckpointDa
     Ok(())
 }
 
-fn page_at_checkpoint(state: &MMSBState, pages_dir: &Path, p: &CkptPage, image: Option<&Vec<u8>>) -> Result<PageBuf> {
+fn page_at_checkpoint(
+    state: &impl Recoverable,
+    pages_dir: &Path,
+    p: &CkptPage,
+    image: Option<&Vec<u8>>,
+) -> Result<PageBuf> {
     let path = pages_dir.join(page_file_name(p.id));
     let corrupt = |reason: String| LogError::Corrupt { file: path.display().to_string(), offset: 0, reason };
     if let Some(img) = image {
@@ -310,7 +316,7 @@ fn page_at_checkpoint(state: &MMSBState, pages_dir: &Path, p: &CkptPage, image: 
             return Err(corrupt(format!("its image holds {} bytes, the page has {}", img.len(), p.size)).into());
         }
     }
-    let buf = match (&state.pagefiles, image) {
+    let buf = match (state.page_files(), image) {
         // The live file is the page's state at the checkpoint (it did not change since).
         (Some(_), None) => PageBuf::open_file_backed(&path, p.size)
             .map_err(|e| corrupt(format!("the page file of page {} cannot be used: {e}", p.id)))?,
@@ -320,7 +326,7 @@ fn page_at_checkpoint(state: &MMSBState, pages_dir: &Path, p: &CkptPage, image: 
     match image {
         // SAFETY: the buffer is not shared yet.
         Some(img) => unsafe { buf.as_mut_slice() }.copy_from_slice(img),
-        None if state.pagefiles.is_none() => {
+        None if state.page_files().is_none() => {
             let bytes = std::fs::read(&path).map_err(|e| corrupt(format!("read the page file: {e}")))?;
             let src = usize::try_from(p.size)
                 .ok()

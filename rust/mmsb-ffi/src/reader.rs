@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ffi::{arg_ref, arg_str, boundary, check_out, write_out, FfiError, MmsbStatus};
-use crate::runtime::reader::{ReadInfo, Reader, ReaderView, WriterStatus};
-use crate::types::page::PageId;
+use crate::{arg_ref, arg_str, boundary, check_out, write_out, FfiError, MmsbStatus};
+use mmsb::runtime::reader::{ReadInfo, Reader, ReaderView, WriterStatus};
+use mmsb::types::page::PageId;
 
 /// Opaque reader of a state directory; free with `mmsb_reader_free`.
 pub struct MmsbReader {
@@ -96,7 +96,10 @@ pub struct MmsbReadInfo {
 
 impl From<ReadInfo> for MmsbReadInfo {
     fn from(i: ReadInfo) -> MmsbReadInfo {
-        MmsbReadInfo { epoch: i.epoch, lsn: i.lsn, size: i.size }
+        // Every field named (no `..`): a field added to the original does not compile until it is
+        // mirrored here.
+        let ReadInfo { epoch, lsn, size } = i;
+        MmsbReadInfo { epoch, lsn, size }
     }
 }
 
@@ -124,7 +127,7 @@ pub unsafe extern "C" fn mmsb_open_reader(dir: *const c_char, dir_len: usize, ou
             return Err(FfiError::invalid("dir is empty; give the state directory to read"));
         }
         let reader = Arc::new(Reader::open(dir)?);
-        let h = crate::ffi::new_handle(MmsbReader { reader });
+        let h = crate::new_handle(MmsbReader { reader });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, h, "out") }
     })
@@ -137,7 +140,7 @@ pub unsafe extern "C" fn mmsb_open_reader(dir: *const c_char, dir_len: usize, ou
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_reader_free(r: *mut MmsbReader) {
     // SAFETY: forwarded contract; unknown and already freed pointers are ignored.
-    unsafe { crate::ffi::free_handle(r, "reader") }
+    unsafe { crate::free_handle(r, "reader") }
 }
 
 /// The writer's LSNs, generation, pid and state.
@@ -208,7 +211,7 @@ pub unsafe extern "C" fn mmsb_reader_wait_async(
     r: *const MmsbReader,
     lsn: u64,
     timeout_ms: u64,
-    f: crate::ffi::graph::MmsbNotifyFn,
+    f: crate::graph::MmsbNotifyFn,
     arg: *mut c_void,
     out: *mut *mut MmsbReaderWait,
 ) -> MmsbStatus {
@@ -232,10 +235,8 @@ pub unsafe extern "C" fn mmsb_reader_wait_async(
                     unsafe { f(arg.get()) };
                 }
             })
-            .map_err(|e| {
-                FfiError::with_code(crate::types::error::ErrorCode::Io, format!("start a wait thread: {e}"))
-            })?;
-        let h = crate::ffi::new_handle(MmsbReaderWait { result, cancel, reader, thread: Some(thread) });
+            .map_err(|e| FfiError::with_code(mmsb::types::error::ErrorCode::Io, format!("start a wait thread: {e}")))?;
+        let h = crate::new_handle(MmsbReaderWait { result, cancel, reader, thread: Some(thread) });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, h, "out") }
     })
@@ -275,7 +276,7 @@ pub unsafe extern "C" fn mmsb_reader_wait_poll(
 pub unsafe extern "C" fn mmsb_reader_wait_free(w: *mut MmsbReaderWait) {
     // Dropping the handle cancels and joins (see `Drop for MmsbReaderWait`).
     // SAFETY: forwarded contract; unknown and already freed pointers are ignored.
-    unsafe { crate::ffi::free_handle(w, "reader wait") }
+    unsafe { crate::free_handle(w, "reader wait") }
 }
 
 /// The size of page `page` in bytes (`MMSB_STATUS_CODE_UNKNOWN_PAGE` if the reader cannot see it).
@@ -346,7 +347,7 @@ pub unsafe extern "C" fn mmsb_reader_page_list(
         // SAFETY: forwarded contract.
         let ids = unsafe { reader_ref(r) }?.page_ids()?;
         // SAFETY: forwarded contract.
-        unsafe { crate::ffi::copy_u64s(ids.iter().map(|p| p.0), ids.len(), out, cap, out_count) }
+        unsafe { crate::copy_u64s(ids.iter().map(|p| p.0), ids.len(), out, cap, out_count) }
     })
 }
 
@@ -365,7 +366,7 @@ pub unsafe extern "C" fn mmsb_reader_view(
         check_out(out, "out")?;
         // SAFETY: forwarded contract.
         let view = unsafe { reader_ref(r) }?.view(PageId(page))?;
-        let h = crate::ffi::new_handle(MmsbReaderView { view });
+        let h = crate::new_handle(MmsbReaderView { view });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, h, "out") }
     })
@@ -402,14 +403,14 @@ pub unsafe extern "C" fn mmsb_reader_view_bytes(
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_reader_view_free(view: *mut MmsbReaderView) {
     // SAFETY: forwarded contract; unknown and already freed pointers are ignored.
-    unsafe { crate::ffi::free_handle(view, "reader view") }
+    unsafe { crate::free_handle(view, "reader view") }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::error::ErrorCode;
-    use crate::{Config, Location, MMSBState, PageMeta};
+    use mmsb::types::error::ErrorCode;
+    use mmsb::{Config, Location, MMSBState, PageMeta};
 
     #[test]
     fn a_reader_through_the_c_abi() {
