@@ -22,6 +22,7 @@ pub mod dir;
 pub mod graph;
 pub mod log;
 pub mod page;
+pub mod reader;
 pub mod state;
 pub mod stats;
 

@@ -496,7 +496,20 @@ impl DirLog {
         if base.is_none() && chain_base != 0 {
             return Err(outside().into());
         }
-        replay_chain_to(&self.storage, &self.listing.chain, base.as_ref(), lsn, replay_config(), ext)
+        replay_chain_to(&self.storage, &self.listing.chain, base.as_ref(), lsn, replay_config(), ext, |out, core, c| {
+            if c.external {
+                // Its pages are the live page files (file-backed pages), which a running writer
+                // changes: not readable as of this LSN without the writer yet.
+                return Err(crate::types::error::StateError::Unsupported(format!(
+                    "replaying from the checkpoint at LSN {} of {}, whose pages are in the page files (file-backed \
+                     pages), without the writer",
+                    c.lsn,
+                    self.storage.dir.display()
+                ))
+                .into());
+            }
+            crate::runtime::tlog::replay::load_checkpoint(out, core, c)
+        })
     }
 
     /// Calls `f` with each record whose LSNs overlap `lsns`, in LSN order, decoded (a record

@@ -34,8 +34,17 @@ pub(crate) fn load_checkpoint(state: &impl Recoverable, core: &mut Core, c: &Che
         }
         .into());
     }
+    if c.external {
+        // PAGE FILES HOOK: the bytes are in the page files of the directory.
+        let dir = state.recovery_config().dir.clone().ok_or_else(|| LogError::Corrupt {
+            file: format!("checkpoint at LSN {}", c.lsn),
+            offset: 0,
+            reason: "its page bytes are in page files, and this state has no directory".into(),
+        })?;
+        crate::runtime::pagefiles::load_external(state, core, c, &dir)?;
+    }
     for (p, bytes) in c.pages() {
-        let buf = state.allocate_page(p.size)?;
+        let buf = state.allocate_page(p.id, p.size)?;
         // SAFETY: the buffer was just allocated and is not shared yet.
         unsafe { buf.as_mut_slice() }.copy_from_slice(bytes);
         let mut page = Page::new(p.id, p.location, p.meta.clone(), buf);
@@ -66,7 +75,7 @@ fn create(state: &impl Recoverable, core: &mut Core, c: &CreateBody) -> Result<(
             c.id, c.size
         ));
     }
-    let buf = state.allocate_page(c.size).map_err(|e| e.to_string())?;
+    let buf = state.allocate_page(c.id, c.size).map_err(|e| e.to_string())?;
     core.pages.insert(c.id, Page::new(c.id, c.location, c.meta.clone(), buf));
     core.next_page_id = core.next_page_id.max(next);
     Ok(())
@@ -167,8 +176,9 @@ pub(crate) fn base_checkpoint(
 /// Rebuilds the state right after LSN `lsn` into a new read-only in-memory state (with
 /// `config`'s limits, which must name no directory and no log, and empty extensions `ext`, which
 /// the replay fills): from checkpoint `base` (or the empty state) plus the records of `chain`
-/// after it. Shared by [`MMSBState::replay_to`] and the read-only directory reader
-/// (`tlog::inspect`).
+/// after it; `load_base` loads `base` (a checkpoint whose pages are in page files needs the
+/// directory's live files). Shared by [`MMSBState::replay_to`] and the read-only directory
+/// reader (`tlog::inspect`).
 pub(crate) fn replay_chain_to(
     storage: &dyn Storage,
     chain: &[SegFile],
@@ -176,12 +186,13 @@ pub(crate) fn replay_chain_to(
     lsn: Lsn,
     config: Config,
     ext: Extensions,
+    load_base: impl FnOnce(&MMSBState, &mut Core, &CheckpointData) -> Result<()>,
 ) -> Result<MMSBState> {
     let out = MMSBState::from_core(Core { next_page_id: 1, ext: ext.log, ..Core::default() }, config, true, ext.state);
     {
         let mut core = out.core.write();
         if let Some(c) = base {
-            load_checkpoint(&out, &mut core, c)?;
+            load_base(&out, &mut core, c)?;
         }
         let k = core.lsn;
         if lsn > k {
@@ -250,7 +261,19 @@ impl MMSBState {
             Config { dir: None, logging: false, tolerant_recovery: false, log_size_cap: 0, ..self.config().clone() };
         // The snapshot gets empty instances of this state's extensions, filled by the replay.
         let ext = self.fresh_extensions(&config);
-        replay_chain_to(storage, &listing.chain, base.as_ref(), lsn, config, ext)
+        let dir = self.config().dir.clone();
+        replay_chain_to(storage, &listing.chain, base.as_ref(), lsn, config, ext, |out, core, c| {
+            if !c.external {
+                return load_checkpoint(out, core, c);
+            }
+            // PAGE FILES HOOK: the live files, read under this state's lock, with the images.
+            let dir = dir.clone().ok_or(StateError::Closed)?;
+            let _live = self.core.read();
+            crate::runtime::pagefiles::load_external(out, core, c, &dir)?;
+            core.next_page_id = c.next_page_id;
+            core.lsn = c.lsn;
+            out.restore_checkpoint_extension(core, c.extension())
+        })
     }
 
     /// The records of the epoch slice `range` (by LSN), in LSN order: one entry per page
