@@ -581,7 +581,21 @@ impl DirLog {
             true,
             ext.state,
         );
-        let walked = match recover::replay_chain(&scratch, &self.storage, &self.listing, ckpt.as_ref(), false) {
+        let external = ckpt.as_ref().is_some_and(|c| c.external);
+        let walked = if external {
+            // Its pages are in the page files (file-backed pages), which only the writer may read
+            // as of this LSN: the records after it are checked (checksums, chain, decoding) as
+            // recovery walks them, not applied.
+            v.notes.push(format!(
+                "the checkpoint at LSN {ckpt_lsn} keeps its pages in the page files: the records after it are \
+                 checked, not applied"
+            ));
+            let mode = OnInvalid::Recover { tolerant: false, covered: ckpt_lsn };
+            walk(&self.storage, &self.listing.chain, mode, |_, _, _, _| Ok(true))
+        } else {
+            recover::replay_chain(&scratch, &self.storage, &self.listing, ckpt.as_ref(), false)
+        };
+        let walked = match walked {
             Ok(w) => w,
             Err(e) => {
                 v.problems.push(corrupt_to_problem(e)?);
