@@ -139,5 +139,40 @@ end
     @test all(s -> ir_pages(state, s).typed == m.instances[s].typed.page, specs)
 end
 
+@testset "ir_callers: the reverse of the :calls edges" begin
+    M = Module(:InstGapCallers)
+    Core.eval(M, :(@noinline leaf(x) = x + 1))
+    Core.eval(M, :(c1(x) = leaf(x) * 2))
+    Core.eval(M, :(c2(x) = leaf(x) - 1))
+    @test call(M.c1, 1) == 4 && call(M.c2, 1) == 1
+    flush_instrumentation(state)
+    callers = ir_callers(state, M.leaf, (Int,))
+    @test length(callers) == 2 && all(p -> p isa MMSB.IRPages, callers)
+    @test [p.typed for p in callers] == sort([ir_pages(state, M.c1, (Int,)).typed, ir_pages(state, M.c2, (Int,)).typed];
+                                             by = t -> MMSB.instrumentation_manager(state).slots[t.value].label)
+    @test isempty(ir_callers(state, M.c1, (Int,)))
+    # The same edges, seen from the callee's optimized page.
+    leaf = ir_pages(state, M.leaf, (Int,)).optimized
+    @test all(p -> leaf in dependents(state, p.optimized), callers)
+end
+
+@testset "precompile_statements: one line per concrete captured instance" begin
+    Core.eval(Main, :(module InstGapPrecomp
+                      pc(x::Int, s::String) = string(x, s)
+                      pv(v::Vector{Float64}) = sum(v)
+                      end))
+    P = getfield(Main, :InstGapPrecomp)
+    @test call(P.pc, 1, "a") == "1a" && call(P.pv, [1.0, 2.0]) == 3.0
+    flush_instrumentation(state)
+    sts = precompile_statements(state)
+    @test issorted(sts) && allunique(sts)
+    mine = filter(l -> occursin("InstGapPrecomp", l), sts)
+    @test length(mine) == 2
+    # Each line is Julia that precompiles the instance (parsed and run here).
+    @test all(l -> Core.eval(Main, Meta.parse(l)) === true, mine)
+    # Functions of modules bound nowhere cannot be named from a file: left out.
+    @test !any(l -> occursin("InstGapCallers", l), sts)
+end
+
 disable_instrumentation(state)
 close(state)
