@@ -416,7 +416,7 @@ Every method table reachable from `mods` (and their submodules) by a global
 binding: each function's own table, a callable type's table, and the shared
 table of `Type` (constructors). From 1.12 there is one global table (untested).
 """
-function _method_tables(mods)
+function _method_tables(mods; skip = mod -> false)
     tables = Core.MethodTable[]
     seen = Base.IdSet{Any}()
     if _V112 && isdefined(Core, :methodtable)
@@ -440,7 +440,7 @@ function _method_tables(mods)
                 continue
             end
             if v isa Module
-                v in mseen || push!(stack, v)
+                (v in mseen || skip(v)) || push!(stack, v)
                 continue
             end
             t = v isa Function ? typeof(v) : v isa Type ? Base.unwrap_unionall(v) : nothing

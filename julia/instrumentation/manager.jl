@@ -179,6 +179,60 @@ _method_label(m::Method) = truncate_utf8(string(m.module, ".", m.name, " ", m.si
 _render(code::Core.CodeInfo) = sprint(show, code)
 _render(code::Core.CodeInfo, @nospecialize(rt)) = sprint(show, code => rt)
 
+# Printing types, memoized over one flush. Base's `show(io, ::Type)` looks for
+# an alias (`Vector{T}` for `Array{T,1}`) by scanning every binding of the
+# type's modules (`make_typealias`), on every call: that made printing most of
+# a flush's cost (issue 19, item 14). `TypeMemoIO` is an IO of ours, so the
+# method below is no piracy; it prints what Base's method prints, with the same
+# IO properties, once per type and properties.
+struct TypeMemoIO <: IO
+    buf::IOBuffer
+    memo::Dict{Any,String}
+end
+Base.write(io::TypeMemoIO, x::UInt8) = write(io.buf, x)
+Base.unsafe_write(io::TypeMemoIO, p::Ptr{UInt8}, n::UInt) = unsafe_write(io.buf, p, n)
+
+# The IO properties type printing reads; a type with free type variables (or
+# printed inside a `where`) depends on more, and is not memoized.
+const _TYPE_PROPERTIES = (:compact, :limit, :module, :typeinfo, :color)
+
+function _memo_key(io::IOContext, @nospecialize(x::Type))
+    Base.has_free_typevars(x) && return nothing
+    for (k, _) in io.dict
+        k === :unionall_env && return nothing
+    end
+    return (x, map(k -> get(io, k, nothing), _TYPE_PROPERTIES))
+end
+
+function Base.show(io::IOContext{TypeMemoIO}, @nospecialize(x::Type))
+    key = _memo_key(io, x)
+    key === nothing && return invoke(show, Tuple{IO,Type}, io, x)
+    memo = io.io.memo
+    s = get(memo, key, nothing)
+    if s === nothing
+        b = IOBuffer()
+        invoke(show, Tuple{IO,Type}, IOContext(b, io), x)
+        s = String(take!(b))
+        memo[key] = s
+    end
+    write(io, s)
+    return nothing
+end
+# Base has a method for `Union{}` of its own: without this one the two would be ambiguous.
+Base.show(io::IOContext{TypeMemoIO}, x::Core.TypeofBottom) = invoke(show, Tuple{IO,Core.TypeofBottom}, io, x)
+
+"`_render(code, rt)` with the types memoized in `memo` (falls back to plain printing should another package's `show` method for a type make ours ambiguous)."
+function _render(code::Core.CodeInfo, @nospecialize(rt), memo::Dict{Any,String})
+    io = TypeMemoIO(IOBuffer(), memo)
+    try
+        show(io, code => rt)
+    catch err
+        err isa MethodError || rethrow()
+        return _render(code, rt)
+    end
+    return String(take!(io.buf))
+end
+
 # --- data inside IR ---------------------------------------------------------
 #
 # Optimized IR may embed a mutable global's object itself (1.5 inlines `BIG`
@@ -305,8 +359,10 @@ function _stable_ir(code::Core.CodeInfo, @nospecialize(rt), mod::Module, ctx, lo
 end
 
 "Renders typed or optimized code as its page holds it (see `_stable_ir`)."
-_render_stable(code::Core.CodeInfo, @nospecialize(rt), mod::Module, ctx, lowered) =
-    _render(_stable_ir(code, rt, mod, ctx, lowered)...)
+function _render_stable(code::Core.CodeInfo, @nospecialize(rt), mod::Module, ctx, lowered)
+    c, t = _stable_ir(code, rt, mod, ctx, lowered)
+    return _render(c, t, ctx.types)
+end
 
 const _MAX_SOURCE_LINES = 400
 
@@ -615,7 +671,7 @@ end
 
 # What one flush shares between captures: source files read, constant globals by module.
 _flush_context() = (files = Dict{String,Vector{String}}(), data = IdDict{Module,IdDict{Any,Symbol}}(),
-                    literals = Ref{Base.IdSet{Any}}(Base.IdSet{Any}()))
+                    literals = Ref{Base.IdSet{Any}}(Base.IdSet{Any}()), types = Dict{Any,String}())
 
 # Captures the pending instances and, transitively, what they invoke. Returns
 # the number captured; a failure is counted in `failures` (and as an error),
@@ -726,10 +782,33 @@ function _note_modules!(m::InstrumentationManager, mis)
     return nothing
 end
 
+# The method tables of the system's modules (Core, Base, the standard
+# libraries), kept while no module is loaded: finding them means reading every
+# binding of every module, most of a walk's cost otherwise.
+const _SYSTEM_TABLES = Ref{Any}(nothing) # (loaded modules, tables)
+
+function _walk_tables(m::InstrumentationManager)
+    loaded = Base.loaded_modules_array()
+    c = _SYSTEM_TABLES[]
+    if c === nothing || c[1] != length(loaded)
+        sys = Module[mod for mod in Module[Core, Base, loaded...] if _is_system(Base.moduleroot(mod))]
+        c = (length(loaded), _method_tables(unique!(sys)))
+        _SYSTEM_TABLES[] = c
+    end
+    user = _method_tables(Module[mod for mod in _walk_modules(m) if !_is_system(Base.moduleroot(mod))];
+                          skip = mod -> _is_system(Base.moduleroot(mod)))
+    seen = union!(Base.IdSet{Any}(), c[2])
+    tables = copy(c[2])
+    for mt in user
+        mt in seen || (push!(seen, mt); push!(tables, mt))
+    end
+    return tables
+end
+
 # Calls `f(mi, ci)` for every in-scope instance with a `CodeInstance` valid now
 # (compiled, or inferred only because every caller inlined it).
 function _foreach_compiled(f, m::InstrumentationManager)
-    for mt in _method_tables(_walk_modules(m))
+    for mt in _walk_tables(m)
         Base.visit(mt) do meth
             meth isa Method && _in_scope(m, meth) || return
             _foreach_specialization(meth) do mi
