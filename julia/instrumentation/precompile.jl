@@ -34,3 +34,24 @@ let M = InstrumentationManager, S = MMSBState, MIs = Vector{Core.MethodInstance}
     precompile(sprint, (typeof(show), Pair{Core.CodeInfo,Any}))
     precompile(sprint, (typeof(show), Pair{Core.CodeInfo,DataType}))
 end
+
+# A small rendering run at precompile time: Base's IR printer specialized on
+# our `TypeMemoIO` (and the plain path) is compiled here, not by the first
+# flush. Nothing here needs the native library.
+function _precompile_sample(v::Vector{Float64})
+    s = 0.0
+    for x in v
+        s += x > 1 ? sqrt(x) : x
+    end
+    return s
+end
+try
+    for optimize in (false, true)
+        code, rt = first(code_typed(_precompile_sample, (Vector{Float64},); optimize = optimize, debuginfo = :none))
+        _render(code, rt, Dict{Any,String}())
+        _render(code, rt)
+    end
+    _render(first(code_lowered(_precompile_sample, (Vector{Float64},))))
+catch
+    # Only a speed-up: a failure here must not stop the package from loading.
+end
