@@ -218,6 +218,18 @@ function Base.show(io::IOContext{TypeMemoIO}, @nospecialize(x::Type))
     write(io, s)
     return nothing
 end
+# The `::T` after each statement is printed with `printstyled`, which prints
+# into a buffer of Base's (past the method above). Without color that is
+# `print` of the same arguments with the same properties (Base's
+# `with_output_color` prints the buffer as it is): done here, so the types
+# reach the memo.
+function Base.printstyled(io::IOContext{TypeMemoIO}, msg...; kw...)
+    get(io, :color, false) && return invoke(printstyled, Tuple{IO,Vararg{Any}}, io, msg...; kw...)
+    for x in msg
+        print(io, x)
+    end
+    return nothing
+end
 # Base has a method for `Union{}` of its own: without this one the two would be ambiguous.
 Base.show(io::IOContext{TypeMemoIO}, x::Core.TypeofBottom) = invoke(show, Tuple{IO,Core.TypeofBottom}, io, x)
 
