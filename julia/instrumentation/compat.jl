@@ -34,6 +34,12 @@
 #   returning a list from 1.6. We use neither: an invalidation is detected on
 #   every version by a captured instance's `CodeInstance` getting a finite
 #   `max_world` (see `_closed_worlds`);
+# - `Method.specializations` (read by the walk of compiled instances) is a
+#   `SimpleVector` with unassigned slots on 1.5, one `MethodInstance` or a
+#   `SimpleVector` from 1.10 (`_foreach_specialization`); 1.12 keeps every
+#   method in one global table (`_method_tables`, untested);
+# - `_infer_ir` infers the instance's own method on 1.10/1.11
+#   (`Core.Compiler.typeinf_code(interp, method, atype, sparams, optimize)`);
 # - the REPL's transform lists: `Base.active_repl_backend.ast_transforms` and
 #   `REPL.repl_ast_transforms` (stdlib/REPL/src/REPL.jl:90/126 on 1.10, 187/239 on 1.11, 114/288 on 1.12).
 
@@ -119,7 +125,6 @@ function _requirements()
     field(MI, :def); field(MI, :specTypes); field(MI, :cache)
     field(CI, :max_world); field(CI, :next)
     field(Method, :primary_world); field(Method, :generator); field(Method, :specializations)
-    field(CI, :invoke) # native code present (the walk of compiled instances, `_compiled_code_instance`)
     if _V15
         method(C, :typeinf_ext, (MI, UInt))
         symbol(:jl_typeinf_begin); symbol(:jl_typeinf_end)
@@ -377,25 +382,6 @@ function _foreach_specialization(f, m::Method)
         Base.visit(x -> x isa Core.MethodInstance && f(x), s) # a TypeMap (older layouts)
     end
     return nothing
-end
-
-"""
-The `CodeInstance` of the native compiler cached for `mi` that is valid in the
-newest world and has native code (`invoke` set: it was compiled, not only
-inferred), or `nothing`. From 1.11 other tools' instances (`owner` not
-`nothing`) are skipped.
-"""
-function _compiled_code_instance(mi::Core.MethodInstance)
-    isdefined(mi, :cache) || return nothing
-    ci = mi.cache
-    while true
-        native = !_V111 || ci.owner === nothing
-        if native && UInt(ci.max_world) == typemax(UInt) && ci.invoke != C_NULL
-            return ci
-        end
-        isdefined(ci, :next) || return nothing
-        ci = ci.next
-    end
 end
 
 "The native `CodeInstance` of `mi` valid in the newest world (compiled, or inferred only: inlined where it is called), or `nothing`."
