@@ -61,6 +61,10 @@ const MMSB_STATUS_CODE_BUSY = MmsbStatus(24)
 const MMSB_STATUS_CODE_REENTRANT = MmsbStatus(25)
 const MMSB_STATUS_CODE_LSN_OUT_OF_RANGE = MmsbStatus(26)
 const MMSB_STATUS_CODE_LSN_COMPACTED = MmsbStatus(27)
+const MMSB_STATUS_CODE_FENCED = MmsbStatus(28)
+const MMSB_STATUS_CODE_REPLICA_GAP = MmsbStatus(29)
+const MMSB_STATUS_CODE_FOREIGN_STATE = MmsbStatus(30)
+const MMSB_STATUS_CODE_REPLICATION = MmsbStatus(31)
 const MMSB_OK = MMSB_STATUS_CODE_OK
 
 # Opaque handle types (only ever used behind a Ptr).

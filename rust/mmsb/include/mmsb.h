@@ -233,6 +233,14 @@ enum MmsbStatusCode
   // An LSN strictly inside a compacted run (its records were merged; only the run's end
   // can be replayed to).
   MMSB_STATUS_CODE_LSN_COMPACTED = 27,
+  // Replication (issue 22): a newer primary fenced this one; it is read-only now.
+  MMSB_STATUS_CODE_FENCED = 28,
+  // Replication: a replicated stream skips LSNs; nothing past the gap was applied.
+  MMSB_STATUS_CODE_REPLICA_GAP = 29,
+  // Replication: a replicated stream holds another state's records; none was applied.
+  MMSB_STATUS_CODE_FOREIGN_STATE = 30,
+  // Replication: the replication target failed or is unreachable.
+  MMSB_STATUS_CODE_REPLICATION = 31,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -977,7 +985,8 @@ void mmsb_config_free(struct MmsbConfig *cfg);
 // `cfg` a live config; `dir` valid for `len` bytes.
 MmsbStatus mmsb_config_set_dir(struct MmsbConfig *cfg, const char *dir, size_t len);
 
-// Sets the durability mode: 0 none, 1 group commit, 2 always.
+// Sets the durability mode: 0 none, 1 group commit, 2 always, 3 replicated (group commit plus
+// the replication target's acknowledgement; only a state with a replication target accepts it).
 //
 // # Safety
 // `cfg` a live config.

@@ -309,12 +309,16 @@ static STATUS_NAMES: &[&[u8]] = &[
     b"reentrant\0",
     b"lsn_out_of_range\0",
     b"lsn_compacted\0",
+    b"fenced\0",
+    b"replica_gap\0",
+    b"foreign_state\0",
+    b"replication\0",
 ];
 
 #[cfg(test)]
 pub(crate) fn status_from_u32(v: u32) -> Option<ErrorCode> {
     use ErrorCode::*;
-    const ALL: [ErrorCode; 28] = [
+    const ALL: [ErrorCode; 32] = [
         Ok,
         InvalidArgument,
         NullPointer,
@@ -343,6 +347,10 @@ pub(crate) fn status_from_u32(v: u32) -> Option<ErrorCode> {
         Reentrant,
         LsnOutOfRange,
         LsnCompacted,
+        Fenced,
+        ReplicaGap,
+        ForeignState,
+        Replication,
     ];
     ALL.iter().copied().find(|c| *c as u32 == v)
 }

@@ -91,7 +91,8 @@ pub unsafe extern "C" fn mmsb_config_set_dir(cfg: *mut MmsbConfig, dir: *const c
     })
 }
 
-/// Sets the durability mode: 0 none, 1 group commit, 2 always.
+/// Sets the durability mode: 0 none, 1 group commit, 2 always, 3 replicated (group commit plus
+/// the replication target's acknowledgement; only a state with a replication target accepts it).
 ///
 /// # Safety
 /// `cfg` a live config.

@@ -46,6 +46,14 @@ pub enum ErrorCode {
     /// An LSN strictly inside a compacted run (its records were merged; only the run's end
     /// can be replayed to).
     LsnCompacted = 27,
+    /// Replication (issue 22): a newer primary fenced this one; it is read-only now.
+    Fenced = 28,
+    /// Replication: a replicated stream skips LSNs; nothing past the gap was applied.
+    ReplicaGap = 29,
+    /// Replication: a replicated stream holds another state's records; none was applied.
+    ForeignState = 30,
+    /// Replication: the replication target failed or is unreachable.
+    Replication = 31,
 }
 
 impl ErrorCode {
@@ -80,6 +88,10 @@ impl ErrorCode {
             ErrorCode::Reentrant => "reentrant",
             ErrorCode::LsnOutOfRange => "lsn_out_of_range",
             ErrorCode::LsnCompacted => "lsn_compacted",
+            ErrorCode::Fenced => "fenced",
+            ErrorCode::ReplicaGap => "replica_gap",
+            ErrorCode::ForeignState => "foreign_state",
+            ErrorCode::Replication => "replication",
         }
     }
 }
@@ -219,6 +231,29 @@ pub enum MonitorError {
 }
 
 /// The crate-wide error: every domain error converts into it.
+/// Failures of replication (the `mmsb-replica` crate, issue 22), carried through the core so
+/// that a write refused by a fenced primary or a replica that refuses a stream reaches C and
+/// Julia with its own status code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicaError {
+    /// A promoted follower wrote a newer term into the stream: this primary may no longer write.
+    #[error("fenced: the stream {stream} was taken over by term {term}; this primary is read-only (promote a follower, or reopen as a follower)")]
+    Fenced { stream: String, term: u64 },
+    /// The stream skips LSNs: the record after `expected - 1` has LSN `got`.
+    #[error("the stream {stream} has a gap: expected LSN {expected}, found LSN {got}; nothing from LSN {got} on was applied")]
+    Gap { stream: String, expected: u64, got: u64 },
+    /// A message of the stream belongs to another state than the one the stream was started by.
+    #[error("the stream {stream} holds records of another state (state id {found:032x}, expected {expected:032x}) at stream sequence {seq}; nothing from there on was applied")]
+    ForeignState { stream: String, expected: u128, found: u128, seq: u64 },
+    /// A message of the stream is not a valid replicated record.
+    #[error("the stream {stream} holds a malformed message at stream sequence {seq}: {reason}")]
+    Malformed { stream: String, seq: u64, reason: String },
+    /// The replication target failed (connection, timeout, JetStream error).
+    #[error("replication through {target} failed: {reason}")]
+    Failed { target: String, reason: String },
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -236,6 +271,8 @@ pub enum Error {
     Device(#[from] DeviceError),
     #[error(transparent)]
     Monitor(#[from] MonitorError),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 }
@@ -286,6 +323,13 @@ impl Error {
             Error::Monitor(e) => match e {
                 MonitorError::Serve { .. } => ErrorCode::Io,
                 MonitorError::UnknownMetric(_) | MonitorError::InvalidValue(_) => ErrorCode::InvalidArgument,
+            },
+            Error::Replica(e) => match e {
+                ReplicaError::Fenced { .. } => ErrorCode::Fenced,
+                ReplicaError::Gap { .. } => ErrorCode::ReplicaGap,
+                ReplicaError::ForeignState { .. } => ErrorCode::ForeignState,
+                ReplicaError::Malformed { .. } => ErrorCode::Malformed,
+                ReplicaError::Failed { .. } => ErrorCode::Replication,
             },
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
         }
