@@ -1,0 +1,134 @@
+//! The message format of a replicated stream: one message per log record (or term record),
+//! a fixed header with the state's id, the term, the LSNs and a CRC32C over header and body.
+//!
+//! ```text
+//! 0  magic "MMSBRPL1"   8  state id (u128 LE)   24 term (u64)   32 lsn (u64)   40 count (u64)
+//! 48 kind (u8)   49 reserved (7 zero bytes)   56 body length (u32)   60 crc32c (u32)   64 body
+//! ```
+//! `kind` is a log record type (`mmsb::runtime::tlog::record::RecordType`) or [`KIND_TERM`].
+
+use mmsb::Lsn;
+
+/// Identifies the format (and its version).
+pub const MAGIC: [u8; 8] = *b"MMSBRPL1";
+/// Bytes before the body.
+pub const HEADER_LEN: usize = 64;
+/// A term record: a new primary took over at LSN `lsn` (no LSN of its own, `count` 0).
+pub const KIND_TERM: u8 = 0xF0;
+
+/// One decoded message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// The replicated state (random, fixed when the stream is created).
+    pub state_id: u128,
+    /// The primary's term; a term record raises it.
+    pub term: u64,
+    /// First LSN of the record (a term record: the LSN the new primary starts after).
+    pub lsn: Lsn,
+    /// LSNs covered (0 for a term record).
+    pub count: u64,
+    /// Record type byte, or [`KIND_TERM`].
+    pub kind: u8,
+    /// The log record body.
+    pub body: &'a [u8],
+}
+
+impl Envelope<'_> {
+    /// The last LSN the message covers (`lsn` for a term record).
+    pub fn last_lsn(&self) -> Lsn {
+        if self.count == 0 {
+            self.lsn
+        } else {
+            self.lsn + self.count - 1
+        }
+    }
+
+    /// True for a term record.
+    pub fn is_term(&self) -> bool {
+        self.kind == KIND_TERM
+    }
+
+    /// The message bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + self.body.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&self.state_id.to_le_bytes());
+        out.extend_from_slice(&self.term.to_le_bytes());
+        out.extend_from_slice(&self.lsn.to_le_bytes());
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.push(self.kind);
+        out.extend_from_slice(&[0u8; 7]);
+        out.extend_from_slice(&(self.body.len() as u32).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&out), self.body);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(self.body);
+        out
+    }
+
+    /// The JetStream message id: the state and the LSN (or the term), so the duplicate window
+    /// drops a re-send of the same record and never a different one.
+    pub fn message_id(&self) -> String {
+        if self.is_term() {
+            format!("{:032x}-t{}", self.state_id, self.term)
+        } else {
+            format!("{:032x}-{}", self.state_id, self.lsn)
+        }
+    }
+}
+
+fn le64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().expect("8 bytes"))
+}
+
+/// Decodes and verifies a message; the error says what is wrong.
+pub fn decode(bytes: &[u8]) -> Result<Envelope<'_>, String> {
+    let h = bytes.get(..HEADER_LEN).ok_or_else(|| format!("{} bytes, shorter than the header", bytes.len()))?;
+    if h[0..8] != MAGIC {
+        return Err("not an MMSB replication message (bad magic)".into());
+    }
+    let body_len = u32::from_le_bytes(h[56..60].try_into().expect("4 bytes")) as usize;
+    let body = &bytes[HEADER_LEN..];
+    if body.len() != body_len {
+        return Err(format!("body is {} bytes, header says {body_len}", body.len()));
+    }
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[..60]), body);
+    if crc != u32::from_le_bytes(h[60..64].try_into().expect("4 bytes")) {
+        return Err("checksum mismatch".into());
+    }
+    let e = Envelope {
+        state_id: u128::from_le_bytes(h[8..24].try_into().expect("16 bytes")),
+        term: le64(&h[24..32]),
+        lsn: le64(&h[32..40]),
+        count: le64(&h[40..48]),
+        kind: h[48],
+        body,
+    };
+    if e.is_term() != (e.count == 0) || (!e.is_term() && e.lsn == 0) {
+        return Err(format!("kind {} with LSN {} and count {} is inconsistent", e.kind, e.lsn, e.count));
+    }
+    e.lsn.checked_add(e.count).ok_or("LSN range overflows")?;
+    Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_every_flipped_bit_is_refused() {
+        let e = Envelope { state_id: 7 << 100 | 3, term: 2, lsn: 10, count: 3, kind: 3, body: b"body bytes" };
+        let bytes = e.encode();
+        assert_eq!(decode(&bytes).unwrap(), e);
+        assert_eq!(e.last_lsn(), 12);
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(decode(&b).is_err(), "bit {i}");
+        }
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode(&bytes[..10]).is_err());
+        let t = Envelope { state_id: 1, term: 3, lsn: 12, count: 0, kind: KIND_TERM, body: b"" };
+        assert!(decode(&t.encode()).unwrap().is_term());
+        assert_ne!(t.message_id(), e.message_id());
+    }
+}
