@@ -60,6 +60,9 @@ pub struct Lag {
     pub applied_seq: u64,
     /// The term of the last term record seen.
     pub term: u64,
+    /// Messages applied since this follower was opened (a resumed follower applies only what
+    /// its durable position lacks).
+    pub applied_since_open: u64,
 }
 
 /// Why a follower stopped applying.
@@ -397,6 +400,7 @@ impl Follower {
             seconds_behind,
             applied_seq: st.next_seq.saturating_sub(1),
             term: st.term,
+            applied_since_open: st.applied,
         }
     }
 
