@@ -18,7 +18,7 @@ use mmsb::{Config, Lsn, MMSBState};
 use parking_lot::{Condvar, Mutex};
 
 use crate::checkpoint::{self, CheckpointHeader};
-use crate::nats::{block_on, last_message, runtime, Target};
+use crate::nats::{block_on, last_message, open_stream, retry, runtime, Target};
 use crate::primary::{Identity, Primary};
 use crate::wire::{self, Envelope, KIND_TERM};
 
@@ -331,9 +331,9 @@ impl Follower {
         if let Some(d) = &opts.dir {
             std::fs::create_dir_all(d).map_err(|e| LogError::io(format!("create {}", d.display()), e))?;
         }
-        let (js, stream, start) = block_on(async {
+        let (js, stream, start) = block_on(retry(|| async {
             let js = target.connect().await?;
-            let stream = js.get_stream(&target.stream).await.map_err(|e| target.failed("open the stream", e))?;
+            let stream = open_stream(&target, &js).await?;
             let first_seq =
                 stream.get_info().await.map_err(|e| target.failed("read the stream info", e))?.state.first_sequence;
             let local = match &opts.dir {
@@ -346,7 +346,7 @@ impl Follower {
                 _ => checkpoint::get(&target, &js).await?,
             };
             Ok::<_, mmsb::Error>((js, stream, start))
-        })?;
+        }))?;
         let (state, status) = match start {
             Some((h, image)) => (
                 MMSBState::replica_from_image(opts.config.clone(), &image)?,
@@ -443,7 +443,7 @@ impl Follower {
         let target = sh.target.clone();
         let js = self.js.clone();
         let (stream, seq, id) = block_on(async {
-            let stream = js.get_stream(&target.stream).await.map_err(|e| target.failed("open the stream", e))?;
+            let stream = retry(|| open_stream(&target, &js)).await?;
             let mut p =
                 Puller { stream: stream.clone(), consumer: None, last_lag: Instant::now(), last_save: Instant::now() };
             for _ in 0..10 {

@@ -123,6 +123,42 @@ impl Target {
     }
 }
 
+/// Runs `attempt` until it succeeds, fails with an error other than a transport failure
+/// (`ReplicaError::Failed`), or `REPLICATION_TIMEOUT` passes: a node that dies while a
+/// primary or follower starts costs a retry, not the start.
+pub(crate) async fn retry<T, F, Fut>(mut attempt: F) -> mmsb::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = mmsb::Result<T>>,
+{
+    let deadline = std::time::Instant::now() + REPLICATION_TIMEOUT;
+    loop {
+        match attempt().await {
+            Err(e) if e.code() == mmsb::ErrorCode::Replication && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Opens the stream; a stream that does not exist is `InvalidArgument` (not retried).
+pub(crate) async fn open_stream(target: &Target, js: &jetstream::Context) -> mmsb::Result<stream::Stream> {
+    match js.get_stream(&target.stream).await {
+        Ok(s) => Ok(s),
+        Err(e)
+            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+            if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            Err(mmsb::Error::InvalidArgument(format!(
+                "no stream {} at {}: start a primary first",
+                target.stream, target.url
+            )))
+        }
+        Err(e) => Err(target.failed("open the stream", e)),
+    }
+}
+
 /// Reads the last message of the stream (`None` when it is empty) and its sequence.
 pub(crate) async fn last_message(
     target: &Target,

@@ -23,7 +23,7 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{self, CheckpointHeader};
-use crate::nats::{block_on, last_message, runtime, Target, REPLICATION_TIMEOUT};
+use crate::nats::{block_on, last_message, retry, runtime, Target, REPLICATION_TIMEOUT};
 use crate::wire::{self, Envelope, KIND_TERM};
 
 /// Records one publishing round sends before it waits for their acknowledgements.
@@ -63,6 +63,9 @@ pub(crate) struct Publisher {
     changed: Condvar,
     /// Messages published (acknowledged) since open.
     published: AtomicU64,
+    /// The highest LSN the local log has made durable (`RecordObserver::committed`): records
+    /// are sent only up to it, so the stream never runs ahead of the primary's own log.
+    committed: tokio::sync::watch::Sender<Lsn>,
 }
 
 impl Publisher {
@@ -111,6 +114,14 @@ impl RecordObserver for Publisher {
         });
     }
 
+    fn committed(&self, last_lsn: Lsn) {
+        self.committed.send_if_modified(|c| {
+            let newer = last_lsn > *c;
+            *c = (*c).max(last_lsn);
+            newer
+        });
+    }
+
     fn wait(&self, last_lsn: Lsn) -> mmsb::Result<()> {
         let deadline = Instant::now() + REPLICATION_TIMEOUT;
         let mut p = self.progress.lock();
@@ -144,6 +155,7 @@ async fn publish_loop(
     let subject = p.target.subject();
     let mut window: std::collections::VecDeque<Outgoing> = std::collections::VecDeque::new();
     let mut stalled_since: Option<Instant> = None;
+    let mut committed = p.committed.subscribe();
     loop {
         if window.is_empty() {
             match rx.recv().await {
@@ -157,9 +169,20 @@ async fn publish_loop(
                 Err(_) => break,
             }
         }
-        let mut acks = Vec::with_capacity(window.len());
+        // Only what the local log has made durable goes out.
+        let ready = loop {
+            let durable = *committed.borrow_and_update();
+            let n = window.iter().take_while(|o| o.last_lsn <= durable).count();
+            if n > 0 {
+                break n;
+            }
+            if committed.changed().await.is_err() {
+                return;
+            }
+        };
+        let mut acks = Vec::with_capacity(ready);
         let mut error = None;
-        for (i, o) in window.iter().enumerate() {
+        for (i, o) in window.iter().take(ready).enumerate() {
             let msg = PublishMessage::build()
                 .payload(o.payload.clone())
                 .message_id(&o.msg_id)
@@ -304,7 +327,7 @@ impl Primary {
     pub fn open(target: Target, config: Config) -> mmsb::Result<Primary> {
         target.validate()?;
         let dir = config.dir.clone();
-        let (js, stream, last) = block_on(async {
+        let (js, stream, last) = block_on(retry(|| async {
             let js = target.connect().await?;
             let stream = js
                 .get_or_create_stream(target.stream_config())
@@ -312,7 +335,7 @@ impl Primary {
                 .map_err(|e| target.failed("create the stream", e))?;
             let last = last_message(&target, &stream).await?;
             Ok::<_, mmsb::Error>((js, stream, last))
-        })?;
+        }))?;
         let local = match &dir {
             Some(d) => Identity::load(d)?,
             None => None,
@@ -398,9 +421,12 @@ impl Primary {
             progress: Mutex::new(Progress { acked_lsn: 0, acked_seq: last_seq, fault: None }),
             changed: Condvar::new(),
             published: AtomicU64::new(0),
+            committed: tokio::sync::watch::Sender::new(0),
         });
         let (state, stream_lsn) = open_state(ObserverSlot(publisher.clone() as Arc<dyn RecordObserver>))?;
         let lsn = state.lsn();
+        // Everything the state holds at open is in its log already (recovered or promoted).
+        publisher.committed(lsn);
         match stream_lsn {
             None => {
                 publisher.queue(&Envelope {
@@ -530,7 +556,7 @@ impl Primary {
             if h.state_id != self.publisher.state_id {
                 return Ok(0);
             }
-            let stream = self.js.get_stream(&target.stream).await.map_err(|e| target.failed("open the stream", e))?;
+            let stream = retry(|| crate::nats::open_stream(target, &self.js)).await?;
             let r = stream.purge().sequence(h.start_seq).await.map_err(|e| target.failed("purge the stream", e))?;
             Ok(r.purged)
         })

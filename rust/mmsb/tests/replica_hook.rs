@@ -14,6 +14,7 @@ struct Capture {
     records: Mutex<Vec<Rec>>,
     fenced: Mutex<bool>,
     waited: Mutex<Vec<u64>>,
+    committed: Mutex<Vec<u64>>,
 }
 
 impl RecordObserver for Capture {
@@ -26,7 +27,11 @@ impl RecordObserver for Capture {
     fn appended(&self, r: RawRecord<'_>) {
         self.records.lock().unwrap().push((r.lsn, r.count, r.kind, r.body.to_vec()));
     }
+    fn committed(&self, last_lsn: u64) {
+        self.committed.lock().unwrap().push(last_lsn);
+    }
     fn wait(&self, last_lsn: u64) -> mmsb::Result<()> {
+        assert!(self.committed.lock().unwrap().contains(&last_lsn), "wait before committed");
         self.waited.lock().unwrap().push(last_lsn);
         Ok(())
     }
@@ -97,6 +102,9 @@ fn out_of_order_and_bad_records_are_refused_and_change_nothing() {
     let p = primary(&obs, Durability::GroupCommit);
     workload(&p);
     assert!(obs.waited.lock().unwrap().is_empty(), "only Replicated writes wait for the observer");
+    // Every write reports its local commit, with its last LSN.
+    let ends: Vec<u64> = obs.records.lock().unwrap().iter().map(|r| r.0 + r.1 - 1).collect();
+    assert_eq!(*obs.committed.lock().unwrap(), ends);
     let recs = obs.records.lock().unwrap().clone();
     let r = MMSBState::replica(Config::default()).unwrap();
     apply_all(&r, &recs[..2]);

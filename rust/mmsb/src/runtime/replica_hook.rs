@@ -1,9 +1,10 @@
 //! The hook replication hangs on (issue 22; the `mmsb-replica` crate implements it).
 //!
-//! Kept to one trait and three call sites in the log (`runtime/tlog/mod.rs`, `api.rs`): the
+//! Kept to one trait and four call sites in the log (`runtime/tlog/mod.rs`, `api.rs`): the
 //! observer may refuse a write before it is logged (a fenced primary), sees every record right
 //! after it was appended, in LSN order, with its encoded body (the bytes recovery and replay
-//! decode), and makes a writer wait after local durability (`Durability::Replicated`).
+//! decode), learns when each record is locally durable, and makes a writer wait after that
+//! (`Durability::Replicated`).
 
 use std::sync::Arc;
 
@@ -32,8 +33,13 @@ pub trait RecordObserver: Send + Sync + 'static {
     /// Right after the record was appended, under the state's exclusive lock (so calls come
     /// in LSN order). Must not block: queue the record.
     fn appended(&self, record: RawRecord<'_>);
-    /// After the record `..=last_lsn` is locally durable, outside the lock, for writes in
-    /// `Durability::Replicated`: returns once the observer has made it durable too.
+    /// After the local log made the record `..=last_lsn` as durable as the state's durability
+    /// asks (fsynced in `GroupCommit`, `Always` and `Replicated`), outside the lock, for every
+    /// write: a replicating observer sends records only up to here, so its stream never holds
+    /// a record the local log could lose in a crash (the primary can always resume).
+    fn committed(&self, last_lsn: Lsn);
+    /// After `committed`, for writes in `Durability::Replicated`: returns once the observer
+    /// has made the record durable too.
     fn wait(&self, last_lsn: Lsn) -> Result<()>;
 }
 

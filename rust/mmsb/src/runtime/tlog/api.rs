@@ -187,9 +187,13 @@ impl MMSBState {
     pub(crate) fn tlog_commit(&self, p: Pending) -> Result<()> {
         let (Some(t), Some(log)) = (p.0, &self.tlog) else { return Ok(()) };
         log.wait(t)?;
-        // Replication hook (issue 22): `Replicated` also waits for the replication target.
-        if let (Some(o), Durability::Replicated) = (&log.observer, self.config().durability) {
-            o.0.wait(p.1)?;
+        // Replication hook (issue 22): the record may be sent on now; `Replicated` also waits
+        // for the replication target.
+        if let Some(o) = &log.observer {
+            o.0.committed(p.1);
+            if self.config().durability == Durability::Replicated {
+                o.0.wait(p.1)?;
+            }
         }
         if log.over_cap() && !log.auto_running.swap(true, Ordering::AcqRel) {
             // The triggering write already succeeded; a failed maintenance pass is recorded.
