@@ -127,6 +127,7 @@ impl std::fmt::Debug for Follower {
 struct Puller {
     stream: stream::Stream,
     consumer: Option<jetstream::consumer::Consumer<pull::Config>>,
+    messages: Option<pull::Stream>,
     last_lag: Instant,
     last_save: Instant,
 }
@@ -150,18 +151,32 @@ impl Puller {
                 .map_err(|e| format!("create a consumer: {e}"))?;
             self.consumer = Some(c);
         }
-        let c = self.consumer.as_ref().expect("created above");
-        let mut batch =
-            c.batch().max_messages(BATCH).expires(FETCH_WAIT).messages().await.map_err(|e| format!("fetch: {e}"))?;
+        if self.messages.is_none() {
+            let c = self.consumer.as_ref().expect("created above");
+            // A continuous pull: the client keeps requests outstanding, so messages flow
+            // without a round trip per batch.
+            let m = c.stream().max_messages_per_batch(BATCH * 2).messages().await.map_err(|e| format!("fetch: {e}"))?;
+            self.messages = Some(m);
+        }
+        let stream = self.messages.as_mut().expect("created above");
         let mut msgs = Vec::new();
-        while let Some(m) = batch.next().await {
-            match m {
-                Ok(m) => msgs.push(m),
-                Err(e) => {
-                    if msgs.is_empty() {
-                        return Err(format!("fetch: {e}"));
+        let first = match tokio::time::timeout(FETCH_WAIT, stream.next()).await {
+            Err(_) => None,
+            Ok(None) => return Err("the message stream ended".into()),
+            Ok(Some(Err(e))) => return Err(format!("fetch: {e}")),
+            Ok(Some(Ok(m))) => Some(m),
+        };
+        if let Some(m) = first {
+            msgs.push(m);
+            // Whatever else is already here joins the batch.
+            while msgs.len() < BATCH {
+                match futures_util::FutureExt::now_or_never(stream.next()) {
+                    Some(Some(Ok(m))) => msgs.push(m),
+                    Some(Some(Err(_))) | Some(None) => {
+                        self.messages = None;
+                        break;
                     }
-                    break;
+                    None => break,
                 }
             }
         }
@@ -258,6 +273,12 @@ impl Puller {
         Ok(msgs.len())
     }
 
+    /// Drops the consumer: the next step makes a new one from the follower's position.
+    fn reset(&mut self) {
+        self.consumer = None;
+        self.messages = None;
+    }
+
     /// Writes the durable position when due (or `now`).
     fn maybe_save(&mut self, sh: &Shared, now: bool) {
         let Some(dir) = &sh.dir else { return };
@@ -313,7 +334,7 @@ async fn follow_loop(mut p: Puller, sh: Arc<Shared>) {
         }
         if p.step(&sh).await.is_err() {
             // A node went away or the consumer expired: start a new one where we are.
-            p.consumer = None;
+            p.reset();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -362,7 +383,8 @@ impl Follower {
             stop: AtomicBool::new(false),
             dir: opts.dir,
         });
-        let puller = Puller { stream, consumer: None, last_lag: Instant::now(), last_save: Instant::now() };
+        let puller =
+            Puller { stream, consumer: None, messages: None, last_lag: Instant::now(), last_save: Instant::now() };
         let task = runtime().spawn(follow_loop(puller, shared.clone()));
         Ok(Follower { shared, js, task: Mutex::new(Some(task)) })
     }
@@ -444,8 +466,13 @@ impl Follower {
         let js = self.js.clone();
         let (stream, seq, id) = block_on(async {
             let stream = retry(|| open_stream(&target, &js)).await?;
-            let mut p =
-                Puller { stream: stream.clone(), consumer: None, last_lag: Instant::now(), last_save: Instant::now() };
+            let mut p = Puller {
+                stream: stream.clone(),
+                consumer: None,
+                messages: None,
+                last_lag: Instant::now(),
+                last_save: Instant::now(),
+            };
             for _ in 0..10 {
                 // Catch up: fetch until a fetch brings nothing.
                 let deadline = Instant::now() + crate::nats::REPLICATION_TIMEOUT;
@@ -454,7 +481,7 @@ impl Follower {
                         Ok(0) => break,
                         Ok(_) => {}
                         Err(e) if Instant::now() > deadline => return Err(target.failed("catch up", e)),
-                        Err(_) => p.consumer = None,
+                        Err(_) => p.reset(),
                     }
                 }
                 if let Some(f) = &sh.status.lock().fault {
@@ -483,7 +510,7 @@ impl Follower {
                 match ack {
                     Ok(ack) => return Ok((stream, ack.sequence, Identity { state_id, term: term + 1 })),
                     Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                        p.consumer = None;
+                        p.reset();
                         continue;
                     }
                     Err(e) => return Err(target.failed("publish the term record", e)),
