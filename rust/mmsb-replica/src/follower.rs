@@ -29,6 +29,8 @@ const FETCH_WAIT: Duration = Duration::from_millis(100);
 /// How often the durable position is written (and the stream's last LSN read for the lag).
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 const LAG_EVERY: Duration = Duration::from_millis(250);
+/// A follower that is behind and got no message for this long starts a new consumer.
+const STALL_AFTER: Duration = Duration::from_secs(2);
 /// The durable position's file in the follower's directory.
 const POSITION_FILE: &str = "follower.position";
 
@@ -60,8 +62,8 @@ pub struct Lag {
     pub applied_seq: u64,
     /// The term of the last term record seen.
     pub term: u64,
-    /// Messages applied since this follower was opened (a resumed follower applies only what
-    /// its durable position lacks).
+    /// Stream messages applied since this follower was opened (a resumed follower applies only
+    /// what its durable position lacks).
     pub applied_since_open: u64,
 }
 
@@ -128,6 +130,8 @@ struct Puller {
     stream: stream::Stream,
     consumer: Option<jetstream::consumer::Consumer<pull::Config>>,
     messages: Option<pull::Stream>,
+    /// When the last message arrived (to notice a consumer that went quiet).
+    last_message: Instant,
     last_lag: Instant,
     last_save: Instant,
 }
@@ -155,7 +159,14 @@ impl Puller {
             let c = self.consumer.as_ref().expect("created above");
             // A continuous pull: the client keeps requests outstanding, so messages flow
             // without a round trip per batch.
-            let m = c.stream().max_messages_per_batch(BATCH * 2).messages().await.map_err(|e| format!("fetch: {e}"))?;
+            let m = c
+                .stream()
+                .max_messages_per_batch(BATCH * 2)
+                .expires(Duration::from_secs(5))
+                .heartbeat(Duration::from_secs(1))
+                .messages()
+                .await
+                .map_err(|e| format!("fetch: {e}"))?;
             self.messages = Some(m);
         }
         let stream = self.messages.as_mut().expect("created above");
@@ -190,26 +201,35 @@ impl Puller {
         }
         if msgs.is_empty() {
             let mut st = sh.status.lock();
+            let behind = st.stream_lsn > sh.state.lsn();
             st.pending = 0;
             drop(st);
             self.maybe_save(sh, false);
+            // A consumer on a node that died can go quiet without an error: the stream has
+            // more, yet nothing came for a while. Start a new one.
+            if behind && self.last_message.elapsed() > STALL_AFTER {
+                self.last_message = Instant::now();
+                return Err("no message for a while although the stream has more".into());
+            }
             return Ok(0);
         }
+        self.last_message = Instant::now();
         // Check the whole batch before applying any of it.
         let (mut sid, mut term) = {
             let st = sh.status.lock();
             (st.state_id, st.term)
         };
         let mut at = sh.state.lsn();
-        let mut plan: Vec<Envelope<'_>> = Vec::with_capacity(msgs.len());
+        let mut plan: Vec<wire::Sub<'_>> = Vec::with_capacity(msgs.len());
+        let mut used = 0u64;
         let mut fault = None;
         let mut last = (next_seq, 0i128, 0u64);
         for m in &msgs {
             let info = m.info().map_err(|e| format!("message metadata: {e}"))?;
             let seq = info.stream_sequence;
             last = (seq, info.published.unix_timestamp_nanos(), info.pending);
-            let e = match wire::decode(&m.payload) {
-                Ok(e) => e,
+            let (e, subs) = match wire::decode(&m.payload).and_then(|e| Ok((e, e.records()?))) {
+                Ok(x) => x,
                 Err(reason) => {
                     fault = Some(Fault::Malformed { seq, reason });
                     break;
@@ -232,27 +252,34 @@ impl Puller {
                     break;
                 }
                 term = e.term;
-            } else if e.last_lsn() <= at {
-                // Already in the checkpoint the follower started from.
+                used += 1;
                 continue;
-            } else if e.lsn != at + 1 {
-                fault = Some(Fault::Gap { expected: at + 1, got: e.lsn });
-                break;
-            } else {
-                at = e.last_lsn();
             }
-            plan.push(e);
+            let before = plan.len();
+            for sub in subs {
+                if sub.last_lsn() <= at {
+                    // Already in the checkpoint the follower started from.
+                    continue;
+                }
+                if sub.lsn != at + 1 {
+                    fault = Some(Fault::Gap { expected: at + 1, got: sub.lsn });
+                    break;
+                }
+                at = sub.last_lsn();
+                plan.push(sub);
+            }
+            if fault.is_some() {
+                break;
+            }
+            used += u64::from(plan.len() > before);
         }
         if let Some(f) = fault {
             sh.status.lock().fault = Some(f);
             sh.changed.notify_all();
             return Ok(0);
         }
-        for e in &plan {
-            if e.kind == KIND_TERM {
-                continue;
-            }
-            let r = RawRecord { lsn: e.lsn, count: e.count, kind: e.kind, body: e.body };
+        for sub in &plan {
+            let r = RawRecord { lsn: sub.lsn, count: sub.count, kind: sub.kind, body: sub.body };
             if let Err(err) = sh.state.apply_replicated(r) {
                 sh.status.lock().fault = Some(Fault::Malformed { seq: last.0, reason: err.to_string() });
                 sh.changed.notify_all();
@@ -265,7 +292,7 @@ impl Puller {
         st.next_seq = last.0 + 1;
         st.last_published_ns = last.1;
         st.pending = last.2;
-        st.applied += plan.len() as u64;
+        st.applied += used;
         st.stream_lsn = st.stream_lsn.max(at);
         drop(st);
         sh.changed.notify_all();
@@ -383,8 +410,14 @@ impl Follower {
             stop: AtomicBool::new(false),
             dir: opts.dir,
         });
-        let puller =
-            Puller { stream, consumer: None, messages: None, last_lag: Instant::now(), last_save: Instant::now() };
+        let puller = Puller {
+            stream,
+            consumer: None,
+            messages: None,
+            last_message: Instant::now(),
+            last_lag: Instant::now(),
+            last_save: Instant::now(),
+        };
         let task = runtime().spawn(follow_loop(puller, shared.clone()));
         Ok(Follower { shared, js, task: Mutex::new(Some(task)) })
     }
@@ -470,6 +503,7 @@ impl Follower {
                 stream: stream.clone(),
                 consumer: None,
                 messages: None,
+                last_message: Instant::now(),
                 last_lag: Instant::now(),
                 last_save: Instant::now(),
             };

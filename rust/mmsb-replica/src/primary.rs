@@ -7,6 +7,7 @@
 //! lost acknowledgement is dropped by the duplicate window). A write in
 //! `Durability::Replicated` returns once the stream acknowledged its record (R=3 quorum).
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,14 +27,25 @@ use crate::checkpoint::{self, CheckpointHeader};
 use crate::nats::{block_on, last_message, retry, runtime, Target, REPLICATION_TIMEOUT};
 use crate::wire::{self, Envelope, KIND_TERM};
 
-/// Records one publishing round sends before it waits for their acknowledgements.
-const WINDOW: usize = 256;
+/// Messages sent and not yet acknowledged, at most.
+const MAX_IN_FLIGHT: usize = 1024;
+/// One message carries at most this many records, and this many body bytes (unless a single
+/// record is larger): below the NATS server's default 1 MiB payload limit.
+const MAX_RECORDS_PER_MESSAGE: usize = 1024;
+const MAX_MESSAGE_BYTES: usize = 256 << 10;
 
-/// A queued message.
+/// A queued log record (or term record: `kind` `KIND_TERM`, `count` 0).
 struct Outgoing {
-    last_lsn: Lsn,
-    msg_id: String,
-    payload: bytes::Bytes,
+    lsn: Lsn,
+    count: u64,
+    kind: u8,
+    body: Vec<u8>,
+}
+
+impl Outgoing {
+    fn last_lsn(&self) -> Lsn {
+        (self.lsn + self.count).saturating_sub(1).max(self.lsn)
+    }
 }
 
 /// Why the primary stopped publishing.
@@ -77,7 +89,7 @@ impl Publisher {
     }
 
     fn queue(&self, e: &Envelope<'_>) {
-        let o = Outgoing { last_lsn: e.last_lsn(), msg_id: e.message_id(), payload: e.encode().into() };
+        let o = Outgoing { lsn: e.lsn, count: e.count, kind: e.kind, body: e.body.to_vec() };
         // The task ends only when every sender is gone; a failed send can only follow a fault,
         // which `admit` and `wait` report.
         if let Some(tx) = &*self.tx.lock() {
@@ -142,9 +154,62 @@ impl RecordObserver for Publisher {
     }
 }
 
-/// The publishing task: windows of queued messages, pipelined, acknowledged in order; a
-/// failed window is re-sent from its first unacknowledged message (same ids, same expected
-/// sequences) until `REPLICATION_TIMEOUT` passes without progress.
+/// The next message from `window[from..]`: a term record alone, else up to
+/// `MAX_RECORDS_PER_MESSAGE` consecutive records the local log made durable (`durable`).
+/// Returns how many records it holds, its bytes, its id and its last LSN.
+fn next_message(
+    p: &Publisher,
+    window: &VecDeque<Outgoing>,
+    from: usize,
+    durable: Lsn,
+) -> (usize, bytes::Bytes, String, Lsn) {
+    let first = &window[from];
+    let head = Envelope {
+        state_id: p.state_id,
+        term: p.term,
+        lsn: first.lsn,
+        count: first.count,
+        kind: first.kind,
+        body: b"",
+    };
+    let mut n = 1;
+    if first.kind != KIND_TERM {
+        let mut bytes = first.body.len();
+        while let Some(o) = window.get(from + n) {
+            if o.kind == KIND_TERM
+                || o.last_lsn() > durable
+                || n >= MAX_RECORDS_PER_MESSAGE
+                || bytes + o.body.len() + wire::SUB_HEADER_LEN > MAX_MESSAGE_BYTES
+            {
+                break;
+            }
+            bytes += o.body.len() + wire::SUB_HEADER_LEN;
+            n += 1;
+        }
+    }
+    let last = &window[from + n - 1];
+    let e = if n == 1 {
+        Envelope { body: &first.body, ..head }.encode()
+    } else {
+        let mut body = Vec::new();
+        for o in window.range(from..from + n) {
+            wire::push_sub(&mut body, &wire::Sub { lsn: o.lsn, count: o.count, kind: o.kind, body: &o.body });
+        }
+        Envelope { count: last.last_lsn() + 1 - first.lsn, kind: wire::KIND_RECORDS, body: &body, ..head }.encode()
+    };
+    (n, e.into(), head.message_id(), last.last_lsn())
+}
+
+type AckFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (usize, Result<jetstream::publish::PublishAck, String>, bool)> + Send>,
+>;
+
+/// The publishing task. Records go out as soon as the local log made them durable, grouped
+/// into messages, many messages in flight, each with the expected last sequence of the one
+/// before; acknowledgements come back in order. After a failed publish it waits out what is in
+/// flight, reads the stream's last message to learn what the stream really has, and sends the
+/// rest again from there (same ids): a newer term there fences this primary; otherwise it
+/// retries until `REPLICATION_TIMEOUT` passes without progress.
 async fn publish_loop(
     js: jetstream::Context,
     stream: stream::Stream,
@@ -152,97 +217,120 @@ async fn publish_loop(
     mut last_seq: u64,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
+    use futures_util::StreamExt;
     let subject = p.target.subject();
-    let mut window: std::collections::VecDeque<Outgoing> = std::collections::VecDeque::new();
-    let mut stalled_since: Option<Instant> = None;
+    // Records not yet acknowledged, in LSN order; `window[..sent]` are in flight.
+    let mut window: VecDeque<Outgoing> = VecDeque::new();
+    let mut sent = 0usize;
+    let mut in_flight: futures_util::stream::FuturesOrdered<AckFuture> = futures_util::stream::FuturesOrdered::new();
     let mut committed = p.committed.subscribe();
+    let mut closed = false;
+    let mut stalled_since: Option<Instant> = None;
     loop {
-        if window.is_empty() {
-            match rx.recv().await {
-                Some(o) => window.push_back(o),
-                None => return,
+        let mut error: Option<(bool, String)> = None;
+        let durable = *committed.borrow_and_update();
+        while sent < window.len() && in_flight.len() < MAX_IN_FLIGHT && window[sent].last_lsn() <= durable {
+            let (n, payload, id, _) = next_message(&p, &window, sent, durable);
+            let expected = last_seq + in_flight.len() as u64;
+            let msg = PublishMessage::build().payload(payload).message_id(id).expected_last_sequence(expected);
+            match js.send_publish(subject.clone(), msg).await {
+                Ok(f) => {
+                    in_flight.push_back(Box::pin(async move {
+                        match f.await {
+                            Ok(ack) => (n, Ok(ack), false),
+                            Err(e) => (n, Err(e.to_string()), e.kind() == PublishErrorKind::WrongLastSequence),
+                        }
+                    }));
+                    sent += n;
+                }
+                Err(e) => {
+                    error = Some((false, e.to_string()));
+                    break;
+                }
             }
         }
-        while window.len() < WINDOW {
-            match rx.try_recv() {
-                Ok(o) => window.push_back(o),
-                Err(_) => break,
-            }
-        }
-        // Only what the local log has made durable goes out.
-        let ready = loop {
-            let durable = *committed.borrow_and_update();
-            let n = window.iter().take_while(|o| o.last_lsn <= durable).count();
-            if n > 0 {
-                break n;
-            }
-            if committed.changed().await.is_err() {
+        if error.is_none() {
+            if closed && window.is_empty() {
                 return;
             }
-        };
-        let mut acks = Vec::with_capacity(ready);
-        let mut error = None;
-        for (i, o) in window.iter().take(ready).enumerate() {
-            let msg = PublishMessage::build()
-                .payload(o.payload.clone())
-                .message_id(&o.msg_id)
-                .expected_last_sequence(last_seq + i as u64);
-            match js.send_publish(subject.clone(), msg).await {
-                Ok(f) => acks.push(f),
-                Err(e) => {
-                    error = Some((e.kind(), e.to_string()));
-                    break;
-                }
+            tokio::select! {
+                r = rx.recv(), if !closed => match r {
+                    Some(o) => window.push_back(o),
+                    None => closed = true,
+                },
+                r = committed.changed() => if r.is_err() {
+                    closed = true;
+                },
+                Some((n, r, wrong_seq)) = in_flight.next(), if !in_flight.is_empty() => match r {
+                    Ok(ack) if !ack.duplicate && ack.sequence == last_seq + 1 => {
+                        last_seq = ack.sequence;
+                        let acked = window.drain(..n).next_back().map_or(0, |o| o.last_lsn());
+                        sent -= n;
+                        let mut pr = p.progress.lock();
+                        pr.acked_lsn = pr.acked_lsn.max(acked);
+                        pr.acked_seq = last_seq;
+                        drop(pr);
+                        p.published.fetch_add(1, Ordering::Relaxed);
+                        p.changed.notify_all();
+                        stalled_since = None;
+                    }
+                    Ok(ack) => error = Some((false, format!("acknowledged as sequence {} (duplicate: {}), expected {}", ack.sequence, ack.duplicate, last_seq + 1))),
+                    Err(why) => error = Some((wrong_seq, why)),
+                },
             }
         }
-        let mut done = 0;
-        for f in acks {
-            match f.await {
-                Ok(ack) => {
-                    last_seq = ack.sequence;
-                    done += 1;
+        let Some((wrong_seq, why)) = error else { continue };
+        // Learn what the stream really holds once nothing is in flight.
+        while in_flight.next().await.is_some() {}
+        sent = 0;
+        match last_message(&p.target, &stream).await {
+            Ok(Some((seq, bytes))) => match wire::decode(&bytes) {
+                Ok(e) if e.state_id == p.state_id && e.term > p.term => {
+                    p.set_fault(Fault::Fenced { term: e.term });
+                    return;
                 }
-                Err(e) => {
-                    error = Some((e.kind(), e.to_string()));
-                    break;
+                Ok(e) if e.state_id == p.state_id && e.term == p.term => {
+                    // Ours: everything up to its last LSN is in the stream.
+                    last_seq = seq;
+                    let have = e.last_lsn();
+                    // (Our term record precedes every record of our term, so it is in there too.)
+                    while window.front().is_some_and(|o| o.kind == KIND_TERM || o.last_lsn() <= have) {
+                        window.pop_front();
+                    }
+                    let mut pr = p.progress.lock();
+                    pr.acked_lsn = pr.acked_lsn.max(have);
+                    pr.acked_seq = seq;
+                    drop(pr);
+                    p.changed.notify_all();
                 }
-            }
-        }
-        if done > 0 {
-            let acked = window.drain(..done).last().map(|o| o.last_lsn).unwrap_or(0);
-            let mut pr = p.progress.lock();
-            pr.acked_lsn = pr.acked_lsn.max(acked);
-            pr.acked_seq = last_seq;
-            drop(pr);
-            p.published.fetch_add(done as u64, Ordering::Relaxed);
-            p.changed.notify_all();
-            stalled_since = None;
-        }
-        let Some((kind, why)) = error else { continue };
-        if kind == PublishErrorKind::WrongLastSequence {
-            // Someone else wrote to the stream: a promoted follower's term record fences us.
-            let fault = match last_message(&p.target, &stream).await {
-                Ok(Some((_, bytes))) => match wire::decode(&bytes) {
-                    Ok(e) if e.state_id == p.state_id && e.term > p.term => Fault::Fenced { term: e.term },
-                    Ok(e) => Fault::Failed(format!(
-                        "the stream moved past sequence {last_seq} (its last message is term {} LSN {}); another primary writes to it",
+                Ok(e) => {
+                    p.set_fault(Fault::Failed(format!(
+                        "the stream's last message (sequence {seq}) is state {:032x} term {} LSN {}: another primary writes to it",
+                        e.state_id,
                         e.term,
                         e.last_lsn()
-                    )),
-                    Err(r) => Fault::Failed(format!("the stream's last message is not ours: {r}")),
-                },
-                Ok(None) => Fault::Failed("the stream was emptied under the primary".into()),
-                Err(e) => Fault::Failed(format!("{why}; then: {e}")),
-            };
-            p.set_fault(fault);
-            return;
+                    )));
+                    return;
+                }
+                Err(r) => {
+                    p.set_fault(Fault::Failed(format!("the stream's last message is not ours: {r}")));
+                    return;
+                }
+            },
+            Ok(None) => {
+                p.set_fault(Fault::Failed("the stream was emptied under the primary".into()));
+                return;
+            }
+            Err(_) => {}
         }
         let since = *stalled_since.get_or_insert_with(Instant::now);
         if since.elapsed() > REPLICATION_TIMEOUT {
             p.set_fault(Fault::Failed(format!("no acknowledgement for {REPLICATION_TIMEOUT:?}: {why}")));
             return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !wrong_seq {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

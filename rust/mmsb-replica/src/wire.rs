@@ -5,7 +5,9 @@
 //! 0  magic "MMSBRPL1"   8  state id (u128 LE)   24 term (u64)   32 lsn (u64)   40 count (u64)
 //! 48 kind (u8)   49 reserved (7 zero bytes)   56 body length (u32)   60 crc32c (u32)   64 body
 //! ```
-//! `kind` is a log record type (`mmsb::runtime::tlog::record::RecordType`) or [`KIND_TERM`].
+//! `kind` is a log record type (`mmsb::runtime::tlog::record::RecordType`: the body is that
+//! record's), [`KIND_RECORDS`] (the body is consecutive records, each `lsn u64, count u64,
+//! kind u8, length u32, body`, together covering `lsn..lsn + count`) or [`KIND_TERM`].
 
 use mmsb::Lsn;
 
@@ -15,6 +17,39 @@ pub const MAGIC: [u8; 8] = *b"MMSBRPL1";
 pub const HEADER_LEN: usize = 64;
 /// A term record: a new primary took over at LSN `lsn` (no LSN of its own, `count` 0).
 pub const KIND_TERM: u8 = 0xF0;
+/// Several consecutive log records in one message (what one group commit made durable).
+pub const KIND_RECORDS: u8 = 0xF1;
+/// Bytes before each record's body in a [`KIND_RECORDS`] body.
+pub const SUB_HEADER_LEN: usize = 21;
+
+/// One log record of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sub<'a> {
+    /// First LSN.
+    pub lsn: Lsn,
+    /// LSNs covered (at least 1).
+    pub count: u64,
+    /// Record type byte.
+    pub kind: u8,
+    /// Record body.
+    pub body: &'a [u8],
+}
+
+impl Sub<'_> {
+    /// Last LSN covered.
+    pub fn last_lsn(&self) -> Lsn {
+        self.lsn + self.count - 1
+    }
+}
+
+/// Appends one record to a [`KIND_RECORDS`] body.
+pub fn push_sub(out: &mut Vec<u8>, s: &Sub<'_>) {
+    out.extend_from_slice(&s.lsn.to_le_bytes());
+    out.extend_from_slice(&s.count.to_le_bytes());
+    out.push(s.kind);
+    out.extend_from_slice(&(s.body.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.body);
+}
 
 /// One decoded message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +68,7 @@ pub struct Envelope<'a> {
     pub body: &'a [u8],
 }
 
-impl Envelope<'_> {
+impl<'a> Envelope<'a> {
     /// The last LSN the message covers (`lsn` for a term record).
     pub fn last_lsn(&self) -> Lsn {
         if self.count == 0 {
@@ -46,6 +81,40 @@ impl Envelope<'_> {
     /// True for a term record.
     pub fn is_term(&self) -> bool {
         self.kind == KIND_TERM
+    }
+
+    /// The log records the message carries, in LSN order (none for a term record); an error
+    /// says why the body does not hold consecutive records covering `lsn..lsn + count`.
+    pub fn records(&self) -> Result<Vec<Sub<'a>>, String> {
+        match self.kind {
+            KIND_TERM => Ok(Vec::new()),
+            KIND_RECORDS => {
+                let mut out = Vec::new();
+                let mut at = self.lsn;
+                let mut rest: &'a [u8] = self.body;
+                while !rest.is_empty() {
+                    let h = rest.get(..SUB_HEADER_LEN).ok_or("a record header is cut off")?;
+                    let len = u32::from_le_bytes(h[17..21].try_into().expect("4 bytes")) as usize;
+                    let body = rest.get(SUB_HEADER_LEN..SUB_HEADER_LEN + len).ok_or("a record body is cut off")?;
+                    let sub = Sub { lsn: le64(&h[0..8]), count: le64(&h[8..16]), kind: h[16], body };
+                    if sub.lsn != at || sub.count == 0 || sub.kind >= KIND_TERM {
+                        return Err(format!(
+                            "record at LSN {} (count {}, kind {}) where LSN {at} was due",
+                            sub.lsn, sub.count, sub.kind
+                        ));
+                    }
+                    at = sub.lsn.checked_add(sub.count).ok_or("LSN range overflows")?;
+                    out.push(sub);
+                    rest = &rest[SUB_HEADER_LEN + len..];
+                }
+                if at != self.lsn + self.count {
+                    return Err(format!("records end before LSN {} (the message covers {} LSNs)", at, self.count));
+                }
+                Ok(out)
+            }
+            k if k < KIND_TERM => Ok(vec![Sub { lsn: self.lsn, count: self.count, kind: k, body: self.body }]),
+            k => Err(format!("unknown message kind {k}")),
+        }
     }
 
     /// The message bytes.
@@ -130,5 +199,28 @@ mod tests {
         let t = Envelope { state_id: 1, term: 3, lsn: 12, count: 0, kind: KIND_TERM, body: b"" };
         assert!(decode(&t.encode()).unwrap().is_term());
         assert_ne!(t.message_id(), e.message_id());
+    }
+
+    #[test]
+    fn several_records_in_one_message() {
+        let subs = [
+            Sub { lsn: 5, count: 1, kind: 1, body: b"create" },
+            Sub { lsn: 6, count: 3, kind: 3, body: b"batch" },
+            Sub { lsn: 9, count: 1, kind: 5, body: b"" },
+        ];
+        let mut body = Vec::new();
+        subs.iter().for_each(|s| push_sub(&mut body, s));
+        let e = Envelope { state_id: 9, term: 1, lsn: 5, count: 5, kind: KIND_RECORDS, body: &body };
+        let bytes = e.encode();
+        assert_eq!(decode(&bytes).unwrap().records().unwrap(), subs);
+        assert_eq!(e.last_lsn(), 9);
+        // Wrong totals, a gap inside, a cut body: refused.
+        assert!(Envelope { count: 6, ..e }.records().is_err());
+        assert!(Envelope { lsn: 4, ..e }.records().is_err());
+        assert!(Envelope { body: &body[..body.len() - 3], ..e }.records().is_err());
+        let mut gap = Vec::new();
+        push_sub(&mut gap, &subs[0]);
+        push_sub(&mut gap, &subs[2]);
+        assert!(Envelope { count: 2, body: &gap, ..e }.records().is_err());
     }
 }

@@ -48,7 +48,15 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool, logs:
     let end = Instant::now() + timeout;
     while !ok() {
         if Instant::now() > end {
-            let logs: Vec<String> = logs.iter().map(|p| format!("{}:\n{}", p.log.display(), p.stderr())).collect();
+            let logs: Vec<String> = logs
+                .iter()
+                .map(|p| {
+                    let status = p.log.parent().map(|d| {
+                        ["f1", "f2"].map(|f| std::fs::read_to_string(d.join(f).join("status")).unwrap_or_default())
+                    });
+                    format!("{}:\n{}\nfollower status: {status:?}", p.log.display(), p.stderr())
+                })
+                .collect();
             panic!("timed out waiting for {what}\n{}", logs.join("\n"));
         }
         std::thread::sleep(Duration::from_millis(20));
