@@ -444,8 +444,9 @@ impl Follower {
         let seconds_behind = if behind == 0 && st.pending == 0 || st.last_published_ns == 0 {
             0.0
         } else {
-            let now =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX));
             ((now - st.last_published_ns).max(0) as f64) / 1e9
         };
         Lag {

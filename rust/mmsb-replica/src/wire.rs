@@ -47,7 +47,7 @@ pub fn push_sub(out: &mut Vec<u8>, s: &Sub<'_>) {
     out.extend_from_slice(&s.lsn.to_le_bytes());
     out.extend_from_slice(&s.count.to_le_bytes());
     out.push(s.kind);
-    out.extend_from_slice(&(s.body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body_len(s.body).to_le_bytes());
     out.extend_from_slice(s.body);
 }
 
@@ -127,7 +127,7 @@ impl<'a> Envelope<'a> {
         out.extend_from_slice(&self.count.to_le_bytes());
         out.push(self.kind);
         out.extend_from_slice(&[0u8; 7]);
-        out.extend_from_slice(&(self.body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body_len(self.body).to_le_bytes());
         let crc = crc32c::crc32c_append(crc32c::crc32c(&out), self.body);
         out.extend_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(self.body);
@@ -143,6 +143,12 @@ impl<'a> Envelope<'a> {
             format!("{:032x}-{}", self.state_id, self.lsn)
         }
     }
+}
+
+/// A body's length field. Log records are below 4 GiB (the log refuses larger ones) and a
+/// message of several records stays below 256 KiB, so every body fits.
+fn body_len(body: &[u8]) -> u32 {
+    u32::try_from(body.len()).expect("replicated bodies are below 4 GiB")
 }
 
 fn le64(b: &[u8]) -> u64 {

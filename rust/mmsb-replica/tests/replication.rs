@@ -1,6 +1,9 @@
 //! Primary, followers, checkpoints, promotion and bad streams against a 3-node loopback
 //! cluster, in one process (the kill -9 tests with processes are in `processes.rs`).
 
+// Test data: bytes are deliberately cut from wider random or loop values.
+#![allow(clippy::cast_possible_truncation)]
+
 mod common;
 
 use std::time::Duration;

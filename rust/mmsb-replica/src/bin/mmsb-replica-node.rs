@@ -16,6 +16,9 @@
 //! (promote to primary in `ctl/promoted`, run the workload for the number of writes the file
 //! holds, log acknowledged LSNs to `ctl/acks-promoted`, then write `promoted.done`), `stop`.
 
+// Test data: bytes are deliberately cut from wider random or loop values.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -239,19 +239,52 @@ pub enum MonitorError {
 pub enum ReplicaError {
     /// A promoted follower wrote a newer term into the stream: this primary may no longer write.
     #[error("fenced: the stream {stream} was taken over by term {term}; this primary is read-only (promote a follower, or reopen as a follower)")]
-    Fenced { stream: String, term: u64 },
+    Fenced {
+        /// The stream.
+        stream: String,
+        /// The newer term found in it.
+        term: u64,
+    },
     /// The stream skips LSNs: the record after `expected - 1` has LSN `got`.
     #[error("the stream {stream} has a gap: expected LSN {expected}, found LSN {got}; nothing from LSN {got} on was applied")]
-    Gap { stream: String, expected: u64, got: u64 },
+    Gap {
+        /// The stream.
+        stream: String,
+        /// The LSN that was due.
+        expected: u64,
+        /// The LSN found instead.
+        got: u64,
+    },
     /// A message of the stream belongs to another state than the one the stream was started by.
     #[error("the stream {stream} holds records of another state (state id {found:032x}, expected {expected:032x}) at stream sequence {seq}; nothing from there on was applied")]
-    ForeignState { stream: String, expected: u128, found: u128, seq: u64 },
+    ForeignState {
+        /// The stream.
+        stream: String,
+        /// The state id the stream (or the local primary) has.
+        expected: u128,
+        /// The state id of the message.
+        found: u128,
+        /// The message's stream sequence.
+        seq: u64,
+    },
     /// A message of the stream is not a valid replicated record.
     #[error("the stream {stream} holds a malformed message at stream sequence {seq}: {reason}")]
-    Malformed { stream: String, seq: u64, reason: String },
+    Malformed {
+        /// The stream.
+        stream: String,
+        /// The message's stream sequence (0: the checkpoint object).
+        seq: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The replication target failed (connection, timeout, JetStream error).
     #[error("replication through {target} failed: {reason}")]
-    Failed { target: String, reason: String },
+    Failed {
+        /// The NATS URLs and the stream.
+        target: String,
+        /// What failed.
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -133,13 +133,9 @@ impl MMSBState {
                 d.check_bounds(p.size()).map_err(|e| refused(record.lsn, format!("delta for page {page}: {e}")))?;
             }
         }
-        let h = RecordHeader {
-            len: record.body.len() as u32,
-            lsn: record.lsn,
-            count: record.count,
-            kind: record.kind,
-            flags: 0,
-        };
+        let len = u32::try_from(record.body.len())
+            .map_err(|_| refused(record.lsn, format!("a body of {} bytes exceeds 4 GiB", record.body.len())))?;
+        let h = RecordHeader { len, lsn: record.lsn, count: record.count, kind: record.kind, flags: 0 };
         let last = h.last_lsn();
         apply_record(self, &mut core, &h, record.body, last, false).map_err(|r| refused(record.lsn, r))?;
         Ok(())
