@@ -179,15 +179,25 @@ impl Puller {
         };
         if let Some(m) = first {
             msgs.push(m);
-            // Whatever else is already here joins the batch.
+            // The batch runs to the end of the stream as the server saw it when it sent the
+            // last message (its `pending` count), up to BATCH: a bad stream that is already
+            // there is refused whole, not after the part that happened to arrive first.
             while msgs.len() < BATCH {
-                match futures_util::FutureExt::now_or_never(stream.next()) {
-                    Some(Some(Ok(m))) => msgs.push(m),
-                    Some(Some(Err(_))) | Some(None) => {
+                let pending = msgs.last().and_then(|m| m.info().ok()).map_or(0, |i| i.pending);
+                let next = match futures_util::FutureExt::now_or_never(stream.next()) {
+                    Some(n) => n,
+                    None if pending == 0 => break,
+                    None => match tokio::time::timeout(FETCH_WAIT, stream.next()).await {
+                        Ok(n) => n,
+                        Err(_) => break,
+                    },
+                };
+                match next {
+                    Some(Ok(m)) => msgs.push(m),
+                    Some(Err(_)) | None => {
                         self.messages = None;
                         break;
                     }
-                    None => break,
                 }
             }
         }
