@@ -28,7 +28,10 @@ impl MMSBState {
     /// with `StateError::ReadOnly`; reads, views and statistics work as on any state.
     pub fn replica(config: Config) -> Result<MMSBState> {
         config.validate()?;
-        Ok(MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, replica_config(config), true))
+        let config = replica_config(config);
+        // The same layers as any state (the graph replays its records), from the composition root.
+        let ext = crate::compose::extensions(&config);
+        Ok(MMSBState::from_core(Core { next_page_id: 1, ext: ext.log, ..Core::default() }, config, true, ext.state))
     }
 
     /// A read-only replica state holding the checkpoint image `image` (see
