@@ -132,6 +132,8 @@ if [ "$SETUP_OK" = 1 ] || command -v cargo >/dev/null; then
   # alone does not build on a fresh clone: build the workspace first.
   run_step "cargo build (debug)" cargo build --workspace
   run_step "cargo test" cargo test --workspace
+  # The C ABI's replication functions, built in (cargo feature `replication`).
+  run_step "cargo test (replication C ABI)" cargo test -p mmsb-ffi --features replication --test replication_abi
   # The device layer must also build without the CUDA feature.
   run_step "cargo check (no cuda)" cargo check -p mmsb -p mmsb-ffi -p mmsb-cdylib --no-default-features
   # A time-boxed fuzz smoke run of every target (longer runs: docs/reliability.md).

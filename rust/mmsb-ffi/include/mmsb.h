@@ -371,6 +371,20 @@ typedef struct MmsbPageInfo {
   uint8_t location;
 } MmsbPageInfo;
 
+// A follower's lag (`mmsb_replica_lag`).
+typedef struct MmsbReplicaLag {
+  // The follower's LSN.
+  uint64_t applied_lsn;
+  // The stream's last LSN when last looked at.
+  uint64_t stream_lsn;
+  // `stream_lsn - applied_lsn`.
+  uint64_t lsn_behind;
+  // Seconds since the last applied message was published, when messages are pending.
+  double seconds_behind;
+  // The stream's current term.
+  uint64_t term;
+} MmsbReplicaLag;
+
 // Summary of one latency histogram (nanoseconds), filled by `mmsb_stats_histogram`.
 typedef struct MmsbHistogramStats {
   // Values recorded.
@@ -966,6 +980,50 @@ MmsbStatus mmsb_page_list(const struct MmsbState *state,
                           uint64_t *out,
                           size_t cap,
                           size_t *out_count);
+
+// Sets the replication target: `mmsb_state_open` then opens the state as the primary of
+// the JetStream stream `stream` (created if missing, 3 replicas) at the NATS servers `url`
+// (comma-separated). Both are UTF-8 given as pointer + length. Use durability 3
+// (replicated) for writes that return once JetStream acknowledged them.
+//
+// # Safety
+// `cfg` a live config; `url`/`stream` valid for their lengths.
+MmsbStatus mmsb_config_set_replication(struct MmsbConfig *cfg,
+                                       const char *url,
+                                       size_t url_len,
+                                       const char *stream,
+                                       size_t stream_len);
+
+// Opens a read-only follower of the stream `stream` at `url` (see
+// `mmsb_config_set_replication`): it applies the stream in the background; writes fail with
+// `MMSB_STATUS_CODE_READ_ONLY`. `dir` (may be NULL with `dir_len` 0) keeps its durable position.
+//
+// # Safety
+// Strings valid for their lengths; `out` valid for a pointer write.
+MmsbStatus mmsb_follow(const char *url,
+                       size_t url_len,
+                       const char *stream,
+                       size_t stream_len,
+                       const char *dir,
+                       size_t dir_len,
+                       struct MmsbState **out);
+
+// Promotes the follower `st` to primary (see `docs/replication.md`): fences the old primary,
+// then opens a writable state per `cfg` (NULL: in memory, durability replicated) that
+// publishes to the stream, returned in `out`. `st` stops following; free it.
+//
+// # Safety
+// `st` a live state handle; `cfg` NULL or a live config; `out` valid for a pointer write.
+MmsbStatus mmsb_promote(const struct MmsbState *st,
+                        const struct MmsbConfig *cfg,
+                        struct MmsbState **out);
+
+// A follower's lag; for a primary, `applied_lsn` = `stream_lsn` = the acknowledged LSN.
+// `MMSB_STATUS_CODE_INVALID_ARGUMENT` for a state that does not replicate.
+//
+// # Safety
+// `st` a live state handle; `out` valid for a write.
+MmsbStatus mmsb_replica_lag(const struct MmsbState *st, struct MmsbReplicaLag *out);
 
 // Creates a configuration with defaults (in memory, durability none).
 //
