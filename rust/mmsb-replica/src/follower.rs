@@ -132,6 +132,8 @@ struct Puller {
     messages: Option<pull::Stream>,
     /// When the last message arrived (to notice a consumer that went quiet).
     last_message: Instant,
+    /// The consumer sequence of the last message taken (0 for a new consumer).
+    delivered: u64,
     last_lag: Instant,
     last_save: Instant,
 }
@@ -154,6 +156,7 @@ impl Puller {
                 .await
                 .map_err(|e| format!("create a consumer: {e}"))?;
             self.consumer = Some(c);
+            self.delivered = 0;
         }
         if self.messages.is_none() {
             let c = self.consumer.as_ref().expect("created above");
@@ -234,8 +237,19 @@ impl Puller {
         let mut used = 0u64;
         let mut fault = None;
         let mut last = (next_seq, 0i128, 0u64);
+        let mut lost = false;
+        let mut taken = 0;
         for m in &msgs {
             let info = m.info().map_err(|e| format!("message metadata: {e}"))?;
+            if info.consumer_sequence != self.delivered + 1 {
+                // A delivery was lost (the consumer's node died with it in flight; without
+                // acknowledgements the consumer moves on): stop before it and read again from
+                // the follower's position with a new consumer, rather than see a gap.
+                lost = true;
+                break;
+            }
+            self.delivered = info.consumer_sequence;
+            taken += 1;
             let seq = info.stream_sequence;
             last = (seq, info.published.unix_timestamp_nanos(), info.pending);
             let (e, subs) = match wire::decode(&m.payload).and_then(|e| Ok((e, e.records()?))) {
@@ -288,6 +302,13 @@ impl Puller {
             sh.changed.notify_all();
             return Ok(0);
         }
+        if lost {
+            self.reset();
+            if taken == 0 {
+                // Not "caught up" (promotion's catch-up stops at Ok(0)): read again.
+                return Err("a delivery was lost; reading again from the follower's position".into());
+            }
+        }
         for sub in &plan {
             let r = RawRecord { lsn: sub.lsn, count: sub.count, kind: sub.kind, body: sub.body };
             if let Err(err) = sh.state.apply_replicated(r) {
@@ -307,13 +328,14 @@ impl Puller {
         drop(st);
         sh.changed.notify_all();
         self.maybe_save(sh, false);
-        Ok(msgs.len())
+        Ok(taken)
     }
 
     /// Drops the consumer: the next step makes a new one from the follower's position.
     fn reset(&mut self) {
         self.consumer = None;
         self.messages = None;
+        self.delivered = 0;
     }
 
     /// Writes the durable position when due (or `now`).
@@ -425,6 +447,7 @@ impl Follower {
             consumer: None,
             messages: None,
             last_message: Instant::now(),
+            delivered: 0,
             last_lag: Instant::now(),
             last_save: Instant::now(),
         };
@@ -515,6 +538,7 @@ impl Follower {
                 consumer: None,
                 messages: None,
                 last_message: Instant::now(),
+                delivered: 0,
                 last_lag: Instant::now(),
                 last_save: Instant::now(),
             };
