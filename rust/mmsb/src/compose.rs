@@ -17,7 +17,7 @@ use crate::types::error::Result;
 /// The extensions every state gets: the dependency graph (under the lock, with its records and
 /// the checkpoint section), the device layer's sync records, and its `DeviceManager` (which
 /// detects a GPU only when `config.gpu` asks for one).
-pub(crate) fn extensions(config: &Config) -> Extensions {
+fn extensions(config: &Config) -> Extensions {
     Extensions {
         log: vec![Box::new(ShadowPageGraph::default()), Box::new(DeviceSyncRecords)],
         state: vec![Arc::new(DeviceManager::new(config.gpu))],
@@ -33,6 +33,17 @@ impl MMSBState {
         // Recovered GPU/unified pages get their mirrors (whole page dirty).
         state.device_adopt_recovered()?;
         Ok(state)
+    }
+
+    /// An empty read-only state (LSN 0) that [`MMSBState::apply_replicated`] fills (a follower
+    /// of a replicated stream, issue 22), with the same layers as any state (the graph replays
+    /// its records). Writes fail with `StateError::ReadOnly`; reads, views and statistics work.
+    pub fn replica(config: Config) -> Result<MMSBState> {
+        config.validate()?;
+        let config = crate::runtime::tlog::replica::replica_config(config);
+        let ext = extensions(&config);
+        let core = crate::runtime::state::Core { next_page_id: 1, ext: ext.log, ..Default::default() };
+        Ok(MMSBState::from_core(core, config, true, ext.state))
     }
 
     /// Opens a state whose log and checkpoints live in `storage` instead of `config.dir` (an

@@ -1,12 +1,13 @@
 //! What a replica (a follower of a replicated stream, issue 22) needs from the core: an empty
 //! read-only state, applying one replicated record through the replay path, checkpoint images
 //! (a checkpoint file's bytes, for the object store) and opening a writable state from one
-//! (promotion). The transport lives in the `mmsb-replica` crate.
+//! (promotion). The empty replica state itself is built by the composition root
+//! (`MMSBState::replica`, `compose.rs`); the transport lives in the `mmsb-replica` crate.
 
 use std::sync::Arc;
 
 use crate::runtime::replica_hook::RawRecord;
-use crate::runtime::state::{Config, Core, Lsn, MMSBState};
+use crate::runtime::state::{Config, Lsn, MMSBState};
 use crate::runtime::tlog::checkpoint;
 use crate::runtime::tlog::format::{checkpoint_name, RecordHeader};
 use crate::runtime::tlog::record::{Record, RecordType};
@@ -19,21 +20,11 @@ fn refused(lsn: Lsn, reason: String) -> Error {
 }
 
 /// The configuration a replica runs with: in memory, no log, no replication hook.
-fn replica_config(config: Config) -> Config {
+pub(crate) fn replica_config(config: Config) -> Config {
     Config { dir: None, logging: false, record_observer: None, log_size_cap: 0, ..config }
 }
 
 impl MMSBState {
-    /// An empty read-only state (LSN 0) that [`MMSBState::apply_replicated`] fills. Writes fail
-    /// with `StateError::ReadOnly`; reads, views and statistics work as on any state.
-    pub fn replica(config: Config) -> Result<MMSBState> {
-        config.validate()?;
-        let config = replica_config(config);
-        // The same layers as any state (the graph replays its records), from the composition root.
-        let ext = crate::compose::extensions(&config);
-        Ok(MMSBState::from_core(Core { next_page_id: 1, ext: ext.log, ..Core::default() }, config, true, ext.state))
-    }
-
     /// A read-only replica state holding the checkpoint image `image` (see
     /// [`MMSBState::checkpoint_image`]); corrupt images are `LogError::Corrupt`.
     pub fn replica_from_image(config: Config, image: &[u8]) -> Result<MMSBState> {
