@@ -2,6 +2,10 @@
 
 pub mod events;
 pub mod extension;
+/// File-backed pages (`Config::file_backed_pages`): page files, image intervals, external checkpoints.
+pub(crate) mod pagefiles;
+/// Readers in other processes (`Reader`), through the shared header of `shared`.
+pub mod reader;
 pub(crate) mod reentry;
 /// Replication hook (issue 22).
 pub mod replica_hook;
@@ -9,6 +13,8 @@ pub mod replica_hook;
 // rewrites it; `missing_docs` is denied everywhere else.
 #[allow(missing_docs)]
 pub mod router;
+/// The shared header and page table (layout) and the writer's side of it.
+pub mod shared;
 // Docs for this module's items come with the commit-path restructuring (issue 16), which
 // rewrites it; `missing_docs` is denied everywhere else.
 #[allow(missing_docs)]
