@@ -61,6 +61,10 @@ const MMSB_STATUS_CODE_BUSY = MmsbStatus(24)
 const MMSB_STATUS_CODE_REENTRANT = MmsbStatus(25)
 const MMSB_STATUS_CODE_LSN_OUT_OF_RANGE = MmsbStatus(26)
 const MMSB_STATUS_CODE_LSN_COMPACTED = MmsbStatus(27)
+const MMSB_STATUS_CODE_FENCED = MmsbStatus(28)
+const MMSB_STATUS_CODE_REPLICA_GAP = MmsbStatus(29)
+const MMSB_STATUS_CODE_FOREIGN_STATE = MmsbStatus(30)
+const MMSB_STATUS_CODE_REPLICATION = MmsbStatus(31)
 const MMSB_OK = MMSB_STATUS_CODE_OK
 
 # Opaque handle types (only ever used behind a Ptr).
@@ -557,5 +561,31 @@ mmsb_subscription_free(sub) = ccall((:mmsb_subscription_free, libmmsb), Cvoid, (
 
 mmsb_subscription_set_notify(sub, f, arg) = ccall((:mmsb_subscription_set_notify, libmmsb), MmsbStatus,
     (Ptr{MmsbSubscription}, Ptr{Cvoid}, Ptr{Cvoid}), sub, f, arg)
+
+# --- replication (cargo feature `replication`) -------------------------------------
+
+"Mirror of `struct MmsbReplicaLag`."
+struct MmsbReplicaLag
+    applied_lsn::UInt64
+    stream_lsn::UInt64
+    lsn_behind::UInt64
+    seconds_behind::Float64
+    term::UInt64
+end
+MmsbReplicaLag() = MmsbReplicaLag(0, 0, 0, 0.0, 0)
+
+mmsb_config_set_replication(cfg, url, url_len, stream, stream_len) =
+    ccall((:mmsb_config_set_replication, libmmsb), MmsbStatus,
+          (Ptr{MmsbConfig}, Ptr{UInt8}, Csize_t, Ptr{UInt8}, Csize_t), cfg, url, url_len, stream, stream_len)
+
+mmsb_follow(url, url_len, stream, stream_len, dir, dir_len, out) = ccall((:mmsb_follow, libmmsb), MmsbStatus,
+    (Ptr{UInt8}, Csize_t, Ptr{UInt8}, Csize_t, Ptr{UInt8}, Csize_t, Ptr{Ptr{MmsbState}}),
+    url, url_len, stream, stream_len, dir, dir_len, out)
+
+mmsb_promote(state, cfg, out) = ccall((:mmsb_promote, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{MmsbConfig}, Ptr{Ptr{MmsbState}}), state, cfg, out)
+
+mmsb_replica_lag(state, out) = ccall((:mmsb_replica_lag, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{MmsbReplicaLag}), state, out)
 
 end # module LibMMSB

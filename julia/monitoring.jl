@@ -228,10 +228,13 @@ end
 Prints the core's stats table: per latency metric the exact number of `calls`
 (from the counters, "-" where none counts them) beside how many were `timed`,
 marked "sampled" where a hot-path timer times only a sample of the calls, then
-the percentiles and the counters.
+the percentiles and the counters. A replicated state (a primary started with
+`replicate`, or a follower) adds a line with its [`replica_lag`](@ref).
 """
-print_stats(io::IO, s::MMSBState) =
+function print_stats(io::IO, s::MMSBState)
     print(io, fetch_text((buf, cap, len) -> release(s, LibMMSB.mmsb_stats_table(enter(s), buf, cap, len))))
+    print_replica_lag(io, s)   # replicated states: the lag (replication.jl)
+end
 print_stats(s::MMSBState) = print_stats(stdout, s)
 
 """

@@ -139,7 +139,7 @@ function Base.unsafe_convert(::Type{Ptr{LibMMSB.MmsbState}}, s::MMSBState)
     return p
 end
 
-const DURABILITY = (none = UInt32(0), group_commit = UInt32(1), always = UInt32(2))
+const DURABILITY = (none = UInt32(0), group_commit = UInt32(1), always = UInt32(2), replicated = UInt32(3))
 
 """
     mmsb_start(; dir=nothing, durability=:none, logging=dir !== nothing, options...) -> MMSBState
@@ -150,8 +150,13 @@ Starts a state. Keywords:
   default) keeps everything in memory. An empty `dir` (`""`) is an
   [`MMSBError`](@ref) named `"invalid_argument"`, not a quiet in-memory state.
 - `durability`: what a returned write promises: `:none` (OS buffers),
-  `:group_commit` (concurrent writers share one fsync) or `:always` (one fsync
-  per write).
+  `:group_commit` (concurrent writers share one fsync), `:always` (one fsync
+  per write) or `:replicated` (group commit, and JetStream acknowledged it;
+  needs `replicate`).
+- `replicate = (url = ..., stream = ...)`: open the state as the primary of a
+  NATS JetStream stream (`docs/replication.md`): every log record is published
+  to it; followers ([`mmsb_follow`](@ref)) apply it. Needs a library built with
+  the cargo feature `replication`.
 - `logging`: keep a transaction log (needed by [`checkpoint_log!`](@ref),
   [`replay_log`](@ref)); off by default in memory. A state with `dir` is the
   logged one: it always logs, and `logging = false` with `dir` throws an
@@ -170,7 +175,8 @@ The do-block form runs `f(state)` and closes the state afterwards, also on error
         update_page!(state, page, rand(UInt8, 64))
     end
 """
-function mmsb_start(; dir = nothing, durability::Symbol = :none, logging::Union{Nothing,Bool} = nothing, options...)
+function mmsb_start(; dir = nothing, durability::Symbol = :none, logging::Union{Nothing,Bool} = nothing,
+                    replicate = nothing, options...)
     haskey(DURABILITY, durability) ||
         throw(ArgumentError("durability must be one of $(keys(DURABILITY)), not $(repr(durability))"))
     dir === nothing || !isempty(String(dir)) ||
@@ -186,6 +192,10 @@ function mmsb_start(; dir = nothing, durability::Symbol = :none, logging::Union{
         end
         check(LibMMSB.mmsb_config_set_durability(cfg, DURABILITY[durability]))
         logging === nothing || check(LibMMSB.mmsb_config_set_logging(cfg, UInt8(logging)))
+        if replicate !== nothing
+            u, n = String(replicate.url), String(replicate.stream)
+            check(LibMMSB.mmsb_config_set_replication(cfg, u, sizeof(u), n, sizeof(n)))
+        end
         for (k, v) in options
             (v isa Integer && v >= 0) ||
                 throw(ArgumentError("option $k must be a Bool or a non-negative integer, got $(repr(v))"))
@@ -195,7 +205,7 @@ function mmsb_start(; dir = nothing, durability::Symbol = :none, logging::Union{
         out = Ref{Ptr{LibMMSB.MmsbState}}(C_NULL)
         check_open(LibMMSB.mmsb_state_open(cfg, out))
         config = merge((dir = dir === nothing ? nothing : String(dir), durability = durability,
-                        logging = something(logging, dir !== nothing)), values(options))
+                        logging = something(logging, dir !== nothing), replicate = replicate), values(options))
         return MMSBState(out[], config)
     finally
         LibMMSB.mmsb_config_free(cfg)

@@ -4,8 +4,9 @@
 #   bash scripts/test.sh
 #
 # Steps: cargo fmt --check, cargo clippy -D warnings, cargo build + cargo test --workspace
-# (includes the header staleness test), mmsb verify over the state directories the tests
-# left (MMSB_KEEP_DIRS), cargo build --release, then the Julia
+# (includes the header staleness test and the replication tests on a loopback NATS
+# cluster), mmsb verify over the state directories the tests left (MMSB_KEEP_DIRS),
+# cargo build --release, then the Julia
 # suite (JULIA_NUM_THREADS=2) on every Julia given: the one scripts/ensure-julia.sh
 # finds (or installs), plus each path in MMSB_TEST_JULIAS (space-separated, e.g.
 # MMSB_TEST_JULIAS="/opt/julia-1.10/bin/julia /opt/julia-1.11/bin/julia"), one step
@@ -57,6 +58,13 @@ fi
 if ! command -v cc >/dev/null; then
   log "set-up: installing a C toolchain (the Rust linker needs cc)"
   apt_install gcc libc6-dev || { warn "no C compiler (cc) available"; SETUP_OK=0; }
+fi
+
+# The replication tests (rust/mmsb-replica, run by `cargo test --workspace`) start a 3-node
+# JetStream cluster with scripts/nats-cluster.sh; without nats-server they skip with a message.
+if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
+  log "set-up: installing nats-server (replication tests)"
+  apt_install nats-server || warn "nats-server not installed: the replication tests will skip"
 fi
 
 # Where cargo puts the library (honours CARGO_TARGET_DIR).
@@ -151,6 +159,8 @@ if [ "$SETUP_OK" = 1 ] || command -v cargo >/dev/null; then
   run_step "cargo build (debug)" cargo build --workspace
   run_step "cargo test" env MMSB_KEEP_DIRS="$KEEP_DIRS" cargo test --workspace
   run_step "mmsb verify (test dirs)" verify_kept_dirs
+  # The C ABI's replication functions, built in (cargo feature `replication`).
+  run_step "cargo test (replication C ABI)" cargo test -p mmsb-ffi --features replication --test replication_abi
   # The device layer must also build without the CUDA feature.
   run_step "cargo check (no cuda)" cargo check -p mmsb -p mmsb-ffi -p mmsb-cdylib --no-default-features
   # A time-boxed fuzz smoke run of every target (longer runs: docs/reliability.md).

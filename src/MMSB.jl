@@ -32,6 +32,7 @@ include(joinpath(SRC, "log.jl"))
 include(joinpath(SRC, "monitoring.jl"))
 include(joinpath(SRC, "device.jl"))
 include(joinpath(SRC, "graph.jl"))
+include(joinpath(SRC, "replication.jl"))
 include(joinpath(SRC, "instrumentation", "instrumentation.jl"))
 
 include(joinpath(SRC, "deprecated.jl"))
@@ -53,6 +54,7 @@ export device_status, page_device_status, sync_page!, sync_all!, apply_on_device
 export CopyCommand, FillCommand, OpCommand, add_dependency!, remove_dependency!, propagate!
 export dependents, topo_order, Subscription, subscribe, on, poll_events, events_dropped, is_lagged
 export enable_instrumentation, disable_instrumentation, flush_instrumentation, instrumentation_status
+export mmsb_follow, promote!, replica_lag
 export reanalyze!, ir_pages, ir_text, module_pages, method_graph, compiler_edges, world_page, world_log
 export ir_callers, precompile_statements # issue 19
 

@@ -7,7 +7,7 @@ using MMSB
 
 # Each file runs in a module of its own, so files share no globals.
 const FILES = ["state", "pages", "views", "deltas", "errors", "gc", "threads", "log", "monitoring", "device", "graph", "inputs", "loading", "header", "reader",
-               "benchmark_cli", "deprecated"]
+               "benchmark_cli", "deprecated", "replication"]
 
 # One outer set: a failing file does not stop the files after it (instrumentation,
 # docs); the outer set throws at its end, with the counts of everything.

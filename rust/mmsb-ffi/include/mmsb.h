@@ -249,6 +249,14 @@ enum MmsbStatusCode
   // An LSN strictly inside a compacted run (its records were merged; only the run's end
   // can be replayed to).
   MMSB_STATUS_CODE_LSN_COMPACTED = 27,
+  // Replication (issue 22): a newer primary fenced this one; it is read-only now.
+  MMSB_STATUS_CODE_FENCED = 28,
+  // Replication: a replicated stream skips LSNs; nothing past the gap was applied.
+  MMSB_STATUS_CODE_REPLICA_GAP = 29,
+  // Replication: a replicated stream holds another state's records; none was applied.
+  MMSB_STATUS_CODE_FOREIGN_STATE = 30,
+  // Replication: the replication target failed or is unreachable.
+  MMSB_STATUS_CODE_REPLICATION = 31,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -412,6 +420,20 @@ typedef struct MmsbReadInfo {
   // The page's size in bytes.
   uint64_t size;
 } MmsbReadInfo;
+
+// A follower's lag (`mmsb_replica_lag`).
+typedef struct MmsbReplicaLag {
+  // The follower's LSN.
+  uint64_t applied_lsn;
+  // The stream's last LSN when last looked at.
+  uint64_t stream_lsn;
+  // `stream_lsn - applied_lsn`.
+  uint64_t lsn_behind;
+  // Seconds since the last applied message was published, when messages are pending.
+  double seconds_behind;
+  // The stream's current term.
+  uint64_t term;
+} MmsbReplicaLag;
 
 // Summary of one latency histogram (nanoseconds), filled by `mmsb_stats_histogram`.
 typedef struct MmsbHistogramStats {
@@ -1140,6 +1162,50 @@ MmsbStatus mmsb_reader_view_bytes(const struct MmsbReaderView *view,
 // `view` NULL or a reader view not yet freed.
 void mmsb_reader_view_free(struct MmsbReaderView *view);
 
+// Sets the replication target: `mmsb_state_open` then opens the state as the primary of
+// the JetStream stream `stream` (created if missing, 3 replicas) at the NATS servers `url`
+// (comma-separated). Both are UTF-8 given as pointer + length. Use durability 3
+// (replicated) for writes that return once JetStream acknowledged them.
+//
+// # Safety
+// `cfg` a live config; `url`/`stream` valid for their lengths.
+MmsbStatus mmsb_config_set_replication(struct MmsbConfig *cfg,
+                                       const char *url,
+                                       size_t url_len,
+                                       const char *stream,
+                                       size_t stream_len);
+
+// Opens a read-only follower of the stream `stream` at `url` (see
+// `mmsb_config_set_replication`): it applies the stream in the background; writes fail with
+// `MMSB_STATUS_CODE_READ_ONLY`. `dir` (may be NULL with `dir_len` 0) keeps its durable position.
+//
+// # Safety
+// Strings valid for their lengths; `out` valid for a pointer write.
+MmsbStatus mmsb_follow(const char *url,
+                       size_t url_len,
+                       const char *stream,
+                       size_t stream_len,
+                       const char *dir,
+                       size_t dir_len,
+                       struct MmsbState **out);
+
+// Promotes the follower `st` to primary (see `docs/replication.md`): fences the old primary,
+// then opens a writable state per `cfg` (NULL: in memory, durability replicated) that
+// publishes to the stream, returned in `out`. `st` stops following; free it.
+//
+// # Safety
+// `st` a live state handle; `cfg` NULL or a live config; `out` valid for a pointer write.
+MmsbStatus mmsb_promote(const struct MmsbState *st,
+                        const struct MmsbConfig *cfg,
+                        struct MmsbState **out);
+
+// A follower's lag; for a primary, `applied_lsn` = `stream_lsn` = the acknowledged LSN.
+// `MMSB_STATUS_CODE_INVALID_ARGUMENT` for a state that does not replicate.
+//
+// # Safety
+// `st` a live state handle; `out` valid for a write.
+MmsbStatus mmsb_replica_lag(const struct MmsbState *st, struct MmsbReplicaLag *out);
+
 // Creates a configuration with defaults (in memory, durability none).
 //
 // # Safety
@@ -1158,7 +1224,8 @@ void mmsb_config_free(struct MmsbConfig *cfg);
 // `cfg` a live config; `dir` valid for `len` bytes.
 MmsbStatus mmsb_config_set_dir(struct MmsbConfig *cfg, const char *dir, size_t len);
 
-// Sets the durability mode: 0 none, 1 group commit, 2 always.
+// Sets the durability mode: 0 none, 1 group commit, 2 always, 3 replicated (group commit plus
+// the replication target's acknowledgement; only a state with a replication target accepts it).
 //
 // # Safety
 // `cfg` a live config.

@@ -2,7 +2,6 @@
 //! after any replayable LSN, with no lock taken and no file created or changed.
 
 use std::os::raw::c_char;
-use std::sync::Arc;
 
 use crate::state::MmsbState;
 use crate::{arg_str, boundary, check_out, write_out, FfiError, MmsbStatus};
@@ -40,7 +39,7 @@ pub unsafe extern "C" fn mmsb_replay_dir(
         let replayed = read_dir(std::path::Path::new(dir), |d| {
             d.replay_to(if lsn == MMSB_LSN_NEWEST { d.last_lsn() } else { lsn })
         })?;
-        let h = crate::new_handle(MmsbState { state: Arc::new(replayed) });
+        let h = crate::new_handle(MmsbState::plain(replayed));
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out_state, h, "out_state") }
     })

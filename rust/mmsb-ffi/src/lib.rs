@@ -23,6 +23,7 @@ pub mod graph;
 pub mod log;
 pub mod page;
 pub mod reader;
+pub mod replica;
 pub mod state;
 pub mod stats;
 
@@ -74,6 +75,14 @@ pub enum MmsbStatusCode {
     /// An LSN strictly inside a compacted run (its records were merged; only the run's end
     /// can be replayed to).
     LsnCompacted = 27,
+    /// Replication (issue 22): a newer primary fenced this one; it is read-only now.
+    Fenced = 28,
+    /// Replication: a replicated stream skips LSNs; nothing past the gap was applied.
+    ReplicaGap = 29,
+    /// Replication: a replicated stream holds another state's records; none was applied.
+    ForeignState = 30,
+    /// Replication: the replication target failed or is unreachable.
+    Replication = 31,
 }
 
 /// The C status code of a core error code.
@@ -109,6 +118,10 @@ pub fn status_code(code: ErrorCode) -> MmsbStatusCode {
         ErrorCode::Reentrant => S::Reentrant,
         ErrorCode::LsnOutOfRange => S::LsnOutOfRange,
         ErrorCode::LsnCompacted => S::LsnCompacted,
+        ErrorCode::Fenced => S::Fenced,
+        ErrorCode::ReplicaGap => S::ReplicaGap,
+        ErrorCode::ForeignState => S::ForeignState,
+        ErrorCode::Replication => S::Replication,
     }
 }
 
@@ -394,12 +407,16 @@ static STATUS_NAMES: &[&[u8]] = &[
     b"reentrant\0",
     b"lsn_out_of_range\0",
     b"lsn_compacted\0",
+    b"fenced\0",
+    b"replica_gap\0",
+    b"foreign_state\0",
+    b"replication\0",
 ];
 
 #[cfg(test)]
 pub(crate) fn status_from_u32(v: u32) -> Option<ErrorCode> {
     use ErrorCode::*;
-    const ALL: [ErrorCode; 28] = [
+    const ALL: [ErrorCode; 32] = [
         Ok,
         InvalidArgument,
         NullPointer,
@@ -428,6 +445,10 @@ pub(crate) fn status_from_u32(v: u32) -> Option<ErrorCode> {
         Reentrant,
         LsnOutOfRange,
         LsnCompacted,
+        Fenced,
+        ReplicaGap,
+        ForeignState,
+        Replication,
     ];
     ALL.iter().copied().find(|c| *c as u32 == v)
 }
@@ -507,7 +528,7 @@ mod tests {
             n += 1;
         }
         // Every number the header names is a core code (and the other way round, by `status_code`).
-        assert_eq!(n, MmsbStatusCode::LsnCompacted as u32 + 1);
+        assert_eq!(n, MmsbStatusCode::Replication as u32 + 1);
     }
 
     #[test]

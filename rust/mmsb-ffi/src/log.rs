@@ -2,8 +2,6 @@
 //! Numeric log options (`log_size_cap`, `segment_size`, `tolerant_recovery`, `logging`) also go
 //! through `mmsb_config_set_u64`.
 
-use std::sync::Arc;
-
 use crate::state::{state_ref, MmsbConfig, MmsbState};
 use crate::{boundary, check_out, copy_c_string, copy_u64s, write_out, FfiError, MmsbStatus};
 use mmsb::LogInfo;
@@ -136,7 +134,7 @@ pub unsafe extern "C" fn mmsb_state_replay(
         // SAFETY: forwarded contract.
         let s = unsafe { state_ref(state) }?;
         let replayed = s.replay_to(lsn)?;
-        let h = crate::new_handle(MmsbState { state: Arc::new(replayed) });
+        let h = crate::new_handle(MmsbState::plain(replayed));
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out_state, h, "out_state") }
     })
@@ -284,7 +282,7 @@ mod tests {
     fn log_info_reports_failed_maintenance_and_quarantined_files() {
         use mmsb::runtime::tlog::fault::{Fault, FaultStorage, Op};
         use mmsb::runtime::tlog::storage::Storage;
-        let fs = Arc::new(FaultStorage::in_memory());
+        let fs = std::sync::Arc::new(FaultStorage::in_memory());
         // A file recovery cannot replay (a segment after a header-only newest one, out of the
         // chain): quarantined by tolerant recovery.
         let cfg = mmsb::Config { logging: true, log_size_cap: 1024, tolerant_recovery: true, ..Default::default() };
@@ -297,7 +295,7 @@ mod tests {
             s.update_page(p, &[2; 200]).unwrap();
         }
         let lsn = s.lsn();
-        let st = crate::new_handle(MmsbState { state: Arc::new(s) });
+        let st = crate::new_handle(MmsbState::plain(s));
         // SAFETY: a live handle, valid out-pointers; the handle is freed once.
         unsafe {
             let mut info = MmsbLogInfo::default();

@@ -14,6 +14,8 @@ pub struct MmsbConfig {
     /// What the caller set logging to, if anything. `Config::logging == false` also means "not
     /// asked for" (a directory logs anyway), so only here can an explicit 0 be told apart.
     pub(crate) logging: Option<bool>,
+    /// The replication target (`mmsb_config_set_replication`): NATS URLs and stream name.
+    pub(crate) replicate: Option<(String, String)>,
 }
 
 impl MmsbConfig {
@@ -40,6 +42,16 @@ impl MmsbConfig {
 /// Opaque state handle. Create with `mmsb_state_open`, free with `mmsb_state_free`.
 pub struct MmsbState {
     pub(crate) state: Arc<MMSBState>,
+    /// The primary or follower of a replicated state (`replica.rs`), kept as long as the handle.
+    #[cfg_attr(not(feature = "replication"), allow(dead_code))] // only read by replication
+    pub(crate) replica: Option<crate::replica::Replica>,
+}
+
+impl MmsbState {
+    /// A handle for a state that does not replicate.
+    pub(crate) fn plain(state: MMSBState) -> MmsbState {
+        MmsbState { state: Arc::new(state), replica: None }
+    }
 }
 
 /// Creates a configuration with defaults (in memory, durability none).
@@ -50,7 +62,7 @@ pub struct MmsbState {
 pub unsafe extern "C" fn mmsb_config_new(out: *mut *mut MmsbConfig) -> MmsbStatus {
     boundary(|| {
         check_out(out, "out")?;
-        let cfg = crate::new_handle(MmsbConfig { config: Config::default(), logging: None });
+        let cfg = crate::new_handle(MmsbConfig { config: Config::default(), logging: None, replicate: None });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, cfg, "out") }
     })
@@ -91,7 +103,8 @@ pub unsafe extern "C" fn mmsb_config_set_dir(cfg: *mut MmsbConfig, dir: *const c
     })
 }
 
-/// Sets the durability mode: 0 none, 1 group commit, 2 always.
+/// Sets the durability mode: 0 none, 1 group commit, 2 always, 3 replicated (group commit plus
+/// the replication target's acknowledgement; only a state with a replication target accepts it).
 ///
 /// # Safety
 /// `cfg` a live config.
@@ -163,8 +176,17 @@ pub unsafe extern "C" fn mmsb_state_open(cfg: *const MmsbConfig, out: *mut *mut 
             // SAFETY: non-NULL, live per contract.
             unsafe { arg_ref(cfg, "config") }?.validated()?
         };
-        let state = MMSBState::open(config)?;
-        let h = crate::new_handle(MmsbState { state: Arc::new(state) });
+        // Replication hook: a configured target opens the state as that stream's primary.
+        let replicate = if cfg.is_null() {
+            None
+        } else {
+            // SAFETY: non-NULL, live per contract.
+            unsafe { arg_ref(cfg, "config") }?.replicate.clone()
+        };
+        let h = match replicate {
+            Some((url, stream)) => crate::new_handle(crate::replica::open_primary(config, &url, &stream)?),
+            None => crate::new_handle(MmsbState::plain(MMSBState::open(config)?)),
+        };
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, h, "out") }
     })

@@ -37,6 +37,17 @@ impl MMSBState {
         Ok(state)
     }
 
+    /// An empty read-only state (LSN 0) that [`MMSBState::apply_replicated`] fills (a follower
+    /// of a replicated stream, issue 22), with the same layers as any state (the graph replays
+    /// its records). Writes fail with `StateError::ReadOnly`; reads, views and statistics work.
+    pub fn replica(config: Config) -> Result<MMSBState> {
+        config.validate()?;
+        let config = crate::runtime::tlog::replica::replica_config(config);
+        let ext = extensions(&config);
+        let core = crate::runtime::state::Core { next_page_id: 1, ext: ext.log, ..Default::default() };
+        Ok(MMSBState::from_core(core, config, true, ext.state))
+    }
+
     /// Opens a state whose log and checkpoints live in `storage` instead of `config.dir` (an
     /// in-memory storage shared between opens, or a fault-injecting wrapper in crash tests).
     /// Logging is on whatever `config.logging` says; pages stay in memory.

@@ -7,6 +7,8 @@ pub(crate) mod pagefiles;
 /// Readers in other processes (`Reader`), through the shared header of `shared`.
 pub mod reader;
 pub(crate) mod reentry;
+/// Replication hook (issue 22).
+pub mod replica_hook;
 // Docs for this module's items come with the commit-path restructuring (issue 16), which
 // rewrites it; `missing_docs` is denied everywhere else.
 #[allow(missing_docs)]

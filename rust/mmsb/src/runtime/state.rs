@@ -60,6 +60,9 @@ pub struct Config {
     /// without payload bytes, such as a page creation, is never a blob record); `u64::MAX`
     /// keeps every payload inline. Default 32 KiB.
     pub blob_min: u64,
+    /// Replication hook (issue 22): sees every appended record; required by
+    /// `Durability::Replicated`, and turns logging on (see `runtime::replica_hook`).
+    pub record_observer: Option<crate::runtime::replica_hook::ObserverSlot>,
 }
 
 /// The accepted range of `Config::max_page_size`.
@@ -88,6 +91,11 @@ impl Config {
         if self.log_size_cap != 0 {
             range("log_size_cap", self.log_size_cap, &LOG_SIZE_CAP_RANGE, " bytes, or 0 (off)")?;
         }
+        if self.durability == Durability::Replicated && self.record_observer.is_none() {
+            return Err(StateError::InvalidConfig(
+                "durability Replicated needs a replication target (mmsb-replica)".into(),
+            ));
+        }
         if self.dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
             return Err(StateError::InvalidConfig(
                 "dir is an empty path; give a directory, or no directory for an in-memory state".into(),
@@ -115,6 +123,7 @@ impl Default for Config {
             gpu: false,
             logging: false,
             blob_min: crate::runtime::tlog::format::BLOB_MIN,
+            record_observer: None,
         }
     }
 }

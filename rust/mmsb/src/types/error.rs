@@ -70,6 +70,14 @@ pub enum ErrorCode {
     /// An LSN strictly inside a compacted run (its records were merged; only the run's end
     /// can be replayed to).
     LsnCompacted = 27,
+    /// Replication (issue 22): a newer primary fenced this one; it is read-only now.
+    Fenced = 28,
+    /// Replication: a replicated stream skips LSNs; nothing past the gap was applied.
+    ReplicaGap = 29,
+    /// Replication: a replicated stream holds another state's records; none was applied.
+    ForeignState = 30,
+    /// Replication: the replication target failed or is unreachable.
+    Replication = 31,
 }
 
 impl ErrorCode {
@@ -104,6 +112,10 @@ impl ErrorCode {
             ErrorCode::Reentrant => "reentrant",
             ErrorCode::LsnOutOfRange => "lsn_out_of_range",
             ErrorCode::LsnCompacted => "lsn_compacted",
+            ErrorCode::Fenced => "fenced",
+            ErrorCode::ReplicaGap => "replica_gap",
+            ErrorCode::ForeignState => "foreign_state",
+            ErrorCode::Replication => "replication",
         }
     }
 }
@@ -397,6 +409,62 @@ pub enum MonitorError {
     },
 }
 
+/// Failures of replication (the `mmsb-replica` crate, issue 22), carried through the core so
+/// that a write refused by a fenced primary or a replica that refuses a stream reaches C and
+/// Julia with its own status code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicaError {
+    /// A promoted follower wrote a newer term into the stream: this primary may no longer write.
+    #[error("fenced: the stream {stream} was taken over by term {term}; this primary is read-only (promote a follower, or reopen as a follower)")]
+    Fenced {
+        /// The stream.
+        stream: String,
+        /// The newer term found in it.
+        term: u64,
+    },
+    /// The stream skips LSNs: the record after `expected - 1` has LSN `got`.
+    #[error("the stream {stream} has a gap: expected LSN {expected}, found LSN {got}; nothing from LSN {got} on was applied")]
+    Gap {
+        /// The stream.
+        stream: String,
+        /// The LSN that was due.
+        expected: u64,
+        /// The LSN found instead.
+        got: u64,
+    },
+    /// A message of the stream belongs to another state than the one the stream was started by.
+    #[error("the stream {stream} holds records of another state (state id {found:032x}, expected {expected:032x}) at stream sequence {seq}; nothing from there on was applied")]
+    ForeignState {
+        /// The stream.
+        stream: String,
+        /// The state id the stream (or the local primary) has.
+        expected: u128,
+        /// The state id of the message.
+        found: u128,
+        /// The message's stream sequence.
+        seq: u64,
+    },
+    /// A message of the stream is not a valid replicated record.
+    #[error("the stream {stream} holds a malformed message at stream sequence {seq}: {reason}")]
+    Malformed {
+        /// The stream.
+        stream: String,
+        /// The message's stream sequence (0: the checkpoint object).
+        seq: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The replication target failed (connection, timeout, JetStream error).
+    #[error("replication through {target} failed: {reason}")]
+    Failed {
+        /// The NATS URLs and the stream.
+        target: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
 /// Failures of a reader in another process (`runtime::reader`, `docs/page-files.md`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -442,6 +510,9 @@ pub enum Error {
     /// A monitoring failure.
     #[error(transparent)]
     Monitor(#[from] MonitorError),
+    /// A replication failure (issue 22).
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
     /// A reader's failure (`runtime::reader`).
     #[error(transparent)]
     Reader(#[from] ReaderError),
@@ -496,6 +567,13 @@ impl Error {
             Error::Monitor(e) => match e {
                 MonitorError::Serve { .. } => ErrorCode::Io,
                 MonitorError::UnknownMetric(_) | MonitorError::InvalidValue(_) => ErrorCode::InvalidArgument,
+            },
+            Error::Replica(e) => match e {
+                ReplicaError::Fenced { .. } => ErrorCode::Fenced,
+                ReplicaError::Gap { .. } => ErrorCode::ReplicaGap,
+                ReplicaError::ForeignState { .. } => ErrorCode::ForeignState,
+                ReplicaError::Malformed { .. } => ErrorCode::Malformed,
+                ReplicaError::Failed { .. } => ErrorCode::Replication,
             },
             Error::Reader(e) => match e {
                 ReaderError::NotShared { .. } => ErrorCode::Unsupported,

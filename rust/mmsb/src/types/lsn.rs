@@ -16,6 +16,9 @@ pub enum Durability {
     GroupCommit = 1,
     /// One fsync per write.
     Always = 2,
+    /// As `GroupCommit` locally, and the write returns only once the state's replication
+    /// target (`Config::record_observer`, set by the `mmsb-replica` crate) acknowledged it.
+    Replicated = 3,
 }
 
 impl Durability {
@@ -25,6 +28,7 @@ impl Durability {
             0 => Some(Durability::None),
             1 => Some(Durability::GroupCommit),
             2 => Some(Durability::Always),
+            3 => Some(Durability::Replicated),
             _ => None,
         }
     }

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::runtime::router::RouteOp;
-use crate::runtime::state::{Config, Core, Lsn, MMSBState};
+use crate::runtime::state::{Config, Core, Durability, Lsn, MMSBState};
 use crate::runtime::tlog::record::{encode_create, CompactedBody, CreateBody, RecordType};
 use crate::runtime::tlog::storage::Storage;
 use crate::runtime::tlog::{recover, Ticket};
@@ -99,13 +99,13 @@ pub struct LogSlice {
 /// What a logged mutation must do after the state's lock is released.
 #[derive(Debug)]
 #[must_use]
-pub(crate) struct Pending(Option<Ticket>);
+pub(crate) struct Pending(Option<Ticket>, Lsn);
 
 impl MMSBState {
     /// Opens the log (recovering from the directory) when logging is on. Called by `open`.
     pub(crate) fn tlog_attach(&mut self) -> Result<()> {
         let c = self.config();
-        if !(c.logging || c.dir.is_some()) {
+        if !(c.logging || c.dir.is_some() || c.record_observer.is_some()) {
             return Ok(());
         }
         recover::open_into(self)
@@ -134,25 +134,25 @@ impl MMSBState {
         location: Location,
         meta: &PageMeta,
     ) -> Result<Pending> {
-        let Some(log) = &self.tlog else { return Ok(Pending(None)) };
+        let Some(log) = &self.tlog else { return Ok(Pending(None, 0)) };
         let body = CreateBody { id, size, location, meta: meta.clone() };
         let t = log.append(RecordType::PageCreate, core.next_lsn(), 1, |out| encode_create(&body, out))?;
-        Ok(Pending(Some(t)))
+        Ok(Pending(Some(t), core.next_lsn()))
     }
 
     /// Hook: logs a page free (LSN `core.next_lsn()`) before the registry changes.
     pub(crate) fn tlog_free(&self, core: &Core, id: PageId) -> Result<Pending> {
-        let Some(log) = &self.tlog else { return Ok(Pending(None)) };
+        let Some(log) = &self.tlog else { return Ok(Pending(None, 0)) };
         let t =
             log.append(RecordType::PageFree, core.next_lsn(), 1, |out| out.extend_from_slice(&id.0.to_le_bytes()))?;
-        Ok(Pending(Some(t)))
+        Ok(Pending(Some(t), core.next_lsn()))
     }
 
     /// Hook: logs a validated batch as one record (LSNs `core.next_lsn() ..`) before it applies.
     pub(crate) fn tlog_batch(&self, core: &Core, ops: &[RouteOp<'_>]) -> Result<Pending> {
-        let Some(log) = &self.tlog else { return Ok(Pending(None)) };
+        let Some(log) = &self.tlog else { return Ok(Pending(None, 0)) };
         if ops.is_empty() {
-            return Ok(Pending(None));
+            return Ok(Pending(None, 0));
         }
         // The `Batch` body (record.rs), with large payloads written in place rather than copied
         // (and into the blob file once they reach `blob_min`).
@@ -169,7 +169,7 @@ impl MMSBState {
                 }
             }
         })?;
-        Ok(Pending(Some(t)))
+        Ok(Pending(Some(t), core.next_lsn() + ops.len() as u64 - 1))
     }
 
     /// Hook for other layers: logs an extension record of `kind` (one LSN, `core.next_lsn()`).
@@ -177,12 +177,12 @@ impl MMSBState {
     /// change and calls [`MMSBState::tlog_commit`] after releasing the lock. Recovery hands the
     /// record to `MMSBState::apply_log_extension`.
     pub(crate) fn tlog_extension(&self, core: &Core, kind: u8, body: &[u8]) -> Result<Pending> {
-        let Some(log) = &self.tlog else { return Ok(Pending(None)) };
+        let Some(log) = &self.tlog else { return Ok(Pending(None, 0)) };
         let t = log.append(RecordType::Extension, core.next_lsn(), 1, |out| {
             out.push(kind);
             out.extend_from_slice(body);
         })?;
-        Ok(Pending(Some(t)))
+        Ok(Pending(Some(t), core.next_lsn()))
     }
 
     /// Hook, after the state's lock is released: waits until the record is durable (group
@@ -190,6 +190,14 @@ impl MMSBState {
     pub(crate) fn tlog_commit(&self, p: Pending) -> Result<()> {
         let (Some(t), Some(log)) = (p.0, &self.tlog) else { return Ok(()) };
         log.wait(t)?;
+        // Replication hook (issue 22): the record may be sent on now; `Replicated` also waits
+        // for the replication target.
+        if let Some(o) = &log.observer {
+            o.0.committed(p.1);
+            if self.config().durability == Durability::Replicated {
+                o.0.wait(p.1)?;
+            }
+        }
         if log.over_cap() && !log.auto_running.swap(true, Ordering::AcqRel) {
             // The triggering write already succeeded; a failed maintenance pass is recorded.
             if let Err(e) = self.auto_maintain(log) {

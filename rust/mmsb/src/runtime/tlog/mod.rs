@@ -36,6 +36,7 @@ pub mod record;
 #[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod recover;
 pub mod replay;
+pub mod replica;
 #[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod storage;
 
@@ -177,13 +178,19 @@ pub(crate) struct Tlog {
     pub(crate) auto_running: AtomicBool,
     /// The state's monitor: append and fsync latencies, log bytes and segments.
     pub(crate) monitor: Arc<Monitor>,
+    /// Replication hook (`Config::record_observer`, issue 22).
+    pub(crate) observer: Option<crate::runtime::replica_hook::ObserverSlot>,
 }
 
 impl Tlog {
     pub(crate) fn new(storage: Arc<dyn Storage>, config: &crate::Config, w: Writer, monitor: Arc<Monitor>) -> Tlog {
         Tlog {
             storage,
-            durability: config.durability,
+            // `Replicated` is `GroupCommit` for the local log; the observer adds the rest.
+            durability: match config.durability {
+                Durability::Replicated => Durability::GroupCommit,
+                d => d,
+            },
             // `Config::validate` keeps it at 256 or more; the floor guards direct constructions.
             segment_size: config.segment_size.max(SEGMENT_HEADER_LEN as u64 + RECORD_HEADER_LEN as u64),
             log_size_cap: config.log_size_cap,
@@ -193,6 +200,7 @@ impl Tlog {
             maint: Mutex::new(()),
             auto_running: AtomicBool::new(false),
             monitor,
+            observer: config.record_observer.clone(),
         }
     }
 
@@ -230,12 +238,32 @@ impl Tlog {
         if let Some(why) = &w.poisoned {
             return Err(LogError::Poisoned(why.clone()).into());
         }
+        // Replication hook: a fenced primary refuses the write before anything is logged.
+        if let Some(o) = &self.observer {
+            o.0.admit()?;
+        }
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
         buf.resize(RECORD_HEADER_LEN, 0);
         let mut tails = Vec::new();
         fill(&mut buf, &mut tails);
+        // Replication hook: the body as recovery decodes it (payloads spliced in), copied only
+        // when an observer wants it.
+        let body = self.observer.as_ref().map(|_| {
+            let mut body = Vec::with_capacity(buf.len() + tails.iter().map(|t| t.1.len()).sum::<usize>());
+            let mut from = RECORD_HEADER_LEN;
+            for &(at, payload) in &tails {
+                body.extend_from_slice(&buf[from..at]);
+                body.extend_from_slice(payload);
+                from = at;
+            }
+            body.extend_from_slice(&buf[from..]);
+            body
+        });
         let r = self.write_record(&mut w, &mut buf, &tails, kind, lsn, count);
+        if let (Ok(_), Some(o), Some(body)) = (&r, &self.observer, &body) {
+            o.0.appended(crate::runtime::replica_hook::RawRecord { lsn, count, kind: kind as u8, body });
+        }
         if buf.capacity() <= 4 << 20 {
             // Keep the buffer for the next record, unless an outsized record grew it.
             w.buf = buf;

@@ -1,0 +1,201 @@
+//! Primary, followers, checkpoints, promotion and bad streams against a 3-node loopback
+//! cluster, in one process (the kill -9 tests with processes are in `processes.rs`).
+
+// Test data: bytes are deliberately cut from wider random or loop values.
+#![allow(clippy::cast_possible_truncation)]
+
+mod common;
+
+use std::time::Duration;
+
+use mmsb::{Config, Durability, ErrorCode, Location, MMSBState, PageMeta};
+use mmsb_replica::{FollowOptions, Follower, Primary, Target};
+
+fn assert_same(a: &MMSBState, b: &MMSBState) {
+    assert_eq!(a.lsn(), b.lsn());
+    assert_eq!(a.page_ids().unwrap(), b.page_ids().unwrap());
+    for id in a.page_ids().unwrap() {
+        assert_eq!(a.read_page(id).unwrap(), b.read_page(id).unwrap(), "page {id}");
+    }
+}
+
+fn replicated() -> Config {
+    Config { durability: Durability::Replicated, ..Config::default() }
+}
+
+#[test]
+fn a_follower_applies_what_the_primary_writes() {
+    let Some(c) = common::cluster() else { return };
+    let t = Target::new(&c.urls, common::stream_name("basic"));
+    let p = Primary::open(t.clone(), replicated()).unwrap();
+    let s = p.state();
+    let a = s.create_page(4096, Location::Cpu, PageMeta::default()).unwrap();
+    for i in 0..50u8 {
+        s.update_page_at(a, i as u64 * 7, &[i; 9], None).unwrap();
+    }
+    assert_eq!(p.stats().acked_lsn, s.lsn());
+    let f = Follower::follow(t, FollowOptions::default()).unwrap();
+    assert!(f.wait_for(s.lsn(), Duration::from_secs(20)).unwrap());
+    assert_same(s, f.state());
+    assert_eq!(f.state().update_page(a, b"x").unwrap_err().code(), ErrorCode::ReadOnly);
+    f.check().unwrap();
+}
+
+/// The raw messages of a stream, in order.
+fn raw_messages(t: &Target) -> Vec<bytes::Bytes> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(t.url.split(',').next().unwrap()).await.unwrap());
+        let s = js.get_stream(&t.stream).await.unwrap();
+        let info = s.get_info().await.unwrap();
+        let mut out = Vec::new();
+        for seq in info.state.first_sequence..=info.state.last_sequence {
+            out.push(s.get_raw_message(seq).await.unwrap().payload);
+        }
+        out
+    })
+}
+
+/// A stream holding exactly `msgs` (no MMSB primary involved).
+fn stream_of(t: &Target, msgs: &[bytes::Bytes]) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(t.url.split(',').next().unwrap()).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: t.stream.clone(),
+            subjects: vec![format!("mmsb.{}.log", t.stream)],
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        for m in msgs {
+            js.publish(format!("mmsb.{}.log", t.stream), m.clone()).await.unwrap().await.unwrap();
+        }
+    })
+}
+
+fn write_some(t: &Target, n: u8) -> Vec<bytes::Bytes> {
+    let p = Primary::open(t.clone(), replicated()).unwrap();
+    let a = p.state().create_page(64, Location::Cpu, PageMeta::default()).unwrap();
+    for i in 0..n {
+        p.state().update_page_at(a, i as u64, &[i + 1], None).unwrap();
+    }
+    drop(p);
+    raw_messages(t)
+}
+
+#[test]
+fn streams_with_a_gap_or_another_states_records_are_refused_and_nothing_is_applied() {
+    let Some(c) = common::cluster() else { return };
+    let a = write_some(&Target::new(&c.urls, common::stream_name("src-a")), 6);
+    let b = write_some(&Target::new(&c.urls, common::stream_name("src-b")), 6);
+    // a: term record, create (LSN 1), 6 deltas (LSNs 2..=7).
+    assert_eq!(a.len(), 8);
+
+    let gap = Target::new(&c.urls, common::stream_name("gap"));
+    let mut msgs = a.clone();
+    msgs.remove(4); // LSN 4
+    stream_of(&gap, &msgs);
+    let f = Follower::follow(gap, FollowOptions::default()).unwrap();
+    let e = f.wait_for(7, Duration::from_secs(10)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ReplicaGap, "{e}");
+    assert!(e.to_string().contains("expected LSN 4, found LSN 5"), "{e}");
+    assert_eq!(f.state().lsn(), 0, "nothing of the refused batch is applied");
+    assert!(f.state().page_ids().unwrap().is_empty());
+
+    let foreign = Target::new(&c.urls, common::stream_name("foreign"));
+    let mut msgs = a[..4].to_vec(); // LSNs up to 3 of state a
+    msgs.extend_from_slice(&b[4..]); // LSNs 4.. of state b
+    stream_of(&foreign, &msgs);
+    let f = Follower::follow(foreign, FollowOptions::default()).unwrap();
+    let e = f.wait_for(7, Duration::from_secs(10)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ForeignState, "{e}");
+    assert_eq!(f.state().lsn(), 0);
+    assert_eq!(f.check().unwrap_err().code(), ErrorCode::ForeignState);
+
+    let garbage = Target::new(&c.urls, common::stream_name("garbage"));
+    let mut msgs = a.clone();
+    msgs[3] = bytes::Bytes::from_static(b"not a record");
+    stream_of(&garbage, &msgs);
+    let f = Follower::follow(garbage, FollowOptions::default()).unwrap();
+    let e = f.wait_for(7, Duration::from_secs(10)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Malformed, "{e}");
+    assert_eq!(f.state().lsn(), 0);
+}
+
+#[test]
+fn promotion_fences_the_old_primary_live_and_after_restart() {
+    let Some(c) = common::cluster() else { return };
+    let t = Target::new(&c.urls, common::stream_name("promote"));
+    let dir = tempfile::tempdir().unwrap();
+    let old_cfg = Config { dir: Some(dir.path().join("old")), ..replicated() };
+    let old = Primary::open(t.clone(), old_cfg.clone()).unwrap();
+    let a = old.state().create_page(32, Location::Cpu, PageMeta::default()).unwrap();
+    old.state().update_page(a, b"before").unwrap();
+    let f = Follower::follow(t.clone(), FollowOptions::default()).unwrap();
+    assert!(f.wait_for(old.state().lsn(), Duration::from_secs(10)).unwrap());
+
+    let new = f.promote(replicated()).unwrap();
+    assert_eq!(new.stats().term, 2);
+    assert_eq!(&new.state().read_page(a).unwrap()[..6], b"before");
+    // The old primary's next write is refused once its publish fails, and every later one
+    // before anything is logged.
+    let e = old.state().update_page(a, b"stale!").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Fenced, "{e}");
+    let lsn = old.state().lsn();
+    let e = old.state().update_page(a, b"again!").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Fenced, "{e}");
+    assert_eq!(old.state().lsn(), lsn);
+    drop(old);
+    // Restarted, it is still fenced.
+    let e = Primary::open(t.clone(), old_cfg).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Fenced, "{e}");
+    assert!(e.to_string().contains("term 2"), "{e}");
+
+    new.state().update_page(a, b"after!").unwrap();
+    let f2 = Follower::follow(t, FollowOptions::default()).unwrap();
+    assert!(f2.wait_for(new.state().lsn(), Duration::from_secs(10)).unwrap());
+    assert_same(new.state(), f2.state());
+    assert_eq!(f2.lag().term, 2);
+}
+
+#[test]
+fn followers_resume_from_their_position_and_bootstrap_from_the_checkpoint_after_compaction() {
+    let Some(c) = common::cluster() else { return };
+    let t = Target::new(&c.urls, common::stream_name("ckpt"));
+    let p = Primary::open(t.clone(), replicated()).unwrap();
+    let s = p.state();
+    let a = s.create_page(1 << 16, Location::Cpu, PageMeta::default()).unwrap();
+    for i in 0..100u64 {
+        s.update_page_at(a, i * 512, &[i as u8; 512], None).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let opts = FollowOptions { dir: Some(dir.path().to_path_buf()), ..FollowOptions::default() };
+    let f = Follower::follow(t.clone(), opts.clone()).unwrap();
+    assert!(f.wait_for(s.lsn(), Duration::from_secs(10)).unwrap());
+    let seen = f.lag().applied_since_open;
+    assert_eq!(seen, 102, "term record, create, 100 deltas");
+    drop(f);
+    for i in 0..10u64 {
+        s.update_page_at(a, i, b"z", None).unwrap();
+    }
+    let f = Follower::follow(t.clone(), opts).unwrap();
+    assert!(f.wait_for(s.lsn(), Duration::from_secs(10)).unwrap());
+    assert_same(s, f.state());
+    assert_eq!(f.lag().applied_since_open, 10, "the restarted follower resumed from its position");
+    assert_eq!(f.lag().lsn_behind, 0);
+    drop(f);
+
+    let ck = p.publish_checkpoint().unwrap();
+    assert_eq!(ck, s.lsn());
+    for i in 0..5u64 {
+        s.update_page_at(a, 1000 + i, b"y", None).unwrap();
+    }
+    let purged = p.compact_stream().unwrap();
+    assert_eq!(purged, 112, "every message up to the checkpoint: term record, create, 110 deltas");
+    let f = Follower::follow(t, FollowOptions::default()).unwrap();
+    assert!(f.wait_for(s.lsn(), Duration::from_secs(10)).unwrap());
+    assert_same(s, f.state());
+    assert_eq!(f.lag().applied_since_open, 5, "started from the checkpoint object");
+}

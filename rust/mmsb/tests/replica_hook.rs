@@ -1,0 +1,188 @@
+//! The core's replication hook (issue 22) without a network: an observer that records what a
+//! primary appends, a replica that applies it, checkpoint images and promotion from one.
+
+use std::sync::{Arc, Mutex};
+
+use mmsb::graph::{Command, CommandList, EdgeKind};
+use mmsb::runtime::replica_hook::{ObserverSlot, RawRecord, RecordObserver};
+use mmsb::{Config, Delta, Durability, ErrorCode, Location, MMSBState, PageMeta, RouteOp};
+
+type Rec = (u64, u64, u8, Vec<u8>);
+
+#[derive(Default)]
+struct Capture {
+    records: Mutex<Vec<Rec>>,
+    fenced: Mutex<bool>,
+    waited: Mutex<Vec<u64>>,
+    committed: Mutex<Vec<u64>>,
+}
+
+impl RecordObserver for Capture {
+    fn admit(&self) -> mmsb::Result<()> {
+        if *self.fenced.lock().unwrap() {
+            return Err(mmsb::types::error::ReplicaError::Fenced { stream: "s".into(), term: 2 }.into());
+        }
+        Ok(())
+    }
+    fn appended(&self, r: RawRecord<'_>) {
+        self.records.lock().unwrap().push((r.lsn, r.count, r.kind, r.body.to_vec()));
+    }
+    fn committed(&self, last_lsn: u64) {
+        self.committed.lock().unwrap().push(last_lsn);
+    }
+    fn wait(&self, last_lsn: u64) -> mmsb::Result<()> {
+        assert!(self.committed.lock().unwrap().contains(&last_lsn), "wait before committed");
+        self.waited.lock().unwrap().push(last_lsn);
+        Ok(())
+    }
+}
+
+fn primary(obs: &Arc<Capture>, durability: Durability) -> MMSBState {
+    let slot = ObserverSlot(obs.clone() as Arc<dyn RecordObserver>);
+    MMSBState::open(Config { durability, record_observer: Some(slot), blob_min: 64, ..Config::default() }).unwrap()
+}
+
+fn apply_all(replica: &MMSBState, recs: &[Rec]) {
+    for (lsn, count, kind, body) in recs {
+        replica.apply_replicated(RawRecord { lsn: *lsn, count: *count, kind: *kind, body }).unwrap();
+    }
+}
+
+fn assert_same(a: &MMSBState, b: &MMSBState) {
+    assert_eq!(a.lsn(), b.lsn());
+    assert_eq!(a.page_ids().unwrap(), b.page_ids().unwrap());
+    for id in a.page_ids().unwrap() {
+        assert_eq!(a.read_page(id).unwrap(), b.read_page(id).unwrap(), "page {id}");
+        assert_eq!(a.page_info(id).unwrap().epoch, b.page_info(id).unwrap().epoch, "epoch of {id}");
+    }
+}
+
+fn workload(s: &MMSBState) {
+    let a = s.create_page(4096, Location::Cpu, PageMeta::default()).unwrap();
+    let b = s.create_page(100, Location::Cpu, PageMeta::default()).unwrap();
+    let c = s.create_page(100, Location::Cpu, PageMeta::default()).unwrap();
+    s.update_page(a, &[7u8; 3000]).unwrap(); // a blob-sized payload (blob_min 64)
+    let d1 = Delta::write(5, b"hello").unwrap();
+    let d2 = Delta::write(0, b"xy").unwrap();
+    s.route_batch(&[
+        RouteOp { page: b, delta: &d1, expected_epoch: None },
+        RouteOp { page: a, delta: &d2, expected_epoch: None },
+    ])
+    .unwrap();
+    s.add_dependency(b, c, EdgeKind::Data, CommandList::new().with(Command::Copy { src_off: 0, dst_off: 0, len: 100 }))
+        .unwrap();
+    s.propagate(&[b]).unwrap();
+    s.free_page(a).unwrap();
+}
+
+#[test]
+fn a_replica_applying_the_observed_records_is_byte_identical() {
+    let obs = Arc::new(Capture::default());
+    let p = primary(&obs, Durability::Replicated);
+    workload(&p);
+    let recs = obs.records.lock().unwrap().clone();
+    // Every LSN once, in order.
+    let mut next = 1;
+    for (lsn, count, _, _) in &recs {
+        assert_eq!(*lsn, next);
+        next += count;
+    }
+    assert_eq!(next - 1, p.lsn());
+    // Replicated writes waited for the observer, each for its own last LSN.
+    assert_eq!(obs.waited.lock().unwrap().last().copied(), Some(p.lsn()));
+    let r = MMSBState::replica(Config::default()).unwrap();
+    apply_all(&r, &recs);
+    assert_same(&p, &r);
+    assert_eq!(r.update_page(r.page_ids().unwrap()[0], b"x").unwrap_err().code(), ErrorCode::ReadOnly);
+}
+
+#[test]
+fn out_of_order_and_bad_records_are_refused_and_change_nothing() {
+    let obs = Arc::new(Capture::default());
+    let p = primary(&obs, Durability::GroupCommit);
+    workload(&p);
+    assert!(obs.waited.lock().unwrap().is_empty(), "only Replicated writes wait for the observer");
+    // Every write reports its local commit, with its last LSN.
+    let ends: Vec<u64> = obs.records.lock().unwrap().iter().map(|r| r.0 + r.1 - 1).collect();
+    assert_eq!(*obs.committed.lock().unwrap(), ends);
+    let recs = obs.records.lock().unwrap().clone();
+    let r = MMSBState::replica(Config::default()).unwrap();
+    apply_all(&r, &recs[..2]);
+    let before: Vec<_> = r.page_ids().unwrap().iter().map(|&id| r.read_page(id).unwrap()).collect();
+    // A gap (skips a record), a replay of an old one, a delta out of bounds in the second op.
+    let (lsn, count, kind, body) = &recs[3];
+    let gap = r.apply_replicated(RawRecord { lsn: *lsn, count: *count, kind: *kind, body }).unwrap_err();
+    assert_eq!(gap.code(), ErrorCode::Corrupt, "{gap}");
+    let (lsn, count, kind, body) = &recs[0];
+    assert!(r.apply_replicated(RawRecord { lsn: *lsn, count: *count, kind: *kind, body }).is_err());
+    let bad = {
+        let d1 = Delta::write(0, b"ok").unwrap();
+        let d2 = Delta::write(4090, b"far too long").unwrap();
+        let mut body = Vec::new();
+        mmsb::runtime::tlog::record::encode_batch(
+            [(mmsb::PageId(1), &d1), (mmsb::PageId(1), &d2)].into_iter(),
+            2,
+            &mut body,
+        );
+        body
+    };
+    let e = r.apply_replicated(RawRecord { lsn: r.lsn() + 1, count: 2, kind: 3, body: &bad }).unwrap_err();
+    assert!(e.to_string().contains("out of bounds"), "{e}");
+    let after: Vec<_> = r.page_ids().unwrap().iter().map(|&id| r.read_page(id).unwrap()).collect();
+    assert_eq!(before, after);
+    assert_eq!(r.lsn(), recs[1].0 + recs[1].1 - 1);
+}
+
+#[test]
+fn images_bootstrap_replicas_and_promoted_states_continue_the_lsns() {
+    let obs = Arc::new(Capture::default());
+    let p = primary(&obs, Durability::Replicated);
+    workload(&p);
+    let (lsn, image) = p.checkpoint_image().unwrap();
+    assert_eq!(lsn, p.lsn());
+    let r = MMSBState::replica_from_image(Config::default(), &image).unwrap();
+    assert_same(&p, &r);
+    let mut bad = image.clone();
+    let n = bad.len() / 2;
+    bad[n] ^= 1;
+    assert_eq!(MMSBState::replica_from_image(Config::default(), &bad).unwrap_err().code(), ErrorCode::Corrupt);
+
+    // Promotion: a writable state from the image, in memory and in a directory.
+    let dir = tempfile::tempdir().unwrap();
+    for cfg in
+        [Config { logging: true, ..Config::default() }, Config { dir: Some(dir.path().join("s")), ..Config::default() }]
+    {
+        let w = MMSBState::open_from_image(cfg, &image).unwrap();
+        assert_same(&p, &w);
+        let id = w.page_ids().unwrap()[0];
+        assert_eq!(w.update_page(id, b"after").unwrap(), lsn + 1);
+        // Its log replays from the image on.
+        assert_eq!(w.replay_to(lsn).unwrap().read_page(id).unwrap(), p.read_page(id).unwrap());
+    }
+    // Reopening the directory recovers the promoted state and its new write.
+    let w = MMSBState::open(Config { dir: Some(dir.path().join("s")), ..Config::default() }).unwrap();
+    assert_eq!(w.lsn(), lsn + 1);
+    let e = MMSBState::open_from_image(Config { dir: Some(dir.path().join("s")), ..Config::default() }, &image);
+    assert_eq!(e.unwrap_err().code(), ErrorCode::InvalidArgument);
+}
+
+#[test]
+fn a_fenced_observer_refuses_writes_before_they_are_logged() {
+    let obs = Arc::new(Capture::default());
+    let p = primary(&obs, Durability::Replicated);
+    let id = p.create_page(16, Location::Cpu, PageMeta::default()).unwrap();
+    *obs.fenced.lock().unwrap() = true;
+    let e = p.update_page(id, b"nope").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Fenced);
+    assert!(e.to_string().contains("fenced"), "{e}");
+    assert_eq!(p.lsn(), 1);
+    assert_eq!(p.read_page(id).unwrap(), vec![0u8; 16]);
+    assert_eq!(obs.records.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn replicated_durability_needs_an_observer() {
+    let e = MMSBState::open(Config { durability: Durability::Replicated, ..Config::default() }).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+    assert_eq!(Durability::from_u32(3), Some(Durability::Replicated));
+}

@@ -1,0 +1,48 @@
+# Replication from Julia (docs/replication.md). A library built without the cargo
+# feature `replication` reports "unsupported"; with it, and with a NATS cluster
+# named by MMSB_TEST_NATS_URLS (scripts/nats-cluster.sh start prints one), a
+# primary, a follower, promote! and the fenced old primary run for real.
+
+mmsb_start() do plain
+    e = try replica_lag(plain) catch x; x end
+    @test e isa MMSBError && e.name in ("unsupported", "invalid_argument")
+    if e.name == "unsupported"
+        e2 = try mmsb_follow("nats://127.0.0.1:1", "nothing-here") catch x; x end
+        @test e2 isa MMSBError && e2.name == "unsupported" && occursin("replication", e2.message)
+    end
+end
+
+const URLS = get(ENV, "MMSB_TEST_NATS_URLS", "")
+if isempty(URLS)
+    @info "replication: MMSB_TEST_NATS_URLS not set; only the unsupported/invalid paths ran"
+else
+    stream = "julia-$(getpid())-$(rand(UInt32))"
+    mktempdir() do dir
+        old = mmsb_start(dir = joinpath(dir, "p"), durability = :replicated, replicate = (url = URLS, stream = stream))
+        p = create_page(old, 256)
+        for i in 1:20
+            update_page!(old, p, fill(UInt8(i), 8); at = 8i)
+        end
+        @test replica_lag(old).applied_lsn == lsn(old)
+        f = mmsb_follow(URLS, stream)
+        t0 = time()
+        while lsn(f) < lsn(old) && time() - t0 < 20
+            sleep(0.02)
+        end
+        @test lsn(f) == lsn(old)
+        @test read_page(f, p) == read_page(old, p)
+        l = replica_lag(f)
+        @test l.applied_lsn == lsn(old) && l.term == 1
+        e = try update_page!(f, p, UInt8[1]) catch x; x end
+        @test e isa MMSBError && e.name == "read_only"
+        io = IOBuffer()
+        print_stats(io, f)
+        @test occursin("replication: applied LSN $(lsn(old))", String(take!(io)))
+        new = promote!(f)
+        @test replica_lag(new).term == 2
+        update_page!(new, p, UInt8[42])
+        e = try update_page!(old, p, UInt8[7]) catch x; x end
+        @test e isa MMSBError && e.name == "fenced"
+        close(old); close(f); close(new)
+    end
+end
