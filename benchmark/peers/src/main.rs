@@ -282,14 +282,14 @@ fn large_writes(p: &Plan, kinds: &[Kind], bytes: u64) -> Table {
                     let s = stores::open(k, d.path(), Opts { durable: false, keys: 256, val: 64 << 10 });
                     start = Instant::now();
                     for i in 0..n {
-                        s.put(i % 256, &pay[(i / 256 & 1) as usize]);
+                        s.put(i % 256, &pay[((i / 256) & 1) as usize]);
                     }
                 }
                 None => {
                     let mut f = std::fs::File::create(d.path().join("raw")).expect("raw file");
                     start = Instant::now();
                     for i in 0..n {
-                        f.write_all(&pay[(i / 256 & 1) as usize]).expect("raw write");
+                        f.write_all(&pay[((i / 256) & 1) as usize]).expect("raw write");
                     }
                 }
             }
@@ -395,13 +395,19 @@ fn main() {
         .iter()
         .position(|a| a == "--only")
         .map(|i| args.get(i + 1).expect("--only NAME[,NAME]").split(',').map(str::to_string).collect());
-    if let Some(bad) = args.iter().find(|a| a.starts_with("--") && !["--quick", "--long", "--only"].contains(&a.as_str())) {
+    if let Some(bad) =
+        args.iter().find(|a| a.starts_with("--") && !["--quick", "--long", "--only"].contains(&a.as_str()))
+    {
         eprintln!("unknown option {bad}; usage: mmsb-peers [--quick|--long] [--only upd64,durable8,read4k,write64k,reopen,crash,route]");
         std::process::exit(2);
     }
     let p = if quick { QUICK } else { FULL };
     let run = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
-    println!("mmsb-peers: {} mode, {} rounds (engines alternate within each round)", if quick { "quick" } else { "full" }, p.rounds);
+    println!(
+        "mmsb-peers: {} mode, {} rounds (engines alternate within each round)",
+        if quick { "quick" } else { "full" },
+        p.rounds
+    );
     let emit = |t: &Table| t.print("mmsb");
     if run("upd64") {
         emit(&updates(&p, format!("64 B unsynced updates, {} keys", p.keys).as_str(), &ALL, p.keys, 64));

@@ -18,7 +18,6 @@ pub enum Kind {
 }
 
 impl Kind {
-
     pub fn name(self) -> &'static str {
         match self {
             Kind::Mmsb => "mmsb",
@@ -31,7 +30,9 @@ impl Kind {
     }
 
     pub fn parse(s: &str) -> Option<Kind> {
-        [Kind::Mmsb, Kind::MmsbMem, Kind::Redb, Kind::Fjall, Kind::Sqlite, Kind::Lmdb].into_iter().find(|k| k.name() == s)
+        [Kind::Mmsb, Kind::MmsbMem, Kind::Redb, Kind::Fjall, Kind::Sqlite, Kind::Lmdb]
+            .into_iter()
+            .find(|k| k.name() == s)
     }
 }
 

@@ -56,6 +56,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Prints one A/B line: both medians and `a / b`.
+#[allow(dead_code)] // each bench includes this file; not every bench uses every helper
 pub fn report(what: &str, a_name: &str, a: f64, b_name: &str, b: f64, target: &str) {
     println!("{what}: {a_name} {a:.1} ns, {b_name} {b:.1} ns, ratio {:.3} (target {target})", a / b);
 }

@@ -4,7 +4,6 @@
 //! and bump the epochs of the pages they touch, so concurrent callers observe one serial order:
 //! the LSN order. Reads take the shared lock.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,7 +16,6 @@ use crate::runtime::router::{self, RouteOp};
 use crate::types::delta::Delta;
 use crate::types::error::{PageError, Result, StateError};
 use crate::types::page::{Location, Page, PageBuf, PageId, PageInfo, PageMeta, PageView};
-use crate::types::IdHasher;
 
 /// A log sequence number: every mutation (page create, page free, each routed delta) gets the
 /// next one, starting at 1.
@@ -149,7 +147,8 @@ pub(crate) struct Core {
     /// `RouteProbe::commit`, because counter cells on a line of their own cost 3% of a 64-byte
     /// route.
     pub(crate) routed: crate::monitoring::state_ext::RouteTally,
-    pub(crate) pages: HashMap<PageId, Page, IdHasher>,
+    /// The registry: a dense table indexed by id (runtime/page_table.rs, issue 21).
+    pub(crate) pages: crate::runtime::page_table::PageTable,
     pub(crate) next_page_id: u64,
     /// The ShadowPageGraph (graph/): edges between pages, edited under this lock.
     pub(crate) graph: ShadowPageGraph,
