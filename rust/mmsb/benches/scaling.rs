@@ -4,6 +4,7 @@
 //!
 //!     cargo bench -p mmsb --bench scaling            # full: up to 100k pages, 1M deltas
 //!     cargo bench -p mmsb --bench scaling -- --quick # up to 10k pages, 100k deltas
+//!     cargo bench -p mmsb --bench scaling -- --only replay   # one curve (route, memory, open, replay)
 //!
 //! Run as a test (`cargo test --benches`) it only checks that every curve runs, on tiny sizes.
 
@@ -208,7 +209,11 @@ fn replay_curve(sizes: &[usize]) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only route|memory|open|replay`: one curve.
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
     if !ab::is_bench_run() {
         // As a test: every curve on tiny sizes.
         route_curve(&[10, 100], 2);
@@ -217,15 +222,17 @@ fn main() {
         replay_curve(&[200]);
         return;
     }
-    if quick {
-        route_curve(&[10, 1_000, 10_000], 20);
-        memory_curve(&[10_000]);
-        open_curve(&[1_000, 4_000]);
-        replay_curve(&[10_000, 100_000]);
-    } else {
-        route_curve(&[10, 1_000, 10_000, 100_000], 40);
-        memory_curve(&[10_000, 100_000]);
-        open_curve(&[1_000, 4_000, 16_000]);
-        replay_curve(&[10_000, 100_000, 1_000_000]);
+    let pick = |q: &'static [usize], f: &'static [usize]| if quick { q } else { f };
+    if run("route") {
+        route_curve(pick(&[10, 1_000, 10_000], &[10, 1_000, 10_000, 100_000]), if quick { 20 } else { 40 });
+    }
+    if run("memory") {
+        memory_curve(pick(&[10_000], &[10_000, 100_000]));
+    }
+    if run("open") {
+        open_curve(pick(&[1_000, 4_000], &[1_000, 4_000, 16_000]));
+    }
+    if run("replay") {
+        replay_curve(pick(&[10_000, 100_000], &[10_000, 100_000, 1_000_000]));
     }
 }

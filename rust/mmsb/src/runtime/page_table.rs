@@ -19,8 +19,10 @@ use crate::types::IdHasher;
 const SLACK: usize = 1024;
 
 /// One slot: the page and, cached beside it, where its bytes are (the buffer's address never
-/// changes while the page exists, see `types::page`).
+/// changes while the page exists, see `types::page`). Aligned to a cache line so a slot never
+/// straddles more lines than its size needs.
 #[derive(Debug)]
+#[repr(C, align(64))]
 struct Slot {
     data: *mut u8,
     len: usize,
