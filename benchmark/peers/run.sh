@@ -2,7 +2,7 @@
 # MMSB against redb, fjall, SQLite and LMDB (see README.md). Arguments go to the bench:
 #   bash benchmark/peers/run.sh            # full: a few minutes on 2 shared cores
 #   bash benchmark/peers/run.sh --quick    # smoke: small sizes, 2 rounds (~1 min with the build done)
-#   bash benchmark/peers/run.sh --only write64k --long   # goal 3 past the dirty-page limits (8 GiB)
+#   bash benchmark/peers/run.sh --only write64k --long   # goal 3 past the dirty-page limits (6 GiB x 2)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
