@@ -10,6 +10,8 @@
 //!     cargo bench -p mmsb --bench maintenance            # 3 s per mode
 //!     cargo bench -p mmsb --bench maintenance -- --quick # 1 s per mode
 
+#![allow(clippy::cast_possible_truncation)] // benchmark sizes and timings: truncation is intended or impossible here
+
 #[path = "support/ab.rs"]
 mod ab;
 

@@ -8,6 +8,8 @@
 //!
 //! Run as a test (`cargo test --benches`) it only checks that every curve runs, on tiny sizes.
 
+#![allow(clippy::cast_possible_truncation)] // benchmark sizes and timings: truncation is intended or impossible here
+
 #[path = "support/ab.rs"]
 mod ab;
 

@@ -1,6 +1,8 @@
 //! Maintenance does not hold writers out while it reads the log back (issue 21, goal 1): a
 //! compaction whose read of the log is held up must not keep a concurrent route from returning.
 
+#![allow(clippy::cast_possible_truncation)] // test data and sizes: truncation is intended or impossible here
+
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;

@@ -63,8 +63,8 @@ pub(crate) struct PageTable {
 impl PageTable {
     #[inline]
     fn index(&self, id: PageId) -> Option<usize> {
-        let i = id.0.checked_sub(self.base)?;
-        (i < self.dense.len() as u64).then_some(i as usize)
+        let i = usize::try_from(id.0.checked_sub(self.base)?).ok()?;
+        (i < self.dense.len()).then_some(i)
     }
 
     #[inline]
@@ -134,7 +134,7 @@ impl PageTable {
             self.base = id.0;
         }
         // Extend the dense part when the id is just past it and the table stays dense enough.
-        let grow_to = id.0.checked_sub(self.base).map(|i| i as usize + 1);
+        let grow_to = id.0.checked_sub(self.base).and_then(|i| usize::try_from(i).ok()).and_then(|i| i.checked_add(1));
         if let Some(n) = grow_to.filter(|&n| n <= 2 * (self.dense_live + 1) + SLACK) {
             self.dense.resize_with(n, || None);
             self.dense[n - 1] = Some(slot);
@@ -181,13 +181,15 @@ impl PageTable {
         self.base = slots.first().map_or(0, |(id, _)| id.0);
         // The longest prefix of ids whose span stays within twice its count plus the slack.
         let base = self.base;
-        let fits = |n: usize, id: PageId| ((id.0 - base) as usize) < 2 * (n + 1) + SLACK;
+        // Offsets from the base, where they fit a usize (always, on 64-bit machines).
+        let off = |id: PageId| usize::try_from(id.0 - base).ok();
+        let fits = |n: usize, id: PageId| off(id).is_some_and(|o| o < 2 * (n + 1) + SLACK);
         let cut = slots.iter().enumerate().rposition(|(n, (id, _))| fits(n, *id)).map_or(0, |p| p + 1);
-        let span = slots.get(cut.wrapping_sub(1)).map_or(0, |(id, _)| (id.0 - self.base) as usize + 1);
+        let span = slots.get(cut.wrapping_sub(1)).and_then(|(id, _)| off(*id)).map_or(0, |o| o + 1);
         self.dense.resize_with(span, || None);
         for (n, (id, slot)) in slots.into_iter().enumerate() {
             if n < cut {
-                self.dense[(id.0 - self.base) as usize] = Some(slot);
+                self.dense[off(id).expect("fits: checked for the cut")] = Some(slot);
                 self.dense_live += 1;
             } else {
                 self.overflow.insert(id, slot);
@@ -246,7 +248,7 @@ mod tests {
                 assert!(t.insert(PageId(next), page(next)).is_none());
                 model.insert(next, 8 + next % 7);
             } else {
-                let k = *model.keys().nth((x as usize / 3) % model.len()).unwrap();
+                let k = *model.keys().nth(usize::try_from((x / 3) % model.len() as u64).unwrap()).unwrap();
                 assert_eq!(t.remove(&PageId(k)).map(|p| p.id), Some(PageId(k)));
                 model.remove(&k);
                 assert!(t.remove(&PageId(k)).is_none(), "removed twice");
