@@ -326,6 +326,7 @@ impl MMSBState {
         w.segments.retain(|&segno, _| segno > a);
         w.segments.insert(a, SegMeta { base_lsn: base, len: bytes.len() as u64, blob: 0 });
         w.bytes_since_checkpoint = since_ckpt + w.bytes_since_checkpoint.saturating_sub(since_before);
+        log.monitor.set(crate::monitoring::Counter::LogSegments, w.segments.len() as u64);
         drop(w);
         drop(core);
         for s in &listing.chain[..end] {
@@ -345,7 +346,9 @@ fn try_roll(log: &Tlog, w: &mut Writer) -> Result<()> {
     log.roll_inner(w).inspect_err(|_| {
         w.unsynced.truncate(unsynced);
         let _ = log.storage.remove(&next);
-    })
+    })?;
+    log.monitor.set(crate::monitoring::Counter::LogSegments, w.segments.len() as u64);
+    Ok(())
 }
 
 /// Keeps the `keep` newest checkpoints and the segments from the older of them on.
