@@ -92,7 +92,7 @@ function c_loop(update::Bool)
     cc = Sys.which("cc")
     cc === nothing && return nothing
     libpath = MMSB.LIBPATH[]
-    header_dir = joinpath(MMSB.package_root(), "rust", "mmsb", "include")
+    header_dir = joinpath(MMSB.package_root(), "rust", "mmsb-ffi", "include")
     mktempdir() do dir
         src = joinpath(dir, "bench.c")
         exe = joinpath(dir, "bench")

@@ -2,7 +2,7 @@
     MMSB.LibMMSB
 
 Low-level bindings: one plain `ccall` wrapper per function of the C header
-`rust/mmsb/include/mmsb.h`, with the same name, argument order and meaning.
+`rust/mmsb-ffi/include/mmsb.h`, with the same name, argument order and meaning.
 Nothing here checks status codes or manages handles; the user API in `MMSB`
 does that. Arguments are left untyped on purpose: `ccall` converts them with
 `Base.cconvert`/`Base.unsafe_convert`, so callers may pass the `MMSB` handle

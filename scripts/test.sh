@@ -125,7 +125,7 @@ if [ "$SETUP_OK" = 1 ] || command -v cargo >/dev/null; then
   run_step "cargo build (debug)" cargo build --workspace
   run_step "cargo test" cargo test --workspace
   # The device layer must also build without the CUDA feature.
-  run_step "cargo check (no cuda)" cargo check -p mmsb --no-default-features
+  run_step "cargo check (no cuda)" cargo check -p mmsb -p mmsb-ffi -p mmsb-cdylib --no-default-features
   # A time-boxed fuzz smoke run of every target (longer runs: docs/reliability.md).
   run_step "fuzz smoke" bash "$REPO/scripts/fuzz.sh" "${MMSB_FUZZ_SECONDS:-10}"
   run_step "cargo build --release" cargo build --release

@@ -3,7 +3,7 @@
 
 The Memory-Mapped State Bus from Julia: page-aligned state that changes only
 through deterministic deltas (`state ⊕ Δ → state′`). This package wraps the
-Rust core (`libmmsb`, C ABI in `rust/mmsb/include/mmsb.h`).
+Rust core (`libmmsb`, C ABI in `rust/mmsb-ffi/include/mmsb.h`).
 
 Start with [`mmsb_start`](@ref); see `examples/demo.jl`.
 

@@ -1,4 +1,4 @@
-# julia/LibMMSB.jl is written by hand from the C header rust/mmsb/include/mmsb.h (which cbindgen
+# julia/LibMMSB.jl is written by hand from the C header rust/mmsb-ffi/include/mmsb.h (which cbindgen
 # generates from the Rust code): this file checks that the two agree, so that a constant, a
 # signature or a struct mirror that drifts fails here instead of corrupting memory at a call.
 #   - every `#define MMSB_*` number and every status code of the header has a LibMMSB constant
@@ -8,7 +8,7 @@
 #   - every struct of the header has a LibMMSB mirror with the same field names and types.
 
 const L = MMSB.LibMMSB
-const HEADER = read(joinpath(dirname(dirname(pathof(MMSB))), "rust", "mmsb", "include", "mmsb.h"), String)
+const HEADER = read(joinpath(dirname(dirname(pathof(MMSB))), "rust", "mmsb-ffi", "include", "mmsb.h"), String)
 const LIBSRC = read(joinpath(dirname(dirname(pathof(MMSB))), "julia", "LibMMSB.jl"), String)
 
 # Header text without comments, one declaration per `;`.

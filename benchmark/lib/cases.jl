@@ -93,7 +93,7 @@ function c_loop_update(n::Int, samples::Int)
     cc = Sys.which("cc")
     cc === nothing && return nothing
     libdir = dirname(MMSB.LIBPATH[])
-    inc = joinpath(MMSB.package_root(), "rust", "mmsb", "include")
+    inc = joinpath(MMSB.package_root(), "rust", "mmsb-ffi", "include")
     mktempdir() do dir
         src, exe = joinpath(dir, "loop.c"), joinpath(dir, "loop")
         write(src, C_LOOP)

@@ -3,10 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mmsb::ffi::delta::*;
-use mmsb::ffi::page::*;
-use mmsb::ffi::state::*;
-use mmsb::ffi::MMSB_OK;
+use mmsb_ffi::delta::*;
+use mmsb_ffi::page::*;
+use mmsb_ffi::state::*;
+use mmsb_ffi::MMSB_OK;
 
 struct Input<'a>(&'a [u8]);
 

@@ -1,5 +1,6 @@
 //! Core data-path figures, all in one run: dense 4 KiB apply vs a 4 KiB memcpy, the sparse
 //! 64-byte in-memory route, and `Delta::diff` of 4 KiB. Run: `cargo bench --bench core`.
+#![allow(clippy::cast_possible_truncation)] // benchmark sizes and timings: truncation is intended or impossible here
 
 #[path = "support/ab.rs"]
 mod ab;

@@ -1,6 +1,7 @@
 //! Cost of the device layer on the routing hot path: routing small deltas to a CPU page (no dirty
 //! tracking) vs a GPU page (dirty tracking, here without a device so nothing is ever synced and
 //! the range set stays at its cap: the worst case), and the sync planner on a full dirty set.
+#![allow(clippy::cast_possible_truncation)] // benchmark sizes and timings: truncation is intended or impossible here
 
 use std::hint::black_box;
 

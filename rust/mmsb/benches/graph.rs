@@ -22,6 +22,7 @@
 //! Every group runs twice: under wall time, and (prefix `cpu/`) under the benchmark thread's
 //! CPU time, which stays meaningful on a loaded machine where wall time mostly measures the
 //! wait for a core.
+#![allow(clippy::cast_possible_truncation)] // benchmark sizes and timings: truncation is intended or impossible here
 
 use std::hint::black_box;
 

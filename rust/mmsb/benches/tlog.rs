@@ -14,6 +14,7 @@
 //!
 //! Run: `cargo bench --bench tlog -- --warm-up-time 1 --measurement-time 3`. The ratios are
 //! printed at the end.
+#![allow(clippy::cast_possible_truncation)] // benchmark sizes and timings: truncation is intended or impossible here
 
 use std::fs::File;
 use std::io::Write;

@@ -8,6 +8,7 @@
 //! Build here with `cargo build --release --examples`; run `target/release/examples/gpu_bench
 //! [MiB]` on the GPU machine (see `benchmark/gpu_check.sh`). Without a driver it prints
 //! `SKIPPED: ...` and exits 0.
+#![allow(clippy::cast_possible_truncation)] // benchmark sizes and timings: truncation is intended or impossible here
 
 use std::time::Instant;
 

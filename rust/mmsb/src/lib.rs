@@ -8,15 +8,23 @@
 //! - [`device`]: GPU mirrors and device synchronisation (layer 03);
 //! - [`graph`]: the ShadowPageGraph, propagation and events (layer 05);
 //! - [`monitoring`]: latency histograms, counters and budgets (utils);
-//! - [`ffi`]: the C ABI over all of them (`include/mmsb.h`).
+//! - `compose`: the composition root, which registers the graph and the device layer with
+//!   every state (`MMSBState::open`).
+//!
+//! The C ABI over all of them is the `mmsb-ffi` crate (`rust/mmsb-ffi`, header
+//! `include/mmsb.h`); this crate is plain Rust.
 //!
 //! Layer 04 (compiler instrumentation) lives in the Julia package, on top of this crate.
 
 // Lints: `[workspace.lints]` in the root Cargo.toml.
+// Every public item is documented (a few modules being rewritten opt out for now).
+#![deny(missing_docs)]
 
+mod compose;
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod device;
-pub mod ffi;
 pub mod graph;
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod monitoring;
 pub mod runtime;
 pub mod types;

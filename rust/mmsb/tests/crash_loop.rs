@@ -9,6 +9,7 @@
 //!
 //! `MMSB_KILL_CYCLES` sets the number of cycles (default 150, about 12 s here);
 //! `scripts/crash-loop.sh` runs 1,000.
+#![allow(clippy::cast_possible_truncation)] // test data and sizes: truncation is intended or impossible here
 
 mod tlog_common;
 

@@ -1,6 +1,7 @@
 //! Property tests for the delta algebra: ⊕ is associative with the empty delta as identity,
 //! applying a composition equals applying in sequence, `diff` inverts to `apply`, and the codec
 //! round-trips every delta.
+#![allow(clippy::cast_possible_truncation)] // test data and sizes: truncation is intended or impossible here
 
 use mmsb::Delta;
 use proptest::prelude::*;

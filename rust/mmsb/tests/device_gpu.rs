@@ -1,6 +1,7 @@
 //! GPU tests of the device layer. Each `gpu_*` test needs a CUDA driver and a device; without
 //! them it prints `SKIPPED: no CUDA driver: <reason>` and returns (run with `--nocapture` to see
 //! it). `benchmark/gpu_check.sh` runs them on a GPU machine.
+#![allow(clippy::cast_possible_truncation)] // test data and sizes: truncation is intended or impossible here
 
 use std::sync::Arc;
 

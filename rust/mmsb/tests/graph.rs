@@ -1,4 +1,5 @@
 //! ShadowPageGraph, propagation and events through `MMSBState`'s public API.
+#![allow(clippy::cast_possible_truncation)] // test data and sizes: truncation is intended or impossible here
 
 use std::ffi::c_void;
 use std::sync::Arc;

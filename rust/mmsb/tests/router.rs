@@ -1,5 +1,6 @@
 //! The state and router: errors change nothing, batches are atomic, compare-and-set works, and
 //! concurrent routing equals serial application in LSN order.
+#![allow(clippy::cast_possible_truncation)] // test data and sizes: truncation is intended or impossible here
 
 use std::sync::Arc;
 

@@ -5,6 +5,7 @@
 //! checkpoint format versions (`tlog_recovery.rs::a_newer_format_version_is_rejected_clearly`).
 //! Here: foreign files are never touched, and newer versions of the layers' own encodings
 //! (graph snapshot in a checkpoint, device sync records in the log) are clear errors too.
+#![allow(clippy::cast_possible_truncation)] // test data and sizes: truncation is intended or impossible here
 
 mod tlog_common;
 

@@ -3,6 +3,7 @@
 //! replay, all at once (automatic maintenance too: the log cap is small). At the end the live
 //! state must equal (a) `replay_to` of the final LSN, a serial replay of the log, and (b) a
 //! fresh reopen of the directory.
+#![allow(clippy::cast_possible_truncation)] // test data and sizes: truncation is intended or impossible here
 
 mod tlog_common;
 

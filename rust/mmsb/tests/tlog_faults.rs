@@ -7,6 +7,7 @@
 //! the record was applied before the wait, see docs/reliability.md); later writes succeed unless
 //! the log was poisoned. After power loss the reopened state is exactly the last acknowledged
 //! snapshot (Always, GroupCommit) or one of the acknowledged snapshots (None: a prefix).
+#![allow(clippy::cast_possible_truncation)] // test data and sizes: truncation is intended or impossible here
 
 mod tlog_common;
 

@@ -1,6 +1,7 @@
 //! Group commit's batching: concurrent writers share fsyncs, a lone writer never waits for
 //! company. The storage is in memory with a slow fsync (2 ms), so batching does not depend on
 //! the disk of the machine running the test.
+#![allow(clippy::cast_possible_truncation)] // test data and sizes: truncation is intended or impossible here
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

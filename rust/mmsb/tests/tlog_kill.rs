@@ -2,6 +2,7 @@
 //! several threads and prints every acknowledged write; the parent SIGKILLs it at random moments,
 //! reopens the directory and checks that every acknowledged write is there and that the state
 //! equals a reference model. `MMSB_KILL_CYCLES` sets the number of cycles (default 100).
+#![allow(clippy::cast_possible_truncation)] // test data and sizes: truncation is intended or impossible here
 
 mod tlog_common;
 

@@ -1,4 +1,5 @@
 //! Property tests: replay to any LSN, and compaction never changing replay at or after its point.
+#![allow(clippy::cast_possible_truncation)] // test data and sizes: truncation is intended or impossible here
 
 mod tlog_common;
 

@@ -1,4 +1,5 @@
 //! Crash recovery: torn tails, bit flips, checkpoints, stale segments, versions, permissions.
+#![allow(clippy::cast_possible_truncation)] // test data and sizes: truncation is intended or impossible here
 
 mod tlog_common;
 

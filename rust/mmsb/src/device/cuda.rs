@@ -41,10 +41,15 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, DeviceError>) -> Result<
 /// What the probe found about device 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GpuInfo {
+    /// The device name the driver reports.
     pub name: String,
+    /// Compute capability (major, minor).
     pub compute_capability: (i32, i32),
+    /// Device memory in bytes.
     pub total_mem: u64,
+    /// Whether the device supports managed (unified) memory.
     pub managed_memory: bool,
+    /// Whether host and device may touch managed memory at the same time.
     pub concurrent_managed_access: bool,
 }
 
@@ -98,7 +103,12 @@ pub enum Mirror {
     Device(CudaSlice<u8>),
     /// Managed memory: the host writes it directly; the device faults pages in, or they are
     /// prefetched before kernels when `prefetch` is set.
-    Unified { buf: UnifiedSlice<u8>, prefetch: bool },
+    Unified {
+        /// The managed allocation.
+        buf: UnifiedSlice<u8>,
+        /// Prefetch to the device before kernels run.
+        prefetch: bool,
+    },
 }
 
 impl std::fmt::Debug for Mirror {

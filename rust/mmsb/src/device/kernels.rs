@@ -17,7 +17,6 @@
 use crate::types::delta::{Delta, DeltaParts};
 
 /// The CUDA C source of the delta kernels.
-/// cbindgen:ignore
 pub const KERNELS_CU: &str = r#"
 typedef unsigned long long u64;
 typedef unsigned char u8;
@@ -81,24 +80,34 @@ extern "C" __global__ void mmsb_apply_sparse(u8* __restrict__ page, u64 n_runs,
 "#;
 
 /// Kernel names in [`KERNELS_CU`].
-/// cbindgen:ignore
 pub const DENSE_KERNEL: &str = "mmsb_apply_dense";
 /// Kernel names in [`KERNELS_CU`].
-/// cbindgen:ignore
 pub const SPARSE_KERNEL: &str = "mmsb_apply_sparse";
 
 /// Threads per block for both kernels.
-/// cbindgen:ignore
 pub const BLOCK_THREADS: u32 = 256;
 /// Upper bound on blocks; the grid-stride loops cover the rest.
-/// cbindgen:ignore
 pub const MAX_BLOCKS: u32 = 16_384;
 
 /// A delta flattened into what a kernel receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelArgs {
-    Dense { offset: u64, len: u64, blob: Vec<u8> },
-    Sparse { n_runs: u64, blob: Vec<u8> },
+    /// A dense masked delta.
+    Dense {
+        /// First byte of the page it covers.
+        offset: u64,
+        /// Bytes it covers.
+        len: u64,
+        /// Mask words then payload, as the dense kernel reads them.
+        blob: Vec<u8>,
+    },
+    /// A sparse delta.
+    Sparse {
+        /// Number of runs.
+        n_runs: u64,
+        /// Run headers then run bytes, as the sparse kernel reads them.
+        blob: Vec<u8>,
+    },
 }
 
 impl KernelArgs {

@@ -8,36 +8,17 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::types::error::DeviceError;
 use crate::types::page::PageId;
 
-/// Which way bytes move.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum SyncDirection {
-    /// CPU page → device mirror (pushes the CPU-dirty ranges).
-    HostToDevice = 0,
-    /// Device mirror → CPU page; the bytes that differ are routed as a delta (and logged).
-    DeviceToHost = 1,
-}
-
-impl SyncDirection {
-    /// Decodes the C ABI / log representation.
-    pub fn from_u32(v: u32) -> Option<SyncDirection> {
-        match v {
-            0 => Some(SyncDirection::HostToDevice),
-            1 => Some(SyncDirection::DeviceToHost),
-            _ => None,
-        }
-    }
-}
+pub use crate::types::event::SyncDirection;
 
 /// One intention: move `ranges` of `page` in `direction`. Empty `ranges` means the whole page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncCommand {
+    /// The page to sync.
     pub page: PageId,
+    /// Which way the bytes move.
     pub direction: SyncDirection,
     /// Half-open byte ranges `(start, end)`, in any order, possibly overlapping.
     pub ranges: Vec<(u64, u64)>,
@@ -100,22 +81,32 @@ impl Default for PlannerConfig {
 /// overwrite the CPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyOp {
+    /// The page copied.
     pub page: PageId,
+    /// Which way the bytes move.
     pub direction: SyncDirection,
+    /// First byte of the page copied.
     pub offset: u64,
+    /// Bytes copied (the requested parts plus the gaps merged between them).
     pub len: u64,
+    /// Where the copy sits in its direction's staging buffer.
     pub staging_offset: u64,
+    /// The requested ranges `(start, end)` inside the copy, in page offsets.
     pub parts: Vec<(u64, u64)>,
 }
 
 /// The copies for a command buffer, with the staging bytes each direction needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// The copies, in execution order.
     pub copies: Vec<CopyOp>,
+    /// Staging bytes the host-to-device copies need.
     pub staging_h2d: u64,
+    /// Staging bytes the device-to-host copies need.
     pub staging_d2h: u64,
     /// Bytes requested (before gap merging), per direction.
     pub requested_h2d: u64,
+    /// Bytes requested device to host, before gap merging.
     pub requested_d2h: u64,
 }
 

@@ -50,7 +50,7 @@ impl MMSBState {
     /// Whether this state uses a GPU: the process's detected device, or why none is used
     /// (no driver or device, or `Config::gpu` off).
     pub fn device_status(&self) -> DeviceStatus {
-        match &self.device.disabled {
+        match &self.device_manager().disabled {
             Some(reason) => DeviceStatus::Unavailable { reason: reason.clone() },
             None => crate::device::device_status().clone(),
         }
@@ -59,13 +59,13 @@ impl MMSBState {
     /// Counters of the device layer.
     #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
     pub fn device_stats(&self) -> DeviceStats {
-        let inner = self.device.inner.lock();
+        let inner = self.device_manager().inner.lock();
         let core = self.core.read();
         let mut s = DeviceStats {
-            syncs: self.device.counters.syncs.load(Ordering::Relaxed),
-            bytes_h2d: self.device.counters.bytes_h2d.load(Ordering::Relaxed),
-            bytes_d2h: self.device.counters.bytes_d2h.load(Ordering::Relaxed),
-            kernels_launched: self.device.counters.kernels.load(Ordering::Relaxed),
+            syncs: self.device_manager().counters.syncs.load(Ordering::Relaxed),
+            bytes_h2d: self.device_manager().counters.bytes_h2d.load(Ordering::Relaxed),
+            bytes_d2h: self.device_manager().counters.bytes_d2h.load(Ordering::Relaxed),
+            kernels_launched: self.device_manager().counters.kernels.load(Ordering::Relaxed),
             ..DeviceStats::default()
         };
         for (id, slot) in &inner.slots {
@@ -84,7 +84,7 @@ impl MMSBState {
     /// The device side of `page`.
     pub fn device_page_status(&self, page: PageId) -> Result<PageDeviceStatus> {
         self.device_check(false)?;
-        let inner = self.device.inner.lock();
+        let inner = self.device_manager().inner.lock();
         match inner.slots.get(&page) {
             Some(Slot::CpuOnly { reason }) => Ok(PageDeviceStatus::CpuOnly { reason: reason.clone() }),
             #[cfg(feature = "cuda")]
@@ -111,7 +111,7 @@ impl MMSBState {
     /// `NoDevice` when the page has no mirror.
     pub fn read_mirror(&self, page: PageId) -> Result<Vec<u8>> {
         self.device_check(false)?;
-        let inner = self.device.inner.lock();
+        let inner = self.device_manager().inner.lock();
         self.require_mirror(&inner, page)?;
         #[cfg(feature = "cuda")]
         if let Some(Slot::Mirror(m)) = inner.slots.get(&page) {
@@ -119,6 +119,13 @@ impl MMSBState {
             return Ok(g.read_mirror(m)?);
         }
         Err(DeviceError::NoDevice("no mirror".into()).into())
+    }
+
+    /// This state's `DeviceManager`: a state extension (`runtime::extension`) that
+    /// `crate::compose` registers with every state, so it is always there.
+    pub(crate) fn device_manager(&self) -> &crate::device::DeviceManager {
+        self.state_extension::<crate::device::DeviceManager>()
+            .expect("the composition root (compose.rs) registers a DeviceManager with every state")
     }
 
     /// Hook for pages that come into being other than through `create_page` (recovery, replay,
@@ -139,7 +146,7 @@ impl MMSBState {
     /// Called once per page materialized by recovery, after it is in the registry.
     pub(crate) fn device_adopt_page(&self, page: PageId) -> Result<()> {
         let info = self.page_info(page)?;
-        self.device.on_page_created(page, info.location, info.size);
+        self.device_manager().on_page_created(page, info.location, info.size);
         if let Some(d) = self.core.write().pages.get_mut(&page).and_then(|p| p.dirty.as_mut()) {
             d.mark(0, info.size);
         }
@@ -149,7 +156,7 @@ impl MMSBState {
     /// Encoded DeviceSync records not yet taken (oldest first). Until the transaction log
     /// takes them through its extension-record hook, they wait here (bounded).
     pub fn take_device_sync_records(&self) -> Vec<Vec<u8>> {
-        self.device.journal.lock().drain(..).collect()
+        self.device_manager().journal.lock().drain(..).collect()
     }
 
     /// Syncs one page: host→device pushes its dirty ranges; device→host pulls the whole mirror
@@ -162,7 +169,7 @@ impl MMSBState {
                 let r = self.dirty_ranges(page)?;
                 if r.is_empty() {
                     // Nothing to push, but the page must still be a mirrored one.
-                    self.require_mirror(&self.device.inner.lock(), page)?;
+                    self.require_mirror(&self.device_manager().inner.lock(), page)?;
                     return Ok(SyncReport::default());
                 }
                 r
@@ -180,7 +187,7 @@ impl MMSBState {
         self.device_check(direction == SyncDirection::DeviceToHost)?;
         let mut buf = CommandBuffer::new();
         {
-            let inner = self.device.inner.lock();
+            let inner = self.device_manager().inner.lock();
             let core = self.core.read();
             let mut ids: Vec<PageId> =
                 inner.slots.iter().filter(|(_, s)| !matches!(s, Slot::CpuOnly { .. })).map(|(id, _)| *id).collect();
@@ -222,7 +229,7 @@ impl MMSBState {
         if buf.is_empty() {
             return Ok(SyncReport::default());
         }
-        let mut inner = self.device.inner.lock();
+        let mut inner = self.device_manager().inner.lock();
         for c in buf.commands() {
             self.require_mirror(&inner, c.page)?;
         }
@@ -248,7 +255,7 @@ impl MMSBState {
         self.device_check(true)?;
         #[cfg(feature = "cuda")]
         {
-            let mut inner = self.device.inner.lock();
+            let mut inner = self.device_manager().inner.lock();
             if let Some(Slot::Mirror(m)) = inner.slots.get_mut(&page) {
                 return self.apply_on_mirror(m, page, delta, expected_epoch);
             }
@@ -259,32 +266,34 @@ impl MMSBState {
     /// Records a completed sync (called once per (page, direction), only after its doorbell
     /// rang): the sync takes an LSN like every other change, with or without a log
     /// (docs/log-format.md), written as an extension record when the state has a log; and it
-    /// goes into the bounded in-memory journal.
+    /// goes into the bounded in-memory journal. Returns false, having recorded nothing, when
+    /// the state was closed first; the caller then leaves the sync out of its counts too.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    fn log_device_sync(&self, rec: &DeviceSyncRecord) {
+    fn log_device_sync(&self, rec: &DeviceSyncRecord) -> bool {
         // A sync that finishes after `close` records nothing: the state's log is gone, and an
         // LSN taken now would be one no log holds.
         if self.is_closed() {
-            return;
+            return false;
         }
-        self.events.emit(crate::graph::Event::DeviceSync { page: rec.page, direction: rec.direction });
+        self.events.emit(crate::types::event::Event::DeviceSync { page: rec.page, direction: rec.direction });
         let body = encode_sync_record(rec);
         let mut core = self.core.write();
         // Again under the lock, as every logged change does: `close` sets the flag under it.
         if self.is_closed() {
-            return;
+            return false;
         }
         let kind = crate::runtime::tlog::ext_kind::DEVICE_SYNC;
         match self.commit_locked(&mut core, 1, |s, c| s.tlog_extension(c, kind, &body)) {
             Ok((_, pending)) => {
                 drop(core);
                 if let Err(e) = self.tlog_commit(pending) {
-                    self.device.note_log_failure(e.to_string());
+                    self.device_manager().note_log_failure(e.to_string());
                 }
             }
-            Err(e) => self.device.note_log_failure(e.to_string()),
+            Err(e) => self.device_manager().note_log_failure(e.to_string()),
         }
-        self.device.journal_push(body);
+        self.device_manager().journal_push(body);
+        true
     }
 
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
@@ -294,7 +303,7 @@ impl MMSBState {
         copies: &[&CopyOp],
         epoch_and_lsn: impl Fn(PageId) -> (u64, Option<Lsn>),
     ) {
-        let c = &self.device.counters;
+        let c = &self.device_manager().counters;
         let mut i = 0;
         while i < copies.len() {
             let (page, direction) = (copies[i].page, copies[i].direction);
@@ -303,7 +312,7 @@ impl MMSBState {
             i += group.len();
             let bytes: u64 = group.iter().map(|o| o.len).sum();
             let (epoch, delta_lsn) = epoch_and_lsn(page);
-            self.log_device_sync(&DeviceSyncRecord {
+            let recorded = self.log_device_sync(&DeviceSyncRecord {
                 version: DEVICE_SYNC_RECORD_VERSION,
                 page,
                 direction,
@@ -312,6 +321,9 @@ impl MMSBState {
                 copies: group.iter().map(|o| (o.offset, o.len)).collect(),
                 bytes,
             });
+            if !recorded {
+                continue; // closed meanwhile: the sync is not the state's any more
+            }
             report.syncs += 1;
             report.copies += group.len() as u64;
             crate::device::Counters::add(&c.syncs, 1);
@@ -407,7 +419,7 @@ mod gpu_impl {
             let g = crate::device::gpu().map_err(|e| DeviceError::NoDevice(e.to_string()))?;
             let plan = {
                 let core = self.core.read();
-                plan::plan(cmds, |p| core.pages.get(&p).map(|pg| pg.size()), &self.device.planner)?
+                plan::plan(cmds, |p| core.pages.get(&p).map(|pg| pg.size()), &self.device_manager().planner)?
             };
             let mut report = SyncReport::default();
             let Inner { slots, upload, readback } = inner;
@@ -567,7 +579,7 @@ mod gpu_impl {
                     }
                     return Err(e.into());
                 }
-                crate::device::Counters::add(&self.device.counters.kernels, 1);
+                crate::device::Counters::add(&self.device_manager().counters.kernels, 1);
             }
             self.tlog_commit(pending)?;
             Ok(lsn)
@@ -619,6 +631,28 @@ mod tests {
         }
     }
 
+    /// A sync that completes after `close` is not counted either: not in the caller's
+    /// `SyncReport`, not in the device counters (it used to be, while taking no LSN).
+    #[test]
+    fn a_device_sync_after_close_is_not_counted() {
+        let s = no_gpu_state();
+        let page = s.create_page(64, Location::Gpu, PageMeta::default()).unwrap();
+        let copy = |direction| CopyOp { page, direction, offset: 0, len: 64, staging_offset: 0, parts: vec![(0, 64)] };
+        let (h2d, d2h) = (copy(SyncDirection::HostToDevice), copy(SyncDirection::DeviceToHost));
+        // Open, the same call counts both directions: the check below can fail.
+        let mut open = SyncReport::default();
+        s.finish_sync(&mut open, &[&h2d, &d2h], |_| (0, None));
+        assert_eq!((open.syncs, open.bytes_h2d, open.bytes_d2h), (2, 64, 64));
+        let counted = s.device_stats();
+        assert_eq!(counted.syncs, 2);
+        s.close();
+        let mut report = SyncReport::default();
+        s.finish_sync(&mut report, &[&h2d, &d2h], |_| (0, None));
+        assert_eq!((report.syncs, report.copies, report.bytes_h2d, report.bytes_d2h), (0, 0, 0, 0));
+        let after = s.device_stats();
+        assert_eq!((after.syncs, after.bytes_h2d, after.bytes_d2h), (2, 64, 64));
+    }
+
     /// A device sync that completes after `close` is a no-op: no LSN, no journal record, no
     /// log failure, with or without a log.
     #[test]
@@ -639,7 +673,7 @@ mod tests {
             });
             assert_eq!(s.lsn(), closed_at, "logging: {logging}");
             assert!(s.take_device_sync_records().is_empty(), "logging: {logging}");
-            assert_eq!(s.device.last_log_failure(), None, "logging: {logging}");
+            assert_eq!(s.device_manager().last_log_failure(), None, "logging: {logging}");
         }
     }
 
@@ -688,7 +722,7 @@ mod tests {
     fn adopted_pages_are_wholly_dirty() {
         let s = no_gpu_state();
         let p = s.create_page(5000, Location::Unified, PageMeta::default()).unwrap();
-        s.device.on_page_freed(p); // as if the page had been materialized by recovery
+        s.device_manager().on_page_freed(p); // as if the page had been materialized by recovery
         s.device_adopt_page(p).unwrap();
         assert_eq!(s.dirty_ranges(p).unwrap(), vec![(0, 5000)]);
         assert!(matches!(s.device_page_status(p).unwrap(), PageDeviceStatus::CpuOnly { .. }));

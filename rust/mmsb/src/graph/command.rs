@@ -37,15 +37,18 @@ pub type CTransformFn =
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Lane {
+    /// Unsigned bytes.
     U8 = 0,
+    /// Little-endian `u32`.
     U32 = 1,
+    /// Little-endian IEEE 754 `f32`.
     F32 = 2,
+    /// Little-endian IEEE 754 `f64`.
     F64 = 3,
 }
 
 impl Lane {
     /// Every lane type.
-    /// cbindgen:ignore
     pub const ALL: [Lane; 4] = [Lane::U8, Lane::U32, Lane::F32, Lane::F64];
 
     /// Bytes per lane.
@@ -67,17 +70,22 @@ impl Lane {
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SemiOp {
+    /// Addition (wrapping for integers).
     Add = 0,
+    /// Bitwise exclusive or.
     Xor = 1,
+    /// Bitwise or.
     Or = 2,
+    /// Bitwise and.
     And = 3,
+    /// The smaller lane value.
     Min = 4,
+    /// The larger lane value.
     Max = 5,
 }
 
 impl SemiOp {
     /// Every op.
-    /// cbindgen:ignore
     pub const ALL: [SemiOp; 6] = [SemiOp::Add, SemiOp::Xor, SemiOp::Or, SemiOp::And, SemiOp::Min, SemiOp::Max];
 
     /// Decodes the C ABI representation.
@@ -100,9 +108,13 @@ unsafe impl Sync for UserData {}
 /// User code run as part of a transform.
 #[derive(Clone)]
 pub enum Callback {
+    /// A Rust closure.
     Rust(RustTransform),
+    /// A C function pointer with its user data (the C ABI's transforms).
     C {
+        /// The function.
         f: CTransformFn,
+        /// Passed back to `f` on every call.
         user_data: UserData,
     },
     /// What a deserialized callback becomes: code cannot be restored from a log. The graph
@@ -174,11 +186,36 @@ impl PartialEq for Callback {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// `dst[dst_off..][..len] = src[src_off..][..len]`.
-    Copy { src_off: u64, dst_off: u64, len: u64 },
+    Copy {
+        /// First source byte.
+        src_off: u64,
+        /// First destination byte.
+        dst_off: u64,
+        /// Bytes copied.
+        len: u64,
+    },
     /// `dst[dst_off..][..len] = value`.
-    Fill { dst_off: u64, len: u64, value: u8 },
+    Fill {
+        /// First destination byte.
+        dst_off: u64,
+        /// Bytes filled.
+        len: u64,
+        /// The byte written.
+        value: u8,
+    },
     /// Lane-wise `dst = dst ∘ src` over `len` bytes (a multiple of the lane size).
-    Op { op: SemiOp, lane: Lane, src_off: u64, dst_off: u64, len: u64 },
+    Op {
+        /// The operation.
+        op: SemiOp,
+        /// The lane type.
+        lane: Lane,
+        /// First source byte.
+        src_off: u64,
+        /// First destination byte.
+        dst_off: u64,
+        /// Bytes covered.
+        len: u64,
+    },
     /// User code over the whole source page and the whole (scratch) dependent page.
     Callback(Callback),
 }

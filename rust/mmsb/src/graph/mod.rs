@@ -4,16 +4,23 @@
 //! - [`shadow_graph`]: explicit, typed, acyclic dependency edges between pages, with heights;
 //! - [`command`]: the transforms edges carry (copy, fill, lane-wise semiring ops, callbacks);
 //! - [`propagation`]: deterministic rounds in `(height, PageId)` order with early cutoff;
-//! - [`events`]: bounded, filtered subscriptions to what the state does;
+//! - [`events`]: bounded, filtered subscriptions to what the state does (defined in
+//!   `runtime::events`, re-exported);
 //! - [`persist`]: postcard records and snapshots of the graph for the log and checkpoints;
 //! - [`state_ext`]: the graph and event methods of `MMSBState`.
 
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod command;
-pub mod events;
 pub mod persist;
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod propagation;
 pub mod shadow_graph;
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod state_ext;
+
+/// The event hub lives in `runtime` (every layer emits through it); re-exported here, where the
+/// seed places the EventSystem.
+pub use crate::runtime::events;
 
 pub use command::{CTransformFn, Callback, Command, CommandList, Lane, RustTransform, SemiOp};
 pub use events::{Event, EventKind, EventSystem, OverflowPolicy, Subscription, SyncDirection};

@@ -22,10 +22,15 @@ use crate::types::page::PageId;
 /// One edge, as logged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EdgeRecord {
+    /// The edge's id.
     pub id: EdgeId,
+    /// The source page.
     pub from: PageId,
+    /// The dependent page.
     pub to: PageId,
+    /// What the edge is for.
     pub kind: EdgeKind,
+    /// The transform it runs.
     pub commands: CommandList,
 }
 
@@ -38,8 +43,13 @@ impl From<EdgeView<'_>> for EdgeRecord {
 /// One logged change of the graph.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum GraphRecord {
+    /// An edge was added.
     EdgeAdded(EdgeRecord),
-    EdgeRemoved { id: EdgeId },
+    /// An edge was removed.
+    EdgeRemoved {
+        /// The removed edge's id.
+        id: EdgeId,
+    },
 }
 
 /// Every edge of a graph, for a checkpoint.
@@ -55,13 +65,13 @@ pub struct GraphSnapshot {
 
 impl GraphSnapshot {
     /// Version of the snapshot format written by this build.
-    /// cbindgen:ignore
     pub const FORMAT_VERSION: u32 = 1;
 }
 
 /// What replaying one record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayOutcome {
+    /// The record changed the graph.
     Applied,
     /// The record named a callback edge (added: dropped; removed: it was never restored).
     Skipped,

@@ -45,9 +45,13 @@ impl fmt::Display for EdgeId {
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EdgeKind {
+    /// A data dependency: the dependent page's bytes derive from the source's.
     Data = 0,
+    /// A control dependency (propagated like the others; the kind is for consumers).
     Control = 1,
+    /// An edge that device synchronisation owns.
     GpuSync = 2,
+    /// An edge that compiler instrumentation owns (IR pages).
     Compiler = 3,
 }
 
@@ -76,10 +80,15 @@ pub(crate) struct EdgeData {
 /// A borrowed view of one edge.
 #[derive(Debug, Clone, Copy)]
 pub struct EdgeView<'a> {
+    /// The edge's id.
     pub id: EdgeId,
+    /// The source page.
     pub from: PageId,
+    /// The dependent page.
     pub to: PageId,
+    /// What the edge is for.
     pub kind: EdgeKind,
+    /// The transform it runs.
     pub commands: &'a CommandList,
 }
 

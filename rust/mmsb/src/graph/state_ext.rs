@@ -12,6 +12,7 @@ use crate::graph::events::{Event, EventSystem, OverflowPolicy, Subscription};
 use crate::graph::persist::{self, EdgeRecord, GraphSnapshot};
 use crate::graph::propagation::{PageStore, PropagationEngine, RoundStats};
 use crate::graph::shadow_graph::{EdgeId, EdgeKind, ShadowPageGraph};
+use crate::runtime::extension::{LogExtension, PageSizes};
 use crate::runtime::router::RouteOp;
 use crate::runtime::state::{Core, Lsn, MMSBState};
 use crate::runtime::tlog::{ext_kind, Pending};
@@ -44,6 +45,60 @@ impl PageStore for CoreStore<'_> {
     }
 }
 
+/// The state's graph: a log extension (`runtime::extension`) in its `Core`, which
+/// `crate::compose` registers with every state.
+fn graph(core: &Core) -> &ShadowPageGraph {
+    core.extension::<ShadowPageGraph>().expect("the composition root (compose.rs) registers the graph with every state")
+}
+
+/// The state's graph, mutably.
+fn graph_mut(core: &mut Core) -> &mut ShadowPageGraph {
+    core.extension_mut::<ShadowPageGraph>()
+        .expect("the composition root (compose.rs) registers the graph with every state")
+}
+
+/// The graph plugs into the state as a log extension: it keeps its edges under the state's
+/// lock, replays its edge records, writes the checkpoint's extension section and keeps pages
+/// with edges from being freed.
+impl LogExtension for ShadowPageGraph {
+    fn record_kinds(&self) -> &'static [u8] {
+        &[ext_kind::GRAPH_EDGE_ADD, ext_kind::GRAPH_EDGE_REMOVE]
+    }
+
+    fn replay(&mut self, _kind: u8, body: &[u8], page_size: PageSizes<'_>) -> Result<()> {
+        let record = persist::decode_record(body)?;
+        persist::replay_record(self, &record, page_size).map(|_| ())
+    }
+
+    fn checkpoint_section(&self) -> Option<Vec<u8>> {
+        Some(persist::encode_snapshot(self))
+    }
+
+    /// Callback edges are not restorable and are dropped (documented in `graph::persist`).
+    fn restore_section(&mut self, bytes: &[u8], page_size: PageSizes<'_>) -> Result<bool> {
+        let snapshot = persist::decode_snapshot(bytes)?;
+        let (graph, _dropped) = persist::restore(&snapshot, page_size)?;
+        *self = graph;
+        Ok(true)
+    }
+
+    fn blocks_free(&self, page: PageId) -> Option<String> {
+        self.contains(page).then(|| "it has dependency edges".to_string())
+    }
+
+    fn fresh(&self) -> Box<dyn LogExtension> {
+        Box::new(ShadowPageGraph::default())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
 /// Puts the graph back into the core even if a callback panics mid-round.
 struct GraphOut<'a> {
     core: &'a mut Core,
@@ -52,7 +107,7 @@ struct GraphOut<'a> {
 
 impl Drop for GraphOut<'_> {
     fn drop(&mut self) {
-        self.core.graph = std::mem::take(&mut self.graph);
+        *graph_mut(self.core) = std::mem::take(&mut self.graph);
     }
 }
 
@@ -83,15 +138,15 @@ impl MMSBState {
         self.graph_check_open()?;
         let src = core.pages.get(&from).ok_or(PageError::UnknownPage(from))?.size();
         let dst = core.pages.get(&to).ok_or(PageError::UnknownPage(to))?.size();
-        let id = core.graph.add_edge(from, to, kind, commands, src, dst)?;
-        let record = persist::GraphRecord::EdgeAdded(core.graph.edge(id).expect("edge just added").into());
+        let id = graph_mut(&mut core).add_edge(from, to, kind, commands, src, dst)?;
+        let record = persist::GraphRecord::EdgeAdded(graph(&core).edge(id).expect("edge just added").into());
         let body = persist::encode_record(&record);
         let pending =
             match self.commit_locked(&mut core, 1, |s, c| s.tlog_extension(c, ext_kind::GRAPH_EDGE_ADD, &body)) {
                 Ok((_, p)) => p,
                 Err(e) => {
                     // The log refused the record: undo, so a failed call changes nothing.
-                    core.graph.remove_edge(id)?;
+                    graph_mut(&mut core).remove_edge(id)?;
                     return Err(e);
                 }
             };
@@ -105,12 +160,12 @@ impl MMSBState {
         self.graph_check_writable()?;
         let mut core = self.core.write();
         self.graph_check_open()?;
-        core.graph.edge(edge).ok_or(crate::types::error::GraphError::UnknownEdgeId(edge.0))?;
+        graph(&core).edge(edge).ok_or(crate::types::error::GraphError::UnknownEdgeId(edge.0))?;
         let record = persist::GraphRecord::EdgeRemoved { id: edge };
         let body = persist::encode_record(&record);
         let (_, pending) =
             self.commit_locked(&mut core, 1, |s, c| s.tlog_extension(c, ext_kind::GRAPH_EDGE_REMOVE, &body))?;
-        core.graph.remove_edge(edge)?;
+        graph_mut(&mut core).remove_edge(edge)?;
         drop(core);
         self.tlog_commit(pending)?;
         Ok(())
@@ -155,8 +210,8 @@ impl MMSBState {
     /// Runs a round under the caller's lock. Returns the log records it wrote even when the
     /// round fails part-way (deltas routed before the failure stay applied and logged).
     fn round_locked(&self, core: &mut Core, changed: &[PageId]) -> (Result<RoundStats>, Vec<Pending>) {
-        let graph = std::mem::take(&mut core.graph);
-        let mut out = GraphOut { core, graph };
+        let taken = std::mem::take(graph_mut(core));
+        let mut out = GraphOut { core, graph: taken };
         let out = &mut out;
         let mut store = CoreStore { state: self, core: &mut *out.core, pending: Vec::new() };
         let started = std::time::Instant::now();
@@ -189,7 +244,7 @@ impl MMSBState {
         self.graph_check_open()?;
         let core = self.core.read();
         core.pages.get(&page).ok_or(PageError::UnknownPage(page))?;
-        Ok(core.graph.dependents(page))
+        Ok(graph(&core).dependents(page))
     }
 
     /// Pages with an edge into `page`, ascending.
@@ -197,27 +252,27 @@ impl MMSBState {
         self.graph_check_open()?;
         let core = self.core.read();
         core.pages.get(&page).ok_or(PageError::UnknownPage(page))?;
-        Ok(core.graph.sources(page))
+        Ok(graph(&core).sources(page))
     }
 
     /// The pages of the graph in propagation order (`(height, PageId)`: a topological order).
     pub fn topo_order(&self) -> Result<Vec<PageId>> {
         self.graph_check_open()?;
-        Ok(self.core.read().graph.topo_order())
+        Ok(graph(&self.core.read()).topo_order())
     }
 
     /// One edge, as it would be logged.
     pub fn dependency(&self, edge: EdgeId) -> Result<EdgeRecord> {
         self.graph_check_open()?;
         let core = self.core.read();
-        let e = core.graph.edge(edge).ok_or(crate::types::error::GraphError::UnknownEdgeId(edge.0))?;
+        let e = graph(&core).edge(edge).ok_or(crate::types::error::GraphError::UnknownEdgeId(edge.0))?;
         Ok(e.into())
     }
 
     /// Runs `f` on the graph under the shared lock.
     pub fn with_graph<R>(&self, f: impl FnOnce(&ShadowPageGraph) -> R) -> Result<R> {
         self.graph_check_open()?;
-        Ok(f(&self.core.read().graph))
+        Ok(f(graph(&self.core.read())))
     }
 
     /// The graph as a checkpoint would store it.
@@ -232,9 +287,10 @@ impl MMSBState {
         let mut core = self.core.write();
         self.graph_check_open()?;
         let pages = &core.pages;
-        let (mut graph, dropped) = persist::restore(snapshot, |p| pages.get(&p).map(|pg| pg.size()))?;
-        graph.round = core.graph.round;
-        core.graph = graph;
+        let (mut restored, dropped) = persist::restore(snapshot, |p| pages.get(&p).map(|pg| pg.size()))?;
+        let current = graph_mut(&mut core);
+        restored.round = current.round;
+        *current = restored;
         Ok(dropped)
     }
 

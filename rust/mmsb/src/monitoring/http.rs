@@ -14,7 +14,6 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::runtime::state::MMSBState;
 use crate::types::error::{Error, MonitorError, Result};
 
 /// The longest request (line and headers) read; a longer one is answered 431.
@@ -25,6 +24,13 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
 const LINGER: Duration = Duration::from_millis(200);
 /// How often the idle server checks whether it was stopped.
 const STOP_POLL: Duration = Duration::from_millis(20);
+
+/// What the endpoint serves: the runtime's state implements it (`runtime/stats.rs`), so this
+/// layer needs nothing above it.
+pub trait StatsSource: Send + Sync {
+    /// The Prometheus text of the current stats, or `None` once the source is closed (503).
+    fn prometheus_text(&self) -> Option<String>;
+}
 
 /// A running endpoint. Dropping it (or [`MetricsServer::stop`]) stops the thread and releases
 /// the port.
@@ -39,7 +45,7 @@ impl MetricsServer {
     /// Serves `state`'s metrics on `ip:port` (`port` 0 picks a free one: see
     /// [`MetricsServer::local_addr`]). `ip` must be a loopback address. The server holds the
     /// state weakly: once the state is closed or dropped it answers 503.
-    pub fn start(state: &Arc<MMSBState>, ip: IpAddr, port: u16) -> Result<MetricsServer> {
+    pub fn start<S: StatsSource + 'static>(state: &Arc<S>, ip: IpAddr, port: u16) -> Result<MetricsServer> {
         if !ip.is_loopback() {
             return Err(Error::InvalidArgument(format!(
                 "metrics are served on a loopback address only (127.0.0.1 or ::1), not {ip}"
@@ -52,7 +58,9 @@ impl MetricsServer {
         listener.set_nonblocking(true).map_err(serve_err)?;
         let addr = listener.local_addr().map_err(serve_err)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (weak, flag) = (Arc::downgrade(state), stop.clone());
+        let weak: Weak<S> = Arc::downgrade(state);
+        let weak: Weak<dyn StatsSource> = weak;
+        let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("mmsb-metrics".into())
             .spawn(move || serve(listener, weak, flag))
@@ -82,7 +90,7 @@ impl Drop for MetricsServer {
     }
 }
 
-fn serve(listener: TcpListener, state: Weak<MMSBState>, stop: Arc<AtomicBool>) {
+fn serve(listener: TcpListener, state: Weak<dyn StatsSource>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Acquire) {
         match listener.accept() {
             // One client's failure (reset, timeout) is that client's: keep serving.
@@ -94,7 +102,7 @@ fn serve(listener: TcpListener, state: Weak<MMSBState>, stop: Arc<AtomicBool>) {
     }
 }
 
-fn answer(mut conn: TcpStream, state: &Weak<MMSBState>) -> std::io::Result<()> {
+fn answer(mut conn: TcpStream, state: &Weak<dyn StatsSource>) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -131,11 +139,8 @@ fn answer(mut conn: TcpStream, state: &Weak<MMSBState>) -> std::io::Result<()> {
             if p != "/metrics" && !p.starts_with("/metrics?") {
                 return respond(&mut conn, "404 Not Found", "only /metrics is served here\n");
             }
-            match state.upgrade().filter(|s| !s.is_closed()) {
-                Some(s) => {
-                    let text = s.get_stats().to_prometheus();
-                    respond_typed(&mut conn, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &text)
-                }
+            match state.upgrade().and_then(|s| s.prometheus_text()) {
+                Some(text) => respond_typed(&mut conn, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &text),
                 None => respond(&mut conn, "503 Service Unavailable", "the state is closed\n"),
             }
         }

@@ -36,7 +36,7 @@
 
 mod clock;
 pub mod http;
-pub mod state_ext;
+mod probe;
 mod stats;
 
 use std::ffi::CStr;
@@ -50,6 +50,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 pub use clock::ClockKind;
+pub(crate) use probe::{RouteProbe, RouteTally};
 pub use stats::{HistogramStats, Stats, SAMPLING_RULE};
 
 use clock::Clock;
@@ -59,7 +60,6 @@ use clock::Clock;
 /// about 0.15 ns to a 20 ns route; a million routes still give about 4000 samples. Lower it
 /// with [`Monitor::set_sample_every`] for short runs. (C: `MMSB_DEFAULT_SAMPLE_EVERY`.)
 ///
-/// cbindgen:ignore
 pub const DEFAULT_SAMPLE_EVERY: u32 = 256;
 
 /// Declares a C-numbered monitoring enum from one line per variant, so that its number, its
@@ -87,7 +87,6 @@ macro_rules! numbered_names {
             )*
         }
 
-        /// cbindgen:ignore
         impl $ty {
             #[doc = concat!("Number of ", stringify!($ty), " values.")]
             pub const COUNT: usize = [$($ty::$var),*].len();
@@ -219,7 +218,14 @@ pub enum Budget {
     /// - `p99_ns`: the metric's p99 crossing above it is a violation (once per crossing: it
     ///   re-arms when the p99 falls back to the limit). Checked in O(1) per value: the p99 is
     ///   above the limit exactly when more than 1% of the recorded values are.
-    Latency { metric: Metric, p99_ns: Option<u64>, max_ns: Option<u64> },
+    Latency {
+        /// The metric limited.
+        metric: Metric,
+        /// Limit on its p99, in nanoseconds.
+        p99_ns: Option<u64>,
+        /// Limit on every value, in nanoseconds.
+        max_ns: Option<u64>,
+    },
     /// The [`Counter::LogBytes`] gauge crossing above this many bytes is a violation (once per
     /// crossing: it re-arms when the log shrinks back to the limit). `None` removes it.
     LogBytes(Option<u64>),
@@ -230,12 +236,14 @@ pub enum Budget {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BudgetKind {
+    /// A value above the latency maximum.
     LatencyMax = 0,
+    /// The p99 crossed above its limit.
     LatencyP99 = 1,
+    /// The log grew above its size limit.
     LogBytes = 2,
 }
 
-/// cbindgen:ignore
 impl BudgetKind {
     /// Decodes the C ABI number.
     pub fn from_u32(v: u32) -> Option<BudgetKind> {
@@ -251,12 +259,14 @@ impl BudgetKind {
 /// A budget that was exceeded, as passed to the sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BudgetViolation {
+    /// Which limit was broken.
     pub kind: BudgetKind,
     /// The metric, for latency budgets.
     pub metric: Option<Metric>,
     /// The value that broke the limit: the recorded latency (max), the p99 after recording
     /// (p99), or the log size (log bytes).
     pub observed: u64,
+    /// The limit in force.
     pub limit: u64,
 }
 

@@ -19,18 +19,26 @@ pub const SAMPLING_RULE: &str = "counters count every event; hot-path latencies 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct HistogramStats {
     #[serde(skip)]
+    /// The metric summarised.
     pub metric: Metric,
     /// Values recorded.
     pub count: u64,
     /// Of `count`, values from sampled hot-path timers (each stands for about `sample_every`
     /// events).
     pub sampled: u64,
+    /// Smallest value.
     pub min_ns: u64,
+    /// Mean value.
     pub mean_ns: f64,
+    /// Median.
     pub p50_ns: u64,
+    /// 90th percentile.
     pub p90_ns: u64,
+    /// 99th percentile.
     pub p99_ns: u64,
+    /// 99.9th percentile.
     pub p999_ns: u64,
+    /// Largest value.
     pub max_ns: u64,
     /// Exact sum of the recorded values.
     pub sum_ns: u64,
@@ -72,9 +80,11 @@ impl HistogramStats {
 /// A snapshot of a monitor: every histogram and counter, and the sampling rule in force.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stats {
+    /// Whether the monitor records at all.
     pub enabled: bool,
     /// Hot-path timers time about 1 event in this many (see the module docs).
     pub sample_every: u32,
+    /// The clock the timers read.
     pub clock: ClockKind,
     /// Indexed by `Metric as usize`.
     pub histograms: [HistogramStats; Metric::COUNT],

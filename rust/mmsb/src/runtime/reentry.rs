@@ -98,3 +98,12 @@ pub(crate) fn round_error(
 ) -> crate::types::error::Error {
     StateError::Reentrant(format!("the transform of edge {from} -> {to}: {MESSAGE}")).into()
 }
+
+impl crate::runtime::state::MMSBState {
+    /// Fails with `StateError::Reentrant` when this thread runs callbacks under this state's
+    /// lock (a transform during `propagate`): the C ABI checks it before any entry point that
+    /// would wait for that lock.
+    pub fn check_reentry(&self) -> Result<()> {
+        check(self.core.key())
+    }
+}

@@ -3,18 +3,9 @@
 //! validation finishes before the first byte is written, so a rejected batch changes nothing.
 
 use crate::runtime::state::Core;
-use crate::types::delta::Delta;
 use crate::types::error::{PageError, Result, StateError};
-use crate::types::page::PageId;
 
-/// One delta of a batch.
-#[derive(Debug, Clone, Copy)]
-pub struct RouteOp<'a> {
-    pub page: PageId,
-    pub delta: &'a Delta,
-    /// Compare-and-set: the page's epoch just before this delta must equal this value.
-    pub expected_epoch: Option<u64>,
-}
+pub use crate::types::route::RouteOp;
 
 /// Checks every op against the registry (existence, bounds, epochs as they will be when the op
 /// runs, counting earlier ops of the same batch).

@@ -9,42 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::graph::events::EventSystem;
-use crate::graph::shadow_graph::ShadowPageGraph;
-use crate::monitoring::state_ext::RouteProbe; // monitoring
+use crate::monitoring::RouteProbe;
+use crate::runtime::events::EventSystem;
+use crate::runtime::extension::{Extensions, LogExtension, StateExtension};
 use crate::runtime::router::{self, RouteOp};
+use crate::runtime::tlog::Pending;
 use crate::types::delta::Delta;
 use crate::types::error::{PageError, Result, StateError};
+use crate::types::event::Event;
 use crate::types::page::{Location, Page, PageBuf, PageId, PageInfo, PageMeta, PageView};
 
-/// A log sequence number: every mutation (page create, page free, each routed delta) gets the
-/// next one, starting at 1.
-pub type Lsn = u64;
-
-/// How much the transaction log promises about a returned write.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// Written to OS buffers: survives a process crash, not a power loss.
-    #[default]
-    None = 0,
-    /// Concurrent writers share one fsync; each returns once its record is on disk.
-    GroupCommit = 1,
-    /// One fsync per write.
-    Always = 2,
-}
-
-impl Durability {
-    /// Decodes the C ABI representation.
-    pub fn from_u32(v: u32) -> Option<Durability> {
-        match v {
-            0 => Some(Durability::None),
-            1 => Some(Durability::GroupCommit),
-            2 => Some(Durability::Always),
-            _ => None,
-        }
-    }
-}
+pub use crate::types::lsn::{Durability, Lsn};
 
 /// Configuration of a state. The default is a purely in-memory state.
 #[derive(Debug, Clone)]
@@ -146,15 +121,26 @@ pub(crate) struct Core {
     /// route-sampling countdown: plain fields beside the LSN, written under this lock by
     /// `RouteProbe::commit`, because counter cells on a line of their own cost 3% of a 64-byte
     /// route.
-    pub(crate) routed: crate::monitoring::state_ext::RouteTally,
+    pub(crate) routed: crate::monitoring::RouteTally,
     /// The registry: a dense table indexed by id (runtime/page_table.rs, issue 21).
     pub(crate) pages: crate::runtime::page_table::PageTable,
     pub(crate) next_page_id: u64,
-    /// The ShadowPageGraph (graph/): edges between pages, edited under this lock.
-    pub(crate) graph: ShadowPageGraph,
+    /// The log extensions (`runtime::extension`): the graph's `ShadowPageGraph`, the device
+    /// layer's sync records; edited under this lock.
+    pub(crate) ext: Vec<Box<dyn LogExtension>>,
 }
 
 impl Core {
+    /// The registered log extension of type `T` (how a layer finds its own data again).
+    pub(crate) fn extension<T: LogExtension>(&self) -> Option<&T> {
+        self.ext.iter().find_map(|e| e.as_any().downcast_ref::<T>())
+    }
+
+    /// The registered log extension of type `T`, mutably.
+    pub(crate) fn extension_mut<T: LogExtension>(&mut self) -> Option<&mut T> {
+        self.ext.iter_mut().find_map(|e| e.as_any_mut().downcast_mut::<T>())
+    }
+
     /// The LSN the next change will take: the one its log record is appended with.
     #[inline]
     pub(crate) fn next_lsn(&self) -> Lsn {
@@ -210,35 +196,54 @@ pub struct MMSBState {
     config: Config,
     /// The transaction log (runtime/tlog), when logging is on.
     pub(crate) tlog: Option<crate::runtime::tlog::Tlog>,
-    // monitoring: histograms, counters, budgets (methods in monitoring/state_ext.rs)
+    /// Histograms, counters, budgets (the state's methods are in `runtime/stats.rs`).
     pub(crate) monitor: std::sync::Arc<crate::monitoring::Monitor>,
-    /// Device layer (GPU mirrors, sync counters); see `crate::device`.
-    pub(crate) device: crate::device::DeviceManager,
-    /// Event subscriptions (graph/events.rs); outside the lock so emitting needs no lock.
+    /// The state extensions (`runtime::extension`): the device layer's `DeviceManager`.
+    pub(crate) extensions: Vec<std::sync::Arc<dyn StateExtension>>,
+    /// Event subscriptions (runtime/events.rs); outside the lock so emitting needs no lock.
     pub(crate) events: EventSystem,
 }
 
 impl MMSBState {
-    /// Starts a state (`mmsb_start`). With `config.dir`, recovers what the directory holds.
-    pub fn open(config: Config) -> Result<MMSBState> {
+    /// Opens a state with the given extensions (`MMSBState::open`, in `crate::compose`, passes
+    /// the graph's and the device layer's). With `config.dir`, recovers what the directory
+    /// holds, replaying extension records through the extensions.
+    pub(crate) fn open_with_extensions(config: Config, ext: Extensions) -> Result<MMSBState> {
         config.validate()?;
-        let mut state = MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, config, false);
+        let core = Core { next_page_id: 1, ext: ext.log, ..Core::default() };
+        let mut state = MMSBState::from_core(core, config, false, ext.state);
         // TLog hook: recover from the directory (or start an in-memory log) and attach the log.
         state.tlog_attach()?;
-        // Device layer hook: recovered GPU/unified pages get their mirrors (whole page dirty).
-        state.device_adopt_recovered()?;
         Ok(state)
     }
 
+    /// Empty instances of this state's extensions, for a state rebuilt from its log.
+    pub(crate) fn fresh_extensions(&self, config: &Config) -> Extensions {
+        Extensions {
+            log: self.core.read().ext.iter().map(|e| e.fresh()).collect(),
+            state: self.extensions.iter().map(|e| e.fresh(config)).collect(),
+        }
+    }
+
+    /// The registered state extension of type `T` (how a layer finds its own data again).
+    pub(crate) fn state_extension<T: StateExtension>(&self) -> Option<&T> {
+        self.extensions.iter().find_map(|e| e.as_any().downcast_ref::<T>())
+    }
+
     /// A state around `core`, without a log (used by `open` and by log replay).
-    pub(crate) fn from_core(core: Core, config: Config, read_only: bool) -> MMSBState {
+    pub(crate) fn from_core(
+        core: Core,
+        config: Config,
+        read_only: bool,
+        extensions: Vec<std::sync::Arc<dyn StateExtension>>,
+    ) -> MMSBState {
         let events = EventSystem::default();
         let monitor = std::sync::Arc::new(crate::monitoring::Monitor::new()); // monitoring
                                                                               // Budget violations become events. The sink may run under the state's lock: emitting
                                                                               // only queues (or drops, per each subscriber's policy).
         let sink_events = events.clone();
         monitor.set_sink(Some(Box::new(move |v: crate::monitoring::BudgetViolation| {
-            sink_events.emit(crate::graph::Event::Budget {
+            sink_events.emit(Event::Budget {
                 metric: v.metric.map_or(u32::MAX, |m| m as u32),
                 value: v.observed,
                 limit: v.limit,
@@ -248,8 +253,7 @@ impl MMSBState {
             core: CoreLock(RwLock::new(core)),
             closed: AtomicBool::new(false),
             read_only,
-            // Device layer hook: detects the GPU only when `config.gpu` asks for it.
-            device: crate::device::DeviceManager::new(config.gpu),
+            extensions,
             config,
             tlog: None,
             monitor,
@@ -257,7 +261,7 @@ impl MMSBState {
         }
     }
 
-    /// An in-memory state with the default configuration.
+    /// An in-memory state with the default configuration (and every layer's extensions).
     pub fn in_memory() -> MMSBState {
         MMSBState::open(Config::default()).expect("the default configuration is valid")
     }
@@ -292,9 +296,11 @@ impl MMSBState {
             self.tlog_close();
             self.tlog_release();
         }
-        // Device layer hook: release mirrors and staging memory.
-        self.device.on_close();
-        // GRAPH HOOK: subscriptions learn that no more events will come.
+        // Extensions release what they hold (the device layer: mirrors and staging memory).
+        for e in &self.extensions {
+            e.on_close();
+        }
+        // Subscriptions learn that no more events will come.
         self.events.close();
     }
 
@@ -341,8 +347,10 @@ impl MMSBState {
         self.monitor.page_created(buf.capacity() as u64); // monitoring hook
         core.pages.insert(id, Page::new(id, location, meta, buf));
         drop(core);
-        // Device layer hook: mirror allocation may be slow, so it runs outside the core lock.
-        self.device.on_page_created(id, location, size);
+        // Extensions (device mirrors) may be slow, so they hear of it outside the core lock.
+        for e in &self.extensions {
+            e.on_page_created(id, location, size);
+        }
         // TLog hook: wait for durability (group commit) outside the lock.
         self.tlog_commit(pending)?;
         Ok(id)
@@ -360,9 +368,9 @@ impl MMSBState {
         if !core.pages.contains_key(&id) {
             return Err(PageError::UnknownPage(id).into());
         }
-        // GRAPH HOOK: a page with dependency edges cannot be freed (remove the edges first).
-        if core.graph.contains(id) {
-            return Err(PageError::InUse { page: id, reason: "it has dependency edges".into() }.into());
+        // An extension may hold the page (the graph: edges must be removed first).
+        if let Some(reason) = core.ext.iter().find_map(|e| e.blocks_free(id)) {
+            return Err(PageError::InUse { page: id, reason }.into());
         }
         // TLog hook: log before the registry changes.
         let (_, pending) = self.commit_locked(&mut core, 1, |s, c| s.tlog_free(c, id))?;
@@ -370,8 +378,9 @@ impl MMSBState {
             self.monitor.page_freed(page.buf().capacity() as u64); // monitoring hook
         }
         drop(core);
-        // Device layer hook: the mirror goes with the page.
-        self.device.on_page_freed(id);
+        for e in &self.extensions {
+            e.on_page_freed(id);
+        }
         self.tlog_commit(pending)?;
         Ok(())
     }
@@ -391,14 +400,28 @@ impl MMSBState {
             self.check_writable()?;
             return Ok(0..0);
         }
-        let probe = RouteProbe::start(&self.monitor, ops); // monitoring hook: before the lock
+        self.write_routed(RouteProbe::start(&self.monitor, ops), |s, core, _| s.route_locked(core, ops))
+    }
+
+    /// The caller-facing write path, shared by [`MMSBState::route_batch`] and
+    /// [`MMSBState::update_page_at`]: checks, the exclusive lock, `write` (which routes through
+    /// [`MMSBState::route_locked`], building its batch under the lock if it needs the current
+    /// bytes, and counts what it built on the probe), the route counters, unlock, the latency,
+    /// then the durability wait. `probe` starts before the lock so its timer and byte sums add
+    /// nothing to the critical section.
+    #[inline]
+    fn write_routed(
+        &self,
+        mut probe: RouteProbe,
+        write: impl FnOnce(&Self, &mut Core, &mut RouteProbe) -> Result<(std::ops::Range<Lsn>, Pending)>,
+    ) -> Result<std::ops::Range<Lsn>> {
         self.check_writable()?;
         let mut core = self.core.write();
         self.check_still_open()?;
-        let (lsns, pending) = self.route_locked(&mut core, ops)?;
-        probe.commit(&mut core, &self.monitor); // monitoring hook: exact counters, under the lock
+        let (lsns, pending) = write(self, &mut core, &mut probe)?;
+        probe.commit(&mut core.routed, &self.monitor); // exact counters, under the lock
         drop(core);
-        probe.finish(&self.monitor); // monitoring hook: after unlock, so a budget sink never runs under it
+        probe.finish(&self.monitor); // after unlock, so a budget sink never runs under it
         self.tlog_commit(pending)?;
         Ok(lsns)
     }
@@ -413,8 +436,8 @@ impl MMSBState {
         &self,
         core: &mut Core,
         count: u64,
-        log: impl FnOnce(&Self, &Core) -> Result<crate::runtime::tlog::Pending>,
-    ) -> Result<(std::ops::Range<Lsn>, crate::runtime::tlog::Pending)> {
+        log: impl FnOnce(&Self, &Core) -> Result<Pending>,
+    ) -> Result<(std::ops::Range<Lsn>, Pending)> {
         let pending = log(self, core)?;
         Ok((core.assign_lsns(count), pending))
     }
@@ -424,11 +447,7 @@ impl MMSBState {
     /// batch as one record, apply, and emit `DeltaApplied` events. Nothing changes if validation
     /// or the log append fails. The caller passes the returned `Pending` to `tlog_commit` after
     /// releasing the lock.
-    pub(crate) fn route_locked(
-        &self,
-        core: &mut Core,
-        ops: &[RouteOp<'_>],
-    ) -> Result<(std::ops::Range<Lsn>, crate::runtime::tlog::Pending)> {
+    pub(crate) fn route_locked(&self, core: &mut Core, ops: &[RouteOp<'_>]) -> Result<(std::ops::Range<Lsn>, Pending)> {
         router::validate(core, ops)?;
         // TLog hook: one record for the whole batch, written before any page changes.
         let (lsns, pending) = self.commit_locked(core, ops.len() as u64, |s, c| s.tlog_batch(c, ops))?;
@@ -448,34 +467,28 @@ impl MMSBState {
     /// still takes an LSN and an epoch, so callers can sequence on it). Bounds as for every
     /// write: `offset + bytes.len()` at most the page size, also for an empty `bytes`.
     pub fn update_page_at(&self, page: PageId, offset: u64, bytes: &[u8], expected_epoch: Option<u64>) -> Result<Lsn> {
-        let mut probe = RouteProbe::start(&self.monitor, &[]); // monitoring hook
-        self.check_writable()?;
-        let mut core = self.core.write();
-        self.check_still_open()?;
-        let p = core.pages.get(&page).ok_or(PageError::UnknownPage(page))?;
-        let end = offset
-            .checked_add(bytes.len() as u64)
-            .ok_or(crate::types::error::DeltaError::Overflow { offset, len: bytes.len() as u64 })?;
-        if end > p.size() {
-            return Err(crate::types::error::DeltaError::OutOfBounds {
-                offset,
-                len: bytes.len() as u64,
-                page_size: p.size(),
+        let probe = RouteProbe::start(&self.monitor, &[]);
+        let lsns = self.write_routed(probe, |s, core, probe| {
+            let p = core.pages.get(&page).ok_or(PageError::UnknownPage(page))?;
+            let end = offset
+                .checked_add(bytes.len() as u64)
+                .ok_or(crate::types::error::DeltaError::Overflow { offset, len: bytes.len() as u64 })?;
+            if end > p.size() {
+                return Err(crate::types::error::DeltaError::OutOfBounds {
+                    offset,
+                    len: bytes.len() as u64,
+                    page_size: p.size(),
+                }
+                .into());
             }
-            .into());
-        }
-        // SAFETY: we hold the exclusive lock, so no writer runs; the slice dies before we write.
-        let current = unsafe { &p.buf().as_slice()[offset as usize..end as usize] };
-        let delta = Delta::diff_at(offset, current, bytes)?;
-        let ops = [RouteOp { page, delta: &delta, expected_epoch }];
-        let (lsns, pending) = self.route_locked(&mut core, &ops)?;
-        let lsn = lsns.start;
-        probe.add_ops(&ops); // monitoring hook: under the lock
-        probe.commit(&mut core, &self.monitor); // monitoring hook
-        drop(core);
-        probe.finish(&self.monitor); // monitoring hook: after unlock
-        self.tlog_commit(pending)?;
-        Ok(lsn)
+            // SAFETY: we hold the exclusive lock, so no writer runs; the slice dies before we write.
+            let current = unsafe { &p.buf().as_slice()[offset as usize..end as usize] };
+            let delta = Delta::diff_at(offset, current, bytes)?;
+            let ops = [RouteOp { page, delta: &delta, expected_epoch }];
+            probe.add_ops(&ops); // the delta exists only now, under the lock
+            s.route_locked(core, &ops)
+        })?;
+        Ok(lsns.start)
     }
 
     /// A consistent copy of the page's bytes.
@@ -544,23 +557,17 @@ impl MMSBState {
     }
 }
 
-/// Log extension hooks: other layers (graph, device) add arms for their record kinds
-/// (`runtime::tlog::ext_kind`) and fill the checkpoint extension section.
+/// The log's side of the extensions: recovery and replay hand extension records and the
+/// checkpoint's extension section to the registered `LogExtension`s.
 impl MMSBState {
-    /// Applies an extension record during recovery or replay (`core` is the state being rebuilt).
+    /// Applies an extension record during recovery or replay (`core` is the state being rebuilt)
+    /// through the extension that owns its kind.
     pub(crate) fn apply_log_extension(&self, core: &mut Core, kind: u8, body: &[u8]) -> Result<()> {
-        use crate::graph::persist;
-        use crate::runtime::tlog::ext_kind;
-        match kind {
-            ext_kind::GRAPH_EDGE_ADD | ext_kind::GRAPH_EDGE_REMOVE => {
-                let record = persist::decode_record(body)?;
-                let Core { graph, pages, .. } = core;
-                persist::replay_record(graph, &record, |p| pages.get(&p).map(Page::size))?;
-                Ok(())
-            }
-            // Informational: the bytes a sync changed were logged as ordinary deltas.
-            ext_kind::DEVICE_SYNC => crate::device::decode_sync_record(body).map(|_| ()).map_err(Into::into),
-            _ => Err(crate::types::error::LogError::Corrupt {
+        let Core { ext, pages, .. } = core;
+        let page_size = |p: PageId| pages.get(&p).map(Page::size);
+        match ext.iter_mut().find(|e| e.record_kinds().contains(&kind)) {
+            Some(e) => e.replay(kind, body, &page_size),
+            None => Err(crate::types::error::LogError::Corrupt {
                 file: String::new(),
                 offset: 0,
                 reason: format!("unknown log extension record kind {kind}"),
@@ -569,21 +576,30 @@ impl MMSBState {
         }
     }
 
-    /// Bytes for the checkpoint's extension section: the graph snapshot.
+    /// Bytes for the checkpoint's extension section (the graph snapshot); empty when no
+    /// extension writes one.
     pub(crate) fn checkpoint_extension(&self, core: &Core) -> Vec<u8> {
-        crate::graph::persist::encode_snapshot(&core.graph)
+        core.ext.iter().find_map(|e| e.checkpoint_section()).unwrap_or_default()
     }
 
     /// Restores the checkpoint's extension section (empty in checkpoints without a graph).
-    /// Callback edges are not restorable and are dropped (documented in `graph::persist`).
     pub(crate) fn restore_checkpoint_extension(&self, core: &mut Core, bytes: &[u8]) -> Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
-        let snapshot = crate::graph::persist::decode_snapshot(bytes)?;
-        let (graph, _dropped) = crate::graph::persist::restore(&snapshot, |p| core.pages.get(&p).map(Page::size))?;
-        core.graph = graph;
-        Ok(())
+        let Core { ext, pages, .. } = core;
+        let page_size = |p: PageId| pages.get(&p).map(Page::size);
+        for e in ext.iter_mut() {
+            if e.restore_section(bytes, &page_size)? {
+                return Ok(());
+            }
+        }
+        Err(crate::types::error::LogError::Corrupt {
+            file: String::new(),
+            offset: 0,
+            reason: "a checkpoint extension section that no registered extension reads".into(),
+        }
+        .into())
     }
 }
 

@@ -12,29 +12,53 @@ use crate::types::page::PageId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ErrorCode {
     #[default]
+    /// Success.
     Ok = 0,
+    /// An argument is out of its allowed range or malformed (sizes, names, configuration, commands).
     InvalidArgument = 1,
+    /// A required pointer was NULL (C ABI only).
     NullPointer = 2,
+    /// No page has this id (never created, or freed).
     UnknownPage = 3,
+    /// A write or read reaches past the end of its page, or its offset arithmetic overflows.
     OutOfBounds = 4,
+    /// Two lengths that must agree do not (mask and payload, old and new buffer).
     LengthMismatch = 5,
+    /// The page's epoch is not the one the caller expected; nothing was applied.
     EpochConflict = 6,
+    /// The state (or handle) is closed.
     Closed = 7,
+    /// Page memory could not be allocated or mapped.
     AllocationFailed = 8,
+    /// A file operation failed (log, checkpoint, metrics socket), or the log is poisoned.
     Io = 9,
+    /// Log or checkpoint bytes fail their checks.
     Corrupt = 10,
+    /// A file has a format version this build cannot read.
     UnsupportedVersion = 11,
+    /// A dependency edge would close a cycle.
     Cycle = 12,
+    /// No such dependency edge.
     UnknownEdge = 13,
+    /// No usable GPU (or GPU use is off).
     NoDevice = 14,
+    /// The CUDA driver or the device layer failed.
     Device = 15,
+    /// A Rust panic was caught at the C boundary (a bug in MMSB).
     Panic = 16,
+    /// The page cannot be freed while something still uses it (an edge, a view).
     PageInUse = 17,
+    /// The caller's output buffer is too small (C ABI only).
     BufferTooSmall = 18,
+    /// The state is read-only (a replayed snapshot).
     ReadOnly = 19,
+    /// Encoded bytes (a delta, a graph record) do not decode.
     Malformed = 20,
+    /// A caller-supplied callback (a transform) reported failure.
     Callback = 21,
+    /// A monitoring budget was exceeded.
     Budget = 22,
+    /// The operation is not supported by this state or build.
     Unsupported = 23,
     /// The state directory is locked by another open state (retry once it is closed).
     Busy = 24,
@@ -88,14 +112,33 @@ impl ErrorCode {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PageError {
+    /// No page has this id.
     #[error("unknown page {0}")]
     UnknownPage(PageId),
+    /// A page size of zero or above the limit.
     #[error("page size {requested} is invalid (must be 1..={max} bytes)")]
-    InvalidSize { requested: u64, max: u64 },
+    InvalidSize {
+        /// The size asked for, in bytes.
+        requested: u64,
+        /// The largest size allowed, in bytes.
+        max: u64,
+    },
+    /// The page's memory could not be allocated or mapped.
     #[error("could not allocate {size} bytes for a page: {source}")]
-    AllocationFailed { size: u64, source: io::Error },
+    AllocationFailed {
+        /// The size asked for, in bytes.
+        size: u64,
+        /// What the allocator or `mmap` reported.
+        source: io::Error,
+    },
+    /// The page cannot be freed while something still uses it.
     #[error("page {page} is still in use: {reason}")]
-    InUse { page: PageId, reason: String },
+    InUse {
+        /// The page.
+        page: PageId,
+        /// What still uses it (an edge, a view).
+        reason: String,
+    },
     /// The page's name or tags break a rule of `PageMeta::validate` (length, NUL, count).
     #[error("page metadata is invalid: {0}")]
     InvalidName(String),
@@ -105,34 +148,78 @@ pub enum PageError {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DeltaError {
+    /// The delta writes past the end of the page.
     #[error("{len} bytes at offset {offset} are out of bounds for a page of {page_size} bytes")]
-    OutOfBounds { offset: u64, len: u64, page_size: u64 },
+    OutOfBounds {
+        /// Where the write starts, in bytes from the page start.
+        offset: u64,
+        /// How many bytes it writes.
+        len: u64,
+        /// The page's size in bytes.
+        page_size: u64,
+    },
+    /// A dense delta's mask and payload differ in length.
     #[error("mask covers {mask_bytes} bytes but the payload has {payload_bytes}")]
-    MaskLengthMismatch { mask_bytes: u64, payload_bytes: u64 },
+    MaskLengthMismatch {
+        /// Bytes the mask covers.
+        mask_bytes: u64,
+        /// Bytes of payload.
+        payload_bytes: u64,
+    },
+    /// A diff of two buffers of different lengths.
     #[error("buffers differ in length: {old} vs {new} bytes")]
-    LengthMismatch { old: u64, new: u64 },
+    LengthMismatch {
+        /// Length of the old buffer.
+        old: u64,
+        /// Length of the new buffer.
+        new: u64,
+    },
+    /// `offset + len` does not fit in a `u64`.
     #[error("offset arithmetic overflows (offset {offset}, length {len})")]
-    Overflow { offset: u64, len: u64 },
+    Overflow {
+        /// The write's offset.
+        offset: u64,
+        /// The write's length.
+        len: u64,
+    },
+    /// Encoded delta bytes do not decode; the text names the first broken rule.
     #[error("malformed delta encoding: {0}")]
     Malformed(&'static str),
     /// A run, a dense span or a run count that the encoding (and so the log) cannot hold: each
     /// is a `u32` there. Split such a write into writes of at most 4 GiB - 1 bytes.
     #[error("a delta may write at most {max} contiguous bytes in one run (and hold at most {max} runs); this one has {len}: split the write")]
-    TooLarge { len: u64, max: u64 },
+    TooLarge {
+        /// The run length (or run count) the delta has.
+        len: u64,
+        /// The most the encoding holds.
+        max: u64,
+    },
 }
 
 /// Failures of the state itself (lifecycle, concurrency control, configuration).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateError {
+    /// The state was closed; every later call fails with this.
     #[error("the state is closed")]
     Closed,
+    /// A compare-and-set write found another epoch than the one expected.
     #[error("epoch conflict on page {page}: expected {expected}, found {actual}; nothing was applied")]
-    EpochConflict { page: PageId, expected: u64, actual: u64 },
+    EpochConflict {
+        /// The page.
+        page: PageId,
+        /// The epoch the caller expected.
+        expected: u64,
+        /// The page's epoch.
+        actual: u64,
+    },
+    /// A write to a read-only state (a replayed snapshot).
     #[error("the state is read-only (a replayed snapshot)")]
     ReadOnly,
+    /// A `Config` that cannot be used; the text says which setting.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// An operation this state does not offer (for example logging calls on an unlogged state).
     #[error("{0} is not supported by this state")]
     Unsupported(String),
     /// A call on the state from code that runs under the state's own lock on the same thread
@@ -145,21 +232,56 @@ pub enum StateError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LogError {
+    /// A file operation of the log failed.
     #[error("log I/O failed while {context}: {source}")]
-    Io { context: String, source: io::Error },
+    Io {
+        /// What the log was doing.
+        context: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// Log or checkpoint bytes fail their checks.
     #[error("log corrupt in {file} at byte {offset}: {reason}")]
-    Corrupt { file: String, offset: u64, reason: String },
+    Corrupt {
+        /// The file.
+        file: String,
+        /// Byte offset of the damage in it.
+        offset: u64,
+        /// Which check failed.
+        reason: String,
+    },
+    /// A file written by a newer format version.
     #[error("{file} has format version {found}; this build reads up to {supported}")]
-    UnsupportedVersion { file: String, found: u32, supported: u32 },
+    UnsupportedVersion {
+        /// The file.
+        file: String,
+        /// The version it has.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// An LSN older than the retained log or newer than the current one.
     #[error("no log record covers LSN {0}")]
     LsnOutOfRange(u64),
+    /// An LSN strictly inside a compacted run, which only its end can be replayed to.
     #[error("LSN {lsn} is inside the compacted run {first}..={last}: replay to {last} or to {} instead", .first - 1)]
-    LsnCompacted { lsn: u64, first: u64, last: u64 },
+    LsnCompacted {
+        /// The LSN asked for.
+        lsn: u64,
+        /// The run's first LSN.
+        first: u64,
+        /// The run's last LSN (the one replay can reach).
+        last: u64,
+    },
+    /// An earlier write failed, so the log refuses writes until the state is reopened.
     #[error("a previous log write failed; the log is poisoned until the state is reopened: {0}")]
     Poisoned(String),
     /// Another open state holds the directory's lock (`LOCK`): retry once that state is closed.
     #[error("{dir} is in use by another open state (its LOCK file is held); retry after that state is closed")]
-    Busy { dir: String },
+    Busy {
+        /// The state directory.
+        dir: String,
+    },
 }
 
 impl LogError {
@@ -173,18 +295,49 @@ impl LogError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GraphError {
+    /// The edge would close a dependency cycle; it was not added.
     #[error("adding {from} -> {to} would close the cycle {}", fmt_cycle(.cycle))]
-    Cycle { from: PageId, to: PageId, cycle: Vec<PageId> },
+    Cycle {
+        /// The edge's source page.
+        from: PageId,
+        /// The edge's target page.
+        to: PageId,
+        /// The cycle it would close, as a path of pages.
+        cycle: Vec<PageId>,
+    },
+    /// No edge between these pages.
     #[error("no edge {from} -> {to}")]
-    UnknownEdge { from: PageId, to: PageId },
+    UnknownEdge {
+        /// The source page.
+        from: PageId,
+        /// The target page.
+        to: PageId,
+    },
+    /// The pages already have an edge between them.
     #[error("an edge {from} -> {to} already exists")]
-    EdgeExists { from: PageId, to: PageId },
+    EdgeExists {
+        /// The source page.
+        from: PageId,
+        /// The target page.
+        to: PageId,
+    },
+    /// A transform command list that cannot run (bad lane, range or operation).
     #[error("invalid transform command: {0}")]
     InvalidCommand(String),
+    /// A transform callback returned a non-zero status.
     #[error("transform callback failed on {from} -> {to} with status {status}")]
-    Callback { from: PageId, to: PageId, status: i32 },
+    Callback {
+        /// The edge's source page.
+        from: PageId,
+        /// The edge's target page.
+        to: PageId,
+        /// The status the callback returned.
+        status: i32,
+    },
+    /// No edge has this id.
     #[error("no edge with id {0}")]
     UnknownEdgeId(u64),
+    /// A graph log record or checkpoint section that does not decode.
     #[error("malformed graph record: {0}")]
     Malformed(String),
 }
@@ -197,10 +350,13 @@ fn fmt_cycle(cycle: &[PageId]) -> String {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeviceError {
+    /// No usable GPU (none found, the driver failed to load, or GPU use is off).
     #[error("no GPU available: {0}")]
     NoDevice(String),
+    /// A CUDA driver call failed.
     #[error("CUDA driver error: {0}")]
     Driver(String),
+    /// A device-layer request that cannot be carried out (bad direction, page without mirror).
     #[error("device layer: {0}")]
     Invalid(String),
 }
@@ -209,33 +365,48 @@ pub enum DeviceError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MonitorError {
+    /// No metric or counter has this name or number.
     #[error("unknown metric {0:?}")]
     UnknownMetric(String),
+    /// A monitoring setting out of range (a budget, a sampling rate).
     #[error("invalid value: {0}")]
     InvalidValue(String),
     /// The metrics endpoint could not listen (address in use, no permission, ...).
     #[error("cannot serve metrics on {addr}: {source}")]
-    Serve { addr: String, source: std::io::Error },
+    Serve {
+        /// The address it tried.
+        addr: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
 }
 
 /// The crate-wide error: every domain error converts into it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A page failure.
     #[error(transparent)]
     Page(#[from] PageError),
+    /// A delta failure.
     #[error(transparent)]
     Delta(#[from] DeltaError),
+    /// A failure of the state itself.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A transaction-log failure.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// A dependency-graph failure.
     #[error(transparent)]
     Graph(#[from] GraphError),
+    /// A device-layer failure.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// A monitoring failure.
     #[error(transparent)]
     Monitor(#[from] MonitorError),
+    /// An argument no domain owns is invalid; the text says which.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 }

@@ -1,8 +1,15 @@
 //! Layer 01: pages, deltas and errors.
 
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod delta;
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
+pub mod dirty;
 pub mod error;
+pub mod event;
+pub mod lsn;
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod page;
+pub mod route;
 
 use std::hash::{BuildHasherDefault, Hasher};
 

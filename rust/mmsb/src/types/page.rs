@@ -31,8 +31,11 @@ impl fmt::Display for PageId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum Location {
     #[default]
+    /// Host memory only.
     Cpu = 0,
+    /// Device memory, with a CPU mirror.
     Gpu = 1,
+    /// Managed memory shared by host and device.
     Unified = 2,
 }
 
@@ -52,19 +55,18 @@ impl Location {
 /// page's create record in the log and in every checkpoint (see [`PageMeta::validate`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageMeta {
+    /// A name for people and tools (no NUL, bounded length).
     pub name: String,
+    /// Key-value tags (bounded count and length).
     pub tags: Vec<(String, String)>,
 }
 
 impl PageMeta {
     /// Longest page name, in bytes of UTF-8 (the size of a path: names are labels, not data).
-    /// cbindgen:ignore
     pub const MAX_NAME_BYTES: usize = 4096;
     /// Most tags on one page.
-    /// cbindgen:ignore
     pub const MAX_TAGS: usize = 64;
     /// Longest tag key or value, in bytes of UTF-8.
-    /// cbindgen:ignore
     pub const MAX_TAG_BYTES: usize = 4096;
 
     /// Checks the limits above, and that the name has no NUL (C reads it NUL-terminated).
@@ -225,13 +227,17 @@ impl fmt::Debug for PageBuf {
 /// A page in the registry.
 #[derive(Debug)]
 pub struct Page {
+    /// The page's id.
     pub id: PageId,
+    /// Deltas applied so far.
     pub epoch: u64,
+    /// Where its canonical bytes live.
     pub location: Location,
+    /// Its name and tags.
     pub meta: PageMeta,
     /// Device layer hook: byte ranges changed on the CPU since the last device sync. `None` for
     /// CPU pages, so tracking costs them nothing.
-    pub dirty: Option<crate::device::DirtySet>,
+    pub dirty: Option<crate::types::dirty::DirtySet>,
     buf: Arc<PageBuf>,
 }
 
@@ -239,7 +245,7 @@ impl Page {
     /// Wraps a freshly allocated buffer.
     pub fn new(id: PageId, location: Location, meta: PageMeta, buf: PageBuf) -> Page {
         // Device layer hook: only pages that may have a device mirror track dirty ranges.
-        let dirty = (location != Location::Cpu).then(crate::device::DirtySet::default);
+        let dirty = (location != Location::Cpu).then(crate::types::dirty::DirtySet::default);
         Page { id, epoch: 0, location, meta, dirty, buf: Arc::new(buf) }
     }
 
@@ -269,11 +275,17 @@ impl Page {
 /// Descriptive snapshot of a page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageInfo {
+    /// The page's id.
     pub id: PageId,
+    /// Its size in bytes.
     pub size: u64,
+    /// Bytes mapped for it (the size rounded up to whole OS pages).
     pub capacity: u64,
+    /// Deltas applied so far.
     pub epoch: u64,
+    /// Where its canonical bytes live.
     pub location: Location,
+    /// Its name (empty if none).
     pub name: String,
 }
 
@@ -283,6 +295,7 @@ pub struct PageInfo {
 /// isolation. Use `MMSBState::read_page` for a consistent copy.
 #[derive(Debug, Clone)]
 pub struct PageView {
+    /// The page viewed.
     pub id: PageId,
     buf: Arc<PageBuf>,
 }

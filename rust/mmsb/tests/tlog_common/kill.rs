@@ -2,6 +2,7 @@
 //! as a child writer, reads the child's acknowledgement lines on a thread, SIGKILLs it after a
 //! random delay, and hands the parent what was acknowledged so it can reopen the directory and
 //! compare with its reference model.
+#![allow(clippy::cast_possible_truncation)] // test data and sizes: truncation is intended or impossible here
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};

@@ -111,13 +111,16 @@ impl MMSBState {
         recover::open_into(self)
     }
 
-    /// Opens a state whose log and checkpoints live in `storage` instead of `config.dir` (an
-    /// in-memory storage shared between opens, or a fault-injecting wrapper in crash tests).
-    /// Logging is on whatever `config.logging` says; pages stay in memory.
-    pub fn open_with_storage(config: Config, storage: Arc<dyn Storage>) -> Result<MMSBState> {
+    /// `MMSBState::open_with_storage` (in `crate::compose`) with the given extensions.
+    pub(crate) fn open_with_storage_and(
+        config: Config,
+        storage: Arc<dyn Storage>,
+        ext: crate::runtime::extension::Extensions,
+    ) -> Result<MMSBState> {
         config.validate()?;
         let config = Config { logging: true, dir: None, ..config };
-        let mut state = MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, config, false);
+        let core = Core { next_page_id: 1, ext: ext.log, ..Core::default() };
+        let mut state = MMSBState::from_core(core, config, false, ext.state);
         recover::open_with(&mut state, storage)?;
         Ok(state)
     }
@@ -255,6 +258,41 @@ impl MMSBState {
             last_maintenance_lsn: w.last_maintenance_error.as_ref().map_or(0, |e| e.2),
             group_syncs,
         })
+    }
+}
+
+/// The state as recovery and replay see it (see [`recover::Recoverable`]).
+impl recover::Recoverable for MMSBState {
+    fn recovery_config(&self) -> &Config {
+        self.config()
+    }
+
+    fn core_lock(&self) -> &crate::runtime::state::CoreLock {
+        &self.core
+    }
+
+    fn allocate_page(&self, size: u64) -> Result<crate::types::page::PageBuf> {
+        self.allocate(size)
+    }
+
+    fn replay_extension(&self, core: &mut Core, kind: u8, body: &[u8]) -> Result<()> {
+        self.apply_log_extension(core, kind, body)
+    }
+
+    fn checkpoint_section(&self, core: &Core) -> Vec<u8> {
+        self.checkpoint_extension(core)
+    }
+
+    fn restore_checkpoint_section(&self, core: &mut Core, bytes: &[u8]) -> Result<()> {
+        self.restore_checkpoint_extension(core, bytes)
+    }
+
+    fn log_monitor(&self) -> Arc<crate::monitoring::Monitor> {
+        self.monitor.clone()
+    }
+
+    fn attach(&mut self, log: crate::runtime::tlog::Tlog) {
+        self.tlog = Some(log);
     }
 }
 

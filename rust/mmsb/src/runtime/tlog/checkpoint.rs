@@ -18,18 +18,26 @@ use crate::types::page::{Location, PageId, PageMeta};
 /// One page in the checkpoint index (postcard); its bytes follow the index in index order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CkptPage {
+    /// The page.
     pub id: PageId,
+    /// Its size in bytes.
     pub size: u64,
+    /// Where its canonical bytes live.
     pub location: Location,
+    /// Its name and tags.
     pub meta: PageMeta,
+    /// Its epoch at the checkpoint.
     pub epoch: u64,
 }
 
 /// A checkpoint read back and verified. Page bytes are slices of `raw`.
 #[derive(Debug)]
 pub struct CheckpointData {
+    /// The LSN the checkpoint captures.
     pub lsn: Lsn,
+    /// The id the next created page gets.
     pub next_page_id: u64,
+    /// Every live page, in index order.
     pub pages: Vec<CkptPage>,
     raw: Vec<u8>,
     data_start: usize,
@@ -39,6 +47,10 @@ pub struct CheckpointData {
 
 impl CheckpointData {
     /// Iterates `(page, bytes)` in index order.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "read_checkpoint checked that the page sizes sum to the data section's length, a usize"
+    )]
     pub fn pages(&self) -> impl Iterator<Item = (&CkptPage, &[u8])> {
         let mut at = self.data_start;
         self.pages.iter().map(move |p| {
@@ -175,7 +187,11 @@ pub fn read(storage: &dyn Storage, name: &str) -> Result<Option<CheckpointData>,
     if checksum::crc32c(&raw[..end]) != le32(&raw[end..]) {
         return Ok(None);
     }
-    let [index_len, data_len, ext_len] = lens.map(|l| l as usize);
+    // Each length is at most `raw.len()` (their sum is), so this never fails; a checked
+    // conversion all the same, as for every length read from a file.
+    let [Ok(index_len), Ok(data_len), Ok(ext_len)] = lens.map(usize::try_from) else {
+        return Ok(None);
+    };
     let data_start = CHECKPOINT_HEADER_LEN + index_len;
     let Ok(pages) = postcard::from_bytes::<Vec<CkptPage>>(&raw[CHECKPOINT_HEADER_LEN..data_start]) else {
         return Ok(None);

@@ -25,7 +25,6 @@ use parking_lot::Mutex;
 use crate::runtime::tlog::storage::{Storage, StorageFile};
 
 /// The kinds of operation a fault can target.
-/// cbindgen:ignore
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
     /// `write_at` / `append`.
@@ -46,12 +45,10 @@ pub enum Op {
 
 impl Op {
     /// Every kind, for loops over all of them.
-    /// cbindgen:ignore
     pub const ALL: [Op; 7] = [Op::Write, Op::Sync, Op::SyncDir, Op::Create, Op::Rename, Op::Remove, Op::Truncate];
 }
 
 /// What an injected fault does.
-/// cbindgen:ignore
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Fault {
     /// The operation does nothing and fails with EIO.
@@ -65,7 +62,6 @@ pub enum Fault {
 
 impl Fault {
     /// Every kind, for loops over all of them.
-    /// cbindgen:ignore
     pub const ALL: [Fault; 3] = [Fault::Eio, Fault::Enospc, Fault::ShortWrite];
 
     fn error(self) -> io::Error {

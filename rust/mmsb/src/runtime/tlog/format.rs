@@ -28,8 +28,11 @@ pub const FLAG_CHAIN_START: u32 = 1;
 /// The header of one segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// `FLAG_*` bits.
     pub flags: u32,
+    /// The segment's number in its file name.
     pub segno: u64,
+    /// Random per segment; every record checksum covers it, so stale records do not verify.
     pub salt: u64,
     /// Salt of the previous segment of the chain (0 for a chain start).
     pub prev_salt: u64,
@@ -38,6 +41,7 @@ pub struct SegmentHeader {
 }
 
 impl SegmentHeader {
+    /// The header's bytes, checksum included.
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
         b[0..8].copy_from_slice(&SEGMENT_MAGIC);
@@ -109,8 +113,11 @@ pub fn blob_align(total: u64) -> u64 {
 pub struct RecordHeader {
     /// Length of the body as stored in the segment (for a blob record: descriptor + inline bytes).
     pub len: u32,
+    /// First LSN the record covers (0 for padding).
     pub lsn: Lsn,
+    /// How many LSNs it covers (more than 1 for a compacted run).
     pub count: u64,
+    /// The `RecordType` byte.
     pub kind: u8,
     /// `RECORD_FLAG_*` bits.
     pub flags: u8,
@@ -122,7 +129,9 @@ pub struct RecordHeader {
 /// `at_i` (ascending); the pieces lie back to back in the blob file from `off` on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobRef {
+    /// Offset of the first piece in the blob file.
     pub off: u64,
+    /// Per piece `(at, len)`: its inline offset and its length.
     pub pieces: Vec<(u32, u32)>,
     /// Sum of the piece lengths.
     pub total: u64,
@@ -137,6 +146,10 @@ impl BlobRef {
     }
 
     /// Writes a descriptor into `out[..Self::encoded_len(pieces.len())]`.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the writer makes one piece per delta payload of a record, far below u32::MAX pieces (not checked here)"
+    )]
     pub fn encode(off: u64, pieces: &[(u32, u32)], out: &mut [u8]) {
         out[0..8].copy_from_slice(&off.to_le_bytes());
         out[8..12].copy_from_slice(&(pieces.len() as u32).to_le_bytes());
@@ -205,6 +218,10 @@ impl RecordHeader {
 }
 
 /// Fills the header in front of a body already placed at `frame[RECORD_HEADER_LEN..]`.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "callers re-seal bodies the log already framed (compaction), or forge test logs; not checked here"
+)]
 pub fn seal_record(frame: &mut [u8], salt: u64, lsn: Lsn, count: u64, kind: u8) {
     let body_len = (frame.len() - RECORD_HEADER_LEN) as u32;
     write_record_header(frame, body_len, lsn, count, kind);
@@ -215,6 +232,7 @@ pub fn seal_record(frame: &mut [u8], salt: u64, lsn: Lsn, count: u64, kind: u8) 
 /// Seals a blob record: `frame[RECORD_HEADER_LEN..]` holds the descriptor and the inline bytes,
 /// `payload` the blob bytes the descriptor covers (used by tests and fuzz targets that forge
 /// logs; the writer seals in place).
+#[allow(clippy::cast_possible_truncation, reason = "test and fuzz forging only; bodies are small")]
 pub fn seal_blob_record(frame: &mut [u8], salt: u64, lsn: Lsn, count: u64, kind: u8, payload: &[u8]) {
     let body_len = (frame.len() - RECORD_HEADER_LEN) as u32;
     write_record_header_flags(frame, body_len, lsn, count, kind, RECORD_FLAG_BLOB);
@@ -357,12 +375,16 @@ pub fn random_salt() -> u64 {
         // No OS randomness: fall back to time and address entropy; salts only need to differ
         // between generations, not be unpredictable.
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        b = ((t as u64) ^ (&b as *const _ as u64).rotate_left(32)).to_le_bytes();
+        // The low 64 bits of the nanosecond clock are the entropy wanted.
+        #[allow(clippy::cast_possible_truncation, reason = "keeping the low bits is the point")]
+        let t = t as u64;
+        b = (t ^ (&b as *const _ as u64).rotate_left(32)).to_le_bytes();
     }
     u64::from_le_bytes(b).max(1)
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "test frames are small")]
 mod tests {
     use super::*;
 

@@ -121,7 +121,7 @@ impl MMSBState {
         let lsn = self.checkpoint_locked(log)?;
         timer.stop(&self.monitor);
         self.monitor.incr(crate::monitoring::Counter::Checkpoints, 1);
-        self.events.emit(crate::graph::Event::Checkpoint { lsn });
+        self.events.emit(crate::types::event::Event::Checkpoint { lsn });
         Ok(lsn)
     }
 
@@ -172,7 +172,7 @@ impl MMSBState {
         timer.stop(&self.monitor);
         // Observers see automatic checkpoints like explicit ones.
         self.monitor.incr(crate::monitoring::Counter::Checkpoints, 1);
-        self.events.emit(crate::graph::Event::Checkpoint { lsn: k });
+        self.events.emit(crate::types::event::Event::Checkpoint { lsn: k });
         self.compact_locked(log, Some(k))
     }
 

@@ -3,11 +3,11 @@
 //! `docs/log-format.md`.
 //!
 //! - [`storage`]: the file I/O trait, with a disk and an in-memory implementation;
-//! - [`fault`]: a fault-injecting storage for crash tests (a test utility);
+//! - `fault`: a fault-injecting storage for crash tests (only with the `testing` feature);
 //! - [`format`](mod@format): byte layout of segments, records and checkpoints;
 //! - [`record`]: the record-type registry and record bodies;
 //! - [`checkpoint`]: checkpoint files;
-//! - [`checksum`]: CRC32C;
+//! - [`checksum`]: CRC32C checksums;
 //! - `writer` (this file): appends, segment rollover, the group-commit stage;
 //! - `group`: the group-commit coordinator;
 //! - [`recover`]: walking the segment chain, torn-tail truncation, opening a state;
@@ -15,16 +15,26 @@
 //! - [`maintain`]: checkpoint and compaction;
 //! - [`api`]: the `MMSBState` methods (public API and the hooks `runtime/state.rs` calls).
 
+// Docs for this module's items come with the commit-path restructuring (issue 16), which
+// rewrites it; `missing_docs` is denied everywhere else.
+#[allow(missing_docs)]
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod api;
 pub mod checkpoint;
 pub mod checksum;
+// Test scaffolding: not in the default build (nor in the shared library).
+#[cfg(any(test, feature = "testing"))]
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod fault;
 pub mod format;
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 mod group;
 pub mod maintain;
 pub mod record;
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod recover;
 pub mod replay;
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod storage;
 
 use std::collections::BTreeMap;
@@ -142,8 +152,10 @@ const STAGE_MAX: u64 = 256 << 10;
 
 /// Writes zeros over `from..to` of `file`.
 fn write_zeros(file: &dyn StorageFile, from: u64, to: u64) -> std::io::Result<()> {
-    let parts: Vec<&[u8]> =
-        (from..to).step_by(ZEROS.len()).map(|at| &ZEROS[..(to - at).min(ZEROS.len() as u64) as usize]).collect();
+    let parts: Vec<&[u8]> = (from..to)
+        .step_by(ZEROS.len())
+        .map(|at| &ZEROS[..usize::try_from(to - at).map_or(ZEROS.len(), |n| n.min(ZEROS.len()))])
+        .collect();
     file.write_vectored_at(from, &parts)
 }
 
@@ -334,12 +346,13 @@ impl Tlog {
         let too_big = || Error::InvalidArgument(format!("a log record payload of {total} bytes exceeds 4 GiB"));
         let mut pieces = Vec::with_capacity(tails.len());
         for &(at, p) in tails {
-            pieces.push(((at - RECORD_HEADER_LEN) as u32, u32::try_from(p.len()).map_err(|_| too_big())?));
+            let at = u32::try_from(at - RECORD_HEADER_LEN).map_err(|_| too_big())?;
+            pieces.push((at, u32::try_from(p.len()).map_err(|_| too_big())?));
         }
         let desc = BlobRef::encoded_len(pieces.len());
         buf.splice(RECORD_HEADER_LEN..RECORD_HEADER_LEN, std::iter::repeat_n(0u8, desc));
         let len = buf.len() as u64;
-        let body_len = (buf.len() - RECORD_HEADER_LEN) as u32;
+        let body_len = u32::try_from(buf.len() - RECORD_HEADER_LEN).map_err(|_| too_big())?;
         self.make_room(w, len, total)?;
         let off = w.blob_len.next_multiple_of(blob_align(total));
         BlobRef::encode(off, &pieces, &mut buf[RECORD_HEADER_LEN..RECORD_HEADER_LEN + desc]);
@@ -386,7 +399,7 @@ impl Tlog {
             });
             return Err(self.io("append to", &format::segment_name(w.segno))(e));
         }
-        if w.stage.capacity() > 4 * STAGE_MAX as usize {
+        if w.stage.capacity() as u64 > 4 * STAGE_MAX {
             w.stage = Vec::new();
         }
         Ok(())

@@ -28,6 +28,7 @@ pub enum RecordType {
 }
 
 impl RecordType {
+    /// Decodes a type byte (`None` for an unknown one).
     pub fn from_u8(v: u8) -> Option<RecordType> {
         Some(match v {
             1 => RecordType::PageCreate,
@@ -55,9 +56,13 @@ pub mod ext_kind {
 /// Body of a `PageCreate` record (postcard).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateBody {
+    /// The new page.
     pub id: PageId,
+    /// Its size in bytes.
     pub size: u64,
+    /// Where its canonical bytes live.
     pub location: Location,
+    /// Its name and tags.
     pub meta: PageMeta,
 }
 
@@ -85,14 +90,25 @@ struct CompactedHead {
 /// A decoded record body.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
+    /// A page was created.
     PageCreate(CreateBody),
+    /// A page was freed.
     PageFree(PageId),
+    /// Deltas applied atomically, in order.
     Batch(Vec<(PageId, Delta)>),
+    /// The net effect of a compacted run of records.
     Compacted(CompactedBody),
-    Extension { kind: u8, body: Vec<u8> },
+    /// A record of a layer above the log (graph, device), replayed by that layer.
+    Extension {
+        /// The layer's record kind.
+        kind: u8,
+        /// Its encoded body.
+        body: Vec<u8>,
+    },
 }
 
 impl Record {
+    /// The record's type byte.
     pub fn kind(&self) -> RecordType {
         match self {
             Record::PageCreate(_) => RecordType::PageCreate,
@@ -104,6 +120,11 @@ impl Record {
     }
 
     /// Appends the body encoding.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "a compacted run's head lists its pages' ids and metadata, bounded by the pages a state holds; not \
+                  checked here"
+    )]
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Record::PageCreate(c) => encode_create(c, out),
@@ -199,6 +220,10 @@ pub fn encode_create(c: &CreateBody, out: &mut Vec<u8>) {
 }
 
 /// Body of a `Batch` record, written straight from borrowed deltas (the hot path).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "4 G deltas in one batch would take hundreds of GiB of memory; not checked here"
+)]
 pub fn encode_batch<'a>(ops: impl Iterator<Item = (PageId, &'a Delta)>, n: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(&(n as u32).to_le_bytes());
     for (page, d) in ops {

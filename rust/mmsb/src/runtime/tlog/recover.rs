@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::runtime::state::{Lsn, MMSBState};
+use crate::runtime::state::{Config, Core, CoreLock, Lsn};
 use crate::runtime::tlog::checkpoint;
 use crate::runtime::tlog::format::{
     blob_name, check_record, parse_blob_name, parse_checkpoint_name, parse_segment_name, record_body, segment_name,
@@ -350,9 +350,31 @@ pub(crate) fn read_blob(storage: &dyn Storage, segno: u64) -> Result<Vec<u8>> {
     }
 }
 
+/// What recovery and replay need of the state they rebuild: its lock, its page allocator, its
+/// log extensions, and a place to attach the log. The log fills a `Recoverable` without knowing
+/// what else the state holds; `MMSBState` implements it (runtime/tlog/api.rs).
+pub(crate) trait Recoverable {
+    /// The configuration the state was opened with.
+    fn recovery_config(&self) -> &Config;
+    /// The state's lock around what recovery fills.
+    fn core_lock(&self) -> &CoreLock;
+    /// A zeroed page buffer of `size` bytes.
+    fn allocate_page(&self, size: u64) -> Result<crate::types::page::PageBuf>;
+    /// Replays an extension record through the extension that owns its kind.
+    fn replay_extension(&self, core: &mut Core, kind: u8, body: &[u8]) -> Result<()>;
+    /// The checkpoint's extension section for `core`.
+    fn checkpoint_section(&self, core: &Core) -> Vec<u8>;
+    /// Restores a checkpoint's extension section into `core`.
+    fn restore_checkpoint_section(&self, core: &mut Core, bytes: &[u8]) -> Result<()>;
+    /// The monitor the log records its latencies and counters in.
+    fn log_monitor(&self) -> Arc<crate::monitoring::Monitor>;
+    /// Attaches the recovered log; appends continue through it.
+    fn attach(&mut self, log: Tlog);
+}
+
 /// Opens the storage of a state with logging on, recovers into `state`, and attaches the log.
-pub(crate) fn open_into(state: &mut MMSBState) -> Result<()> {
-    let config = state.config().clone();
+pub(crate) fn open_into(state: &mut impl Recoverable) -> Result<()> {
+    let config = state.recovery_config().clone();
     let storage: Arc<dyn Storage> = match &config.dir {
         Some(dir) => Arc::new(FsStorage::new(dir).map_err(|e| {
             if crate::runtime::tlog::storage::is_dir_locked(&e) {
@@ -370,8 +392,8 @@ pub(crate) fn open_into(state: &mut MMSBState) -> Result<()> {
 /// (removing temporaries), load the newest valid checkpoint, replay the chain after it, decide
 /// what the recovered state does not reach (refuse lost records, quarantine, cut the torn
 /// tail) and attach the log where appends continue.
-pub(crate) fn open_with(state: &mut MMSBState, storage: Arc<dyn Storage>) -> Result<()> {
-    let config = state.config().clone();
+pub(crate) fn open_with(state: &mut impl Recoverable, storage: Arc<dyn Storage>) -> Result<()> {
+    let config = state.recovery_config().clone();
     let tolerant = config.tolerant_recovery;
     let listing = list_and_clean(storage.as_ref())?;
     let ckpt = newest_checkpoint(storage.as_ref(), &listing)?;
@@ -428,14 +450,14 @@ fn newest_checkpoint(storage: &dyn Storage, listing: &Listing) -> Result<Option<
 /// Step 3: loads the checkpoint into `state` and replays the records after it, up to the first
 /// one that does not verify (or past skippable damage when `tolerant`).
 fn replay_chain(
-    state: &MMSBState,
+    state: &impl Recoverable,
     storage: &dyn Storage,
     listing: &Listing,
     ckpt: Option<&checkpoint::CheckpointData>,
     tolerant: bool,
 ) -> Result<Walk> {
     let ckpt_lsn = ckpt.map_or(0, |c| c.lsn);
-    let mut core = state.core.write();
+    let mut core = state.core_lock().write();
     if let Some(c) = ckpt {
         crate::runtime::tlog::replay::load_checkpoint(state, &mut core, c)?;
     }
@@ -485,7 +507,7 @@ struct Settled {
 /// Step 4b, once recovery is known to succeed: older generations go, except evidence (kept
 /// aside); a fresh checkpoint after skipped damage; the torn tail cut.
 fn settle_files(
-    state: &MMSBState,
+    state: &impl Recoverable,
     storage: &dyn Storage,
     listing: &Listing,
     walk: &Walk,
@@ -546,15 +568,15 @@ fn quarantine_leftovers(storage: &dyn Storage, listing: &Listing, ckpt_lsn: Lsn)
 /// just repeats this recovery). The older checkpoints are evidence, not needed any more: moved
 /// aside, never deleted.
 fn checkpoint_after_skips(
-    state: &MMSBState,
+    state: &impl Recoverable,
     storage: &dyn Storage,
     checkpoints: &mut BTreeMap<Lsn, String>,
     quarantined: &mut Vec<String>,
     last_lsn: Lsn,
 ) -> Result<()> {
-    let mut core = state.core.write();
+    let mut core = state.core_lock().write();
     core.lsn = last_lsn;
-    let ext = state.checkpoint_extension(&core);
+    let ext = state.checkpoint_section(&core);
     let (name, _) = checkpoint::write(storage, &core, &ext)?;
     for (_, old) in std::mem::take(checkpoints) {
         if old != name {
@@ -606,9 +628,9 @@ fn cut_tail(storage: &dyn Storage, listing: &Listing, walk: &Walk, quarantined: 
 /// old checkpoint generations, and attaches the log to `state` at `last_lsn`.
 #[allow(clippy::too_many_arguments)] // the steps' results, each used once
 fn attach_log(
-    state: &mut MMSBState,
+    state: &mut impl Recoverable,
     storage: Arc<dyn Storage>,
-    config: &crate::Config,
+    config: &Config,
     listing: &Listing,
     walk: &Walk,
     ckpt: Option<&checkpoint::CheckpointData>,
@@ -649,7 +671,7 @@ fn attach_log(
         truncated_bytes: truncated,
         quarantined,
     };
-    let log = Tlog::new(storage.clone(), config, w, state.monitor.clone());
+    let log = Tlog::new(storage.clone(), config, w, state.log_monitor());
     {
         let mut w = log.w.lock();
         match tail {
@@ -715,10 +737,10 @@ fn attach_log(
         }
     }
     {
-        let mut core = state.core.write();
+        let mut core = state.core_lock().write();
         core.lsn = last_lsn;
     }
-    state.tlog = Some(log);
+    state.attach(log);
     Ok(())
 }
 

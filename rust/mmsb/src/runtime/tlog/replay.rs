@@ -8,14 +8,14 @@ use crate::runtime::tlog::api::{LogEntry, LogOp, LogSlice};
 use crate::runtime::tlog::checkpoint::{self, CheckpointData};
 use crate::runtime::tlog::format::RecordHeader;
 use crate::runtime::tlog::record::{CreateBody, Record, RecordType};
-use crate::runtime::tlog::recover::{list, walk, OnInvalid};
+use crate::runtime::tlog::recover::{list, walk, OnInvalid, Recoverable};
 use crate::runtime::tlog::Tlog;
 use crate::types::delta::Delta;
 use crate::types::error::{LogError, Result, StateError};
 use crate::types::page::{Page, PageId};
 
 /// Replaces `core` with the checkpoint's pages.
-pub(crate) fn load_checkpoint(state: &MMSBState, core: &mut Core, c: &CheckpointData) -> Result<()> {
+pub(crate) fn load_checkpoint(state: &impl Recoverable, core: &mut Core, c: &CheckpointData) -> Result<()> {
     core.pages.clear();
     // Bytes behind a valid checksum are still untrusted (a hostile or buggy writer): ids must be
     // unique and below `next_page_id`, or a later create would silently replace a page.
@@ -33,7 +33,7 @@ pub(crate) fn load_checkpoint(state: &MMSBState, core: &mut Core, c: &Checkpoint
         .into());
     }
     for (p, bytes) in c.pages() {
-        let buf = state.allocate(p.size)?;
+        let buf = state.allocate_page(p.size)?;
         // SAFETY: the buffer was just allocated and is not shared yet.
         unsafe { buf.as_mut_slice() }.copy_from_slice(bytes);
         let mut page = Page::new(p.id, p.location, p.meta.clone(), buf);
@@ -42,10 +42,10 @@ pub(crate) fn load_checkpoint(state: &MMSBState, core: &mut Core, c: &Checkpoint
     }
     core.next_page_id = c.next_page_id;
     core.lsn = c.lsn;
-    state.restore_checkpoint_extension(core, c.extension())
+    state.restore_checkpoint_section(core, c.extension())
 }
 
-fn create(state: &MMSBState, core: &mut Core, c: &CreateBody) -> Result<(), String> {
+fn create(state: &impl Recoverable, core: &mut Core, c: &CreateBody) -> Result<(), String> {
     if core.pages.contains_key(&c.id) {
         return Err(format!("page {} is created twice", c.id));
     }
@@ -56,7 +56,7 @@ fn create(state: &MMSBState, core: &mut Core, c: &CreateBody) -> Result<(), Stri
     }
     // The same limit as `create_page`: a record claiming a huge page must not make recovery
     // allocate it (found by the log_decode fuzz target: a 5 GB page ran it out of memory).
-    let max = state.config().max_page_size;
+    let max = state.recovery_config().max_page_size;
     if c.size > max {
         return Err(format!(
             "page {} is created with {} bytes, more than max_page_size ({max} bytes); \
@@ -64,7 +64,7 @@ fn create(state: &MMSBState, core: &mut Core, c: &CreateBody) -> Result<(), Stri
             c.id, c.size
         ));
     }
-    let buf = state.allocate(c.size).map_err(|e| e.to_string())?;
+    let buf = state.allocate_page(c.size).map_err(|e| e.to_string())?;
     core.pages.insert(c.id, Page::new(c.id, c.location, c.meta.clone(), buf));
     core.next_page_id = core.next_page_id.max(next);
     Ok(())
@@ -85,7 +85,7 @@ fn apply_delta(core: &mut Core, page: PageId, d: &Delta, epochs: u64, tolerant: 
 
 /// Applies one verified record (the LSNs up to `upto` of it). Errors describe the corruption.
 pub(crate) fn apply_record(
-    state: &MMSBState,
+    state: &impl Recoverable,
     core: &mut Core,
     h: &RecordHeader,
     body: &[u8],
@@ -125,7 +125,7 @@ pub(crate) fn apply_record(
             core.next_page_id = core.next_page_id.max(c.next_page_id);
         }
         Record::Extension { kind, body } => {
-            state.apply_log_extension(core, kind, &body).map_err(|e| e.to_string())?;
+            state.replay_extension(core, kind, &body).map_err(|e| e.to_string())?;
         }
     }
     core.lsn = h.last_lsn();
@@ -182,7 +182,10 @@ impl MMSBState {
         }
         let config =
             Config { dir: None, logging: false, tolerant_recovery: false, log_size_cap: 0, ..self.config().clone() };
-        let out = MMSBState::from_core(Core { next_page_id: 1, ..Core::default() }, config, true);
+        // The snapshot gets empty instances of this state's extensions, filled by the replay.
+        let ext = self.fresh_extensions(&config);
+        let out =
+            MMSBState::from_core(Core { next_page_id: 1, ext: ext.log, ..Core::default() }, config, true, ext.state);
         {
             let mut core = out.core.write();
             if let Some(c) = &base {

@@ -11,6 +11,10 @@ pub(crate) const TAG_DENSE: u8 = 1;
 
 impl Delta {
     /// Bytes [`Delta::encode`] appends.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the encoding of an in-memory delta is no longer than its bytes plus headers, so it fits a usize"
+    )]
     pub fn encoded_len(&self) -> usize {
         match &self.repr {
             Repr::Sparse { runs, data } => sparse_encoded_len(runs.len() as u64, data.len() as u64) as usize,
@@ -21,6 +25,11 @@ impl Delta {
     /// Appends the encoding minus its trailing payload bytes, and returns that payload: the full
     /// encoding is `out`'s new bytes followed by the returned slice. Lets the log write payloads
     /// straight from the delta (vectored I/O) instead of copying them.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "run count, run lengths and dense span are at most u32::MAX: Delta::check_encodable, which the router \
+                  runs on every routed delta before any is logged"
+    )]
     pub fn encode_split(&self, out: &mut Vec<u8>) -> &[u8] {
         match &self.repr {
             Repr::Sparse { runs, data } => {
@@ -64,8 +73,8 @@ impl Delta {
         let tag = r.u8()?;
         match tag {
             TAG_SPARSE => {
-                let n = r.u32()? as usize;
-                if n.checked_mul(RUN_HEADER as usize).is_none_or(|h| h > r.remaining()) {
+                let n = wire_usize(r.u32()?)?;
+                if n.checked_mul(RUN_HEADER_BYTES).is_none_or(|h| h > r.remaining()) {
                     return Err(DeltaError::Malformed("run count exceeds the input"));
                 }
                 let mut runs = Vec::with_capacity(n);
@@ -73,17 +82,17 @@ impl Delta {
                 let mut prev_end: Option<u64> = None;
                 for _ in 0..n {
                     let offset = r.u64()?;
-                    let len = u64::from(r.u32()?);
+                    let len = r.u32()?;
                     if len == 0 {
                         return Err(DeltaError::Malformed("empty run"));
                     }
-                    let end = offset.checked_add(len).ok_or(DeltaError::Malformed("run end overflows"))?;
+                    let end = offset.checked_add(u64::from(len)).ok_or(DeltaError::Malformed("run end overflows"))?;
                     if prev_end.is_some_and(|p| offset <= p) {
                         return Err(DeltaError::Malformed("runs not sorted and disjoint"));
                     }
                     prev_end = Some(end);
-                    total = total.checked_add(len as usize).ok_or(DeltaError::Malformed("run lengths overflow"))?;
-                    runs.push(Run { offset, len });
+                    total = total.checked_add(wire_usize(len)?).ok_or(DeltaError::Malformed("run lengths overflow"))?;
+                    runs.push(Run { offset, len: u64::from(len) });
                 }
                 let data = r.take(total)?.to_vec();
                 let anchor = runs.first().map_or(0, |r| r.offset);
@@ -91,7 +100,7 @@ impl Delta {
             }
             TAG_DENSE => {
                 let offset = r.u64()?;
-                let len = r.u32()? as usize;
+                let len = wire_usize(r.u32()?)?;
                 if len == 0 {
                     return Err(DeltaError::Malformed("empty dense span"));
                 }
@@ -118,6 +127,16 @@ pub(super) fn sparse_encoded_len(runs: u64, bytes: u64) -> u64 {
 
 pub(super) fn dense_encoded_len(span: u64) -> u64 {
     1 + 8 + 4 + span.div_ceil(8) + span
+}
+
+/// Bytes of one encoded run header (`offset: u64`, `len: u32`).
+const RUN_HEADER_BYTES: usize = 12;
+const _: () = assert!(RUN_HEADER_BYTES as u64 == RUN_HEADER);
+
+/// A length read from the wire, as a `usize` (a length this platform cannot hold is malformed
+/// input, not a truncated one).
+fn wire_usize(v: u32) -> Result<usize, DeltaError> {
+    usize::try_from(v).map_err(|_| DeltaError::Malformed("a length does not fit this platform's address space"))
 }
 
 struct Reader<'a> {

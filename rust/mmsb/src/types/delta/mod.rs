@@ -11,6 +11,7 @@
 //! This module holds the algebra; `encode` the byte encoding (the log's wire format) and
 //! `simd` the byte kernels (difference scan, masked copy and apply) with their run-time dispatch.
 
+#[warn(clippy::cast_possible_truncation)] // the log encoding: reviewed, keep it so
 mod encode;
 mod simd;
 
@@ -24,7 +25,9 @@ use simd::{apply_dense, masked_copy, next_difference};
 /// A run of written bytes in a sparse delta.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Run {
+    /// First byte written.
     pub offset: u64,
+    /// Bytes written.
     pub len: u64,
 }
 
@@ -39,10 +42,22 @@ impl Run {
 #[derive(Debug, Clone, Copy)]
 pub enum DeltaParts<'a> {
     /// Sorted, disjoint, non-adjacent runs; `data` holds their bytes concatenated in order.
-    Sparse { runs: &'a [Run], data: &'a [u8] },
+    Sparse {
+        /// The runs.
+        runs: &'a [Run],
+        /// Their bytes, concatenated.
+        data: &'a [u8],
+    },
     /// `data.len()` bytes at `offset`, one mask bit per byte (LSB first); `mask.len()` is
     /// `ceil(data.len() / 64)` and bits past the end are zero.
-    Dense { offset: u64, mask: &'a [u64], data: &'a [u8] },
+    Dense {
+        /// First byte covered.
+        offset: u64,
+        /// Which bytes are written, one bit each.
+        mask: &'a [u64],
+        /// The bytes (zero where the mask bit is clear).
+        data: &'a [u8],
+    },
 }
 
 #[derive(Clone)]

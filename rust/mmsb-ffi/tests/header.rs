@@ -1,5 +1,5 @@
 //! The committed C header must match what cbindgen generates from the sources.
-//! `MMSB_BLESS=1 cargo test --test header` rewrites it.
+//! `MMSB_BLESS=1 cargo test -p mmsb-ffi --test header` rewrites it.
 
 use std::path::PathBuf;
 
@@ -22,6 +22,6 @@ fn c_header_is_up_to_date() {
     let committed = std::fs::read(&path).unwrap_or_default();
     assert!(
         committed == generated,
-        "include/mmsb.h is stale: run `MMSB_BLESS=1 cargo test --test header` and commit the result"
+        "include/mmsb.h is stale: run `MMSB_BLESS=1 cargo test -p mmsb-ffi --test header` and commit the result"
     );
 }

@@ -6,13 +6,13 @@
 use std::ffi::c_void;
 use std::time::Duration;
 
-use crate::ffi::state::{state_ref, MmsbState};
-use crate::ffi::{arg_ref, arg_slice, boundary, check_out, copy_u64s, write_out, FfiError, FfiResult, MmsbStatus};
-use crate::graph::command::{Command, CommandList, Lane, SemiOp};
-use crate::graph::events::{Event, NotifyFn, OverflowPolicy, Subscription};
-use crate::graph::propagation::RoundStats;
-use crate::graph::shadow_graph::{EdgeId, EdgeKind};
-use crate::types::page::PageId;
+use crate::state::{state_ref, MmsbState};
+use crate::{arg_ref, arg_slice, boundary, check_out, copy_u64s, write_out, FfiError, FfiResult, MmsbStatus};
+use mmsb::graph::command::{Command, CommandList, Lane, SemiOp};
+use mmsb::graph::events::{Event, NotifyFn, OverflowPolicy, Subscription};
+use mmsb::graph::propagation::RoundStats;
+use mmsb::graph::shadow_graph::{EdgeId, EdgeKind};
+use mmsb::types::page::PageId;
 
 /// Edge kind: data dependency.
 pub const MMSB_EDGE_DATA: u32 = 0;
@@ -105,7 +105,9 @@ pub struct MmsbRoundStats {
 
 impl From<RoundStats> for MmsbRoundStats {
     fn from(s: RoundStats) -> MmsbRoundStats {
-        MmsbRoundStats { round: s.round, recomputed: s.recomputed, cutoff: s.cutoff, deltas_routed: s.deltas_routed }
+        // Every field named (no `..`), as for the other mirrors.
+        let RoundStats { round, recomputed, cutoff, deltas_routed } = s;
+        MmsbRoundStats { round, recomputed, cutoff, deltas_routed }
     }
 }
 
@@ -156,7 +158,7 @@ unsafe fn list_mut<'a>(list: *mut MmsbCommandList) -> FfiResult<&'a mut CommandL
 pub unsafe extern "C" fn mmsb_command_list_new(out: *mut *mut MmsbCommandList) -> MmsbStatus {
     boundary(|| {
         check_out(out, "out")?;
-        let h = crate::ffi::new_handle(MmsbCommandList { list: CommandList::new() });
+        let h = crate::new_handle(MmsbCommandList { list: CommandList::new() });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, h, "out") }
     })
@@ -169,7 +171,7 @@ pub unsafe extern "C" fn mmsb_command_list_new(out: *mut *mut MmsbCommandList) -
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_command_list_free(list: *mut MmsbCommandList) {
     // SAFETY: forwarded contract; unknown and already freed pointers are ignored.
-    unsafe { crate::ffi::free_handle(list, "command list") }
+    unsafe { crate::free_handle(list, "command list") }
 }
 
 /// Appends "copy `len` bytes from source offset `src_off` to destination offset `dst_off`".
@@ -398,7 +400,7 @@ pub unsafe extern "C" fn mmsb_subscribe(
         let policy = OverflowPolicy::from_u32(policy, Duration::from_nanos(block_timeout_ns))
             .ok_or_else(|| FfiError::invalid(format!("unknown overflow policy {policy}")))?;
         let sub = s.subscribe(capacity, policy, mask)?;
-        let h = crate::ffi::new_handle(MmsbSubscription { sub });
+        let h = crate::new_handle(MmsbSubscription { sub });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out_sub, h, "out_sub") }
     })
@@ -538,15 +540,15 @@ pub unsafe extern "C" fn mmsb_subscription_set_notify(
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_subscription_free(sub: *mut MmsbSubscription) {
     // SAFETY: forwarded contract; free_handle ignores stale pointers and catches panics.
-    unsafe { crate::ffi::free_handle(sub, "subscription") }
+    unsafe { crate::free_handle(sub, "subscription") }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ffi::page::mmsb_page_create;
-    use crate::ffi::state::{mmsb_state_free, mmsb_state_open};
-    use crate::types::error::ErrorCode;
+    use crate::page::mmsb_page_create;
+    use crate::state::{mmsb_state_free, mmsb_state_open};
+    use mmsb::types::error::ErrorCode;
     use std::ptr::{null, null_mut};
 
     /// dst[0] = src[0] + *(u8*)user_data; fails with -5 when src[0] == 0xFF.
@@ -564,7 +566,7 @@ mod tests {
 
     #[test]
     fn constants_match_the_rust_enums() {
-        use crate::graph::events::EventKind;
+        use mmsb::graph::events::EventKind;
         let kinds = [EdgeKind::Data, EdgeKind::Control, EdgeKind::GpuSync, EdgeKind::Compiler];
         assert_eq!(
             kinds.map(|k| k as u32),
@@ -602,7 +604,7 @@ mod tests {
     }
 
     fn ok(st: MmsbStatus) {
-        assert_eq!(st, 0, "status {st}: {:?}", crate::ffi::status_from_u32(st));
+        assert_eq!(st, 0, "status {st}: {:?}", crate::status_from_u32(st));
     }
 
     #[test]
@@ -685,11 +687,11 @@ mod tests {
             assert_eq!(mmsb_topo_order(st, out.as_mut_ptr(), 2, &mut n), ErrorCode::BufferTooSmall as u32);
             assert_eq!(n, 3);
 
-            assert_eq!(crate::ffi::page::mmsb_page_free(st, b), ErrorCode::PageInUse as u32);
+            assert_eq!(crate::page::mmsb_page_free(st, b), ErrorCode::PageInUse as u32);
             ok(mmsb_remove_dependency(st, e2));
             ok(mmsb_remove_dependency(st, e1));
             assert_eq!(mmsb_remove_dependency(st, e1), ErrorCode::UnknownEdge as u32);
-            ok(crate::ffi::page::mmsb_page_free(st, b));
+            ok(crate::page::mmsb_page_free(st, b));
 
             // Free the state first: the subscription stays usable and reports closed.
             mmsb_state_free(st);
@@ -736,11 +738,11 @@ mod tests {
             );
             ok(mmsb_subscription_set_notify(sub, Some(count_notify), arg));
             assert_eq!(calls.load(Ordering::SeqCst), 0);
-            ok(crate::ffi::page::mmsb_page_update(st, page, 0, [1u8].as_ptr(), 1, u64::MAX, null_mut()));
+            ok(crate::page::mmsb_page_update(st, page, 0, [1u8].as_ptr(), 1, u64::MAX, null_mut()));
             assert_eq!(calls.load(Ordering::SeqCst), 1, "one wake-up per emitted delta");
             // Removed: a further write does not call it.
             ok(mmsb_subscription_set_notify(sub, None, null_mut()));
-            ok(crate::ffi::page::mmsb_page_update(st, page, 0, [2u8].as_ptr(), 1, u64::MAX, null_mut()));
+            ok(crate::page::mmsb_page_update(st, page, 0, [2u8].as_ptr(), 1, u64::MAX, null_mut()));
             assert_eq!(calls.load(Ordering::SeqCst), 1);
             // Registered again with events queued: called at once; and when the state is freed.
             ok(mmsb_subscription_set_notify(sub, Some(count_notify), arg));

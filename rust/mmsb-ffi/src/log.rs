@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::ffi::state::{state_ref, MmsbConfig, MmsbState};
-use crate::ffi::{boundary, check_out, copy_c_string, copy_u64s, write_out, FfiError, MmsbStatus};
+use crate::state::{state_ref, MmsbConfig, MmsbState};
+use crate::{boundary, check_out, copy_c_string, copy_u64s, write_out, FfiError, MmsbStatus};
+use mmsb::LogInfo;
 
 /// Statistics of a state's log, filled by `mmsb_log_info`.
 #[repr(C)]
@@ -38,6 +39,44 @@ pub struct MmsbLogInfo {
     pub last_maintenance_lsn: u64,
     /// The status code of that failure (`MMSB_OK` if none).
     pub last_maintenance_status: u32,
+}
+
+impl From<&LogInfo> for MmsbLogInfo {
+    fn from(i: &LogInfo) -> MmsbLogInfo {
+        // Every field named (no `..`): a field added to the original does not compile until it is
+        // mirrored here or left out on purpose.
+        let LogInfo {
+            lsn,
+            log_bytes,
+            segments,
+            checkpoints,
+            last_checkpoint_lsn,
+            oldest_lsn,
+            bytes_since_checkpoint: _, // internal to the `log_size_cap` trigger
+            skipped_regions,
+            truncated_bytes,
+            quarantined,
+            maintenance_failures,
+            last_maintenance_error: _, // variable length: `mmsb_log_maintenance_error`
+            last_maintenance_code,
+            last_maintenance_lsn,
+            group_syncs: _, // not in the C struct (its layout is ABI); no C getter yet
+        } = i;
+        MmsbLogInfo {
+            lsn: *lsn,
+            log_bytes: *log_bytes,
+            segments: *segments,
+            checkpoints: *checkpoints,
+            last_checkpoint_lsn: *last_checkpoint_lsn,
+            oldest_lsn: *oldest_lsn,
+            skipped_regions: *skipped_regions,
+            truncated_bytes: *truncated_bytes,
+            quarantined_files: quarantined.len() as u64,
+            maintenance_failures: *maintenance_failures,
+            last_maintenance_lsn: *last_maintenance_lsn,
+            last_maintenance_status: crate::status_code(*last_maintenance_code) as MmsbStatus,
+        }
+    }
 }
 
 /// Turns the transaction log on (1) or off (0) for an in-memory state. A state with a
@@ -97,7 +136,7 @@ pub unsafe extern "C" fn mmsb_state_replay(
         // SAFETY: forwarded contract.
         let s = unsafe { state_ref(state) }?;
         let replayed = s.replay_to(lsn)?;
-        let h = crate::ffi::new_handle(MmsbState { state: Arc::new(replayed) });
+        let h = crate::new_handle(MmsbState { state: Arc::new(replayed) });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out_state, h, "out_state") }
     })
@@ -129,20 +168,7 @@ pub unsafe extern "C" fn mmsb_log_info(state: *const MmsbState, out: *mut MmsbLo
         // SAFETY: forwarded contract.
         let s = unsafe { state_ref(state) }?;
         let i = s.log_info()?;
-        let info = MmsbLogInfo {
-            lsn: i.lsn,
-            log_bytes: i.log_bytes,
-            segments: i.segments,
-            checkpoints: i.checkpoints,
-            last_checkpoint_lsn: i.last_checkpoint_lsn,
-            oldest_lsn: i.oldest_lsn,
-            skipped_regions: i.skipped_regions,
-            truncated_bytes: i.truncated_bytes,
-            quarantined_files: i.quarantined.len() as u64,
-            maintenance_failures: i.maintenance_failures,
-            last_maintenance_lsn: i.last_maintenance_lsn,
-            last_maintenance_status: i.last_maintenance_code as u32,
-        };
+        let info = MmsbLogInfo::from(&i);
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, info, "out") }
     })
@@ -199,10 +225,10 @@ pub unsafe extern "C" fn mmsb_log_compacted_runs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ffi::state::{mmsb_config_free, mmsb_config_new, mmsb_config_set_u64, mmsb_state_free, mmsb_state_open};
-    use crate::ffi::MMSB_OK;
-    use crate::types::error::ErrorCode;
-    use crate::types::page::{Location, PageMeta};
+    use crate::state::{mmsb_config_free, mmsb_config_new, mmsb_config_set_u64, mmsb_state_free, mmsb_state_open};
+    use crate::MMSB_OK;
+    use mmsb::types::error::ErrorCode;
+    use mmsb::types::page::{Location, PageMeta};
 
     #[test]
     fn checkpoint_replay_compact_info_through_the_c_abi() {
@@ -256,22 +282,22 @@ mod tests {
 
     #[test]
     fn log_info_reports_failed_maintenance_and_quarantined_files() {
-        use crate::runtime::tlog::fault::{Fault, FaultStorage, Op};
-        use crate::runtime::tlog::storage::Storage;
+        use mmsb::runtime::tlog::fault::{Fault, FaultStorage, Op};
+        use mmsb::runtime::tlog::storage::Storage;
         let fs = Arc::new(FaultStorage::in_memory());
         // A file recovery cannot replay (a segment after a header-only newest one, out of the
         // chain): quarantined by tolerant recovery.
-        let cfg = crate::Config { logging: true, log_size_cap: 1024, tolerant_recovery: true, ..Default::default() };
-        drop(crate::MMSBState::open_with_storage(cfg.clone(), fs.clone()).unwrap());
+        let cfg = mmsb::Config { logging: true, log_size_cap: 1024, tolerant_recovery: true, ..Default::default() };
+        drop(mmsb::MMSBState::open_with_storage(cfg.clone(), fs.clone()).unwrap());
         fs.create("log-00000000000000000009.seg").unwrap().write_at(0, b"not a segment, but bytes").unwrap();
-        let s = crate::MMSBState::open_with_storage(cfg, fs.clone()).unwrap();
+        let s = mmsb::MMSBState::open_with_storage(cfg, fs.clone()).unwrap();
         let p = s.create_page(256, Location::Cpu, PageMeta::default()).unwrap();
         fs.fail_nth(Op::Rename, 1, Fault::Eio);
         while s.log_info().unwrap().maintenance_failures == 0 {
             s.update_page(p, &[2; 200]).unwrap();
         }
         let lsn = s.lsn();
-        let st = crate::ffi::new_handle(MmsbState { state: Arc::new(s) });
+        let st = crate::new_handle(MmsbState { state: Arc::new(s) });
         // SAFETY: a live handle, valid out-pointers; the handle is freed once.
         unsafe {
             let mut info = MmsbLogInfo::default();

@@ -17,7 +17,7 @@ fn hostile_c_caller_gets_status_codes_not_crashes() {
     // `cargo test` links tests against the rlib only; build the cdylib the C program needs, every
     // time (a no-op when it is fresh): a cdylib left from older sources failed this test.
     let mut cargo = Command::new(env!("CARGO"));
-    cargo.args(["build", "-p", "mmsb", "--lib"]);
+    cargo.args(["build", "-p", "mmsb-cdylib", "--lib"]);
     if lib.parent().is_some_and(|d| d.ends_with("release")) {
         cargo.arg("--release");
     }

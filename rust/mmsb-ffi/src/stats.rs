@@ -9,11 +9,11 @@
 
 use std::ffi::c_char;
 
-use crate::ffi::state::{state_ref, MmsbState};
-use crate::ffi::{arg_ref, arg_str, boundary, check_out, write_out, FfiError, FfiResult, MmsbStatus};
-use crate::monitoring::http::MetricsServer;
-use crate::monitoring::{BudgetKind, Counter, HistogramStats, Metric};
-use crate::types::error::{ErrorCode, MonitorError};
+use crate::state::{state_ref, MmsbState};
+use crate::{arg_ref, arg_str, boundary, check_out, write_out, FfiError, FfiResult, MmsbStatus};
+use mmsb::monitoring::http::MetricsServer;
+use mmsb::monitoring::{BudgetKind, Counter, HistogramStats, Metric};
+use mmsb::types::error::{ErrorCode, MonitorError};
 
 /// Latency of routing a delta or batch (sampled on the hot path).
 pub const MMSB_METRIC_DELTA_ROUTE: u32 = 0;
@@ -69,6 +69,12 @@ pub const MMSB_BUDGET_LOG_BYTES: u32 = 2;
 /// `mmsb_monitor_set_sample_every`.
 pub const MMSB_DEFAULT_SAMPLE_EVERY: u32 = 256;
 
+/// The longest request (line and headers) read; a longer one is answered 431.
+// Was exported (unprefixed) while cbindgen read the core's `monitoring/http.rs`; kept so that
+// the header stays byte-identical. Checked against the core's value below.
+pub const MAX_REQUEST: usize = 8192;
+const _: () = assert!(MAX_REQUEST == mmsb::monitoring::http::MAX_REQUEST);
+
 /// Summary of one latency histogram (nanoseconds), filled by `mmsb_stats_histogram`.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -90,18 +96,22 @@ pub struct MmsbHistogramStats {
 
 impl From<&HistogramStats> for MmsbHistogramStats {
     fn from(h: &HistogramStats) -> MmsbHistogramStats {
-        MmsbHistogramStats {
-            count: h.count,
-            sampled: h.sampled,
-            min_ns: h.min_ns,
-            mean_ns: h.mean_ns,
-            p50_ns: h.p50_ns,
-            p90_ns: h.p90_ns,
-            p99_ns: h.p99_ns,
-            p999_ns: h.p999_ns,
-            max_ns: h.max_ns,
-            sum_ns: h.sum_ns,
-        }
+        // Every field named (no `..`): a field added to the original does not compile until it is
+        // mirrored here or left out on purpose.
+        let HistogramStats {
+            metric: _, // the caller asked for it by number
+            count,
+            sampled,
+            min_ns,
+            mean_ns,
+            p50_ns,
+            p90_ns,
+            p99_ns,
+            p999_ns,
+            max_ns,
+            sum_ns,
+        } = *h;
+        MmsbHistogramStats { count, sampled, min_ns, mean_ns, p50_ns, p90_ns, p99_ns, p999_ns, max_ns, sum_ns }
     }
 }
 
@@ -146,7 +156,7 @@ unsafe fn stats_text(
     buf: *mut c_char,
     cap: usize,
     out_len: *mut usize,
-    render: fn(&crate::monitoring::Stats) -> String,
+    render: fn(&mmsb::monitoring::Stats) -> String,
 ) -> MmsbStatus {
     boundary(|| {
         check_out(out_len, "out_len")?;
@@ -381,7 +391,7 @@ pub unsafe extern "C" fn mmsb_metrics_serve(
             text.parse().map_err(|_| FfiError::invalid(format!("addr {text:?} is not an IP address")))?
         };
         let server = MetricsServer::start(&handle.state, ip, port)?;
-        let h = crate::ffi::new_handle(MmsbMetricsServer { server });
+        let h = crate::new_handle(MmsbMetricsServer { server });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out_server, h, "out_server") }
     })
@@ -410,7 +420,7 @@ pub unsafe extern "C" fn mmsb_metrics_server_port(server: *const MmsbMetricsServ
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_metrics_stop(server: *mut MmsbMetricsServer) {
     // SAFETY: forwarded contract; free_handle ignores stale pointers and catches panics.
-    unsafe { crate::ffi::free_handle(server, "metrics server") }
+    unsafe { crate::free_handle(server, "metrics server") }
 }
 
 #[cfg(test)]
@@ -454,7 +464,7 @@ mod tests {
         assert_eq!(MMSB_BUDGET_LATENCY_MAX, BudgetKind::LatencyMax as u32);
         assert_eq!(MMSB_BUDGET_LATENCY_P99, BudgetKind::LatencyP99 as u32);
         assert_eq!(MMSB_BUDGET_LOG_BYTES, BudgetKind::LogBytes as u32);
-        assert_eq!(MMSB_DEFAULT_SAMPLE_EVERY, crate::monitoring::DEFAULT_SAMPLE_EVERY);
+        assert_eq!(MMSB_DEFAULT_SAMPLE_EVERY, mmsb::monitoring::DEFAULT_SAMPLE_EVERY);
     }
 
     #[test]

@@ -9,7 +9,6 @@
 use crate::types::delta::{Delta, DeltaParts};
 
 /// Default bound on the number of ranges kept per page.
-/// cbindgen:ignore
 pub const DEFAULT_MAX_RANGES: usize = 64;
 
 /// A bounded set of dirty byte ranges.

@@ -24,62 +24,13 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
-use crate::runtime::router::RouteOp;
-use crate::runtime::state::{Core, Lsn};
+use crate::runtime::state::Core;
 use crate::types::error::{Error, Result, StateError};
+use crate::types::lsn::Lsn;
 use crate::types::page::PageId;
+use crate::types::route::RouteOp;
 
-/// Event kinds, as bits of a subscription mask.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    DeltaApplied = 1,
-    PropagationDone = 2,
-    Checkpoint = 4,
-    DeviceSync = 8,
-    Instrumentation = 16,
-    Budget = 32,
-}
-
-impl EventKind {
-    /// A mask with every event kind.
-    /// cbindgen:ignore
-    pub const MASK_ALL: u32 = 0x3F;
-}
-
-/// Direction of a device synchronisation (the device layer's type).
-pub use crate::device::SyncDirection;
-
-/// One event: a small tuple, copied to every interested subscriber.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// A delta was applied: the page's epoch after it, and its LSN.
-    DeltaApplied { lsn: Lsn, page: PageId, epoch: u64 },
-    /// A propagation round finished.
-    PropagationDone { round: u64, recomputed: u64, cutoff: u64 },
-    /// A checkpoint covering the log up to `lsn` was written.
-    Checkpoint { lsn: Lsn },
-    /// A page's device mirror was synchronised.
-    DeviceSync { page: PageId, direction: SyncDirection },
-    /// An instrumentation hook fired (`kind` is the hook's own code).
-    Instrumentation { kind: u32, page: PageId },
-    /// A monitored metric crossed its budget.
-    Budget { metric: u32, value: u64, limit: u64 },
-}
-
-impl Event {
-    /// The event's kind.
-    pub fn kind(&self) -> EventKind {
-        match self {
-            Event::DeltaApplied { .. } => EventKind::DeltaApplied,
-            Event::PropagationDone { .. } => EventKind::PropagationDone,
-            Event::Checkpoint { .. } => EventKind::Checkpoint,
-            Event::DeviceSync { .. } => EventKind::DeviceSync,
-            Event::Instrumentation { .. } => EventKind::Instrumentation,
-            Event::Budget { .. } => EventKind::Budget,
-        }
-    }
-}
+pub use crate::types::event::{Event, EventKind, SyncDirection};
 
 /// What happens when a subscriber's channel is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +39,10 @@ pub enum OverflowPolicy {
     /// counted and the subscription marked lagged. Emitters (writers, holding the state's
     /// lock) stall meanwhile, so the consumer must not wait for a write of the same state
     /// before draining, and subscribing or unsubscribing waits for the stalled emit.
-    Block { timeout: Duration },
+    Block {
+        /// How long the emitter waits for room.
+        timeout: Duration,
+    },
     /// The oldest queued event is discarded (and counted) to make room: the subscriber always
     /// sees the most recent events.
     DropOldest,
@@ -256,7 +210,6 @@ pub struct EventSystem {
 impl EventSystem {
     /// The largest channel capacity a subscription may ask for (events are 32 bytes; channels
     /// allocate their capacity up front).
-    /// cbindgen:ignore
     pub const MAX_CAPACITY: usize = 1 << 20;
 
     /// A hub with no subscribers.

@@ -4,9 +4,9 @@ use std::ffi::c_char;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::ffi::{arg_ref, arg_str, boundary, check_out, write_out, FfiError, MmsbStatus};
-use crate::runtime::state::{Config, Durability, MMSBState};
-use crate::types::error::StateError;
+use crate::{arg_ref, arg_str, boundary, check_out, write_out, FfiError, MmsbStatus};
+use mmsb::runtime::state::{Config, Durability, MMSBState};
+use mmsb::types::error::StateError;
 
 /// Opaque configuration builder. Create with `mmsb_config_new`, free with `mmsb_config_free`.
 pub struct MmsbConfig {
@@ -50,7 +50,7 @@ pub struct MmsbState {
 pub unsafe extern "C" fn mmsb_config_new(out: *mut *mut MmsbConfig) -> MmsbStatus {
     boundary(|| {
         check_out(out, "out")?;
-        let cfg = crate::ffi::new_handle(MmsbConfig { config: Config::default(), logging: None });
+        let cfg = crate::new_handle(MmsbConfig { config: Config::default(), logging: None });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, cfg, "out") }
     })
@@ -63,7 +63,7 @@ pub unsafe extern "C" fn mmsb_config_new(out: *mut *mut MmsbConfig) -> MmsbStatu
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_config_free(cfg: *mut MmsbConfig) {
     // SAFETY: forwarded contract; unknown and already freed pointers are ignored.
-    unsafe { crate::ffi::free_handle(cfg, "config") }
+    unsafe { crate::free_handle(cfg, "config") }
 }
 
 /// Borrows a config mutably for a setter.
@@ -164,7 +164,7 @@ pub unsafe extern "C" fn mmsb_state_open(cfg: *const MmsbConfig, out: *mut *mut 
             unsafe { arg_ref(cfg, "config") }?.validated()?
         };
         let state = MMSBState::open(config)?;
-        let h = crate::ffi::new_handle(MmsbState { state: Arc::new(state) });
+        let h = crate::new_handle(MmsbState { state: Arc::new(state) });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, h, "out") }
     })
@@ -183,7 +183,7 @@ pub unsafe extern "C" fn mmsb_state_close(state: *const MmsbState) -> MmsbStatus
         // SAFETY: forwarded contract.
         let s = unsafe { arg_ref(state, "state") }?.state.as_ref();
         // From a transform of this state's own round, closing would wait for the round's lock.
-        crate::runtime::reentry::check(s.core.key())?;
+        s.check_reentry()?;
         s.close();
         Ok(())
     })
@@ -199,7 +199,7 @@ pub unsafe extern "C" fn mmsb_state_close(state: *const MmsbState) -> MmsbStatus
 pub unsafe extern "C" fn mmsb_state_free(state: *mut MmsbState) {
     // Dropping the last reference closes the state (MMSBState::drop).
     // SAFETY: forwarded contract; unknown and already freed pointers are ignored.
-    unsafe { crate::ffi::free_handle(state, "state") }
+    unsafe { crate::free_handle(state, "state") }
 }
 
 /// Reports whether the state is open (1) or closed (0).
@@ -243,7 +243,7 @@ pub(crate) unsafe fn state_ref<'a>(state: *const MmsbState) -> Result<&'a MMSBSt
     let s = unsafe { arg_ref(state, "state") }?.state.as_ref();
     // Every C entry point on a state comes here first: a C or Julia transform calling back into
     // the state that runs it gets `REENTRANT` rather than a deadlock on the state's lock.
-    crate::runtime::reentry::check(s.core.key())?;
+    s.check_reentry()?;
     if s.is_closed() {
         return Err(StateError::Closed.into());
     }
@@ -253,9 +253,9 @@ pub(crate) unsafe fn state_ref<'a>(state: *const MmsbState) -> Result<&'a MMSBSt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ffi::log::{mmsb_config_set_logging, mmsb_log_info, MmsbLogInfo};
-    use crate::ffi::{mmsb_last_error_message, MMSB_OK};
-    use crate::types::error::ErrorCode;
+    use crate::log::{mmsb_config_set_logging, mmsb_log_info, MmsbLogInfo};
+    use crate::{mmsb_last_error_message, MMSB_OK};
+    use mmsb::types::error::ErrorCode;
 
     /// Opens `cfg` (then frees it); returns the status and, on success, whether the state logs.
     ///

@@ -7,10 +7,10 @@ use std::ptr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mmsb::ffi::state::{mmsb_state_close, mmsb_state_free, mmsb_state_open};
-use mmsb::ffi::stats::{mmsb_metrics_serve, mmsb_metrics_server_port, mmsb_metrics_stop};
 use mmsb::monitoring::http::{MetricsServer, MAX_REQUEST};
 use mmsb::{Delta, ErrorCode, Location, MMSBState, PageMeta};
+use mmsb_ffi::state::{mmsb_state_close, mmsb_state_free, mmsb_state_open};
+use mmsb_ffi::stats::{mmsb_metrics_serve, mmsb_metrics_server_port, mmsb_metrics_stop};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 

@@ -1,12 +1,12 @@
 //! C ABI: delta handles, routing and batches.
 
-use crate::ffi::page::{epoch_arg, opt_out, route_one};
-use crate::ffi::state::{state_ref, MmsbState};
-use crate::ffi::{arg_bytes, arg_ref, arg_slice, boundary, check_out, write_out, FfiError, FfiResult, MmsbStatus};
-use crate::runtime::router::RouteOp;
-use crate::types::delta::Delta;
-use crate::types::error::ErrorCode;
-use crate::types::page::PageId;
+use crate::page::{epoch_arg, opt_out, route_one};
+use crate::state::{state_ref, MmsbState};
+use crate::{arg_bytes, arg_ref, arg_slice, boundary, check_out, write_out, FfiError, FfiResult, MmsbStatus};
+use mmsb::runtime::router::RouteOp;
+use mmsb::types::delta::Delta;
+use mmsb::types::error::ErrorCode;
+use mmsb::types::page::PageId;
 
 /// Opaque delta handle. Free with `mmsb_delta_free`.
 pub struct MmsbDelta {
@@ -18,6 +18,7 @@ pub struct MmsbBatch {
     ops: Vec<(PageId, Delta, Option<u64>)>,
 }
 
+#[allow(clippy::cast_possible_truncation, reason = "the lengths were checked to sum to data.len(), a usize")]
 pub(crate) fn sparse_from_parts(offsets: &[u64], lens: &[u64], data: &[u8]) -> FfiResult<Delta> {
     let total = lens.iter().try_fold(0u64, |a, &l| a.checked_add(l));
     if total != Some(data.len() as u64) {
@@ -43,7 +44,7 @@ pub(crate) fn sparse_from_parts(offsets: &[u64], lens: &[u64], data: &[u8]) -> F
 /// # Safety
 /// `out` checked non-NULL by the caller.
 unsafe fn emit(out: *mut *mut MmsbDelta, delta: Delta) -> FfiResult {
-    let h = crate::ffi::new_handle(MmsbDelta { delta });
+    let h = crate::new_handle(MmsbDelta { delta });
     // SAFETY: forwarded contract.
     unsafe { write_out(out, h, "out") }
 }
@@ -175,7 +176,7 @@ pub unsafe extern "C" fn mmsb_delta_encode(
         check_out(out_len, "out_len")?;
         // SAFETY: forwarded contract.
         let d = unsafe { arg_ref(delta, "delta") }?;
-        d.delta.check_encodable().map_err(crate::types::error::Error::from)?;
+        d.delta.check_encodable().map_err(mmsb::types::error::Error::from)?;
         let n = d.delta.encoded_len();
         // SAFETY: checked above.
         unsafe { write_out(out_len, n, "out_len") }?;
@@ -270,7 +271,7 @@ pub unsafe extern "C" fn mmsb_delta_apply(delta: *const MmsbDelta, buf: *mut u8,
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_delta_free(delta: *mut MmsbDelta) {
     // SAFETY: forwarded contract; unknown and already freed pointers are ignored.
-    unsafe { crate::ffi::free_handle(delta, "delta") }
+    unsafe { crate::free_handle(delta, "delta") }
 }
 
 /// Routes a delta to a page (the delta is only read; free it yourself).
@@ -303,7 +304,7 @@ pub unsafe extern "C" fn mmsb_route_delta(
 pub unsafe extern "C" fn mmsb_batch_new(out: *mut *mut MmsbBatch) -> MmsbStatus {
     boundary(|| {
         check_out(out, "out")?;
-        let h = crate::ffi::new_handle(MmsbBatch { ops: Vec::new() });
+        let h = crate::new_handle(MmsbBatch { ops: Vec::new() });
         // SAFETY: checked above.
         unsafe { write_out(out, h, "out") }
     })
@@ -365,5 +366,5 @@ pub unsafe extern "C" fn mmsb_batch_route(
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_batch_free(batch: *mut MmsbBatch) {
     // SAFETY: forwarded contract; unknown and already freed pointers are ignored.
-    unsafe { crate::ffi::free_handle(batch, "batch") }
+    unsafe { crate::free_handle(batch, "batch") }
 }

@@ -4,10 +4,10 @@ use std::ffi::c_char;
 use std::ptr;
 use std::sync::{Arc, Mutex};
 
-use mmsb::ffi::state::{mmsb_state_free, mmsb_state_open, MmsbState};
-use mmsb::ffi::stats::*;
 use mmsb::monitoring::{BudgetKind, HistogramStats};
 use mmsb::{Budget, BudgetViolation, Counter, Delta, Location, MMSBState, Metric, Monitor, PageMeta};
+use mmsb_ffi::state::{mmsb_state_free, mmsb_state_open, MmsbState};
+use mmsb_ffi::stats::*;
 
 /// True when `got` is within HdrHistogram's 3-significant-digit precision of `want`.
 fn close_to(got: u64, want: u64) -> bool {

@@ -2,13 +2,13 @@
 
 use std::ffi::c_char;
 
-use crate::ffi::state::{state_ref, MmsbState};
-use crate::ffi::{
+use crate::state::{state_ref, MmsbState};
+use crate::{
     arg_bytes, arg_ref, arg_slice, arg_str, boundary, check_out, write_out, FfiError, MmsbStatus, MMSB_NO_EPOCH,
 };
-use crate::runtime::router::RouteOp;
-use crate::types::delta::Delta;
-use crate::types::page::{Location, PageId, PageMeta, PageView};
+use mmsb::runtime::router::RouteOp;
+use mmsb::types::delta::Delta;
+use mmsb::types::page::{Location, PageId, PageInfo, PageMeta, PageView};
 
 /// Descriptive fields of a page, filled by `mmsb_page_info`.
 #[repr(C)]
@@ -20,6 +20,22 @@ pub struct MmsbPageInfo {
     pub epoch: u64,
     /// 0 cpu, 1 gpu, 2 unified.
     pub location: u8,
+}
+
+impl From<&PageInfo> for MmsbPageInfo {
+    fn from(i: &PageInfo) -> MmsbPageInfo {
+        // Every field named (no `..`): a field added to the original does not compile until it is
+        // mirrored here or left out on purpose.
+        let PageInfo {
+            id,
+            size,
+            capacity,
+            epoch,
+            location,
+            name: _, // variable length: `mmsb_page_name`
+        } = i;
+        MmsbPageInfo { id: id.0, size: *size, capacity: *capacity, epoch: *epoch, location: *location as u8 }
+    }
 }
 
 /// Opaque zero-copy view of a page's bytes; keeps them mapped until `mmsb_view_free`.
@@ -85,8 +101,7 @@ pub unsafe extern "C" fn mmsb_page_info(state: *const MmsbState, page: u64, out:
         check_out(out, "out")?;
         // SAFETY: forwarded contract.
         let i = unsafe { state_ref(state) }?.page_info(PageId(page))?;
-        let info =
-            MmsbPageInfo { id: i.id.0, size: i.size, capacity: i.capacity, epoch: i.epoch, location: i.location as u8 };
+        let info = MmsbPageInfo::from(&i);
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, info, "out") }
     })
@@ -109,7 +124,7 @@ pub unsafe extern "C" fn mmsb_page_name(
         // SAFETY: forwarded contract.
         let i = unsafe { state_ref(state) }?.page_info(PageId(page))?;
         // SAFETY: forwarded contract.
-        unsafe { crate::ffi::copy_c_string(i.name.as_bytes(), buf, cap, out_len) };
+        unsafe { crate::copy_c_string(i.name.as_bytes(), buf, cap, out_len) };
         Ok(())
     })
 }
@@ -154,7 +169,7 @@ pub unsafe extern "C" fn mmsb_page_view(state: *const MmsbState, page: u64, out:
         check_out(out, "out")?;
         // SAFETY: forwarded contract.
         let view = unsafe { state_ref(state) }?.view(PageId(page))?;
-        let h = crate::ffi::new_handle(MmsbView { view });
+        let h = crate::new_handle(MmsbView { view });
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, h, "out") }
     })
@@ -190,7 +205,7 @@ pub unsafe extern "C" fn mmsb_view_bytes(
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_view_free(view: *mut MmsbView) {
     // SAFETY: forwarded contract; unknown and already freed pointers are ignored.
-    unsafe { crate::ffi::free_handle(view, "view") }
+    unsafe { crate::free_handle(view, "view") }
 }
 
 /// Writes `len` bytes at `offset` as the smallest delta from the page's current bytes
@@ -303,7 +318,7 @@ pub unsafe extern "C" fn mmsb_page_write_sparse(
         let (offsets, lens, data) = unsafe {
             (arg_slice(offsets, nruns, "offsets")?, arg_slice(lens, nruns, "lens")?, arg_bytes(data, data_len, "data")?)
         };
-        let delta = crate::ffi::delta::sparse_from_parts(offsets, lens, data)?;
+        let delta = crate::delta::sparse_from_parts(offsets, lens, data)?;
         let lsn = s.route_delta(PageId(page), &delta, epoch_arg(expected_epoch))?;
         // SAFETY: optional out-parameter.
         unsafe { opt_out(out_lsn, lsn) };
@@ -328,13 +343,13 @@ pub unsafe extern "C" fn mmsb_page_list(
         // SAFETY: forwarded contract.
         let ids = unsafe { state_ref(state) }?.page_ids()?;
         // SAFETY: forwarded contract.
-        unsafe { crate::ffi::copy_u64s(ids.iter().map(|p| p.0), ids.len(), out, cap, out_count) }
+        unsafe { crate::copy_u64s(ids.iter().map(|p| p.0), ids.len(), out, cap, out_count) }
     })
 }
 
 /// Routes a single op; used by `mmsb_page_*` writers and the delta API.
 pub(crate) fn route_one(
-    s: &crate::runtime::state::MMSBState,
+    s: &mmsb::runtime::state::MMSBState,
     page: u64,
     delta: &Delta,
     expected_epoch: u64,

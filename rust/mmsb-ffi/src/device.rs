@@ -2,12 +2,12 @@
 
 use std::ffi::c_char;
 
-use crate::device::{device_status, DeviceStats, PageDeviceStatus, SyncDirection};
-use crate::ffi::delta::MmsbDelta;
-use crate::ffi::page::{epoch_arg, opt_out};
-use crate::ffi::state::{state_ref, MmsbState};
-use crate::ffi::{arg_ref, boundary, check_out, copy_c_string, write_out, FfiError, FfiResult, MmsbStatus};
-use crate::types::page::PageId;
+use crate::delta::MmsbDelta;
+use crate::page::{epoch_arg, opt_out};
+use crate::state::{state_ref, MmsbState};
+use crate::{arg_ref, boundary, check_out, copy_c_string, write_out, FfiError, FfiResult, MmsbStatus};
+use mmsb::device::{device_status, DeviceStats, PageDeviceStatus, SyncDirection};
+use mmsb::types::page::PageId;
 
 /// `mmsb_device_status` code: a GPU is usable.
 pub const MMSB_DEVICE_AVAILABLE: u32 = 0;
@@ -46,15 +46,11 @@ pub struct MmsbDeviceStats {
 
 impl From<DeviceStats> for MmsbDeviceStats {
     fn from(s: DeviceStats) -> MmsbDeviceStats {
-        MmsbDeviceStats {
-            syncs: s.syncs,
-            bytes_h2d: s.bytes_h2d,
-            bytes_d2h: s.bytes_d2h,
-            kernels_launched: s.kernels_launched,
-            dirty_bytes_pending: s.dirty_bytes_pending,
-            mirrors: s.mirrors,
-            cpu_only_pages: s.cpu_only_pages,
-        }
+        // Every field named (no `..`): a field added to the original does not compile until it is
+        // mirrored here or left out on purpose.
+        let DeviceStats { syncs, bytes_h2d, bytes_d2h, kernels_launched, dirty_bytes_pending, mirrors, cpu_only_pages } =
+            s;
+        MmsbDeviceStats { syncs, bytes_h2d, bytes_d2h, kernels_launched, dirty_bytes_pending, mirrors, cpu_only_pages }
     }
 }
 
@@ -193,9 +189,9 @@ pub unsafe extern "C" fn mmsb_device_stats(state: *const MmsbState, out: *mut Mm
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ffi::state::{mmsb_state_free, mmsb_state_open};
-    use crate::types::error::ErrorCode;
-    use crate::types::page::{Location, PageMeta};
+    use crate::state::{mmsb_state_free, mmsb_state_open};
+    use mmsb::types::error::ErrorCode;
+    use mmsb::types::page::{Location, PageMeta};
 
     #[test]
     fn status_reports_without_panicking() {

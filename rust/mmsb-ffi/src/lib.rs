@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::types::error::{Error, ErrorCode};
+use mmsb::types::error::{Error, ErrorCode};
 
 pub mod delta;
 pub mod device;
@@ -24,8 +24,91 @@ pub mod page;
 pub mod state;
 pub mod stats;
 
+#[cfg(test)]
+mod mirror_tests;
+
 /// Status code returned by every C function (see `ErrorCode` for the values).
 pub type MmsbStatus = u32;
+
+/// Stable status codes of the C ABI. Numbers are never reused or renumbered.
+// The C mirror of the core's `ErrorCode` (cbindgen reads only this crate): `status_code` matches
+// every core variant, so a new one does not compile until it is added here, and the
+// `status_codes_mirror_error_code` test checks each number and name. Plain comments, so that
+// the header's text stays as it was.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MmsbStatusCode {
+    Ok = 0,
+    InvalidArgument = 1,
+    NullPointer = 2,
+    UnknownPage = 3,
+    OutOfBounds = 4,
+    LengthMismatch = 5,
+    EpochConflict = 6,
+    Closed = 7,
+    AllocationFailed = 8,
+    Io = 9,
+    Corrupt = 10,
+    UnsupportedVersion = 11,
+    Cycle = 12,
+    UnknownEdge = 13,
+    NoDevice = 14,
+    Device = 15,
+    Panic = 16,
+    PageInUse = 17,
+    BufferTooSmall = 18,
+    ReadOnly = 19,
+    Malformed = 20,
+    Callback = 21,
+    Budget = 22,
+    Unsupported = 23,
+    /// The state directory is locked by another open state (retry once it is closed).
+    Busy = 24,
+    /// A callback running under a state's lock (a transform in `propagate`) called back into
+    /// that state on the same thread, which would deadlock.
+    Reentrant = 25,
+    /// An LSN older than the retained log or newer than the current one.
+    LsnOutOfRange = 26,
+    /// An LSN strictly inside a compacted run (its records were merged; only the run's end
+    /// can be replayed to).
+    LsnCompacted = 27,
+}
+
+/// The C status code of a core error code.
+pub fn status_code(code: ErrorCode) -> MmsbStatusCode {
+    use MmsbStatusCode as S;
+    // Exhaustive on purpose (no `_` arm): a new core code must be mirrored above.
+    match code {
+        ErrorCode::Ok => S::Ok,
+        ErrorCode::InvalidArgument => S::InvalidArgument,
+        ErrorCode::NullPointer => S::NullPointer,
+        ErrorCode::UnknownPage => S::UnknownPage,
+        ErrorCode::OutOfBounds => S::OutOfBounds,
+        ErrorCode::LengthMismatch => S::LengthMismatch,
+        ErrorCode::EpochConflict => S::EpochConflict,
+        ErrorCode::Closed => S::Closed,
+        ErrorCode::AllocationFailed => S::AllocationFailed,
+        ErrorCode::Io => S::Io,
+        ErrorCode::Corrupt => S::Corrupt,
+        ErrorCode::UnsupportedVersion => S::UnsupportedVersion,
+        ErrorCode::Cycle => S::Cycle,
+        ErrorCode::UnknownEdge => S::UnknownEdge,
+        ErrorCode::NoDevice => S::NoDevice,
+        ErrorCode::Device => S::Device,
+        ErrorCode::Panic => S::Panic,
+        ErrorCode::PageInUse => S::PageInUse,
+        ErrorCode::BufferTooSmall => S::BufferTooSmall,
+        ErrorCode::ReadOnly => S::ReadOnly,
+        ErrorCode::Malformed => S::Malformed,
+        ErrorCode::Callback => S::Callback,
+        ErrorCode::Budget => S::Budget,
+        ErrorCode::Unsupported => S::Unsupported,
+        ErrorCode::Busy => S::Busy,
+        ErrorCode::Reentrant => S::Reentrant,
+        ErrorCode::LsnOutOfRange => S::LsnOutOfRange,
+        ErrorCode::LsnCompacted => S::LsnCompacted,
+    }
+}
 
 /// Status: success.
 pub const MMSB_OK: MmsbStatus = 0;
@@ -33,7 +116,7 @@ pub const MMSB_OK: MmsbStatus = 0;
 pub const MMSB_NO_EPOCH: u64 = u64::MAX;
 /// Longest page name `mmsb_page_create` accepts, in bytes of UTF-8 (longer: `INVALID_ARGUMENT`).
 pub const MMSB_MAX_PAGE_NAME_BYTES: usize = 4096;
-const _: () = assert!(MMSB_MAX_PAGE_NAME_BYTES == crate::types::page::PageMeta::MAX_NAME_BYTES);
+const _: () = assert!(MMSB_MAX_PAGE_NAME_BYTES == mmsb::types::page::PageMeta::MAX_NAME_BYTES);
 /// Version of this ABI; bumped on any incompatible change.
 pub const MMSB_ABI_VERSION: u32 = 1;
 
@@ -81,13 +164,13 @@ macro_rules! impl_from_domain {
     )*};
 }
 impl_from_domain!(
-    crate::types::error::PageError,
-    crate::types::error::DeltaError,
-    crate::types::error::StateError,
-    crate::types::error::LogError,
-    crate::types::error::GraphError,
-    crate::types::error::DeviceError,
-    crate::types::error::MonitorError
+    mmsb::types::error::PageError,
+    mmsb::types::error::DeltaError,
+    mmsb::types::error::StateError,
+    mmsb::types::error::LogError,
+    mmsb::types::error::GraphError,
+    mmsb::types::error::DeviceError,
+    mmsb::types::error::MonitorError
 );
 
 pub(crate) type FfiResult<T = ()> = Result<T, FfiError>;
@@ -134,7 +217,7 @@ pub(crate) fn boundary(f: impl FnOnce() -> FfiResult) -> MmsbStatus {
         Ok(Ok(())) => MMSB_OK,
         Ok(Err(e)) => {
             set_last_error(e.code, e.message);
-            e.code as u32
+            status_code(e.code) as MmsbStatus
         }
         Err(payload) => {
             let what = payload
@@ -143,7 +226,7 @@ pub(crate) fn boundary(f: impl FnOnce() -> FfiResult) -> MmsbStatus {
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             set_last_error(ErrorCode::Panic, format!("internal panic (this is a bug in MMSB): {what}"));
-            ErrorCode::Panic as u32
+            MmsbStatusCode::Panic as MmsbStatus
         }
     }
 }
@@ -236,7 +319,7 @@ pub extern "C" fn mmsb_abi_version() -> u32 {
 /// The status code of this thread's last failed call (0 if none).
 #[no_mangle]
 pub extern "C" fn mmsb_last_error_code() -> MmsbStatus {
-    LAST_ERROR.with(|e| e.borrow().as_ref().map_or(MMSB_OK, |(c, _)| *c as u32))
+    LAST_ERROR.with(|e| e.borrow().as_ref().map_or(MMSB_OK, |(c, _)| status_code(*c) as MmsbStatus))
 }
 
 /// Copies this thread's last error message (NUL-terminated, truncated to fit) into `buf` of
@@ -268,7 +351,7 @@ pub unsafe extern "C" fn mmsb_last_error_message(buf: *mut c_char, cap: usize, o
     });
     match r {
         Ok(()) => MMSB_OK,
-        Err(_) => ErrorCode::Panic as u32,
+        Err(_) => MmsbStatusCode::Panic as MmsbStatus,
     }
 }
 
@@ -410,6 +493,19 @@ mod tests {
         }
         // SAFETY: as above.
         assert_eq!(unsafe { CStr::from_ptr(mmsb_status_name(999)) }.to_str().unwrap(), "unknown");
+    }
+
+    #[test]
+    fn status_codes_mirror_error_code() {
+        let mut n = 0;
+        while let Some(c) = status_from_u32(n) {
+            let m = status_code(c);
+            assert_eq!(m as u32, c as u32, "{c:?}");
+            assert_eq!(format!("{m:?}"), format!("{c:?}"));
+            n += 1;
+        }
+        // Every number the header names is a core code (and the other way round, by `status_code`).
+        assert_eq!(n, MmsbStatusCode::LsnCompacted as u32 + 1);
     }
 
     #[test]
