@@ -165,6 +165,75 @@ mmsb_view_bytes(view, out_ptr, out_len) = ccall((:mmsb_view_bytes, libmmsb), Mms
 
 mmsb_view_free(view) = ccall((:mmsb_view_free, libmmsb), Cvoid, (Ptr{MmsbView},), view)
 
+# --- readers of a state directory from other processes (ffi/reader.rs) ---------------------
+
+"Opaque reader handle (`MmsbReader`)."
+struct MmsbReader end
+"Opaque reader view handle (`MmsbReaderView`)."
+struct MmsbReaderView end
+"Opaque background wait handle (`MmsbReaderWait`)."
+struct MmsbReaderWait end
+
+const MMSB_WRITER_RUNNING = UInt32(1)
+const MMSB_WRITER_RECOVERING = UInt32(2)
+const MMSB_WRITER_CLOSED = UInt32(3)
+const MMSB_WRITER_CRASHED = UInt32(4)
+
+"Mirror of `struct MmsbReaderStatus`."
+struct MmsbReaderStatus
+    lsn::UInt64
+    durable_lsn::UInt64
+    generation::UInt64
+    writer_pid::UInt32
+    writer_state::UInt32
+end
+MmsbReaderStatus() = MmsbReaderStatus(0, 0, 0, 0, 0)
+
+"Mirror of `struct MmsbReadInfo`."
+struct MmsbReadInfo
+    epoch::UInt64
+    lsn::UInt64
+    size::UInt64
+end
+MmsbReadInfo() = MmsbReadInfo(0, 0, 0)
+
+mmsb_open_reader(dir, dir_len, out) = ccall((:mmsb_open_reader, libmmsb), MmsbStatus,
+    (Ptr{UInt8}, Csize_t, Ptr{Ptr{MmsbReader}}), dir, dir_len, out)
+
+mmsb_reader_free(r) = ccall((:mmsb_reader_free, libmmsb), Cvoid, (Ptr{MmsbReader},), r)
+
+mmsb_reader_status(r, out) = ccall((:mmsb_reader_status, libmmsb), MmsbStatus,
+    (Ptr{MmsbReader}, Ptr{MmsbReaderStatus}), r, out)
+
+mmsb_reader_wait(r, lsn, timeout_ms, out_lsn) = ccall((:mmsb_reader_wait, libmmsb), MmsbStatus,
+    (Ptr{MmsbReader}, UInt64, UInt64, Ptr{UInt64}), r, lsn, timeout_ms, out_lsn)
+
+mmsb_reader_wait_async(r, lsn, timeout_ms, f, arg, out) = ccall((:mmsb_reader_wait_async, libmmsb), MmsbStatus,
+    (Ptr{MmsbReader}, UInt64, UInt64, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Ptr{MmsbReaderWait}}),
+    r, lsn, timeout_ms, f, arg, out)
+
+mmsb_reader_wait_poll(w, out_done, out_lsn) = ccall((:mmsb_reader_wait_poll, libmmsb), MmsbStatus,
+    (Ptr{MmsbReaderWait}, Ptr{UInt8}, Ptr{UInt64}), w, out_done, out_lsn)
+
+mmsb_reader_wait_free(w) = ccall((:mmsb_reader_wait_free, libmmsb), Cvoid, (Ptr{MmsbReaderWait},), w)
+
+mmsb_reader_page_size(r, page, out_size) = ccall((:mmsb_reader_page_size, libmmsb), MmsbStatus,
+    (Ptr{MmsbReader}, UInt64, Ptr{UInt64}), r, page, out_size)
+
+mmsb_reader_read(r, page, buf, len, out_info) = ccall((:mmsb_reader_read, libmmsb), MmsbStatus,
+    (Ptr{MmsbReader}, UInt64, Ptr{UInt8}, Csize_t, Ptr{MmsbReadInfo}), r, page, buf, len, out_info)
+
+mmsb_reader_page_list(r, out, cap, out_count) = ccall((:mmsb_reader_page_list, libmmsb), MmsbStatus,
+    (Ptr{MmsbReader}, Ptr{UInt64}, Csize_t, Ptr{Csize_t}), r, out, cap, out_count)
+
+mmsb_reader_view(r, page, out) = ccall((:mmsb_reader_view, libmmsb), MmsbStatus,
+    (Ptr{MmsbReader}, UInt64, Ptr{Ptr{MmsbReaderView}}), r, page, out)
+
+mmsb_reader_view_bytes(view, out_ptr, out_len) = ccall((:mmsb_reader_view_bytes, libmmsb), MmsbStatus,
+    (Ptr{MmsbReaderView}, Ptr{Ptr{UInt8}}, Ptr{Csize_t}), view, out_ptr, out_len)
+
+mmsb_reader_view_free(view) = ccall((:mmsb_reader_view_free, libmmsb), Cvoid, (Ptr{MmsbReaderView},), view)
+
 mmsb_page_update(state, page, offset, bytes, len, expected_epoch, out_lsn) = ccall((:mmsb_page_update, libmmsb),
     MmsbStatus, (Ptr{MmsbState}, UInt64, UInt64, Ptr{UInt8}, Csize_t, UInt64, Ptr{UInt64}),
     state, page, offset, bytes, len, expected_epoch, out_lsn)

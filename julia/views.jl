@@ -3,9 +3,9 @@
 """
     PageView <: AbstractVector{UInt8}
 
-A zero-copy, read-only view of a page's bytes (from [`page_view`](@ref)). It
-holds the native view handle, which keeps the bytes mapped, and a reference to
-its state. The bytes are live: they change as deltas are routed to the page
+A zero-copy, read-only view of a page's bytes (from [`page_view`](@ref), of a
+state or of an [`MMSBReader`](@ref)). It holds the native view handle, which
+keeps the bytes mapped, and a reference to its state or reader. The bytes are live: they change as deltas are routed to the page
 (use [`read_page`](@ref) for a consistent snapshot).
 
 `close(view)` releases it (idempotent); closing its state or freeing its page
@@ -33,8 +33,8 @@ mutable struct PageView <: AbstractVector{UInt8}
     ptr::Ptr{UInt8}
     len::Int
     page::PageId
-    state::MMSBState              # the parent outlives its children
-    function PageView(h::Ptr{LibMMSB.MmsbView}, ptr::Ptr{UInt8}, len::Integer, page::PageId, s::MMSBState)
+    state::Union{MMSBState,MMSBReader}  # the parent outlives its children
+    function PageView(h::Ptr, ptr::Ptr{UInt8}, len::Integer, page::PageId, s::Union{MMSBState,MMSBReader})
         v = new(Threads.Atomic{UInt}(UInt(h)), ptr, len, page, s)
         return finalizer(close, v)
     end
@@ -80,9 +80,12 @@ Releases the view (idempotent); indexing it afterwards throws an
 function Base.close(v::PageView)
     v.ptr = C_NULL
     h = Threads.atomic_xchg!(v.handle, UInt(0))
-    h == 0 || LibMMSB.mmsb_view_free(Ptr{LibMMSB.MmsbView}(h))
+    h == 0 || free_view_handle(v.state, h)
     return nothing
 end
+
+free_view_handle(::MMSBState, h::UInt) = LibMMSB.mmsb_view_free(Ptr{LibMMSB.MmsbView}(h))
+free_view_handle(::MMSBReader, h::UInt) = LibMMSB.mmsb_reader_view_free(Ptr{LibMMSB.MmsbReaderView}(h))
 
 """
     isopen(view::PageView) -> Bool

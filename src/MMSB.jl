@@ -25,6 +25,7 @@ include(joinpath(SRC, "library.jl"))
 include(joinpath(SRC, "errors.jl"))
 include(joinpath(SRC, "state.jl"))
 include(joinpath(SRC, "pages.jl"))
+include(joinpath(SRC, "reader.jl"))
 include(joinpath(SRC, "views.jl"))
 include(joinpath(SRC, "deltas.jl"))
 include(joinpath(SRC, "log.jl"))
@@ -40,6 +41,7 @@ include(joinpath(SRC, "deprecated.jl"))
 # call them as `MMSB.apply` (listed in `PUBLIC`, documented in julia-api.md).
 export MMSBError, MMSBState, PageId, PageInfo, PageView, Delta
 export mmsb_start, lsn
+export MMSBReader, mmsb_open, wait_lsn, durable_lsn, writer_status
 export create_page, free_page!, page_ids, page_info, page_name, page_epoch
 export update_page!, write_page!, read_page, read_page!, page_view
 export delta_diff, ⊕, encode_delta, decode_delta
@@ -55,7 +57,7 @@ export reanalyze!, ir_pages, ir_text, module_pages, method_graph, compiler_edges
 
 "Public names that are not exported (generic names that would collide in user code): use them as `MMSB.name`."
 const PUBLIC = (:apply, :apply!, :compose, :written_bytes, :isdense, :Event, :EdgeId, :Stats, :LogInfo,
-                :track_delta_latency!, :track_propagation_latency!, :MetricsServer)
+                :track_delta_latency!, :track_propagation_latency!, :MetricsServer, :generation)
 
 function __init__()
     load_library()

@@ -6,7 +6,7 @@ using MMSB
 @info "MMSB tests" julia = VERSION threads = Threads.nthreads() library = MMSB.LIBPATH[]
 
 # Each file runs in a module of its own, so files share no globals.
-const FILES = ["state", "pages", "views", "deltas", "errors", "gc", "threads", "log", "monitoring", "device", "graph", "inputs", "loading", "header",
+const FILES = ["state", "pages", "views", "deltas", "errors", "gc", "threads", "log", "monitoring", "device", "graph", "inputs", "loading", "header", "reader",
                "benchmark_cli", "deprecated"]
 
 # One outer set: a failing file does not stop the files after it (instrumentation,

@@ -23,6 +23,7 @@ const TITLES = [
     "julia/state.jl" => "States",
     "julia/pages.jl" => "Pages",
     "julia/views.jl" => "Views",
+    "julia/reader.jl" => "Readers in other processes",
     "julia/deltas.jl" => "Deltas",
     "julia/log.jl" => "The transaction log",
     "julia/monitoring.jl" => "Monitoring",

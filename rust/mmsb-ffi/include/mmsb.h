@@ -116,6 +116,19 @@
 // Every event kind.
 #define MMSB_EVENT_ALL 63
 
+// `MmsbReaderStatus::writer_state`: a writer process is running.
+#define MMSB_WRITER_RUNNING 1
+
+// `MmsbReaderStatus::writer_state`: the writer is recovering the directory (reads fail with
+// `MMSB_STATUS_CODE_BUSY` until it is open).
+#define MMSB_WRITER_RECOVERING 2
+
+// `MmsbReaderStatus::writer_state`: the last writer closed the state.
+#define MMSB_WRITER_CLOSED 3
+
+// `MmsbReaderStatus::writer_state`: the writer process named in the header is gone (crashed).
+#define MMSB_WRITER_CRASHED 4
+
 // Latency of routing a delta or batch (sampled on the hot path).
 #define MMSB_METRIC_DELTA_ROUTE 0
 
@@ -259,6 +272,16 @@ typedef struct MmsbDelta MmsbDelta;
 // `mmsb_metrics_stop`.
 typedef struct MmsbMetricsServer MmsbMetricsServer;
 
+// Opaque reader of a state directory; free with `mmsb_reader_free`.
+typedef struct MmsbReader MmsbReader;
+
+// Opaque zero-copy view of a page's mapped bytes (read-only); keeps them mapped until
+// `mmsb_reader_view_free`, even after the reader is freed. No snapshot isolation.
+typedef struct MmsbReaderView MmsbReaderView;
+
+// Opaque background wait of `mmsb_reader_wait_async`; free with `mmsb_reader_wait_free`.
+typedef struct MmsbReaderWait MmsbReaderWait;
+
 // Opaque state handle. Create with `mmsb_state_open`, free with `mmsb_state_free`.
 typedef struct MmsbState MmsbState;
 
@@ -362,6 +385,30 @@ typedef struct MmsbPageInfo {
   // 0 cpu, 1 gpu, 2 unified.
   uint8_t location;
 } MmsbPageInfo;
+
+// What a reader sees of the writer, filled by `mmsb_reader_status`.
+typedef struct MmsbReaderStatus {
+  // The last LSN applied to the page files.
+  uint64_t lsn;
+  // The last LSN acknowledged to the writer's caller.
+  uint64_t durable_lsn;
+  // +1 at each writer open: a change means the writer restarted and recovered.
+  uint64_t generation;
+  // The writer's process id (0: none).
+  uint32_t writer_pid;
+  // One of `MMSB_WRITER_*`.
+  uint32_t writer_state;
+} MmsbReaderStatus;
+
+// One consistent page read, filled by `mmsb_reader_read`.
+typedef struct MmsbReadInfo {
+  // The page's epoch the bytes belong to.
+  uint64_t epoch;
+  // The LSN of the page's last change at that epoch.
+  uint64_t lsn;
+  // The page's size in bytes.
+  uint64_t size;
+} MmsbReadInfo;
 
 // Summary of one latency histogram (nanoseconds), filled by `mmsb_stats_histogram`.
 typedef struct MmsbHistogramStats {
@@ -958,6 +1005,123 @@ MmsbStatus mmsb_page_list(const struct MmsbState *state,
                           uint64_t *out,
                           size_t cap,
                           size_t *out_count);
+
+// Opens a reader of the state directory `dir` (UTF-8, `dir_len` bytes, not NUL-terminated).
+// Takes no lock: works while a writer runs, after it closed, and after it crashed. Fails with
+// `MMSB_STATUS_CODE_UNSUPPORTED` when no writer with `file_backed_pages` ever opened `dir` (no
+// shared header), `MMSB_STATUS_CODE_UNSUPPORTED_VERSION` for another header layout.
+//
+// # Safety
+// `dir` valid for `dir_len` bytes; `out` writable.
+MmsbStatus mmsb_open_reader(const char *dir, size_t dir_len, struct MmsbReader **out);
+
+// Frees a reader (views of it stay valid). NULL is accepted.
+//
+// # Safety
+// `r` NULL or a reader not yet freed, with no call on it running.
+void mmsb_reader_free(struct MmsbReader *r);
+
+// The writer's LSNs, generation, pid and state.
+//
+// # Safety
+// `r` a live reader; `out` writable.
+MmsbStatus mmsb_reader_status(const struct MmsbReader *r, struct MmsbReaderStatus *out);
+
+// Blocks until the writer's LSN reaches `lsn`, `timeout_ms` passes (`UINT64_MAX`: no limit),
+// or no writer runs that could reach it (closed or crashed); writes the LSN then to
+// `*out_lsn` (compare it with `lsn`: a timeout is not an error). Sleeps on a futex; the writer
+// pays a wake-up only while someone waits.
+//
+// # Safety
+// `r` a live reader; `out_lsn` writable.
+MmsbStatus mmsb_reader_wait(const struct MmsbReader *r,
+                            uint64_t lsn,
+                            uint64_t timeout_ms,
+                            uint64_t *out_lsn);
+
+// Starts `mmsb_reader_wait(r, lsn, timeout_ms, …)` on a thread of its own and returns at once
+// with its handle in `*out`; when the wait returns, its LSN is stored (see
+// `mmsb_reader_wait_poll`) and then `f(arg)` is called once from that thread (`f` may be
+// libuv's `uv_async_send`, so an event loop's async handle can be registered directly; NULL:
+// no call, poll instead). `f` must return quickly, must not unwind and must not call into
+// MMSB. The reader may be freed meanwhile (the wait keeps what it needs).
+//
+// # Safety
+// `r` a live reader; `out` writable; `f` NULL or callable with `arg` from any thread until
+// `mmsb_reader_wait_free` returns.
+MmsbStatus mmsb_reader_wait_async(const struct MmsbReader *r,
+                                  uint64_t lsn,
+                                  uint64_t timeout_ms,
+                                  MmsbNotifyFn f,
+                                  void *arg,
+                                  struct MmsbReaderWait **out);
+
+// Whether the background wait finished (`*out_done` 1) and, if so, the LSN it returned
+// (`*out_lsn`; compare it with the LSN waited for).
+//
+// # Safety
+// `w` a live wait; `out_done`, `out_lsn` writable.
+MmsbStatus mmsb_reader_wait_poll(const struct MmsbReaderWait *w,
+                                 uint8_t *out_done,
+                                 uint64_t *out_lsn);
+
+// Cancels the background wait if it still runs, waits for its thread to end (so `f` is not
+// running and will not be called afterwards) and frees it. NULL is accepted.
+//
+// # Safety
+// `w` NULL or a wait not yet freed.
+void mmsb_reader_wait_free(struct MmsbReaderWait *w);
+
+// The size of page `page` in bytes (`MMSB_STATUS_CODE_UNKNOWN_PAGE` if the reader cannot see it).
+//
+// # Safety
+// `r` a live reader; `out_size` writable.
+MmsbStatus mmsb_reader_page_size(const struct MmsbReader *r, uint64_t page, uint64_t *out_size);
+
+// Copies a consistent snapshot of page `page` into `buf` (`len` must be the page's size,
+// else `MMSB_STATUS_CODE_LENGTH_MISMATCH`): the bytes of one moment of the writer, never torn;
+// its epoch, LSN and size go to `*out_info` (NULL: not wanted).
+//
+// # Safety
+// `r` a live reader; `buf` valid for `len` bytes of writes; `out_info` NULL or writable.
+MmsbStatus mmsb_reader_read(const struct MmsbReader *r,
+                            uint64_t page,
+                            uint8_t *buf,
+                            size_t len,
+                            struct MmsbReadInfo *out_info);
+
+// Writes the ids of the pages the reader sees (ascending) into `out` of `cap` entries; the
+// count goes to `*out_count`. `MMSB_STATUS_CODE_BUFFER_TOO_SMALL` (count still written) when
+// `cap` is short.
+//
+// # Safety
+// `r` a live reader; `out` NULL or valid for `cap` u64; `out_count` writable.
+MmsbStatus mmsb_reader_page_list(const struct MmsbReader *r,
+                                 uint64_t *out,
+                                 size_t cap,
+                                 size_t *out_count);
+
+// Opens a zero-copy, read-only view of page `page`'s mapped bytes (no snapshot isolation:
+// the writer may change them; use `mmsb_reader_read` for a snapshot).
+//
+// # Safety
+// `r` a live reader; `out` writable.
+MmsbStatus mmsb_reader_view(const struct MmsbReader *r, uint64_t page, struct MmsbReaderView **out);
+
+// The address and length of a reader view's bytes (read-only); valid until
+// `mmsb_reader_view_free`.
+//
+// # Safety
+// `view` a live reader view; `out_ptr`, `out_len` writable.
+MmsbStatus mmsb_reader_view_bytes(const struct MmsbReaderView *view,
+                                  const uint8_t **out_ptr,
+                                  size_t *out_len);
+
+// Frees a reader view. NULL is accepted.
+//
+// # Safety
+// `view` NULL or a reader view not yet freed.
+void mmsb_reader_view_free(struct MmsbReaderView *view);
 
 // Creates a configuration with defaults (in memory, durability none).
 //

@@ -21,6 +21,7 @@ pub mod device;
 pub mod graph;
 pub mod log;
 pub mod page;
+pub mod reader;
 pub mod state;
 pub mod stats;
 

@@ -30,6 +30,7 @@ pub mod runtime;
 pub mod types;
 
 pub use monitoring::{Budget, BudgetViolation, Counter, Metric, Monitor, Stats};
+pub use runtime::reader::{ReadInfo, Reader, ReaderView, WriterStatus};
 pub use runtime::router::RouteOp;
 pub use runtime::state::{Config, Durability, Lsn, MMSBState};
 pub use runtime::tlog::{LogEntry, LogInfo, LogOp, LogSlice};

@@ -7,6 +7,9 @@
 //! many operations it holds. The durability mode rotates per cycle (Always, GroupCommit, None: a
 //! SIGKILL loses no OS-buffered write, so even None must keep every acknowledged operation).
 //!
+//! The loop runs twice: with anonymous pages, and with file-backed pages (`file_backed_pages`,
+//! where the kernel may write mapped bytes back at any moment and checkpoints copy no pages).
+//!
 //! `MMSB_KILL_CYCLES` sets the number of cycles (default 150, about 12 s here);
 //! `scripts/crash-loop.sh` runs 1,000.
 #![allow(clippy::cast_possible_truncation)] // test data and sizes: truncation is intended or impossible here
@@ -21,13 +24,15 @@ use tlog_common::kill;
 
 const CHILD_DIR: &str = "MMSB_CRASH_LOOP_CHILD_DIR";
 const CHILD_MODE: &str = "MMSB_CRASH_LOOP_CHILD_MODE";
+const CHILD_FILE_BACKED: &str = "MMSB_CRASH_LOOP_CHILD_FILE_BACKED";
 const PAGE: usize = 4096;
 const COPY: usize = 64;
 
-fn config(dir: &std::path::Path, mode: Durability) -> Config {
+fn config(dir: &std::path::Path, mode: Durability, file_backed_pages: bool) -> Config {
     Config {
         dir: Some(dir.to_path_buf()),
         durability: mode,
+        file_backed_pages,
         segment_size: 16 << 10,
         log_size_cap: 48 << 10,
         // Payloads of 24 bytes and more go to blob files (propagations, most sparse writes), so
@@ -143,7 +148,8 @@ fn counter(s: &MMSBState, ctr: PageId) -> u64 {
 fn crash_loop_child() {
     let dir = kill::child_dir(CHILD_DIR, "crash_loop_loses_no_acknowledged_operation");
     let mode = Durability::from_u32(std::env::var(CHILD_MODE).unwrap().parse().unwrap()).unwrap();
-    let s = MMSBState::open(config(&dir, mode)).unwrap();
+    let file_backed = std::env::var_os(CHILD_FILE_BACKED).is_some();
+    let s = MMSBState::open(config(&dir, mode, file_backed)).unwrap();
     let [ctr, a, b, _c] = setup(&s);
     kill::ack("READY");
     let mut n = counter(&s, ctr);
@@ -190,6 +196,15 @@ struct Acks {
 
 #[test]
 fn crash_loop_loses_no_acknowledged_operation() {
+    crash_loop(false);
+}
+
+#[test]
+fn crash_loop_with_file_backed_pages_loses_no_acknowledged_operation() {
+    crash_loop(true);
+}
+
+fn crash_loop(file_backed: bool) {
     let cycles = kill::cycles(150);
     let d = tlog_common::scratch();
     let dir = d.path().join("state");
@@ -204,7 +219,10 @@ fn crash_loop_loses_no_acknowledged_operation() {
     for cycle in 0..cycles {
         let mode = modes[(cycle % 3) as usize];
         let mode_env = (mode as u32).to_string();
-        let env = [(CHILD_DIR, dir.as_os_str()), (CHILD_MODE, mode_env.as_ref())];
+        let mut env = vec![(CHILD_DIR, dir.as_os_str()), (CHILD_MODE, mode_env.as_ref())];
+        if file_backed {
+            env.push((CHILD_FILE_BACKED, "1".as_ref()));
+        }
         let child = kill::spawn("crash_loop_child", &env, |acks: &mut Acks, f| match f {
             // (libtest may print "test crash_loop_child ... " in front of the first line.)
             [.., "READY"] => acks.ready = true,
@@ -224,7 +242,8 @@ fn crash_loop_loses_no_acknowledged_operation() {
         compactions += acks.compactions;
         killed_before_ready += u64::from(!acks.ready);
 
-        let s = MMSBState::open(config(&dir, mode)).unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
+        let s = MMSBState::open(config(&dir, mode, file_backed))
+            .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
         let (Some(ctr), Some(a), Some(b), Some(c)) = (find(&s, "ctr"), find(&s, "a"), find(&s, "b"), find(&s, "c"))
         else {
             assert!(acks.last.is_none(), "cycle {cycle}: setup lost after acknowledged operations");
@@ -255,9 +274,9 @@ fn crash_loop_loses_no_acknowledged_operation() {
             model.c = got_c;
         }
     }
-    let info = MMSBState::open(config(&dir, Durability::None)).unwrap().log_info().unwrap();
+    let info = MMSBState::open(config(&dir, Durability::None, file_backed)).unwrap().log_info().unwrap();
     eprintln!(
-        "crash loop: {cycles} kill -9 cycles in {:.1}s, {acked_total} acknowledged operations ({ckpts} with a \
+        "crash loop (file-backed pages: {file_backed}): {cycles} kill -9 cycles in {:.1}s, {acked_total} acknowledged operations ({ckpts} with a \
          checkpoint, {compactions} with a compaction), {lost} lost, {unacked_present} unacknowledged-but-durable \
          present, {torn_rounds} unacknowledged rounds cut between batch and propagation, {killed_before_ready} kills \
          during recovery/setup, {} operations in the final state; final log {} \

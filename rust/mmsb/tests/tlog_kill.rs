@@ -1,7 +1,7 @@
 //! Kill test: a child process (this test binary, re-executed) writes in GroupCommit mode from
 //! several threads and prints every acknowledged write; the parent SIGKILLs it at random moments,
 //! reopens the directory and checks that every acknowledged write is there and that the state
-//! equals a reference model. `MMSB_KILL_CYCLES` sets the number of cycles (default 100).
+//! equals a reference model. It runs with anonymous and with file-backed pages. `MMSB_KILL_CYCLES` sets the number of cycles (default 100).
 #![allow(clippy::cast_possible_truncation)] // test data and sizes: truncation is intended or impossible here
 
 mod tlog_common;
@@ -12,12 +12,14 @@ use mmsb::{Config, Durability, Location, MMSBState, PageMeta};
 use tlog_common::kill;
 
 const CHILD_DIR: &str = "MMSB_TLOG_KILL_CHILD_DIR";
+const CHILD_FILE_BACKED: &str = "MMSB_TLOG_KILL_CHILD_FILE_BACKED";
 const THREADS: u64 = 4;
 const PAGE: u64 = 8192;
 
-fn config(dir: &std::path::Path) -> Config {
+fn config(dir: &std::path::Path, file_backed_pages: bool) -> Config {
     Config {
         dir: Some(dir.to_path_buf()),
+        file_backed_pages,
         durability: Durability::GroupCommit,
         // Small segments and a small cap: kills also land in rollovers, checkpoints, compactions.
         segment_size: 32 << 10,
@@ -55,7 +57,7 @@ fn page_of(s: &MMSBState, t: u64) -> Option<mmsb::PageId> {
 #[ignore = "child process of kill_at_random_moments_loses_no_acknowledged_write"]
 fn kill_child_writer() {
     let dir = kill::child_dir(CHILD_DIR, "kill_at_random_moments_loses_no_acknowledged_write");
-    let s = MMSBState::open(config(&dir)).unwrap();
+    let s = MMSBState::open(config(&dir, std::env::var_os(CHILD_FILE_BACKED).is_some())).unwrap();
     let pages: Vec<_> = (0..THREADS)
         .map(|t| {
             page_of(&s, t).unwrap_or_else(|| {
@@ -94,6 +96,15 @@ impl Default for Acks {
 
 #[test]
 fn kill_at_random_moments_loses_no_acknowledged_write() {
+    kill_loop(false);
+}
+
+#[test]
+fn kill_with_file_backed_pages_loses_no_acknowledged_write() {
+    kill_loop(true);
+}
+
+fn kill_loop(file_backed: bool) {
     let cycles = kill::cycles(100);
     let d = tlog_common::scratch();
     let dir = d.path().join("state");
@@ -102,7 +113,11 @@ fn kill_at_random_moments_loses_no_acknowledged_write() {
     let started = Instant::now();
     let (mut acked_total, mut lost, mut unacked_present) = (0u64, 0u64, 0u64);
     for cycle in 0..cycles {
-        let child = kill::spawn("kill_child_writer", &[(CHILD_DIR, dir.as_os_str())], |acks: &mut Acks, f| {
+        let mut env = vec![(CHILD_DIR, dir.as_os_str())];
+        if file_backed {
+            env.push((CHILD_FILE_BACKED, "1".as_ref()));
+        }
+        let child = kill::spawn("kill_child_writer", &env, |acks: &mut Acks, f| {
             let ["ACK", t, n, ..] = f else { return };
             let (Ok(t), Ok(n)) = (t.parse::<usize>(), n.parse::<u64>()) else { return };
             acks.last[t] = Some(acks.last[t].map_or(n, |m: u64| m.max(n)));
@@ -112,7 +127,8 @@ fn kill_at_random_moments_loses_no_acknowledged_write() {
         let Acks { last: acks, lines } = child.kill_after(Duration::from_micros(2_000 + rng.next() % 150_000));
         acked_total += lines;
 
-        let s = MMSBState::open(config(&dir)).unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
+        let s =
+            MMSBState::open(config(&dir, file_backed)).unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
         if std::env::var_os("MMSB_KILL_VERBOSE").is_some() {
             eprintln!("cycle {cycle}: {:?}", s.log_info().unwrap());
         }
@@ -130,9 +146,9 @@ fn kill_at_random_moments_loses_no_acknowledged_write() {
             assert_eq!(s.read_page(page).unwrap(), model(t, epoch), "cycle {cycle}: page t{t} differs from the model");
         }
     }
-    let info = MMSBState::open(config(&dir)).unwrap().log_info().unwrap();
+    let info = MMSBState::open(config(&dir, file_backed)).unwrap().log_info().unwrap();
     eprintln!(
-        "kill test: {cycles} cycles in {:.1}s, {acked_total} acknowledged writes, {lost} lost, \
+        "kill test (file-backed pages: {file_backed}): {cycles} cycles in {:.1}s, {acked_total} acknowledged writes, {lost} lost, \
          {unacked_present} unacknowledged-but-durable present; final log {} bytes in {} segments, \
          {} checkpoints (seed {seed})",
         started.elapsed().as_secs_f64(),

@@ -4,11 +4,17 @@ pub mod events;
 pub mod extension;
 // Issue 21: the dense page registry (`Core::pages`).
 pub(crate) mod page_table;
+/// File-backed pages (`Config::file_backed_pages`): page files, image intervals, external checkpoints.
+pub(crate) mod pagefiles;
+/// Readers in other processes (`Reader`), through the shared header of `shared`.
+pub mod reader;
 pub(crate) mod reentry;
 // Docs for this module's items come with the commit-path restructuring (issue 16), which
 // rewrites it; `missing_docs` is denied everywhere else.
 #[allow(missing_docs)]
 pub mod router;
+/// The shared header and page table (layout) and the writer's side of it.
+pub mod shared;
 // Docs for this module's items come with the commit-path restructuring (issue 16), which
 // rewrites it; `missing_docs` is denied everywhere else.
 #[allow(missing_docs)]

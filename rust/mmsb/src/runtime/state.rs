@@ -30,7 +30,9 @@ pub struct Config {
     /// Largest page a caller may create: 1 ..= 2^48 bytes (the user address space of 64-bit
     /// machines). Default 2^32.
     pub max_page_size: u64,
-    /// Back pages with files in `dir/pages` rather than anonymous memory.
+    /// Back pages with files in `dir/pages`, mapped shared, rather than anonymous memory; needs
+    /// `dir` (`InvalidConfig` without one). Checkpoints then write no page bytes and a clean
+    /// close leaves nothing to replay (see `docs/page-files.md`).
     pub file_backed_pages: bool,
     /// Log size that triggers an automatic checkpoint + compaction (record bytes since the
     /// newest checkpoint): 0 (off, the default) or 256 ..= 2^64 - 1. Below 256 bytes nearly
@@ -87,6 +89,11 @@ impl Config {
         if self.dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
             return Err(StateError::InvalidConfig(
                 "dir is an empty path; give a directory, or no directory for an in-memory state".into(),
+            ));
+        }
+        if self.file_backed_pages && self.dir.is_none() {
+            return Err(StateError::InvalidConfig(
+                "file_backed_pages needs a directory (dir); an in-memory state has no files to back pages with".into(),
             ));
         }
         Ok(())
@@ -202,6 +209,11 @@ pub struct MMSBState {
     pub(crate) extensions: Vec<std::sync::Arc<dyn StateExtension>>,
     /// Event subscriptions (runtime/events.rs); outside the lock so emitting needs no lock.
     pub(crate) events: EventSystem,
+    /// PAGE FILES HOOK: the page files when `file_backed_pages` is on (runtime/pagefiles.rs).
+    pub(crate) pagefiles: Option<crate::runtime::pagefiles::PageFiles>,
+    /// SHARED HEADER HOOK: what readers in other processes follow (runtime/shared.rs); with
+    /// file-backed pages only.
+    pub(crate) shared: Option<crate::runtime::shared::SharedWriter>,
 }
 
 impl MMSBState {
@@ -210,10 +222,25 @@ impl MMSBState {
     /// holds, replaying extension records through the extensions.
     pub(crate) fn open_with_extensions(config: Config, ext: Extensions) -> Result<MMSBState> {
         config.validate()?;
+        let pagefiles = match (&config.dir, config.file_backed_pages) {
+            (Some(dir), true) => Some(crate::runtime::pagefiles::PageFiles::open(dir, config.durability)?),
+            _ => None,
+        };
         let core = Core { next_page_id: 1, ext: ext.log, ..Core::default() };
         let mut state = MMSBState::from_core(core, config, false, ext.state);
+        state.pagefiles = pagefiles;
         // TLog hook: recover from the directory (or start an in-memory log) and attach the log.
         state.tlog_attach()?;
+        // PAGE FILES HOOK: changes from here on are imaged in a new interval.
+        if let Some(pf) = &state.pagefiles {
+            let _ = pf.start_interval(state.core.read().lsn)?;
+            // What the recovery changed is flushed by the first checkpoint.
+            pf.flush_all_next();
+        }
+        // SHARED HEADER HOOK: the recovered pages become visible to readers.
+        if let Some(sh) = &state.shared {
+            sh.publish_pages(&state.core.read())?;
+        }
         Ok(state)
     }
 
@@ -258,6 +285,8 @@ impl MMSBState {
             tlog: None,
             monitor,
             events,
+            pagefiles: None,
+            shared: None,
         }
     }
 
@@ -284,6 +313,11 @@ impl MMSBState {
     /// Closes the state: later calls fail with `Closed`; pages are released (live views keep
     /// their bytes). Idempotent and safe to call while other threads use the state.
     pub fn close(&self) {
+        // PAGE FILES HOOK: a clean close checkpoints (no page bytes are copied), so the next open
+        // replays nothing. Best effort: without it the next open replays the log instead.
+        if self.pagefiles.is_some() && !self.is_closed() {
+            let _ = self.checkpoint();
+        }
         let mut core = self.core.write();
         let first = !self.closed.swap(true, Ordering::AcqRel);
         self.monitor.pages_released(core.pages.values().map(|p| p.buf().capacity() as u64)); // monitoring hook
@@ -294,6 +328,10 @@ impl MMSBState {
             // the directory up (another state may open it while this handle lingers). Outside
             // the core lock: maintenance takes the log's lock before the core's.
             self.tlog_close();
+            // SHARED HEADER HOOK: before the LOCK goes, so a next writer's state is not overwritten.
+            if let Some(sh) = &self.shared {
+                sh.closed(self.core.read().lsn);
+            }
             self.tlog_release();
         }
         // Extensions release what they hold (the device layer: mirrors and staging memory).
@@ -336,16 +374,38 @@ impl MMSBState {
             return Err(PageError::InvalidSize { requested: size, max: self.config.max_page_size }.into());
         }
         meta.validate()?;
-        // Allocate before taking the lock: mapping memory may be slow.
-        let buf = self.allocate(size)?;
+        // Allocate before taking the lock: mapping memory may be slow. A page file is named by
+        // the page's id, known only under the lock.
+        let anon = if self.pagefiles.is_none() { Some(self.allocate(PageId(0), size)?) } else { None };
         let mut core = self.core.write();
         self.check_still_open()?;
         let id = PageId(core.next_page_id);
+        let buf = match anon {
+            Some(b) => b,
+            None => self.allocate(id, size)?,
+        };
+        // SHARED HEADER HOOK: a table slot for the page, before anything is logged.
+        if let Some(sh) = &self.shared {
+            sh.reserve()?;
+        }
         // TLog hook: log before the registry changes; a failed append changes nothing.
-        let (_, pending) = self.commit_locked(&mut core, 1, |s, c| s.tlog_create(c, id, size, location, &meta))?;
+        let logged = self.commit_locked(&mut core, 1, |s, c| s.tlog_create(c, id, size, location, &meta));
+        let (_, pending) = logged.inspect_err(|_| {
+            // PAGE FILES HOOK: the page does not exist; neither does its file.
+            if let Some(pf) = &self.pagefiles {
+                pf.remove(id);
+            }
+        })?;
+        if let Some(pf) = &self.pagefiles {
+            pf.created(id); // PAGE FILES HOOK
+        }
+        if let Some(sh) = &self.shared {
+            sh.page_added(id, size, core.lsn); // SHARED HEADER HOOK: readers see the page
+        }
         core.next_page_id += 1;
         self.monitor.page_created(buf.capacity() as u64); // monitoring hook
         core.pages.insert(id, Page::new(id, location, meta, buf));
+        let lsn = core.lsn;
         drop(core);
         // Extensions (device mirrors) may be slow, so they hear of it outside the core lock.
         for e in &self.extensions {
@@ -353,11 +413,16 @@ impl MMSBState {
         }
         // TLog hook: wait for durability (group commit) outside the lock.
         self.tlog_commit(pending)?;
+        self.shared_durable(lsn); // SHARED HEADER HOOK
         Ok(id)
     }
 
-    pub(crate) fn allocate(&self, size: u64) -> Result<PageBuf> {
-        Ok(PageBuf::anonymous(size)?)
+    /// The backing of page `id`: a new page file when pages are file-backed, else anonymous.
+    pub(crate) fn allocate(&self, id: PageId, size: u64) -> Result<PageBuf> {
+        match &self.pagefiles {
+            Some(pf) => pf.allocate(id, size),
+            None => Ok(PageBuf::anonymous(size)?),
+        }
     }
 
     /// Removes a page. Views of it stay readable until dropped.
@@ -372,16 +437,28 @@ impl MMSBState {
         if let Some(reason) = core.ext.iter().find_map(|e| e.blocks_free(id)) {
             return Err(PageError::InUse { page: id, reason }.into());
         }
+        // PAGE FILES HOOK: recovery from the last checkpoint may need the page's bytes.
+        if let Some(pf) = &self.pagefiles {
+            pf.before_change(&core, std::iter::once(id))?;
+        }
         // TLog hook: log before the registry changes.
         let (_, pending) = self.commit_locked(&mut core, 1, |s, c| s.tlog_free(c, id))?;
         if let Some(page) = core.pages.remove(&id) {
             self.monitor.page_freed(page.buf().capacity() as u64); // monitoring hook
         }
+        if let Some(pf) = &self.pagefiles {
+            pf.remove(id); // PAGE FILES HOOK
+        }
+        if let Some(sh) = &self.shared {
+            sh.page_removed(id, core.lsn); // SHARED HEADER HOOK
+        }
+        let lsn = core.lsn;
         drop(core);
         for e in &self.extensions {
             e.on_page_freed(id);
         }
         self.tlog_commit(pending)?;
+        self.shared_durable(lsn); // SHARED HEADER HOOK
         Ok(())
     }
 
@@ -423,6 +500,7 @@ impl MMSBState {
         drop(core);
         probe.finish(&self.monitor); // after unlock, so a budget sink never runs under it
         self.tlog_commit(pending)?;
+        self.shared_durable(lsns.end - 1); // SHARED HEADER HOOK
         Ok(lsns)
     }
 
@@ -449,9 +527,18 @@ impl MMSBState {
     /// releasing the lock.
     pub(crate) fn route_locked(&self, core: &mut Core, ops: &[RouteOp<'_>]) -> Result<(std::ops::Range<Lsn>, Pending)> {
         router::validate(core, ops)?;
+        // PAGE FILES HOOK: first change to a page since the interval began: image it first.
+        if let Some(pf) = &self.pagefiles {
+            pf.before_change(core, ops.iter().map(|o| o.page))?;
+        }
         // TLog hook: one record for the whole batch, written before any page changes.
         let (lsns, pending) = self.commit_locked(core, ops.len() as u64, |s, c| s.tlog_batch(c, ops))?;
+        // SHARED HEADER HOOK: readers' seqlocks around the bytes changing.
+        let write = self.shared.as_ref().map(|sh| sh.begin_write(ops.iter().map(|o| o.page)));
         router::apply(core, ops);
+        if let (Some(sh), Some(write)) = (&self.shared, write) {
+            sh.end_write(write, core, lsns.end - 1);
+        }
         // EVENT HOOK (graph): DeltaApplied for each routed delta; one atomic load with no subscriber.
         self.events.emit_deltas(core, lsns.clone(), ops);
         Ok((lsns, pending))
@@ -547,6 +634,22 @@ impl MMSBState {
         let mut ids: Vec<PageId> = core.pages.keys().copied().collect();
         ids.sort_unstable();
         Ok(ids)
+    }
+
+    /// SHARED HEADER HOOK: with the directory's LOCK held, before recovery (see `runtime::shared`).
+    pub(crate) fn shared_begin(&mut self) -> Result<()> {
+        if let Some(pf) = &self.pagefiles {
+            self.shared = Some(crate::runtime::shared::SharedWriter::open(pf.dir())?);
+        }
+        Ok(())
+    }
+
+    /// SHARED HEADER HOOK: `lsn` was acknowledged to its caller.
+    #[inline]
+    fn shared_durable(&self, lsn: Lsn) {
+        if let Some(sh) = &self.shared {
+            sh.publish_durable(lsn);
+        }
     }
 
     /// The last LSN assigned (0 before the first delta). Infallible: after [`MMSBState::close`]

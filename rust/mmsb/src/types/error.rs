@@ -381,6 +381,26 @@ pub enum MonitorError {
     },
 }
 
+/// Failures of a reader in another process (`runtime::reader`, `docs/page-files.md`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReaderError {
+    /// The directory has no shared header: no writer with file-backed pages ever opened it.
+    #[error("{dir} has no shared page header ({reason}); readers need a state opened with file_backed_pages = true")]
+    NotShared {
+        /// The directory given.
+        dir: String,
+        /// What was found instead of a header.
+        reason: String,
+    },
+    /// The writer is recovering the directory (page bytes are being rebuilt): retry shortly.
+    #[error("the writer of {dir} is recovering it; retry once it is open")]
+    Recovering {
+        /// The directory given.
+        dir: String,
+    },
+}
+
 /// The crate-wide error: every domain error converts into it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -406,6 +426,9 @@ pub enum Error {
     /// A monitoring failure.
     #[error(transparent)]
     Monitor(#[from] MonitorError),
+    /// A reader's failure (`runtime::reader`).
+    #[error(transparent)]
+    Reader(#[from] ReaderError),
     /// An argument no domain owns is invalid; the text says which.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -457,6 +480,10 @@ impl Error {
             Error::Monitor(e) => match e {
                 MonitorError::Serve { .. } => ErrorCode::Io,
                 MonitorError::UnknownMetric(_) | MonitorError::InvalidValue(_) => ErrorCode::InvalidArgument,
+            },
+            Error::Reader(e) => match e {
+                ReaderError::NotShared { .. } => ErrorCode::Unsupported,
+                ReaderError::Recovering { .. } => ErrorCode::Busy,
             },
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
         }

@@ -124,7 +124,7 @@ pub struct PageBuf {
     len: usize,
     capacity: usize,
     // Owns the mapping that `ptr` points into; unmapped on drop.
-    _map: MmapMut,
+    map: MmapMut,
 }
 
 // SAFETY: PageBuf owns its mapping; `ptr` stays valid for `capacity` bytes until drop. Mutation
@@ -145,27 +145,59 @@ impl PageBuf {
             .map_anon()
             .map_err(|source| PageError::AllocationFailed { size: len, source })?;
         let ptr = map.as_mut_ptr();
-        Ok(PageBuf { ptr, len: len as usize, capacity: cap, _map: map })
+        Ok(PageBuf { ptr, len: len as usize, capacity: cap, map })
     }
 
-    /// Maps (creating or truncating) `path` as the backing of a zeroed page of `len` bytes.
+    /// Maps (creating if needed) `path` as the backing of a zeroed page of `len` bytes. An
+    /// existing file is zeroed through the mapping, never truncated: a reader in another process
+    /// may map it, and its access to a truncated range would be SIGBUS.
     pub fn file_backed(path: &Path, len: u64) -> Result<PageBuf, PageError> {
         let capacity = round_to_os_pages(len).ok_or(PageError::InvalidSize { requested: len, max: u64::MAX })?;
         let alloc_err = |source| PageError::AllocationFailed { size: len, source };
         let mut opts = OpenOptions::new();
-        opts.read(true).write(true).create(true).truncate(true);
+        opts.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
         let file = opts.open(path).map_err(alloc_err)?;
+        let existed = file.metadata().map_err(alloc_err)?.len() > 0;
         file.set_len(capacity).map_err(alloc_err)?;
-        // SAFETY: the file was just created/truncated by us with owner-only permissions inside
-        // the state's private directory; MMSB is the only writer of it while the state is open.
+        // SAFETY: the file lies in the state's directory, whose LOCK this process holds: no other
+        // process writes it (readers only map it read-only); it is `capacity` bytes long now.
+        let mut map = unsafe { MmapOptions::new().len(capacity as usize).map_mut(&file) }.map_err(alloc_err)?;
+        if existed {
+            map.fill(0);
+        }
+        let ptr = map.as_mut_ptr();
+        Ok(PageBuf { ptr, len: len as usize, capacity: capacity as usize, map })
+    }
+
+    /// Maps an existing page file of a recovered page without changing its bytes. The file must
+    /// be exactly the capacity of a page of `len` bytes (anything else is not our file).
+    pub fn open_file_backed(path: &Path, len: u64) -> Result<PageBuf, PageError> {
+        let capacity = round_to_os_pages(len).ok_or(PageError::InvalidSize { requested: len, max: u64::MAX })?;
+        let alloc_err = |source| PageError::AllocationFailed { size: len, source };
+        let file = OpenOptions::new().read(true).write(true).open(path).map_err(alloc_err)?;
+        let flen = file.metadata().map_err(alloc_err)?.len();
+        if flen != capacity {
+            return Err(alloc_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} holds {flen} bytes, a page of {len} bytes needs {capacity}", path.display()),
+            )));
+        }
+        // SAFETY: the file lies in the state's directory, whose LOCK this process holds: no other
+        // process writes it; its length was checked above, so the mapping covers `capacity`.
         let mut map = unsafe { MmapOptions::new().len(capacity as usize).map_mut(&file) }.map_err(alloc_err)?;
         let ptr = map.as_mut_ptr();
-        Ok(PageBuf { ptr, len: len as usize, capacity: capacity as usize, _map: map })
+        Ok(PageBuf { ptr, len: len as usize, capacity: capacity as usize, map })
+    }
+
+    /// Writes the mapping's dirty pages back to its file and waits (`msync(MS_SYNC)`); a no-op
+    /// for anonymous buffers.
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.map.flush()
     }
 
     /// Logical length in bytes.

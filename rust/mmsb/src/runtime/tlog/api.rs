@@ -271,8 +271,16 @@ impl recover::Recoverable for MMSBState {
         &self.core
     }
 
-    fn allocate_page(&self, size: u64) -> Result<crate::types::page::PageBuf> {
-        self.allocate(size)
+    fn allocate_page(&self, id: crate::types::page::PageId, size: u64) -> Result<crate::types::page::PageBuf> {
+        self.allocate(id, size)
+    }
+
+    fn page_files(&self) -> Option<&crate::runtime::pagefiles::PageFiles> {
+        self.pagefiles.as_ref()
+    }
+
+    fn before_recovery(&mut self) -> Result<()> {
+        self.shared_begin()
     }
 
     fn replay_extension(&self, core: &mut Core, kind: u8, body: &[u8]) -> Result<()> {

@@ -43,17 +43,26 @@ pub struct CheckpointData {
     data_start: usize,
     ext_start: usize,
     ext_len: usize,
+    /// The page bytes are not in the checkpoint but in the page files (`CKPT_FLAG_EXTERNAL`):
+    /// `pages()` yields nothing; see `runtime::pagefiles::load_external`.
+    pub external: bool,
 }
 
+/// Checkpoint header flag (bytes 12..16): the page bytes live in the page files, not here
+/// (`docs/page-files.md`). Older readers see a data length that does not match the index and
+/// take the checkpoint for invalid.
+pub const CKPT_FLAG_EXTERNAL: u32 = 1;
+
 impl CheckpointData {
-    /// Iterates `(page, bytes)` in index order.
+    /// Iterates `(page, bytes)` in index order (nothing for an external checkpoint).
     #[allow(
         clippy::cast_possible_truncation,
         reason = "read_checkpoint checked that the page sizes sum to the data section's length, a usize"
     )]
     pub fn pages(&self) -> impl Iterator<Item = (&CkptPage, &[u8])> {
         let mut at = self.data_start;
-        self.pages.iter().map(move |p| {
+        let n = if self.external { 0 } else { self.pages.len() };
+        self.pages[..n].iter().map(move |p| {
             let s = &self.raw[at..at + p.size as usize];
             at += p.size as usize;
             (p, s)
@@ -104,27 +113,61 @@ impl Out<'_> {
 /// Writes the checkpoint of `core` (the caller holds the state's lock, so it is consistent).
 /// Returns the file name and its size.
 pub(crate) fn write(storage: &dyn Storage, core: &Core, ext: &[u8]) -> Result<(String, u64), LogError> {
-    let name = checkpoint_name(core.lsn);
+    let mut ids: Vec<PageId> = core.pages.keys().copied().collect();
+    ids.sort_unstable();
+    let index: Vec<CkptPage> = ids
+        .iter()
+        .map(|id| {
+            let p = &core.pages[id];
+            CkptPage { id: *id, size: p.size(), location: p.location, meta: p.meta.clone(), epoch: p.epoch }
+        })
+        .collect();
+    let data_len = index.iter().map(|p| p.size).sum();
+    write_file(storage, core.lsn, core.next_page_id, &index, ext, 0, data_len, |out| {
+        for id in &ids {
+            // SAFETY: the caller holds the state's lock for the whole call, which excludes
+            // writers of page buffers.
+            out.put(unsafe { core.pages[id].buf().as_slice() })?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes an external checkpoint (the index without page bytes; see `CKPT_FLAG_EXTERNAL`).
+pub(crate) fn write_external(
+    storage: &dyn Storage,
+    lsn: Lsn,
+    next_page_id: u64,
+    index: &[CkptPage],
+    ext: &[u8],
+) -> Result<(String, u64), LogError> {
+    write_file(storage, lsn, next_page_id, index, ext, CKPT_FLAG_EXTERNAL, 0, |_| Ok(()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_file(
+    storage: &dyn Storage,
+    lsn: Lsn,
+    next_page_id: u64,
+    index: &[CkptPage],
+    ext: &[u8],
+    flags: u32,
+    data_len: u64,
+    data: impl FnOnce(&mut Out<'_>) -> std::io::Result<()>,
+) -> Result<(String, u64), LogError> {
+    let name = checkpoint_name(lsn);
     let tmp = format!("{name}{TMP_SUFFIX}");
     let io = |what: &str| {
         let what = format!("{what} checkpoint {}", storage.describe(&tmp));
         move |e| LogError::io(what, e)
     };
-    let mut ids: Vec<PageId> = core.pages.keys().copied().collect();
-    ids.sort_unstable();
-    let mut index = Vec::with_capacity(ids.len());
-    let mut data_len = 0u64;
-    for id in &ids {
-        let p = &core.pages[id];
-        data_len += p.size();
-        index.push(CkptPage { id: *id, size: p.size(), location: p.location, meta: p.meta.clone(), epoch: p.epoch });
-    }
-    let index = postcard::to_allocvec(&index).expect("postcard encodes plain structs");
+    let index = postcard::to_allocvec(index).expect("postcard encodes plain structs");
     let mut h = [0u8; CHECKPOINT_HEADER_LEN];
     h[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    h[16..24].copy_from_slice(&core.lsn.to_le_bytes());
-    h[24..32].copy_from_slice(&core.next_page_id.to_le_bytes());
+    h[12..16].copy_from_slice(&flags.to_le_bytes());
+    h[16..24].copy_from_slice(&lsn.to_le_bytes());
+    h[24..32].copy_from_slice(&next_page_id.to_le_bytes());
     h[32..40].copy_from_slice(&(index.len() as u64).to_le_bytes());
     h[40..48].copy_from_slice(&data_len.to_le_bytes());
     h[48..56].copy_from_slice(&(ext.len() as u64).to_le_bytes());
@@ -133,21 +176,17 @@ pub(crate) fn write(storage: &dyn Storage, core: &Core, ext: &[u8]) -> Result<(S
 
     let file = storage.create(&tmp).map_err(io("create"))?;
     let mut out = Out { file: file.as_ref(), at: 0, buf: Vec::with_capacity(Out::CHUNK), crc: 0 };
-    let mut body = || -> std::io::Result<()> {
+    let body = (|| -> std::io::Result<()> {
         out.put(&h)?;
         out.put(&index)?;
-        for id in &ids {
-            // SAFETY: the caller holds the state's lock for the whole call, which excludes
-            // writers of page buffers.
-            out.put(unsafe { core.pages[id].buf().as_slice() })?;
-        }
+        data(&mut out)?;
         out.put(ext)?;
         let crc = out.crc;
         out.put(&crc.to_le_bytes())?;
         out.flush()?;
         out.file.sync()
-    };
-    if let Err(e) = body() {
+    })();
+    if let Err(e) = body {
         let _ = storage.remove(&tmp);
         return Err(io("write")(e));
     }
@@ -177,6 +216,7 @@ pub fn read(storage: &dyn Storage, name: &str) -> Result<Option<CheckpointData>,
             supported: FORMAT_VERSION,
         });
     }
+    let external = le32(&h[12..16]) & CKPT_FLAG_EXTERNAL != 0;
     let (lsn, next_page_id) = (le64(&h[16..24]), le64(&h[24..32]));
     let lens = [le64(&h[32..40]), le64(&h[40..48]), le64(&h[48..56])];
     let total = lens.iter().try_fold(CHECKPOINT_HEADER_LEN as u64 + 4, |a, &l| a.checked_add(l));
@@ -196,8 +236,18 @@ pub fn read(storage: &dyn Storage, name: &str) -> Result<Option<CheckpointData>,
     let Ok(pages) = postcard::from_bytes::<Vec<CkptPage>>(&raw[CHECKPOINT_HEADER_LEN..data_start]) else {
         return Ok(None);
     };
-    if pages.iter().try_fold(0u64, |a, p| a.checked_add(p.size)) != Some(data_len as u64) {
+    let expected = if external { Some(0) } else { pages.iter().try_fold(0u64, |a, p| a.checked_add(p.size)) };
+    if expected != Some(data_len as u64) {
         return Ok(None);
     }
-    Ok(Some(CheckpointData { lsn, next_page_id, pages, raw, data_start, ext_start: data_start + data_len, ext_len }))
+    Ok(Some(CheckpointData {
+        lsn,
+        next_page_id,
+        pages,
+        raw,
+        data_start,
+        ext_start: data_start + data_len,
+        ext_len,
+        external,
+    }))
 }

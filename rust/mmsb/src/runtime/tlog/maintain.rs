@@ -126,6 +126,10 @@ impl MMSBState {
     }
 
     fn checkpoint_locked(&self, log: &Tlog) -> Result<Lsn> {
+        // PAGE FILES HOOK: file-backed pages checkpoint without copying them.
+        if let Some(pf) = &self.pagefiles {
+            return self.checkpoint_external(log, pf);
+        }
         let core = self.core.read();
         if self.is_closed() {
             return Err(StateError::Closed.into());
@@ -152,6 +156,43 @@ impl MMSBState {
         w.bytes_since_checkpoint = 0;
         prune(log, &mut w, CHECKPOINT_GENERATIONS)?;
         Ok(k)
+    }
+
+    /// A checkpoint of file-backed pages: under the exclusive lock only the next image interval
+    /// starts and the index is copied; the mappings are flushed and the index written without
+    /// the lock (see `runtime::pagefiles`).
+    fn checkpoint_external(&self, log: &Tlog, pf: &crate::runtime::pagefiles::PageFiles) -> Result<Lsn> {
+        let snap = {
+            let core = self.core.write();
+            if self.is_closed() {
+                return Err(StateError::Closed.into());
+            }
+            let w = log.w.lock();
+            if let Some(why) = &w.poisoned {
+                return Err(LogError::Poisoned(why.clone()).into());
+            }
+            if w.checkpoints.contains_key(&core.lsn) {
+                return Ok(core.lsn);
+            }
+            drop(w);
+            self.pagefiles_snapshot(pf, &core)?
+        };
+        let written = crate::runtime::pagefiles::flush(pf, &snap).and_then(|()| {
+            Ok(checkpoint::write_external(log.storage.as_ref(), snap.lsn, snap.next_page_id, &snap.index, &snap.ext)?)
+        });
+        let (name, _) = written.inspect_err(|_| pf.flush_all_next())?;
+        let mut w = log.w.lock();
+        // Roll so that the log before the checkpoint ends with a whole segment, removable later.
+        if w.offset > SEGMENT_HEADER_LEN as u64 {
+            log.roll(&mut w)?;
+        }
+        w.checkpoints.insert(snap.lsn, name);
+        w.bytes_since_checkpoint = 0;
+        prune(log, &mut w, CHECKPOINT_GENERATIONS)?;
+        let oldest = w.checkpoints.keys().next().copied().unwrap_or(snap.lsn);
+        drop(w);
+        pf.prune(oldest)?;
+        Ok(snap.lsn)
     }
 
     /// Compacts the log up to the current LSN (see the module docs for the exact rule).

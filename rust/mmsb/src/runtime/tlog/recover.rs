@@ -358,8 +358,14 @@ pub(crate) trait Recoverable {
     fn recovery_config(&self) -> &Config;
     /// The state's lock around what recovery fills.
     fn core_lock(&self) -> &CoreLock;
-    /// A zeroed page buffer of `size` bytes.
-    fn allocate_page(&self, size: u64) -> Result<crate::types::page::PageBuf>;
+    /// A zeroed page buffer of `size` bytes for page `id` (its page file, with file-backed
+    /// pages).
+    fn allocate_page(&self, id: crate::types::page::PageId, size: u64) -> Result<crate::types::page::PageBuf>;
+    /// The state's page files, with file-backed pages (`runtime::pagefiles`).
+    fn page_files(&self) -> Option<&crate::runtime::pagefiles::PageFiles>;
+    /// Called with the directory's LOCK held, before recovery touches any file (readers in other
+    /// processes learn that a new writer generation is recovering).
+    fn before_recovery(&mut self) -> Result<()>;
     /// Replays an extension record through the extension that owns its kind.
     fn replay_extension(&self, core: &mut Core, kind: u8, body: &[u8]) -> Result<()>;
     /// The checkpoint's extension section for `core`.
@@ -385,6 +391,9 @@ pub(crate) fn open_into(state: &mut impl Recoverable) -> Result<()> {
         })?),
         None => Arc::new(MemStorage::new()),
     };
+    // SHARED HEADER HOOK: with the LOCK held and before recovery touches a page file, readers
+    // learn that a new writer generation is recovering.
+    state.before_recovery()?;
     open_with(state, storage)
 }
 

@@ -32,8 +32,17 @@ pub(crate) fn load_checkpoint(state: &impl Recoverable, core: &mut Core, c: &Che
         }
         .into());
     }
+    if c.external {
+        // PAGE FILES HOOK: the bytes are in the page files of the directory.
+        let dir = state.recovery_config().dir.clone().ok_or_else(|| LogError::Corrupt {
+            file: format!("checkpoint at LSN {}", c.lsn),
+            offset: 0,
+            reason: "its page bytes are in page files, and this state has no directory".into(),
+        })?;
+        crate::runtime::pagefiles::load_external(state, core, c, &dir)?;
+    }
     for (p, bytes) in c.pages() {
-        let buf = state.allocate_page(p.size)?;
+        let buf = state.allocate_page(p.id, p.size)?;
         // SAFETY: the buffer was just allocated and is not shared yet.
         unsafe { buf.as_mut_slice() }.copy_from_slice(bytes);
         let mut page = Page::new(p.id, p.location, p.meta.clone(), buf);
@@ -64,7 +73,7 @@ fn create(state: &impl Recoverable, core: &mut Core, c: &CreateBody) -> Result<(
             c.id, c.size
         ));
     }
-    let buf = state.allocate_page(c.size).map_err(|e| e.to_string())?;
+    let buf = state.allocate_page(c.id, c.size).map_err(|e| e.to_string())?;
     core.pages.insert(c.id, Page::new(c.id, c.location, c.meta.clone(), buf));
     core.next_page_id = core.next_page_id.max(next);
     Ok(())
@@ -188,8 +197,18 @@ impl MMSBState {
             MMSBState::from_core(Core { next_page_id: 1, ext: ext.log, ..Core::default() }, config, true, ext.state);
         {
             let mut core = out.core.write();
-            if let Some(c) = &base {
-                load_checkpoint(&out, &mut core, c)?;
+            match &base {
+                // PAGE FILES HOOK: the live files, read under this state's lock, with the images.
+                Some(c) if c.external => {
+                    let dir = self.config().dir.clone().ok_or(StateError::Closed)?;
+                    let _live = self.core.read();
+                    crate::runtime::pagefiles::load_external(&out, &mut core, c, &dir)?;
+                    core.next_page_id = c.next_page_id;
+                    core.lsn = c.lsn;
+                    out.restore_checkpoint_extension(&mut core, c.extension())?;
+                }
+                Some(c) => load_checkpoint(&out, &mut core, c)?,
+                None => {}
             }
             let k = core.lsn;
             if lsn > k {
