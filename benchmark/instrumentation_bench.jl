@@ -1,21 +1,28 @@
-# Compile-time cost of compiler instrumentation, and bytes of IR pages per
-# method instance:
+# Cost of compiler instrumentation (issue 19, item 14), every figure from the
+# same run, against its goal:
 #
 #   julia --project=. benchmark/instrumentation_bench.jl [N]
 #
-# The workload defines N fresh groups of functions (a top function with a
-# loop, a comprehension helper and a @noinline leaf) and calls each top
-# function once, so almost all of its time is type inference and code
-# generation. Each mode runs in a child process of its own (a fresh process:
-# nothing compiled by one mode helps the other), once:
-#   off   the workload alone;
-#   on    enable_instrumentation, the workload, flush_instrumentation.
-# Both modes first compile and run one warm-up group (and, with
-# instrumentation, flush it): that pays the one-time compilation of MMSB's own
-# rendering code (and of Base's IR printing), which no user workload repeats.
-# Rows: warm-up, workload (define + call, plus flush when on) and their sum;
-# the ratio column is on/off. Timings come from one run on a shared machine:
-# expect noise of 10-20%.
+# 1. CPU overhead of a compile-heavy workload, capture on vs off (goal <= 1.3x).
+#    The workload defines N fresh groups of functions (a top function with a
+#    loop, a comprehension helper and a @noinline leaf) and calls each top
+#    function once, so almost all of its time is type inference and code
+#    generation. Each mode runs in a child process of its own (nothing
+#    compiled by one mode helps the other), once:
+#      off   the workload alone;
+#      on    enable_instrumentation, the workload, flush_instrumentation.
+#    Both modes first compile and run one warm-up group (and, with
+#    instrumentation, flush it): the one-time compilation of MMSB's rendering
+#    (and of Base's IR printing) is reported apart, as "first command".
+# 2. First-command latency after `enable_instrumentation()` (goal <= 1 s): in
+#    a fresh process, the time of the first command after enabling (define and
+#    call a function, then the flush the REPL runs at the start of the next
+#    command), against the same command without instrumentation.
+# 3. Bytes per captured instance (goal: half of 16 KB of pages and 8 KB of
+#    log, the figures before issue 19): pages (sizes as created, continuation
+#    pages included) and log bytes written by the workload's capture, from a
+#    child with a logged state.
+# Timings come from one run on a shared machine: expect noise of 10-20%.
 using MMSB
 using Printf
 
@@ -47,31 +54,36 @@ run_group(i) = Base.invokelatest(define_group(i), [1.0, 2.0, 3.0])
 cpu_seconds() = ccall(:clock, Clong, ()) / 1_000_000 # CLOCKS_PER_SEC is 10^6 (POSIX)
 
 function child(mode::String, n::Int)
-    on = mode == "on"
-    state = mmsb_start()
+    on = mode != "off"
+    state = mode == "log" ? mmsb_start(; logging = true) : mmsb_start()
     c0, t0 = cpu_seconds(), time_ns()
     on && enable_instrumentation(state)
+    te = time_ns()
     run_group(0)
     on && flush_instrumentation(state)
     c1, t1 = cpu_seconds(), time_ns()
+    log0 = mode == "log" ? log_info(state).log_bytes : 0
     for i in 1:n
         run_group(i)
     end
     tc = time_ns()
     captured = on ? flush_instrumentation(state) : 0
     c2, t2 = cpu_seconds(), time_ns()
+    log1 = mode == "log" ? log_info(state).log_bytes : 0
     stats = on ? ir_bytes(state) : (instances = 0, text = 0, pages = 0)
-    @printf("RESULT cpuwarmup=%.4f cpuworkload=%.4f warmup=%.4f workload=%.4f flush=%.4f captured=%d instances=%d text=%d pagebytes=%d errors=%d\n",
-            c1 - c0, c2 - c1, (t1 - t0) / 1e9, (t2 - t1) / 1e9, (t2 - tc) / 1e9, captured, stats.instances, stats.text, stats.pages,
-            on ? instrumentation_status(state).errors : 0)
+    @printf("RESULT cpuwarmup=%.4f cpuworkload=%.4f enable=%.4f first=%.4f workload=%.4f flush=%.4f captured=%d instances=%d text=%d pagebytes=%d logbytes=%d errors=%d\n",
+            c1 - c0, c2 - c1, (te - t0) / 1e9, (t1 - te) / 1e9, (t2 - t1) / 1e9, (t2 - tc) / 1e9, captured,
+            stats.instances, stats.text, stats.pages, log1 - log0, on ? instrumentation_status(state).errors : 0)
     on && disable_instrumentation(state)
 end
 
-# Bytes of IR text and of IR pages (sizes as created), over all captured instances.
+# Bytes of IR text and of IR pages (sizes as created, continuation pages
+# included), over all captured instances.
 function ir_bytes(state)
     m = MMSB.instrumentation_manager(state)
-    text = sum(sizeof(s.text) + MMSB.IR_HEADER for s in values(m.slots))
-    pages = sum(s.size for s in values(m.slots))
+    more(s) = hasfield(typeof(s), :more) ? s.more : Tuple{MMSB.PageId,Int}[] # also runs on the code before issue 19
+    text = sum(sizeof(s.text) + MMSB.IR_HEADER * (1 + length(more(s))) for s in values(m.slots))
+    pages = sum(s.size + (isempty(more(s)) ? 0 : sum(last, more(s))) for s in values(m.slots))
     return (instances = length(m.instances), text = text, pages = pages)
 end
 
@@ -87,18 +99,27 @@ function main(n::Int)
     println("instrumentation_bench: N = $n function groups, Julia $VERSION, one child process per mode")
     off = run_child("off", n)
     on = run_child("on", n)
-    @printf("%-26s %10s %10s %8s\n", "seconds", "off", "on", "on/off")
-    for (label, f) in (("warm-up (one-time), wall", r -> r[:warmup]), ("workload, wall", r -> r[:workload]),
-                       ("total, wall", r -> r[:warmup] + r[:workload]),
-                       ("warm-up (one-time), CPU", r -> r[:cpuwarmup]), ("workload, CPU", r -> r[:cpuworkload]),
+    lg = run_child("log", n)
+    @printf("%-34s %10s %10s %8s\n", "seconds", "off", "on", "on/off")
+    for (label, f) in (("enable_instrumentation, wall", r -> r[:enable]),
+                       ("first command after it, wall", r -> r[:first]), ("workload, wall", r -> r[:workload]),
+                       ("first command + enable, CPU", r -> r[:cpuwarmup]), ("workload, CPU", r -> r[:cpuworkload]),
                        ("total, CPU", r -> r[:cpuwarmup] + r[:cpuworkload]))
-        @printf("%-26s %10.3f %10.3f %7.2fx\n", label, f(off), f(on), f(on) / f(off))
+        @printf("%-34s %10.3f %10.3f %7.2fx\n", label, f(off), f(on), f(on) / f(off))
     end
-    @printf("%-26s %10s %10.3f\n", "  of which the flush, wall", "", on[:flush])
+    @printf("%-34s %10s %10.3f\n", "  of which the flush, wall", "", on[:flush])
     inst = on[:instances]
     @printf("captured instances: %d (%d in the workload), errors: %d\n", inst, on[:captured], on[:errors])
     @printf("IR bytes per instance: %.0f text (source, lowered, typed, optimized, with headers), %.0f of pages\n",
             on[:text] / inst, on[:pagebytes] / inst)
+    @printf("log bytes per instance captured by the workload: %.0f (%d instances)\n", lg[:logbytes] / lg[:captured], lg[:captured])
+    println("goals (issue 19, item 14):")
+    @printf("  workload CPU on/off      %6.2fx  (goal <= 1.30x) %s\n", on[:cpuworkload] / off[:cpuworkload],
+            on[:cpuworkload] / off[:cpuworkload] <= 1.3 ? "met" : "NOT met")
+    @printf("  first command, wall      %6.3fs  (goal <= 1 s)   %s\n", on[:first], on[:first] <= 1.0 ? "met" : "NOT met")
+    @printf("  pages per instance       %6.0f B  (goal <= 8192) %s\n", on[:pagebytes] / inst, on[:pagebytes] / inst <= 8192 ? "met" : "NOT met")
+    @printf("  log per instance         %6.0f B  (goal <= 4096) %s\n", lg[:logbytes] / lg[:captured],
+            lg[:logbytes] / lg[:captured] <= 4096 ? "met" : "NOT met")
 end
 
 if abspath(PROGRAM_FILE) != SELF

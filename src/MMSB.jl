@@ -54,6 +54,7 @@ export CopyCommand, FillCommand, OpCommand, add_dependency!, remove_dependency!,
 export dependents, topo_order, Subscription, subscribe, on, poll_events, events_dropped, is_lagged
 export enable_instrumentation, disable_instrumentation, flush_instrumentation, instrumentation_status
 export reanalyze!, ir_pages, ir_text, module_pages, method_graph, compiler_edges, world_page, world_log
+export ir_callers, precompile_statements # issue 19
 
 "Public names that are not exported (generic names that would collide in user code): use them as `MMSB.name`."
 const PUBLIC = (:apply, :apply!, :compose, :written_bytes, :isdense, :Event, :EdgeId, :Stats, :LogInfo,

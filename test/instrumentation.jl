@@ -67,13 +67,14 @@ const CASES = [(inst_add, (Int,)), (inst_poly, (Int, Float64)), (inst_caller, (I
     # is_odd is invoked (not inlined) by is_even: the hook never sees it, following :invoke finds it.
     @test occursin("invoke $(@__MODULE__).is_odd", ir_text(state, ir_pages(state, is_even, (Int,)).optimized))
     @test ir_text(state, ir_pages(state, is_odd, (Int,)).typed) == typed_text(is_odd, (Int,))
-    # Page layout: 8-byte little-endian length, the text, zeros up to the page size.
+    # Page layout: 8-byte little-endian length, the next page of the chain (0: none),
+    # the text, zeros up to the page size (1/8 headroom, a multiple of 64 bytes).
     p = ir_pages(state, inst_add, (Int,))
     raw = read_page(state, p.typed)
     text = typed_text(inst_add, (Int,))
-    @test reinterpret(UInt64, raw[1:8])[1] == sizeof(text)
-    @test String(raw[9:8+sizeof(text)]) == text && all(iszero, raw[9+sizeof(text):end])
-    @test length(raw) >= 8 + sizeof(text) * 3 ÷ 2 && ispow2(length(raw))
+    @test reinterpret(UInt64, raw[1:8])[1] == sizeof(text) && reinterpret(UInt64, raw[9:16])[1] == 0
+    @test String(raw[17:16+sizeof(text)]) == text && all(iszero, raw[17+sizeof(text):end])
+    @test length(raw) >= 16 + sizeof(text) + sizeof(text) ÷ 8 && length(raw) % 64 == 0
     @test occursin("ir/typed/", page_name(state, p.typed))
     # The chain source -> lowered -> typed -> optimized is in the native ShadowPageGraph, as
     # :compiler edges, and caller -> callee links the optimized pages.
@@ -146,20 +147,44 @@ end
     @test ir_text(state, ir_pages(state, inst_never, (Int,)).optimized) == optimized_text(inst_never, (Int,))
 end
 
-@testset "a text that outgrows its page moves to a larger one" begin
-    p = ir_pages(state, inst_add, (Int,))
-    r0 = instrumentation_status(state).reallocations
+@testset "a text that outgrows its page keeps its page id; replay shows the old text" begin
+    # Before issue 19 the text moved to a new page id and the old id became unknown.
+    logged = mmsb_start(; logging = true)
+    enable_instrumentation(logged)
+    @eval inst_grow(x) = x + 1 # global (a definition in the set's body would be a local closure)
+    call(inst_grow, 1)
+    flush_instrumentation(logged)
+    p = ir_pages(logged, inst_grow, (Int,))
+    small, l0 = ir_text(logged, p.typed), lsn(logged)
     body = join(["y = y * $i + x" for i in 1:40], "; ")
-    @eval inst_add(x) = (y = x; $(Meta.parse("begin; $body; end")); y)
-    call(inst_add, 1)
-    flush_instrumentation(state)
-    p2 = ir_pages(state, inst_add, (Int,))
-    @test instrumentation_status(state).reallocations > r0
-    @test p2.typed != p.typed && ir_text(state, p2.typed) == typed_text(inst_add, (Int,))
-    @test_throws MMSBError page_info(state, p.typed) # the old page was freed
-    g = method_graph(state, inst_add, (Int,))
-    @test MMSB.CompilerEdge(p2.typed, p2.optimized, :optimized) in g.edges
-    @test !any(e -> e.from == p.typed || e.to == p.typed, compiler_edges(state))
+    @eval inst_grow(x) = (y = x; $(Meta.parse("begin; $body; end")); y)
+    call(inst_grow, 1)
+    flush_instrumentation(logged)
+    p2 = ir_pages(logged, inst_grow, (Int,))
+    st = instrumentation_status(logged)
+    @test st.continuations >= 2 && st.errors == 0 # typed and optimized each spilled over
+    @test NamedTuple(p2) == NamedTuple(p)          # the same four ids
+    @test ir_text(logged, p.typed) == typed_text(inst_grow, (Int,))
+    @test ir_text(logged, p.optimized) == optimized_text(inst_grow, (Int,))
+    raw = read_page(logged, p.typed)
+    next = reinterpret(UInt64, raw[9:16])[1]
+    @test next != 0 && next != p.typed.value && page_info(logged, MMSB.PageId(next)).size > 0
+    # Replay to the LSN before the redefinition: the same id holds the old text.
+    replay_log(logged, l0) do r
+        @test ir_text(r, p.typed) == small
+    end
+    # Shrinking again frees the continuation page, the head keeps its id.
+    @eval inst_grow(x) = x + 2
+    call(inst_grow, 1)
+    flush_instrumentation(logged)
+    @test ir_pages(logged, inst_grow, (Int,)).typed == p.typed
+    @test ir_text(logged, p.typed) == typed_text(inst_grow, (Int,))
+    @test reinterpret(UInt64, read_page(logged, p.typed)[9:16])[1] == 0
+    @test_throws MMSBError page_info(logged, MMSB.PageId(next))
+    g = method_graph(logged, inst_grow, (Int,))
+    @test MMSB.CompilerEdge(p.typed, p.optimized, :optimized) in g.edges
+    disable_instrumentation(logged)
+    close(logged)
 end
 
 @testset "nested inference: generated function calling a fresh helper" begin
@@ -180,21 +205,33 @@ end
     @test instrumentation_status(state).errors == 0
 end
 
-# Typed/optimized/lowered text of a captured instance, computed by Base's own
-# reflection in the current world (code_typed_by_type from 1.6; on 1.5 through
-# the function object, for the singleton functions the corpus consists of).
-function reflect_texts(@nospecialize(spec))
+# Typed/optimized text of a captured instance, computed by Base's own
+# reflection in the current world (code_typed_by_type from 1.6; on 1.5 the
+# steps of code_typed, which takes a function object, for the signature).
+# A signature may match several methods (an instance of `f(@nospecialize x)`
+# beside `f(::Int)`): the result inferred for the instance's method is taken.
+function reflect_texts(mi::Core.MethodInstance)
+    spec = mi.specTypes
     if isdefined(Base, :code_typed_by_type)
-        typed = only(Base.code_typed_by_type(spec; optimize = false, debuginfo = :none))
-        opt = only(Base.code_typed_by_type(spec; optimize = true, debuginfo = :none))
+        typed = Base.code_typed_by_type(spec; optimize = false, debuginfo = :none)
+        opt = Base.code_typed_by_type(spec; optimize = true, debuginfo = :none)
     else
-        ft = spec.parameters[1]
-        isdefined(ft, :instance) || return nothing
-        types = Tuple{spec.parameters[2:end]...}
-        typed = code_typed(ft.instance, types; optimize = false, debuginfo = :none)[1]
-        opt = code_typed(ft.instance, types; optimize = true, debuginfo = :none)[1]
+        # code_typed's own steps on 1.5 (base/reflection.jl), for any function type.
+        world = Base.get_world_counter()
+        infer(x, optimize) = begin
+            code, rt = Core.Compiler.typeinf_code(x[3], x[1], x[2], optimize, Core.Compiler.Params(world))
+            Base.remove_linenums!(code) => rt
+        end
+        matches = Base._methods_by_ftype(spec, -1, world)
+        typed = [infer(x, false) for x in matches]
+        opt = [infer(x, true) for x in matches]
     end
-    return sprint(show, typed), sprint(show, opt)
+    ours(r) = (p = first(r).parent; p isa Core.MethodInstance && p.def === mi.def)
+    if length(typed) > 1
+        typed, opt = filter(ours, typed), filter(ours, opt)
+    end
+    (length(typed) == 1 && length(opt) == 1) || return nothing
+    return sprint(show, typed[1]), sprint(show, opt[1])
 end
 
 @testset "a corpus of real code: Printf's source loaded as a user module" begin
@@ -213,7 +250,7 @@ end
     compared = 0
     for ent in values(m.instances)
         @test ent.world == world
-        r = reflect_texts(ent.spec)
+        r = reflect_texts(ent.mi)
         r === nothing && continue
         @test ir_text(sc, ent.typed.page) == r[1]
         @test ir_text(sc, ent.optimized.page) == r[2]
@@ -223,7 +260,8 @@ end
         isdefined(ment.method, :generator) && continue
         @test ir_text(sc, ment.lowered.page) == sprint(show, Base.uncompressed_ir(ment.method) |> Base.remove_linenums!)
     end
-    @test compared >= 3 && any(ent -> occursin("Printf", ent.label), values(m.instances))
+    @test compared >= 3 && compared == length(m.instances) # every captured instance
+    @test any(ent -> occursin("Printf", ent.label), values(m.instances))
     # Lowered pages of the instances' methods agree with code_lowered too (ordinary methods).
     p = ir_pages(sc, corpus.fmt, (Int, Float64, String))
     @test ir_text(sc, p.lowered) == sprint(show, code_lowered(corpus.fmt, (Int, Float64, String); debuginfo = :none)[1])

@@ -34,6 +34,12 @@
 #   returning a list from 1.6. We use neither: an invalidation is detected on
 #   every version by a captured instance's `CodeInstance` getting a finite
 #   `max_world` (see `_closed_worlds`);
+# - `Method.specializations` (read by the walk of compiled instances) is a
+#   `SimpleVector` with unassigned slots on 1.5, one `MethodInstance` or a
+#   `SimpleVector` from 1.10 (`_foreach_specialization`); 1.12 keeps every
+#   method in one global table (`_method_tables`, untested);
+# - `_infer_ir` infers the instance's own method on 1.10/1.11
+#   (`Core.Compiler.typeinf_code(interp, method, atype, sparams, optimize)`);
 # - the REPL's transform lists: `Base.active_repl_backend.ast_transforms` and
 #   `REPL.repl_ast_transforms` (stdlib/REPL/src/REPL.jl:90/126 on 1.10, 187/239 on 1.11, 114/288 on 1.12).
 
@@ -118,7 +124,7 @@ function _requirements()
     method(Base, :_methods_by_ftype, (Any, Int, UInt))
     field(MI, :def); field(MI, :specTypes); field(MI, :cache)
     field(CI, :max_world); field(CI, :next)
-    field(Method, :primary_world); field(Method, :generator)
+    field(Method, :primary_world); field(Method, :generator); field(Method, :specializations)
     if _V15
         method(C, :typeinf_ext, (MI, UInt))
         symbol(:jl_typeinf_begin); symbol(:jl_typeinf_end)
@@ -130,6 +136,7 @@ function _requirements()
         symbol(:jl_typeinf_world) # the restore guard (src/gf.c:652 on 1.10)
         method(C, :typeinf_ext_toplevel, _hook_argtypes())
         method(Base, :code_typed_by_type, (Type,))
+        _V112 || method(C, :typeinf_code, (C.NativeInterpreter, Method, Any, Core.SimpleVector, Bool))
         if _V112
             method(C, :specialize_method, (Method, Any, Core.SimpleVector))
         else
@@ -242,11 +249,23 @@ function _infer_ir(mi::Core.MethodInstance, world::UInt)
         Base.remove_linenums!(typed)
         Base.remove_linenums!(opt)
         return typed, opt, rt
-    else
-        # As code_typed does (base/reflection.jl:1381 on 1.10, :1612 on 1.11, :278 on 1.12):
-        # two inferences (unoptimized, optimized), where 1.5 needs one; see docs/versions.md.
+    elseif _V112
+        # As code_typed does (base/reflection.jl:278 on 1.12; untested): two inferences.
         typed, rt = only(Base.code_typed_by_type(mi.specTypes; optimize = false, debuginfo = :none, world = world))
         opt, _ = only(Base.code_typed_by_type(mi.specTypes; optimize = true, debuginfo = :none, world = world))
+        return typed, opt, rt
+    else
+        # The steps of code_typed for one match (base/reflection.jl:1397-1407 on 1.10,
+        # :1628-1638 on 1.11), for `mi`'s own method: by signature, an instance of a
+        # less specific method (`f(@nospecialize x)` beside `f(::Int)`) matches several.
+        # Two inferences (unoptimized, optimized), where 1.5 needs one; see docs/versions.md.
+        C = Core.Compiler
+        m = mi.def::Method
+        typed, rt = C.typeinf_code(C.NativeInterpreter(world), m, mi.specTypes, mi.sparam_vals, false)
+        opt, _ = C.typeinf_code(C.NativeInterpreter(world), m, mi.specTypes, mi.sparam_vals, true)
+        (typed isa Core.CodeInfo && opt isa Core.CodeInfo) || error("inference of $mi did not succeed")
+        Base.remove_linenums!(typed)
+        Base.remove_linenums!(opt)
         return typed, opt, rt
     end
 end
@@ -347,3 +366,79 @@ function _repl_input(n::Int)
     end
     return nothing
 end
+
+"Calls `f(mi)` for every `MethodInstance` cached as a specialization of `m` (1.5: a `SimpleVector` with unassigned slots; 1.10+: one instance or a `SimpleVector`)."
+function _foreach_specialization(f, m::Method)
+    s = m.specializations
+    if s isa Core.MethodInstance
+        f(s)
+    elseif s isa Core.SimpleVector
+        for i in 1:length(s)
+            isassigned(s, i) || continue
+            mi = s[i]
+            mi isa Core.MethodInstance && f(mi)
+        end
+    elseif s !== nothing
+        Base.visit(x -> x isa Core.MethodInstance && f(x), s) # a TypeMap (older layouts)
+    end
+    return nothing
+end
+
+"The native `CodeInstance` of `mi` valid in the newest world (compiled, or inferred only: inlined where it is called), or `nothing`."
+function _live_code_instance(mi::Core.MethodInstance)
+    isdefined(mi, :cache) || return nothing
+    ci = mi.cache
+    while true
+        (!_V111 || ci.owner === nothing) && UInt(ci.max_world) == typemax(UInt) && return ci
+        isdefined(ci, :next) || return nothing
+        ci = ci.next
+    end
+end
+
+_has_valid_code(mi::Core.MethodInstance) = _live_code_instance(mi) !== nothing
+
+"""
+Every method table reachable from `mods` (and their submodules) by a global
+binding: each function's own table, a callable type's table, and the shared
+table of `Type` (constructors). From 1.12 there is one global table (untested).
+"""
+function _method_tables(mods; skip = mod -> false)
+    tables = Core.MethodTable[]
+    seen = Base.IdSet{Any}()
+    if _V112 && isdefined(Core, :methodtable)
+        # 1.12 keeps every method in one global table (src/gf.c:30 `jl_method_table`; untested).
+        push!(tables, getfield(Core, :methodtable))
+        return tables
+    end
+    typemt = Core.Type.body.name.mt
+    push!(seen, typemt); push!(tables, typemt)
+    mseen = Base.IdSet{Any}()
+    stack = Module[mods...]
+    while !isempty(stack)
+        mod = pop!(stack)
+        mod in mseen && continue
+        push!(mseen, mod)
+        for n in names(mod; all = true)
+            isdefined(mod, n) || continue
+            v = try
+                getfield(mod, n)
+            catch
+                continue
+            end
+            if v isa Module
+                (v in mseen || skip(v)) || push!(stack, v)
+                continue
+            end
+            t = v isa Function ? typeof(v) : v isa Type ? Base.unwrap_unionall(v) : nothing
+            (t isa DataType && isdefined(t.name, :mt)) || continue
+            mt = t.name.mt
+            mt isa Core.MethodTable || continue
+            mt in seen && continue
+            push!(seen, mt); push!(tables, mt)
+        end
+    end
+    return tables
+end
+
+"Whether values of type `T` can change after the IR that embeds them was written (an `Array`, a `Ref`, a mutable struct)."
+_is_mutable_type(@nospecialize(T)) = T isa DataType && (isdefined(Base, :ismutabletype) ? Base.ismutabletype(T) : T.mutable)

@@ -9,6 +9,7 @@
 #   manager.jl  per-state manager: rendering, page writes, edges, world, reanalyze!
 #   query.jl    ir_pages, ir_text, module_pages, method_graph, status
 #   repl.jl     flush at the start of every REPL command
+#   precompile.jl  the flush path compiled at precompile time (first-command latency)
 
 const _INSTRUMENTATION_DIR = @__DIR__
 include(joinpath(_INSTRUMENTATION_DIR, "compat.jl"))
@@ -17,3 +18,4 @@ include(joinpath(_INSTRUMENTATION_DIR, "capture.jl"))
 include(joinpath(_INSTRUMENTATION_DIR, "manager.jl"))
 include(joinpath(_INSTRUMENTATION_DIR, "query.jl"))
 include(joinpath(_INSTRUMENTATION_DIR, "repl.jl"))
+include(joinpath(_INSTRUMENTATION_DIR, "precompile.jl"))

@@ -1,15 +1,18 @@
 # Byte layouts of the instrumentation pages (also described in docs/instrumentation.md).
 #
-# IR text page (source, lowered, typed and optimized pages):
-#   bytes 0..7   text length L, UInt64 little-endian
-#   bytes 8..8+L UTF-8 text
-#   the rest     zeros (headroom)
-# A page is created with room for 1.5x its first text (at least
-# IR_MIN_PAGE bytes, rounded up to a power of two), so a redefinition that
-# grows the text a little is written in place as a delta. A text that no
-# longer fits moves to a new, larger page (the old one is freed and every
-# edge is re-pointed); `reallocations` in `instrumentation_status` counts
-# those moves.
+# IR text page (source, lowered, typed and optimized pages): a chain of pages,
+# the first of which (the head) keeps its id for the life of the text:
+#   bytes 0..7    number L of text bytes in this page, UInt64 little-endian
+#   bytes 8..15   id of the next page of the chain (0: none), UInt64 LE
+#   bytes 16..16+L  the next L bytes of the UTF-8 text (the text is the
+#                 concatenation over the chain; a character may span two pages)
+#   the rest      zeros (headroom)
+# A head page is created with room for its first text plus 1/8 (at least
+# IR_MIN_PAGE bytes, rounded up to IR_ALIGN), so a redefinition that grows the
+# text a little is written in place as a delta. A text that no longer fits
+# gets a continuation page for the rest (the head's id, and every edge to it,
+# stay); a text that shrinks frees the continuation pages it no longer needs.
+# `continuations` in `instrumentation_status` counts the pages added.
 #
 # World page (one per state, named "instrumentation/world"):
 #   bytes 0..7    current world age (UInt64 LE)
@@ -23,16 +26,17 @@
 #                 3 world advanced by something else
 #     bytes 9..63 name (UTF-8, NUL-padded, cut at a character boundary)
 
-const IR_HEADER = 8
-const IR_MIN_PAGE = 512
+const IR_HEADER = 16
+const IR_MIN_PAGE = 128
+const IR_ALIGN = 64
 const WORLD_RING = 32
 const WORLD_ENTRY = 64
 const WORLD_HEADER = 32
 const WORLD_PAGE_SIZE = WORLD_HEADER + WORLD_RING * WORLD_ENTRY
 const WORLD_KINDS = (defined = 0x01, invalidated = 0x02, advanced = 0x03)
 
-"Page size for a text of `n` bytes: header plus 50% headroom, a power of two, at least `IR_MIN_PAGE`."
-ir_page_size(n::Integer) = max(IR_MIN_PAGE, nextpow(2, IR_HEADER + n + cld(n, 2)))
+"Page size for `n` text bytes: header plus 1/8 headroom, a multiple of `IR_ALIGN`, at least `IR_MIN_PAGE`."
+ir_page_size(n::Integer) = max(IR_MIN_PAGE, cld(IR_HEADER + n + cld(n, 8), IR_ALIGN) * IR_ALIGN)
 
 function put_u64!(buf::Vector{UInt8}, off::Integer, x::UInt64)
     for i in 0:7
@@ -50,25 +54,40 @@ function get_u64(buf::AbstractVector{UInt8}, off::Integer)
 end
 
 """
-    encode_ir(text, oldlen=0) -> Vector{UInt8}
+    encode_ir(chunk, next=0, oldlen=0) -> Vector{UInt8}
 
-The bytes to write at offset 0 of an IR page for `text`: header, text, and
-zeros over what is left of an older text of `oldlen` bytes.
+The bytes to write at offset 0 of one page of an IR text chain: header (this
+page's byte count and the next page's id), the chunk, and zeros over what is
+left of an older chunk of `oldlen` bytes.
 """
-function encode_ir(text::String, oldlen::Integer = 0)
-    n = sizeof(text)
+function encode_ir(chunk::AbstractVector{UInt8}, next::Integer = 0, oldlen::Integer = 0)
+    n = length(chunk)
     buf = zeros(UInt8, IR_HEADER + max(n, oldlen))
     put_u64!(buf, 0, UInt64(n))
-    copyto!(buf, IR_HEADER + 1, codeunits(text), 1, n)
+    put_u64!(buf, 8, UInt64(next))
+    copyto!(buf, IR_HEADER + 1, chunk, 1, n)
     return buf
 end
+encode_ir(text::String, next::Integer = 0, oldlen::Integer = 0) = encode_ir(codeunits(text), next, oldlen)
 
-"The text stored in an IR page's bytes (throws on a corrupt header)."
-function decode_ir(bytes::AbstractVector{UInt8})
+"""
+    decode_ir_page(bytes) -> (chunk::Vector{UInt8}, next::UInt64)
+
+One page of an IR text chain: its text bytes and the id of the next page (0:
+none). Throws on a corrupt header.
+"""
+function decode_ir_page(bytes::AbstractVector{UInt8})
     length(bytes) >= IR_HEADER || error("IR page too short ($(length(bytes)) bytes)")
     n = get_u64(bytes, 0)
     n <= length(bytes) - IR_HEADER || error("IR page header says $n bytes but the page holds $(length(bytes) - IR_HEADER)")
-    return String(bytes[IR_HEADER+1:IR_HEADER+Int(n)])
+    return bytes[IR_HEADER+1:IR_HEADER+Int(n)], get_u64(bytes, 8)
+end
+
+"The text held by a single-page IR chain's bytes (throws on a corrupt header or when the text continues on another page)."
+function decode_ir(bytes::AbstractVector{UInt8})
+    chunk, next = decode_ir_page(bytes)
+    next == 0 || error("the IR text continues on page $next")
+    return String(chunk)
 end
 
 "`s` cut to at most `n` bytes at a character boundary."

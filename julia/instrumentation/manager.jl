@@ -4,8 +4,9 @@
 """
     IRSlot
 
-One IR text page: its current id and size, the text it holds, and how often
-the text changed after the page was first written.
+One IR text: its head page (whose id never changes) and size, the text it
+holds, how often the text changed after it was first written, and the
+continuation pages the text spills into when it outgrows the head page.
 """
 mutable struct IRSlot
     page::PageId
@@ -14,6 +15,7 @@ mutable struct IRSlot
     kind::Symbol      # :source, :lowered, :typed, :optimized
     label::String
     updates::Int
+    more::Vector{Tuple{PageId,Int}}  # continuation pages (id, size), in chain order
 end
 
 """
@@ -83,11 +85,20 @@ mutable struct InstrumentationManager
     flushes::Int
     renders::Int
     deltas::Int
-    reallocations::Int
+    continuations::Int      # continuation pages added to IR text chains
+    failures::Int           # instances whose capture failed (not counted as captured)
+    stale_reanalyzed::Int   # invalidated instances re-analyzed by a flush
+    stale_skipped::Int      # invalidated instances left for a later flush (over the bound)
+    walk_found::Int         # compiled instances found only by the walk of the method tables
+    walks::Int
     errors::Int
     first_error::Union{Nothing,String}
     native_rejected::Int     # edges the native graph refused (cycles from recursion)
     native::Dict{CompilerEdge,EdgeId}  # edges the native graph holds, to remove them again
+    baseline::Base.IdSet{Any}          # CodeInstances compiled before enabling (not this state's business)
+    failed::Base.IdSet{Any}            # MethodInstances whose capture failed (not retried by the walk)
+    stale::Vector{Any}                 # specTypes of invalidated instances still to re-analyze
+    seen_modules::Vector{Module}       # user modules met in recorded instances (walked by the flush)
 end
 
 const _MANAGERS = IdDict{MMSBState,InstrumentationManager}()
@@ -168,6 +179,203 @@ _method_label(m::Method) = truncate_utf8(string(m.module, ".", m.name, " ", m.si
 _render(code::Core.CodeInfo) = sprint(show, code)
 _render(code::Core.CodeInfo, @nospecialize(rt)) = sprint(show, code => rt)
 
+# Printing types, memoized over one flush. Base's `show(io, ::Type)` looks for
+# an alias (`Vector{T}` for `Array{T,1}`) by scanning every binding of the
+# type's modules (`make_typealias`), on every call: that made printing most of
+# a flush's cost (issue 19, item 14). `TypeMemoIO` is an IO of ours, so the
+# method below is no piracy; it prints what Base's method prints, with the same
+# IO properties, once per type and properties.
+struct TypeMemoIO <: IO
+    buf::IOBuffer
+    memo::Dict{Any,String}
+end
+Base.write(io::TypeMemoIO, x::UInt8) = write(io.buf, x)
+Base.unsafe_write(io::TypeMemoIO, p::Ptr{UInt8}, n::UInt) = unsafe_write(io.buf, p, n)
+
+# The IO properties type printing reads; a type with free type variables (or
+# printed inside a `where`) depends on more, and is not memoized.
+const _TYPE_PROPERTIES = (:compact, :limit, :module, :typeinfo, :color)
+
+function _memo_key(io::IOContext, @nospecialize(x::Type))
+    Base.has_free_typevars(x) && return nothing
+    for (k, _) in io.dict
+        k === :unionall_env && return nothing
+    end
+    return (x, map(k -> get(io, k, nothing), _TYPE_PROPERTIES))
+end
+
+function Base.show(io::IOContext{TypeMemoIO}, @nospecialize(x::Type))
+    key = _memo_key(io, x)
+    key === nothing && return invoke(show, Tuple{IO,Type}, io, x)
+    memo = io.io.memo
+    s = get(memo, key, nothing)
+    if s === nothing
+        b = IOBuffer()
+        invoke(show, Tuple{IO,Type}, IOContext(b, io), x)
+        s = String(take!(b))
+        memo[key] = s
+    end
+    write(io, s)
+    return nothing
+end
+# The `::T` after each statement is printed with `printstyled`, which prints
+# into a buffer of Base's (past the method above). Without color that is
+# `print` of the same arguments with the same properties (Base's
+# `with_output_color` prints the buffer as it is): done here, so the types
+# reach the memo.
+function Base.printstyled(io::IOContext{TypeMemoIO}, msg...; kw...)
+    get(io, :color, false) && return invoke(printstyled, Tuple{IO,Vararg{Any}}, io, msg...; kw...)
+    for x in msg
+        print(io, x)
+    end
+    return nothing
+end
+# Base has a method for `Union{}` of its own: without this one the two would be ambiguous.
+Base.show(io::IOContext{TypeMemoIO}, x::Core.TypeofBottom) = invoke(show, Tuple{IO,Core.TypeofBottom}, io, x)
+
+"`_render(code, rt)` with the types memoized in `memo` (falls back to plain printing should another package's `show` method for a type make ours ambiguous)."
+function _render(code::Core.CodeInfo, @nospecialize(rt), memo::Dict{Any,String})
+    io = TypeMemoIO(IOBuffer(), memo)
+    try
+        show(io, code => rt)
+    catch err
+        err isa MethodError || rethrow()
+        return _render(code, rt)
+    end
+    return String(take!(io.buf))
+end
+
+# --- data inside IR ---------------------------------------------------------
+#
+# Optimized IR may embed a mutable global's object itself (1.5 inlines `BIG`
+# of `const BIG = zeros(10^5)` as the array). Its contents are data, not code:
+# printed as they are, the text would change (and write a delta) whenever the
+# data changes, and differ between processes. Such objects are printed as the
+# global that holds them (`Main.BIG`, as 1.10 prints it) or, when no constant
+# global holds them, as their type (`<Vector{Float64} object>`).
+
+"Stands in the printed IR for a mutable object that no constant global holds."
+struct EmbeddedData
+    type::Type
+end
+Base.show(io::IO, d::EmbeddedData) = print(io, "<", d.type, " object>")
+
+_is_data(@nospecialize(x)) =
+    !(x isa Union{Module,Type,Symbol,String,Expr,GlobalRef,Core.MethodInstance,Method,Core.SimpleVector,Core.TypeName,Core.MethodTable}) &&
+    !(isdefined(Core, :CodeInstance) && x isa Core.CodeInstance) && _is_mutable_type(typeof(x))
+
+# The constant globals of `mod` (and the modules above it) that hold mutable
+# objects, by object; computed once per flush and module.
+function _data_name(ctx, mod::Module, @nospecialize(x))
+    while true
+        names = get!(ctx.data, mod) do
+            d = IdDict{Any,Symbol}()
+            for n in Base.names(mod; all = true)
+                (isdefined(mod, n) && isconst(mod, n)) || continue
+                v = try
+                    getfield(mod, n)
+                catch
+                    continue
+                end
+                _is_data(v) && (d[v] = n)
+            end
+            d
+        end
+        n = get(names, x, nothing)
+        n === nothing || return GlobalRef(mod, n)
+        p = parentmodule(mod)
+        p === mod && return EmbeddedData(typeof(x))
+        mod = p
+    end
+end
+
+# Every object written literally in lowered code (a macro's `UInt8[...]`):
+# part of the code, printed as it is.
+function _literals!(out, @nospecialize(x))
+    if x isa Expr
+        foreach(a -> _literals!(out, a), x.args)
+    elseif x isa QuoteNode
+        _literals!(out, x.value)
+    elseif _is_data(x)
+        push!(out, x)
+    end
+    return out
+end
+
+_is_embedded(@nospecialize(x), ctx) = _is_data(x) && !(x in ctx.literals[])
+
+# `x` with every embedded mutable object replaced by its stand-in; `nothing` if none is.
+function _stabilize(@nospecialize(x), mod::Module, ctx)
+    if x isa Expr
+        args = nothing
+        for (i, a) in enumerate(x.args)
+            y = _stabilize(a, mod, ctx)
+            y === nothing && continue
+            args === nothing && (args = copy(x.args))
+            args[i] = something(y)
+        end
+        return args === nothing ? nothing : Some(Expr(x.head, args...))
+    elseif x isa QuoteNode
+        return _is_embedded(x.value, ctx) ? Some(_data_name(ctx, mod, x.value)) : nothing
+    elseif isdefined(Core, :ReturnNode) && x isa Core.ReturnNode
+        isdefined(x, :val) || return nothing
+        y = _stabilize(x.val, mod, ctx)
+        return y === nothing ? nothing : Some(Core.ReturnNode(something(y)))
+    elseif x isa Core.PiNode
+        y = _stabilize(x.val, mod, ctx)
+        return y === nothing ? nothing : Some(Core.PiNode(something(y), x.typ))
+    elseif _is_embedded(x, ctx)
+        return Some(_data_name(ctx, mod, x))
+    end
+    return nothing
+end
+
+"The type printed for a value inferred as the constant `t`: a mutable object's type instead of its contents."
+_stable_type(@nospecialize(t), ctx) = (t isa Core.Compiler.Const && _is_embedded(t.val, ctx)) ? typeof(t.val) : t
+
+# Whether `x` (a statement, or a type) holds a mutable object anywhere `_stabilize` looks.
+function _has_data(@nospecialize(x))
+    x isa Expr && return any(_has_data, x.args)
+    x isa QuoteNode && return _is_data(x.value)
+    x isa Core.Compiler.Const && return _is_data(x.val)
+    isdefined(Core, :ReturnNode) && x isa Core.ReturnNode && return isdefined(x, :val) && _has_data(x.val)
+    x isa Core.PiNode && return _has_data(x.val)
+    return _is_data(x)
+end
+
+"""
+    _stable_ir(code, rt, mod, ctx, lowered) -> (code, rt)
+
+Typed or optimized `code` (and its return type `rt`) of a method of `mod` as
+printed with the mutable objects that inference embedded named (a copy;
+`code` itself when it embeds none). `lowered()` gives the method's lowered
+code: it holds no global's object (it names globals), only literals (a
+macro's `UInt8[...]`), which are part of the code and stay as they are.
+"""
+function _stable_ir(code::Core.CodeInfo, @nospecialize(rt), mod::Module, ctx, lowered)
+    types = code.ssavaluetypes
+    (any(_has_data, code.code) || _has_data(rt) || (types isa Vector{Any} && any(_has_data, types))) || return code, rt
+    ctx.literals[] = foldl(_literals!, lowered().code; init = Base.IdSet{Any}())
+    out = nothing
+    for (i, st) in enumerate(code.code)
+        y = _stabilize(st, mod, ctx)
+        y === nothing && continue
+        out === nothing && (out = copy(code))
+        out.code[i] = something(y)
+    end
+    if types isa Vector{Any} && any(t -> _stable_type(t, ctx) !== t, types)
+        out === nothing && (out = copy(code))
+        out.ssavaluetypes = Any[_stable_type(t, ctx) for t in types]
+    end
+    return (out === nothing ? code : out), _stable_type(rt, ctx)
+end
+
+"Renders typed or optimized code as its page holds it (see `_stable_ir`)."
+function _render_stable(code::Core.CodeInfo, @nospecialize(rt), mod::Module, ctx, lowered)
+    c, t = _stable_ir(code, rt, mod, ctx, lowered)
+    return _render(c, t, ctx.types)
+end
+
 const _MAX_SOURCE_LINES = 400
 
 "The text of the definition of `m` (from its file, or this session's REPL input), or `nothing`."
@@ -244,34 +452,73 @@ function _new_slot!(m::InstrumentationManager, kind::Symbol, label::String, text
         free_page!(m.state, page)
         rethrow()
     end
-    slot = IRSlot(page, size, text, kind, label, 0)
+    slot = IRSlot(page, size, text, kind, label, 0, Tuple{PageId,Int}[])
     m.slots[page.value] = slot
     return slot
 end
 
+# Frees every page of a slot (a capture that failed half-way leaves no orphan).
+function _free_slot!(m::InstrumentationManager, slot::IRSlot)
+    for (p, _) in reverse(slot.more)
+        free_page!(m.state, p)
+    end
+    delete!(m.slots, slot.page.value)
+    for e in filter(e -> e.from == slot.page || e.to == slot.page, m.edges)
+        delete!(m.edge_set, e)
+        _native_unlink!(m, e)
+    end
+    filter!(e -> !(e.from == slot.page || e.to == slot.page), m.edges)
+    free_page!(m.state, slot.page)
+    return nothing
+end
+
+# The byte ranges of an `n`-byte text held by pages of `sizes` (in chain
+# order), and how many bytes they hold in all.
+function _chunk_ranges(n::Int, sizes)
+    out = UnitRange{Int}[]
+    pos = 1
+    for sz in sizes
+        stop = min(n, pos + (sz - IR_HEADER) - 1)
+        push!(out, pos:stop)
+        pos = stop + 1
+    end
+    return out, pos - 1
+end
+
 """
-Writes `text` into the slot's page as a delta (nothing when unchanged). A text
-that outgrows the page moves to a new page of `ir_page_size(n)` bytes; the old
-page is freed and the slot's edges point to the new one. Returns whether the
-text changed.
+Writes `text` into the slot's chain as deltas (nothing when unchanged; only
+the pages whose bytes change). The head page keeps its id: a text that
+outgrows the chain gets one continuation page for the rest, written before
+the page before it points to it; a text that shrinks frees the continuation
+pages it no longer needs, after the page before them stops pointing to them.
+Returns whether the text changed.
 """
 function _write_slot!(m::InstrumentationManager, slot::IRSlot, text::String)
     text == slot.text && return false
-    n = sizeof(text)
-    if IR_HEADER + n > slot.size
-        size = ir_page_size(n)
+    new, old = codeunits(text), codeunits(slot.text)
+    pages = Tuple{PageId,Int}[(slot.page, slot.size); slot.more]
+    nold = length(pages)
+    oldr, _ = _chunk_ranges(length(old), map(last, pages))
+    newr, placed = _chunk_ranges(length(new), map(last, pages))
+    if placed < length(new)
+        size = ir_page_size(length(new) - placed)
         page = create_page(m.state, size; name = _page_name(slot.kind, slot.label))
-        update_page!(m.state, page, encode_ir(text))
-        old = slot.page
-        slot.page, slot.size = page, size
-        delete!(m.slots, old.value)
-        m.slots[page.value] = slot
-        _repoint_edges!(m, old, page)
-        free_page!(m.state, old)
-        m.reallocations += 1
-    else
-        update_page!(m.state, slot.page, encode_ir(text, sizeof(slot.text)))
+        update_page!(m.state, page, encode_ir(view(new, placed+1:length(new))))
+        push!(pages, (page, size)); push!(newr, placed+1:length(new))
+        m.continuations += 1
     end
+    used = something(findlast(r -> !isempty(r), newr), 1)
+    for i in min(used, nold):-1:1 # the end of the chain first: a reader never meets a page not written yet
+        next = i < used ? pages[i + 1][1].value : UInt64(0)
+        oldnext = i < nold ? pages[i + 1][1].value : UInt64(0)
+        if next != oldnext || view(new, newr[i]) != view(old, oldr[i])
+            update_page!(m.state, pages[i][1], encode_ir(view(new, newr[i]), next, length(oldr[i])))
+        end
+    end
+    for i in length(pages):-1:(used + 1)
+        free_page!(m.state, pages[i][1])
+    end
+    slot.more = pages[2:used]
     slot.text = text
     slot.updates += 1
     m.deltas += 1
@@ -324,18 +571,6 @@ function _link!(m::InstrumentationManager, from::PageId, to::PageId, kind::Symbo
     return true
 end
 
-function _repoint_edges!(m::InstrumentationManager, old::PageId, new::PageId)
-    olds = filter(e -> e.from == old || e.to == old, m.edges)
-    isempty(olds) && return nothing
-    filter!(e -> !(e.from == old || e.to == old), m.edges)
-    foreach(e -> delete!(m.edge_set, e), olds)
-    foreach(e -> _native_unlink!(m, e), olds)
-    for e in olds
-        _link!(m, e.from == old ? new : e.from, e.to == old ? new : e.to, e.kind)
-    end
-    return nothing
-end
-
 # Makes the :calls edges leaving the optimized pages of `ents` match what
 # they invoke now (a redefinition may change that): one pass over the table.
 function _update_call_edges!(m::InstrumentationManager, ents)
@@ -371,9 +606,11 @@ _lookup(d::IdDict{Any,T}, @nospecialize(key)) where {T} = get(d, key, nothing)
 """
 Renders `mi` into its pages (creating them, or writing deltas when the text
 changed) and returns the instances its optimized code invokes. `force`
-re-renders a known instance (used by `reanalyze!`).
+re-renders a known instance (used by `reanalyze!`). Every text is computed
+before the first page is written, and a failure while creating pages frees
+the ones this call created, so a failed capture leaves no orphan page.
 """
-function _capture!(m::InstrumentationManager, mi::Core.MethodInstance, world::UInt, files, touched, created;
+function _capture!(m::InstrumentationManager, mi::Core.MethodInstance, world::UInt, ctx, touched, created;
                    force::Bool = false)
     _FAULT[] === :render && throw(InstrumentationFault("fault injected while rendering $(mi.def)"))
     def = mi.def::Method
@@ -381,33 +618,49 @@ function _capture!(m::InstrumentationManager, mi::Core.MethodInstance, world::UI
     ent = _lookup(m.instances, spec)
     # Source and lowered code: per method; re-rendered when the method object changed.
     ment = _lookup(m.methods, def.sig)
-    if ment === nothing || ment.method !== def || force
-        src = _render_source(def, files)
-        low = _render(_lowered_ir(mi, world))
+    method_stale = ment === nothing || ment.method !== def || force
+    src = method_stale ? _render_source(def, ctx.files) : ""
+    low = method_stale ? _render(_lowered_ir(mi, world)) : ""
+    typed_code, opt_code, rt = _infer_ir(mi, world)
+    callees = m.follow_invokes ? _invoked(opt_code) : Core.MethodInstance[]
+    lowered = () -> _lowered_ir(mi, world)
+    typed = _render_stable(typed_code, rt, def.module, ctx, lowered)
+    opt = _render_stable(opt_code, rt, def.module, ctx, lowered)
+    _FAULT[] === :pages && throw(InstrumentationFault("fault injected before the pages of $(mi.def)"))
+    fresh = IRSlot[] # slots created here: freed again if a later step fails
+    try
         if ment === nothing
             label = _method_label(def)
-            s = _new_slot!(m, :source, label, src)
-            l = _new_slot!(m, :lowered, label, low)
+            s = _new_slot!(m, :source, label, src); push!(fresh, s)
+            l = _new_slot!(m, :lowered, label, low); push!(fresh, l)
             ment = MethodEntry(def.sig, def, label, s, l)
-            m.methods[def.sig] = ment
-        else
-            ment.method = def
+        elseif method_stale
             _write_slot!(m, ment.source, src)
             _write_slot!(m, ment.lowered, low)
         end
-        _link!(m, ment.source.page, ment.lowered.page, :lowered)
+        if ent === nothing
+            label = _instance_label(mi)
+            t = _new_slot!(m, :typed, label, typed); push!(fresh, t)
+            o = _new_slot!(m, :optimized, label, opt); push!(fresh, o)
+            _FAULT[] === :slots && throw(InstrumentationFault("fault injected after the pages of $(mi.def)"))
+            ent = InstanceEntry(spec, mi, label, ment, t, o, Any[c.specTypes for c in callees], world,
+                                length(_closed_worlds(mi)))
+        end
+    catch
+        for slot in reverse(fresh)
+            try
+                _free_slot!(m, slot)
+            catch err
+                _note_error!(m, err, "freeing the pages of a failed capture")
+            end
+        end
+        rethrow()
     end
-    typed_code, opt_code, rt = _infer_ir(mi, world)
-    typed = _render(typed_code, rt)
-    opt = _render(opt_code, rt)
-    callees = m.follow_invokes ? _invoked(opt_code) : Core.MethodInstance[]
-    m.renders += 1
-    if ent === nothing
-        label = _instance_label(mi)
-        t = _new_slot!(m, :typed, label, typed)
-        o = _new_slot!(m, :optimized, label, opt)
-        ent = InstanceEntry(spec, mi, label, ment, t, o, Any[c.specTypes for c in callees], world,
-                            length(_closed_worlds(mi)))
+    # Nothing below throws short of a page write failing on an existing page.
+    method_stale && (ment.method = def)
+    m.methods[def.sig] = ment
+    _link!(m, ment.source.page, ment.lowered.page, :lowered)
+    if _lookup(m.instances, spec) === nothing
         m.instances[spec] = ent
         push!(created, spec)
     else
@@ -421,19 +674,27 @@ function _capture!(m::InstrumentationManager, mi::Core.MethodInstance, world::UI
         ent.callees = Any[c.specTypes for c in callees]
         ent.world = world
     end
+    m.renders += 1
     _link!(m, ment.lowered.page, ent.typed.page, :typed)
     _link!(m, ent.typed.page, ent.optimized.page, :optimized)
     push!(touched, ent)
     return callees
 end
 
-# Captures the pending instances and, transitively, what they invoke.
+# What one flush shares between captures: source files read, constant globals by module.
+_flush_context() = (files = Dict{String,Vector{String}}(), data = IdDict{Module,IdDict{Any,Symbol}}(),
+                    literals = Ref{Base.IdSet{Any}}(Base.IdSet{Any}()), types = Dict{Any,String}())
+
+# Captures the pending instances and, transitively, what they invoke. Returns
+# the number captured; a failure is counted in `failures` (and as an error),
+# not as captured.
 function _process!(m::InstrumentationManager, roots::Vector{Core.MethodInstance}; force::Bool = false)
     world = Base.get_world_counter()
-    files = Dict{String,Vector{String}}()
+    ctx = _flush_context()
     seen = Base.IdSet{Any}()
     work = reverse(roots) # pop! from the end: oldest first
     done = 0
+    tried = 0
     touched = Base.IdSet{Any}()  # entries rendered now
     created = Base.IdSet{Any}()  # specTypes of entries that are new
     while !isempty(work)
@@ -441,14 +702,19 @@ function _process!(m::InstrumentationManager, roots::Vector{Core.MethodInstance}
         mi in seen && continue
         push!(seen, mi)
         _accept(m, mi) || continue
-        if done >= m.max_per_flush
+        if tried >= m.max_per_flush
             _note_error!(m, ErrorException("more than $(m.max_per_flush) instances in one flush; the rest were dropped"), "flush")
             break
         end
-        done += 1
+        tried += 1
         callees = try
-            _capture!(m, mi, world, files, touched, created; force = force && mi in roots)
+            c = _capture!(m, mi, world, ctx, touched, created; force = force && mi in roots)
+            done += 1
+            delete!(m.failed, mi)
+            c
         catch err
+            m.failures += 1
+            push!(m.failed, mi)
             _note_error!(m, err, string("capturing ", mi))
             Core.MethodInstance[]
         end
@@ -467,6 +733,125 @@ function _process!(m::InstrumentationManager, roots::Vector{Core.MethodInstance}
     end
     _update_call_edges!(m, touched)
     return done
+end
+
+# --- the walk of compiled instances ------------------------------------------
+#
+# The hook sees inference entry points only. An instance inferred inside
+# another's inference (and inlined there) that is compiled later on its own,
+# an instance reached only from top-level code or from code outside the scope
+# (`map(h, v)` in Base) never passes through the hook as itself. So each flush
+# also walks the method tables for instances that have a `CodeInstance` valid
+# now (compiled, or inferred and inlined), are in scope, and are not captured
+# (or captured for an older method): those are captured too. Code present
+# when the state was enabled (`baseline`) is not: it was not compiled while
+# capturing.
+
+# Whether a method is in the state's scope (the module test of `_accept`).
+function _in_scope(m::InstrumentationManager, meth::Method)
+    mod = meth.module
+    _within(mod, (@__MODULE__)) && return false
+    m.modules !== nothing && return any(t -> _within(mod, t), m.modules)
+    return m.include_system || !_is_system(Base.moduleroot(mod))
+end
+
+# The modules whose bindings lead to every method table: everything loaded,
+# Main, the modules given, and those of captured methods (an anonymous
+# `Module(:X)` is reachable through them only).
+function _walk_modules(m::InstrumentationManager)
+    mods = Module[Main, Core, Base]
+    append!(mods, Base.loaded_modules_array())
+    m.modules === nothing || append!(mods, m.modules)
+    append!(mods, m.seen_modules)
+    for ment in values(m.methods)
+        push!(mods, ment.method.module)
+    end
+    return unique!(mods)
+end
+
+# An anonymous module (`Module(:X)`, a test's module) is bound nowhere: the
+# walk reaches it through the instances the hook recorded, in scope or not:
+# a top-level thunk's module, a method's module, the modules of the types in
+# the signature (`map(h, v)` names `typeof(h)`).
+function _note_modules!(m::InstrumentationManager, mis)
+    found = Base.IdSet{Any}()
+    for mi in mis
+        def = mi.def
+        def isa Module ? push!(found, def) : def isa Method && push!(found, def.module)
+        sig = Base.unwrap_unionall(mi.specTypes)
+        sig isa DataType || continue
+        for T in sig.parameters
+            T = Base.unwrap_unionall(T)
+            T isa DataType && T.name === Type.body.name && !isempty(T.parameters) && (T = Base.unwrap_unionall(T.parameters[1]))
+            T isa DataType && push!(found, parentmodule(T))
+        end
+    end
+    for mod in found
+        mod = mod::Module
+        (_is_system(Base.moduleroot(mod)) || _within(mod, (@__MODULE__)) || mod in m.seen_modules) && continue
+        length(m.seen_modules) < 4096 && push!(m.seen_modules, mod)
+    end
+    return nothing
+end
+
+# The method tables of the system's modules (Core, Base, the standard
+# libraries), kept while no module is loaded: finding them means reading every
+# binding of every module, most of a walk's cost otherwise.
+const _SYSTEM_TABLES = Ref{Any}(nothing) # (loaded modules, tables)
+
+function _walk_tables(m::InstrumentationManager)
+    loaded = Base.loaded_modules_array()
+    c = _SYSTEM_TABLES[]
+    if c === nothing || c[1] != length(loaded)
+        sys = Module[mod for mod in Module[Core, Base, loaded...] if _is_system(Base.moduleroot(mod))]
+        c = (length(loaded), _method_tables(unique!(sys)))
+        _SYSTEM_TABLES[] = c
+    end
+    user = _method_tables(Module[mod for mod in _walk_modules(m) if !_is_system(Base.moduleroot(mod))];
+                          skip = mod -> _is_system(Base.moduleroot(mod)))
+    seen = union!(Base.IdSet{Any}(), c[2])
+    tables = copy(c[2])
+    for mt in user
+        mt in seen || (push!(seen, mt); push!(tables, mt))
+    end
+    return tables
+end
+
+# Calls `f(mi, ci)` for every in-scope instance with a `CodeInstance` valid now
+# (compiled, or inferred only because every caller inlined it).
+function _foreach_compiled(f, m::InstrumentationManager)
+    for mt in _walk_tables(m)
+        Base.visit(mt) do meth
+            meth isa Method && _in_scope(m, meth) || return
+            _foreach_specialization(meth) do mi
+                ci = _live_code_instance(mi)
+                ci === nothing || f(mi, ci)
+            end
+        end
+    end
+    return nothing
+end
+
+# The compiled code present now, which enabling does not capture.
+function _take_baseline!(m::InstrumentationManager)
+    empty!(m.baseline)
+    _foreach_compiled((mi, ci) -> push!(m.baseline, ci), m)
+    return nothing
+end
+
+"The in-scope instances compiled since enabling that are not captured (in their current method)."
+function _walk_uncaptured(m::InstrumentationManager)
+    out = Core.MethodInstance[]
+    _foreach_compiled(m) do mi, ci
+        ci in m.baseline && return
+        mi in m.failed && return
+        ent = _lookup(m.instances, mi.specTypes)
+        # Captured for an older method (redefined since): capture again. Two live
+        # instances of one signature (an `invoke` of a less specific method) do not take turns.
+        (ent === nothing || (ent.mi !== mi && !_has_valid_code(ent.mi))) && push!(out, mi)
+    end
+    m.walks += 1
+    return out
 end
 
 # --- world age ------------------------------------------------------------
@@ -532,12 +917,21 @@ function _sync_world!(m::InstrumentationManager)
     entries = WorldEntry[]
     for meth in _new_methods(m, m.last_world, world)
         push!(entries, WorldEntry(_method_world(meth), :defined, string(meth.module, ".", meth.name)))
+        # A captured instance that dispatches to this method now (a redefinition
+        # replaces the method; its old instance is not invalidated) is stale too.
+        for ent in values(m.instances)
+            def = ent.mi.def
+            (def isa Method && def !== meth && def.name === meth.name && ent.spec <: meth.sig) || continue
+            any(x -> x === ent.spec, m.stale) || push!(m.stale, ent.spec)
+        end
     end
     for ent in sort!(collect(values(m.instances)); by = e -> e.label)
         closed = _closed_worlds(ent.mi)
         for mw in reverse(closed[1:max(0, length(closed) - ent.closed_seen)])
             push!(entries, WorldEntry(mw + 1, :invalidated, ent.label))
         end
+        # Its pages show code that is no longer valid: re-analyzed by this flush (`_reanalyze_stale!`).
+        length(closed) > ent.closed_seen && !any(x -> x === ent.spec, m.stale) && push!(m.stale, ent.spec)
         ent.closed_seen = length(closed)
     end
     for (w, what) in _HOOK_WORLDS
@@ -548,6 +942,34 @@ function _sync_world!(m::InstrumentationManager)
     _world_write!(m, world, entries)
     m.last_world = world
     return nothing
+end
+
+"Invalidated instances re-analyzed by one flush at most; the rest wait for the next (`stale_pending` in the status)."
+const STALE_PER_FLUSH = 256
+
+"""
+Re-analyzes (in the current world) captured instances whose compiled code was
+invalidated since their pages were written, so the pages show what the code
+is now even before anything calls it again. At most `STALE_PER_FLUSH` per call.
+"""
+function _reanalyze_stale!(m::InstrumentationManager)
+    isempty(m.stale) && return 0
+    world = Base.get_world_counter()
+    k = min(length(m.stale), STALE_PER_FLUSH)
+    specs = m.stale[1:k]
+    deleteat!(m.stale, 1:k)
+    m.stale_skipped += length(m.stale)
+    roots = Core.MethodInstance[]
+    for spec in specs
+        ent = _lookup(m.instances, spec)
+        (ent === nothing || ent.world >= world) && continue # rendered in this world already
+        mi = _method_instance(spec, world)
+        mi === nothing || push!(roots, mi) # no method matches any more: the pages keep the last code
+    end
+    isempty(roots) && return 0
+    n = _process!(m, roots)
+    m.stale_reanalyzed += n
+    return n
 end
 
 # --- flush ------------------------------------------------------------------
@@ -569,9 +991,33 @@ end
 
 _flush!(m::InstrumentationManager) = _without_recording(() -> _flush_locked!(m))
 
+# Adds what the walk finds (compiled, in scope, not captured) to the pending instances.
+function _walk_into_pending!(m::InstrumentationManager)
+    lock(m.lock) do
+        try
+            queued = union!(Base.IdSet{Any}(), m.pending)
+            for mi in _walk_uncaptured(m)
+                mi in queued && continue
+                push!(m.pending, mi)
+                m.walk_found += 1
+            end
+        catch err
+            _note_error!(m, err, "walk of compiled instances")
+        end
+    end
+    return nothing
+end
+
 function _flush_locked!(m::InstrumentationManager)
     lock(m.lock) do
         isopen(m.state) || return 0
+        # Disabled: what was compiled since is not ours (`disable_instrumentation` walked last).
+        try
+            _note_modules!(m, m.pending)
+        catch err
+            _note_error!(m, err, "modules of recorded instances")
+        end
+        m.enabled && _walk_into_pending!(m)
         roots = m.pending
         m.pending = Core.MethodInstance[]
         n = try
@@ -584,6 +1030,11 @@ function _flush_locked!(m::InstrumentationManager)
             _sync_world!(m)
         catch err
             _note_error!(m, err, "world page")
+        end
+        try
+            _reanalyze_stale!(m)
+        catch err
+            _note_error!(m, err, "re-analysis of invalidated instances")
         end
         m.flushes += 1
         return n
@@ -677,8 +1128,9 @@ function enable_instrumentation(state::MMSBState; include_system::Bool = false,
             m = InstrumentationManager(state, false, ReentrantLock(), include_system, mods, follow_invokes,
                                        Int(max_per_flush), Core.MethodInstance[], IdDict{Any,MethodEntry}(),
                                        IdDict{Any,InstanceEntry}(), Dict{UInt64,IRSlot}(), CompilerEdge[], Set{CompilerEdge}(),
-                                       wp, buf, UInt64(0), UInt64(0), world, 0, 0, 0, 0, 0, nothing, 0,
-                                       Dict{CompilerEdge,EdgeId}())
+                                       wp, buf, UInt64(0), UInt64(0), world, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                       0, nothing, 0, Dict{CompilerEdge,EdgeId}(), Base.IdSet{Any}(),
+                                       Base.IdSet{Any}(), Any[], Module[])
             _MANAGERS[state] = m
         else
             m.include_system, m.modules, m.follow_invokes = include_system, mods, follow_invokes
@@ -689,6 +1141,8 @@ function enable_instrumentation(state::MMSBState; include_system::Bool = false,
         _distribute!()
         m.enabled = true
         try
+            # What is compiled already was not compiled while capturing: the walk skips it.
+            _without_recording(() -> _take_baseline!(m))
             _install_hook!()
             _RECORDING[] = true
             _repl_attach!()
@@ -723,6 +1177,8 @@ function disable_instrumentation(state::MMSBState)
             # (this one included: it is still marked enabled).
             last && _uninstall_hook!()
             _distribute!()
+            # The last walk while enabled (the final flush below runs disabled).
+            isopen(state) && Base.invokelatest(() -> _without_recording(() -> _walk_into_pending!(m)))
         finally
             m.enabled = false
             # Whatever happened above, the compiler must not keep calling us for nobody.
@@ -806,7 +1262,7 @@ same world gives the same bytes. Returns the labels of the pages that changed.
 """
 reanalyze!(state::MMSBState) = Base.invokelatest(_reanalyze, state, nothing)
 reanalyze!(state::MMSBState, @nospecialize(f), @nospecialize(types)) =
-    Base.invokelatest(_reanalyze, state, Base.to_tuple_type(Tuple{Core.Typeof(f), Base.to_tuple_type(types).parameters...}))
+    Base.invokelatest(_reanalyze, state, _call_signature(f, types))
 
 function _reanalyze(state::MMSBState, @nospecialize(tt))
     m = _manager(state)
@@ -832,6 +1288,7 @@ function _reanalyze_locked(m::InstrumentationManager, @nospecialize(tt))
         end
         _process!(m, roots; force = true)
         _sync_world!(m)
+        _reanalyze_stale!(m)
         changed = String[]
         for slot in values(m.slots)
             get(before, slot.page.value, -1) != slot.updates && push!(changed, string(slot.kind, " ", slot.label))

@@ -33,8 +33,18 @@ function Base.show(io::IO, ::MIME"text/plain", p::IRPages)
     end
 end
 
+"The call signature `Tuple{typeof(f), types...}`, also for a `types` with a `where` clause (`Tuple{Vector{T}} where T`)."
+function _call_signature(@nospecialize(f), @nospecialize(types))
+    tt = Base.to_tuple_type(types)
+    body = Base.unwrap_unionall(tt)::DataType
+    return Base.rewrap_unionall(Tuple{Core.Typeof(f), body.parameters...}, tt)
+end
+
 function _find_instance(m::InstrumentationManager, @nospecialize(f), @nospecialize(types))
-    tt = Base.to_tuple_type(Tuple{Core.Typeof(f), Base.to_tuple_type(types).parameters...})
+    return _find_instance(m, _call_signature(f, types))
+end
+
+function _find_instance(m::InstrumentationManager, @nospecialize(tt))
     ent = _lookup(m.instances, tt)
     ent === nothing || return ent
     # The instance compiled for a call may have a wider signature than the
@@ -67,12 +77,41 @@ end
 ir_pages(@nospecialize(f), @nospecialize(types)) = ir_pages(default_instrumentation_state(), f, types)
 
 """
+    ir_pages(state, signature::Type{<:Tuple}) -> IRPages
+
+The same, by the instance's full signature (`Tuple{typeof(f), Int}`, or a
+captured instance's `specTypes`, `where` clause included).
+"""
+function ir_pages(state::MMSBState, @nospecialize(sig::Type))
+    m = _manager(state)
+    lock(m.lock) do
+        e = _find_instance(m, sig)
+        return IRPages(e.method.source.page, e.method.lowered.page, e.typed.page, e.optimized.page, e.label, state)
+    end
+end
+
+"""
     ir_text(state, page) -> String
     ir_text(page)
 
-The text held by an IR page (read from the page: header + UTF-8 text).
+The text held by an IR page: its bytes and those of the continuation pages it
+points to (layout in docs/instrumentation.md). Works on a state replayed to an
+earlier LSN (`replay_log`) too: the chain is read as it was then.
 """
-ir_text(state::MMSBState, page::PageId) = decode_ir(read_page(state, page))
+function ir_text(state::MMSBState, page::PageId)
+    buf = UInt8[]
+    p = page
+    for _ in 1:MAX_IR_CHAIN
+        chunk, next = decode_ir_page(read_page(state, p))
+        append!(buf, chunk)
+        next == 0 && return String(buf)
+        p = PageId(next)
+    end
+    error("the IR text of page $(page.value) continues over more than $MAX_IR_CHAIN pages (a corrupt chain)")
+end
+
+"Most pages one IR text may span (a longer chain is taken as corrupt: a cycle)."
+const MAX_IR_CHAIN = 4096
 ir_text(page::PageId) = ir_text(default_instrumentation_state(), page)
 
 """
@@ -187,11 +226,17 @@ world_log() = world_log(default_instrumentation_state())
     instrumentation_status()
 
 `enabled`, `hook_installed`, `instances`, `methods`, `pages`, `edges`,
-`deltas` (IR texts rewritten after their first write), `reallocations`,
-`flushes`, `queued` (recorded, not yet rendered), `hook_calls`, `errors`
-(caught in the hook and while rendering), `first_error` (message of the first
-one, or `nothing`), `world`, `world_page` and `native_rejected` (edges the
-native graph refused: cycles from recursive calls).
+`deltas` (IR texts rewritten after their first write), `continuations`
+(continuation pages added when a text outgrew its pages), `flushes`, `queued`
+(recorded, not yet rendered), `hook_calls`, `errors` (caught in the hook and
+while rendering), `first_error` (message of the first one, or `nothing`),
+`world`, `world_page`, `native_rejected` (edges the native graph refused:
+cycles from recursive calls), `failures` (instances whose capture failed:
+not counted as captured, and no page of theirs is left behind), `walks` and
+`walk_found` (flushes that walked the method tables for compiled instances,
+and the instances found only that way), `stale_reanalyzed` (invalidated
+instances re-analyzed by a flush) and `stale_pending` (invalidated instances
+over the per-flush bound, re-analyzed by a later flush).
 """
 function instrumentation_status(state::MMSBState)
     m = instrumentation_manager(state)
@@ -200,17 +245,90 @@ function instrumentation_status(state::MMSBState)
     hmsg = hfirst === nothing ? nothing : string("type-inference hook: ", sprint(showerror, hfirst))
     if m === nothing
         return (enabled = false, hook_installed = hook_installed(), instances = 0, methods = 0, pages = 0,
-                edges = 0, deltas = 0, reallocations = 0, flushes = 0, queued = length(_QUEUE),
+                edges = 0, deltas = 0, continuations = 0, flushes = 0, queued = length(_QUEUE),
                 hook_calls = _HOOK_CALLS[], errors = herr, first_error = hmsg, world = UInt(0), world_page = nothing,
-                native_rejected = 0)
+                native_rejected = 0, failures = 0, walks = 0, walk_found = 0, stale_reanalyzed = 0, stale_pending = 0)
     end
     lock(m.lock) do
         first = hmsg !== nothing ? hmsg : m.first_error
         return (enabled = m.enabled, hook_installed = hook_installed(), instances = length(m.instances),
                 methods = length(m.methods), pages = length(m.slots), edges = length(m.edges), deltas = m.deltas,
-                reallocations = m.reallocations, flushes = m.flushes, queued = length(_QUEUE) + length(m.pending),
+                continuations = m.continuations, flushes = m.flushes, queued = length(_QUEUE) + length(m.pending),
                 hook_calls = _HOOK_CALLS[], errors = herr + m.errors, first_error = first, world = m.last_world,
-                world_page = m.world_page, native_rejected = m.native_rejected)
+                world_page = m.world_page, native_rejected = m.native_rejected, failures = m.failures,
+                walks = m.walks, walk_found = m.walk_found, stale_reanalyzed = m.stale_reanalyzed,
+                stale_pending = length(m.stale))
     end
 end
 instrumentation_status() = instrumentation_status(default_instrumentation_state())
+
+"""
+    ir_callers(state, f, types) -> Vector{IRPages}
+    ir_callers(f, types)
+
+The captured instances whose optimized code invokes the captured instance of
+`f(::types...)`: the sources of the `:calls` edges that end at its optimized
+page. `:calls` edges point caller → callee; invalidation spreads the other
+way, so these are the instances a redefinition of `f` invalidates (among the
+captured ones, for calls the compiler resolved statically). Sorted by label.
+"""
+function ir_callers(state::MMSBState, @nospecialize(f), @nospecialize(types))
+    m = _manager(state)
+    lock(m.lock) do
+        target = _find_instance(m, f, types).optimized.page
+        by_page = Dict{UInt64,InstanceEntry}(e.optimized.page.value => e for e in values(m.instances))
+        out = IRPages[]
+        for e in m.edges
+            (e.kind === :calls && e.to == target) || continue
+            c = get(by_page, e.from.value, nothing)
+            c === nothing && continue
+            push!(out, IRPages(c.method.source.page, c.method.lowered.page, c.typed.page, c.optimized.page, c.label, state))
+        end
+        return sort!(out; by = p -> p.label)
+    end
+end
+ir_callers(@nospecialize(f), @nospecialize(types)) = ir_callers(default_instrumentation_state(), f, types)
+
+"""
+    precompile_statements(state) -> Vector{String}
+    precompile_statements()
+
+One `precompile(Tuple{...})` line per captured instance whose signature is
+concrete (what a package author pastes into a precompile workload, as
+SnoopCompile's output), sorted. Types are printed as seen from `Main`;
+functions of a module bound nowhere (`Module(:X)`) cannot be named from a
+file and are left out.
+"""
+function precompile_statements(state::MMSBState)
+    m = _manager(state)
+    lock(m.lock) do
+        out = String[]
+        for e in values(m.instances)
+            spec = e.spec
+            (spec isa DataType && Base.isdispatchtuple(spec)) || continue
+            _named_from_main(spec) || continue
+            push!(out, string("precompile(", sprint(show, spec; context = :module => Main), ")"))
+        end
+        return sort!(unique!(out))
+    end
+end
+precompile_statements() = precompile_statements(default_instrumentation_state())
+
+# Whether every type in `T` lives in a module reachable from Main by names (so the printed form parses back).
+function _named_from_main(@nospecialize(T))
+    T isa Union && return _named_from_main(T.a) && _named_from_main(T.b)
+    T isa UnionAll && return _named_from_main(T.body)
+    T isa DataType || return true
+    return _reachable(parentmodule(T)) && all(_named_from_main, T.parameters)
+end
+
+function _reachable(mod::Module)
+    loaded = Base.loaded_modules_array()
+    while true
+        (mod === Main || mod === Core || mod === Base || any(x -> x === mod, loaded)) && return true
+        p = parentmodule(mod)
+        p === mod && return false
+        (isdefined(p, nameof(mod)) && getfield(p, nameof(mod)) === mod) || return false
+        mod = p
+    end
+end

@@ -1,0 +1,57 @@
+# Inference (and, from 1.9, native code in the package image) of the flush
+# path at precompile time: the first flush in a process otherwise compiles all
+# of it, which made the first REPL command after `enable_instrumentation()`
+# take seconds (issue 19, item 14). Each `precompile` returns false rather
+# than throwing when a signature does not apply on this version.
+let M = InstrumentationManager, S = MMSBState, MIs = Vector{Core.MethodInstance}
+    precompile(_flush_state, (S,))
+    precompile(_flush_all, ())
+    precompile(_flush_locked!, (M,))
+    precompile(_process!, (M, MIs))
+    precompile(_walk_into_pending!, (M,))
+    precompile(_walk_uncaptured, (M,))
+    precompile(_take_baseline!, (M,))
+    precompile(_sync_world!, (M,))
+    precompile(_reanalyze_stale!, (M,))
+    precompile(_note_modules!, (M, MIs))
+    precompile(_infer_ir, (Core.MethodInstance, UInt))
+    precompile(_lowered_ir, (Core.MethodInstance, UInt))
+    precompile(_render, (Core.CodeInfo,))
+    precompile(_render, (Core.CodeInfo, Any))
+    precompile(_render, (Core.CodeInfo, Type))
+    precompile(_render_source, (Method, Dict{String,Vector{String}}))
+    precompile(_reanalyze, (S, Any))
+    precompile(_reanalyze, (S, Nothing))
+    precompile(_repl_flush, ())
+    precompile(enable_instrumentation, (S,))
+    precompile(disable_instrumentation, (S,))
+    precompile(ir_text, (S, PageId))
+    precompile(ir_pages, (S, Any, Any))
+    precompile(instrumentation_status, (S,))
+    precompile(world_log, (S,))
+    # What the rendering prints: Base's IR printer for a `CodeInfo => type` pair.
+    precompile(sprint, (typeof(show), Core.CodeInfo))
+    precompile(sprint, (typeof(show), Pair{Core.CodeInfo,Any}))
+    precompile(sprint, (typeof(show), Pair{Core.CodeInfo,DataType}))
+end
+
+# A small rendering run at precompile time: Base's IR printer specialized on
+# our `TypeMemoIO` (and the plain path) is compiled here, not by the first
+# flush. Nothing here needs the native library.
+function _precompile_sample(v::Vector{Float64})
+    s = 0.0
+    for x in v
+        s += x > 1 ? sqrt(x) : x
+    end
+    return s
+end
+try
+    for optimize in (false, true)
+        code, rt = first(code_typed(_precompile_sample, (Vector{Float64},); optimize = optimize, debuginfo = :none))
+        _render(code, rt, Dict{Any,String}())
+        _render(code, rt)
+    end
+    _render(first(code_lowered(_precompile_sample, (Vector{Float64},))))
+catch
+    # Only a speed-up: a failure here must not stop the package from loading.
+end
