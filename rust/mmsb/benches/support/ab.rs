@@ -5,6 +5,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 /// Median ns per call of `a` and `b` over `rounds` alternating rounds of `iters` calls each.
+#[allow(dead_code)] // each bench includes this file; not every bench uses every helper
 pub fn interleaved(rounds: usize, iters: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
     let mut ta = Vec::with_capacity(rounds);
     let mut tb = Vec::with_capacity(rounds);
@@ -56,6 +57,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Prints one A/B line: both medians and `a / b`.
+#[allow(dead_code)] // each bench includes this file; not every bench uses every helper
 pub fn report(what: &str, a_name: &str, a: f64, b_name: &str, b: f64, target: &str) {
     println!("{what}: {a_name} {a:.1} ns, {b_name} {b:.1} ns, ratio {:.3} (target {target})", a / b);
 }

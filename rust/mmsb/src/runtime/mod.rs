@@ -2,6 +2,8 @@
 
 pub mod events;
 pub mod extension;
+// Issue 21: the dense page registry (`Core::pages`).
+pub(crate) mod page_table;
 /// File-backed pages (`Config::file_backed_pages`): page files, image intervals, external checkpoints.
 pub(crate) mod pagefiles;
 /// Readers in other processes (`Reader`), through the shared header of `shared`.

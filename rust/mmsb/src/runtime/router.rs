@@ -11,10 +11,12 @@ pub use crate::types::route::RouteOp;
 /// runs, counting earlier ops of the same batch).
 pub(crate) fn validate(core: &Core, ops: &[RouteOp<'_>]) -> Result<()> {
     for (i, op) in ops.iter().enumerate() {
-        let page = core.pages.get(&op.page).ok_or(PageError::UnknownPage(op.page))?;
-        op.delta.check_bounds(page.size())?;
+        // The size from the registry's slot: no trip through the buffer handle (issue 21).
+        let size = core.pages.size_of(op.page).ok_or(PageError::UnknownPage(op.page))?;
+        op.delta.check_bounds(size)?;
         op.delta.check_encodable()?;
         if let Some(expected) = op.expected_epoch {
+            let page = core.pages.get(&op.page).ok_or(PageError::UnknownPage(op.page))?;
             let earlier = ops[..i].iter().filter(|o| o.page == op.page).count() as u64;
             let actual = page.epoch + earlier;
             if actual != expected {
@@ -29,10 +31,12 @@ pub(crate) fn validate(core: &Core, ops: &[RouteOp<'_>]) -> Result<()> {
 /// op, through `MMSBState::commit_locked`).
 pub(crate) fn apply(core: &mut Core, ops: &[RouteOp<'_>]) {
     for op in ops {
-        let page = core.pages.get_mut(&op.page).expect("validated page exists");
-        // SAFETY: the caller holds the state's exclusive lock (we have `&mut Core`), so there is
-        // no other reader or writer of this buffer through the registry; bounds were checked.
-        op.delta.apply_unchecked(unsafe { page.buf().as_mut_slice() });
+        let e = core.pages.entry(op.page).expect("validated page exists");
+        let page = e.page;
+        // SAFETY: `e.data` and `e.len` are the page's buffer (the registry's slot caches them;
+        // the mapping lives as long as the page), and the caller holds the state's exclusive
+        // lock (we have `&mut Core`), so no other reader or writer of it runs; bounds were checked.
+        op.delta.apply_unchecked(unsafe { std::slice::from_raw_parts_mut(e.data, e.len) });
         // Device layer hook: the mirror of a non-CPU page is now behind on these bytes.
         if let Some(dirty) = page.dirty.as_mut() {
             dirty.mark_delta(op.delta);

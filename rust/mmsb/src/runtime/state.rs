@@ -4,7 +4,6 @@
 //! and bump the epochs of the pages they touch, so concurrent callers observe one serial order:
 //! the LSN order. Reads take the shared lock.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -19,7 +18,6 @@ use crate::types::delta::Delta;
 use crate::types::error::{PageError, Result, StateError};
 use crate::types::event::Event;
 use crate::types::page::{Location, Page, PageBuf, PageId, PageInfo, PageMeta, PageView};
-use crate::types::IdHasher;
 
 pub use crate::types::lsn::{Durability, Lsn};
 
@@ -140,7 +138,8 @@ pub(crate) struct Core {
     /// `RouteProbe::commit`, because counter cells on a line of their own cost 3% of a 64-byte
     /// route.
     pub(crate) routed: crate::monitoring::RouteTally,
-    pub(crate) pages: HashMap<PageId, Page, IdHasher>,
+    /// The registry: a dense table indexed by id (runtime/page_table.rs, issue 21).
+    pub(crate) pages: crate::runtime::page_table::PageTable,
     pub(crate) next_page_id: u64,
     /// The log extensions (`runtime::extension`): the graph's `ShadowPageGraph`, the device
     /// layer's sync records; edited under this lock.

@@ -537,7 +537,7 @@ impl Tlog {
         r
     }
 
-    fn roll_inner(&self, w: &mut Writer) -> Result<()> {
+    pub(crate) fn roll_inner(&self, w: &mut Writer) -> Result<()> {
         self.flush_stage(w)?;
         let synced = self.durability != Durability::None;
         if synced {

@@ -1,0 +1,240 @@
+//! Scaling curves (issue 21): route cost against the number of pages, memory per page, open time
+//! against state size, replay against log size. Each point's ratio is taken against a baseline
+//! timed in the same run, in alternating rounds (`support/ab.rs`).
+//!
+//!     cargo bench -p mmsb --bench scaling            # full: up to 100k pages, 1M deltas
+//!     cargo bench -p mmsb --bench scaling -- --quick # up to 10k pages, 100k deltas
+//!     cargo bench -p mmsb --bench scaling -- --only replay   # one curve (route, memory, open, replay)
+//!
+//! Run as a test (`cargo test --benches`) it only checks that every curve runs, on tiny sizes.
+
+#![allow(clippy::cast_possible_truncation)] // benchmark sizes and timings: truncation is intended or impossible here
+
+#[path = "support/ab.rs"]
+mod ab;
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use mmsb::{Config, Delta, Durability, Location, MMSBState, PageId, PageMeta};
+
+const PAGE: u64 = 4096;
+
+/// A fixed pseudo-random sequence of indices below `n` (xorshift).
+fn seq(len: usize, n: usize) -> Vec<usize> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        })
+        .collect()
+}
+
+fn in_memory_pages(n: usize) -> (MMSBState, Vec<PageId>) {
+    let s = MMSBState::in_memory();
+    let pages: Vec<PageId> = (0..n).map(|_| s.create_page(PAGE, Location::Cpu, PageMeta::default()).unwrap()).collect();
+    // Touch every page once, so no route below pays the first-touch fault.
+    let d = Delta::write(0, &[1; 64]).unwrap();
+    for &p in &pages {
+        s.route_delta(p, &d, None).unwrap();
+    }
+    (s, pages)
+}
+
+/// Resident set size of this process, bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+/// Route 64 B to a random page among `n`, against the same at 10 pages and against a bare 64 B
+/// copy into `n` separately mapped 4 KiB pages visited in the same order (the memory's own cost).
+fn route_curve(sizes: &[usize], rounds: usize) {
+    println!("\n== route 64 B to a random page among N (in memory) ==");
+    println!(
+        "{:>8} {:>10} {:>10} {:>10} {:>12} {:>14}",
+        "N", "route ns", "copy ns", "route@10", "N / 10", "route - copy"
+    );
+    let order = seq(1 << 16, 1 << 30);
+    let (small, small_pages) = in_memory_pages(10);
+    let d = [Delta::write(128, &[0xAB; 64]).unwrap(), Delta::write(128, &[0x54; 64]).unwrap()];
+    for &n in sizes {
+        let (state, pages) = in_memory_pages(n);
+        let mut maps: Vec<memmap2::MmapMut> =
+            (0..n).map(|_| memmap2::MmapOptions::new().len(PAGE as usize).map_anon().unwrap()).collect();
+        for m in &mut maps {
+            m[0] = 1;
+        }
+        let (mut i, mut j, mut k) = (0usize, 0usize, 0usize);
+        let iters = 4096;
+        let (t_n, t_10) = ab::interleaved(
+            rounds,
+            iters,
+            || {
+                i = (i + 1) & 0xFFFF;
+                state.route_delta(pages[order[i] % n], &d[i & 1], None).unwrap();
+            },
+            || {
+                j = (j + 1) & 0xFFFF;
+                small.route_delta(small_pages[order[j] % 10], &d[j & 1], None).unwrap();
+            },
+        );
+        let (t_n2, t_copy) = ab::interleaved(
+            rounds,
+            iters,
+            || {
+                i = (i + 1) & 0xFFFF;
+                state.route_delta(pages[order[i] % n], &d[i & 1], None).unwrap();
+            },
+            || {
+                k = (k + 1) & 0xFFFF;
+                let m = &mut maps[order[k] % n];
+                m[128..192].fill(k as u8);
+                black_box(&m[128]);
+            },
+        );
+        let t_n = t_n.min(t_n2);
+        println!("{n:>8} {t_n:>10.1} {t_copy:>10.1} {t_10:>10.1} {:>12.2} {:>14.1}", t_n / t_10, t_n - t_copy);
+        if n == *sizes.last().unwrap() {
+            println!("goal 4: route at {n} pages / route at 10 pages = {:.2} (target <= 2)", t_n / t_10);
+        }
+    }
+}
+
+/// Resident bytes per page of 4 KiB (after one write each), and the registry's share above the
+/// page's own 4 KiB.
+fn memory_curve(sizes: &[usize]) {
+    println!("\n== memory per 4 KiB page (resident, after one write to each) ==");
+    println!("{:>8} {:>14} {:>18}", "N", "bytes/page", "above the 4 KiB");
+    for &n in sizes {
+        let before = rss();
+        let (state, _pages) = in_memory_pages(n);
+        let per = (rss().saturating_sub(before)) as f64 / n as f64;
+        println!("{n:>8} {per:>14.0} {:>18.0}", per - PAGE as f64);
+        drop(state);
+    }
+}
+
+fn logged(dir: &std::path::Path) -> MMSBState {
+    MMSBState::open(Config { dir: Some(dir.to_path_buf()), durability: Durability::None, ..Config::default() }).unwrap()
+}
+
+/// Milliseconds to open a logged state of `n` pages of 4 KiB (each written once), closed cleanly.
+fn open_curve(sizes: &[usize]) {
+    println!("\n== open after a clean close against state size (pages of 4 KiB, each written once) ==");
+    println!("{:>8} {:>10} {:>12}", "N", "MiB", "open ms");
+    for &n in sizes {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = logged(dir.path());
+            let full = Delta::write(0, &[7; PAGE as usize]).unwrap();
+            for _ in 0..n {
+                let p = s.create_page(PAGE, Location::Cpu, PageMeta::default()).unwrap();
+                s.route_delta(p, &full, None).unwrap();
+            }
+        }
+        let mut times: Vec<f64> = (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                let s = logged(dir.path());
+                black_box(s.lsn());
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                drop(s);
+                ms
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        println!("{n:>8} {:>10.1} {:>12.2}", (n as u64 * PAGE) as f64 / (1 << 20) as f64, times[1]);
+    }
+}
+
+/// Bytes of every file under `dir`, read whole (the log's read bandwidth baseline).
+fn read_all(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            total += read_all(&p);
+        } else if let Ok(b) = std::fs::read(&p) {
+            total += black_box(b).len() as u64;
+        }
+    }
+    total
+}
+
+/// Open (= replay) of a log of `n` 64 B deltas over 64 pages, against reading the same files.
+fn replay_curve(sizes: &[usize]) {
+    println!("\n== replay of 64 B deltas (open after a clean close) against reading the log files ==");
+    println!(
+        "{:>9} {:>10} {:>12} {:>12} {:>10} {:>16}",
+        "deltas", "log MiB", "replay ms", "read ms", "ns/delta", "read / replay"
+    );
+    for &n in sizes {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = logged(dir.path());
+            let pages: Vec<PageId> =
+                (0..64).map(|_| s.create_page(PAGE, Location::Cpu, PageMeta::default()).unwrap()).collect();
+            let o = seq(n, 64 * 63);
+            for (i, &x) in o.iter().enumerate() {
+                let d = Delta::write((x / 64) as u64 * 64, &[i as u8; 64]).unwrap();
+                s.route_delta(pages[x % 64], &d, None).unwrap();
+            }
+        }
+        let bytes = read_all(dir.path()); // warm the page cache for both
+                                          // Alternate: replay, read, replay, read, ...; keep each one's best.
+        let (mut replay, mut read) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..3 {
+            let t = Instant::now();
+            let s = logged(dir.path());
+            replay = replay.min(t.elapsed().as_secs_f64());
+            assert_eq!(s.lsn(), 64 + n as u64);
+            drop(s);
+            let t = Instant::now();
+            black_box(read_all(dir.path()));
+            read = read.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "{n:>9} {:>10.1} {:>12.1} {:>12.2} {:>10.0} {:>16.3}",
+            bytes as f64 / (1 << 20) as f64,
+            replay * 1e3,
+            read * 1e3,
+            replay * 1e9 / n as f64,
+            read / replay
+        );
+    }
+    println!("goal 5: read / replay at the largest log >= 0.5");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only route|memory|open|replay`: one curve.
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if !ab::is_bench_run() {
+        // As a test: every curve on tiny sizes.
+        route_curve(&[10, 100], 2);
+        memory_curve(&[100]);
+        open_curve(&[16]);
+        replay_curve(&[200]);
+        return;
+    }
+    let pick = |q: &'static [usize], f: &'static [usize]| if quick { q } else { f };
+    if run("route") {
+        route_curve(pick(&[10, 1_000, 10_000], &[10, 1_000, 10_000, 100_000]), if quick { 20 } else { 40 });
+    }
+    if run("memory") {
+        memory_curve(pick(&[10_000], &[10_000, 100_000]));
+    }
+    if run("open") {
+        open_curve(pick(&[1_000, 4_000], &[1_000, 4_000, 16_000]));
+    }
+    if run("replay") {
+        replay_curve(pick(&[10_000, 100_000], &[10_000, 100_000, 1_000_000]));
+    }
+}
