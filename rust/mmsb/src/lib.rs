@@ -17,7 +17,7 @@
 //! Layer 04 (compiler instrumentation) lives in the Julia package, on top of this crate.
 
 // Lints: `[workspace.lints]` in the root Cargo.toml.
-// Every public item is documented (a few modules being rewritten opt out for now).
+// Every public item is documented.
 #![deny(missing_docs)]
 
 mod compose;

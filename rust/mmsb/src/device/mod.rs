@@ -45,7 +45,6 @@ pub mod plan;
 pub mod record;
 // Docs for this module's items come with the commit-path restructuring (issue 16), which
 // rewrites it; `missing_docs` is denied everywhere else.
-#[allow(missing_docs)]
 pub mod state_ext;
 
 #[cfg(feature = "cuda")]

@@ -18,8 +18,11 @@ use crate::types::page::PageId;
 pub struct SyncReport {
     /// (page, direction) pairs synced.
     pub syncs: u64,
+    /// Copies issued (one per dirty range moved).
     pub copies: u64,
+    /// Bytes copied host → device.
     pub bytes_h2d: u64,
+    /// Bytes copied device → host.
     pub bytes_d2h: u64,
     /// LSNs of the deltas that device→host syncs routed (pages whose bytes differed).
     pub delta_lsns: Vec<Lsn>,
@@ -31,9 +34,15 @@ pub enum PageDeviceStatus {
     /// A CPU page: no mirror by design.
     CpuPage,
     /// Mirrored on the GPU (`unified`: managed memory).
-    Mirrored { unified: bool },
+    Mirrored {
+        /// The mirror is CUDA managed (unified) memory.
+        unified: bool,
+    },
     /// A GPU or unified page without a mirror, and why.
-    CpuOnly { reason: String },
+    CpuOnly {
+        /// Why the page has no mirror.
+        reason: String,
+    },
 }
 
 impl MMSBState {

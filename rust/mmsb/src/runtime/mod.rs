@@ -13,15 +13,12 @@ pub(crate) mod reentry;
 pub mod replica_hook;
 // Docs for this module's items come with the commit-path restructuring (issue 16), which
 // rewrites it; `missing_docs` is denied everywhere else.
-#[allow(missing_docs)]
 pub mod router;
 /// The shared header and page table (layout) and the writer's side of it.
 pub mod shared;
 // Docs for this module's items come with the commit-path restructuring (issue 16), which
 // rewrites it; `missing_docs` is denied everywhere else.
-#[allow(missing_docs)]
 #[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod state;
-#[allow(missing_docs)]
 pub mod stats;
 pub mod tlog;

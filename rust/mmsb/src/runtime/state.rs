@@ -26,6 +26,7 @@ pub use crate::types::lsn::{Durability, Lsn};
 pub struct Config {
     /// Directory for the log, checkpoints and file-backed pages; `None` keeps everything in memory.
     pub dir: Option<PathBuf>,
+    /// What a returned write promises (see [`Durability`]).
     pub durability: Durability,
     /// Largest page a caller may create: 1 ..= 2^48 bytes (the user address space of 64-bit
     /// machines). Default 2^32.

@@ -56,30 +56,45 @@ pub struct LogInfo {
 pub struct LogEntry {
     /// The entry's LSN (for a compacted run: its last LSN).
     pub lsn: Lsn,
+    /// What the entry did.
     pub op: LogOp,
 }
 
 /// What a log entry did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LogOp {
+    /// A page was created.
     CreatePage {
+        /// The new page's id.
         id: PageId,
+        /// Its size in bytes.
         size: u64,
+        /// Where it lives.
         location: Location,
+        /// Its name and tags.
         meta: PageMeta,
     },
+    /// A page was freed.
     FreePage(PageId),
+    /// A delta was applied to a page.
     Delta {
+        /// The page it changed.
         page: PageId,
+        /// The delta.
         delta: Delta,
     },
     /// A compacted run covering `first_lsn..=lsn`.
     Compacted {
+        /// The first LSN the run covers.
         first_lsn: Lsn,
+        /// The run's net effect.
         body: CompactedBody,
     },
+    /// A record of a log extension (graph edits, device syncs).
     Extension {
+        /// The extension's record kind.
         kind: u8,
+        /// The record's body, decoded by its extension.
         body: Vec<u8>,
     },
 }

@@ -18,7 +18,6 @@
 
 // Docs for this module's items come with the commit-path restructuring (issue 16), which
 // rewrites it; `missing_docs` is denied everywhere else.
-#[allow(missing_docs)]
 #[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod api;
 pub mod checkpoint;
