@@ -488,3 +488,41 @@ fn open_at_and_the_tool_read_a_directory_while_another_process_writes_it() {
     assert_eq!(code, 0, "{out} {err}");
     keep(&dir, "cli-killed-writer");
 }
+
+/// `mmsb stats` reads a live writer's shared header: its pid, LSNs and pages, then the closed
+/// state; a directory without file-backed pages has no header and is a one-line error.
+#[test]
+fn stats_reads_the_shared_header_of_a_live_then_closed_writer() {
+    let d = scratch();
+    let cfg = Config { file_backed_pages: true, ..config(d.path()) };
+    let s = MMSBState::open(cfg).unwrap();
+    let a = s.create_page(4096, Location::Cpu, PageMeta::default()).unwrap();
+    let b = s.create_page(8192, Location::Cpu, PageMeta::default()).unwrap();
+    for i in 0..10u8 {
+        s.update_page_at(if i % 2 == 0 { a } else { b }, u64::from(i), &[i; 8], None).unwrap();
+    }
+    let (code, out, err) = run(&["stats", "--json", d.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["writer"], "running");
+    assert_eq!(v["pid"].as_u64(), Some(u64::from(std::process::id())));
+    assert_eq!(v["lsn"].as_u64(), Some(s.lsn()));
+    assert_eq!(v["pages"].as_u64(), Some(2));
+    assert_eq!(v["page_bytes"].as_u64(), Some(4096 + 8192));
+    s.free_page(a).unwrap();
+    let lsn = s.lsn();
+    s.close();
+    let (code, out, err) = run(&["stats", d.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("writer        closed"), "{out}");
+    assert!(out.contains(&format!("lsn           {lsn}")), "{out}");
+    assert!(out.contains("pages         1 (8192 bytes)"), "{out}");
+
+    let plain = scratch();
+    let s = MMSBState::open(config(plain.path())).unwrap();
+    s.create_page(64, Location::Cpu, PageMeta::default()).unwrap();
+    let (code, _, err) = run(&["stats", plain.path().to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.starts_with("mmsb: error:"), "{err}");
+}
