@@ -147,3 +147,46 @@ fn a_torn_tail_ends_what_open_at_reads_and_is_not_damage() {
     // An open (the writer's recovery) cuts it and keeps every whole record.
     assert_eq!(snapshot(&MMSBState::open(config(&dir)).unwrap()), want);
 }
+
+/// File-backed pages: a checkpoint holds only the page index (the bytes are the page files plus
+/// the images of pages changed since), so `open_at` reads those once no writer runs, at every
+/// LSN from that checkpoint on; while a writer has the directory open it refuses, by name.
+#[test]
+fn open_at_reads_a_closed_file_backed_directory_and_refuses_while_its_writer_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = Config { file_backed_pages: true, ..config(d.path()) };
+    let s = MMSBState::open(cfg.clone()).unwrap();
+    let a = s.create_page(4096, Location::Cpu, PageMeta::default()).unwrap();
+    let b = s.create_page(8192, Location::Cpu, PageMeta::default()).unwrap();
+    let mut history = std::collections::BTreeMap::new();
+    for i in 0..40u32 {
+        if i == 15 {
+            s.checkpoint().unwrap();
+        }
+        let page = if i % 3 == 0 { b } else { a };
+        s.update_page_at(page, u64::from(i * 7 % 4000), &i.to_le_bytes(), None).unwrap();
+        history.insert(s.lsn(), (s.read_page(a).unwrap(), s.read_page(b).unwrap()));
+    }
+    let e = MMSBState::open_at(d.path(), s.lsn()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unsupported, "{e}");
+    assert!(e.to_string().contains("while its writer"), "{e}");
+    let last = s.lsn();
+    s.close();
+    // The close wrote an index-only checkpoint at `last`; the one at LSN 15's turn is older.
+    let mut checked = 0;
+    for (&lsn, (pa, pb)) in &history {
+        match MMSBState::open_at(d.path(), lsn) {
+            Ok(r) => {
+                assert_eq!(&r.read_page(a).unwrap(), pa, "page a at LSN {lsn}");
+                assert_eq!(&r.read_page(b).unwrap(), pb, "page b at LSN {lsn}");
+                checked += 1;
+            }
+            Err(e) => assert!(matches!(e.code(), ErrorCode::LsnOutOfRange | ErrorCode::LsnCompacted), "LSN {lsn}: {e}"),
+        }
+    }
+    assert!(history.contains_key(&last) && checked >= 1, "checked {checked} LSNs");
+    // The files were only read: a writer reopens the same state.
+    let s = MMSBState::open(cfg).unwrap();
+    assert_eq!(s.lsn(), last);
+    assert_eq!(s.read_page(a).unwrap(), history[&last].0);
+}

@@ -498,15 +498,35 @@ impl DirLog {
         }
         replay_chain_to(&self.storage, &self.listing.chain, base.as_ref(), lsn, replay_config(), ext, |out, core, c| {
             if c.external {
-                // Its pages are the live page files (file-backed pages), which a running writer
-                // changes: not readable as of this LSN without the writer yet.
-                return Err(crate::types::error::StateError::Unsupported(format!(
-                    "replaying from the checkpoint at LSN {} of {}, whose pages are in the page files (file-backed \
-                     pages), without the writer",
-                    c.lsn,
-                    self.storage.dir.display()
-                ))
-                .into());
+                // Its pages are the live page files (file-backed pages) plus the images of the
+                // pages changed since. Without a running writer they are what recovery would
+                // read; a running writer changes them under us, so that case is refused.
+                use crate::runtime::reader::{Reader, WriterStatus};
+                let dir = &self.storage.dir;
+                let reader = Reader::open(dir)?;
+                let live = |w: WriterStatus| matches!(w, WriterStatus::Running(_) | WriterStatus::Recovering(_));
+                let unsupported = |pid: WriterStatus| -> Error {
+                    crate::types::error::StateError::Unsupported(format!(
+                        "replaying from the checkpoint at LSN {} of {}, whose pages are in the page files \
+                         (file-backed pages), while its writer ({pid:?}) has it open; read the live state with \
+                         a Reader, or replay once the writer is closed",
+                        c.lsn,
+                        dir.display()
+                    ))
+                    .into()
+                };
+                let (generation, writer) = (reader.generation(), reader.writer());
+                if live(writer) {
+                    return Err(unsupported(writer));
+                }
+                crate::runtime::pagefiles::load_external(out, core, c, dir)?;
+                let after = reader.writer();
+                if reader.generation() != generation || live(after) {
+                    return Err(unsupported(after));
+                }
+                core.next_page_id = c.next_page_id;
+                core.lsn = c.lsn;
+                return out.restore_checkpoint_extension(core, c.extension());
             }
             crate::runtime::tlog::replay::load_checkpoint(out, core, c)
         })
