@@ -190,15 +190,6 @@ function page_view(r::MMSBReader, page::PageId)
     return PageView(h, ptr[], Int(len[]), page, r)
 end
 
-function page_view(f::Function, r::MMSBReader, page::PageId)
-    v = page_view(r, page)
-    try
-        return f(v)
-    finally
-        close(v)
-    end
-end
-
 """
     wait_lsn(r::MMSBReader, n; timeout = Inf) -> Int
 

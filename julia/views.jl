@@ -62,7 +62,8 @@ function page_view(s::MMSBState, page::PageId)
     return register_view!(s, PageView(h, ptr[], Int(len[]), page, s))
 end
 
-function page_view(f::Function, s::MMSBState, page::PageId)
+# The do-block form, for a state and for a reader alike.
+function page_view(f::Function, s::Union{MMSBState,MMSBReader}, page::PageId)
     v = page_view(s, page)
     try
         return f(v)
