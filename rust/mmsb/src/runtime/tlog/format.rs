@@ -258,7 +258,13 @@ pub fn write_record_header_flags(h: &mut [u8], body_len: u32, lsn: Lsn, count: u
 
 /// The record checksum over `covered`: the record's bytes from offset 8 on, in pieces.
 pub fn record_crc<'a>(salt: u64, covered: impl IntoIterator<Item = &'a [u8]>) -> u32 {
-    covered.into_iter().fold(checksum::crc32c(&salt.to_le_bytes()), checksum::crc32c_append)
+    covered.into_iter().fold(salt_crc(salt), checksum::crc32c_append)
+}
+
+/// The CRC32C of a salt: where every record checksum of a segment starts. Readers of a whole
+/// segment compute it once ([`check_record_seeded`]) instead of once per record.
+pub fn salt_crc(salt: u64) -> u32 {
+    checksum::crc32c(&salt.to_le_bytes())
 }
 
 /// Why a record did not verify.
@@ -274,6 +280,11 @@ pub enum Invalid {
 /// segment's blob file (empty when it has none); returns its header. The stored body is
 /// `bytes[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len]`; [`record_body`] gives the logical one.
 pub fn check_record(bytes: &[u8], salt: u64, blob: &[u8]) -> Result<RecordHeader, Invalid> {
+    check_record_seeded(bytes, salt_crc(salt), blob)
+}
+
+/// [`check_record`] with the salt given as its [`salt_crc`].
+pub fn check_record_seeded(bytes: &[u8], seed: u32, blob: &[u8]) -> Result<RecordHeader, Invalid> {
     let Some(h) = bytes.get(..RECORD_HEADER_LEN) else { return Err(Invalid::Truncated) };
     let len = le32(&h[0..4]);
     let count = le64(&h[16..24]);
@@ -299,9 +310,9 @@ pub fn check_record(bytes: &[u8], salt: u64, blob: &[u8]) -> Result<RecordHeader
         // The blob is written before the record, so a record without all of its blob bytes is
         // a torn write (unsynced pages that reached the disk out of order).
         let payload = r.slice(blob).ok_or(Invalid::Truncated)?;
-        record_crc(salt, [&frame[8..], payload])
+        checksum::crc32c_append(checksum::crc32c_append(seed, &frame[8..]), payload)
     } else {
-        record_crc(salt, [&frame[8..]])
+        checksum::crc32c_append(seed, &frame[8..])
     };
     if crc != le32(&h[4..8]) {
         return Err(Invalid::Bad("checksum mismatch"));

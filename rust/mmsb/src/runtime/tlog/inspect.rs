@@ -613,7 +613,7 @@ impl DirLog {
             let mode = OnInvalid::Recover { tolerant: false, covered: ckpt_lsn };
             walk(&self.storage, &self.listing.chain, mode, |_, _, _, _| Ok(true))
         } else {
-            recover::replay_chain(&scratch, &self.storage, &self.listing, ckpt.as_ref(), false)
+            recover::replay_chain(&scratch, &self.storage, &self.listing, ckpt.as_ref(), false, false)
         };
         let walked = match walked {
             Ok(w) => w,

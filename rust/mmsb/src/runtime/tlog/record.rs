@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::delta::Delta;
+use crate::types::delta::{Delta, EncodedDelta};
 use crate::types::page::{Location, PageId, PageMeta};
 
 /// The registry of record type bytes. Values are part of the on-disk format: never reuse one.
@@ -211,6 +211,29 @@ impl Record {
             RecordType::Pad => Err("padding is not a record to apply".into()),
         }
     }
+}
+
+/// Visits the deltas of a `Batch` body in order, read in place (replay's hot path: nothing is
+/// allocated for sparse deltas): `f(k, page, delta)` for the `k`-th delta. The body is checked
+/// as [`Record::decode`] checks it, with the same messages, but deltas before a malformed one
+/// have been visited by then: callers that must not change anything on error decode first.
+pub(crate) fn for_each_batch_delta<'a>(
+    count: u64,
+    body: &'a [u8],
+    mut f: impl FnMut(u64, PageId, EncodedDelta<'a>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut r = Cursor(body);
+    let n = u64::from(r.u32()?);
+    if n != count {
+        return Err(format!("batch of {n} deltas covers {count} LSNs"));
+    }
+    for k in 0..n {
+        let page = PageId(r.u64()?);
+        let (d, used) = Delta::decode_in_place(r.0).map_err(|e| format!("delta: {e}"))?;
+        r.0 = &r.0[used..];
+        f(k, page, d)?;
+    }
+    r.end()
 }
 
 /// Body of a `PageCreate` record.

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use crate::runtime::state::{Config, Core, CoreLock, Lsn};
 use crate::runtime::tlog::checkpoint;
 use crate::runtime::tlog::format::{
-    blob_name, check_record, parse_blob_name, parse_checkpoint_name, parse_segment_name, record_body, segment_name,
-    BlobRef, Invalid, RecordHeader, SegmentHeader, FLAG_CHAIN_START, PAD_KIND, RECORD_FLAG_BLOB, RECORD_HEADER_LEN,
-    SEGMENT_HEADER_LEN, TMP_SUFFIX,
+    blob_name, check_record, check_record_seeded, parse_blob_name, parse_checkpoint_name, parse_segment_name,
+    record_body, salt_crc, segment_name, BlobRef, Invalid, RecordHeader, SegmentHeader, FLAG_CHAIN_START, PAD_KIND,
+    RECORD_FLAG_BLOB, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, TMP_SUFFIX,
 };
 use crate::runtime::tlog::replay::apply_record;
-use crate::runtime::tlog::storage::{FsStorage, MemStorage, Storage};
+use crate::runtime::tlog::storage::{FileBytes, FsStorage, MemStorage, Storage};
 use crate::runtime::tlog::{SegMeta, Tlog, Writer};
 use crate::types::error::{LogError, Result};
 
@@ -135,6 +135,18 @@ pub(crate) fn walk(
     storage: &dyn Storage,
     chain: &[SegFile],
     mode: OnInvalid,
+    f: impl FnMut(&RecordHeader, &[u8], &str, u64) -> Result<bool>,
+) -> Result<Walk> {
+    walk_in(storage, chain, mode, false, f)
+}
+
+/// [`walk`]; `exclusive`: the caller holds the storage exclusively (recovery under the LOCK),
+/// so segments may be mapped instead of copied ([`Storage::read_exclusive`]).
+pub(crate) fn walk_in(
+    storage: &dyn Storage,
+    chain: &[SegFile],
+    mode: OnInvalid,
+    exclusive: bool,
     mut f: impl FnMut(&RecordHeader, &[u8], &str, u64) -> Result<bool>,
 ) -> Result<Walk> {
     let mut out = Walk::default();
@@ -145,9 +157,19 @@ pub(crate) fn walk(
     let mut jump_lsn = false;
     while i < chain.len() {
         let seg = &chain[i];
-        let data =
-            storage.read(&seg.name).map_err(|e| LogError::io(format!("read {}", storage.describe(&seg.name)), e))?;
-        let blob = read_blob(storage, seg.segno)?;
+        let read = |name: &str| {
+            if exclusive {
+                storage.read_exclusive(name)
+            } else {
+                storage.read(name).map(FileBytes::Owned)
+            }
+        };
+        let data = read(&seg.name).map_err(|e| LogError::io(format!("read {}", storage.describe(&seg.name)), e))?;
+        let blob = match read(&blob_name(seg.segno)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileBytes::Owned(Vec::new()),
+            Err(e) => return Err(LogError::io(format!("read {}", storage.describe(&blob_name(seg.segno))), e).into()),
+        };
         let mut blob_end = 0u64;
         let header_ok = match (seg.header, prev) {
             (None, _) => Err("segment header does not verify"),
@@ -185,9 +207,10 @@ pub(crate) fn walk(
             out.last_lsn = h.base_lsn;
         }
         let mut off = resume_at.take().unwrap_or(SEGMENT_HEADER_LEN);
+        let seed = salt_crc(h.salt);
         while off < data.len() {
             let rec = &data[off..];
-            let r = check_record(rec, h.salt, &blob);
+            let r = check_record_seeded(rec, seed, &blob);
             let bad = match r {
                 Ok(rh) if rh.kind == PAD_KIND => {
                     off += RECORD_HEADER_LEN + rh.len as usize;
@@ -314,8 +337,9 @@ fn settle(
 fn valid_after(chain: &[SegFile], cut: &Cut, last_lsn: Lsn, seg_data: Option<(&[u8], u64, &[u8])>) -> After {
     if let Some((data, salt, blob)) = seg_data.filter(|_| !cut.zeros) {
         let from = cut.offset as usize + 1;
+        let seed = salt_crc(salt);
         for p in from..data.len().saturating_sub(RECORD_HEADER_LEN - 1) {
-            if let Ok(h) = check_record(&data[p..], salt, blob) {
+            if let Ok(h) = check_record_seeded(&data[p..], seed, blob) {
                 if h.lsn > last_lsn {
                     return After::At(cut.seg, p, h.lsn);
                 }
@@ -407,7 +431,8 @@ pub(crate) fn open_with(state: &mut impl Recoverable, storage: Arc<dyn Storage>)
     let listing = list_and_clean(storage.as_ref())?;
     let ckpt = newest_checkpoint(storage.as_ref(), &listing)?;
     let ckpt_lsn = ckpt.as_ref().map_or(0, |c| c.lsn);
-    let walk = replay_chain(state, storage.as_ref(), &listing, ckpt.as_ref(), tolerant)?;
+    // The directory's LOCK is held (or the storage is this state's own): segments may be mapped.
+    let walk = replay_chain(state, storage.as_ref(), &listing, ckpt.as_ref(), tolerant, true)?;
     let last_lsn = walk.last_lsn.max(ckpt_lsn);
     if !tolerant {
         refuse_lost_records(storage.as_ref(), &listing, &walk, &dropped_segments(&listing, &walk), last_lsn)?;
@@ -467,13 +492,15 @@ pub(crate) fn replay_chain(
     listing: &Listing,
     ckpt: Option<&checkpoint::CheckpointData>,
     tolerant: bool,
+    exclusive: bool,
 ) -> Result<Walk> {
     let ckpt_lsn = ckpt.map_or(0, |c| c.lsn);
     let mut core = state.core_lock().write();
     if let Some(c) = ckpt {
         crate::runtime::tlog::replay::load_checkpoint(state, &mut core, c)?;
     }
-    walk(storage, &listing.chain, OnInvalid::Recover { tolerant, covered: ckpt_lsn }, |h, body, file, off| {
+    let mode = OnInvalid::Recover { tolerant, covered: ckpt_lsn };
+    walk_in(storage, &listing.chain, mode, exclusive, |h, body, file, off| {
         if h.last_lsn() <= ckpt_lsn {
             return Ok(true);
         }

@@ -8,7 +8,7 @@ use crate::runtime::state::{Config, Core, Lsn, MMSBState};
 use crate::runtime::tlog::api::{LogEntry, LogOp, LogSlice};
 use crate::runtime::tlog::checkpoint::{self, CheckpointData};
 use crate::runtime::tlog::format::RecordHeader;
-use crate::runtime::tlog::record::{CreateBody, Record, RecordType};
+use crate::runtime::tlog::record::{for_each_batch_delta, CreateBody, Record, RecordType};
 use crate::runtime::tlog::recover::{list, walk, OnInvalid, Recoverable, SegFile};
 use crate::runtime::tlog::storage::Storage;
 use crate::runtime::tlog::Tlog;
@@ -94,7 +94,35 @@ fn apply_delta(core: &mut Core, page: PageId, d: &Delta, epochs: u64, tolerant: 
     Ok(())
 }
 
-/// Applies one verified record (the LSNs up to `upto` of it). Errors describe the corruption.
+/// Applies a `Batch` record's deltas up to LSN `upto`, read in place from `body`. The deltas
+/// after `upto` are still checked, so a record is accepted or refused whole, as by
+/// `Record::decode`.
+fn apply_batch(core: &mut Core, h: &RecordHeader, body: &[u8], upto: Lsn, tolerant: bool) -> Result<(), String> {
+    for_each_batch_delta(h.count, body, |k, page, d| {
+        let lsn = h.lsn + k;
+        if lsn > upto {
+            return Ok(());
+        }
+        let Some(p) = core.pages.get_mut(&page) else {
+            return if tolerant { Ok(()) } else { Err(format!("delta for unknown page {page}")) };
+        };
+        d.check_bounds(p.size()).map_err(|e| format!("delta for page {page}: {e}"))?;
+        let epoch = p.epoch.checked_add(1).ok_or_else(|| format!("epoch of page {page} overflows"))?;
+        // SAFETY: `core` is borrowed mutably, so the caller holds the state's exclusive lock (or
+        // owns a state nobody else can see yet); no other access to this buffer runs.
+        d.apply_unchecked(unsafe { p.buf().as_mut_slice() });
+        p.epoch = epoch;
+        Ok(())
+    })?;
+    if h.lsn <= upto {
+        core.lsn = upto.min(h.last_lsn());
+    }
+    Ok(())
+}
+
+/// Applies one verified record (the LSNs up to `upto` of it). Errors describe the corruption;
+/// on error part of a batch may have been applied (recovery and replay then drop the state;
+/// followers check the record first).
 pub(crate) fn apply_record(
     state: &impl Recoverable,
     core: &mut Core,
@@ -103,6 +131,9 @@ pub(crate) fn apply_record(
     upto: Lsn,
     tolerant: bool,
 ) -> Result<(), String> {
+    if h.kind == RecordType::Batch as u8 {
+        return apply_batch(core, h, body, upto, tolerant);
+    }
     let rec = Record::decode(h.kind, h.count, body)?;
     match rec {
         Record::PageCreate(c) => create(state, core, &c)?,
@@ -111,16 +142,8 @@ pub(crate) fn apply_record(
                 return Err(format!("free of unknown page {id}"));
             }
         }
-        Record::Batch(ops) => {
-            for (k, (page, d)) in ops.iter().enumerate() {
-                let lsn = h.lsn + k as u64;
-                if lsn > upto {
-                    return Ok(());
-                }
-                apply_delta(core, *page, d, 1, tolerant)?;
-                core.lsn = lsn;
-            }
-        }
+        // Applied in place above, never decoded here.
+        Record::Batch(_) => return apply_batch(core, h, body, upto, tolerant),
         Record::Compacted(c) => {
             for id in &c.frees {
                 if core.pages.remove(id).is_none() && !tolerant {

@@ -19,6 +19,7 @@ use std::fmt;
 
 use crate::types::error::DeltaError;
 
+pub(crate) use encode::EncodedDelta;
 use encode::{dense_encoded_len, sparse_encoded_len};
 use simd::{apply_dense, masked_copy, next_difference};
 
