@@ -257,20 +257,27 @@ impl fmt::Debug for PageBuf {
 }
 
 /// A page in the registry.
+///
+/// `repr(C)`, fields in this order: what every route reads or writes (id, epoch, dirty ranges)
+/// comes first, so that it shares the registry slot's first cache line with the buffer's
+/// address (`runtime::page_table`); the name and tags, which routing never reads, come last.
+/// (With the compiler's order the epoch and the dirty ranges fell in a second line: two cache
+/// misses per route at 100k pages instead of one, issue 21.)
 #[derive(Debug)]
+#[repr(C)]
 pub struct Page {
     /// The page's id.
     pub id: PageId,
     /// Deltas applied so far.
     pub epoch: u64,
-    /// Where its canonical bytes live.
-    pub location: Location,
-    /// Its name and tags.
-    pub meta: PageMeta,
     /// Device layer hook: byte ranges changed on the CPU since the last device sync. `None` for
     /// CPU pages, so tracking costs them nothing.
     pub dirty: Option<crate::types::dirty::DirtySet>,
     buf: Arc<PageBuf>,
+    /// Where its canonical bytes live.
+    pub location: Location,
+    /// Its name and tags.
+    pub meta: PageMeta,
 }
 
 impl Page {
