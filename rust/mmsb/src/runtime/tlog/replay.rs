@@ -432,3 +432,65 @@ impl Iterator for LogSlice {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::tlog::record::encode_batch;
+    use crate::types::page::{Location, PageMeta};
+
+    fn header(body: &[u8], lsn: Lsn, count: u64) -> RecordHeader {
+        let len = u32::try_from(body.len()).unwrap();
+        RecordHeader { len, lsn, count, kind: RecordType::Batch as u8, flags: 0 }
+    }
+
+    /// A batch is read in place, but accepted or refused whole: a malformed delta after the
+    /// LSN replay stops at, or trailing bytes, still refuse the record; good deltas land with
+    /// their epochs, up to `upto`.
+    #[test]
+    fn batches_apply_in_place_up_to_an_lsn_and_are_checked_whole() {
+        let s = MMSBState::in_memory();
+        let p = s.create_page(256, Location::Cpu, PageMeta::default()).unwrap();
+        let base = s.lsn();
+        let a = Delta::write(10, b"abc").unwrap();
+        let b = Delta::write(200, &[7; 56]).unwrap();
+        let mut good = Vec::new();
+        encode_batch([(p, &a), (p, &b)].into_iter(), 2, &mut good);
+
+        let mut core = s.core.write();
+        apply_record(&s, &mut core, &header(&good, base + 1, 2), &good, base + 1, false).unwrap();
+        assert_eq!(core.lsn, base + 1);
+        assert_eq!(core.pages[&p].epoch, 1);
+        let bytes = core.pages[&p].buf().to_vec();
+        assert_eq!(&bytes[10..13], b"abc");
+        assert_eq!(bytes[200], 0, "the delta past `upto` is not applied");
+
+        // The second delta's run length overflows the page: refused by its bounds.
+        let big = Delta::write(250, &[1; 10]).unwrap();
+        let mut oob = Vec::new();
+        encode_batch([(p, &a), (p, &big)].into_iter(), 2, &mut oob);
+        let e = apply_record(&s, &mut core, &header(&oob, base + 2, 2), &oob, Lsn::MAX, false).unwrap_err();
+        assert!(e.contains("out of bounds"), "{e}");
+
+        // A malformed second delta (its tag) and trailing bytes refuse the record even when
+        // `upto` stops before them.
+        let mut bad = good.clone();
+        let second = 4 + 8 + a.encoded_len() + 8;
+        bad[second] = 9;
+        let e = apply_record(&s, &mut core, &header(&bad, base + 2, 2), &bad, base + 2, false).unwrap_err();
+        assert!(e.starts_with("delta:"), "{e}");
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let e = apply_record(&s, &mut core, &header(&trailing, base + 2, 2), &trailing, base + 2, false).unwrap_err();
+        assert!(e.contains("trailing bytes"), "{e}");
+        let e = apply_record(&s, &mut core, &header(&good, base + 2, 3), &good, Lsn::MAX, false).unwrap_err();
+        assert!(e.contains("covers 3 LSNs"), "{e}");
+
+        // Unknown pages: an error, or skipped in tolerant recovery (the LSNs still advance).
+        let mut unknown = Vec::new();
+        encode_batch([(PageId(999), &a)].into_iter(), 1, &mut unknown);
+        assert!(apply_record(&s, &mut core, &header(&unknown, base + 2, 1), &unknown, Lsn::MAX, false).is_err());
+        apply_record(&s, &mut core, &header(&unknown, base + 2, 1), &unknown, Lsn::MAX, true).unwrap();
+        assert_eq!(core.lsn, base + 2);
+    }
+}
