@@ -260,9 +260,8 @@ impl fmt::Debug for PageBuf {
 ///
 /// `repr(C)`, fields in this order: what every route reads or writes (id, epoch, dirty ranges)
 /// comes first, so that it shares the registry slot's first cache line with the buffer's
-/// address (`runtime::page_table`); the name and tags, which routing never reads, come last.
-/// (With the compiler's order the epoch and the dirty ranges fell in a second line: two cache
-/// misses per route at 100k pages instead of one, issue 21.)
+/// address (`runtime::page_table`); the name and tags, which routing never reads, come last
+/// (issue 21).
 #[derive(Debug)]
 #[repr(C)]
 pub struct Page {
