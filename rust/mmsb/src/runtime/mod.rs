@@ -1,5 +1,7 @@
 //! Layer 02: the state, the delta router, the transaction log and replay.
 
+/// The one entry point of every change (`MMSBState::commit`) and the change observers.
+pub(crate) mod commit;
 pub mod events;
 pub mod extension;
 // Issue 21: the dense page registry (`Core::pages`).

@@ -116,6 +116,21 @@ pub struct LogSlice {
 #[must_use]
 pub(crate) struct Pending(Option<Ticket>, Lsn);
 
+impl Pending {
+    /// Nothing to wait for (no record appended, or no log).
+    pub(crate) const NONE: Pending = Pending(None, 0);
+
+    /// Takes in the handle of a later record of the same change: one wait then covers both
+    /// (the log is sequential, so the later record durable means the earlier one is).
+    #[inline]
+    pub(crate) fn absorb(&mut self, later: Pending) {
+        if let Some(t) = later.0 {
+            self.0 = Some(self.0.map_or(t, |mine| mine.merge(t)));
+            self.1 = self.1.max(later.1);
+        }
+    }
+}
+
 impl MMSBState {
     /// Opens the log (recovering from the directory) when logging is on. Called by `open`.
     pub(crate) fn tlog_attach(&mut self) -> Result<()> {
@@ -188,8 +203,8 @@ impl MMSBState {
     }
 
     /// Hook for other layers: logs an extension record of `kind` (one LSN, `core.next_lsn()`).
-    /// Called through [`MMSBState::commit_locked`], which assigns the LSN; the caller applies its
-    /// change and calls [`MMSBState::tlog_commit`] after releasing the lock. Recovery hands the
+    /// Called through `Txn::log` (`MMSBState::commit`), which assigns the LSN and calls
+    /// [`MMSBState::tlog_commit`] after releasing the lock. Recovery hands the
     /// record to `MMSBState::apply_log_extension`.
     pub(crate) fn tlog_extension(&self, core: &Core, kind: u8, body: &[u8]) -> Result<Pending> {
         let Some(log) = &self.tlog else { return Ok(Pending(None, 0)) };
@@ -343,11 +358,8 @@ mod tests {
         let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
         let s = MMSBState::open_with_storage(mem(), storage.clone()).unwrap();
         s.create_page(8, Location::Cpu, PageMeta::default()).unwrap();
-        let mut core = s.core.write();
-        let (lsns, p) = s.commit_locked(&mut core, 1, |s, c| s.tlog_extension(c, 200, b"graph bytes")).unwrap();
-        assert_eq!(lsns, 2..3);
-        drop(core);
-        s.tlog_commit(p).unwrap();
+        let lsn = s.commit(|txn| txn.log_extension(200, b"graph bytes")).unwrap();
+        assert_eq!(lsn, 2);
         let slice: Vec<_> = s.log_records(2..3).unwrap().map(Result::unwrap).collect();
         assert_eq!(slice[0].op, LogOp::Extension { kind: 200, body: b"graph bytes".to_vec() });
         // Compaction keeps extension records as they are.
