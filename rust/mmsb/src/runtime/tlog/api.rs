@@ -345,6 +345,7 @@ impl recover::Recoverable for MMSBState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::tlog::fault::{DelegatingFile, DelegatingStorage};
     use crate::runtime::tlog::storage::{MemStorage, StorageFile};
     use crate::types::error::{Error, LogError};
     use std::sync::atomic::{AtomicI64, Ordering};
@@ -390,25 +391,16 @@ mod tests {
         sync_fail: Arc<AtomicI64>,
     }
 
-    impl StorageFile for FlakyFile {
+    impl DelegatingFile for FlakyFile {
+        fn inner(&self) -> &dyn StorageFile {
+            &*self.inner
+        }
         fn write_at(&self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
             if self.fail.fetch_sub(1, Ordering::SeqCst) > 0 {
                 self.inner.write_at(offset, &buf[..buf.len() / 2])?;
                 return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
             }
             self.inner.write_at(offset, buf)
-        }
-        fn append(&self, buf: &[u8]) -> std::io::Result<u64> {
-            self.inner.append(buf)
-        }
-        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-            self.inner.read_at(offset, buf)
-        }
-        fn len(&self) -> std::io::Result<u64> {
-            self.inner.len()
-        }
-        fn truncate(&self, len: u64) -> std::io::Result<()> {
-            self.inner.truncate(len)
         }
         fn sync(&self) -> std::io::Result<()> {
             if self.sync_fail.fetch_sub(1, Ordering::SeqCst) > 0 {
@@ -418,38 +410,12 @@ mod tests {
         }
     }
 
-    impl Storage for Flaky {
-        fn create(&self, name: &str) -> std::io::Result<Arc<dyn StorageFile>> {
-            Ok(Arc::new(FlakyFile {
-                inner: self.inner.create(name)?,
-                fail: self.fail.clone(),
-                sync_fail: self.sync_fail.clone(),
-            }))
+    impl DelegatingStorage for Flaky {
+        fn inner(&self) -> &dyn Storage {
+            &self.inner
         }
-        fn open(&self, name: &str) -> std::io::Result<Arc<dyn StorageFile>> {
-            Ok(Arc::new(FlakyFile {
-                inner: self.inner.open(name)?,
-                fail: self.fail.clone(),
-                sync_fail: self.sync_fail.clone(),
-            }))
-        }
-        fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
-            self.inner.read(name)
-        }
-        fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
-            self.inner.rename(from, to)
-        }
-        fn remove(&self, name: &str) -> std::io::Result<()> {
-            self.inner.remove(name)
-        }
-        fn list(&self) -> std::io::Result<Vec<String>> {
-            self.inner.list()
-        }
-        fn sync_dir(&self) -> std::io::Result<()> {
-            self.inner.sync_dir()
-        }
-        fn describe(&self, name: &str) -> String {
-            self.inner.describe(name)
+        fn wrap(&self, inner: Arc<dyn StorageFile>) -> Arc<dyn StorageFile> {
+            Arc::new(FlakyFile { inner, fail: self.fail.clone(), sync_fail: self.sync_fail.clone() })
         }
     }
 
@@ -520,21 +486,9 @@ mod tests {
     #[derive(Debug)]
     struct SlowFile(Arc<dyn StorageFile>);
 
-    impl StorageFile for SlowFile {
-        fn write_at(&self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-            self.0.write_at(offset, buf)
-        }
-        fn append(&self, buf: &[u8]) -> std::io::Result<u64> {
-            self.0.append(buf)
-        }
-        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-            self.0.read_at(offset, buf)
-        }
-        fn len(&self) -> std::io::Result<u64> {
-            self.0.len()
-        }
-        fn truncate(&self, len: u64) -> std::io::Result<()> {
-            self.0.truncate(len)
+    impl DelegatingFile for SlowFile {
+        fn inner(&self) -> &dyn StorageFile {
+            &*self.0
         }
         fn sync(&self) -> std::io::Result<()> {
             std::thread::sleep(std::time::Duration::from_micros(300));
@@ -542,30 +496,12 @@ mod tests {
         }
     }
 
-    impl Storage for SlowSync {
-        fn create(&self, name: &str) -> std::io::Result<Arc<dyn StorageFile>> {
-            Ok(Arc::new(SlowFile(self.0.create(name)?)))
+    impl DelegatingStorage for SlowSync {
+        fn inner(&self) -> &dyn Storage {
+            &self.0
         }
-        fn open(&self, name: &str) -> std::io::Result<Arc<dyn StorageFile>> {
-            Ok(Arc::new(SlowFile(self.0.open(name)?)))
-        }
-        fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
-            self.0.read(name)
-        }
-        fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
-            self.0.rename(from, to)
-        }
-        fn remove(&self, name: &str) -> std::io::Result<()> {
-            self.0.remove(name)
-        }
-        fn list(&self) -> std::io::Result<Vec<String>> {
-            self.0.list()
-        }
-        fn sync_dir(&self) -> std::io::Result<()> {
-            self.0.sync_dir()
-        }
-        fn describe(&self, name: &str) -> String {
-            self.0.describe(name)
+        fn wrap(&self, file: Arc<dyn StorageFile>) -> Arc<dyn StorageFile> {
+            Arc::new(SlowFile(file))
         }
     }
 
