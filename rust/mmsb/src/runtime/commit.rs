@@ -357,3 +357,75 @@ impl MMSBState {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::runtime::state::{Config, MMSBState};
+    use crate::types::error::{ErrorCode, PageError};
+    use crate::types::page::{Location, PageId, PageMeta};
+
+    fn logged() -> MMSBState {
+        MMSBState::open(Config { logging: true, ..Config::default() }).unwrap()
+    }
+
+    /// LSNs advance only through `Txn::log`, once per assigned LSN, in the order of the
+    /// records; a change that appends nothing takes none.
+    #[test]
+    fn lsns_advance_only_through_txn_log() {
+        let s = logged();
+        let before = s.lsn();
+        let n = s.commit(|txn| Ok(txn.core().pages.len())).unwrap();
+        assert_eq!((n, s.lsn()), (0, before), "a change without a record takes no LSN");
+        let (a, b) = s
+            .commit(|txn| {
+                let a = txn.log_extension(200, b"one")?;
+                let b = txn.log_extension(200, b"two")?;
+                Ok((a, b))
+            })
+            .unwrap();
+        assert_eq!((a, b, s.lsn()), (before + 1, before + 2, before + 2));
+    }
+
+    /// A change that fails after appending keeps what it appended (as a propagation round a
+    /// callback stops does): its LSNs stay assigned, its records are in the log, and the
+    /// error is the change's.
+    #[test]
+    fn a_change_failing_after_its_records_keeps_them_and_returns_its_error() {
+        let s = logged();
+        let err = s
+            .commit(|txn| -> crate::types::error::Result<()> {
+                txn.log_extension(200, b"kept")?;
+                Err(PageError::UnknownPage(PageId(9)).into())
+            })
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::UnknownPage);
+        assert_eq!(s.lsn(), 1);
+        let records: Vec<_> = s.log_records(1..2).unwrap().map(Result::unwrap).collect();
+        assert_eq!(records.len(), 1);
+    }
+
+    /// The entry point's checks run before the closure: a closed or read-only state refuses
+    /// the change without running it.
+    #[test]
+    fn closed_and_read_only_states_refuse_before_the_closure_runs() {
+        let s = logged();
+        s.create_page(8, Location::Cpu, PageMeta::default()).unwrap();
+        let snap = s.replay_to(1).unwrap();
+        let ran = std::cell::Cell::new(false);
+        let err = snap
+            .commit(|_| -> crate::types::error::Result<()> {
+                ran.set(true);
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!((err.code(), ran.get()), (ErrorCode::ReadOnly, false));
+        s.close();
+        let err = s
+            .commit(|_| -> crate::types::error::Result<()> {
+                ran.set(true);
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!((err.code(), ran.get()), (ErrorCode::Closed, false));
+    }
+}
