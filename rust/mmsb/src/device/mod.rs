@@ -40,12 +40,10 @@
 //! [`PageId`]: crate::types::page::PageId
 
 pub use crate::types::dirty;
+pub mod api;
 pub mod kernels;
 pub mod plan;
 pub mod record;
-// Docs for this module's items come with the commit-path restructuring (issue 16), which
-// rewrites it; `missing_docs` is denied everywhere else.
-pub mod api;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;

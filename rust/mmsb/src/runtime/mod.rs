@@ -13,13 +13,9 @@ pub mod reader;
 pub(crate) mod reentry;
 /// Replication hook (issue 22).
 pub mod replica_hook;
-// Docs for this module's items come with the commit-path restructuring (issue 16), which
-// rewrites it; `missing_docs` is denied everywhere else.
 pub mod router;
 /// The shared header and page table (layout) and the writer's side of it.
 pub mod shared;
-// Docs for this module's items come with the commit-path restructuring (issue 16), which
-// rewrites it; `missing_docs` is denied everywhere else.
 #[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod state;
 pub mod stats;
