@@ -199,3 +199,77 @@ fn followers_resume_from_their_position_and_bootstrap_from_the_checkpoint_after_
     assert_same(s, f.state());
     assert_eq!(f.lag().applied_since_open, 5, "started from the checkpoint object");
 }
+
+/// Records are published as soon as they are appended, before their local fsync: a primary
+/// whose machine dies between the two restarts with a log shorter than the stream. It must
+/// copy the stream's records back into its log at their LSNs before it takes writes, so no
+/// record the stream has is lost or given another LSN.
+#[test]
+fn a_primary_that_lost_published_records_copies_them_back_from_the_stream() {
+    use mmsb::runtime::tlog::fault::{Fault, FaultStorage, Op};
+    use std::sync::Arc;
+    let Some(c) = common::cluster() else { return };
+    let t = Target::new(&c.urls, common::stream_name("copyback"));
+    let fs = Arc::new(FaultStorage::in_memory());
+    let cfg = Config { logging: true, ..replicated() };
+    let p = Primary::open_with_storage(t.clone(), cfg.clone(), fs.clone()).unwrap();
+    let s = p.state().clone();
+    let a = s.create_page(4096, Location::Cpu, PageMeta::default()).unwrap();
+    for i in 0..20u64 {
+        s.update_page_at(a, i * 8, &[i as u8 + 1; 8], None).unwrap();
+    }
+    let durable = s.lsn();
+    // The next fsync fails: what 4 writers append meanwhile is published, never durable
+    // locally (the log is poisoned, so later writes are refused).
+    fs.fail_nth(Op::Sync, 1, Fault::Eio);
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..50u64 {
+                    if s.update_page_at(a, 1024 + w * 256 + i, &[0xA0 | w as u8], None).is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    writers.into_iter().for_each(|w| w.join().unwrap());
+    let appended = s.lsn();
+    assert!(appended > durable, "a write was appended before the failing fsync");
+    // The stream acknowledges them all (the write itself reported the fsync's failure).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while p.stats().acked_lsn < appended {
+        assert!(std::time::Instant::now() < deadline, "the stream acknowledged {:?}", p.stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let expected = s.read_page(a).unwrap();
+    drop(s);
+    drop(p);
+    fs.power_loss().unwrap();
+    // The local log lost the records after the failed fsync.
+    let local = MMSBState::open_with_storage(Config { logging: true, ..Config::default() }, fs.clone()).unwrap();
+    assert!(local.lsn() < appended, "local log at {} of {appended}", local.lsn());
+    assert!(local.lsn() >= durable);
+    local.close();
+    drop(local);
+
+    // The restarted primary copies the rest back from the stream.
+    let p = Primary::open_with_storage(t.clone(), cfg, fs.clone()).unwrap();
+    assert_eq!(p.state().lsn(), appended, "the stream's records were copied back");
+    assert_eq!(p.state().read_page(a).unwrap(), expected);
+    // New writes continue after the stream's last LSN, and a follower agrees byte for byte.
+    let lsn = p.state().update_page_at(a, 4000, b"next", None).unwrap();
+    assert_eq!(lsn, appended + 1);
+    let f = Follower::follow(t.clone(), FollowOptions::default()).unwrap();
+    assert!(f.wait_for(lsn, Duration::from_secs(20)).unwrap());
+    assert_same(p.state(), f.state());
+    drop(f);
+    // The copied records are in the local log now: after another power loss (everything
+    // was fsynced) the primary resumes with nothing to copy, at the same LSN.
+    drop(p);
+    fs.power_loss().unwrap();
+    let p = Primary::open_with_storage(t, Config { logging: true, ..replicated() }, fs).unwrap();
+    assert_eq!(p.state().lsn(), lsn);
+    assert_eq!(&p.state().read_page(a).unwrap()[4000..4004], b"next");
+}
