@@ -244,8 +244,11 @@ fn main() {
     let Some(c) = common::cluster() else { return };
     let secs = if quick { 0.2 } else { env("MMSB_BENCH_SECONDS", 3) as f64 };
     let rounds = if quick { 1 } else { env("MMSB_BENCH_ROUNDS", 3) };
+    // `MMSB_BENCH_ONLY=write|apply|lag` runs one of the three.
+    let only = std::env::var("MMSB_BENCH_ONLY").unwrap_or_default();
+    let run = |what: &str| only.is_empty() || only == what;
     let mut ratios = Vec::new();
-    for r in 0..rounds {
+    for r in 0..if run("write") { rounds } else { 0 } {
         let raw = raw_publish(&c.urls, secs);
         let ours = replicated(Some(&c.urls), secs);
         let local = replicated(None, secs);
@@ -258,7 +261,7 @@ fn main() {
     }
     let n = if quick { 2000 } else { 200_000 };
     let mut apply_ratios = Vec::new();
-    for r in 0..rounds {
+    for r in 0..if run("apply") { rounds } else { 0 } {
         let (apply, replay) = apply_vs_replay(&c.urls, n);
         println!(
             "round {r}: follower apply {apply:.0} records/s, local replay {replay:.0} records/s, ratio {:.2}",
@@ -266,9 +269,12 @@ fn main() {
         );
         apply_ratios.push(apply / replay);
     }
-    let (mut lags, achieved) = lag(&c.urls, 10_000, if quick { 0.3 } else { secs });
+    let (mut lags, achieved) =
+        if run("lag") { lag(&c.urls, 10_000, if quick { 0.3 } else { secs }) } else { (vec![0.0], 0.0) };
     let (p50, p99) = (pct(&mut lags, 0.5), pct(&mut lags, 0.99));
-    let minmax = |v: &[f64]| (v.iter().cloned().fold(f64::MAX, f64::min), v.iter().cloned().fold(0.0, f64::max));
+    let minmax = |v: &[f64]| {
+        (v.iter().cloned().fold(f64::MAX, f64::min).min(f64::INFINITY), v.iter().cloned().fold(0.0, f64::max))
+    };
     let (a, b) = minmax(&ratios);
     let (c2, d) = minmax(&apply_ratios);
     println!("replicated_8_writers / raw_publish: {a:.2} ..= {b:.2} over {rounds} rounds (goal >= 0.8)");

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use mmsb::monitoring::Counter;
 use mmsb::{Config, Durability, ErrorCode, Location, MMSBState, PageMeta};
 use mmsb_replica::{FollowOptions, Follower, Primary, Target};
 
@@ -38,6 +39,10 @@ fn a_follower_applies_what_the_primary_writes() {
     assert!(f.wait_for(s.lsn(), Duration::from_secs(20)).unwrap());
     assert_same(s, f.state());
     assert_eq!(f.state().update_page(a, b"x").unwrap_err().code(), ErrorCode::ReadOnly);
+    // Caught up: no lag in its stats once the follower looked at the stream's end again.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(f.state().get_stats().counter(Counter::ReplicaLsnBehind), 0);
+    assert_eq!(f.state().get_stats().counter(Counter::ReplicaMicrosBehind), 0);
     f.check().unwrap();
 }
 
@@ -103,6 +108,13 @@ fn streams_with_a_gap_or_another_states_records_are_refused_and_nothing_is_appli
     assert!(e.to_string().contains("expected LSN 4, found LSN 5"), "{e}");
     assert_eq!(f.state().lsn(), 0, "nothing of the refused batch is applied");
     assert!(f.state().page_ids().unwrap().is_empty());
+    // The stuck follower's lag is in its stats: the stream ends at LSN 7, it is at 0.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while f.state().get_stats().counter(Counter::ReplicaLsnBehind) != 7 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", f.state().get_stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(f.lag().lsn_behind, 7);
 
     let foreign = Target::new(&c.urls, common::stream_name("foreign"));
     let mut msgs = a[..4].to_vec(); // LSNs up to 3 of state a

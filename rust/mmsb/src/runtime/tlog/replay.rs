@@ -103,7 +103,19 @@ pub(crate) fn apply_record(
     upto: Lsn,
     tolerant: bool,
 ) -> Result<(), String> {
-    let rec = Record::decode(h.kind, h.count, body)?;
+    apply_decoded(state, core, h, Record::decode(h.kind, h.count, body)?, upto, tolerant)
+}
+
+/// [`apply_record`] for a record already decoded from its body (replication checks a record
+/// before applying it and decodes it once).
+pub(crate) fn apply_decoded(
+    state: &impl Recoverable,
+    core: &mut Core,
+    h: &RecordHeader,
+    rec: Record,
+    upto: Lsn,
+    tolerant: bool,
+) -> Result<(), String> {
     match rec {
         Record::PageCreate(c) => create(state, core, &c)?,
         Record::PageFree(id) => {

@@ -11,7 +11,7 @@ use crate::runtime::state::{Config, Lsn, MMSBState};
 use crate::runtime::tlog::checkpoint;
 use crate::runtime::tlog::format::{checkpoint_name, RecordHeader};
 use crate::runtime::tlog::record::{Record, RecordType};
-use crate::runtime::tlog::replay::{apply_record, load_checkpoint};
+use crate::runtime::tlog::replay::{apply_decoded, load_checkpoint};
 use crate::runtime::tlog::storage::{MemStorage, Storage};
 use crate::types::error::{Error, LogError, Result, StateError};
 
@@ -116,9 +116,9 @@ impl MMSBState {
         }
         let mut core = self.core.write();
         for record in records {
-            let (h, _) = check_replicated(&core, record)?;
+            let (h, _, rec) = check_replicated(&core, record)?;
             let last = h.last_lsn();
-            apply_record(self, &mut core, &h, record.body, last, false).map_err(|r| refused(record.lsn, r))?;
+            apply_decoded(self, &mut core, &h, rec, last, false).map_err(|r| refused(record.lsn, r))?;
         }
         Ok(())
     }
@@ -137,19 +137,22 @@ impl MMSBState {
             return Err(StateError::Unsupported("append_replicated on a state without a log".into()).into());
         };
         let mut core = self.core.write();
-        let (h, kind) = check_replicated(&core, &record)?;
+        let (h, kind, rec) = check_replicated(&core, &record)?;
         let ticket = log.append(kind, record.lsn, record.count, |out| out.extend_from_slice(record.body))?;
         let last = h.last_lsn();
         // Checked above (decode, page existence, delta bounds): this cannot fail halfway.
-        apply_record(self, &mut core, &h, record.body, last, false).map_err(|r| refused(record.lsn, r))?;
+        apply_decoded(self, &mut core, &h, rec, last, false).map_err(|r| refused(record.lsn, r))?;
         drop(core);
         log.wait(ticket)
     }
 }
 
 /// Checks a replicated record against the state (it follows the state's LSN, decodes, and
-/// every delta fits its page) and returns its header and type.
-fn check_replicated(core: &crate::runtime::state::Core, record: &RawRecord<'_>) -> Result<(RecordHeader, RecordType)> {
+/// every delta fits its page) and returns its header, type and decoded record.
+fn check_replicated(
+    core: &crate::runtime::state::Core,
+    record: &RawRecord<'_>,
+) -> Result<(RecordHeader, RecordType, Record)> {
     if record.lsn != core.lsn + 1 || record.count == 0 {
         return Err(refused(
             record.lsn,
@@ -161,9 +164,10 @@ fn check_replicated(core: &crate::runtime::state::Core, record: &RawRecord<'_>) 
         .ok_or_else(|| refused(record.lsn, format!("record type {} is not replicated", record.kind)))?;
     let rec = Record::decode(record.kind, record.count, record.body).map_err(|r| refused(record.lsn, r))?;
     // apply_record stops halfway on a bad delta (it is recovery's corruption check): check
-    // every delta first so a refused record changes nothing.
+    // every delta first so a refused record changes nothing. (A single delta needs no
+    // pre-check: apply_delta checks it before it changes anything.)
     if let Record::Batch(ops) = &rec {
-        for (page, d) in ops {
+        for (page, d) in ops.iter().filter(|_| ops.len() > 1) {
             let p =
                 core.pages.get(page).ok_or_else(|| refused(record.lsn, format!("delta for unknown page {page}")))?;
             d.check_bounds(p.size()).map_err(|e| refused(record.lsn, format!("delta for page {page}: {e}")))?;
@@ -171,5 +175,5 @@ fn check_replicated(core: &crate::runtime::state::Core, record: &RawRecord<'_>) 
     }
     let len = u32::try_from(record.body.len())
         .map_err(|_| refused(record.lsn, format!("a body of {} bytes exceeds 4 GiB", record.body.len())))?;
-    Ok((RecordHeader { len, lsn: record.lsn, count: record.count, kind: record.kind, flags: 0 }, kind))
+    Ok((RecordHeader { len, lsn: record.lsn, count: record.count, kind: record.kind, flags: 0 }, kind, rec))
 }
