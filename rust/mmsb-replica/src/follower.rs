@@ -28,6 +28,8 @@ use crate::wire::{self, Envelope, KIND_TERM};
 const BATCH: usize = 512;
 /// Records applied under one exclusive lock of the replica state.
 const APPLY_CHUNK: usize = 4096;
+/// How long a batch waits for messages the server said are pending (see `Puller::step`).
+const BATCH_LINGER: Duration = Duration::from_millis(5);
 /// How long one fetch waits for messages when the follower is caught up.
 const FETCH_WAIT: Duration = Duration::from_millis(100);
 /// How often the durable position is written (and the stream's last LSN read for the lag).
@@ -223,13 +225,17 @@ impl Puller {
             msgs.push(m);
             // The batch runs to the end of the stream as the server saw it when it sent the
             // last message (its `pending` count), up to BATCH: a bad stream that is already
-            // there is refused whole, not after the part that happened to arrive first.
+            // there is refused whole, not after the part that happened to arrive first. It
+            // waits for pending messages at most BATCH_LINGER: under a steady stream of
+            // writes there is always one pending, and waiting for a full batch then was the
+            // lag's long tail.
+            let linger = tokio::time::Instant::now() + BATCH_LINGER;
             while msgs.len() < BATCH {
                 let pending = msgs.last().and_then(|m| m.info().ok()).map_or(0, |i| i.pending);
                 let next = match futures_util::FutureExt::now_or_never(stream.next()) {
                     Some(n) => n,
                     None if pending == 0 => break,
-                    None => match tokio::time::timeout(FETCH_WAIT, stream.next()).await {
+                    None => match tokio::time::timeout_at(linger, stream.next()).await {
                         Ok(n) => n,
                         Err(_) => break,
                     },
