@@ -114,6 +114,8 @@ impl Publisher {
 }
 
 impl RecordObserver for Publisher {
+    // Called under the state's exclusive lock: lock order is state, then `progress` (never
+    // take the state's lock while holding `progress`).
     fn admit(&self) -> mmsb::Result<()> {
         match &self.progress.lock().fault {
             Some(f) => Err(self.error(f)),
@@ -758,9 +760,12 @@ impl Primary {
 
     /// Statistics: LSN, acknowledged LSN and sequence, term.
     pub fn stats(&self) -> PrimaryStats {
+        // The state's LSN first: `admit` takes `progress` under the state's lock, so holding
+        // `progress` while taking the state's lock deadlocks against a writer.
+        let lsn = self.state.lsn();
         let p = self.publisher.progress.lock();
         PrimaryStats {
-            lsn: self.state.lsn(),
+            lsn,
             acked_lsn: p.acked_lsn,
             acked_seq: p.acked_seq,
             term: self.publisher.term,

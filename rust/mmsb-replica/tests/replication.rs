@@ -285,3 +285,46 @@ fn a_primary_that_lost_published_records_copies_them_back_from_the_stream() {
     assert_eq!(p.state().lsn(), lsn);
     assert_eq!(&p.state().read_page(a).unwrap()[4000..4004], b"next");
 }
+
+/// `Primary::stats` (also behind `mmsb_replica_lag` and Julia's `replica_lag`) while writers
+/// run: it took the publisher's lock and then the state's, the reverse of a writer's order
+/// (`admit` runs under the state's lock), and deadlocked under load.
+#[test]
+fn primary_stats_while_writers_run() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(c) = common::cluster() else { return };
+    let t = Target::new(&c.urls, common::stream_name("stats"));
+    let p = Arc::new(
+        Primary::open(t, Config { durability: Durability::None, logging: true, ..Config::default() }).unwrap(),
+    );
+    let a = p.state().create_page(4096, Location::Cpu, PageMeta::default()).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (p, done) = (p.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let s = p.stats();
+                assert!(s.acked_lsn <= s.lsn);
+                n += 1;
+            }
+            n
+        })
+    };
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                for i in 0..2000u64 {
+                    p.state().update_page_at(a, (w * 1000 + i) % 4096, &[i as u8], None).unwrap();
+                }
+            })
+        })
+        .collect();
+    writers.into_iter().for_each(|w| w.join().unwrap());
+    done.store(true, Ordering::Relaxed);
+    assert!(poller.join().unwrap() > 0);
+    p.sync().unwrap();
+    assert_eq!(p.stats().acked_lsn, p.state().lsn());
+}
