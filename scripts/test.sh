@@ -10,7 +10,9 @@
 # suite (JULIA_NUM_THREADS=2) on every Julia given: the one scripts/ensure-julia.sh
 # finds (or installs), plus each path in MMSB_TEST_JULIAS (space-separated, e.g.
 # MMSB_TEST_JULIAS="/opt/julia-1.10/bin/julia /opt/julia-1.11/bin/julia"), one step
-# per version. Installs what is missing first: rustfmt/clippy through rustup, a C
+# per version, and last test/replication.jl on the release library built with the
+# cargo feature `replication` against a loopback NATS cluster (scripts/nats-cluster.sh,
+# started and stopped around it). Installs what is missing first: rustfmt/clippy through rustup, a C
 # linker through apt-get, Julia through scripts/ensure-julia.sh. Every step runs even after an earlier failure
 # (except those that need the failed one); a summary ends the output and the
 # exit status is non-zero if any step failed.
@@ -81,7 +83,11 @@ OUT_LOG="$(mktemp)"
 # The Rust tests copy the state directories they leave behind here (MMSB_KEEP_DIRS) for the
 # "mmsb verify" step.
 KEEP_DIRS="$(mktemp -d)"
-trap 'rm -f "$OUT_LOG"; rm -rf "$KEEP_DIRS"' EXIT
+# The loopback NATS cluster of the Julia replication step (scripts/nats-cluster.sh); the trap
+# stops it too, should the script be interrupted while it runs.
+NATS_STATE="${TMPDIR:-/tmp}/mmsb-test-nats.$$.state"
+nats_cluster() { MMSB_NATS_STATE="$NATS_STATE" bash "$REPO/scripts/nats-cluster.sh" "$@"; }
+trap 'rm -f "$OUT_LOG"; rm -rf "$KEEP_DIRS"; [ -e "$NATS_STATE" ] && nats_cluster stop >/dev/null 2>&1' EXIT
 run_step() { # name, command... (output also kept in $OUT_LOG for the closing count)
   local name="$1"; shift
   log "$name"
@@ -121,6 +127,32 @@ verify_kept_dirs() { # mmsb verify over the directories the tests kept: exit 0 e
 julia_suite() { # $1 = julia executable
   MMSB_LIB="$TARGET_DIR/release/libmmsb.so" JULIA_NUM_THREADS=2 \
     "$1" --startup-file=no --project="$REPO" "$REPO/test/runtests.jl"
+}
+
+# test/replication.jl against a real 3-node loopback cluster, with the release library built
+# with the cargo feature `replication`: the cluster is started for this run and stopped after
+# it, also when the tests fail.
+julia_replication() { # $1 = julia executable
+  local urls rc
+  urls="$(nats_cluster start | tail -n 1)"
+  if [ -z "$urls" ]; then
+    warn "scripts/nats-cluster.sh start gave no URLs"
+    nats_cluster stop
+    return 1
+  fi
+  echo "NATS cluster: $urls"
+  MMSB_TEST_NATS_URLS="$urls" MMSB_LIB="$TARGET_DIR/release/libmmsb.so" JULIA_NUM_THREADS=2 MMSB_REPO="$REPO" \
+    "$1" --startup-file=no --project="$REPO" -e '
+      using Test, MMSB
+      @testset "replication (real NATS)" begin
+          m = Module(:Test_replication_nats)
+          Core.eval(m, :(using Test, Random, MMSB))
+          Base.include(m, joinpath(ENV["MMSB_REPO"], "test", "helpers.jl"))
+          Base.include(m, joinpath(ENV["MMSB_REPO"], "test", "replication.jl"))
+      end' </dev/null
+  rc=$?
+  nats_cluster stop
+  return "$rc"
 }
 
 # Every Julia to test with: the default one first, then MMSB_TEST_JULIAS, each
@@ -170,6 +202,17 @@ if [ "$SETUP_OK" = 1 ] || command -v cargo >/dev/null; then
     julia_steps
   else
     skip_step "julia tests" "release build failed"
+  fi
+  # Last (it replaces the release library with the replication-enabled one): Julia's
+  # replication tests on a real cluster.
+  run_step "cargo build --release (replication)" cargo build --release -p mmsb-cdylib --features replication
+  jl="$(julia_list | head -n 1)"
+  if [ "${RESULTS[${#RESULTS[@]} - 1]}" != ok ]; then
+    skip_step "julia replication (NATS)" "replication build failed"
+  elif [ -x "$jl" ]; then
+    run_step "julia replication (NATS)" julia_replication "$jl"
+  else
+    skip_step "julia replication (NATS)" "no working julia"
   fi
 else
   skip_step "rust steps" "no Rust toolchain"

@@ -189,8 +189,14 @@
 // Pages recomputed by propagation.
 #define MMSB_COUNTER_PAGES_RECOMPUTED 10
 
+// A replication follower: LSNs behind its stream (gauge; 0 on other states).
+#define MMSB_COUNTER_REPLICA_LSN_BEHIND 11
+
+// A replication follower: microseconds behind its stream, 0 when caught up (gauge).
+#define MMSB_COUNTER_REPLICA_US_BEHIND 12
+
 // Number of counters (valid numbers are `0..MMSB_COUNTER_COUNT`).
-#define MMSB_COUNTER_COUNT 11
+#define MMSB_COUNTER_COUNT 13
 
 // Budget kind for `mmsb_set_budget`: every recorded latency above the value is a violation.
 #define MMSB_BUDGET_LATENCY_MAX 0

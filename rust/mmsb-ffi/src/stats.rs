@@ -54,8 +54,12 @@ pub const MMSB_COUNTER_BUDGET_VIOLATIONS: u32 = 8;
 pub const MMSB_COUNTER_PROPAGATION_ROUNDS: u32 = 9;
 /// Pages recomputed by propagation.
 pub const MMSB_COUNTER_PAGES_RECOMPUTED: u32 = 10;
+/// A replication follower: LSNs behind its stream (gauge; 0 on other states).
+pub const MMSB_COUNTER_REPLICA_LSN_BEHIND: u32 = 11;
+/// A replication follower: microseconds behind its stream, 0 when caught up (gauge).
+pub const MMSB_COUNTER_REPLICA_US_BEHIND: u32 = 12;
 /// Number of counters (valid numbers are `0..MMSB_COUNTER_COUNT`).
-pub const MMSB_COUNTER_COUNT: u32 = 11;
+pub const MMSB_COUNTER_COUNT: u32 = 13;
 
 /// Budget kind for `mmsb_set_budget`: every recorded latency above the value is a violation.
 pub const MMSB_BUDGET_LATENCY_MAX: u32 = 0;
@@ -456,6 +460,8 @@ mod tests {
             MMSB_COUNTER_BUDGET_VIOLATIONS,
             MMSB_COUNTER_PROPAGATION_ROUNDS,
             MMSB_COUNTER_PAGES_RECOMPUTED,
+            MMSB_COUNTER_REPLICA_LSN_BEHIND,
+            MMSB_COUNTER_REPLICA_US_BEHIND,
         ];
         assert_eq!(Counter::COUNT, MMSB_COUNTER_COUNT as usize);
         for (v, c) in counters.iter().zip(Counter::ALL) {

@@ -2,16 +2,18 @@
 //! loopback cluster (`scripts/nats-cluster.sh`, R=3):
 //! - `replicated_8_writers`: writes of 64 bytes by 8 threads in `Durability::Replicated`
 //!   (local group commit + JetStream acknowledgement) vs 8 tasks publishing the same message
-//!   bytes to an R=3 stream and waiting for each acknowledgement (goal: ratio >= 0.8);
+//!   bytes to an R=3 stream and waiting for each acknowledgement, measured right before and
+//!   right after and averaged (goal: ratio >= 0.8);
 //!   interleaved rounds, because this machine is shared; the same writes in `GroupCommit`
 //!   without replication are printed too (the local log's fsyncs bound `Replicated`);
 //! - `follower_apply`: a new follower applying N records from the stream vs `replay_to` of the
 //!   same N records from the primary's local log (goal: ratio >= 0.8);
 //! - `follower_lag`: at a steady 10k writes/s, the time from a write's return on the primary
-//!   to its LSN on the follower (p50, p99).
+//!   to its LSN on the follower (p50, p99), split into write to stream acknowledgement and
+//!   acknowledgement to follower.
 //!
 //! Run: `cargo bench -p mmsb-replica --bench replication` (`MMSB_BENCH_SECONDS`, default 3,
-//! per round; `MMSB_BENCH_ROUNDS`, default 3).
+//! per round; `MMSB_BENCH_ROUNDS`, default 3; `MMSB_BENCH_ONLY=write|apply|lag` for one part).
 
 // Test data: bytes are deliberately cut from wider random or loop values.
 #![allow(clippy::cast_possible_truncation)]
@@ -177,29 +179,39 @@ fn apply_vs_replay(urls: &str, n: u64) -> (f64, f64) {
     (apply, replay)
 }
 
-/// Lag (seconds) from a write's return to its LSN on the follower, at `rate` writes/s.
-fn lag(urls: &str, rate: u64, secs: f64) -> (Vec<f64>, f64) {
+/// Lag samples at `rate` writes/s, in seconds: (write's return to its LSN on the follower,
+/// the part until the stream acknowledged it, the part from the acknowledgement to the
+/// follower), and the rate achieved.
+fn lag(urls: &str, rate: u64, secs: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>, f64) {
     let t = Target::new(urls, common::stream_name("bench-lag"));
     let p = Primary::open(t.clone(), Config { logging: true, ..Config::default() }).unwrap();
     let s = p.state().clone();
     let page = s.create_page(1 << 16, Location::Cpu, PageMeta::default()).unwrap();
     let f = Arc::new(Follower::follow(t, FollowOptions::default()).unwrap());
+    let p = Arc::new(p);
     assert!(f.wait_for(s.lsn(), Duration::from_secs(10)).unwrap());
     let total = (rate as f64 * secs) as u64;
     // A watcher notes when each follower LSN became visible, while the writes go on.
     let stop = Arc::new(AtomicBool::new(false));
+    // It also notes when the stream acknowledged each LSN (the primary's acked LSN), to split
+    // the lag into publish (write to acknowledgement) and delivery (acknowledgement to follower).
     let watcher = {
-        let (f, stop) = (f.clone(), stop.clone());
+        let (f, p, stop) = (f.clone(), p.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut seen: Vec<(u64, Instant)> = Vec::new();
+            let mut acked: Vec<(u64, Instant)> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let lsn = f.state().lsn();
                 if seen.last().is_none_or(|l| l.0 < lsn) {
                     seen.push((lsn, Instant::now()));
                 }
+                let a = p.stats().acked_lsn;
+                if acked.last().is_none_or(|l| l.0 < a) {
+                    acked.push((a, Instant::now()));
+                }
                 std::thread::sleep(Duration::from_micros(100));
             }
-            seen
+            (seen, acked)
         })
     };
     let start = Instant::now();
@@ -222,15 +234,16 @@ fn lag(urls: &str, rate: u64, secs: f64) -> (Vec<f64>, f64) {
     assert!(f.wait_for(s.lsn(), Duration::from_secs(30)).unwrap());
     std::thread::sleep(Duration::from_millis(5));
     stop.store(true, Ordering::Relaxed);
-    let seen = watcher.join().unwrap();
-    let lags = samples
-        .iter()
-        .map(|&(lsn, at)| {
-            let k = seen.partition_point(|s| s.0 < lsn);
-            seen[k].1.saturating_duration_since(at).as_secs_f64()
-        })
-        .collect();
-    (lags, achieved)
+    let (seen, acked) = watcher.join().unwrap();
+    let when = |v: &[(u64, Instant)], lsn: u64| v[v.partition_point(|s| s.0 < lsn).min(v.len() - 1)].1;
+    let (mut lags, mut publish, mut deliver) = (Vec::new(), Vec::new(), Vec::new());
+    for &(lsn, at) in &samples {
+        let (fol, ack) = (when(&seen, lsn), when(&acked, lsn));
+        lags.push(fol.saturating_duration_since(at).as_secs_f64());
+        publish.push(ack.saturating_duration_since(at).as_secs_f64());
+        deliver.push(fol.saturating_duration_since(ack).as_secs_f64());
+    }
+    (lags, publish, deliver, achieved)
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -244,21 +257,28 @@ fn main() {
     let Some(c) = common::cluster() else { return };
     let secs = if quick { 0.2 } else { env("MMSB_BENCH_SECONDS", 3) as f64 };
     let rounds = if quick { 1 } else { env("MMSB_BENCH_ROUNDS", 3) };
+    // `MMSB_BENCH_ONLY=write|apply|lag` runs one of the three.
+    let only = std::env::var("MMSB_BENCH_ONLY").unwrap_or_default();
+    let run = |what: &str| only.is_empty() || only == what;
     let mut ratios = Vec::new();
-    for r in 0..rounds {
-        let raw = raw_publish(&c.urls, secs);
+    for r in 0..if run("write") { rounds } else { 0 } {
+        // The baseline is measured before and after ours and averaged: on this shared
+        // machine it moves by 2x between rounds.
+        let raw1 = raw_publish(&c.urls, secs);
         let ours = replicated(Some(&c.urls), secs);
+        let raw2 = raw_publish(&c.urls, secs);
         let local = replicated(None, secs);
+        let raw = (raw1 + raw2) / 2.0;
         println!(
-            "round {r}: Replicated 8 writers {ours:.0}/s, raw JetStream publish 8 tasks {raw:.0}/s, ratio {:.2}; \
-             GroupCommit 8 writers without replication {local:.0}/s",
+            "round {r}: Replicated 8 writers {ours:.0}/s, raw JetStream publish 8 tasks {raw1:.0}/s before, \
+             {raw2:.0}/s after, ratio {:.2}; GroupCommit 8 writers without replication {local:.0}/s",
             ours / raw
         );
         ratios.push(ours / raw);
     }
     let n = if quick { 2000 } else { 200_000 };
     let mut apply_ratios = Vec::new();
-    for r in 0..rounds {
+    for r in 0..if run("apply") { rounds } else { 0 } {
         let (apply, replay) = apply_vs_replay(&c.urls, n);
         println!(
             "round {r}: follower apply {apply:.0} records/s, local replay {replay:.0} records/s, ratio {:.2}",
@@ -266,17 +286,38 @@ fn main() {
         );
         apply_ratios.push(apply / replay);
     }
-    let (mut lags, achieved) = lag(&c.urls, 10_000, if quick { 0.3 } else { secs });
-    let (p50, p99) = (pct(&mut lags, 0.5), pct(&mut lags, 0.99));
+    let mut lag_rounds = Vec::new();
+    for r in 0..if run("lag") { rounds } else { 0 } {
+        let (mut lags, mut publish, mut deliver, achieved) = lag(&c.urls, 10_000, if quick { 0.3 } else { secs });
+        let (p50, p99) = (pct(&mut lags, 0.5), pct(&mut lags, 0.99));
+        println!(
+            "round {r}: lag at 10k writes/s (achieved {achieved:.0}/s): p50 {:.2} ms, p99 {:.2} ms ({} samples); \
+             write to stream ack p50 {:.2} / p99 {:.2} ms, stream ack to follower p50 {:.2} / p99 {:.2} ms",
+            p50 * 1e3,
+            p99 * 1e3,
+            lags.len(),
+            pct(&mut publish, 0.5) * 1e3,
+            pct(&mut publish, 0.99) * 1e3,
+            pct(&mut deliver, 0.5) * 1e3,
+            pct(&mut deliver, 0.99) * 1e3,
+        );
+        lag_rounds.push((p50, p99));
+    }
     let minmax = |v: &[f64]| (v.iter().cloned().fold(f64::MAX, f64::min), v.iter().cloned().fold(0.0, f64::max));
     let (a, b) = minmax(&ratios);
     let (c2, d) = minmax(&apply_ratios);
-    println!("replicated_8_writers / raw_publish: {a:.2} ..= {b:.2} over {rounds} rounds (goal >= 0.8)");
-    println!("follower_apply / local_replay: {c2:.2} ..= {d:.2} over {rounds} rounds (goal >= 0.8)");
-    println!(
-        "follower lag at 10k writes/s (achieved {achieved:.0}/s): p50 {:.2} ms, p99 {:.2} ms ({} samples)",
-        p50 * 1e3,
-        p99 * 1e3,
-        lags.len()
-    );
+    if !ratios.is_empty() {
+        println!("replicated_8_writers / raw_publish: {a:.2} ..= {b:.2} over {rounds} rounds (goal >= 0.8)");
+    }
+    if !apply_ratios.is_empty() {
+        println!("follower_apply / local_replay: {c2:.2} ..= {d:.2} over {rounds} rounds (goal >= 0.8)");
+    }
+    let p50s: Vec<f64> = lag_rounds.iter().map(|l| l.0 * 1e3).collect();
+    let p99s: Vec<f64> = lag_rounds.iter().map(|l| l.1 * 1e3).collect();
+    let ((a, b), (c3, d3)) = (minmax(&p50s), minmax(&p99s));
+    if !lag_rounds.is_empty() {
+        println!(
+            "follower lag at 10k writes/s: p50 {a:.2} ..= {b:.2} ms, p99 {c3:.2} ..= {d3:.2} ms over {rounds} rounds"
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! serve reads, keep a durable position (optional directory) and report their lag; and
 //! promotion of a follower to primary.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,18 +12,24 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
 use futures_util::StreamExt;
+use mmsb::monitoring::Counter;
 use mmsb::runtime::replica_hook::RawRecord;
 use mmsb::types::error::{LogError, ReplicaError};
 use mmsb::{Config, Lsn, MMSBState};
 use parking_lot::{Condvar, Mutex};
 
-use crate::checkpoint::{self, CheckpointHeader};
+use crate::checkpoint;
 use crate::nats::{block_on, last_message, open_stream, retry, runtime, Target};
+use crate::position::{self, PositionLog};
 use crate::primary::{Identity, Primary};
 use crate::wire::{self, Envelope, KIND_TERM};
 
 /// Messages fetched (and checked as a whole) per round.
 const BATCH: usize = 512;
+/// Records applied under one exclusive lock of the replica state.
+const APPLY_CHUNK: usize = 4096;
+/// How long a batch waits for messages the server said are pending (see `Puller::step`).
+const BATCH_LINGER: Duration = Duration::from_millis(5);
 /// How long one fetch waits for messages when the follower is caught up.
 const FETCH_WAIT: Duration = Duration::from_millis(100);
 /// How often the durable position is written (and the stream's last LSN read for the lag).
@@ -31,15 +37,15 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 const LAG_EVERY: Duration = Duration::from_millis(250);
 /// A follower that is behind and got no message for this long starts a new consumer.
 const STALL_AFTER: Duration = Duration::from_secs(2);
-/// The durable position's file in the follower's directory.
-const POSITION_FILE: &str = "follower.position";
 
 /// Options of [`Follower::follow`].
 #[derive(Debug, Clone, Default)]
 pub struct FollowOptions {
-    /// Where the follower keeps its durable position (a checkpoint image and the stream
-    /// sequence it continues from), rewritten about once a second and at close; a restarted
-    /// follower resumes from it. `None`: a restart starts from the stream's checkpoint.
+    /// Where the follower keeps its durable position: a base image with the stream sequence
+    /// it continues from, and a log of the messages applied since (appended per batch,
+    /// fsynced about once a second and at close; folded into a new base once larger than
+    /// it). A restarted follower resumes from it. `None`: a restart starts from the stream's
+    /// checkpoint.
     pub dir: Option<PathBuf>,
     /// Limits of the replica state (`max_page_size` must admit the primary's pages); its
     /// directory, logging and durability are ignored.
@@ -96,10 +102,45 @@ struct Shared {
     status: Mutex<Status>,
     changed: Condvar,
     stop: AtomicBool,
-    dir: Option<PathBuf>,
+    /// The durable position (with `FollowOptions::dir`), written by the follower's task.
+    position: Mutex<Option<PositionLog>>,
 }
 
 impl Shared {
+    fn lag(&self) -> Lag {
+        let st = self.status.lock();
+        let applied_lsn = self.state.lsn();
+        let behind = st.stream_lsn.saturating_sub(applied_lsn);
+        let seconds_behind = if behind == 0 && st.pending == 0 || st.last_published_ns == 0 {
+            0.0
+        } else {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX));
+            ((now - st.last_published_ns).max(0) as f64) / 1e9
+        };
+        Lag {
+            applied_lsn,
+            stream_lsn: st.stream_lsn,
+            lsn_behind: behind,
+            seconds_behind,
+            applied_seq: st.next_seq.saturating_sub(1),
+            term: st.term,
+            applied_since_open: st.applied,
+        }
+    }
+
+    /// Copies the lag into the state's stats gauges (so `get_stats`, the C stats calls and
+    /// Julia's `print_stats` show it).
+    fn export_lag(&self) {
+        let l = self.lag();
+        let m = self.state.monitor();
+        m.set(Counter::ReplicaLsnBehind, l.lsn_behind);
+        let us = Duration::try_from_secs_f64(l.seconds_behind)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        m.set(Counter::ReplicaMicrosBehind, us);
+    }
+
     fn error(&self, f: &Fault) -> mmsb::Error {
         let stream = self.target.stream.clone();
         match f.clone() {
@@ -134,7 +175,6 @@ struct Puller {
     last_message: Instant,
     /// The consumer sequence of the last message taken (0 for a new consumer).
     delivered: u64,
-    last_lag: Instant,
     last_save: Instant,
 }
 
@@ -184,13 +224,17 @@ impl Puller {
             msgs.push(m);
             // The batch runs to the end of the stream as the server saw it when it sent the
             // last message (its `pending` count), up to BATCH: a bad stream that is already
-            // there is refused whole, not after the part that happened to arrive first.
+            // there is refused whole, not after the part that happened to arrive first. It
+            // waits for pending messages at most BATCH_LINGER: under a steady stream of
+            // writes there is always one pending, and waiting for a full batch then was the
+            // lag's long tail.
+            let linger = tokio::time::Instant::now() + BATCH_LINGER;
             while msgs.len() < BATCH {
                 let pending = msgs.last().and_then(|m| m.info().ok()).map_or(0, |i| i.pending);
                 let next = match futures_util::FutureExt::now_or_never(stream.next()) {
                     Some(n) => n,
                     None if pending == 0 => break,
-                    None => match tokio::time::timeout(FETCH_WAIT, stream.next()).await {
+                    None => match tokio::time::timeout_at(linger, stream.next()).await {
                         Ok(n) => n,
                         Err(_) => break,
                     },
@@ -201,14 +245,6 @@ impl Puller {
                         self.messages = None;
                         break;
                     }
-                }
-            }
-        }
-        if self.last_lag.elapsed() >= LAG_EVERY || msgs.is_empty() && self.last_lag.elapsed() >= FETCH_WAIT {
-            self.last_lag = Instant::now();
-            if let Ok(Some((_, bytes))) = last_message(&sh.target, &self.stream).await {
-                if let Ok(e) = wire::decode(&bytes) {
-                    sh.status.lock().stream_lsn = e.last_lsn();
                 }
             }
         }
@@ -233,12 +269,15 @@ impl Puller {
             (st.state_id, st.term)
         };
         let mut at = sh.state.lsn();
-        let mut plan: Vec<wire::Sub<'_>> = Vec::with_capacity(msgs.len());
+        // The records to apply, and the stream sequence of each one's message.
+        let mut plan: Vec<RawRecord<'_>> = Vec::with_capacity(msgs.len());
+        let mut plan_seq: Vec<u64> = Vec::with_capacity(msgs.len());
         let mut used = 0u64;
         let mut fault = None;
         let mut last = (next_seq, 0i128, 0u64);
         let mut lost = false;
         let mut taken = 0;
+        let mut taken_seqs = Vec::with_capacity(msgs.len());
         for m in &msgs {
             let info = m.info().map_err(|e| format!("message metadata: {e}"))?;
             if info.consumer_sequence != self.delivered + 1 {
@@ -250,6 +289,7 @@ impl Puller {
             }
             self.delivered = info.consumer_sequence;
             taken += 1;
+            taken_seqs.push(info.stream_sequence);
             let seq = info.stream_sequence;
             last = (seq, info.published.unix_timestamp_nanos(), info.pending);
             let (e, subs) = match wire::decode(&m.payload).and_then(|e| Ok((e, e.records()?))) {
@@ -290,7 +330,8 @@ impl Puller {
                     break;
                 }
                 at = sub.last_lsn();
-                plan.push(sub);
+                plan.push(RawRecord { lsn: sub.lsn, count: sub.count, kind: sub.kind, body: sub.body });
+                plan_seq.push(seq);
             }
             if fault.is_some() {
                 break;
@@ -309,12 +350,19 @@ impl Puller {
                 return Err("a delivery was lost; reading again from the follower's position".into());
             }
         }
-        for sub in &plan {
-            let r = RawRecord { lsn: sub.lsn, count: sub.count, kind: sub.kind, body: sub.body };
-            if let Err(err) = sh.state.apply_replicated(r) {
-                sh.status.lock().fault = Some(Fault::Malformed { seq: last.0, reason: err.to_string() });
+        // Many records per exclusive lock (one lock round per record cost more than applying a
+        // small delta), in chunks so readers wait at most one chunk.
+        for (k, chunk) in plan.chunks(APPLY_CHUNK).enumerate() {
+            if let Err(err) = sh.state.apply_replicated_batch(chunk) {
+                // The records before the bad one stay applied; name the bad one's message.
+                let failed = chunk.iter().position(|r| r.lsn > sh.state.lsn()).unwrap_or(0);
+                let seq = plan_seq[k * APPLY_CHUNK + failed];
+                sh.status.lock().fault = Some(Fault::Malformed { seq, reason: err.to_string() });
                 sh.changed.notify_all();
                 return Ok(0);
+            }
+            if k % 16 == 15 {
+                sh.changed.notify_all();
             }
         }
         let mut st = sh.status.lock();
@@ -327,6 +375,11 @@ impl Puller {
         st.stream_lsn = st.stream_lsn.max(at);
         drop(st);
         sh.changed.notify_all();
+        if let Some(pos) = sh.position.lock().as_mut() {
+            // A failed append is caught at the next fsync or base; a restart then resumes
+            // from an older position.
+            let _ = pos.append(taken_seqs.iter().copied().zip(msgs.iter().map(|m| &m.payload[..])));
+        }
         self.maybe_save(sh, false);
         Ok(taken)
     }
@@ -338,52 +391,41 @@ impl Puller {
         self.delivered = 0;
     }
 
-    /// Writes the durable position when due (or `now`).
+    /// Makes the durable position durable when due (or `now`): an fsync of the position log,
+    /// or a new base image once the log outgrew the old one.
     fn maybe_save(&mut self, sh: &Shared, now: bool) {
-        let Some(dir) = &sh.dir else { return };
+        let mut pos = sh.position.lock();
+        let Some(pos) = pos.as_mut() else { return };
         if !now && self.last_save.elapsed() < SAVE_EVERY {
             return;
         }
         self.last_save = Instant::now();
         // A failed save keeps the older position: a restart re-applies a little more.
-        let _ = save_position(dir, sh);
+        let _ = if pos.wants_fold() {
+            let (state_id, term, next_seq) = {
+                let st = sh.status.lock();
+                (st.state_id, st.term, st.next_seq)
+            };
+            pos.write_base(&sh.state, state_id, term, next_seq)
+        } else {
+            pos.sync()
+        };
     }
 }
 
-fn save_position(dir: &Path, sh: &Shared) -> mmsb::Result<()> {
-    // The image and the position must agree: take both while no batch applies (the caller is
-    // the only applier).
-    let (state_id, term, next_seq) = {
-        let st = sh.status.lock();
-        (st.state_id, st.term, st.next_seq)
-    };
-    let Some(state_id) = state_id else { return Ok(()) };
-    let (lsn, image) = sh.state.checkpoint_image()?;
-    let h = CheckpointHeader { state_id, term, lsn, start_seq: next_seq };
-    let path = dir.join(POSITION_FILE);
-    let tmp = dir.join(format!("{POSITION_FILE}.tmp"));
-    let io = |e| LogError::io(format!("write {}", path.display()), e);
-    let mut data = h.encode().to_vec();
-    data.extend_from_slice(&image);
-    std::fs::write(&tmp, &data).map_err(io)?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    Ok(std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?)
-}
-
-fn load_position(dir: &Path) -> mmsb::Result<Option<(CheckpointHeader, Vec<u8>)>> {
-    let path = dir.join(POSITION_FILE);
-    let mut data = match std::fs::read(&path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(LogError::io(format!("read {}", path.display()), e).into()),
-    };
-    let h = CheckpointHeader::decode(&data).ok_or_else(|| LogError::Corrupt {
-        file: path.display().to_string(),
-        offset: 0,
-        reason: "not a follower position file".into(),
-    })?;
-    Ok(Some((h, data.split_off(checkpoint::HEADER_LEN))))
+/// Looks up the stream's last LSN (for the lag) every `LAG_EVERY`, in a task of its own: done
+/// inline it held up applying for its two round trips, a source of the lag's long tail.
+async fn lag_loop(stream: stream::Stream, sh: Arc<Shared>) {
+    while !sh.stop.load(Ordering::Acquire) && sh.status.lock().fault.is_none() {
+        if let Ok(Some((_, bytes))) = last_message(&sh.target, &stream).await {
+            if let Ok(e) = wire::decode(&bytes) {
+                let mut st = sh.status.lock();
+                st.stream_lsn = st.stream_lsn.max(e.last_lsn());
+            }
+        }
+        sh.export_lag();
+        tokio::time::sleep(LAG_EVERY).await;
+    }
 }
 
 async fn follow_loop(mut p: Puller, sh: Arc<Shared>) {
@@ -391,12 +433,23 @@ async fn follow_loop(mut p: Puller, sh: Arc<Shared>) {
         if sh.status.lock().fault.is_some() {
             break;
         }
-        if p.step(&sh).await.is_err() {
+        let r = p.step(&sh).await;
+        sh.export_lag();
+        if r.is_err() {
             // A node went away or the consumer expired: start a new one where we are.
             p.reset();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // The lag as the follower stops (a bad stream leaves it behind for good): the stream's
+    // end as it is now.
+    if let Ok(Some((_, bytes))) = last_message(&sh.target, &p.stream).await {
+        if let Ok(e) = wire::decode(&bytes) {
+            let mut st = sh.status.lock();
+            st.stream_lsn = st.stream_lsn.max(e.last_lsn());
+        }
+    }
+    sh.export_lag();
     p.maybe_save(&sh, true);
 }
 
@@ -411,28 +464,44 @@ impl Follower {
         if let Some(d) = &opts.dir {
             std::fs::create_dir_all(d).map_err(|e| LogError::io(format!("create {}", d.display()), e))?;
         }
-        let (js, stream, start) = block_on(retry(|| async {
+        let local = match &opts.dir {
+            Some(d) => position::resume(d, &opts.config)?,
+            None => None,
+        };
+        let (js, stream, first_seq) = block_on(retry(|| async {
             let js = target.connect().await?;
             let stream = open_stream(&target, &js).await?;
             let first_seq =
                 stream.get_info().await.map_err(|e| target.failed("read the stream info", e))?.state.first_sequence;
-            let local = match &opts.dir {
-                Some(d) => load_position(d)?,
-                None => None,
-            };
-            // The local position, unless compaction removed the messages after it.
-            let start = match local {
-                Some((h, img)) if h.start_seq >= first_seq => Some((h, img)),
-                _ => checkpoint::get(&target, &js).await?,
-            };
-            Ok::<_, mmsb::Error>((js, stream, start))
+            Ok::<_, mmsb::Error>((js, stream, first_seq))
         }))?;
-        let (state, status) = match start {
-            Some((h, image)) => (
-                MMSBState::replica_from_image(opts.config.clone(), &image)?,
-                Status { state_id: Some(h.state_id), term: h.term, next_seq: h.start_seq.max(1), ..Status::default() },
+        // The local position, unless compaction removed the messages after it.
+        let (state, status, resumed) = match local {
+            Some(r) if r.next_seq >= first_seq => (
+                r.state,
+                Status { state_id: r.state_id, term: r.term, next_seq: r.next_seq.max(1), ..Status::default() },
+                true,
             ),
-            None => (MMSBState::replica(opts.config.clone())?, Status { next_seq: 1, ..Status::default() }),
+            _ => match block_on(retry(|| checkpoint::get(&target, &js)))? {
+                Some((h, image)) => (
+                    MMSBState::replica_from_image(opts.config.clone(), &image)?,
+                    Status {
+                        state_id: Some(h.state_id),
+                        term: h.term,
+                        next_seq: h.start_seq.max(1),
+                        ..Status::default()
+                    },
+                    false,
+                ),
+                None => (MMSBState::replica(opts.config.clone())?, Status { next_seq: 1, ..Status::default() }, false),
+            },
+        };
+        let position = match &opts.dir {
+            Some(d) => {
+                let base = (!resumed).then_some((&state, status.state_id, status.term, status.next_seq));
+                Some(PositionLog::open(d, base)?)
+            }
+            None => None,
         };
         let shared = Arc::new(Shared {
             target,
@@ -440,7 +509,7 @@ impl Follower {
             status: Mutex::new(status),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
-            dir: opts.dir,
+            position: Mutex::new(position),
         });
         let puller = Puller {
             stream,
@@ -448,9 +517,9 @@ impl Follower {
             messages: None,
             last_message: Instant::now(),
             delivered: 0,
-            last_lag: Instant::now(),
             last_save: Instant::now(),
         };
+        runtime().spawn(lag_loop(puller.stream.clone(), shared.clone()));
         let task = runtime().spawn(follow_loop(puller, shared.clone()));
         Ok(Follower { shared, js, task: Mutex::new(Some(task)) })
     }
@@ -469,28 +538,10 @@ impl Follower {
         }
     }
 
-    /// How far behind the stream it is.
+    /// How far behind the stream it is (also in the state's stats: the gauges
+    /// `replica_lsn_behind` and `replica_us_behind`).
     pub fn lag(&self) -> Lag {
-        let st = self.shared.status.lock();
-        let applied_lsn = self.shared.state.lsn();
-        let behind = st.stream_lsn.saturating_sub(applied_lsn);
-        let seconds_behind = if behind == 0 && st.pending == 0 || st.last_published_ns == 0 {
-            0.0
-        } else {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX));
-            ((now - st.last_published_ns).max(0) as f64) / 1e9
-        };
-        Lag {
-            applied_lsn,
-            stream_lsn: st.stream_lsn,
-            lsn_behind: behind,
-            seconds_behind,
-            applied_seq: st.next_seq.saturating_sub(1),
-            term: st.term,
-            applied_since_open: st.applied,
-        }
+        self.shared.lag()
     }
 
     /// Waits until the follower's LSN reaches `lsn` (`Ok(true)`), it stops with an error, or
@@ -539,7 +590,6 @@ impl Follower {
                 messages: None,
                 last_message: Instant::now(),
                 delivered: 0,
-                last_lag: Instant::now(),
                 last_save: Instant::now(),
             };
             for _ in 0..10 {

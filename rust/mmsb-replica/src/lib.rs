@@ -14,6 +14,7 @@
 mod checkpoint;
 mod follower;
 mod nats;
+mod position;
 mod primary;
 pub mod wire;
 

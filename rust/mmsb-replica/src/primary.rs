@@ -18,6 +18,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
 use mmsb::runtime::replica_hook::{ObserverSlot, RawRecord, RecordObserver};
 use mmsb::runtime::tlog::record::Record;
+use mmsb::runtime::tlog::storage::Storage;
 use mmsb::types::error::ReplicaError;
 use mmsb::{Config, LogOp, Lsn, MMSBState};
 use parking_lot::{Condvar, Mutex};
@@ -75,9 +76,14 @@ pub(crate) struct Publisher {
     changed: Condvar,
     /// Messages published (acknowledged) since open.
     published: AtomicU64,
-    /// The highest LSN the local log has made durable (`RecordObserver::committed`): records
-    /// are sent only up to it, so the stream never runs ahead of the primary's own log.
-    committed: tokio::sync::watch::Sender<Lsn>,
+    /// The highest LSN the local log has made durable (`RecordObserver::committed`), for
+    /// statistics: records are published as soon as they are appended, before their fsync, so
+    /// the stream may run ahead of it (a restarted primary copies such records back, see
+    /// `Primary::start_with`).
+    local_durable: AtomicU64,
+    /// Records up to this LSN are in the stream already: `appended` does not queue them (the
+    /// records a restarted primary copies back from the stream into its log).
+    skip_through: AtomicU64,
 }
 
 impl Publisher {
@@ -108,6 +114,8 @@ impl Publisher {
 }
 
 impl RecordObserver for Publisher {
+    // Called under the state's exclusive lock: lock order is state, then `progress` (never
+    // take the state's lock while holding `progress`).
     fn admit(&self) -> mmsb::Result<()> {
         match &self.progress.lock().fault {
             Some(f) => Err(self.error(f)),
@@ -116,6 +124,9 @@ impl RecordObserver for Publisher {
     }
 
     fn appended(&self, r: RawRecord<'_>) {
+        if r.lsn + r.count.max(1) - 1 <= self.skip_through.load(Ordering::Acquire) {
+            return;
+        }
         self.queue(&Envelope {
             state_id: self.state_id,
             term: self.term,
@@ -127,11 +138,7 @@ impl RecordObserver for Publisher {
     }
 
     fn committed(&self, last_lsn: Lsn) {
-        self.committed.send_if_modified(|c| {
-            let newer = last_lsn > *c;
-            *c = (*c).max(last_lsn);
-            newer
-        });
+        self.local_durable.fetch_max(last_lsn, Ordering::Relaxed);
     }
 
     fn wait(&self, last_lsn: Lsn) -> mmsb::Result<()> {
@@ -155,14 +162,9 @@ impl RecordObserver for Publisher {
 }
 
 /// The next message from `window[from..]`: a term record alone, else up to
-/// `MAX_RECORDS_PER_MESSAGE` consecutive records the local log made durable (`durable`).
+/// `MAX_RECORDS_PER_MESSAGE` consecutive records.
 /// Returns how many records it holds, its bytes, its id and its last LSN.
-fn next_message(
-    p: &Publisher,
-    window: &VecDeque<Outgoing>,
-    from: usize,
-    durable: Lsn,
-) -> (usize, bytes::Bytes, String, Lsn) {
+fn next_message(p: &Publisher, window: &VecDeque<Outgoing>, from: usize) -> (usize, bytes::Bytes, String, Lsn) {
     let first = &window[from];
     let head = Envelope {
         state_id: p.state_id,
@@ -177,7 +179,6 @@ fn next_message(
         let mut bytes = first.body.len();
         while let Some(o) = window.get(from + n) {
             if o.kind == KIND_TERM
-                || o.last_lsn() > durable
                 || n >= MAX_RECORDS_PER_MESSAGE
                 || bytes + o.body.len() + wire::SUB_HEADER_LEN > MAX_MESSAGE_BYTES
             {
@@ -204,7 +205,8 @@ type AckFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = (usize, Result<jetstream::publish::PublishAck, String>, bool)> + Send>,
 >;
 
-/// The publishing task. Records go out as soon as the local log made them durable, grouped
+/// The publishing task. Records go out as soon as they are appended (the local fsync runs
+/// meanwhile; a `Replicated` write waits for both), grouped
 /// into messages, many messages in flight, each with the expected last sequence of the one
 /// before; acknowledgements come back in order. After a failed publish it waits out what is in
 /// flight, reads the stream's last message to learn what the stream really has, and sends the
@@ -223,14 +225,20 @@ async fn publish_loop(
     let mut window: VecDeque<Outgoing> = VecDeque::new();
     let mut sent = 0usize;
     let mut in_flight: futures_util::stream::FuturesOrdered<AckFuture> = futures_util::stream::FuturesOrdered::new();
-    let mut committed = p.committed.subscribe();
     let mut closed = false;
     let mut stalled_since: Option<Instant> = None;
     loop {
         let mut error: Option<(bool, String)> = None;
-        let durable = *committed.borrow_and_update();
-        while sent < window.len() && in_flight.len() < MAX_IN_FLIGHT && window[sent].last_lsn() <= durable {
-            let (n, payload, id, _) = next_message(&p, &window, sent, durable);
+        // Whatever else is queued goes into the same messages.
+        while !closed {
+            match rx.try_recv() {
+                Ok(o) => window.push_back(o),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
+            }
+        }
+        while sent < window.len() && in_flight.len() < MAX_IN_FLIGHT {
+            let (n, payload, id, _) = next_message(&p, &window, sent);
             let expected = last_seq + in_flight.len() as u64;
             let msg = PublishMessage::build().payload(payload).message_id(id).expected_last_sequence(expected);
             match js.send_publish(subject.clone(), msg).await {
@@ -257,9 +265,6 @@ async fn publish_loop(
                 r = rx.recv(), if !closed => match r {
                     Some(o) => window.push_back(o),
                     None => closed = true,
-                },
-                r = committed.changed() => if r.is_err() {
-                    closed = true;
                 },
                 Some((n, r, wrong_seq)) = in_flight.next(), if !in_flight.is_empty() => match r {
                     Ok(ack) if !ack.duplicate && ack.sequence == last_seq + 1 => {
@@ -334,6 +339,92 @@ async fn publish_loop(
     }
 }
 
+/// The raw messages of the stream from the first one holding a record past LSN `local` (or a
+/// term record at `local` or later) to sequence `last_seq`. Messages cover ascending LSN
+/// ranges, so a binary search over sequences finds the first one.
+async fn stream_after(
+    target: &Target,
+    stream: &stream::Stream,
+    local: Lsn,
+    last_seq: u64,
+) -> mmsb::Result<Vec<(u64, bytes::Bytes)>> {
+    let get = |seq: u64| async move {
+        let m = stream.get_raw_message(seq).await.map_err(|e| target.failed("read a stream message", e))?;
+        let end = match wire::decode(&m.payload) {
+            // A term record covers no LSN; it sits at the LSN its term starts after.
+            Ok(e) if e.is_term() => e.lsn,
+            Ok(e) => e.last_lsn(),
+            Err(reason) => {
+                return Err(ReplicaError::Malformed { stream: target.stream.clone(), seq, reason }.into());
+            }
+        };
+        Ok::<_, mmsb::Error>((end, m.payload))
+    };
+    let first_seq = stream.get_info().await.map_err(|e| target.failed("read the stream info", e))?.state.first_sequence;
+    // The first sequence in lo..=hi whose message ends past `local`; `last_seq`'s does.
+    let (mut lo, mut hi) = (first_seq, last_seq);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if get(mid).await?.0 > local {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let mut out = Vec::new();
+    for seq in lo..=last_seq {
+        out.push((seq, get(seq).await?.1));
+    }
+    Ok(out)
+}
+
+/// Appends the records of `msgs` past the state's LSN to its log and applies them, checking
+/// that they are this state's, in this or an older term, and continue the log without a gap;
+/// the state must then be at `upto`.
+fn copy_back(
+    target: &Target,
+    state: &MMSBState,
+    id: Identity,
+    msgs: &[(u64, bytes::Bytes)],
+    upto: Lsn,
+) -> mmsb::Result<()> {
+    let malformed = |seq: u64, reason: String| -> mmsb::Error {
+        ReplicaError::Malformed { stream: target.stream.clone(), seq, reason }.into()
+    };
+    for (seq, bytes) in msgs {
+        let e = wire::decode(bytes).map_err(|r| malformed(*seq, r))?;
+        if e.state_id != id.state_id {
+            return Err(ReplicaError::ForeignState {
+                stream: target.stream.clone(),
+                expected: id.state_id,
+                found: e.state_id,
+                seq: *seq,
+            }
+            .into());
+        }
+        if e.term > id.term {
+            return Err(ReplicaError::Fenced { stream: target.stream.clone(), term: e.term }.into());
+        }
+        for sub in e.records().map_err(|r| malformed(*seq, r))? {
+            let at = state.lsn();
+            if sub.last_lsn() <= at {
+                continue;
+            }
+            if sub.lsn != at + 1 {
+                return Err(ReplicaError::Gap { stream: target.stream.clone(), expected: at + 1, got: sub.lsn }.into());
+            }
+            state.append_replicated(RawRecord { lsn: sub.lsn, count: sub.count, kind: sub.kind, body: sub.body })?;
+        }
+    }
+    if state.lsn() != upto {
+        return Err(target.failed(
+            "copy back the stream's records",
+            format!("the stream's last LSN is {upto} but its records end at LSN {}", state.lsn()),
+        ));
+    }
+    Ok(())
+}
+
 /// The identity a directory-backed primary keeps beside its log (`replica.id`): which state
 /// it is and the term it writes in, so a restarted primary knows whether it was fenced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,6 +436,42 @@ pub(crate) struct Identity {
 const IDENTITY_FILE: &str = "replica.id";
 
 impl Identity {
+    fn parse(text: &str, file: &str) -> mmsb::Result<Identity> {
+        let mut it = text.split_whitespace();
+        let parsed = (|| {
+            Some(Identity { state_id: u128::from_str_radix(it.next()?, 16).ok()?, term: it.next()?.parse().ok()? })
+        })();
+        parsed.ok_or_else(|| {
+            mmsb::types::error::LogError::Corrupt {
+                file: file.into(),
+                offset: 0,
+                reason: "expected `<state id hex> <term>`".into(),
+            }
+            .into()
+        })
+    }
+
+    /// The identity kept in a state's log storage (a primary opened with its own storage);
+    /// the log ignores files it does not name.
+    fn load_from(storage: &dyn Storage) -> mmsb::Result<Option<Identity>> {
+        if !storage.list().map_err(|e| io_err("list", storage, e))?.iter().any(|n| n == IDENTITY_FILE) {
+            return Ok(None);
+        }
+        let bytes = storage.read(IDENTITY_FILE).map_err(|e| io_err("read", storage, e))?;
+        Identity::parse(&String::from_utf8_lossy(&bytes), &storage.describe(IDENTITY_FILE)).map(Some)
+    }
+
+    fn store_to(&self, storage: &dyn Storage) -> mmsb::Result<()> {
+        let tmp = format!("{IDENTITY_FILE}.tmp");
+        let text = format!("{:032x} {}\n", self.state_id, self.term);
+        storage
+            .create(&tmp)
+            .and_then(|f| f.write_at(0, text.as_bytes()).and_then(|()| f.sync()))
+            .and_then(|()| storage.rename(&tmp, IDENTITY_FILE))
+            .and_then(|()| storage.sync_dir())
+            .map_err(|e| io_err("write", storage, e))
+    }
+
     fn load(dir: &Path) -> mmsb::Result<Option<Identity>> {
         let path = dir.join(IDENTITY_FILE);
         let text = match std::fs::read_to_string(&path) {
@@ -352,18 +479,7 @@ impl Identity {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(mmsb::types::error::LogError::io(format!("read {}", path.display()), e).into()),
         };
-        let mut it = text.split_whitespace();
-        let parsed = (|| {
-            Some(Identity { state_id: u128::from_str_radix(it.next()?, 16).ok()?, term: it.next()?.parse().ok()? })
-        })();
-        parsed.map(Some).ok_or_else(|| {
-            mmsb::types::error::LogError::Corrupt {
-                file: path.display().to_string(),
-                offset: 0,
-                reason: "expected `<state id hex> <term>`".into(),
-            }
-            .into()
-        })
+        Identity::parse(&text, &path.display().to_string()).map(Some)
     }
 
     pub(crate) fn store(&self, dir: &Path) -> mmsb::Result<()> {
@@ -375,6 +491,10 @@ impl Identity {
         std::fs::rename(&tmp, &path).map_err(io)?;
         Ok(std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?)
     }
+}
+
+fn io_err(what: &str, storage: &dyn Storage, e: std::io::Error) -> mmsb::Error {
+    mmsb::types::error::LogError::io(format!("{what} {}", storage.describe(IDENTITY_FILE)), e).into()
 }
 
 /// Statistics of a primary.
@@ -413,6 +533,20 @@ impl Primary {
     /// `ErrorCode::ForeignState` when the stream belongs to another state, and
     /// `InvalidArgument` when the stream already holds a state this primary has no log of.
     pub fn open(target: Target, config: Config) -> mmsb::Result<Primary> {
+        Primary::open_inner(target, config, None)
+    }
+
+    /// Like [`Primary::open`], with the log and checkpoints in `storage` instead of
+    /// `config.dir` (which must be `None`); the primary's identity is kept there too. For
+    /// crash tests with `mmsb::runtime::tlog::fault::FaultStorage`.
+    pub fn open_with_storage(target: Target, config: Config, storage: Arc<dyn Storage>) -> mmsb::Result<Primary> {
+        if config.dir.is_some() {
+            return Err(mmsb::Error::InvalidArgument("open_with_storage takes no config.dir".into()));
+        }
+        Primary::open_inner(target, config, Some(storage))
+    }
+
+    fn open_inner(target: Target, config: Config, storage: Option<Arc<dyn Storage>>) -> mmsb::Result<Primary> {
         target.validate()?;
         let dir = config.dir.clone();
         let (js, stream, last) = block_on(retry(|| async {
@@ -424,9 +558,10 @@ impl Primary {
             let last = last_message(&target, &stream).await?;
             Ok::<_, mmsb::Error>((js, stream, last))
         }))?;
-        let local = match &dir {
-            Some(d) => Identity::load(d)?,
-            None => None,
+        let local = match (&dir, &storage) {
+            (Some(d), _) => Identity::load(d)?,
+            (None, Some(s)) => Identity::load_from(s.as_ref())?,
+            (None, None) => None,
         };
         let last = match &last {
             Some((seq, bytes)) => {
@@ -451,7 +586,7 @@ impl Primary {
                 Err(ReplicaError::Fenced { stream: target.stream.clone(), term }.into())
             }
             (Some(id), Some((seq, _, _, stream_lsn))) => {
-                Primary::start(target, config, js, stream, id, seq, Some(stream_lsn))
+                Primary::start(target, config, storage.clone(), js, stream, id, seq, Some(stream_lsn))
             }
             (None, Some((_, sid, term, lsn))) => Err(mmsb::Error::InvalidArgument(format!(
                 "the stream {} already holds state {sid:032x} (term {term}, LSN {lsn}) and this primary has no log of it: \
@@ -462,22 +597,27 @@ impl Primary {
                 // A new stream: a fresh identity unless the directory replicated to a stream
                 // that was deleted since (then it starts that state's stream again).
                 let id = local.unwrap_or(Identity { state_id: random_id(), term: 1 });
-                Primary::start(target, config, js, stream, id, 0, None)
+                Primary::start(target, config, storage.clone(), js, stream, id, 0, None)
             }
         }
         .inspect(|p| {
-            if let Some(d) = &dir {
-                // Checked above that it matches; written on first open.
-                let _ = Identity { state_id: p.publisher.state_id, term: p.publisher.term }.store(d);
+            // Checked above that it matches; written on first open.
+            let id = Identity { state_id: p.publisher.state_id, term: p.publisher.term };
+            match (&dir, &storage) {
+                (Some(d), _) => drop(id.store(d)),
+                (None, Some(s)) => drop(id.store_to(s.as_ref())),
+                (None, None) => {}
             }
         })
     }
 
     /// Opens the state with the publisher attached and starts publishing: the term record of
     /// a new stream, or the log's records past `stream_lsn`.
+    #[allow(clippy::too_many_arguments)]
     fn start(
         target: Target,
         config: Config,
+        storage: Option<Arc<dyn Storage>>,
         js: jetstream::Context,
         stream: stream::Stream,
         id: Identity,
@@ -485,7 +625,11 @@ impl Primary {
         stream_lsn: Option<Lsn>,
     ) -> mmsb::Result<Primary> {
         Primary::start_with(target, js, stream, id, last_seq, |slot| {
-            let state = MMSBState::open(Config { record_observer: Some(slot), ..config })?;
+            let config = Config { record_observer: Some(slot), ..config };
+            let state = match storage {
+                Some(s) => MMSBState::open_with_storage(config, s)?,
+                None => MMSBState::open(config)?,
+            };
             Ok((state, stream_lsn))
         })
     }
@@ -509,7 +653,8 @@ impl Primary {
             progress: Mutex::new(Progress { acked_lsn: 0, acked_seq: last_seq, fault: None }),
             changed: Condvar::new(),
             published: AtomicU64::new(0),
-            committed: tokio::sync::watch::Sender::new(0),
+            local_durable: AtomicU64::new(0),
+            skip_through: AtomicU64::new(0),
         });
         let (state, stream_lsn) = open_state(ObserverSlot(publisher.clone() as Arc<dyn RecordObserver>))?;
         let lsn = state.lsn();
@@ -534,10 +679,14 @@ impl Primary {
                 }
             }
             Some(s) if s > lsn => {
-                return Err(target.failed(
-                    "resume",
-                    format!("the stream has LSNs up to {s} but the local log ends at {lsn}: the log lost acknowledged records"),
-                ));
+                // The stream has records the local log lost (published, then the machine went
+                // down before the log's fsync): the stream is the truth. Copy them into the
+                // log at their LSNs before any new write, without publishing them again.
+                publisher.skip_through.store(s, Ordering::Release);
+                let msgs = block_on(retry(|| stream_after(&target, &stream, lsn, last_seq)))?;
+                copy_back(&target, &state, id, &msgs, s)?;
+                publisher.committed(state.lsn());
+                publisher.progress.lock().acked_lsn = s;
             }
             Some(s) => {
                 // Re-publish what the log has beyond the stream (a crash between append and
@@ -611,9 +760,12 @@ impl Primary {
 
     /// Statistics: LSN, acknowledged LSN and sequence, term.
     pub fn stats(&self) -> PrimaryStats {
+        // The state's LSN first: `admit` takes `progress` under the state's lock, so holding
+        // `progress` while taking the state's lock deadlocks against a writer.
+        let lsn = self.state.lsn();
         let p = self.publisher.progress.lock();
         PrimaryStats {
-            lsn: self.state.lsn(),
+            lsn,
             acked_lsn: p.acked_lsn,
             acked_seq: p.acked_seq,
             term: self.publisher.term,

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use mmsb::monitoring::Counter;
 use mmsb::{Config, Durability, ErrorCode, Location, MMSBState, PageMeta};
 use mmsb_replica::{FollowOptions, Follower, Primary, Target};
 
@@ -38,6 +39,10 @@ fn a_follower_applies_what_the_primary_writes() {
     assert!(f.wait_for(s.lsn(), Duration::from_secs(20)).unwrap());
     assert_same(s, f.state());
     assert_eq!(f.state().update_page(a, b"x").unwrap_err().code(), ErrorCode::ReadOnly);
+    // Caught up: no lag in its stats once the follower looked at the stream's end again.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(f.state().get_stats().counter(Counter::ReplicaLsnBehind), 0);
+    assert_eq!(f.state().get_stats().counter(Counter::ReplicaMicrosBehind), 0);
     f.check().unwrap();
 }
 
@@ -103,6 +108,13 @@ fn streams_with_a_gap_or_another_states_records_are_refused_and_nothing_is_appli
     assert!(e.to_string().contains("expected LSN 4, found LSN 5"), "{e}");
     assert_eq!(f.state().lsn(), 0, "nothing of the refused batch is applied");
     assert!(f.state().page_ids().unwrap().is_empty());
+    // The stuck follower's lag is in its stats: the stream ends at LSN 7, it is at 0.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while f.state().get_stats().counter(Counter::ReplicaLsnBehind) != 7 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", f.state().get_stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(f.lag().lsn_behind, 7);
 
     let foreign = Target::new(&c.urls, common::stream_name("foreign"));
     let mut msgs = a[..4].to_vec(); // LSNs up to 3 of state a
@@ -198,4 +210,121 @@ fn followers_resume_from_their_position_and_bootstrap_from_the_checkpoint_after_
     assert!(f.wait_for(s.lsn(), Duration::from_secs(10)).unwrap());
     assert_same(s, f.state());
     assert_eq!(f.lag().applied_since_open, 5, "started from the checkpoint object");
+}
+
+/// Records are published as soon as they are appended, before their local fsync: a primary
+/// whose machine dies between the two restarts with a log shorter than the stream. It must
+/// copy the stream's records back into its log at their LSNs before it takes writes, so no
+/// record the stream has is lost or given another LSN.
+#[test]
+fn a_primary_that_lost_published_records_copies_them_back_from_the_stream() {
+    use mmsb::runtime::tlog::fault::{Fault, FaultStorage, Op};
+    use std::sync::Arc;
+    let Some(c) = common::cluster() else { return };
+    let t = Target::new(&c.urls, common::stream_name("copyback"));
+    let fs = Arc::new(FaultStorage::in_memory());
+    let cfg = Config { logging: true, ..replicated() };
+    let p = Primary::open_with_storage(t.clone(), cfg.clone(), fs.clone()).unwrap();
+    let s = p.state().clone();
+    let a = s.create_page(4096, Location::Cpu, PageMeta::default()).unwrap();
+    for i in 0..20u64 {
+        s.update_page_at(a, i * 8, &[i as u8 + 1; 8], None).unwrap();
+    }
+    let durable = s.lsn();
+    // The next fsync fails: what 4 writers append meanwhile is published, never durable
+    // locally (the log is poisoned, so later writes are refused).
+    fs.fail_nth(Op::Sync, 1, Fault::Eio);
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..50u64 {
+                    if s.update_page_at(a, 1024 + w * 256 + i, &[0xA0 | w as u8], None).is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    writers.into_iter().for_each(|w| w.join().unwrap());
+    let appended = s.lsn();
+    assert!(appended > durable, "a write was appended before the failing fsync");
+    // The stream acknowledges them all (the write itself reported the fsync's failure).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while p.stats().acked_lsn < appended {
+        assert!(std::time::Instant::now() < deadline, "the stream acknowledged {:?}", p.stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let expected = s.read_page(a).unwrap();
+    drop(s);
+    drop(p);
+    fs.power_loss().unwrap();
+    // The local log lost the records after the failed fsync.
+    let local = MMSBState::open_with_storage(Config { logging: true, ..Config::default() }, fs.clone()).unwrap();
+    assert!(local.lsn() < appended, "local log at {} of {appended}", local.lsn());
+    assert!(local.lsn() >= durable);
+    local.close();
+    drop(local);
+
+    // The restarted primary copies the rest back from the stream.
+    let p = Primary::open_with_storage(t.clone(), cfg, fs.clone()).unwrap();
+    assert_eq!(p.state().lsn(), appended, "the stream's records were copied back");
+    assert_eq!(p.state().read_page(a).unwrap(), expected);
+    // New writes continue after the stream's last LSN, and a follower agrees byte for byte.
+    let lsn = p.state().update_page_at(a, 4000, b"next", None).unwrap();
+    assert_eq!(lsn, appended + 1);
+    let f = Follower::follow(t.clone(), FollowOptions::default()).unwrap();
+    assert!(f.wait_for(lsn, Duration::from_secs(20)).unwrap());
+    assert_same(p.state(), f.state());
+    drop(f);
+    // The copied records are in the local log now: after another power loss (everything
+    // was fsynced) the primary resumes with nothing to copy, at the same LSN.
+    drop(p);
+    fs.power_loss().unwrap();
+    let p = Primary::open_with_storage(t, Config { logging: true, ..replicated() }, fs).unwrap();
+    assert_eq!(p.state().lsn(), lsn);
+    assert_eq!(&p.state().read_page(a).unwrap()[4000..4004], b"next");
+}
+
+/// `Primary::stats` (also behind `mmsb_replica_lag` and Julia's `replica_lag`) while writers
+/// run: it took the publisher's lock and then the state's, the reverse of a writer's order
+/// (`admit` runs under the state's lock), and deadlocked under load.
+#[test]
+fn primary_stats_while_writers_run() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(c) = common::cluster() else { return };
+    let t = Target::new(&c.urls, common::stream_name("stats"));
+    let p = Arc::new(
+        Primary::open(t, Config { durability: Durability::None, logging: true, ..Config::default() }).unwrap(),
+    );
+    let a = p.state().create_page(4096, Location::Cpu, PageMeta::default()).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (p, done) = (p.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let s = p.stats();
+                assert!(s.acked_lsn <= s.lsn);
+                n += 1;
+            }
+            n
+        })
+    };
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                for i in 0..2000u64 {
+                    p.state().update_page_at(a, (w * 1000 + i) % 4096, &[i as u8], None).unwrap();
+                }
+            })
+        })
+        .collect();
+    writers.into_iter().for_each(|w| w.join().unwrap());
+    done.store(true, Ordering::Relaxed);
+    assert!(poller.join().unwrap() > 0);
+    p.sync().unwrap();
+    assert_eq!(p.stats().acked_lsn, p.state().lsn());
 }

@@ -186,3 +186,56 @@ fn replicated_durability_needs_an_observer() {
     assert_eq!(e.code(), ErrorCode::InvalidArgument);
     assert_eq!(Durability::from_u32(3), Some(Durability::Replicated));
 }
+
+#[test]
+fn a_batch_applies_like_one_by_one_and_stops_at_a_bad_record() {
+    let obs = Arc::new(Capture::default());
+    let p = primary(&obs, Durability::None);
+    workload(&p);
+    let recs = obs.records.lock().unwrap().clone();
+    let raw: Vec<RawRecord<'_>> =
+        recs.iter().map(|(lsn, count, kind, body)| RawRecord { lsn: *lsn, count: *count, kind: *kind, body }).collect();
+    let r = MMSBState::replica(Config::default()).unwrap();
+    r.apply_replicated_batch(&raw).unwrap();
+    assert_same(&p, &r);
+
+    // A record with a cut body in the middle: the ones before it are applied, it is not.
+    let r = MMSBState::replica(Config::default()).unwrap();
+    let k = raw.len() / 2;
+    let mut bad = raw.clone();
+    bad[k].body = &bad[k].body[..bad[k].body.len() / 2];
+    let e = r.apply_replicated_batch(&bad).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Corrupt, "{e}");
+    assert_eq!(r.lsn(), raw[k].lsn - 1);
+}
+
+#[test]
+fn append_replicated_logs_records_at_their_lsns() {
+    // A primary's records, appended to another writable state's log (what a primary does with
+    // records the stream has and its log lost): same pages, same LSNs, and in its log after a
+    // reopen.
+    let obs = Arc::new(Capture::default());
+    let p = primary(&obs, Durability::None);
+    workload(&p);
+    let recs = obs.records.lock().unwrap().clone();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config { dir: Some(dir.path().join("s")), durability: Durability::GroupCommit, ..Config::default() };
+    let s = MMSBState::open(cfg.clone()).unwrap();
+    // Out of order: refused, nothing logged.
+    let (lsn, count, kind, body) = &recs[1];
+    let e = s.append_replicated(RawRecord { lsn: *lsn, count: *count, kind: *kind, body }).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Corrupt, "{e}");
+    assert_eq!(s.lsn(), 0);
+    for (lsn, count, kind, body) in &recs {
+        s.append_replicated(RawRecord { lsn: *lsn, count: *count, kind: *kind, body }).unwrap();
+    }
+    assert_same(&p, &s);
+    // New writes continue after them.
+    let id = s.page_ids().unwrap()[0];
+    assert_eq!(s.update_page_at(id, 0, &[9], None).unwrap(), p.lsn() + 1);
+    s.close();
+    drop(s);
+    let s = MMSBState::open(cfg).unwrap();
+    assert_eq!(s.lsn(), p.lsn() + 1);
+    assert_eq!(s.replay_to(p.lsn()).unwrap().read_page(id).unwrap(), p.read_page(id).unwrap());
+}

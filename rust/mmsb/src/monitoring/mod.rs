@@ -200,6 +200,12 @@ numbered_names! {
         PropagationRounds = 9 => "propagation_rounds", "Propagation rounds run";
         /// Pages recomputed by propagation.
         PagesRecomputed = 10 => "pages_recomputed", "Pages recomputed by propagation";
+        /// A replication follower: LSNs the stream holds beyond the follower's (gauge; 0 on
+        /// other states). Set by the `mmsb-replica` crate.
+        ReplicaLsnBehind = 11 [gauge] => "replica_lsn_behind", "Follower: LSNs behind its stream";
+        /// A replication follower: microseconds since the oldest unapplied message was
+        /// published, 0 when caught up (gauge; 0 on other states).
+        ReplicaMicrosBehind = 12 [gauge] => "replica_us_behind", "Follower: microseconds behind its stream";
     }
 }
 

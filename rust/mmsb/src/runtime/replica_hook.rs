@@ -35,8 +35,9 @@ pub trait RecordObserver: Send + Sync + 'static {
     fn appended(&self, record: RawRecord<'_>);
     /// After the local log made the record `..=last_lsn` as durable as the state's durability
     /// asks (fsynced in `GroupCommit`, `Always` and `Replicated`), outside the lock, for every
-    /// write: a replicating observer sends records only up to here, so its stream never holds
-    /// a record the local log could lose in a crash (the primary can always resume).
+    /// write. (The `mmsb-replica` primary publishes at `appended` already, overlapping the
+    /// round trip with the fsync, and repairs a stream that got ahead of a crashed log with
+    /// `MMSBState::append_replicated`; it uses this call for its statistics.)
     fn committed(&self, last_lsn: Lsn);
     /// After `committed`, for writes in `Durability::Replicated`: returns once the observer
     /// has made the record durable too.

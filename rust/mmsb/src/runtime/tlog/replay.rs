@@ -134,7 +134,20 @@ pub(crate) fn apply_record(
     if h.kind == RecordType::Batch as u8 {
         return apply_batch(core, h, body, upto, tolerant);
     }
-    let rec = Record::decode(h.kind, h.count, body)?;
+    apply_decoded(state, core, h, Record::decode(h.kind, h.count, body)?, upto, tolerant)
+}
+
+/// [`apply_record`] for a record already decoded from its body (replication checks a record
+/// before applying it and decodes it once). A batch here is applied from its decoded deltas;
+/// [`apply_record`] reads batches in place instead.
+pub(crate) fn apply_decoded(
+    state: &impl Recoverable,
+    core: &mut Core,
+    h: &RecordHeader,
+    rec: Record,
+    upto: Lsn,
+    tolerant: bool,
+) -> Result<(), String> {
     match rec {
         Record::PageCreate(c) => create(state, core, &c)?,
         Record::PageFree(id) => {
@@ -142,8 +155,16 @@ pub(crate) fn apply_record(
                 return Err(format!("free of unknown page {id}"));
             }
         }
-        // Applied in place above, never decoded here.
-        Record::Batch(_) => return apply_batch(core, h, body, upto, tolerant),
+        Record::Batch(ops) => {
+            for (k, (page, d)) in ops.iter().enumerate() {
+                let lsn = h.lsn + k as u64;
+                if lsn > upto {
+                    return Ok(());
+                }
+                apply_delta(core, *page, d, 1, tolerant)?;
+                core.lsn = lsn;
+            }
+        }
         Record::Compacted(c) => {
             for id in &c.frees {
                 if core.pages.remove(id).is_none() && !tolerant {

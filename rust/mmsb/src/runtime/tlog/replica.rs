@@ -11,7 +11,7 @@ use crate::runtime::state::{Config, Lsn, MMSBState};
 use crate::runtime::tlog::checkpoint;
 use crate::runtime::tlog::format::{checkpoint_name, RecordHeader};
 use crate::runtime::tlog::record::{Record, RecordType};
-use crate::runtime::tlog::replay::{apply_record, load_checkpoint};
+use crate::runtime::tlog::replay::{apply_decoded, load_checkpoint};
 use crate::runtime::tlog::storage::{MemStorage, Storage};
 use crate::types::error::{Error, LogError, Result, StateError};
 
@@ -102,36 +102,78 @@ impl MMSBState {
     /// LSN (`record.lsn == lsn() + 1`) and is checked whole before anything changes: on error
     /// nothing was applied.
     pub fn apply_replicated(&self, record: RawRecord<'_>) -> Result<()> {
+        self.apply_replicated_batch(std::slice::from_ref(&record))
+    }
+
+    /// Applies consecutive replicated records (each following the one before) under one
+    /// exclusive lock, as [`MMSBState::apply_replicated`] does one by one: a follower applies
+    /// a fetched batch with one lock round instead of one per record. Each record is checked
+    /// whole before it changes anything; on error the records before it stay applied (the
+    /// state is at the last good record's LSN) and nothing of the bad one is.
+    pub fn apply_replicated_batch(&self, records: &[RawRecord<'_>]) -> Result<()> {
         if self.is_closed() {
             return Err(StateError::Closed.into());
         }
         let mut core = self.core.write();
-        if record.lsn != core.lsn + 1 || record.count == 0 {
-            return Err(refused(
-                record.lsn,
-                format!("record covers LSNs {}..+{} but the state is at LSN {}", record.lsn, record.count, core.lsn),
-            ));
+        for record in records {
+            let (h, _, rec) = check_replicated(&core, record)?;
+            let last = h.last_lsn();
+            apply_decoded(self, &mut core, &h, rec, last, false).map_err(|r| refused(record.lsn, r))?;
         }
-        if record.kind == RecordType::Compacted as u8 || record.kind == RecordType::Pad as u8 {
-            return Err(refused(record.lsn, "compacted and padding records are not replicated".into()));
-        }
-        let rec = Record::decode(record.kind, record.count, record.body).map_err(|r| refused(record.lsn, r))?;
-        // apply_record stops halfway on a bad delta (it is recovery's corruption check): check
-        // every delta first so a refused record changes nothing.
-        if let Record::Batch(ops) = &rec {
-            for (page, d) in ops {
-                let p = core
-                    .pages
-                    .get(page)
-                    .ok_or_else(|| refused(record.lsn, format!("delta for unknown page {page}")))?;
-                d.check_bounds(p.size()).map_err(|e| refused(record.lsn, format!("delta for page {page}: {e}")))?;
-            }
-        }
-        let len = u32::try_from(record.body.len())
-            .map_err(|_| refused(record.lsn, format!("a body of {} bytes exceeds 4 GiB", record.body.len())))?;
-        let h = RecordHeader { len, lsn: record.lsn, count: record.count, kind: record.kind, flags: 0 };
-        let last = h.last_lsn();
-        apply_record(self, &mut core, &h, record.body, last, false).map_err(|r| refused(record.lsn, r))?;
         Ok(())
     }
+
+    /// Appends a record another copy of this state's log already holds (a replication
+    /// stream's record past the local log's end: the primary crashed after publishing it and
+    /// before its local fsync) to this writable state's log at its LSN, applies it as replay
+    /// does, and waits until the log made it durable. The record must follow the state's LSN
+    /// and is checked whole first: on error nothing was logged or applied. The state's record
+    /// observer sees it as any appended record.
+    pub fn append_replicated(&self, record: RawRecord<'_>) -> Result<()> {
+        if self.is_closed() {
+            return Err(StateError::Closed.into());
+        }
+        let Some(log) = &self.tlog else {
+            return Err(StateError::Unsupported("append_replicated on a state without a log".into()).into());
+        };
+        let mut core = self.core.write();
+        let (h, kind, rec) = check_replicated(&core, &record)?;
+        let ticket = log.append(kind, record.lsn, record.count, |out| out.extend_from_slice(record.body))?;
+        let last = h.last_lsn();
+        // Checked above (decode, page existence, delta bounds): this cannot fail halfway.
+        apply_decoded(self, &mut core, &h, rec, last, false).map_err(|r| refused(record.lsn, r))?;
+        drop(core);
+        log.wait(ticket)
+    }
+}
+
+/// Checks a replicated record against the state (it follows the state's LSN, decodes, and
+/// every delta fits its page) and returns its header, type and decoded record.
+fn check_replicated(
+    core: &crate::runtime::state::Core,
+    record: &RawRecord<'_>,
+) -> Result<(RecordHeader, RecordType, Record)> {
+    if record.lsn != core.lsn + 1 || record.count == 0 {
+        return Err(refused(
+            record.lsn,
+            format!("record covers LSNs {}..+{} but the state is at LSN {}", record.lsn, record.count, core.lsn),
+        ));
+    }
+    let kind = RecordType::from_u8(record.kind)
+        .filter(|k| !matches!(k, RecordType::Compacted | RecordType::Pad))
+        .ok_or_else(|| refused(record.lsn, format!("record type {} is not replicated", record.kind)))?;
+    let rec = Record::decode(record.kind, record.count, record.body).map_err(|r| refused(record.lsn, r))?;
+    // apply_record stops halfway on a bad delta (it is recovery's corruption check): check
+    // every delta first so a refused record changes nothing. (A single delta needs no
+    // pre-check: apply_delta checks it before it changes anything.)
+    if let Record::Batch(ops) = &rec {
+        for (page, d) in ops.iter().filter(|_| ops.len() > 1) {
+            let p =
+                core.pages.get(page).ok_or_else(|| refused(record.lsn, format!("delta for unknown page {page}")))?;
+            d.check_bounds(p.size()).map_err(|e| refused(record.lsn, format!("delta for page {page}: {e}")))?;
+        }
+    }
+    let len = u32::try_from(record.body.len())
+        .map_err(|_| refused(record.lsn, format!("a body of {} bytes exceeds 4 GiB", record.body.len())))?;
+    Ok((RecordHeader { len, lsn: record.lsn, count: record.count, kind: record.kind, flags: 0 }, kind, rec))
 }
