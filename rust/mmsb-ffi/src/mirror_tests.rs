@@ -53,6 +53,7 @@ fn log_info_mirror() {
         recovery_micros: 14,
         maintenance_passes: 15,
         maintenance_waits: 16,
+        maintenance_slowdowns: 17,
     };
     let c = MmsbLogInfo::from(&i);
     assert_eq!(

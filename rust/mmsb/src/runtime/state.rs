@@ -39,7 +39,7 @@ pub struct Config {
     /// newest checkpoint): 0 (off) or 256 ..= 2^64 - 1; default [`DEFAULT_LOG_SIZE_CAP`]
     /// (256 MiB, four default segments). Below 256 bytes nearly every record would write a
     /// checkpoint of every page. With a directory a maintenance thread does the work; writers
-    /// wait for it only when the log reaches twice the cap (see `docs/reliability.md`).
+    /// are slowed down only when the log reaches twice the cap (see `docs/reliability.md`).
     pub log_size_cap: u64,
     /// Segment size after which the log rolls over to a new file: 256 ..= 2^32 bytes (recovery
     /// reads a segment whole, and a segment must hold its header and a record). Default 64 MiB.
@@ -71,8 +71,9 @@ pub const MAX_PAGE_SIZE_RANGE: std::ops::RangeInclusive<u64> = 1..=1 << 48;
 /// The accepted range of `Config::segment_size`.
 pub const SEGMENT_SIZE_RANGE: std::ops::RangeInclusive<u64> = 256..=1 << 32;
 /// The default `Config::log_size_cap`: 256 MiB, four default segments. It bounds the log kept on
-/// disk (about three times the cap at most: the retained interval, compacted, and up to twice
-/// the cap since the newest checkpoint) and so the replay after a crash.
+/// disk (the retained interval, compacted, and what was written since the newest checkpoint:
+/// writers are slowed down past twice the cap and stopped at four times) and so the replay after
+/// a crash.
 pub const DEFAULT_LOG_SIZE_CAP: u64 = 256 << 20;
 /// The accepted range of a non-zero `Config::log_size_cap`.
 pub const LOG_SIZE_CAP_RANGE: std::ops::RangeInclusive<u64> = 256..=u64::MAX;

@@ -54,9 +54,12 @@ pub struct LogInfo {
     pub recovery_micros: u64,
     /// Maintenance passes the maintenance thread ran since open (0 without a directory or cap).
     pub maintenance_passes: u64,
-    /// Writes that waited for a maintenance pass because the log reached twice `log_size_cap`
-    /// (writers outran the maintenance thread); each waited for at most one pass.
+    /// Writes that waited for a maintenance pass because the log reached four times
+    /// `log_size_cap` (writers outran the maintenance thread); each waited for at most one pass.
     pub maintenance_waits: u64,
+    /// Writes delayed by 1 ms because the log reached twice `log_size_cap` (writers slowed down
+    /// to the maintenance thread's pace).
+    pub maintenance_slowdowns: u64,
 }
 
 /// One entry of an epoch slice (see [`MMSBState::log_records`]).
@@ -300,6 +303,7 @@ impl MMSBState {
             recovery_micros: log.recovery_micros.load(Ordering::Relaxed),
             maintenance_passes: log.bg.passes(),
             maintenance_waits: log.bg.waits.load(Ordering::Relaxed),
+            maintenance_slowdowns: log.bg.slowdowns.load(Ordering::Relaxed),
         })
     }
 }

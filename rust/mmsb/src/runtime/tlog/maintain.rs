@@ -605,9 +605,21 @@ pub(crate) struct Background {
     /// wait on (see [`Background::throttle`]).
     passes: AtomicU64,
     done: Condvar,
-    /// Writers that waited for a pass because the log reached twice its cap.
+    /// Writes that waited for a pass because the log reached `STOP_AT` times its cap.
     pub(crate) waits: AtomicU64,
+    /// Writes slowed down because the log reached `SLOWDOWN_AT` times its cap.
+    pub(crate) slowdowns: AtomicU64,
 }
+
+/// Past this many times `log_size_cap` since the newest checkpoint, each write sleeps
+/// [`SLOWDOWN`] after its commit.
+pub(crate) const SLOWDOWN_AT: u64 = 2;
+/// The delay of a slowed-down write: short enough to stay far below the 10 ms stall goal, long
+/// enough that two writers drop to a few thousand writes a second and the thread catches up.
+pub(crate) const SLOWDOWN: std::time::Duration = std::time::Duration::from_millis(1);
+/// Past this many times `log_size_cap`, each write waits for the end of one maintenance pass:
+/// the hard bound on the log's size (a pass that fails releases it too).
+pub(crate) const STOP_AT: u64 = 4;
 
 /// After a failed pass the thread waits this long before the next (doubling up to
 /// `RETRY_MAX`), so a full disk is not retried in a busy loop.
@@ -630,14 +642,21 @@ impl Background {
     }
 
     /// Called by a writer after its commit, outside the state's lock, when the log is over its
-    /// cap: signals the thread and, only when the log has reached twice its cap (writers outran
-    /// the thread), waits for the end of one pass, so that the log's size stays bounded. A pass
-    /// that fails releases the waiters too (its error is recorded).
+    /// cap: signals the thread. Writers that outran the thread are slowed down, so that the log's
+    /// size stays bounded: past [`SLOWDOWN_AT`] times the cap each write sleeps [`SLOWDOWN`]
+    /// (the writers fall back to the thread's pace, each by a short delay, not one long stall);
+    /// past [`STOP_AT`] times it each waits for the end of one pass. A pass that fails releases
+    /// the waiters too (its error is recorded).
     pub(crate) fn throttle(&self, log: &Tlog) {
         let seen = self.passes.load(Ordering::Acquire);
         self.request();
-        let hard = log.log_size_cap.saturating_mul(2);
-        if log.w.lock().bytes_since_checkpoint <= hard {
+        let since = log.w.lock().bytes_since_checkpoint;
+        if since <= log.log_size_cap.saturating_mul(SLOWDOWN_AT) {
+            return;
+        }
+        if since <= log.log_size_cap.saturating_mul(STOP_AT) {
+            self.slowdowns.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(SLOWDOWN);
             return;
         }
         self.waits.fetch_add(1, Ordering::Relaxed);
