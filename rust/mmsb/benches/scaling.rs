@@ -5,6 +5,11 @@
 //!     cargo bench -p mmsb --bench scaling            # full: up to 100k pages, 1M deltas
 //!     cargo bench -p mmsb --bench scaling -- --quick # up to 10k pages, 100k deltas
 //!     cargo bench -p mmsb --bench scaling -- --only replay   # one curve (route, memory, open, replay)
+//!     cargo bench -p mmsb --bench scaling -- --json ../../benchmark/results/scaling.json
+//!
+//! `--json PATH` also writes the curves' points for the benchmark plot (`benchmark/benchmarks.jl`
+//! draws them in its third panel when `benchmark/results/scaling.json` exists; the path is
+//! relative to `rust/mmsb`, where cargo runs the bench).
 //!
 //! Run as a test (`cargo test --benches`) it only checks that every curve runs, on tiny sizes.
 
@@ -53,7 +58,36 @@ fn rss() -> u64 {
 
 /// Route 64 B to a random page among `n`, against the same at 10 pages and against a bare 64 B
 /// copy into `n` separately mapped 4 KiB pages visited in the same order (the memory's own cost).
-fn route_curve(sizes: &[usize], rounds: usize) {
+/// One curve for the plot: its name, axis labels and points `(x, y)`, and a second series drawn
+/// beside it (the baseline: the bare copy, the read of the log files), if any.
+struct Curve {
+    name: &'static str,
+    x: &'static str,
+    y: &'static str,
+    points: Vec<(f64, f64)>,
+    base_name: &'static str,
+    base: Vec<(f64, f64)>,
+}
+
+impl Curve {
+    fn json(&self) -> serde_json::Value {
+        let pts = |v: &[(f64, f64)]| v.iter().map(|&(x, y)| serde_json::json!([x, y])).collect::<Vec<_>>();
+        serde_json::json!({
+            "name": self.name, "x": self.x, "y": self.y, "points": pts(&self.points),
+            "base_name": self.base_name, "base": pts(&self.base),
+        })
+    }
+}
+
+fn route_curve(sizes: &[usize], rounds: usize) -> Curve {
+    let mut curve = Curve {
+        name: "route 64 B vs pages",
+        x: "pages",
+        y: "ns per route",
+        points: Vec::new(),
+        base_name: "bare 64 B copy",
+        base: Vec::new(),
+    };
     println!("\n== route 64 B to a random page among N (in memory) ==");
     println!(
         "{:>8} {:>10} {:>10} {:>10} {:>12} {:>14}",
@@ -102,12 +136,23 @@ fn route_curve(sizes: &[usize], rounds: usize) {
         if n == *sizes.last().unwrap() {
             println!("goal 4: route at {n} pages / route at 10 pages = {:.2} (target <= 2)", t_n / t_10);
         }
+        curve.points.push((n as f64, t_n));
+        curve.base.push((n as f64, t_copy));
     }
+    curve
 }
 
 /// Resident bytes per page of 4 KiB (after one write each), and the registry's share above the
 /// page's own 4 KiB.
-fn memory_curve(sizes: &[usize]) {
+fn memory_curve(sizes: &[usize]) -> Curve {
+    let mut curve = Curve {
+        name: "memory per 4 KiB page",
+        x: "pages",
+        y: "resident bytes per page",
+        points: Vec::new(),
+        base_name: "the page's 4 KiB",
+        base: Vec::new(),
+    };
     println!("\n== memory per 4 KiB page (resident, after one write to each) ==");
     println!("{:>8} {:>14} {:>18}", "N", "bytes/page", "above the 4 KiB");
     for &n in sizes {
@@ -116,7 +161,10 @@ fn memory_curve(sizes: &[usize]) {
         let per = (rss().saturating_sub(before)) as f64 / n as f64;
         println!("{n:>8} {per:>14.0} {:>18.0}", per - PAGE as f64);
         drop(state);
+        curve.points.push((n as f64, per));
+        curve.base.push((n as f64, PAGE as f64));
     }
+    curve
 }
 
 fn logged(dir: &std::path::Path) -> MMSBState {
@@ -124,7 +172,15 @@ fn logged(dir: &std::path::Path) -> MMSBState {
 }
 
 /// Milliseconds to open a logged state of `n` pages of 4 KiB (each written once), closed cleanly.
-fn open_curve(sizes: &[usize]) {
+fn open_curve(sizes: &[usize]) -> Curve {
+    let mut curve = Curve {
+        name: "open after a clean close vs state size",
+        x: "MiB",
+        y: "ms to open",
+        points: Vec::new(),
+        base_name: "",
+        base: Vec::new(),
+    };
     println!("\n== open after a clean close against state size (pages of 4 KiB, each written once) ==");
     println!("{:>8} {:>10} {:>12}", "N", "MiB", "open ms");
     for &n in sizes {
@@ -148,8 +204,11 @@ fn open_curve(sizes: &[usize]) {
             })
             .collect();
         times.sort_by(f64::total_cmp);
-        println!("{n:>8} {:>10.1} {:>12.2}", (n as u64 * PAGE) as f64 / (1 << 20) as f64, times[1]);
+        let mib = (n as u64 * PAGE) as f64 / (1 << 20) as f64;
+        println!("{n:>8} {mib:>10.1} {:>12.2}", times[1]);
+        curve.points.push((mib, times[1]));
     }
+    curve
 }
 
 /// Bytes of every file under `dir`, read whole (the log's read bandwidth baseline).
@@ -167,7 +226,15 @@ fn read_all(dir: &std::path::Path) -> u64 {
 }
 
 /// Open (= replay) of a log of `n` 64 B deltas over 64 pages, against reading the same files.
-fn replay_curve(sizes: &[usize]) {
+fn replay_curve(sizes: &[usize]) -> Curve {
+    let mut curve = Curve {
+        name: "replay of 64 B deltas vs log size",
+        x: "log MiB",
+        y: "ms",
+        points: Vec::new(),
+        base_name: "read of the log files",
+        base: Vec::new(),
+    };
     println!("\n== replay of 64 B deltas (open after a clean close) against reading the log files ==");
     println!(
         "{:>9} {:>10} {:>12} {:>12} {:>10} {:>16}",
@@ -206,8 +273,12 @@ fn replay_curve(sizes: &[usize]) {
             replay * 1e9 / n as f64,
             read / replay
         );
+        let mib = bytes as f64 / (1 << 20) as f64;
+        curve.points.push((mib, replay * 1e3));
+        curve.base.push((mib, read * 1e3));
     }
     println!("goal 5: read / replay at the largest log >= 0.5");
+    curve
 }
 
 fn main() {
@@ -225,16 +296,30 @@ fn main() {
         return;
     }
     let pick = |q: &'static [usize], f: &'static [usize]| if quick { q } else { f };
+    let mut curves = Vec::new();
     if run("route") {
-        route_curve(pick(&[10, 1_000, 10_000], &[10, 1_000, 10_000, 100_000]), if quick { 20 } else { 40 });
+        curves
+            .push(route_curve(pick(&[10, 1_000, 10_000], &[10, 1_000, 10_000, 100_000]), if quick { 20 } else { 40 }));
     }
     if run("memory") {
-        memory_curve(pick(&[10_000], &[10_000, 100_000]));
+        curves.push(memory_curve(pick(&[1_000, 10_000], &[1_000, 10_000, 100_000])));
     }
     if run("open") {
-        open_curve(pick(&[1_000, 4_000], &[1_000, 4_000, 16_000]));
+        curves.push(open_curve(pick(&[1_000, 4_000], &[1_000, 4_000, 16_000])));
     }
     if run("replay") {
-        replay_curve(pick(&[10_000, 100_000], &[10_000, 100_000, 1_000_000]));
+        curves.push(replay_curve(pick(&[10_000, 100_000], &[10_000, 100_000, 1_000_000])));
+    }
+    if let Some(path) = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)) {
+        let doc = serde_json::json!({
+            "bench": "cargo bench -p mmsb --bench scaling",
+            "quick": quick,
+            "curves": curves.iter().map(Curve::json).collect::<Vec<_>>(),
+        });
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
+        println!("\nwrote {path}");
     }
 }
