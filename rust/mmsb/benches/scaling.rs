@@ -4,7 +4,7 @@
 //!
 //!     cargo bench -p mmsb --bench scaling            # full: up to 100k pages, 1M deltas
 //!     cargo bench -p mmsb --bench scaling -- --quick # up to 10k pages, 100k deltas
-//!     cargo bench -p mmsb --bench scaling -- --only replay   # one curve (route, memory, open, replay)
+//!     cargo bench -p mmsb --bench scaling -- --only replay   # one curve (route, memory, open, open-fb, replay)
 //!     cargo bench -p mmsb --bench scaling -- --json ../../benchmark/results/scaling.json
 //!
 //! `--json PATH` also writes the curves' points for the benchmark plot (`benchmark/benchmarks.jl`
@@ -211,6 +211,60 @@ fn open_curve(sizes: &[usize]) -> Curve {
     curve
 }
 
+/// Issue 21 goal 2: milliseconds to reopen a cleanly closed state of `mib` MiB in pages of 1 MiB
+/// (each written whole once), with file-backed pages (a clean close checkpoints; open maps the
+/// page files) against anonymous pages (open replays the log since the last checkpoint), timed
+/// alternately in the same run, median of three each.
+fn open_file_backed_curve(sizes_mib: &[usize]) -> Curve {
+    let mut curve = Curve {
+        name: "reopen after a clean close, file-backed",
+        x: "MiB",
+        y: "ms to open",
+        points: Vec::new(),
+        base_name: "anonymous pages",
+        base: Vec::new(),
+    };
+    println!("\n== reopen after a clean close, pages of 1 MiB: file-backed against anonymous ==");
+    println!("{:>8} {:>14} {:>14} {:>10}", "MiB", "file-backed ms", "anonymous ms", "fb / anon");
+    const MIB: u64 = 1 << 20;
+    for &mib in sizes_mib {
+        let mib = mib as u64;
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let cfg = |k: usize| Config {
+            dir: Some(dirs[k].path().to_path_buf()),
+            durability: Durability::None,
+            file_backed_pages: k == 0,
+            ..Config::default()
+        };
+        for k in 0..2 {
+            let s = MMSBState::open(cfg(k)).unwrap();
+            let full = Delta::write(0, &vec![7; MIB as usize]).unwrap();
+            for _ in 0..mib {
+                let p = s.create_page(MIB, Location::Cpu, PageMeta::default()).unwrap();
+                s.route_delta(p, &full, None).unwrap();
+            }
+        }
+        let mut t = [Vec::new(), Vec::new()];
+        for _ in 0..3 {
+            for (k, tk) in t.iter_mut().enumerate() {
+                let start = Instant::now();
+                let s = MMSBState::open(cfg(k)).unwrap();
+                black_box(s.lsn());
+                tk.push(start.elapsed().as_secs_f64() * 1e3);
+                drop(s);
+            }
+        }
+        for tk in &mut t {
+            tk.sort_by(f64::total_cmp);
+        }
+        println!("{mib:>8} {:>14.2} {:>14.2} {:>10.3}", t[0][1], t[1][1], t[0][1] / t[1][1]);
+        curve.points.push((mib as f64, t[0][1]));
+        curve.base.push((mib as f64, t[1][1]));
+    }
+    println!("goal 2: reopen of a cleanly closed 1 GiB state <= 5 ms (the full run's last row)");
+    curve
+}
+
 /// Bytes of every file under `dir`, read whole (the log's read bandwidth baseline).
 fn read_all(dir: &std::path::Path) -> u64 {
     let mut total = 0;
@@ -292,6 +346,7 @@ fn main() {
         route_curve(&[10, 100], 2);
         memory_curve(&[100]);
         open_curve(&[16]);
+        open_file_backed_curve(&[2]);
         replay_curve(&[200]);
         return;
     }
@@ -306,6 +361,9 @@ fn main() {
     }
     if run("open") {
         curves.push(open_curve(pick(&[1_000, 4_000], &[1_000, 4_000, 16_000])));
+    }
+    if run("open-fb") {
+        curves.push(open_file_backed_curve(pick(&[16, 64], &[64, 256, 1024])));
     }
     if run("replay") {
         curves.push(replay_curve(pick(&[10_000, 100_000], &[10_000, 100_000, 1_000_000])));
