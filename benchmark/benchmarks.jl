@@ -114,6 +114,25 @@ function rust_route_64B()
     return parse(Float64, m[3]) * scale[m[4]]
 end
 
+# The scaling curves the Rust bench wrote next to the plot
+# (`cargo bench -p mmsb --bench scaling -- --json ../../benchmark/results/scaling.json`),
+# for the plot's third panel; none (and a note saying how to get them) when the
+# file is missing or unreadable.
+function scaling_curves(path)
+    isfile(path) || return (NamedTuple[], "")
+    doc = try
+        json_parse(read(path, String))
+    catch err
+        println("  (ignoring $path: ", sprint(showerror, err), ")")
+        return (NamedTuple[], "")
+    end
+    pts(v) = [(Float64(p[1]), Float64(p[2])) for p in v]
+    curves = [(name = c["name"], x = c["x"], y = c["y"], points = pts(c["points"]), base_name = c["base_name"],
+               base = pts(c["base"])) for c in doc["curves"]]
+    when = Libc.strftime("%Y-%m-%d %H:%M", mtime(path))
+    return (curves, string(doc["quick"] ? "quick run" : "full run", " of ", when))
+end
+
 function main(o::Options = OPTS)
     t_start = time()
     budget = o.quick ? 0.6 : 3.5
@@ -164,10 +183,12 @@ function main(o::Options = OPTS)
     replace_file(o.out, string(json_string(doc), "\n"))
     rows = [(name = name, median_ns = results[name].median_ns, min_ns = results[name].min_ns, p90_ns = results[name].p90_ns)
             for (name, _) in CASES if results[name] !== nothing]
+    curves, note = scaling_curves(joinpath(dirname(o.svg), "scaling.json"))
     svg_text = render_svg(rows, [(name = n, value = r.value, target = r.target, op = r.op, pass = r.pass,
                                   rounds = r.rounds, spread = r.spread, trusted = r.trusted,
                                   absolute = isempty(r.denominator)) for (n, r) in rats];
-                          title = "MMSB benchmarks: $(strip(Sys.cpu_info()[1].model)), $(Sys.CPU_THREADS) cores, Julia $(VERSION)")
+                          title = "MMSB benchmarks: $(strip(Sys.cpu_info()[1].model)), $(Sys.CPU_THREADS) cores, Julia $(VERSION)",
+                          scaling = curves, scaling_note = note)
     replace_file(o.svg, svg_text)
     println("\nwrote $(o.out) and $(o.svg) ($(round(wall; digits = 1)) s)")
     o.compare_doc === nothing || compare(o.compare_doc, json_parse(read(o.out, String)); label = o.compare)

@@ -163,7 +163,8 @@ Starts a state. Keywords:
   [`MMSBError`](@ref) named `"invalid_argument"` (leave `dir` out to run
   without a log).
 - any other keyword is a numeric/boolean option of the core, passed by name:
-  `max_page_size`, `log_size_cap`, `segment_size`, `blob_min` (payload bytes
+  `max_page_size`, `log_size_cap` (default 256 MiB: past it a maintenance
+  thread checkpoints and compacts the log; 0 turns that off), `segment_size`, `blob_min` (payload bytes
   from which a log record keeps its payloads in the segment's blob file),
   `file_backed_pages`, `tolerant_recovery`, `gpu` (an unknown name throws an
   [`MMSBError`](@ref)).
@@ -241,7 +242,9 @@ Closes the state (idempotent): later calls throw an [`MMSBError`](@ref) named
 function Base.close(s::MMSBState)
     Threads.atomic_xchg!(s.closing, true) && return nothing   # closed before
     if Threads.atomic_add!(s.inflight, 1) >= 0
-        LibMMSB.mmsb_state_close(s.ptr)  # cannot fail on a live handle
+        # Closed either way. The only failure a live handle can return is a background
+        # maintenance pass nobody reported yet; `close` (also run by finalizers) does not throw.
+        LibMMSB.mmsb_state_close(s.ptr)
         leave(s)                         # frees the handle unless a call is in flight
     else
         Threads.atomic_sub!(s.inflight, 1)

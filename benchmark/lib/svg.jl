@@ -7,6 +7,10 @@
 # ratio, a whisker over its per-round values, the target as a bar with its
 # direction ("≤ 1.3: lower is better"), and a ratio whose rounds spread too
 # far marked as not to be trusted.
+# Panel 3 (when the Rust scaling bench left its points, see scaling_curves in
+# benchmarks.jl): the scaling curves, one small log-log chart each: route vs
+# pages, memory per page, open vs state size, replay vs log size, each with
+# its baseline series (bare copy, the page's 4 KiB, reading the log files).
 module BenchSVG
 
 using Printf
@@ -43,9 +47,12 @@ const MET, MISSED, NOTARGET, NOISY = "#2e8b3e", "#c8412f", "#555555", "#d98200"
 `rows`: named tuples `(name, median_ns, min_ns, p90_ns)`; `ratios`: named
 tuples `(name, value, target, op, pass, rounds, spread, trusted, absolute)` (`rounds`:
 the ratio's per-round values; `value`, `target`, `rounds` and `spread` may be
-`nothing`; `absolute` ones have no denominator). Returns the SVG text.
+`nothing`; `absolute` ones have no denominator). `scaling`: named tuples
+`(name, x, y, points, base_name, base)` (`points`, `base`: vectors of `(x, y)`),
+drawn as a third panel; empty for none. Returns the SVG text.
 """
-function render_svg(rows, all_ratios; title::AbstractString = "MMSB benchmarks")
+function render_svg(rows, all_ratios; title::AbstractString = "MMSB benchmarks", scaling = [],
+                    scaling_note::AbstractString = "")
     # Absolute figures (no denominator) are not ratios: listed as text under the panel.
     ratios = [r for r in all_ratios if !r.absolute]
     absolutes = [r for r in all_ratios if r.absolute]
@@ -55,7 +62,9 @@ function render_svg(rows, all_ratios; title::AbstractString = "MMSB benchmarks")
     h1 = row_h * length(rows)
     top2 = top1 + h1 + 100
     h2 = row_h * length(ratios)
-    H = top2 + h2 + 70 + 18 * length(absolutes)
+    top3 = top2 + h2 + 70 + 18 * length(absolutes)
+    chart_h = 190
+    H = isempty(scaling) ? top3 : top3 + 60 + chart_h + 50
     io = IOBuffer()
     println(io, """<svg xmlns="http://www.w3.org/2000/svg" width="$W" height="$H" viewBox="0 0 $W $H" font-family="sans-serif" font-size="12">""")
     println(io, """<rect width="$W" height="$H" fill="white"/>""")
@@ -135,8 +144,56 @@ function render_svg(rows, all_ratios; title::AbstractString = "MMSB benchmarks")
         color = r.pass === nothing ? "#222" : r.pass ? MET : MISSED
         println(io, """<text x="10" y="$y" fill="$color">$(esc(string(r.name, " (absolute, not a ratio): ", label(r; value = v))))</text>""")
     end
+    isempty(scaling) || scaling_panel(io, scaling, top3 + 40, W, chart_h, scaling_note)
     println(io, "</svg>")
     return String(take!(io))
+end
+
+# A log axis's range: whole decades around the values (one decade at least).
+function log_range(vals)
+    vals = [v for v in vals if v > 0]
+    isempty(vals) && return (0, 1)
+    lo, hi = decades(minimum(vals), maximum(vals))
+    return hi == lo ? (lo, hi + 1) : (lo, hi)
+end
+
+fmt_tick(v) = v >= 1e6 ? string(round(Int, v / 1e6), "M") : v >= 1e3 ? string(round(Int, v / 1e3), "k") : fmt_axis(v)
+
+function scaling_panel(io, curves, top, W, h, note)
+    println(io, """<text x="10" y="$(top - 14)" font-size="13" font-weight="bold">Scaling curves (log-log; cargo bench -p mmsb --bench scaling): MMSB in blue, its baseline in grey$(isempty(note) ? "" : string(" · ", esc(note)))</text>""")
+    n = length(curves)
+    gap, left = 70, 60
+    cw = (W - 20 - n * (gap + 10)) / n
+    for (k, c) in enumerate(curves)
+        x0 = 10 + left + (k - 1) * (cw + gap + 10)
+        xs = [p[1] for p in vcat(c.points, c.base)]
+        ys = [p[2] for p in vcat(c.points, c.base)]
+        xl, xh = log_range(xs)
+        yl, yh = log_range(ys)
+        px(v) = x0 + cw * (log10(max(v, 10.0^xl)) - xl) / (xh - xl)
+        py(v) = top + h - h * (log10(max(v, 10.0^yl)) - yl) / (yh - yl)
+        println(io, """<text x="$(x0 + cw / 2)" y="$(top + 4)" text-anchor="middle" font-weight="bold">$(esc(c.name))</text>""")
+        for d in xl:xh
+            println(io, """<line x1="$(px(10.0^d))" y1="$(top + 12)" x2="$(px(10.0^d))" y2="$(top + h)" stroke="#e2e2e2"/>""")
+            println(io, """<text x="$(px(10.0^d))" y="$(top + h + 14)" text-anchor="middle" fill="#555">$(fmt_tick(10.0^d))</text>""")
+        end
+        for d in yl:yh
+            println(io, """<line x1="$x0" y1="$(py(10.0^d))" x2="$(x0 + cw)" y2="$(py(10.0^d))" stroke="#e2e2e2"/>""")
+            println(io, """<text x="$(x0 - 4)" y="$(py(10.0^d) + 4)" text-anchor="end" fill="#555">$(fmt_tick(10.0^d))</text>""")
+        end
+        println(io, """<text x="$(x0 + cw / 2)" y="$(top + h + 30)" text-anchor="middle" fill="#333">$(esc(c.x))</text>""")
+        println(io, """<text x="$(x0 - 44)" y="$(top + h / 2)" text-anchor="middle" fill="#333" transform="rotate(-90 $(x0 - 44) $(top + h / 2))">$(esc(c.y))</text>""")
+        for (pts, color) in ((c.base, BASE_COLOR), (c.points, MMSB_COLOR))
+            isempty(pts) && continue
+            path = join([string(px(p[1]), ",", py(p[2])) for p in pts], " ")
+            println(io, """<polyline points="$path" fill="none" stroke="$color" stroke-width="2"/>""")
+            for p in pts
+                println(io, """<circle cx="$(px(p[1]))" cy="$(py(p[2]))" r="3.5" fill="$color"><title>$(esc(string(c.x, " ", p[1], ": ", c.y, " ", round(p[2]; sigdigits = 4))))</title></circle>""")
+            end
+        end
+        isempty(c.base_name) ||
+            println(io, """<text x="$(x0 + cw / 2)" y="$(top + h + 44)" text-anchor="middle" fill="$BASE_COLOR">grey: $(esc(c.base_name))</text>""")
+    end
 end
 
 function label(r; value = @sprintf("%.3g", r.value))

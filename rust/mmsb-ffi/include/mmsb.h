@@ -1238,7 +1238,7 @@ MmsbStatus mmsb_config_set_dir(struct MmsbConfig *cfg, const char *dir, size_t l
 MmsbStatus mmsb_config_set_durability(struct MmsbConfig *cfg, uint32_t mode);
 
 // Sets a numeric option by name: `max_page_size` (1 ..= 2^48), `log_size_cap` (0 = off, or
-// 256 ..= 2^64 - 1), `segment_size` (256 ..= 2^32), `blob_min` (any value: 0 and 1 put every
+// 256 ..= 2^64 - 1; default 256 MiB), `segment_size` (256 ..= 2^32), `blob_min` (any value: 0 and 1 put every
 // payload into blob files, `UINT64_MAX` none), `file_backed_pages` (0/1), `tolerant_recovery`
 // (0/1), `gpu` (0/1), `logging` (0/1, as `mmsb_config_set_logging`). Ranges are checked by
 // `mmsb_state_open`, which fails with `MMSB_STATUS_CODE_INVALID_ARGUMENT` and a message naming the
@@ -1262,7 +1262,9 @@ MmsbStatus mmsb_state_open(const struct MmsbConfig *cfg, struct MmsbState **out)
 // Closes a state: later calls on it fail with `MMSB_STATUS_CLOSED`. Safe to call while other
 // threads use the handle, and more than once. The handle itself stays valid until freed.
 // Called from a transform of this state's own propagation round, fails with
-// `MMSB_STATUS_CODE_REENTRANT` (close after `mmsb_propagate` returns).
+// `MMSB_STATUS_CODE_REENTRANT` (close after `mmsb_propagate` returns). If the background
+// maintenance thread failed and no call returned that failure yet (`mmsb_state_checkpoint`,
+// `mmsb_state_compact`), the state is closed and the failure returned.
 //
 // # Safety
 // `state` must be NULL (an error) or a live handle.

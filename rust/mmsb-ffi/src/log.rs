@@ -58,7 +58,11 @@ impl From<&LogInfo> for MmsbLogInfo {
             last_maintenance_error: _, // variable length: `mmsb_log_maintenance_error`
             last_maintenance_code,
             last_maintenance_lsn,
-            group_syncs: _, // not in the C struct (its layout is ABI); no C getter yet
+            group_syncs: _,           // not in the C struct (its layout is ABI); no C getter yet
+            recovery_micros: _,       // likewise (Rust `LogInfo` and `mmsb info` only)
+            maintenance_passes: _,    // likewise
+            maintenance_waits: _,     // likewise
+            maintenance_slowdowns: _, // likewise
         } = i;
         MmsbLogInfo {
             lsn: *lsn,

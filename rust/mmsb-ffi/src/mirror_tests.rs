@@ -50,6 +50,10 @@ fn log_info_mirror() {
         last_maintenance_code: ErrorCode::Io,
         last_maintenance_lsn: 12,
         group_syncs: 13,
+        recovery_micros: 14,
+        maintenance_passes: 15,
+        maintenance_waits: 16,
+        maintenance_slowdowns: 17,
     };
     let c = MmsbLogInfo::from(&i);
     assert_eq!(

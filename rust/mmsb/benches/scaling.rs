@@ -4,7 +4,12 @@
 //!
 //!     cargo bench -p mmsb --bench scaling            # full: up to 100k pages, 1M deltas
 //!     cargo bench -p mmsb --bench scaling -- --quick # up to 10k pages, 100k deltas
-//!     cargo bench -p mmsb --bench scaling -- --only replay   # one curve (route, memory, open, replay)
+//!     cargo bench -p mmsb --bench scaling -- --only replay   # one curve (route, memory, open, open-fb, replay)
+//!     cargo bench -p mmsb --bench scaling -- --json ../../benchmark/results/scaling.json
+//!
+//! `--json PATH` also writes the curves' points for the benchmark plot (`benchmark/benchmarks.jl`
+//! draws them in its third panel when `benchmark/results/scaling.json` exists; the path is
+//! relative to `rust/mmsb`, where cargo runs the bench).
 //!
 //! Run as a test (`cargo test --benches`) it only checks that every curve runs, on tiny sizes.
 
@@ -53,7 +58,36 @@ fn rss() -> u64 {
 
 /// Route 64 B to a random page among `n`, against the same at 10 pages and against a bare 64 B
 /// copy into `n` separately mapped 4 KiB pages visited in the same order (the memory's own cost).
-fn route_curve(sizes: &[usize], rounds: usize) {
+/// One curve for the plot: its name, axis labels and points `(x, y)`, and a second series drawn
+/// beside it (the baseline: the bare copy, the read of the log files), if any.
+struct Curve {
+    name: &'static str,
+    x: &'static str,
+    y: &'static str,
+    points: Vec<(f64, f64)>,
+    base_name: &'static str,
+    base: Vec<(f64, f64)>,
+}
+
+impl Curve {
+    fn json(&self) -> serde_json::Value {
+        let pts = |v: &[(f64, f64)]| v.iter().map(|&(x, y)| serde_json::json!([x, y])).collect::<Vec<_>>();
+        serde_json::json!({
+            "name": self.name, "x": self.x, "y": self.y, "points": pts(&self.points),
+            "base_name": self.base_name, "base": pts(&self.base),
+        })
+    }
+}
+
+fn route_curve(sizes: &[usize], rounds: usize) -> Curve {
+    let mut curve = Curve {
+        name: "route 64 B vs pages",
+        x: "pages",
+        y: "ns per route",
+        points: Vec::new(),
+        base_name: "bare 64 B copy",
+        base: Vec::new(),
+    };
     println!("\n== route 64 B to a random page among N (in memory) ==");
     println!(
         "{:>8} {:>10} {:>10} {:>10} {:>12} {:>14}",
@@ -102,12 +136,23 @@ fn route_curve(sizes: &[usize], rounds: usize) {
         if n == *sizes.last().unwrap() {
             println!("goal 4: route at {n} pages / route at 10 pages = {:.2} (target <= 2)", t_n / t_10);
         }
+        curve.points.push((n as f64, t_n));
+        curve.base.push((n as f64, t_copy));
     }
+    curve
 }
 
 /// Resident bytes per page of 4 KiB (after one write each), and the registry's share above the
 /// page's own 4 KiB.
-fn memory_curve(sizes: &[usize]) {
+fn memory_curve(sizes: &[usize]) -> Curve {
+    let mut curve = Curve {
+        name: "memory per 4 KiB page",
+        x: "pages",
+        y: "resident bytes per page",
+        points: Vec::new(),
+        base_name: "the page's 4 KiB",
+        base: Vec::new(),
+    };
     println!("\n== memory per 4 KiB page (resident, after one write to each) ==");
     println!("{:>8} {:>14} {:>18}", "N", "bytes/page", "above the 4 KiB");
     for &n in sizes {
@@ -116,7 +161,10 @@ fn memory_curve(sizes: &[usize]) {
         let per = (rss().saturating_sub(before)) as f64 / n as f64;
         println!("{n:>8} {per:>14.0} {:>18.0}", per - PAGE as f64);
         drop(state);
+        curve.points.push((n as f64, per));
+        curve.base.push((n as f64, PAGE as f64));
     }
+    curve
 }
 
 fn logged(dir: &std::path::Path) -> MMSBState {
@@ -124,7 +172,15 @@ fn logged(dir: &std::path::Path) -> MMSBState {
 }
 
 /// Milliseconds to open a logged state of `n` pages of 4 KiB (each written once), closed cleanly.
-fn open_curve(sizes: &[usize]) {
+fn open_curve(sizes: &[usize]) -> Curve {
+    let mut curve = Curve {
+        name: "open after a clean close vs state size",
+        x: "MiB",
+        y: "ms to open",
+        points: Vec::new(),
+        base_name: "",
+        base: Vec::new(),
+    };
     println!("\n== open after a clean close against state size (pages of 4 KiB, each written once) ==");
     println!("{:>8} {:>10} {:>12}", "N", "MiB", "open ms");
     for &n in sizes {
@@ -148,8 +204,65 @@ fn open_curve(sizes: &[usize]) {
             })
             .collect();
         times.sort_by(f64::total_cmp);
-        println!("{n:>8} {:>10.1} {:>12.2}", (n as u64 * PAGE) as f64 / (1 << 20) as f64, times[1]);
+        let mib = (n as u64 * PAGE) as f64 / (1 << 20) as f64;
+        println!("{n:>8} {mib:>10.1} {:>12.2}", times[1]);
+        curve.points.push((mib, times[1]));
     }
+    curve
+}
+
+/// Issue 21 goal 2: milliseconds to reopen a cleanly closed state of `mib` MiB in pages of 1 MiB
+/// (each written whole once), with file-backed pages (a clean close checkpoints; open maps the
+/// page files) against anonymous pages (open replays the log since the last checkpoint), timed
+/// alternately in the same run, median of three each.
+fn open_file_backed_curve(sizes_mib: &[usize]) -> Curve {
+    let mut curve = Curve {
+        name: "reopen after a clean close, file-backed",
+        x: "MiB",
+        y: "ms to open",
+        points: Vec::new(),
+        base_name: "anonymous pages",
+        base: Vec::new(),
+    };
+    println!("\n== reopen after a clean close, pages of 1 MiB: file-backed against anonymous ==");
+    println!("{:>8} {:>14} {:>14} {:>10}", "MiB", "file-backed ms", "anonymous ms", "fb / anon");
+    const MIB: u64 = 1 << 20;
+    for &mib in sizes_mib {
+        let mib = mib as u64;
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let cfg = |k: usize| Config {
+            dir: Some(dirs[k].path().to_path_buf()),
+            durability: Durability::None,
+            file_backed_pages: k == 0,
+            ..Config::default()
+        };
+        for k in 0..2 {
+            let s = MMSBState::open(cfg(k)).unwrap();
+            let full = Delta::write(0, &vec![7; MIB as usize]).unwrap();
+            for _ in 0..mib {
+                let p = s.create_page(MIB, Location::Cpu, PageMeta::default()).unwrap();
+                s.route_delta(p, &full, None).unwrap();
+            }
+        }
+        let mut t = [Vec::new(), Vec::new()];
+        for _ in 0..3 {
+            for (k, tk) in t.iter_mut().enumerate() {
+                let start = Instant::now();
+                let s = MMSBState::open(cfg(k)).unwrap();
+                black_box(s.lsn());
+                tk.push(start.elapsed().as_secs_f64() * 1e3);
+                drop(s);
+            }
+        }
+        for tk in &mut t {
+            tk.sort_by(f64::total_cmp);
+        }
+        println!("{mib:>8} {:>14.2} {:>14.2} {:>10.3}", t[0][1], t[1][1], t[0][1] / t[1][1]);
+        curve.points.push((mib as f64, t[0][1]));
+        curve.base.push((mib as f64, t[1][1]));
+    }
+    println!("goal 2: reopen of a cleanly closed 1 GiB state <= 5 ms (the full run's last row)");
+    curve
 }
 
 /// Bytes of every file under `dir`, read whole (the log's read bandwidth baseline).
@@ -167,7 +280,15 @@ fn read_all(dir: &std::path::Path) -> u64 {
 }
 
 /// Open (= replay) of a log of `n` 64 B deltas over 64 pages, against reading the same files.
-fn replay_curve(sizes: &[usize]) {
+fn replay_curve(sizes: &[usize]) -> Curve {
+    let mut curve = Curve {
+        name: "replay of 64 B deltas vs log size",
+        x: "log MiB",
+        y: "ms",
+        points: Vec::new(),
+        base_name: "read of the log files",
+        base: Vec::new(),
+    };
     println!("\n== replay of 64 B deltas (open after a clean close) against reading the log files ==");
     println!(
         "{:>9} {:>10} {:>12} {:>12} {:>10} {:>16}",
@@ -206,8 +327,12 @@ fn replay_curve(sizes: &[usize]) {
             replay * 1e9 / n as f64,
             read / replay
         );
+        let mib = bytes as f64 / (1 << 20) as f64;
+        curve.points.push((mib, replay * 1e3));
+        curve.base.push((mib, read * 1e3));
     }
     println!("goal 5: read / replay at the largest log >= 0.5");
+    curve
 }
 
 fn main() {
@@ -221,20 +346,38 @@ fn main() {
         route_curve(&[10, 100], 2);
         memory_curve(&[100]);
         open_curve(&[16]);
+        open_file_backed_curve(&[2]);
         replay_curve(&[200]);
         return;
     }
     let pick = |q: &'static [usize], f: &'static [usize]| if quick { q } else { f };
+    let mut curves = Vec::new();
     if run("route") {
-        route_curve(pick(&[10, 1_000, 10_000], &[10, 1_000, 10_000, 100_000]), if quick { 20 } else { 40 });
+        curves
+            .push(route_curve(pick(&[10, 1_000, 10_000], &[10, 1_000, 10_000, 100_000]), if quick { 20 } else { 40 }));
     }
     if run("memory") {
-        memory_curve(pick(&[10_000], &[10_000, 100_000]));
+        curves.push(memory_curve(pick(&[1_000, 10_000], &[1_000, 10_000, 100_000])));
     }
     if run("open") {
-        open_curve(pick(&[1_000, 4_000], &[1_000, 4_000, 16_000]));
+        curves.push(open_curve(pick(&[1_000, 4_000], &[1_000, 4_000, 16_000])));
+    }
+    if run("open-fb") {
+        curves.push(open_file_backed_curve(pick(&[16, 64], &[64, 256, 1024])));
     }
     if run("replay") {
-        replay_curve(pick(&[10_000, 100_000], &[10_000, 100_000, 1_000_000]));
+        curves.push(replay_curve(pick(&[10_000, 100_000], &[10_000, 100_000, 1_000_000])));
+    }
+    if let Some(path) = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)) {
+        let doc = serde_json::json!({
+            "bench": "cargo bench -p mmsb --bench scaling",
+            "quick": quick,
+            "curves": curves.iter().map(Curve::json).collect::<Vec<_>>(),
+        });
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
+        println!("\nwrote {path}");
     }
 }

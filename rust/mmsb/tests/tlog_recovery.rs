@@ -353,8 +353,10 @@ fn log_size_cap_keeps_the_log_bounded() {
     let info = s.log_info().unwrap();
     assert_eq!(info.maintenance_failures, 0, "{:?}", info.last_maintenance_error);
     assert!(info.checkpoints >= 1 && info.checkpoints <= 2);
-    // Two checkpoint intervals at most, plus one record and segment headers.
-    assert!(max_bytes < 3 * (64 << 10), "log grew to {max_bytes} bytes");
+    // The maintenance thread runs behind the writer: writers are slowed down past twice the cap
+    // and stopped at four times, so the log holds at most two intervals of four caps (the older
+    // one until the pass compacts it), plus one record and segment headers (16 KiB segments).
+    assert!(max_bytes < 8 * (64 << 10) + 2 * (16 << 10), "log grew to {max_bytes} bytes");
     let snap = snapshot(&s);
     let oldest = info.oldest_lsn;
     assert!(oldest > 0);

@@ -139,7 +139,7 @@ pub(crate) struct Observers<'a> {
 impl<'a> Observers<'a> {
     #[inline]
     fn of(state: &'a MMSBState) -> Observers<'a> {
-        Observers { pagefiles: state.pagefiles.as_ref(), shared: state.shared.as_ref(), events: &state.events }
+        Observers { pagefiles: state.pagefiles.as_deref(), shared: state.shared.as_ref(), events: &state.events }
     }
 
     #[inline]

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::runtime::state::{Core, Durability, Lsn, MMSBState};
+use crate::runtime::state::{Core, Durability, Lsn};
 use crate::runtime::tlog::checkpoint::{CheckpointData, CkptPage};
 use crate::runtime::tlog::checksum::{crc32c, crc32c_append};
 use crate::runtime::tlog::recover::Recoverable;
@@ -351,35 +351,31 @@ pub(crate) struct Snapshot {
     pub(crate) sync_dir: bool,
 }
 
-impl MMSBState {
-    /// Under the exclusive lock: starts the next interval and snapshots the index.
-    pub(crate) fn pagefiles_snapshot(&self, pf: &PageFiles, core: &Core) -> Result<Snapshot> {
-        let dirty = pf.start_interval(core.lsn)?;
-        let mut ids: Vec<PageId> = core.pages.keys().copied().collect();
-        ids.sort_unstable();
-        let index = ids
-            .iter()
-            .map(|id| {
-                let p = &core.pages[id];
-                CkptPage { id: *id, size: p.size(), location: p.location, meta: p.meta.clone(), epoch: p.epoch }
-            })
-            .collect();
-        // Only the pages changed since the last checkpoint have dirty OS pages to write back
-        // (an msync of a clean file still costs an fsync).
-        let bufs = ids
-            .iter()
-            .filter(|id| dirty.all || dirty.pages.contains(id))
-            .map(|id| core.pages[id].buf().clone())
-            .collect();
-        Ok(Snapshot {
-            sync_dir: dirty.all || dirty.created,
-            lsn: core.lsn,
-            next_page_id: core.next_page_id,
-            index,
-            ext: self.checkpoint_extension(core),
-            bufs,
+/// Under the exclusive lock: starts the next interval and snapshots the index (a free function:
+/// the maintenance thread calls it without the state).
+pub(crate) fn snapshot(pf: &PageFiles, core: &Core) -> Result<Snapshot> {
+    let dirty = pf.start_interval(core.lsn)?;
+    let mut ids: Vec<PageId> = core.pages.keys().copied().collect();
+    ids.sort_unstable();
+    let index = ids
+        .iter()
+        .map(|id| {
+            let p = &core.pages[id];
+            CkptPage { id: *id, size: p.size(), location: p.location, meta: p.meta.clone(), epoch: p.epoch }
         })
-    }
+        .collect();
+    // Only the pages changed since the last checkpoint have dirty OS pages to write back
+    // (an msync of a clean file still costs an fsync).
+    let bufs =
+        ids.iter().filter(|id| dirty.all || dirty.pages.contains(id)).map(|id| core.pages[id].buf().clone()).collect();
+    Ok(Snapshot {
+        sync_dir: dirty.all || dirty.created,
+        lsn: core.lsn,
+        next_page_id: core.next_page_id,
+        index,
+        ext: core.ext.iter().find_map(|e| e.checkpoint_section()).unwrap_or_default(),
+        bufs,
+    })
 }
 
 /// Without the state's lock: writes every mapping back (the pages unchanged since the snapshot

@@ -35,8 +35,10 @@ pub struct Config {
     /// close leaves nothing to replay (see `docs/page-files.md`).
     pub file_backed_pages: bool,
     /// Log size that triggers an automatic checkpoint + compaction (record bytes since the
-    /// newest checkpoint): 0 (off, the default) or 256 ..= 2^64 - 1. Below 256 bytes nearly
-    /// every record would write a checkpoint of every page.
+    /// newest checkpoint): 0 (off) or 256 ..= 2^64 - 1; default [`DEFAULT_LOG_SIZE_CAP`]
+    /// (256 MiB, four default segments). Below 256 bytes nearly every record would write a
+    /// checkpoint of every page. With a directory a maintenance thread does the work; writers
+    /// are slowed down only when the log reaches twice the cap (see `docs/reliability.md`).
     pub log_size_cap: u64,
     /// Segment size after which the log rolls over to a new file: 256 ..= 2^32 bytes (recovery
     /// reads a segment whole, and a segment must hold its header and a record). Default 64 MiB.
@@ -67,6 +69,11 @@ pub struct Config {
 pub const MAX_PAGE_SIZE_RANGE: std::ops::RangeInclusive<u64> = 1..=1 << 48;
 /// The accepted range of `Config::segment_size`.
 pub const SEGMENT_SIZE_RANGE: std::ops::RangeInclusive<u64> = 256..=1 << 32;
+/// The default `Config::log_size_cap`: 256 MiB, four default segments. It bounds the log kept on
+/// disk (the retained interval, compacted, and what was written since the newest checkpoint:
+/// writers are slowed down past twice the cap and stopped at four times) and so the replay after
+/// a crash.
+pub const DEFAULT_LOG_SIZE_CAP: u64 = 256 << 20;
 /// The accepted range of a non-zero `Config::log_size_cap`.
 pub const LOG_SIZE_CAP_RANGE: std::ops::RangeInclusive<u64> = 256..=u64::MAX;
 
@@ -115,7 +122,7 @@ impl Default for Config {
             durability: Durability::None,
             max_page_size: 1 << 32,
             file_backed_pages: false,
-            log_size_cap: 0,
+            log_size_cap: DEFAULT_LOG_SIZE_CAP,
             segment_size: 64 << 20,
             tolerant_recovery: false,
             gpu: false,
@@ -206,12 +213,14 @@ impl CoreLock {
 /// A page-aligned state fabric: pages, the delta router and (with a directory) the log.
 #[derive(Debug)]
 pub struct MMSBState {
-    pub(crate) core: CoreLock,
+    /// Shared with the maintenance thread (`runtime/tlog/maintain.rs`), which outlives no
+    /// `close`.
+    pub(crate) core: std::sync::Arc<CoreLock>,
     closed: AtomicBool,
     read_only: bool,
     config: Config,
     /// The transaction log (runtime/tlog), when logging is on.
-    pub(crate) tlog: Option<crate::runtime::tlog::Tlog>,
+    pub(crate) tlog: Option<std::sync::Arc<crate::runtime::tlog::Tlog>>,
     /// Histograms, counters, budgets (the state's methods are in `runtime/stats.rs`).
     pub(crate) monitor: std::sync::Arc<crate::monitoring::Monitor>,
     /// The state extensions (`runtime::extension`): the device layer's `DeviceManager`.
@@ -219,7 +228,7 @@ pub struct MMSBState {
     /// Event subscriptions (runtime/events.rs); outside the lock so emitting needs no lock.
     pub(crate) events: EventSystem,
     /// PAGE FILES HOOK: the page files when `file_backed_pages` is on (runtime/pagefiles.rs).
-    pub(crate) pagefiles: Option<crate::runtime::pagefiles::PageFiles>,
+    pub(crate) pagefiles: Option<std::sync::Arc<crate::runtime::pagefiles::PageFiles>>,
     /// SHARED HEADER HOOK: what readers in other processes follow (runtime/shared.rs); with
     /// file-backed pages only.
     pub(crate) shared: Option<crate::runtime::shared::SharedWriter>,
@@ -232,7 +241,9 @@ impl MMSBState {
     pub(crate) fn open_with_extensions(config: Config, ext: Extensions) -> Result<MMSBState> {
         config.validate()?;
         let pagefiles = match (&config.dir, config.file_backed_pages) {
-            (Some(dir), true) => Some(crate::runtime::pagefiles::PageFiles::open(dir, config.durability)?),
+            (Some(dir), true) => {
+                Some(std::sync::Arc::new(crate::runtime::pagefiles::PageFiles::open(dir, config.durability)?))
+            }
             _ => None,
         };
         let core = Core { next_page_id: 1, ext: ext.log, ..Core::default() };
@@ -250,6 +261,8 @@ impl MMSBState {
         if let Some(sh) = &state.shared {
             sh.publish_pages(&state.core.read())?;
         }
+        // TLog hook: the maintenance thread (with a directory only).
+        state.start_maintenance()?;
         Ok(state)
     }
 
@@ -286,7 +299,7 @@ impl MMSBState {
             });
         })));
         MMSBState {
-            core: CoreLock(RwLock::new(core)),
+            core: std::sync::Arc::new(CoreLock(RwLock::new(core))),
             closed: AtomicBool::new(false),
             read_only,
             extensions,
@@ -322,6 +335,8 @@ impl MMSBState {
     /// Closes the state: later calls fail with `Closed`; pages are released (live views keep
     /// their bytes). Idempotent and safe to call while other threads use the state.
     pub fn close(&self) {
+        // TLog hook: the maintenance thread finishes its pass and exits before anything closes.
+        self.stop_maintenance();
         // PAGE FILES HOOK: a clean close checkpoints (no page bytes are copied), so the next open
         // replays nothing. Best effort: without it the next open replays the log instead.
         if self.pagefiles.is_some() && !self.is_closed() {

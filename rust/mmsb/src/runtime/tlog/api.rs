@@ -49,6 +49,17 @@ pub struct LogInfo {
     pub last_maintenance_lsn: Lsn,
     /// Fsyncs done by group commit (records per fsync = how well writers share them).
     pub group_syncs: u64,
+    /// How long the open took to recover: load the newest checkpoint and replay the log after
+    /// it, in microseconds (bounded by `log_size_cap`: at most about twice the cap is replayed).
+    pub recovery_micros: u64,
+    /// Maintenance passes the maintenance thread ran since open (0 without a directory or cap).
+    pub maintenance_passes: u64,
+    /// Writes that waited for a maintenance pass because the log reached four times
+    /// `log_size_cap` (writers outran the maintenance thread); each waited for at most one pass.
+    pub maintenance_waits: u64,
+    /// Writes delayed by 1 ms because the log reached twice `log_size_cap` (writers slowed down
+    /// to the maintenance thread's pace).
+    pub maintenance_slowdowns: u64,
 }
 
 /// One entry of an epoch slice (see [`MMSBState::log_records`]).
@@ -138,7 +149,13 @@ impl MMSBState {
         if !(c.logging || c.dir.is_some() || c.record_observer.is_some()) {
             return Ok(());
         }
-        recover::open_into(self)
+        let t = std::time::Instant::now();
+        recover::open_into(self)?;
+        if let Some(log) = &self.tlog {
+            let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+            log.recovery_micros.store(us, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// `MMSBState::open_with_storage` (in `crate::compose`) with the given extensions.
@@ -216,7 +233,8 @@ impl MMSBState {
     }
 
     /// Hook, after the state's lock is released: waits until the record is durable (group
-    /// commit), then runs the automatic checkpoint + compaction if the log is over its cap.
+    /// commit), then, if the log is over its cap, signals the maintenance thread (with a
+    /// directory) or runs the checkpoint + compaction itself (an in-memory log).
     pub(crate) fn tlog_commit(&self, p: Pending) -> Result<()> {
         let (Some(t), Some(log)) = (p.0, &self.tlog) else { return Ok(()) };
         log.wait(t)?;
@@ -228,13 +246,15 @@ impl MMSBState {
                 o.0.wait(p.1)?;
             }
         }
-        if log.over_cap() && !log.auto_running.swap(true, Ordering::AcqRel) {
+        if log.bg.is_running() {
+            // With a directory the maintenance thread does the I/O; this writer only signals it.
+            if log.over_cap() {
+                log.bg.throttle(log);
+            }
+        } else if log.over_cap() && !log.auto_running.swap(true, Ordering::AcqRel) {
             // The triggering write already succeeded; a failed maintenance pass is recorded.
             if let Err(e) = self.auto_maintain(log) {
-                let lsn = self.lsn();
-                let mut w = log.w.lock();
-                w.maintenance_failures += 1;
-                w.last_maintenance_error = Some((e.to_string(), e.code(), lsn));
+                crate::runtime::tlog::maintain::record_failure(log, self.lsn(), e);
             }
             log.auto_running.store(false, Ordering::Release);
         }
@@ -295,6 +315,10 @@ impl MMSBState {
                 .map_or(crate::types::error::ErrorCode::Ok, |e| e.1),
             last_maintenance_lsn: w.last_maintenance_error.as_ref().map_or(0, |e| e.2),
             group_syncs,
+            recovery_micros: log.recovery_micros.load(Ordering::Relaxed),
+            maintenance_passes: log.bg.passes(),
+            maintenance_waits: log.bg.waits.load(Ordering::Relaxed),
+            maintenance_slowdowns: log.bg.slowdowns.load(Ordering::Relaxed),
         })
     }
 }
@@ -314,7 +338,7 @@ impl recover::Recoverable for MMSBState {
     }
 
     fn page_files(&self) -> Option<&crate::runtime::pagefiles::PageFiles> {
-        self.pagefiles.as_ref()
+        self.pagefiles.as_deref()
     }
 
     fn before_recovery(&mut self) -> Result<()> {
@@ -338,7 +362,7 @@ impl recover::Recoverable for MMSBState {
     }
 
     fn attach(&mut self, log: crate::runtime::tlog::Tlog) {
-        self.tlog = Some(log);
+        self.tlog = Some(Arc::new(log));
     }
 }
 

@@ -281,7 +281,21 @@ pub fn read_dir<T>(dir: &Path, mut f: impl FnMut(&DirLog) -> Result<T>) -> Resul
     const TRIES: u32 = 64;
     let mut tried = 0;
     loop {
-        let r = DirLog::open(dir).and_then(|d| f(&d));
+        let r = DirLog::open(dir).and_then(|d| {
+            let r = f(&d);
+            // A segment of the chain that was replaced meanwhile (compaction renames its new
+            // chain start over a listed, empty segment while the writer keeps appending after
+            // it) makes the walk end early: the answer is stale, so start over as for a
+            // vanished file.
+            match d.chain_changed()? {
+                Some(name) => Err(LogError::io(
+                    format!("read {}", d.storage.describe(&name)),
+                    io::Error::new(io::ErrorKind::NotFound, "replaced by a running writer's compaction"),
+                )
+                .into()),
+                None => r,
+            }
+        });
         match r {
             Err(e) if tried + 1 < TRIES && vanished(&e) && dir.is_dir() => {
                 tried += 1;
@@ -336,6 +350,24 @@ fn corrupt_to_problem(e: Error) -> Result<Problem> {
 }
 
 impl DirLog {
+    /// The first segment of the listed chain that is gone or whose header differs now from the
+    /// one listed (a running writer replaced it), if any.
+    fn chain_changed(&self) -> Result<Option<String>> {
+        for s in &self.listing.chain {
+            let mut head = [0u8; SEGMENT_HEADER_LEN];
+            let now = match self.storage.open(&s.name).and_then(|f| f.read_at(0, &mut head).map(|()| f)) {
+                Ok(_) => SegmentHeader::decode(&head, &self.storage.describe(&s.name)).ok().flatten(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(s.name.clone())),
+                // Shorter than a header: a segment being created, as listed.
+                Err(_) => None,
+            };
+            if s.header.is_some() && now != s.header {
+                return Ok(Some(s.name.clone()));
+            }
+        }
+        Ok(None)
+    }
+
     /// Lists `dir` and reads its segment chain and checkpoints once (read-only, no lock).
     pub fn open(dir: &Path) -> Result<DirLog> {
         let storage = ReadOnlyDir::new(dir).map_err(|e| LogError::io(format!("open {}", dir.display()), e))?;

@@ -175,6 +175,12 @@ pub(crate) struct Tlog {
     /// Serialises checkpoint, compaction and log readers against file removal.
     pub(crate) maint: Mutex<()>,
     pub(crate) auto_running: AtomicBool,
+    /// The maintenance thread's signal and handle (`maintain::Background`): with a directory,
+    /// writers over the cap only signal it.
+    pub(crate) bg: maintain::Background,
+    /// How long the open that attached this log took to load the checkpoint and replay the
+    /// log after it, in microseconds (`LogInfo::recovery_micros`).
+    pub(crate) recovery_micros: std::sync::atomic::AtomicU64,
     /// The state's monitor: append and fsync latencies, log bytes and segments.
     pub(crate) monitor: Arc<Monitor>,
     /// Replication hook (`Config::record_observer`, issue 22).
@@ -198,6 +204,8 @@ impl Tlog {
             sync: GroupSync::default(),
             maint: Mutex::new(()),
             auto_running: AtomicBool::new(false),
+            bg: maintain::Background::default(),
+            recovery_micros: std::sync::atomic::AtomicU64::new(0),
             monitor,
             observer: config.record_observer.clone(),
         }

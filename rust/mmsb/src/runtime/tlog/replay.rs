@@ -191,7 +191,7 @@ fn log_of(state: &MMSBState) -> Result<&Tlog> {
     if state.is_closed() {
         return Err(StateError::Closed.into());
     }
-    state.tlog.as_ref().ok_or_else(|| {
+    state.tlog.as_deref().ok_or_else(|| {
         StateError::Unsupported("the transaction log (open the state with a directory or `logging: true`)".into())
             .into()
     })
