@@ -70,7 +70,7 @@ end
     wid = ir_pages(state, A.wid, (Vector{Any},))
     @test labels(ir_callers(state, A.leaf2, (Int,))) == [wid.label]
     @test isempty(ir_callers(state, A.leaf2, (Int,); kinds = (:invoke,)))
-    @test !occursin("invoke", ir_text(state, wid.optimized)) || !occursin("leaf2", ir_text(state, wid.optimized))
+    @test !any(l -> occursin("invoke", l) && occursin("leaf2", l), split(ir_text(state, wid.optimized), '\n'))
     # Inlined everywhere: only the compiler's record says who calls `inl`.
     @test labels(ir_callers(state, A.inl, (Int,))) == [ir_pages(state, A.c3, (Int,)).label]
     @test isempty(ir_callers(state, A.c1, (Int,)))
