@@ -161,6 +161,27 @@ end
         @test any(r -> r.reason == "jl_method_table_insert" && occursin("InstToolsI.invf(", r.label) &&
                        any(c -> occursin("InstToolsI.invg(", c.label), r.children), ev2[1].roots)
         @test any(w -> w.kind === :defined && w.world == ev2[1].world, world_log(state).entries)
+        # A call signature that gains a method (`mtf(::Any)` had only `mtf(::Int)`):
+        # its callers, through the method table's backedges; and a deleted method.
+        Core.eval(M, :(mtf(x::Int) = 1))
+        Core.eval(M, :(mtb(v::Vector{Any}) = mtf(v[1]) + 1))
+        Core.eval(M, :(del(x) = 1))
+        Core.eval(M, :(del(x::Int) = 2))
+        Core.eval(M, :(usedel(x) = del(x) + 1))
+        @test call(M.mtb, Any[1]) == 2 && call(M.usedel, 1) == 3
+        flush_instrumentation(state)
+        Core.eval(M, :(mtf(x::String) = 2))
+        Base.delete_method(which(M.del, (Int,)))
+        flush_instrumentation(state)
+        trees = invalidation_trees(state).trees
+        mt = filter(t -> occursin("InstToolsI.mtf", t.method), trees)
+        @test length(mt) == 1 && any(r -> r.reason == "mt_backedges" && occursin("InstToolsI.mtf", r.label) &&
+                                          any(c -> occursin("InstToolsI.mtb(", c.label), r.children), mt[1].roots)
+        dl = filter(t -> t.reason == "jl_method_table_disable", trees)
+        @test length(dl) == 1 && occursin("InstToolsI.del", dl[1].method) &&
+              any(r -> any(c -> occursin("InstToolsI.usedel(", c.label), r.children), dl[1].roots)
+        # The world of the deletion: the first world without the method, where the world page has the invalidation.
+        @test any(w -> w.kind === :invalidated && w.world == dl[1].world && occursin("usedel", w.name), world_log(state).entries)
     else
         @test isempty(trees)   # 1.5: no log (the option is refused); an empty result, never a guessed one
     end

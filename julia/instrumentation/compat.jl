@@ -516,8 +516,16 @@ _stop_invalidation_log!() = (ccall(:jl_debug_method_invalidation, Any, (Cint,), 
 "The `MethodInstance` an invalidation-log entry names (a `MethodInstance`, or from 1.12 a `CodeInstance`), or `nothing`."
 _log_instance(@nospecialize(x)) = _invoke_target(x)
 
-"The world in which `m` was deleted (`Base.delete_method`), or 0 where the version does not keep it."
-_deleted_world(m::Method) = hasfield(Method, :deleted_world) ? UInt(getfield(m, :deleted_world)) : UInt(0)
+"""
+The first world without `m` after `Base.delete_method` (its `deleted_world`
+is the last world with it: src/gf.c `jl_method_table_disable`, 1.10), or 0
+where the version does not keep it.
+"""
+function _deleted_world(m::Method)
+    hasfield(Method, :deleted_world) || return UInt(0)
+    w = UInt(getfield(m, :deleted_world))
+    return w == typemax(UInt) ? UInt(0) : w + 1
+end
 
 """
 The callers the compiler recorded for `mi` (its backedges: whose inferred code
