@@ -10,7 +10,7 @@
 # fields separated by tabs; page ids in decimal (<lines> 0 when no line table
 # is stored); <precompile> is empty when the signature is not concrete or
 # cannot be named from Main. Instances in the order they were first captured;
-# one `c` line per caller → callee edge: <how> is `invoke` (an `:invoke`
+# after each, one `c` line per edge from it to a callee: <how> is `invoke` (an `:invoke`
 # statement of the caller's optimized code) or `inferred` (the compiler
 # recorded the caller as depending on the callee, a backedge: the call was
 # inlined, or left dynamic with the target known to inference).
@@ -23,25 +23,18 @@ function _sync_index!(m::InstrumentationManager, t::ToolsState, world::UInt)
     sort!(fresh; by = s -> m.instances[s].label) # deterministic within one flush
     append!(t.order, fresh)
     filter!(spec -> _lookup(m.instances, spec) !== nothing, t.order)
-    io = IOBuffer()
-    println(io, INDEX_HEADER)
     pos = IdDict{Any,Int}()
     for (i, spec) in enumerate(t.order)
-        e = m.instances[spec]
-        pos[e] = i
-        lines = get(t.lines, spec, nothing)
-        sig = get!(() -> _clean(sprint(show, spec; context = :module => Main)), t.spec_text, spec)
-        pc = get!(() -> _precompile_line(spec), t.precompile, spec)
-        print(io, "i\t", e.method.source.page.value, '\t', e.method.lowered.page.value, '\t', e.typed.page.value, '\t',
-              e.optimized.page.value, '\t', lines === nothing ? 0 : lines[3].head.value, '\t', _clean(e.label), '\t',
-              sig, '\t', pc, '\n')
+        pos[m.instances[spec]] = i
     end
-    edges = Dict{Tuple{Int,Int},Symbol}()
+    # Edges by caller position: the `c` lines follow their caller's `i` line, so
+    # an instance captured later adds text at the end (fewer bytes change).
+    edges = [Dict{Int,Symbol}() for _ in t.order]
     for spec in t.order
         e = m.instances[spec]
         for c in e.callees
             callee = _lookup(m.instances, c)
-            callee === nothing || (edges[(pos[e], pos[callee])] = :invoke)
+            callee === nothing || (edges[pos[e]][pos[callee]] = :invoke)
         end
     end
     for spec in t.order
@@ -49,12 +42,23 @@ function _sync_index!(m::InstrumentationManager, t::ToolsState, world::UInt)
         for caller in _backedge_callers(callee.mi)
             e = _lookup(m.instances, caller.specTypes)
             (e === nothing || e.mi !== caller) && continue
-            get!(edges, (pos[e], pos[callee]), :inferred)
+            get!(edges[pos[e]], pos[callee], :inferred)
         end
     end
-    for (from, to) in sort!(collect(keys(edges)))
-        print(io, "c\t", m.instances[t.order[from]].optimized.page.value, '\t',
-              m.instances[t.order[to]].optimized.page.value, '\t', edges[(from, to)], '\n')
+    io = IOBuffer()
+    println(io, INDEX_HEADER)
+    for (i, spec) in enumerate(t.order)
+        e = m.instances[spec]
+        lines = get(t.lines, spec, nothing)
+        sig = get!(() -> _clean(sprint(show, spec; context = :module => Main)), t.spec_text, spec)
+        pc = get!(() -> _precompile_line(spec), t.precompile, spec)
+        print(io, "i\t", e.method.source.page.value, '\t', e.method.lowered.page.value, '\t', e.typed.page.value, '\t',
+              e.optimized.page.value, '\t', lines === nothing ? 0 : lines[3].head.value, '\t', _clean(e.label), '\t',
+              sig, '\t', pc, '\n')
+        for to in sort!(collect(keys(edges[i])))
+            print(io, "c\t", e.optimized.page.value, '\t', m.instances[t.order[to]].optimized.page.value, '\t',
+                  edges[i][to], '\n')
+        end
     end
     _put_text!(m, t, :index, String(take!(io)))
     return nothing
