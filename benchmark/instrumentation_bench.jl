@@ -22,6 +22,9 @@
 #    log, the figures before issue 19): pages (sizes as created, continuation
 #    pages included) and log bytes written by the workload's capture, from a
 #    child with a logged state.
+# 4. With `--tools` (after N): a fourth mode, "tools", as "on" with the
+#    options of issue 19 items 9–11 (`timing`, `invalidations` where the
+#    version has the log, `locations`), and its CPU against "on" and "off".
 # Timings come from one run on a shared machine: expect noise of 10-20%.
 using MMSB
 using Printf
@@ -53,11 +56,14 @@ run_group(i) = Base.invokelatest(define_group(i), [1.0, 2.0, 3.0])
 "CPU seconds used by this process so far (less sensitive than wall time to other load on the machine)."
 cpu_seconds() = ccall(:clock, Clong, ()) / 1_000_000 # CLOCKS_PER_SEC is 10^6 (POSIX)
 
+# The options of issue 19 items 9–11 ("tools" mode).
+tools_options() = (timing = true, invalidations = VERSION >= v"1.6", locations = VERSION < v"1.12.0-DEV")
+
 function child(mode::String, n::Int)
     on = mode != "off"
     state = mode == "log" ? mmsb_start(; logging = true) : mmsb_start()
     c0, t0 = cpu_seconds(), time_ns()
-    on && enable_instrumentation(state)
+    on && (mode == "tools" ? enable_instrumentation(state; tools_options()...) : enable_instrumentation(state))
     te = time_ns()
     run_group(0)
     on && flush_instrumentation(state)
@@ -84,6 +90,8 @@ function ir_bytes(state)
     more(s) = hasfield(typeof(s), :more) ? s.more : Tuple{MMSB.PageId,Int}[] # also runs on the code before issue 19
     text = sum(sizeof(s.text) + MMSB.IR_HEADER * (1 + length(more(s))) for s in values(m.slots))
     pages = sum(s.size + (isempty(more(s)) ? 0 : sum(last, more(s))) for s in values(m.slots))
+    # The index, logs and line tables of issue 19 items 9–13 (absent before them).
+    isdefined(MMSB, :_tools_page_bytes) && (pages += MMSB._tools_page_bytes(state))
     return (instances = length(m.instances), text = text, pages = pages)
 end
 
@@ -95,11 +103,17 @@ function run_child(mode::String, n::Int)
     return Dict(Symbol(k) => parse(Float64, v) for (k, v) in (split(kv, "=") for kv in split(m.captures[1])))
 end
 
-function main(n::Int)
+function main(n::Int, tools::Bool)
     println("instrumentation_bench: N = $n function groups, Julia $VERSION, one child process per mode")
     off = run_child("off", n)
     on = run_child("on", n)
     lg = run_child("log", n)
+    if tools
+        tl = run_child("tools", n)
+        @printf("tools %s: workload CPU %.3f s, %.2fx of on, %.2fx of off; first command + enable CPU %.2fx of on; flush %.3f s\n",
+                tools_options(), tl[:cpuworkload], tl[:cpuworkload] / on[:cpuworkload], tl[:cpuworkload] / off[:cpuworkload],
+                tl[:cpuwarmup] / on[:cpuwarmup], tl[:flush])
+    end
     @printf("%-34s %10s %10s %8s\n", "seconds", "off", "on", "on/off")
     for (label, f) in (("enable_instrumentation, wall", r -> r[:enable]),
                        ("first command after it, wall", r -> r[:first]), ("workload, wall", r -> r[:workload]),
@@ -126,5 +140,5 @@ if abspath(PROGRAM_FILE) != SELF
 elseif length(ARGS) >= 1 && ARGS[1] == "--child"
     child(ARGS[2], N)
 else
-    main(N)
+    main(N, "--tools" in ARGS)
 end

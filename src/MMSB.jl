@@ -57,6 +57,7 @@ export enable_instrumentation, disable_instrumentation, flush_instrumentation, i
 export mmsb_follow, promote!, replica_lag
 export reanalyze!, ir_pages, ir_text, module_pages, method_graph, compiler_edges, world_page, world_log
 export ir_callers, precompile_statements # issue 19
+export inference_timings, slowest_inferences, invalidation_trees, ir_locations, statement_location, instance_index # issue 19 items 9–13
 
 "Public names that are not exported (generic names that would collide in user code): use them as `MMSB.name`."
 const PUBLIC = (:apply, :apply!, :compose, :written_bytes, :isdense, :Event, :EdgeId, :Stats, :LogInfo,

@@ -24,7 +24,7 @@ counts = try
             end
         end
         @testset "instrumentation" begin Base.include(Module(:Test_instrumentation), joinpath(@__DIR__, "instrumentation.jl")) end
-        for name in ("instrumentation_gaps", "instrumentation_walk") # issue 19
+        for name in ("instrumentation_gaps", "instrumentation_walk", "instrumentation_tools") # issue 19
             @testset "$name" begin Base.include(Module(Symbol("Test_", name)), joinpath(@__DIR__, "$name.jl")) end
         end
         include("docs.jl")   # docs/: generated references are current, tutorial blocks run

@@ -35,6 +35,7 @@ point (so signature changes across Julia versions pass through).
 """
 function _typeinf_hook(args...)
     _record!(args)
+    _TIMING_HOOK[] && return _timed_typeinf(args) # issue 19 item 9 (timing.jl): entry points timed (1.5, 1.12)
     return _ORIGINAL[](args...)
 end
 
@@ -97,9 +98,11 @@ function _without_recording(f)
     tid = Threads.threadid()
     (tid <= length(_IN_HOOK) && !_IN_HOOK[tid]) || return f()
     _IN_HOOK[tid] = true
+    timed = _pause_timing!() # issue 19 item 9 (timing.jl): our own inference is not timed
     try
         return f()
     finally
+        _resume_timing!(timed)
         _IN_HOOK[tid] = false
     end
 end

@@ -442,3 +442,152 @@ end
 
 "Whether values of type `T` can change after the IR that embeds them was written (an `Array`, a `Ref`, a mutable struct)."
 _is_mutable_type(@nospecialize(T)) = T isa DataType && (isdefined(Base, :ismutabletype) ? Base.ismutabletype(T) : T.mutable)
+
+# --- issue 19 items 9–13 (timing.jl, invalidations.jl, locations.jl, index.jl) ---
+# What the SnoopCompile/Cthulhu-style tools read from the compiler, by version:
+# | Julia      | inference timing                          | invalidation log                     | line tables            | backedges (callers)        |
+# |------------|-------------------------------------------|--------------------------------------|------------------------|----------------------------|
+# | 1.5        | entry points, timed in our hook           | none: a C `int` that only prints     | codelocs + linetable   | Vector of MethodInstance   |
+# | 1.10, 1.11 | Core.Compiler.Timings (every frame)       | jl_debug_method_invalidation(1) list | codelocs + linetable   | MethodInstance, or (sig, mi) |
+# | 1.12       | entry points (Timings is a stub: Compiler/src/typeinfer.jl:11-84) | the same list, `CodeInstance.def` entries | `debuginfo`: refused | CodeInstance entries |
+
+"Whether `Core.Compiler.Timings` measures every inference frame (1.10, 1.11; a stub on 1.12, absent on 1.5)."
+const _HAS_TIMINGS = !_V15 && !_V112 && isdefined(Core.Compiler, :Timings) &&
+                     isdefined(Core.Compiler, :__set_measure_typeinf)
+
+"Whether `jl_debug_method_invalidation(1)` returns the runtime's invalidation list (from 1.6; on 1.5 it is an `int`)."
+const _HAS_INVALIDATION_LOG = !_V15
+
+"Whether `CodeInfo` has `codelocs` and `linetable` (1.5 – 1.11; 1.12 replaced them with `debuginfo`)."
+const _HAS_LINETABLE = hasfield(Core.CodeInfo, :codelocs) && hasfield(Core.CodeInfo, :linetable)
+
+"""
+    _tools_missing(timing, invalidations, locations) -> Vector{String}
+
+What the running Julia lacks for the options of `enable_instrumentation` that
+were asked for (empty: all supported).
+"""
+function _tools_missing(timing::Bool, invalidations::Bool, locations::Bool)
+    out = String[]
+    if timing && _HAS_TIMINGS
+        for name in (:_timings, :reset_timings)
+            isdefined(Core.Compiler.Timings, name) || push!(out, "Core.Compiler.Timings.$name (timing = true)")
+        end
+    end
+    if invalidations
+        if !_HAS_INVALIDATION_LOG
+            push!(out, "an invalidation log (invalidations = true): jl_debug_method_invalidation returns one from Julia 1.6; on 1.5 it is a C int that only prints")
+        elseif _c_symbol(:jl_debug_method_invalidation) == C_NULL
+            push!(out, "C symbol jl_debug_method_invalidation (invalidations = true)")
+        end
+    end
+    locations && !_HAS_LINETABLE &&
+        push!(out, "CodeInfo.codelocs/linetable (locations = true): Julia $(VERSION.major).$(VERSION.minor) keeps line information in `debuginfo`, not read yet")
+    return out
+end
+
+"Turns `Core.Compiler.Timings` measuring on or off (1.10, 1.11)."
+_set_measure_typeinf!(on::Bool) = (Core.Compiler.__set_measure_typeinf(on); nothing)
+
+"Empties `Core.Compiler.Timings` and starts its root timer again (1.10, 1.11: base/compiler/typeinfer.jl:84)."
+_reset_timings!() = (Core.Compiler.Timings.reset_timings(); nothing)
+
+"""
+The inference frames timed since the last call (the children of the root
+timer), which are then removed; `nothing` while an inference is running
+(the timer stack is deeper than its root). 1.10/1.11: each is a
+`Core.Compiler.Timing` with `mi_info.mi`, `time` (exclusive, ns) and `children`.
+"""
+function _take_timings!()
+    ts = Core.Compiler.Timings._timings
+    length(ts) == 1 || return nothing
+    kids = ts[1].children
+    out = copy(kids)
+    empty!(kids)
+    return out
+end
+
+"Starts (or joins) the runtime's invalidation log and returns it (1.6+: src/gf.c:1596 on 1.10, :2004 on 1.12)."
+_start_invalidation_log!() = ccall(:jl_debug_method_invalidation, Any, (Cint,), 1)::Vector{Any}
+
+"Stops the runtime's invalidation log."
+_stop_invalidation_log!() = (ccall(:jl_debug_method_invalidation, Any, (Cint,), 0); nothing)
+
+"The `MethodInstance` an invalidation-log entry names (a `MethodInstance`, or from 1.12 a `CodeInstance`), or `nothing`."
+_log_instance(@nospecialize(x)) = _invoke_target(x)
+
+"""
+The first world without `m` after `Base.delete_method` (its `deleted_world`
+is the last world with it: src/gf.c `jl_method_table_disable`, 1.10), or 0
+where the version does not keep it.
+"""
+function _deleted_world(m::Method)
+    hasfield(Method, :deleted_world) || return UInt(0)
+    w = UInt(getfield(m, :deleted_world))
+    return w == typemax(UInt) ? UInt(0) : w + 1
+end
+
+"""
+The callers the compiler recorded for `mi` (its backedges: whose inferred code
+depends on `mi`, whether the call was invoked, inlined or left dynamic). 1.5:
+a vector of `MethodInstance`s; 1.10/1.11: `MethodInstance`s, an `invoke`
+signature before its caller (src/gf.c `get_next_edge`); 1.12: `CodeInstance`s.
+"""
+function _backedge_callers(mi::Core.MethodInstance)
+    out = Core.MethodInstance[]
+    isdefined(mi, :backedges) || return out
+    b = mi.backedges
+    b isa AbstractVector || return out
+    for x in b
+        c = _invoke_target(x)
+        c === nothing || push!(out, c)
+    end
+    return out
+end
+
+"""
+    _infer_ir_lines(mi, world) -> (typed::CodeInfo, optimized::CodeInfo)
+
+As `code_typed(...; optimize = false/true, debuginfo = :source)` for `mi`'s own
+method: the line information is kept (see `_statement_frames`).
+"""
+function _infer_ir_lines(mi::Core.MethodInstance, world::UInt)
+    C = Core.Compiler
+    m = mi.def::Method
+    if _V15 # base/reflection.jl (1.5) code_typed: typeinf_code(method, atypes, sparams, optimize, params)
+        typed, _ = C.typeinf_code(m, mi.specTypes, mi.sparam_vals, false, C.Params(world))
+        opt, _ = C.typeinf_code(m, mi.specTypes, mi.sparam_vals, true, C.Params(world))
+    else # as `_infer_ir` (1.10, 1.11); 1.12 is refused by `_tools_missing`
+        typed, _ = C.typeinf_code(C.NativeInterpreter(world), m, mi.specTypes, mi.sparam_vals, false)
+        opt, _ = C.typeinf_code(C.NativeInterpreter(world), m, mi.specTypes, mi.sparam_vals, true)
+    end
+    (typed isa Core.CodeInfo && opt isa Core.CodeInfo) || error("inference of $mi did not succeed")
+    return typed, opt
+end
+
+"""
+    _statement_frames(code, k) -> Vector{Tuple{String,Int,String}}
+
+The source location of statement `k` of `code` as `(file, line, function)`
+frames, innermost first (where the statement's code is written; the last is
+the line in the method itself, the ones before it the functions inlined
+there). Empty when the statement has no location. 1.5 – 1.11: `codelocs[k]`
+indexes `linetable`, each `LineInfoNode` pointing to the node it was inlined
+at (`inlined_at`, 0 for none).
+"""
+function _statement_frames(code::Core.CodeInfo, k::Int)
+    out = Tuple{String,Int,String}[]
+    locs, table = code.codelocs, code.linetable
+    (table isa AbstractVector && 1 <= k <= length(locs)) || return out
+    i = Int(locs[k])
+    n = 0
+    while 1 <= i <= length(table) && n < length(table)
+        node = table[i]
+        meth = getfield(node, :method)
+        name = meth isa Method ? string(meth.name) : meth isa Core.MethodInstance ? string((meth.def::Method).name) : string(meth)
+        push!(out, (string(getfield(node, :file)), Int(getfield(node, :line)), name))
+        i = Int(getfield(node, :inlined_at))
+        n += 1
+    end
+    return out
+end

@@ -10,6 +10,8 @@
 #   query.jl    ir_pages, ir_text, module_pages, method_graph, status
 #   repl.jl     flush at the start of every REPL command
 #   precompile.jl  the flush path compiled at precompile time (first-command latency)
+#   tools.jl, index.jl, timing.jl, invalidations.jl, locations.jl
+#               issue 19 items 9–13 (SnoopCompile/Cthulhu-style data, stored in pages)
 
 const _INSTRUMENTATION_DIR = @__DIR__
 include(joinpath(_INSTRUMENTATION_DIR, "compat.jl"))
@@ -17,5 +19,8 @@ include(joinpath(_INSTRUMENTATION_DIR, "layout.jl"))
 include(joinpath(_INSTRUMENTATION_DIR, "capture.jl"))
 include(joinpath(_INSTRUMENTATION_DIR, "manager.jl"))
 include(joinpath(_INSTRUMENTATION_DIR, "query.jl"))
+for f in ("tools.jl", "index.jl", "timing.jl", "invalidations.jl", "locations.jl") # issue 19 items 9–13
+    include(joinpath(_INSTRUMENTATION_DIR, f))
+end
 include(joinpath(_INSTRUMENTATION_DIR, "repl.jl"))
 include(joinpath(_INSTRUMENTATION_DIR, "precompile.jl"))

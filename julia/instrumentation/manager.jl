@@ -1036,6 +1036,7 @@ function _flush_locked!(m::InstrumentationManager)
         catch err
             _note_error!(m, err, "re-analysis of invalidated instances")
         end
+        _tools_sync!(m) # issue 19 items 9–13 (tools.jl): timing, invalidations, line tables, index pages
         m.flushes += 1
         return n
     end
@@ -1108,11 +1109,18 @@ every method, field and C symbol the compiler hooks use; if not, throws
 - `follow_invokes`: also capture the instances that captured optimized code
   `invoke`s (the hook sees inference entry points only).
 - `max_per_flush`: cap on the instances rendered by one flush.
+- `timing`, `invalidations`, `locations` (issue 19; off by default, each has
+  a cost): store inference timing trees ([`inference_timings`](@ref)),
+  invalidation trees ([`invalidation_trees`](@ref), Julia 1.10+) and line
+  tables per statement ([`ir_locations`](@ref), Julia 1.5 – 1.11) in pages;
+  a Julia that lacks what one needs gets `MMSB.InstrumentationUnsupported`.
 """
 function enable_instrumentation(state::MMSBState; include_system::Bool = false,
                                 modules::Union{Nothing,Module,AbstractVector{Module}} = nothing,
-                                follow_invokes::Bool = true, max_per_flush::Integer = 10_000)
+                                follow_invokes::Bool = true, max_per_flush::Integer = 10_000,
+                                timing::Bool = false, invalidations::Bool = false, locations::Bool = false) # issue 19 items 9–11
     isopen(state) || throw(ArgumentError("the state is closed"))
+    _tools_check(timing, invalidations, locations) # issue 19 items 9–11 (tools.jl): refuses before anything is installed
     # Before anything is created or installed: a Julia whose compiler internals
     # differ from what compat.jl follows gets a clear error and no hook.
     hook_installed() || _self_check()
@@ -1136,7 +1144,7 @@ function enable_instrumentation(state::MMSBState; include_system::Bool = false,
             m.include_system, m.modules, m.follow_invokes = include_system, mods, follow_invokes
             m.max_per_flush = Int(max_per_flush)
         end
-        m.enabled && return m
+        m.enabled && return _tools_enable!(m, timing, invalidations, locations) # issue 19 items 9–13 (tools.jl)
         # Instances recorded for other states before now are not this state's business.
         _distribute!()
         m.enabled = true
@@ -1152,7 +1160,7 @@ function enable_instrumentation(state::MMSBState; include_system::Bool = false,
             isempty(_active_managers()) && _uninstall_hook!()
             rethrow()
         end
-        return m
+        return _tools_enable!(m, timing, invalidations, locations) # issue 19 items 9–13 (tools.jl)
     end
 end
 
@@ -1189,6 +1197,7 @@ function disable_instrumentation(state::MMSBState)
         end
     end
     Base.invokelatest(_flush!, m)
+    _tools_disable!(m) # issue 19 items 9–10 (tools.jl): process-wide logging off when no state wants it
     return nothing
 end
 
@@ -1289,6 +1298,7 @@ function _reanalyze_locked(m::InstrumentationManager, @nospecialize(tt))
         _process!(m, roots; force = true)
         _sync_world!(m)
         _reanalyze_stale!(m)
+        _tools_sync!(m) # issue 19 items 9–13 (tools.jl)
         changed = String[]
         for slot in values(m.slots)
             get(before, slot.page.value, -1) != slot.updates && push!(changed, string(slot.kind, " ", slot.label))

@@ -29,6 +29,20 @@ let M = InstrumentationManager, S = MMSBState, MIs = Vector{Core.MethodInstance}
     precompile(ir_pages, (S, Any, Any))
     precompile(instrumentation_status, (S,))
     precompile(world_log, (S,))
+    # issue 19 items 9–13: the index is written by every flush.
+    T = ToolsState
+    precompile(_tools_sync!, (M,))
+    precompile(_tools_enable!, (M, Bool, Bool, Bool))
+    precompile(_tools_check, (Bool, Bool, Bool))
+    precompile(_tools_disable!, (M,))
+    precompile(_sync_index!, (M, T, UInt))
+    precompile(_sync_timing!, (M, T, UInt))
+    precompile(_sync_invalidations!, (M, T, UInt))
+    precompile(_sync_locations!, (M, T, UInt))
+    precompile(_put_text!, (M, T, Symbol, String))
+    precompile(_write_text!, (S, ToolText, String, String))
+    precompile(_backedge_callers, (Core.MethodInstance,))
+    precompile(_precompile_line, (Any,))
     # What the rendering prints: Base's IR printer for a `CodeInfo => type` pair.
     precompile(sprint, (typeof(show), Core.CodeInfo))
     precompile(sprint, (typeof(show), Pair{Core.CodeInfo,Any}))

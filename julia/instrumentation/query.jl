@@ -1,5 +1,8 @@
 # Queries over what a state captured.
 
+"What the page-reading queries accept: a live or replayed state, or a reader of a state directory."
+const PageSource = Union{MMSBState,MMSBReader}
+
 """
     IRPages
 
@@ -13,7 +16,7 @@ struct IRPages
     typed::PageId
     optimized::PageId
     label::String
-    state::MMSBState
+    state::PageSource
 end
 
 Base.NamedTuple(p::IRPages) = (source = p.source, lowered = p.lowered, typed = p.typed, optimized = p.optimized)
@@ -96,9 +99,10 @@ end
 
 The text held by an IR page: its bytes and those of the continuation pages it
 points to (layout in docs/instrumentation.md). Works on a state replayed to an
-earlier LSN (`replay_log`) too: the chain is read as it was then.
+earlier LSN (`replay_log`), a reopened one (`open_at`) and a reader
+(`mmsb_open`) too: the chain is read as it was then.
 """
-function ir_text(state::MMSBState, page::PageId)
+function ir_text(state::PageSource, page::PageId)
     buf = UInt8[]
     p = page
     for _ in 1:MAX_IR_CHAIN
@@ -261,74 +265,3 @@ function instrumentation_status(state::MMSBState)
     end
 end
 instrumentation_status() = instrumentation_status(default_instrumentation_state())
-
-"""
-    ir_callers(state, f, types) -> Vector{IRPages}
-    ir_callers(f, types)
-
-The captured instances whose optimized code invokes the captured instance of
-`f(::types...)`: the sources of the `:calls` edges that end at its optimized
-page. `:calls` edges point caller → callee; invalidation spreads the other
-way, so these are the instances a redefinition of `f` invalidates (among the
-captured ones, for calls the compiler resolved statically). Sorted by label.
-"""
-function ir_callers(state::MMSBState, @nospecialize(f), @nospecialize(types))
-    m = _manager(state)
-    lock(m.lock) do
-        target = _find_instance(m, f, types).optimized.page
-        by_page = Dict{UInt64,InstanceEntry}(e.optimized.page.value => e for e in values(m.instances))
-        out = IRPages[]
-        for e in m.edges
-            (e.kind === :calls && e.to == target) || continue
-            c = get(by_page, e.from.value, nothing)
-            c === nothing && continue
-            push!(out, IRPages(c.method.source.page, c.method.lowered.page, c.typed.page, c.optimized.page, c.label, state))
-        end
-        return sort!(out; by = p -> p.label)
-    end
-end
-ir_callers(@nospecialize(f), @nospecialize(types)) = ir_callers(default_instrumentation_state(), f, types)
-
-"""
-    precompile_statements(state) -> Vector{String}
-    precompile_statements()
-
-One `precompile(Tuple{...})` line per captured instance whose signature is
-concrete (what a package author pastes into a precompile workload, as
-SnoopCompile's output), sorted. Types are printed as seen from `Main`;
-functions of a module bound nowhere (`Module(:X)`) cannot be named from a
-file and are left out.
-"""
-function precompile_statements(state::MMSBState)
-    m = _manager(state)
-    lock(m.lock) do
-        out = String[]
-        for e in values(m.instances)
-            spec = e.spec
-            (spec isa DataType && Base.isdispatchtuple(spec)) || continue
-            _named_from_main(spec) || continue
-            push!(out, string("precompile(", sprint(show, spec; context = :module => Main), ")"))
-        end
-        return sort!(unique!(out))
-    end
-end
-precompile_statements() = precompile_statements(default_instrumentation_state())
-
-# Whether every type in `T` lives in a module reachable from Main by names (so the printed form parses back).
-function _named_from_main(@nospecialize(T))
-    T isa Union && return _named_from_main(T.a) && _named_from_main(T.b)
-    T isa UnionAll && return _named_from_main(T.body)
-    T isa DataType || return true
-    return _reachable(parentmodule(T)) && all(_named_from_main, T.parameters)
-end
-
-function _reachable(mod::Module)
-    loaded = Base.loaded_modules_array()
-    while true
-        (mod === Main || mod === Core || mod === Base || any(x -> x === mod, loaded)) && return true
-        p = parentmodule(mod)
-        p === mod && return false
-        (isdefined(p, nameof(mod)) && getfield(p, nameof(mod)) === mod) || return false
-        mod = p
-    end
-end
