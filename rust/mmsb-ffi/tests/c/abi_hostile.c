@@ -561,6 +561,7 @@ int main(int argc, char **argv) {
         EXPECT(mmsb_dependents(s, page, ids, 4, &n), MMSB_STATUS_CODE_CLOSED);
         EXPECT(mmsb_topo_order(s, ids, 4, &n), MMSB_STATUS_CODE_CLOSED);
         EXPECT(mmsb_log_info(s, &log), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_log_group_syncs(s, &lsn), MMSB_STATUS_CODE_CLOSED);
         EXPECT(mmsb_device_stats(s, &dev), MMSB_STATUS_CODE_CLOSED);
         EXPECT(mmsb_stats_json(s, NULL, 0, &n), MMSB_STATUS_CODE_CLOSED);
         EXPECT(mmsb_stats_prometheus(s, NULL, 0, &n), MMSB_STATUS_CODE_CLOSED);
