@@ -215,13 +215,7 @@ function wait_lsn(r::MMSBReader, n::Integer; timeout::Real = Inf)
             yield()
         end
     end
-    cond = Base.AsyncCondition()
-    lock(NOTIFY_LOCK)
-    try
-        NOTIFY_ROOTS[cond] = nothing
-    finally
-        unlock(NOTIFY_LOCK)
-    end
+    cond = rooted_notify_condition()
     w = Ref{Ptr{LibMMSB.MmsbReaderWait}}(C_NULL)
     try
         rcall(p -> LibMMSB.mmsb_reader_wait_async(p, target, ms, UV_ASYNC_SEND[], cond.handle, w), r)

@@ -141,6 +141,21 @@ fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     }
 }
 
+/// The layout version at bytes 8..12 of the header and of the table (after their magic; the
+/// caller checked that at least 16 bytes are there).
+fn check_version(path: &Path, bytes: &[u8]) -> Result<()> {
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != SHARED_VERSION {
+        return Err(LogError::UnsupportedVersion {
+            file: path.display().to_string(),
+            found: version,
+            supported: SHARED_VERSION,
+        }
+        .into());
+    }
+    Ok(())
+}
+
 impl Reader {
     /// Opens a reader of the state directory `dir`. Takes no lock: works while a writer runs,
     /// after it closed, and after it crashed. `NotShared` (code `Unsupported`) when no writer
@@ -168,15 +183,7 @@ impl Reader {
         if header[0..8] != HEADER_MAGIC {
             return Err(not_shared(format!("{} is not an MMSB page header", path.display())).into());
         }
-        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if version != SHARED_VERSION {
-            return Err(LogError::UnsupportedVersion {
-                file: path.display().to_string(),
-                found: version,
-                supported: SHARED_VERSION,
-            }
-            .into());
-        }
+        check_version(&path, &header)?;
         if header.len() < HEADER_LEN {
             return Err(not_shared(format!("{} is truncated", path.display())).into());
         }
@@ -306,15 +313,7 @@ impl Reader {
         if map.len() < SLOT_LEN || map[0..8] != TABLE_MAGIC {
             return Err(corrupt("not an MMSB page table").into());
         }
-        let version = u32::from_le_bytes(map[8..12].try_into().expect("4 bytes"));
-        if version != SHARED_VERSION {
-            return Err(LogError::UnsupportedVersion {
-                file: path.display().to_string(),
-                found: version,
-                supported: SHARED_VERSION,
-            }
-            .into());
-        }
+        check_version(&path, &map)?;
         t.generation = u64::from_le_bytes(map[24..32].try_into().expect("8 bytes"));
         t.map = Some(Arc::new(map));
         t.slots.clear();
