@@ -223,20 +223,6 @@ function propagate!(s::MMSBState, pages::AbstractVector{PageId})
 end
 propagate!(s::MMSBState, page::PageId) = propagate!(s, [page])
 
-function page_list(f)
-    buf = Vector{UInt64}(undef, 16)
-    count = Ref{Csize_t}(0)
-    while true
-        st = f(buf, length(buf), count)
-        if st == LibMMSB.MMSB_STATUS_CODE_BUFFER_TOO_SMALL
-            resize!(buf, 2 * Int(count[]))
-            continue
-        end
-        check(st)
-        return [PageId(x) for x in view(buf, 1:Int(count[]))]
-    end
-end
-
 """
     dependents(state, page) -> Vector{PageId}
 
