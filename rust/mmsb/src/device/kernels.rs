@@ -14,6 +14,7 @@
 //! Both kernels use grid-stride loops, so any grid covers all the work. The blob's data section
 //! starts at a multiple of 8 bytes from its start, and device allocations are 256-byte aligned.
 
+use super::index;
 use crate::types::delta::{Delta, DeltaParts};
 
 /// The CUDA C source of the delta kernels.
@@ -163,13 +164,6 @@ impl KernelArgs {
         let blocks = self.work_items().div_ceil(u64::from(BLOCK_THREADS)).clamp(1, u64::from(MAX_BLOCKS));
         (u32::try_from(blocks).expect("clamped to MAX_BLOCKS, a u32"), BLOCK_THREADS)
     }
-}
-
-/// A position in a blob or page as `usize`. Positions index memory this process holds, so one
-/// that does not fit is out of bounds anyway: it panics like the slice access would, instead of
-/// wrapping to a wrong in-bounds position on a 32-bit target.
-fn index(v: u64) -> usize {
-    usize::try_from(v).expect("a position in memory this process holds fits usize")
 }
 
 fn read_u64(blob: &[u8], at: usize) -> u64 {

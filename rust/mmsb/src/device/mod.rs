@@ -65,6 +65,13 @@ pub use state_ext::{PageDeviceStatus, SyncReport};
 use crate::types::page::{Location, PageId};
 use crate::types::IdHasher;
 
+/// A position in a page, a staging buffer or a kernel blob as `usize`. Such positions index
+/// memory this process holds, so one that does not fit is out of bounds anyway: it panics as
+/// the slice access would, instead of wrapping to a wrong in-bounds position on a 32-bit target.
+pub(crate) fn index(v: u64) -> usize {
+    usize::try_from(v).expect("a position in memory this process holds fits usize")
+}
+
 /// Whether this process can use a GPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceStatus {
