@@ -34,10 +34,12 @@ struct Template {
     lsn: u64,
 }
 
-fn scratch_root() -> PathBuf {
+/// A directory of its own for `what` (removed by the caller; no parent left behind, since a
+/// fuzz run ends with `exit`; only a failing input leaves its directory, to look at).
+fn scratch(what: &str) -> PathBuf {
     let shm = Path::new("/dev/shm");
     let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
-    base.join(format!("mmsb-fuzz-reader-{}", std::process::id()))
+    base.join(format!("mmsb-fuzz-reader-{}-{what}", std::process::id()))
 }
 
 fn capture(dir: &Path, rel: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
@@ -55,7 +57,7 @@ fn capture(dir: &Path, rel: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
 fn template() -> &'static Template {
     static T: OnceLock<Template> = OnceLock::new();
     T.get_or_init(|| {
-        let dir = scratch_root().join("template");
+        let dir = scratch("template");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let config = Config { dir: Some(dir.clone()), file_backed_pages: true, ..Config::default() };
@@ -138,7 +140,7 @@ fuzz_target!(|data: &[u8]| {
     let edited = edits > 0;
 
     static N: AtomicU64 = AtomicU64::new(0);
-    let dir = scratch_root().join(N.fetch_add(1, Ordering::Relaxed).to_string());
+    let dir = scratch(&N.fetch_add(1, Ordering::Relaxed).to_string());
     for (rel, bytes) in &files {
         let mut bytes = bytes.clone();
         if rel == Path::new("pages/header") && bytes.len() >= off::PID + 4 {
