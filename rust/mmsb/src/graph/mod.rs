@@ -7,14 +7,15 @@
 //! - [`events`]: bounded, filtered subscriptions to what the state does (defined in
 //!   `runtime::events`, re-exported);
 //! - [`persist`]: postcard records and snapshots of the graph for the log and checkpoints;
-//! - [`state_ext`]: the graph and event methods of `MMSBState`.
+//! - [`api`]: the graph and event methods of `MMSBState` (edits and rounds go through the
+//!   state's commit entry point).
 
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet (moved by issue 16)
+pub mod api;
 pub mod command;
 pub mod persist;
 pub mod propagation;
 pub mod shadow_graph;
-#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet (issue 16 moves this file)
-pub mod state_ext;
 
 /// The event hub lives in `runtime` (every layer emits through it); re-exported here, where the
 /// seed places the EventSystem.
