@@ -40,7 +40,6 @@
 //! [`PageId`]: crate::types::page::PageId
 
 pub use crate::types::dirty;
-#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet (moved by issue 16)
 pub mod api;
 pub mod kernels;
 pub mod plan;

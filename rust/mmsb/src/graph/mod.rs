@@ -10,7 +10,6 @@
 //! - [`api`]: the graph and event methods of `MMSBState` (edits and rounds go through the
 //!   state's commit entry point).
 
-#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet (moved by issue 16)
 pub mod api;
 pub mod command;
 pub mod persist;
