@@ -322,6 +322,9 @@ mmsb_log_info(state, out) = ccall((:mmsb_log_info, libmmsb), MmsbStatus, (Ptr{Mm
 mmsb_log_maintenance_error(state, buf, cap, out_len) = ccall((:mmsb_log_maintenance_error, libmmsb), MmsbStatus,
     (Ptr{MmsbState}, Ptr{UInt8}, Csize_t, Ptr{Csize_t}), state, buf, cap, out_len)
 
+mmsb_log_group_syncs(state, out) = ccall((:mmsb_log_group_syncs, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{UInt64}), state, out)
+
 mmsb_log_compacted_runs(state, out, cap, out_count) = ccall((:mmsb_log_compacted_runs, libmmsb), MmsbStatus,
     (Ptr{MmsbState}, Ptr{UInt64}, Csize_t, Ptr{Csize_t}), state, out, cap, out_count)
 

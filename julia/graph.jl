@@ -223,20 +223,6 @@ function propagate!(s::MMSBState, pages::AbstractVector{PageId})
 end
 propagate!(s::MMSBState, page::PageId) = propagate!(s, [page])
 
-function page_list(f)
-    buf = Vector{UInt64}(undef, 16)
-    count = Ref{Csize_t}(0)
-    while true
-        st = f(buf, length(buf), count)
-        if st == LibMMSB.MMSB_STATUS_CODE_BUFFER_TOO_SMALL
-            resize!(buf, 2 * Int(count[]))
-            continue
-        end
-        check(st)
-        return [PageId(x) for x in view(buf, 1:Int(count[]))]
-    end
-end
-
 """
     dependents(state, page) -> Vector{PageId}
 
@@ -392,13 +378,7 @@ end
 # subscription keeps `cond === nothing` and its waiters poll.
 function attach_notify!(sub::Subscription)
     UV_ASYNC_SEND[] == C_NULL && return sub
-    cond = Base.AsyncCondition()
-    lock(NOTIFY_LOCK)
-    try
-        NOTIFY_ROOTS[cond] = nothing
-    finally
-        unlock(NOTIFY_LOCK)
-    end
+    cond = rooted_notify_condition()
     st = try
         LibMMSB.mmsb_subscription_set_notify(sub, UV_ASYNC_SEND[], cond.handle)
     catch   # a library without the function: a missing symbol
@@ -411,6 +391,19 @@ function attach_notify!(sub::Subscription)
         close(cond)
     end
     return sub
+end
+
+# A new condition whose handle native code may signal (with `uv_async_send`): rooted in
+# NOTIFY_ROOTS until `unroot_notify`, so it is not collected while a wake-up can still come.
+function rooted_notify_condition()
+    cond = Base.AsyncCondition()
+    lock(NOTIFY_LOCK)
+    try
+        NOTIFY_ROOTS[cond] = nothing
+    finally
+        unlock(NOTIFY_LOCK)
+    end
+    return cond
 end
 
 # From a finalizer too, so a busy lock is not waited for: the caller retries later.

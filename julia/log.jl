@@ -106,7 +106,9 @@ The log's statistics, from [`log_info`](@ref), all `Int`s except the messages:
 - automatic maintenance (`log_size_cap`): `maintenance_failures` since open,
   and for the last failure `last_maintenance_error` (the message, `""` if
   none), `last_maintenance_status` (its status name, `""` if none) and
-  `last_maintenance_lsn`.
+  `last_maintenance_lsn`;
+- `group_syncs`: fsyncs group commit has done since open (`GroupCommit`
+  durability; records per fsync show how well writers share them).
 In the REPL it shows one field a line, in decimal, sizes also in KiB/MiB.
 """
 struct LogInfo
@@ -123,6 +125,7 @@ struct LogInfo
     last_maintenance_error::String
     last_maintenance_status::String
     last_maintenance_lsn::Int
+    group_syncs::Int
 end
 
 """
@@ -147,9 +150,11 @@ function log_info(s::MMSBState)
         msg = String(buf[1:Int(len[])])
     end
     code = i.last_maintenance_status
+    syncs = Ref{UInt64}(0)
+    scall(LibMMSB.mmsb_log_group_syncs, s, syncs)
     return LogInfo(i.lsn, i.log_bytes, i.segments, i.checkpoints, i.last_checkpoint_lsn, i.oldest_lsn,
                    i.skipped_regions, i.truncated_bytes, i.quarantined_files, i.maintenance_failures,
-                   msg, code == 0 ? "" : status_name(code), i.last_maintenance_lsn)
+                   msg, code == 0 ? "" : status_name(code), i.last_maintenance_lsn, syncs[])
 end
 
 Base.show(io::IO, i::LogInfo) =
@@ -173,6 +178,7 @@ function Base.show(io::IO, ::MIME"text/plain", i::LogInfo)
         print(io, "\n  maintenance_failures ", i.maintenance_failures, " (last at lsn ", i.last_maintenance_lsn, ": ",
               i.last_maintenance_status, ", ", i.last_maintenance_error, ")")
     end
+    i.group_syncs > 0 && print(io, "\n  group_syncs          ", i.group_syncs, " (group commit fsyncs since open)")
 end
 
 """

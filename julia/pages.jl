@@ -94,12 +94,17 @@ end
 
 The ids of all pages of the state, ascending.
 """
-function page_ids(s::MMSBState)
-    count = Ref{Csize_t}(0)
+page_ids(s::MMSBState) = page_list((buf, cap, n) -> release(s, LibMMSB.mmsb_page_list(enter(s), buf, cap, n)))
+
+# Page ids from a C call `f(buf, cap, out_count)` that fails with BUFFER_TOO_SMALL (and writes
+# the count it needs) when `buf` is short: retried with room for twice that count, since pages
+# may be added meanwhile.
+function page_list(f)
     buf = Vector{UInt64}(undef, 16)
+    count = Ref{Csize_t}(0)
     while true
-        st = release(s, LibMMSB.mmsb_page_list(enter(s), buf, length(buf), count))
-        if st == LibMMSB.MMSB_STATUS_CODE_BUFFER_TOO_SMALL # pages were added meanwhile: retry larger
+        st = f(buf, length(buf), count)
+        if st == LibMMSB.MMSB_STATUS_CODE_BUFFER_TOO_SMALL
             resize!(buf, 2 * Int(count[]))
             continue
         end

@@ -117,20 +117,10 @@ writer's recovery decides what stays).
 """
 writer_status(r::MMSBReader) = get(WRITER_STATES, reader_status(r).writer_state, :unknown)
 
-function page_ids(r::MMSBReader)
-    count = Ref{Csize_t}(0)
-    buf = Vector{UInt64}(undef, 16)
-    while true
-        st = lock(r.lock) do
-            r.ptr == C_NULL && throw(closed_error("reader"))
-            LibMMSB.mmsb_reader_page_list(r.ptr, buf, length(buf), count)
-        end
-        if st == LibMMSB.MMSB_STATUS_CODE_BUFFER_TOO_SMALL
-            resize!(buf, Int(count[]) + 16)   # pages may be created meanwhile
-            continue
-        end
-        st == LibMMSB.MMSB_OK || throw(last_error(st))
-        return [PageId(x) for x in buf[1:Int(count[])]]
+page_ids(r::MMSBReader) = page_list() do buf, cap, n
+    lock(r.lock) do
+        r.ptr == C_NULL && throw(closed_error("reader"))
+        LibMMSB.mmsb_reader_page_list(r.ptr, buf, cap, n)
     end
 end
 
@@ -215,13 +205,7 @@ function wait_lsn(r::MMSBReader, n::Integer; timeout::Real = Inf)
             yield()
         end
     end
-    cond = Base.AsyncCondition()
-    lock(NOTIFY_LOCK)
-    try
-        NOTIFY_ROOTS[cond] = nothing
-    finally
-        unlock(NOTIFY_LOCK)
-    end
+    cond = rooted_notify_condition()
     w = Ref{Ptr{LibMMSB.MmsbReaderWait}}(C_NULL)
     try
         rcall(p -> LibMMSB.mmsb_reader_wait_async(p, target, ms, UV_ASYNC_SEND[], cond.handle, w), r)

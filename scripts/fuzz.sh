@@ -4,6 +4,8 @@
 # Uses `cargo fuzz` when installed; otherwise builds the same instrumented binaries with the stable
 # toolchain (RUSTC_BOOTSTRAP enables the sanitizer flags cargo-fuzz would pass on nightly).
 # Corpora live in target/fuzz-corpus/<target> (not committed); crashes fail the script.
+# Inputs that once failed live in rust/fuzz/regressions/<target>/ (committed) and are replayed
+# once each before that target is fuzzed; a failure there fails the script too.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-20}
@@ -22,8 +24,19 @@ status=0
 for t in "${targets[@]}"; do
   corpus="$root/target/fuzz-corpus/$t"
   mkdir -p "$corpus" "$root/target/fuzz-artifacts/$t"
-  echo "== fuzzing $t for ${secs}s" >&2
   log=$(mktemp)
+  regressions=("$fuzz_dir/regressions/$t"/*)
+  if [ -e "${regressions[0]}" ]; then
+    # libFuzzer runs each file given by name once; 2048 MB is its default memory limit.
+    if "$CARGO_TARGET_DIR/$triple/release/$t" -rss_limit_mb=2048 -timeout=20 "${regressions[@]}" >"$log" 2>&1; then
+      echo "fuzz $t: ${#regressions[@]} regression input(s) pass" >&2
+    else
+      echo "fuzz $t: a regression input in rust/fuzz/regressions/$t FAILED" >&2
+      tail -40 "$log" >&2
+      status=1
+    fi
+  fi
+  echo "== fuzzing $t for ${secs}s" >&2
   if "$CARGO_TARGET_DIR/$triple/release/$t" "$corpus" -max_total_time="$secs" -rss_limit_mb=4096 -timeout=20 \
       -artifact_prefix="$root/target/fuzz-artifacts/$t/" -print_final_stats=1 >"$log" 2>&1; then
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")

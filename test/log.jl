@@ -15,6 +15,9 @@ mktempdir() do dir
         info = log_info(s)
         @test info.lsn == lsn(s) && info.checkpoints >= 1 && info.last_checkpoint_lsn == c
         @test info.log_bytes >= 0 && info.segments >= 1
+        # group commit fsynced the 21 logged changes (one writer: about one fsync each)
+        @test 0 < info.group_syncs <= info.lsn
+        @test occursin("group_syncs", sprint(show, MIME"text/plain"(), info))
         for i in 21:25
             l = write_page!(s, p, fill(UInt8(i), 4); at = 51)
             snapshots[l] = read_page(s, p)
@@ -78,6 +81,7 @@ mmsb_start(logging = true) do s
     l = update_page!(s, p, UInt8[1, 2])
     update_page!(s, p, UInt8[3, 4])
     @test log_info(s).lsn == lsn(s)
+    @test log_info(s).group_syncs == 0   # durability :none: no group commit
     replay_log(s, l) do r
         @test read_page(r, p) == UInt8[1, 2, 0, 0, 0, 0, 0, 0]
     end

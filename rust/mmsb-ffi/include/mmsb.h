@@ -212,9 +212,6 @@
 // `mmsb_monitor_set_sample_every`.
 #define MMSB_DEFAULT_SAMPLE_EVERY 256
 
-// The longest request (line and headers) read; a longer one is answered 431.
-#define MAX_REQUEST 8192
-
 // Stable status codes of the C ABI. Numbers are never reused or renumbered.
 enum MmsbStatusCode
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -906,6 +903,14 @@ MmsbStatus mmsb_log_maintenance_error(const struct MmsbState *state,
                                       char *buf,
                                       size_t cap,
                                       size_t *out_len);
+
+// Writes to `*out` the fsyncs group commit has done since open (`GroupCommit` durability;
+// records per fsync tell how well concurrent writers share them). Kept out of `MmsbLogInfo`,
+// whose layout is ABI. Fails with `MMSB_STATUS_UNSUPPORTED` when the state has no log.
+//
+// # Safety
+// `state` a live handle; `out` writable.
+MmsbStatus mmsb_log_group_syncs(const struct MmsbState *state, uint64_t *out);
 
 // Writes the compacted runs of the retained log as pairs `first, last` (ascending, 2 u64 per
 // run) to `out` (room for `cap` u64) and the number of u64 written (twice the runs) to

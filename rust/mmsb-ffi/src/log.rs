@@ -58,8 +58,8 @@ impl From<&LogInfo> for MmsbLogInfo {
             last_maintenance_error: _, // variable length: `mmsb_log_maintenance_error`
             last_maintenance_code,
             last_maintenance_lsn,
-            group_syncs: _,           // not in the C struct (its layout is ABI); no C getter yet
-            recovery_micros: _,       // likewise (Rust `LogInfo` and `mmsb info` only)
+            group_syncs: _,           // not in the C struct (its layout is ABI): `mmsb_log_group_syncs`
+            recovery_micros: _,       // not in the C struct either; Rust `LogInfo` only (no C getter yet)
             maintenance_passes: _,    // likewise
             maintenance_waits: _,     // likewise
             maintenance_slowdowns: _, // likewise
@@ -199,6 +199,23 @@ pub unsafe extern "C" fn mmsb_log_maintenance_error(
     })
 }
 
+/// Writes to `*out` the fsyncs group commit has done since open (`GroupCommit` durability;
+/// records per fsync tell how well concurrent writers share them). Kept out of `MmsbLogInfo`,
+/// whose layout is ABI. Fails with `MMSB_STATUS_UNSUPPORTED` when the state has no log.
+///
+/// # Safety
+/// `state` a live handle; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_log_group_syncs(state: *const MmsbState, out: *mut u64) -> MmsbStatus {
+    boundary(|| {
+        check_out(out, "out")?;
+        // SAFETY: forwarded contract.
+        let n = unsafe { state_ref(state) }?.log_info()?.group_syncs;
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(out, n, "out") }
+    })
+}
+
 /// Writes the compacted runs of the retained log as pairs `first, last` (ascending, 2 u64 per
 /// run) to `out` (room for `cap` u64) and the number of u64 written (twice the runs) to
 /// `*out_count`. `mmsb_state_replay` to an LSN in `first ..= last - 1` fails with
@@ -279,6 +296,50 @@ mod tests {
             );
             mmsb_state_free(st);
             assert_eq!(mmsb_log_info(std::ptr::null(), &mut info), ErrorCode::NullPointer as u32);
+        }
+    }
+
+    #[test]
+    fn group_syncs_through_the_c_abi() {
+        let d = tempfile::tempdir().unwrap();
+        let config = mmsb::Config {
+            dir: Some(d.path().into()),
+            durability: mmsb::Durability::GroupCommit,
+            ..Default::default()
+        };
+        let s = std::sync::Arc::new(mmsb::MMSBState::open(config).unwrap());
+        let p = s.create_page(64, Location::Cpu, PageMeta::default()).unwrap();
+        std::thread::scope(|sc| {
+            for t in 0..4u8 {
+                let s = &s;
+                sc.spawn(move || {
+                    for _ in 0..20 {
+                        s.update_page_at(p, u64::from(t), &[t], None).unwrap();
+                    }
+                });
+            }
+        });
+        let want = s.log_info().unwrap().group_syncs;
+        assert!(want > 0, "80 group-committed writes took no fsync");
+        let st = crate::new_handle(MmsbState::plain(std::sync::Arc::into_inner(s).unwrap()));
+        // SAFETY: a live handle, valid or NULL out-pointers as each case says; freed once.
+        unsafe {
+            let mut n = 0u64;
+            assert_eq!(mmsb_log_group_syncs(st, &mut n), MMSB_OK);
+            assert_eq!(n, want);
+            assert_eq!(mmsb_log_group_syncs(st, std::ptr::null_mut()), ErrorCode::NullPointer as u32);
+            assert_eq!(mmsb_log_group_syncs(std::ptr::null(), &mut n), ErrorCode::NullPointer as u32);
+            assert_eq!(crate::state::mmsb_state_close(st), MMSB_OK);
+            assert_eq!(mmsb_log_group_syncs(st, &mut n), ErrorCode::Closed as u32);
+            mmsb_state_free(st);
+        }
+        // An in-memory state without a log: unsupported, as `mmsb_log_info`.
+        let st = crate::new_handle(MmsbState::plain(mmsb::MMSBState::open(mmsb::Config::default()).unwrap()));
+        // SAFETY: as above.
+        unsafe {
+            let mut n = 0u64;
+            assert_eq!(mmsb_log_group_syncs(st, &mut n), ErrorCode::Unsupported as u32);
+            mmsb_state_free(st);
         }
     }
 

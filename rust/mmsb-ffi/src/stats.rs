@@ -73,12 +73,6 @@ pub const MMSB_BUDGET_LOG_BYTES: u32 = 2;
 /// `mmsb_monitor_set_sample_every`.
 pub const MMSB_DEFAULT_SAMPLE_EVERY: u32 = 256;
 
-/// The longest request (line and headers) read; a longer one is answered 431.
-// Was exported (unprefixed) while cbindgen read the core's `monitoring/http.rs`; kept so that
-// the header stays byte-identical. Checked against the core's value below.
-pub const MAX_REQUEST: usize = 8192;
-const _: () = assert!(MAX_REQUEST == mmsb::monitoring::http::MAX_REQUEST);
-
 /// Summary of one latency histogram (nanoseconds), filled by `mmsb_stats_histogram`.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, PartialEq)]

@@ -38,9 +38,12 @@ fn hostile_c_caller_gets_status_codes_not_crashes() {
         .status()
         .unwrap_or_else(|e| panic!("could not run the C compiler {cc:?}: {e}"));
     assert!(status.success(), "the C program (and so the header) must compile cleanly");
-    let run = Command::new(&out).output().expect("run the C program");
+    // The reader checks need an empty directory for a state with file-backed pages.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let run = Command::new(&out).arg(dir.path()).output().expect("run the C program");
     let stdout = String::from_utf8_lossy(&run.stdout);
     println!("{stdout}");
     assert!(run.status.success(), "hostile C checks failed (exit {:?}):\n{stdout}", run.status);
     assert!(stdout.contains(" 0 failures"), "{stdout}");
+    assert!(stdout.contains("reader checks done"), "the reader checks did not run:\n{stdout}");
 }

@@ -21,10 +21,8 @@
 #![deny(missing_docs)]
 
 mod compose;
-#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod device;
 pub mod graph;
-#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod monitoring;
 pub mod runtime;
 pub mod types;

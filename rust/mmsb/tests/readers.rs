@@ -367,3 +367,70 @@ fn a_reader_sees_a_writer_crash_and_follows_the_next_writer() {
     assert_eq!(r.wait_for(lsn + 1, Some(Duration::from_secs(5))), lsn + 1);
     assert_eq!(&r.read(PageId(1)).unwrap().0[..12], b"next writer!");
 }
+
+/// Copies a live writer's directory (as a crash leaves it) with `edit` applied to one of its
+/// `pages/` files, so a reader of the copy sees damaged or hostile bytes.
+fn crashed_copy(src: &std::path::Path, file: &str, edit: impl Fn(&mut Vec<u8>)) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("pages")).unwrap();
+    for e in std::fs::read_dir(src.join("pages")).unwrap() {
+        let e = e.unwrap();
+        let mut bytes = std::fs::read(e.path()).unwrap();
+        if e.file_name() == file {
+            edit(&mut bytes);
+        }
+        std::fs::write(d.path().join("pages").join(e.file_name()), bytes).unwrap();
+    }
+    d
+}
+
+fn set_u64(bytes: &mut [u8], at: usize, v: u64) {
+    bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+#[test]
+fn damaged_headers_and_tables_give_errors_not_hangs() {
+    let d = tempfile::tempdir().unwrap();
+    let s =
+        MMSBState::open(Config { dir: Some(d.path().into()), file_backed_pages: true, ..Config::default() }).unwrap();
+    let a = s.create_page(100, Location::Cpu, PageMeta::default()).unwrap();
+    s.update_page_at(a, 0, b"abc", None).unwrap();
+    // A pid of 2^31 or more is no process: kill(-1, 0) once made u32::MAX a writer always alive.
+    for pid in [u32::MAX, 0x8000_0000, 0] {
+        let c = crashed_copy(d.path(), "header", |h| h[16..20].copy_from_slice(&pid.to_le_bytes()));
+        let r = Reader::open(c.path()).unwrap();
+        assert_eq!(r.writer(), WriterStatus::Crashed(pid));
+        assert_eq!(&r.read(a).unwrap().0[..3], b"abc");
+        assert_eq!(r.wait_for(u64::MAX, Some(Duration::from_secs(20))), r.lsn(), "nobody to wait for");
+    }
+    let dead = |h: &mut Vec<u8>| h[16..20].copy_from_slice(&0u32.to_le_bytes());
+    // A slot whose seqlock a stopped writer left odd: the page is reported torn, by name.
+    let c = crashed_copy(d.path(), "table", |t| {
+        for slot in t.chunks_exact_mut(64).skip(1) {
+            if slot[8..16] != [0; 8] {
+                slot[0] |= 1;
+            }
+        }
+    });
+    std::fs::write(c.path().join("pages/header"), {
+        let mut h = std::fs::read(c.path().join("pages/header")).unwrap();
+        dead(&mut h);
+        h
+    })
+    .unwrap();
+    let r = Reader::open(c.path()).unwrap();
+    assert_eq!(r.page_ids().unwrap(), vec![a], "a torn slot still names its page");
+    let e = r.read(a).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Corrupt, "{e}");
+    assert!(e.to_string().contains("was being changed when its writer stopped"), "{e}");
+    // A table capacity that overflows the slot arithmetic, and a table generation in the header
+    // equal to the value once used as "rescan" marker.
+    let c = crashed_copy(d.path(), "table", |t| set_u64(t, 16, u64::MAX));
+    let mut h = std::fs::read(c.path().join("pages/header")).unwrap();
+    dead(&mut h);
+    set_u64(&mut h, 48, u64::MAX);
+    std::fs::write(c.path().join("pages/header"), h).unwrap();
+    let r = Reader::open(c.path()).unwrap();
+    assert_eq!(&r.read(a).unwrap().0[..3], b"abc");
+    s.close();
+}

@@ -1,7 +1,9 @@
 /* Hostile use of the C ABI: NULLs, unknown ids, wrong lengths, huge sizes, overflowing offsets,
- * double frees, use after close, and a close racing threads that use the state. Every call must
- * return an error code (never crash, abort or deadlock); the program exits 0 when every check
- * holds and prints one line per check. Built and run by tests/c_abi.rs. */
+ * double frees, use after close, and a close racing threads that use the state; readers of a
+ * state directory (NULLs, bad ids, undersized buffers, the writer closed under them), in the
+ * empty directory given as argv[1]. Every call must return an error code (never crash, abort or
+ * deadlock); the program exits 0 when every check holds and prints one line per check. Built and
+ * run by tests/c_abi.rs. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -238,7 +240,154 @@ static void input_rules(void) {
     }
 }
 
-int main(void) {
+/* ---- readers (issue 17): NULL handles, bad ids, undersized buffers, a closed or gone writer ---- */
+static atomic_int notified;
+static int32_t count_notify(void *arg) {
+    (void)arg;
+    atomic_fetch_add(&notified, 1);
+    return 0;
+}
+
+/* `dir` is an empty directory; the state and the reader live in it. */
+static void reader_calls(const char *dir) {
+    size_t dir_len = strlen(dir);
+    MmsbReader *r = NULL;
+    MmsbReaderView *v = NULL;
+    MmsbReaderWait *w = NULL;
+    MmsbReaderStatus rs;
+    MmsbReadInfo info;
+    uint64_t size = 0, lsn = 0, ids[4] = {0};
+    size_t n = 0, vlen = 0;
+    const uint8_t *vp = NULL;
+    uint8_t done = 0, buf[128] = {0};
+
+    /* Opening: NULLs, lengths, bytes that are not UTF-8, directories without a shared header. */
+    EXPECT(mmsb_open_reader(dir, dir_len, NULL), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_open_reader(NULL, 5, &r), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_open_reader(NULL, 0, &r), MMSB_STATUS_CODE_INVALID_ARGUMENT);
+    EXPECT(mmsb_open_reader(dir, 0, &r), MMSB_STATUS_CODE_INVALID_ARGUMENT);
+    EXPECT(mmsb_open_reader("\xff\xfe", 2, &r), MMSB_STATUS_CODE_INVALID_ARGUMENT);
+    EXPECT(mmsb_open_reader(dir, dir_len, &r), MMSB_STATUS_CODE_UNSUPPORTED); /* no writer ever */
+    EXPECT(mmsb_open_reader("/nonexistent/mmsb-reader", 24, &r), MMSB_STATUS_CODE_UNSUPPORTED);
+    checks++;
+    if (r != NULL) { failures++; puts("FAIL a failed mmsb_open_reader wrote a handle"); }
+
+    /* A writer with file-backed pages: two pages, one written. */
+    MmsbConfig *cfg = NULL;
+    MmsbState *s = NULL;
+    uint64_t a = 0, b = 0;
+    EXPECT(mmsb_config_new(&cfg), MMSB_OK);
+    EXPECT(mmsb_config_set_dir(cfg, dir, dir_len), MMSB_OK);
+    EXPECT(mmsb_config_set_u64(cfg, "file_backed_pages", 17, 1), MMSB_OK);
+    EXPECT(mmsb_state_open(cfg, &s), MMSB_OK);
+    mmsb_config_free(cfg);
+    EXPECT(mmsb_page_create(s, 100, 0, NULL, 0, &a), MMSB_OK);
+    EXPECT(mmsb_page_create(s, 64, 0, NULL, 0, &b), MMSB_OK);
+    EXPECT(mmsb_page_write(s, a, 0, (const uint8_t *)"abc", 3, MMSB_NO_EPOCH, &lsn), MMSB_OK);
+    EXPECT(mmsb_open_reader(dir, dir_len, &r), MMSB_OK);
+
+    /* NULL handles: every call answers NULL_POINTER. */
+    EXPECT(mmsb_reader_status(NULL, &rs), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_wait(NULL, 1, 0, &lsn), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_wait_async(NULL, 1, 0, NULL, NULL, &w), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_wait_poll(NULL, &done, &lsn), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_page_size(NULL, a, &size), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_read(NULL, a, buf, 100, &info), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_page_list(NULL, ids, 4, &n), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_view(NULL, a, &v), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_view_bytes(NULL, &vp, &vlen), MMSB_STATUS_CODE_NULL_POINTER);
+    /* NULL out-parameters. */
+    EXPECT(mmsb_reader_status(r, NULL), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_wait(r, 1, 0, NULL), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_wait_async(r, 1, 0, NULL, NULL, NULL), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_page_size(r, a, NULL), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_page_list(r, ids, 4, NULL), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_view(r, a, NULL), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_read(r, a, NULL, 100, &info), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_read(r, a, buf, 100, NULL), MMSB_OK); /* info is optional */
+    checks++;
+    if (memcmp(buf, "abc", 3) != 0) { failures++; puts("FAIL reader read bytes"); }
+
+    /* Bad page ids: never seen, the largest id, id 0. */
+    const uint64_t bad[] = {a + 1000, UINT64_MAX, 0};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        EXPECT(mmsb_reader_page_size(r, bad[i], &size), MMSB_STATUS_CODE_UNKNOWN_PAGE);
+        EXPECT(mmsb_reader_read(r, bad[i], buf, 100, &info), MMSB_STATUS_CODE_UNKNOWN_PAGE);
+        EXPECT(mmsb_reader_view(r, bad[i], &v), MMSB_STATUS_CODE_UNKNOWN_PAGE);
+    }
+    /* Undersized (and oversized) buffers: nothing is written past `len`/`cap`. */
+    memset(buf, 0xEE, sizeof buf);
+    EXPECT(mmsb_reader_read(r, a, buf, 99, &info), MMSB_STATUS_CODE_LENGTH_MISMATCH);
+    EXPECT(mmsb_reader_read(r, a, buf, 0, &info), MMSB_STATUS_CODE_LENGTH_MISMATCH);
+    EXPECT(mmsb_reader_read(r, a, NULL, 0, &info), MMSB_STATUS_CODE_LENGTH_MISMATCH);
+    EXPECT(mmsb_reader_read(r, a, buf, 101, &info), MMSB_STATUS_CODE_LENGTH_MISMATCH);
+    checks++;
+    if (buf[0] != 0xEE || buf[99] != 0xEE) { failures++; puts("FAIL a refused reader read wrote bytes"); }
+    ids[0] = ids[1] = 7;
+    EXPECT(mmsb_reader_page_list(r, ids, 1, &n), MMSB_STATUS_CODE_BUFFER_TOO_SMALL);
+    checks++;
+    if (n != 2 || ids[1] != 7) { failures++; printf("FAIL page_list cap 1: count %zu, ids[1] %llu\n", n, (unsigned long long)ids[1]); }
+    EXPECT(mmsb_reader_page_list(r, NULL, 0, &n), MMSB_STATUS_CODE_BUFFER_TOO_SMALL);
+    EXPECT(mmsb_reader_page_list(r, NULL, 4, &n), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_page_list(r, ids, 4, &n), MMSB_OK);
+    checks++;
+    if (n != 2 || ids[0] != a || ids[1] != b) { failures++; puts("FAIL reader page list"); }
+
+    /* Waits: a timeout is not an error; an LSN far ahead with timeout 0 returns at once. */
+    EXPECT(mmsb_reader_wait(r, UINT64_MAX, 0, &lsn), MMSB_OK);
+    EXPECT(mmsb_reader_wait(r, UINT64_MAX - 1, 1, &lsn), MMSB_OK);
+    EXPECT(mmsb_reader_wait_poll(NULL, NULL, NULL), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_wait_async(r, UINT64_MAX, UINT64_MAX, count_notify, NULL, &w), MMSB_OK);
+    EXPECT(mmsb_reader_wait_poll(w, NULL, &lsn), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_wait_poll(w, &done, NULL), MMSB_STATUS_CODE_NULL_POINTER);
+
+    /* A view, then the page freed and the writer closed under the reader. */
+    EXPECT(mmsb_reader_view(r, a, &v), MMSB_OK);
+    EXPECT(mmsb_reader_view_bytes(v, NULL, &vlen), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_reader_view_bytes(v, &vp, NULL), MMSB_STATUS_CODE_NULL_POINTER);
+    EXPECT(mmsb_page_free(s, b), MMSB_OK);
+    EXPECT(mmsb_reader_page_size(r, b, &size), MMSB_STATUS_CODE_UNKNOWN_PAGE);
+    EXPECT(mmsb_reader_read(r, b, buf, 64, &info), MMSB_STATUS_CODE_UNKNOWN_PAGE);
+    EXPECT(mmsb_state_close(s), MMSB_OK);
+    /* The pending wait ends when the writer closes (no writer can reach its LSN). */
+    for (int i = 0; i < 5000 && done == 0; i++) {
+        struct timespec ms1 = {0, 1000 * 1000};
+        nanosleep(&ms1, NULL);
+        EXPECT(mmsb_reader_wait_poll(w, &done, &lsn), MMSB_OK);
+    }
+    checks++;
+    if (done != 1) { failures++; puts("FAIL a background wait did not end when the writer closed"); }
+    mmsb_reader_wait_free(w);
+    checks++;
+    if (atomic_load(&notified) != 1) { failures++; printf("FAIL notified %d times\n", atomic_load(&notified)); }
+    mmsb_reader_wait_free(w); /* double free: ignored */
+    mmsb_reader_wait_free(NULL);
+    EXPECT(mmsb_reader_status(r, &rs), MMSB_OK);
+    checks++;
+    if (rs.writer_state != MMSB_WRITER_CLOSED) { failures++; printf("FAIL writer state %u after close\n", rs.writer_state); }
+    EXPECT(mmsb_reader_wait(r, UINT64_MAX, UINT64_MAX, &lsn), MMSB_OK); /* no writer: returns */
+    EXPECT(mmsb_reader_read(r, a, buf, 100, &info), MMSB_OK);            /* a closed writer's pages stay readable */
+    EXPECT(mmsb_reader_read(r, a, buf, 99, &info), MMSB_STATUS_CODE_LENGTH_MISMATCH);
+    EXPECT(mmsb_reader_read(r, b, buf, 64, &info), MMSB_STATUS_CODE_UNKNOWN_PAGE);
+    mmsb_state_free(s);
+
+    /* A wait on a reader freed meanwhile keeps what it needs. */
+    EXPECT(mmsb_reader_wait_async(r, UINT64_MAX, 10, NULL, NULL, &w), MMSB_OK);
+    mmsb_reader_free(r);
+    mmsb_reader_free(r); /* double free: ignored */
+    mmsb_reader_free(NULL);
+    mmsb_reader_wait_free(w);
+    /* The view outlives the reader and the writer. */
+    EXPECT(mmsb_reader_view_bytes(v, &vp, &vlen), MMSB_OK);
+    checks++;
+    if (vlen != 100 || memcmp(vp, "abc", 3) != 0) { failures++; puts("FAIL reader view after free"); }
+    mmsb_reader_view_free(v);
+    mmsb_reader_view_free(v); /* double free: ignored */
+    mmsb_reader_view_free(NULL);
+    printf("reader checks done\n");
+}
+
+int main(int argc, char **argv) {
     MmsbState *s = NULL;
     uint64_t page = 0, lsn = 0;
     uint8_t buf[64] = {0};
@@ -412,6 +561,7 @@ int main(void) {
         EXPECT(mmsb_dependents(s, page, ids, 4, &n), MMSB_STATUS_CODE_CLOSED);
         EXPECT(mmsb_topo_order(s, ids, 4, &n), MMSB_STATUS_CODE_CLOSED);
         EXPECT(mmsb_log_info(s, &log), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_log_group_syncs(s, &lsn), MMSB_STATUS_CODE_CLOSED);
         EXPECT(mmsb_device_stats(s, &dev), MMSB_STATUS_CODE_CLOSED);
         EXPECT(mmsb_stats_json(s, NULL, 0, &n), MMSB_STATUS_CODE_CLOSED);
         EXPECT(mmsb_stats_prometheus(s, NULL, 0, &n), MMSB_STATUS_CODE_CLOSED);
@@ -440,6 +590,9 @@ int main(void) {
         checks++;
         if (strlen(small) != 3 || full < 4) { failures++; puts("FAIL message truncation"); }
     }
+    /* Readers of a directory (argv[1]: an empty directory; tests/c_abi.rs passes one). */
+    if (argc > 1) reader_calls(argv[1]);
+    else puts("reader checks skipped: no directory given");
     /* A close racing threads that write, read, propagate and checkpoint. */
     for (uint32_t mode = 0; mode < 3; mode++) {
         checks++;

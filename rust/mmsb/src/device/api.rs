@@ -355,7 +355,7 @@ mod gpu_impl {
     use crate::device::cuda::{Gpu, Mirror, Staging};
     use crate::device::kernels::KernelArgs;
     use crate::device::plan;
-    use crate::device::Inner;
+    use crate::device::{index, Inner};
     use crate::runtime::router::{self, RouteOp};
     use crate::types::IdHasher;
 
@@ -413,11 +413,11 @@ mod gpu_impl {
     }
 
     fn range(o: &CopyOp) -> std::ops::Range<usize> {
-        o.offset as usize..(o.offset + o.len) as usize
+        index(o.offset)..index(o.offset + o.len)
     }
 
     fn staged(o: &CopyOp) -> std::ops::Range<usize> {
-        o.staging_offset as usize..(o.staging_offset + o.len) as usize
+        index(o.staging_offset)..index(o.staging_offset + o.len)
     }
 
     impl MMSBState {
@@ -435,7 +435,7 @@ mod gpu_impl {
             // is released before waiting for the doorbell.
             let h2d: Vec<&CopyOp> = plan.copies.iter().filter(|c| c.direction == SyncDirection::HostToDevice).collect();
             if !h2d.is_empty() {
-                let stage = upload.get_or_insert_with(Staging::for_upload).get(g, plan.staging_h2d as usize)?;
+                let stage = upload.get_or_insert_with(Staging::for_upload).get(g, index(plan.staging_h2d))?;
                 let mut epochs: HashMap<PageId, u64, IdHasher> = HashMap::default();
                 let sent = (|| -> Result<()> {
                     {
@@ -446,9 +446,9 @@ mod gpu_impl {
                             // SAFETY: we hold the exclusive core lock; the borrow ends before any write.
                             let src = unsafe { &p.buf().as_slice()[range(c)] };
                             match mirror_of(slots, c.page)? {
-                                m @ Mirror::Unified { .. } => g.upload(m, c.offset as usize, src)?,
+                                m @ Mirror::Unified { .. } => g.upload(m, index(c.offset), src)?,
                                 m @ Mirror::Device(_) => {
-                                    stage_and_upload(g, m, c.offset as usize, &mut stage[staged(c)], src)?
+                                    stage_and_upload(g, m, index(c.offset), &mut stage[staged(c)], src)?
                                 }
                             }
                             if let Some(d) = p.dirty.as_mut() {
@@ -479,10 +479,10 @@ mod gpu_impl {
             // Device → host: copy into staging, wait, then route what differs.
             let d2h: Vec<&CopyOp> = plan.copies.iter().filter(|c| c.direction == SyncDirection::DeviceToHost).collect();
             if !d2h.is_empty() {
-                let stage = readback.get_or_insert_with(Staging::for_readback).get(g, plan.staging_d2h as usize)?;
+                let stage = readback.get_or_insert_with(Staging::for_readback).get(g, index(plan.staging_d2h))?;
                 for c in &d2h {
                     if let m @ Mirror::Device(_) = mirror_of(slots, c.page)? {
-                        g.download(m, c.offset as usize, &mut stage[staged(c)])?;
+                        g.download(m, index(c.offset), &mut stage[staged(c)])?;
                     }
                 }
                 if let Err(e) = g.doorbell_readback().and_then(|b| b.wait()) {
@@ -491,7 +491,7 @@ mod gpu_impl {
                 }
                 for c in &d2h {
                     if let m @ Mirror::Unified { .. } = mirror_of(slots, c.page)? {
-                        g.download(m, c.offset as usize, &mut stage[staged(c)])?;
+                        g.download(m, index(c.offset), &mut stage[staged(c)])?;
                     }
                 }
                 let mut results: HashMap<PageId, (u64, Option<Lsn>), IdHasher> = HashMap::default();
@@ -506,9 +506,9 @@ mod gpu_impl {
                         for c in &group {
                             for &(s, e) in &c.parts {
                                 // SAFETY: exclusive core lock held; the borrow ends before routing.
-                                let cpu = unsafe { &p.buf().as_slice()[s as usize..e as usize] };
-                                let at = (c.staging_offset + (s - c.offset)) as usize;
-                                let dev = &stage[at..at + (e - s) as usize];
+                                let cpu = unsafe { &p.buf().as_slice()[index(s)..index(e)] };
+                                let at = index(c.staging_offset + (s - c.offset));
+                                let dev = &stage[at..at + index(e - s)];
                                 delta = delta.compose(&Delta::diff_at(s, cpu, dev)?);
                             }
                         }

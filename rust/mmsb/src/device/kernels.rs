@@ -14,6 +14,7 @@
 //! Both kernels use grid-stride loops, so any grid covers all the work. The blob's data section
 //! starts at a multiple of 8 bytes from its start, and device allocations are 256-byte aligned.
 
+use super::index;
 use crate::types::delta::{Delta, DeltaParts};
 
 /// The CUDA C source of the delta kernels.
@@ -154,14 +155,14 @@ impl KernelArgs {
     pub fn work_items(&self) -> u64 {
         match self {
             KernelArgs::Dense { len, .. } => len.div_ceil(8),
-            KernelArgs::Sparse { n_runs, blob } => read_u64(blob, 8 * (2 * *n_runs as usize)),
+            KernelArgs::Sparse { n_runs, blob } => read_u64(blob, 8 * (2 * index(*n_runs))),
         }
     }
 
     /// `(grid, block)` for a launch.
     pub fn launch_dims(&self) -> (u32, u32) {
         let blocks = self.work_items().div_ceil(u64::from(BLOCK_THREADS)).clamp(1, u64::from(MAX_BLOCKS));
-        (blocks as u32, BLOCK_THREADS)
+        (u32::try_from(blocks).expect("clamped to MAX_BLOCKS, a u32"), BLOCK_THREADS)
     }
 }
 
@@ -194,14 +195,14 @@ fn expand_byte_mask(m: u32) -> u64 {
 
 fn dense_thread(page: &mut [u8], offset: u64, len: u64, blob: &[u8], aligned: bool, start: u64, stride: u64) {
     let words = len.div_ceil(64);
-    let data = &blob[8 * words as usize..];
-    let dst = &mut page[offset as usize..];
+    let data = &blob[8 * index(words)..];
+    let dst = &mut page[index(offset)..];
     let chunks = len.div_ceil(8);
     let mut t = start;
     while t < chunks {
-        let m = ((read_u64(blob, 8 * (t >> 3) as usize) >> ((t & 7) * 8)) & 0xFF) as u32;
+        let m = u32::try_from((read_u64(blob, 8 * index(t >> 3)) >> ((t & 7) * 8)) & 0xFF).expect("masked to 8 bits");
         if m != 0 {
-            let base = (t * 8) as usize;
+            let base = index(t * 8);
             if aligned && t * 8 + 8 <= len {
                 let src = u64::from_le_bytes(data[base..base + 8].try_into().expect("8 bytes"));
                 let out = if m == 0xFF {
@@ -226,7 +227,7 @@ fn dense_thread(page: &mut [u8], offset: u64, len: u64, blob: &[u8], aligned: bo
 }
 
 fn sparse_thread(page: &mut [u8], n_runs: u64, blob: &[u8], start: u64, stride: u64) {
-    let n = n_runs as usize;
+    let n = index(n_runs);
     let offset = |r: usize| read_u64(blob, 8 * r);
     let prefix = |r: usize| read_u64(blob, 8 * (n + r));
     let data = &blob[8 * (2 * n + 1)..];
@@ -242,7 +243,7 @@ fn sparse_thread(page: &mut [u8], n_runs: u64, blob: &[u8], start: u64, stride: 
                 hi = mid;
             }
         }
-        page[(offset(lo) + (g - prefix(lo))) as usize] = data[g as usize];
+        page[index(offset(lo) + (g - prefix(lo)))] = data[index(g)];
         g += stride;
     }
 }
@@ -253,6 +254,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn check(delta: &Delta, page_len: usize, seed: u8) {
+        #[allow(clippy::cast_possible_truncation, reason = "test pattern: the low byte is wanted")]
         let base: Vec<u8> = (0..page_len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
         let mut want = base.clone();
         delta.apply(&mut want).unwrap();

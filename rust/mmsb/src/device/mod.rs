@@ -62,6 +62,13 @@ pub use record::{decode_sync_record, encode_sync_record, DeviceSyncRecord, Devic
 use crate::types::page::{Location, PageId};
 use crate::types::IdHasher;
 
+/// A position in a page, a staging buffer or a kernel blob as `usize`. Such positions index
+/// memory this process holds, so one that does not fit is out of bounds anyway: it panics as
+/// the slice access would, instead of wrapping to a wrong in-bounds position on a 32-bit target.
+pub(crate) fn index(v: u64) -> usize {
+    usize::try_from(v).expect("a position in memory this process holds fits usize")
+}
+
 /// Whether this process can use a GPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceStatus {
@@ -256,9 +263,11 @@ impl DeviceManager {
 
     #[cfg(feature = "cuda")]
     fn new_mirror(&self, location: Location, size: u64) -> Slot {
-        let made = gpu()
-            .map_err(|e| e.to_string())
-            .and_then(|g| g.alloc_mirror(size as usize, location == Location::Unified).map_err(|e| e.to_string()));
+        let made = gpu().map_err(|e| e.to_string()).and_then(|g| {
+            let len =
+                usize::try_from(size).map_err(|_| format!("a page of {size} bytes does not fit this address space"))?;
+            g.alloc_mirror(len, location == Location::Unified).map_err(|e| e.to_string())
+        });
         match made {
             Ok(m) => Slot::Mirror(m),
             Err(reason) => Slot::CpuOnly { reason },

@@ -181,7 +181,8 @@ impl MMSBState {
         let stats = PropagationEngine::new().run(&mut out.graph, &mut store, changed);
         drop(scope);
         if let Ok(stats) = &stats {
-            self.monitor.record(crate::monitoring::Metric::PropagationRound, started.elapsed().as_nanos() as u64);
+            let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.monitor.record(crate::monitoring::Metric::PropagationRound, ns);
             self.monitor.incr(crate::monitoring::Counter::PropagationRounds, 1);
             self.monitor.incr(crate::monitoring::Counter::PagesRecomputed, stats.recomputed);
             self.events.emit(Event::PropagationDone {

@@ -281,17 +281,17 @@ impl Command {
     pub fn execute(&self, src: &[u8], dst: &mut [u8]) -> Result<(), i32> {
         match *self {
             Command::Copy { src_off, dst_off, len } => {
-                let (s, d, n) = (src_off as usize, dst_off as usize, len as usize);
+                let (s, d, n) = (validated(src_off), validated(dst_off), validated(len));
                 dst[d..d + n].copy_from_slice(&src[s..s + n]);
                 Ok(())
             }
             Command::Fill { dst_off, len, value } => {
-                let (d, n) = (dst_off as usize, len as usize);
+                let (d, n) = (validated(dst_off), validated(len));
                 dst[d..d + n].fill(value);
                 Ok(())
             }
             Command::Op { op, lane, src_off, dst_off, len } => {
-                let (s, d, n) = (src_off as usize, dst_off as usize, len as usize);
+                let (s, d, n) = (validated(src_off), validated(dst_off), validated(len));
                 lane_op(op, lane, &src[s..s + n], &mut dst[d..d + n]);
                 Ok(())
             }
@@ -421,6 +421,12 @@ macro_rules! float_minmax {
 }
 float_minmax!(min_f32, max_f32, f32);
 float_minmax!(min_f64, max_f64, f64);
+
+/// An offset or length that `validate` checked against a page's length (a `usize`), so it fits;
+/// an unvalidated one that does not fit panics here instead of wrapping to a wrong in-bounds range.
+fn validated(v: u64) -> usize {
+    usize::try_from(v).expect("a validated range lies inside a page, whose length is a usize")
+}
 
 /// Applies `f` lane by lane over little-endian lanes of `N` bytes.
 #[inline(always)]

@@ -10,12 +10,9 @@
 //! - [`api`]: the graph and event methods of `MMSBState` (edits and rounds go through the
 //!   state's commit entry point).
 
-#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod api;
-#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod command;
 pub mod persist;
-#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod propagation;
 pub mod shadow_graph;
 

@@ -168,6 +168,7 @@ impl PropagationEngine {
             let node = &mut graph.g[m];
             if node.mark != round {
                 node.mark = round;
+                #[allow(clippy::cast_possible_truncation, reason = "`NodeIndex<u32>`: `index()` widened a u32")]
                 let entry = (node.page.0, m.index() as u32);
                 let pool = &mut self.pool;
                 self.buckets.entry(node.height).or_insert_with(|| pool.pop().unwrap_or_default()).push(entry);
@@ -203,7 +204,7 @@ impl MemStore {
     /// Adds or replaces a page.
     pub fn insert(&mut self, page: PageId, bytes: Vec<u8>) {
         assert!(page.0 < 1 << 32, "MemStore indexes pages by id; {page} is too large");
-        let i = page.0 as usize;
+        let i = usize::try_from(page.0).expect("below 2^32 (asserted above)");
         if i >= self.slots.len() {
             self.slots.resize(i + 1, None);
         }

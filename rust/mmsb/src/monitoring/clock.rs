@@ -68,7 +68,7 @@ impl Clock {
     /// Converts a tick difference to nanoseconds.
     #[inline(always)]
     pub(crate) fn ticks_to_ns(self, ticks: u64) -> u64 {
-        ((u128::from(ticks) * u128::from(self.ns_per_tick_q32)) >> 32).min(u128::from(u64::MAX)) as u64
+        u64::try_from((u128::from(ticks) * u128::from(self.ns_per_tick_q32)) >> 32).unwrap_or(u64::MAX)
     }
 
     fn portable() -> Clock {
@@ -106,7 +106,7 @@ impl Clock {
         if !((1u128 << 32) / 100..=(100u128 << 32)).contains(&q32) {
             return None;
         }
-        Some(Clock { kind: ClockKind::Tsc, ns_per_tick_q32: q32 as u64 })
+        Some(Clock { kind: ClockKind::Tsc, ns_per_tick_q32: u64::try_from(q32).ok()? })
     }
 
     #[cfg(not(target_arch = "x86_64"))]
@@ -118,7 +118,8 @@ impl Clock {
 /// Nanoseconds since a process-wide epoch.
 #[inline]
 fn instant_ns() -> u64 {
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    // Saturates after 584 years of uptime.
+    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -158,5 +159,13 @@ mod tests {
     fn portable_clock_ticks_are_nanoseconds() {
         let c = Clock::portable();
         assert_eq!(c.ticks_to_ns(12_345), 12_345);
+    }
+
+    #[test]
+    fn tick_conversion_saturates_instead_of_wrapping() {
+        // 100 ns per tick (the slowest TSC calibration accepts): u64::MAX ticks overflow u64 ns.
+        let slow = Clock { kind: ClockKind::Tsc, ns_per_tick_q32: 100 << 32 };
+        assert_eq!(slow.ticks_to_ns(u64::MAX), u64::MAX);
+        assert_eq!(slow.ticks_to_ns(3), 300);
     }
 }

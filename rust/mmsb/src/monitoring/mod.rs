@@ -513,7 +513,9 @@ impl Monitor {
         x ^= x >> 17;
         x ^= x << 5;
         self.route.rng.store(x, Relaxed);
-        (u64::from(x) % span) as u32
+        #[allow(clippy::cast_possible_truncation, reason = "a remainder is at most `x`, a u32")]
+        let skip = (u64::from(x) % span) as u32;
+        skip
     }
 
     /// [`Monitor::start_sampled`] plus whether the monitor is enabled, from one load of the
@@ -830,6 +832,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     #[test]
+    #[allow(clippy::cast_possible_truncation, reason = "enum positions are below 64")]
     fn enum_numbers_are_stable() {
         for (i, m) in Metric::ALL.iter().enumerate() {
             assert_eq!(*m as usize, i);

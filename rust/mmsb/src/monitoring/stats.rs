@@ -206,7 +206,9 @@ impl Stats {
             let calls = exact_counter(h.metric).map_or_else(|| "-".to_string(), |c| self.counter(c).to_string());
             let timed = if h.sampled > 0 { format!("{} sampled", h.count) } else { h.count.to_string() };
             let mut row = format!("{:<NAME_W$}{calls:>NUM_W$}{timed:>TIMED_W$}", h.metric.name());
-            for v in [h.min_ns, h.mean_ns.round() as u64, h.p50_ns, h.p90_ns, h.p99_ns, h.p999_ns, h.max_ns] {
+            #[allow(clippy::cast_possible_truncation, reason = "display only; a float-to-int `as` saturates")]
+            let mean = h.mean_ns.round() as u64;
+            for v in [h.min_ns, mean, h.p50_ns, h.p90_ns, h.p99_ns, h.p999_ns, h.max_ns] {
                 // Nothing timed: no duration to show (not a duration of 0).
                 let v = if h.count == 0 { "-".to_string() } else { fmt_ns(v) };
                 let _ = write!(row, "{v:>NUM_W$}");

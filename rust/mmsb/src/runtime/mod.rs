@@ -16,7 +16,6 @@ pub mod replica_hook;
 pub mod router;
 /// The shared header and page table (layout) and the writer's side of it.
 pub mod shared;
-#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod state;
 pub mod stats;
 pub mod tlog;

@@ -67,8 +67,9 @@ struct Table {
     generation: u64,
     map: Option<Arc<Mmap>>,
     slots: HashMap<PageId, Slot, IdHasher>,
-    /// Header page-table generation when `slots` was filled.
-    scanned: u64,
+    /// Header page-table generation when `slots` was filled (`None`: rescan; not a sentinel
+    /// value, which a damaged header could hold).
+    scanned: Option<u64>,
     files: HashMap<PageId, Arc<Mmap>, IdHasher>,
 }
 
@@ -140,6 +141,21 @@ fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     }
 }
 
+/// The layout version at bytes 8..12 of the header and of the table (after their magic; the
+/// caller checked that at least 16 bytes are there).
+fn check_version(path: &Path, bytes: &[u8]) -> Result<()> {
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != SHARED_VERSION {
+        return Err(LogError::UnsupportedVersion {
+            file: path.display().to_string(),
+            found: version,
+            supported: SHARED_VERSION,
+        }
+        .into());
+    }
+    Ok(())
+}
+
 impl Reader {
     /// Opens a reader of the state directory `dir`. Takes no lock: works while a writer runs,
     /// after it closed, and after it crashed. `NotShared` (code `Unsupported`) when no writer
@@ -167,20 +183,12 @@ impl Reader {
         if header[0..8] != HEADER_MAGIC {
             return Err(not_shared(format!("{} is not an MMSB page header", path.display())).into());
         }
-        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if version != SHARED_VERSION {
-            return Err(LogError::UnsupportedVersion {
-                file: path.display().to_string(),
-                found: version,
-                supported: SHARED_VERSION,
-            }
-            .into());
-        }
+        check_version(&path, &header)?;
         if header.len() < HEADER_LEN {
             return Err(not_shared(format!("{} is truncated", path.display())).into());
         }
         let table =
-            Table { generation: 0, map: None, slots: HashMap::default(), scanned: 0, files: HashMap::default() };
+            Table { generation: 0, map: None, slots: HashMap::default(), scanned: None, files: HashMap::default() };
         Ok(Reader { dir, pages, header, table: Mutex::new(table) })
     }
 
@@ -220,11 +228,14 @@ impl Reader {
     pub fn writer(&self) -> WriterStatus {
         let pid = self.h32(off::PID).load(Ordering::Acquire);
         let state = self.h32(off::STATE).load(Ordering::Acquire);
-        let alive = pid != 0 && {
+        // Only a positive pid names one process: kill(0 or negative, 0) asks about process
+        // groups (kill(-1, 0) succeeds whenever any process may be signalled), so a damaged or
+        // hostile header with a pid of 2^31 or more would name a writer that is always alive.
+        let alive = libc::pid_t::try_from(pid).ok().filter(|&p| p > 0).is_some_and(|p| {
             // SAFETY: kill with signal 0 only checks that the process exists.
-            let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+            let r = unsafe { libc::kill(p, 0) };
             r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-        };
+        });
         match state {
             writer_state::CLOSED => WriterStatus::Closed,
             _ if pid == 0 || !alive => WriterStatus::Crashed(pid),
@@ -286,7 +297,8 @@ impl Reader {
         let capacity_ok = t.map.as_ref().is_some_and(|m| {
             // SAFETY: the table header's capacity field, inside every valid table mapping.
             let cap = unsafe { a64(m.as_ptr(), off::CAPACITY) }.load(Ordering::Acquire);
-            m.len() as u64 >= (1 + cap) * SLOT_LEN as u64
+            // Checked: the field is the file's bytes, and a damaged one must not overflow.
+            cap.checked_add(1).and_then(|n| n.checked_mul(SLOT_LEN as u64)).is_some_and(|need| m.len() as u64 >= need)
         });
         if t.map.is_some() && t.generation == generation && capacity_ok {
             return Ok(());
@@ -301,19 +313,11 @@ impl Reader {
         if map.len() < SLOT_LEN || map[0..8] != TABLE_MAGIC {
             return Err(corrupt("not an MMSB page table").into());
         }
-        let version = u32::from_le_bytes(map[8..12].try_into().expect("4 bytes"));
-        if version != SHARED_VERSION {
-            return Err(LogError::UnsupportedVersion {
-                file: path.display().to_string(),
-                found: version,
-                supported: SHARED_VERSION,
-            }
-            .into());
-        }
+        check_version(&path, &map)?;
         t.generation = u64::from_le_bytes(map[24..32].try_into().expect("8 bytes"));
         t.map = Some(Arc::new(map));
         t.slots.clear();
-        t.scanned = u64::MAX;
+        t.scanned = None;
         t.files.clear();
         Ok(())
     }
@@ -331,9 +335,17 @@ impl Reader {
         let n = map.len() / SLOT_LEN - 1;
         t.slots.clear();
         for index in 0..n {
+            let mut spins = 0u32;
             loop {
                 let s1 = Self::slot_field(map, index, off::SEQ).load(Ordering::Acquire);
-                if s1 & 1 == 1 {
+                // Odd: the writer is changing the slot. One that stopped (crashed, or a damaged
+                // header) never finishes: take the slot as it stands, and `read_into` reports
+                // the page as torn instead of spinning forever.
+                let stuck = s1 & 1 == 1 && {
+                    spins += 1;
+                    spins.is_multiple_of(1024) && !self.writer_may_progress()
+                };
+                if s1 & 1 == 1 && !stuck {
                     std::hint::spin_loop();
                     continue;
                 }
@@ -348,7 +360,13 @@ impl Reader {
                 }
             }
         }
-        t.scanned = table_gen;
+        t.scanned = Some(table_gen);
+    }
+
+    /// Whether a writer runs that may still finish what it started (a seqlock held odd, a new
+    /// table announced but not yet renamed in).
+    fn writer_may_progress(&self) -> bool {
+        matches!(self.writer(), WriterStatus::Running(_) | WriterStatus::Recovering(_))
     }
 
     fn busy(&self) -> Result<()> {
@@ -363,7 +381,7 @@ impl Reader {
     /// Finds `id`'s slot and mapping (rescanning when the table changed).
     fn locate(&self, t: &mut Table, id: PageId) -> Result<(Slot, Arc<Mmap>)> {
         self.refresh_table(t)?;
-        if !t.slots.contains_key(&id) || t.scanned != self.h64(off::TABLE_GEN).load(Ordering::Acquire) {
+        if !t.slots.contains_key(&id) || t.scanned != Some(self.h64(off::TABLE_GEN).load(Ordering::Acquire)) {
             self.scan(t);
         }
         let slot = *t.slots.get(&id).ok_or(PageError::UnknownPage(id))?;
@@ -427,9 +445,7 @@ impl Reader {
                 let found = self.locate(&mut t, id)?;
                 // The writer announced a new generation but has not renamed its table in yet
                 // (unless it died doing so: then the old table is all there is).
-                if t.generation != generation
-                    && matches!(self.writer(), WriterStatus::Running(_) | WriterStatus::Recovering(_))
-                {
+                if t.generation != generation && self.writer_may_progress() {
                     drop(t);
                     std::thread::yield_now();
                     continue;
@@ -457,10 +473,24 @@ impl Reader {
                 }
             } else if Self::slot_field(&tmap, slot.index, off::ID).load(Ordering::Relaxed) != id.0 && s1 & 1 == 0 {
                 // The slot was reused or freed: rescan.
-                self.table.lock().scanned = u64::MAX;
+                self.table.lock().scanned = None;
             }
             spins += 1;
             if spins.is_multiple_of(64) {
+                if s1 & 1 == 1 && !self.writer_may_progress() {
+                    // The writer stopped inside this page's change: its bytes may be torn, and
+                    // no writer will finish the change (the next writer's recovery restores it).
+                    return Err(LogError::Corrupt {
+                        file: self.pages.join(TABLE_FILE).display().to_string(),
+                        offset: ((1 + slot.index) * SLOT_LEN) as u64,
+                        reason: format!(
+                            "page {id} was being changed when its writer stopped ({:?}); open the state \
+                             to recover it",
+                            self.writer()
+                        ),
+                    }
+                    .into());
+                }
                 std::thread::yield_now();
             }
         }

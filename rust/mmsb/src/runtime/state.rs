@@ -500,7 +500,7 @@ impl MMSBState {
                 .into());
             }
             // SAFETY: we hold the exclusive lock, so no writer runs; the slice dies before we write.
-            let current = unsafe { &p.buf().as_slice()[offset as usize..end as usize] };
+            let current = unsafe { &p.buf().as_slice()[in_page(offset, end)] };
             let delta = Delta::diff_at(offset, current, bytes)?;
             let ops = [RouteOp { page, delta: &delta, expected_epoch }];
             txn.count_route(&ops); // the delta exists only now, under the lock
@@ -528,7 +528,7 @@ impl MMSBState {
             crate::types::error::DeltaError::OutOfBounds { offset, len: out.len() as u64, page_size: p.size() },
         )?;
         // SAFETY: the shared lock excludes writers while we copy.
-        out.copy_from_slice(unsafe { &p.buf().as_slice()[offset as usize..end as usize] });
+        out.copy_from_slice(unsafe { &p.buf().as_slice()[in_page(offset, end)] });
         Ok(())
     }
 
@@ -633,4 +633,11 @@ impl Drop for MMSBState {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// A byte range already checked against a page's size, as `usize`: the page is mapped, so every
+/// position in it fits.
+fn in_page(start: u64, end: u64) -> std::ops::Range<usize> {
+    let fit = |v: u64| usize::try_from(v).expect("at most a mapped page's size (checked by the caller)");
+    fit(start)..fit(end)
 }

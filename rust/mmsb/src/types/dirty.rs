@@ -150,6 +150,7 @@ impl DirtySet {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "test offsets below 600")]
 mod tests {
     use super::*;
     use proptest::prelude::*;

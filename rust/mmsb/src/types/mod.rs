@@ -2,12 +2,10 @@
 
 #[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod delta;
-#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod dirty;
 pub mod error;
 pub mod event;
 pub mod lsn;
-#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod page;
 pub mod route;
 

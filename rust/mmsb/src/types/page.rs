@@ -103,11 +103,7 @@ pub fn os_page_size() -> usize {
     *SIZE.get_or_init(|| {
         // SAFETY: sysconf has no preconditions; it returns -1 on error, handled below.
         let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if v > 0 {
-            v as usize
-        } else {
-            4096
-        }
+        usize::try_from(v).ok().filter(|&v| v > 0).unwrap_or(4096)
     })
 }
 
@@ -116,6 +112,16 @@ pub fn round_to_os_pages(size: u64) -> Option<u64> {
     let ps = os_page_size() as u64;
     let n = size.max(1).checked_add(ps - 1)? / ps;
     n.checked_mul(ps)
+}
+
+/// A page's OS-page-rounded capacity (as u64 and usize) and its length as usize, or
+/// `InvalidSize` when the capacity overflows or does not fit this address space (`len` fits
+/// once the capacity does: it is not larger).
+fn sizes(len: u64) -> Result<(u64, usize, usize), PageError> {
+    let capacity = round_to_os_pages(len).ok_or(PageError::InvalidSize { requested: len, max: u64::MAX })?;
+    let cap =
+        usize::try_from(capacity).map_err(|_| PageError::InvalidSize { requested: len, max: usize::MAX as u64 })?;
+    Ok((capacity, cap, usize::try_from(len).expect("len <= capacity, which fits usize")))
 }
 
 /// The page-aligned backing of one page. Shared by the registry and any live views.
@@ -137,22 +143,20 @@ unsafe impl Sync for PageBuf {}
 impl PageBuf {
     /// Allocates an anonymous, zeroed, page-aligned buffer of `len` logical bytes.
     pub fn anonymous(len: u64) -> Result<PageBuf, PageError> {
-        let capacity = round_to_os_pages(len).ok_or(PageError::InvalidSize { requested: len, max: u64::MAX })?;
-        let cap =
-            usize::try_from(capacity).map_err(|_| PageError::InvalidSize { requested: len, max: usize::MAX as u64 })?;
+        let (_, cap, ulen) = sizes(len)?;
         let mut map = MmapOptions::new()
             .len(cap)
             .map_anon()
             .map_err(|source| PageError::AllocationFailed { size: len, source })?;
         let ptr = map.as_mut_ptr();
-        Ok(PageBuf { ptr, len: len as usize, capacity: cap, map })
+        Ok(PageBuf { ptr, len: ulen, capacity: cap, map })
     }
 
     /// Maps (creating if needed) `path` as the backing of a zeroed page of `len` bytes. An
     /// existing file is zeroed through the mapping, never truncated: a reader in another process
     /// may map it, and its access to a truncated range would be SIGBUS.
     pub fn file_backed(path: &Path, len: u64) -> Result<PageBuf, PageError> {
-        let capacity = round_to_os_pages(len).ok_or(PageError::InvalidSize { requested: len, max: u64::MAX })?;
+        let (capacity, cap, ulen) = sizes(len)?;
         let alloc_err = |source| PageError::AllocationFailed { size: len, source };
         let mut opts = OpenOptions::new();
         opts.read(true).write(true).create(true).truncate(false);
@@ -166,18 +170,18 @@ impl PageBuf {
         file.set_len(capacity).map_err(alloc_err)?;
         // SAFETY: the file lies in the state's directory, whose LOCK this process holds: no other
         // process writes it (readers only map it read-only); it is `capacity` bytes long now.
-        let mut map = unsafe { MmapOptions::new().len(capacity as usize).map_mut(&file) }.map_err(alloc_err)?;
+        let mut map = unsafe { MmapOptions::new().len(cap).map_mut(&file) }.map_err(alloc_err)?;
         if existed {
             map.fill(0);
         }
         let ptr = map.as_mut_ptr();
-        Ok(PageBuf { ptr, len: len as usize, capacity: capacity as usize, map })
+        Ok(PageBuf { ptr, len: ulen, capacity: cap, map })
     }
 
     /// Maps an existing page file of a recovered page without changing its bytes. The file must
     /// be exactly the capacity of a page of `len` bytes (anything else is not our file).
     pub fn open_file_backed(path: &Path, len: u64) -> Result<PageBuf, PageError> {
-        let capacity = round_to_os_pages(len).ok_or(PageError::InvalidSize { requested: len, max: u64::MAX })?;
+        let (capacity, cap, ulen) = sizes(len)?;
         let alloc_err = |source| PageError::AllocationFailed { size: len, source };
         let file = OpenOptions::new().read(true).write(true).open(path).map_err(alloc_err)?;
         let flen = file.metadata().map_err(alloc_err)?.len();
@@ -189,9 +193,9 @@ impl PageBuf {
         }
         // SAFETY: the file lies in the state's directory, whose LOCK this process holds: no other
         // process writes it; its length was checked above, so the mapping covers `capacity`.
-        let mut map = unsafe { MmapOptions::new().len(capacity as usize).map_mut(&file) }.map_err(alloc_err)?;
+        let mut map = unsafe { MmapOptions::new().len(cap).map_mut(&file) }.map_err(alloc_err)?;
         let ptr = map.as_mut_ptr();
-        Ok(PageBuf { ptr, len: len as usize, capacity: capacity as usize, map })
+        Ok(PageBuf { ptr, len: ulen, capacity: cap, map })
     }
 
     /// Writes the mapping's dirty pages back to its file and waits (`msync(MS_SYNC)`); a no-op
