@@ -621,7 +621,7 @@ function _capture!(m::InstrumentationManager, mi::Core.MethodInstance, world::UI
     method_stale = ment === nothing || ment.method !== def || force
     src = method_stale ? _render_source(def, ctx.files) : ""
     low = method_stale ? _render(_lowered_ir(mi, world)) : ""
-    typed_code, opt_code, rt = _infer_ir(mi, world)
+    typed_code, opt_code, rt = _infer_ir(mi, world, _compiled_code(mi))
     callees = m.follow_invokes ? _invoked(opt_code) : Core.MethodInstance[]
     lowered = () -> _lowered_ir(mi, world)
     typed = _render_stable(typed_code, rt, def.module, ctx, lowered)
@@ -1057,14 +1057,22 @@ flush_instrumentation() = Base.invokelatest(_flush_all)
 function _flush_state(state::MMSBState)
     m = _manager(state)
     _distribute!()
-    return _flush!(m)
+    try
+        return _flush!(m)
+    finally
+        _clear_codes!()
+    end
 end
 
 function _flush_all()
     _distribute!()
     n = 0
-    for m in _active_managers()
-        n += _flush!(m)
+    try
+        for m in _active_managers()
+            n += _flush!(m)
+        end
+    finally
+        _clear_codes!()
     end
     return n
 end
@@ -1136,6 +1144,8 @@ function enable_instrumentation(state::MMSBState; include_system::Bool = false,
             m.include_system, m.modules, m.follow_invokes = include_system, mods, follow_invokes
             m.max_per_flush = Int(max_per_flush)
         end
+        # Optimized code of Core/Base instances is kept for the flush only when some state captures them.
+        (include_system || mods !== nothing) && (_KEEP_SYSTEM_CODE[] = true)
         m.enabled && return m
         # Instances recorded for other states before now are not this state's business.
         _distribute!()
@@ -1189,6 +1199,7 @@ function disable_instrumentation(state::MMSBState)
         end
     end
     Base.invokelatest(_flush!, m)
+    isempty(_active_managers()) && _clear_codes!() # nobody flushes what is still recorded
     return nothing
 end
 
