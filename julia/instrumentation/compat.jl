@@ -150,7 +150,7 @@ function _requirements()
         if !_V112 # `_compiled_code`
             field(CI, :inferred); field(CI, :min_world)
             field(Core.CodeInfo, :min_world); field(Core.CodeInfo, :inferred); field(Core.CodeInfo, :ssavaluetypes)
-            method(C, :_uncompressed_ir, (CI, String))
+            method(C, :_uncompressed_ir, (CI, String)); method(C, :is_inlineable, (String,))
         end
     end
     append!(reqs, _EXTRA_REQUIREMENTS)
@@ -328,6 +328,15 @@ function _compiled_code(mi::Core.MethodInstance)
     src isa Core.CodeInfo || return nothing
     (src.inferred && src.ssavaluetypes isa Vector{Any}) || return nothing
     UInt(src.min_world) == UInt(ci.min_world) || return nothing
+    # A callee still `invoke`d although it is inlineable now was not inlineable
+    # when this code was optimized: a member of a recursion cycle (`fib` calling
+    # itself), not cached yet. `code_typed` now inlines it: infer again.
+    for callee in _invoked(src)
+        cci = _live_code_instance(callee)
+        cci === nothing && continue
+        inf = cci.inferred
+        inf isa Union{String,Core.CodeInfo} && Core.Compiler.is_inlineable(inf) && return nothing
+    end
     return src
 end
 
