@@ -817,16 +817,40 @@ function _walk_tables(m::InstrumentationManager)
     return tables
 end
 
+# The in-scope methods found by the last visit of every method table, and what
+# that visit depended on. No method is added without advancing the world
+# counter, so while the world and the modules the walk starts from are
+# unchanged, a walk looks at these methods only: visiting every table costs
+# 30-100 ms per flush with a few standard libraries loaded (issue 19, item 14).
+mutable struct _WalkCache
+    world::UInt
+    nmods::Int
+    methods::Vector{Method}
+end
+const _WALK_CACHE = IdDict{InstrumentationManager,_WalkCache}()
+
+function _scope_methods(m::InstrumentationManager)
+    world = Base.get_world_counter() # read first: a method defined during the visit makes the next walk visit again
+    nmods = length(_walk_modules(m))
+    c = get(_WALK_CACHE, m, nothing)
+    (c !== nothing && c.world == world && c.nmods == nmods) && return c.methods
+    out = Method[]
+    for mt in _walk_tables(m)
+        Base.visit(mt) do meth
+            meth isa Method && _in_scope(m, meth) && push!(out, meth)
+        end
+    end
+    _WALK_CACHE[m] = _WalkCache(world, nmods, out)
+    return out
+end
+
 # Calls `f(mi, ci)` for every in-scope instance with a `CodeInstance` valid now
 # (compiled, or inferred only because every caller inlined it).
 function _foreach_compiled(f, m::InstrumentationManager)
-    for mt in _walk_tables(m)
-        Base.visit(mt) do meth
-            meth isa Method && _in_scope(m, meth) || return
-            _foreach_specialization(meth) do mi
-                ci = _live_code_instance(mi)
-                ci === nothing || f(mi, ci)
-            end
+    for meth in _scope_methods(m)
+        _foreach_specialization(meth) do mi
+            ci = _live_code_instance(mi)
+            ci === nothing || f(mi, ci)
         end
     end
     return nothing
@@ -1144,6 +1168,7 @@ function enable_instrumentation(state::MMSBState; include_system::Bool = false,
             m.include_system, m.modules, m.follow_invokes = include_system, mods, follow_invokes
             m.max_per_flush = Int(max_per_flush)
         end
+        delete!(_WALK_CACHE, m) # the scope may have changed
         # Optimized code of Core/Base instances is kept for the flush only when some state captures them.
         (include_system || mods !== nothing) && (_KEEP_SYSTEM_CODE[] = true)
         m.enabled && return m
@@ -1211,7 +1236,7 @@ end
 
 function _forget_closed!()
     for (s, m) in collect(_MANAGERS)
-        isopen(s) || (m.enabled = false; delete!(_MANAGERS, s))
+        isopen(s) || (m.enabled = false; delete!(_MANAGERS, s); delete!(_WALK_CACHE, m))
     end
     if isempty(_active_managers())
         _uninstall_hook!()
