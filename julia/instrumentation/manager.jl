@@ -211,7 +211,8 @@ function Base.show(io::IOContext{TypeMemoIO}, @nospecialize(x::Type))
     s = get(memo, key, nothing)
     if s === nothing
         b = IOBuffer()
-        invoke(show, Tuple{IO,Type}, IOContext(b, io), x)
+        # Into an IO of ours again: the type's parameters reach the memo too.
+        invoke(show, Tuple{IO,Type}, IOContext(TypeMemoIO(b, memo), io), x)
         s = String(take!(b))
         memo[key] = s
     end
