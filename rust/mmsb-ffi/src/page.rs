@@ -4,11 +4,13 @@ use std::ffi::c_char;
 
 use crate::state::{state_ref, MmsbState};
 use crate::{
-    arg_bytes, arg_ref, arg_slice, arg_str, boundary, check_out, write_out, FfiError, MmsbStatus, MMSB_NO_EPOCH,
+    arg_bytes, arg_ref, arg_slice, arg_str, boundary, check_out, write_out, FfiError, FfiResult, MmsbStatus,
+    MMSB_NO_EPOCH,
 };
 use mmsb::runtime::router::RouteOp;
 use mmsb::types::delta::Delta;
 use mmsb::types::page::{Location, PageId, PageInfo, PageMeta, PageView};
+use mmsb::MMSBState;
 
 /// Descriptive fields of a page, filled by `mmsb_page_info`.
 #[repr(C)]
@@ -41,6 +43,67 @@ impl From<&PageInfo> for MmsbPageInfo {
 /// Opaque zero-copy view of a page's bytes; keeps them mapped until `mmsb_view_free`.
 pub struct MmsbView {
     view: PageView,
+}
+
+/// A view handle's bytes: what `mmsb_view_bytes` and `mmsb_reader_view_bytes` hand out.
+pub(crate) trait ViewHandle {
+    /// The address and length of the viewed bytes, valid while the handle lives.
+    fn bytes(&self) -> (*const u8, usize);
+}
+
+impl ViewHandle for MmsbView {
+    fn bytes(&self) -> (*const u8, usize) {
+        (self.view.as_ptr(), self.view.len())
+    }
+}
+
+/// The body of the view-opening calls (`mmsb_page_view`, `mmsb_reader_view`): checks `out`,
+/// opens the view with `open`, registers it as a handle and writes it to `*out`.
+///
+/// # Safety
+/// `out` NULL or writable; `open` upholds its own call's contract.
+pub(crate) unsafe fn open_view<V>(out: *mut *mut V, open: impl FnOnce() -> FfiResult<V>) -> MmsbStatus {
+    boundary(|| {
+        check_out(out, "out")?;
+        let h = crate::new_handle(open()?);
+        // SAFETY: checked non-NULL above; writable per the caller's contract.
+        unsafe { write_out(out, h, "out") }
+    })
+}
+
+/// The body of the view-bytes calls (`mmsb_view_bytes`, `mmsb_reader_view_bytes`).
+///
+/// # Safety
+/// `view` NULL or a live view handle; `out_ptr`, `out_len` NULL or writable.
+pub(crate) unsafe fn view_bytes<V: ViewHandle>(
+    view: *const V,
+    out_ptr: *mut *const u8,
+    out_len: *mut usize,
+) -> MmsbStatus {
+    boundary(|| {
+        check_out(out_ptr, "out_ptr")?;
+        check_out(out_len, "out_len")?;
+        // SAFETY: forwarded contract.
+        let (ptr, len) = unsafe { arg_ref(view, "view") }?.bytes();
+        // SAFETY: both checked non-NULL above.
+        unsafe {
+            write_out(out_ptr, ptr, "out_ptr")?;
+            write_out(out_len, len, "out_len")
+        }
+    })
+}
+
+/// The shared tail of the page-write calls (`mmsb_page_write`, `_masked`, `_sparse`): routes
+/// `delta` (compare-and-set on `expected_epoch` unless it is `MMSB_NO_EPOCH`) and writes its
+/// LSN to the optional `out_lsn`.
+///
+/// # Safety
+/// `out_lsn` NULL or writable.
+unsafe fn route_write(s: &MMSBState, page: u64, delta: &Delta, expected_epoch: u64, out_lsn: *mut u64) -> FfiResult {
+    let lsn = s.route_delta(PageId(page), delta, epoch_arg(expected_epoch))?;
+    // SAFETY: optional out-parameter, per the caller's contract.
+    unsafe { opt_out(out_lsn, lsn) };
+    Ok(())
 }
 
 pub(crate) fn epoch_arg(expected_epoch: u64) -> Option<u64> {
@@ -165,14 +228,13 @@ pub unsafe extern "C" fn mmsb_page_read(
 /// `state` a live handle; `out` writable.
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_page_view(state: *const MmsbState, page: u64, out: *mut *mut MmsbView) -> MmsbStatus {
-    boundary(|| {
-        check_out(out, "out")?;
+    let open = || {
         // SAFETY: forwarded contract.
         let view = unsafe { state_ref(state) }?.view(PageId(page))?;
-        let h = crate::new_handle(MmsbView { view });
-        // SAFETY: checked non-NULL above.
-        unsafe { write_out(out, h, "out") }
-    })
+        Ok(MmsbView { view })
+    };
+    // SAFETY: forwarded contract (`out` NULL or writable).
+    unsafe { open_view(out, open) }
 }
 
 /// The address and length of a view's bytes; valid until `mmsb_view_free`.
@@ -185,17 +247,8 @@ pub unsafe extern "C" fn mmsb_view_bytes(
     out_ptr: *mut *const u8,
     out_len: *mut usize,
 ) -> MmsbStatus {
-    boundary(|| {
-        check_out(out_ptr, "out_ptr")?;
-        check_out(out_len, "out_len")?;
-        // SAFETY: forwarded contract.
-        let v = unsafe { arg_ref(view, "view") }?;
-        // SAFETY: both checked non-NULL above.
-        unsafe {
-            write_out(out_ptr, v.view.as_ptr(), "out_ptr")?;
-            write_out(out_len, v.view.len(), "out_len")
-        }
-    })
+    // SAFETY: forwarded contract.
+    unsafe { view_bytes(view, out_ptr, out_len) }
 }
 
 /// Frees a view. NULL is accepted.
@@ -255,10 +308,8 @@ pub unsafe extern "C" fn mmsb_page_write(
         // SAFETY: forwarded contract.
         let bytes = unsafe { arg_bytes(bytes, len, "bytes") }?;
         // An empty write keeps its offset (the delta's anchor), so it is bounds-checked too.
-        let lsn = s.route_delta(PageId(page), &Delta::write(offset, bytes)?, epoch_arg(expected_epoch))?;
-        // SAFETY: optional out-parameter.
-        unsafe { opt_out(out_lsn, lsn) };
-        Ok(())
+        // SAFETY: forwarded contract (`out_lsn`).
+        unsafe { route_write(s, page, &Delta::write(offset, bytes)?, expected_epoch, out_lsn) }
     })
 }
 
@@ -287,10 +338,8 @@ pub unsafe extern "C" fn mmsb_page_write_masked(
         // SAFETY: forwarded contract.
         let data = unsafe { arg_bytes(data, len, "data") }?;
         let delta = Delta::dense(offset, mask, data)?;
-        let lsn = s.route_delta(PageId(page), &delta, epoch_arg(expected_epoch))?;
-        // SAFETY: optional out-parameter.
-        unsafe { opt_out(out_lsn, lsn) };
-        Ok(())
+        // SAFETY: forwarded contract (`out_lsn`).
+        unsafe { route_write(s, page, &delta, expected_epoch, out_lsn) }
     })
 }
 
@@ -319,10 +368,8 @@ pub unsafe extern "C" fn mmsb_page_write_sparse(
             (arg_slice(offsets, nruns, "offsets")?, arg_slice(lens, nruns, "lens")?, arg_bytes(data, data_len, "data")?)
         };
         let delta = crate::delta::sparse_from_parts(offsets, lens, data)?;
-        let lsn = s.route_delta(PageId(page), &delta, epoch_arg(expected_epoch))?;
-        // SAFETY: optional out-parameter.
-        unsafe { opt_out(out_lsn, lsn) };
-        Ok(())
+        // SAFETY: forwarded contract (`out_lsn`).
+        unsafe { route_write(s, page, &delta, expected_epoch, out_lsn) }
     })
 }
 

@@ -56,6 +56,12 @@ pub struct MmsbReaderView {
     view: ReaderView,
 }
 
+impl crate::page::ViewHandle for MmsbReaderView {
+    fn bytes(&self) -> (*const u8, usize) {
+        (self.view.as_ptr(), self.view.len())
+    }
+}
+
 /// `MmsbReaderStatus::writer_state`: a writer process is running.
 pub const MMSB_WRITER_RUNNING: u32 = 1;
 /// `MmsbReaderStatus::writer_state`: the writer is recovering the directory (reads fail with
@@ -362,14 +368,13 @@ pub unsafe extern "C" fn mmsb_reader_view(
     page: u64,
     out: *mut *mut MmsbReaderView,
 ) -> MmsbStatus {
-    boundary(|| {
-        check_out(out, "out")?;
+    let open = || {
         // SAFETY: forwarded contract.
         let view = unsafe { reader_ref(r) }?.view(PageId(page))?;
-        let h = crate::new_handle(MmsbReaderView { view });
-        // SAFETY: checked non-NULL above.
-        unsafe { write_out(out, h, "out") }
-    })
+        Ok(MmsbReaderView { view })
+    };
+    // SAFETY: forwarded contract (`out` NULL or writable).
+    unsafe { crate::page::open_view(out, open) }
 }
 
 /// The address and length of a reader view's bytes (read-only); valid until
@@ -383,17 +388,8 @@ pub unsafe extern "C" fn mmsb_reader_view_bytes(
     out_ptr: *mut *const u8,
     out_len: *mut usize,
 ) -> MmsbStatus {
-    boundary(|| {
-        check_out(out_ptr, "out_ptr")?;
-        check_out(out_len, "out_len")?;
-        // SAFETY: forwarded contract.
-        let v = unsafe { arg_ref(view, "view") }?;
-        // SAFETY: both checked non-NULL above.
-        unsafe {
-            write_out(out_ptr, v.view.as_ptr(), "out_ptr")?;
-            write_out(out_len, v.view.len(), "out_len")
-        }
-    })
+    // SAFETY: forwarded contract.
+    unsafe { crate::page::view_bytes(view, out_ptr, out_len) }
 }
 
 /// Frees a reader view. NULL is accepted.

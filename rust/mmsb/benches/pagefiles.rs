@@ -14,6 +14,10 @@
 //! Run: `cargo bench --bench pagefiles -- --warm-up-time 1 --measurement-time 3`.
 #![allow(clippy::cast_possible_truncation)] // test arithmetic on small known sizes
 
+#[path = "support/stats.rs"]
+mod stats;
+use stats::{mean_ns, quantile};
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -234,21 +238,6 @@ fn reopen_time(pages: usize) -> Duration {
         drop(s);
     }
     best
-}
-
-fn quantile(v: &mut [f64], x: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * x) as usize]
-}
-
-/// Mean time per iteration of a finished benchmark, from criterion's estimates.
-fn mean_ns(group: &str, bench: &str) -> Option<f64> {
-    let root = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let path = root.join("criterion").join(group).join(bench).join("new/estimates.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    v["mean"]["point_estimate"].as_f64()
 }
 
 fn main() {

@@ -16,6 +16,10 @@
 //! printed at the end.
 #![allow(clippy::cast_possible_truncation)] // benchmark sizes and timings: truncation is intended or impossible here
 
+#[path = "support/stats.rs"]
+mod stats;
+use stats::{mean_ns, quantile};
+
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -505,22 +509,6 @@ struct GroupRatios {
     ceiling: Vec<f64>,
     /// 8 writers' throughput as a share of `RawLog`'s batches of 8.
     of_ceiling: Vec<f64>,
-}
-
-/// The `x` quantile (0..=1) of `v`.
-fn quantile(v: &mut [f64], x: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * x) as usize]
-}
-
-/// Mean time per iteration of a finished benchmark, from criterion's estimates.
-fn mean_ns(group: &str, bench: &str) -> Option<f64> {
-    let root = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let path = root.join("criterion").join(group).join(bench).join("new/estimates.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    v["mean"]["point_estimate"].as_f64()
 }
 
 fn main() {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mmsb::runtime::tlog::fault::{DelegatingFile, DelegatingStorage};
 use mmsb::runtime::tlog::storage::{MemStorage, Storage, StorageFile};
 use mmsb::{Config, Delta, Durability, Location, MMSBState, PageMeta};
 
@@ -29,9 +30,9 @@ struct SlowSync(Arc<dyn Storage>, Arc<Knobs>);
 #[derive(Debug)]
 struct SlowFile(Arc<dyn StorageFile>, Arc<Knobs>);
 
-impl StorageFile for SlowFile {
-    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.0.write_at(offset, buf)
+impl DelegatingFile for SlowFile {
+    fn inner(&self) -> &dyn StorageFile {
+        &*self.0
     }
     fn write_vectored_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
@@ -42,18 +43,6 @@ impl StorageFile for SlowFile {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         self.0.write_vectored_at(offset, parts)
-    }
-    fn append(&self, buf: &[u8]) -> io::Result<u64> {
-        self.0.append(buf)
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.0.read_at(offset, buf)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.0.len()
-    }
-    fn truncate(&self, len: u64) -> io::Result<()> {
-        self.0.truncate(len)
     }
     fn sync(&self) -> io::Result<()> {
         if self.1.slow {
@@ -66,30 +55,12 @@ impl StorageFile for SlowFile {
     }
 }
 
-impl Storage for SlowSync {
-    fn create(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(SlowFile(self.0.create(name)?, self.1.clone())))
+impl DelegatingStorage for SlowSync {
+    fn inner(&self) -> &dyn Storage {
+        &*self.0
     }
-    fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(SlowFile(self.0.open(name)?, self.1.clone())))
-    }
-    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
-        self.0.read(name)
-    }
-    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        self.0.rename(from, to)
-    }
-    fn remove(&self, name: &str) -> io::Result<()> {
-        self.0.remove(name)
-    }
-    fn list(&self) -> io::Result<Vec<String>> {
-        self.0.list()
-    }
-    fn sync_dir(&self) -> io::Result<()> {
-        self.0.sync_dir()
-    }
-    fn describe(&self, name: &str) -> String {
-        self.0.describe(name)
+    fn wrap(&self, file: Arc<dyn StorageFile>) -> Arc<dyn StorageFile> {
+        Arc::new(SlowFile(file, self.1.clone()))
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use mmsb::runtime::tlog::fault::FaultStorage;
-use mmsb::runtime::tlog::storage::{Storage, StorageFile};
+use mmsb::runtime::tlog::fault::{DelegatingStorage, FaultStorage};
+use mmsb::runtime::tlog::storage::Storage;
 use mmsb::{Config, Delta, Durability, Location, MMSBState, PageMeta};
 
 /// In-memory storage whose whole-file reads (how the log is read back) wait at a gate while it
@@ -34,12 +34,9 @@ impl GatedStorage {
     }
 }
 
-impl Storage for GatedStorage {
-    fn create(&self, name: &str) -> std::io::Result<Arc<dyn StorageFile>> {
-        self.inner.create(name)
-    }
-    fn open(&self, name: &str) -> std::io::Result<Arc<dyn StorageFile>> {
-        self.inner.open(name)
+impl DelegatingStorage for GatedStorage {
+    fn inner(&self) -> &dyn Storage {
+        &self.inner
     }
     fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
         let mut g = self.gate.lock().unwrap();
@@ -51,21 +48,6 @@ impl Storage for GatedStorage {
         }
         drop(g);
         self.inner.read(name)
-    }
-    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, name: &str) -> std::io::Result<()> {
-        self.inner.remove(name)
-    }
-    fn list(&self) -> std::io::Result<Vec<String>> {
-        self.inner.list()
-    }
-    fn sync_dir(&self) -> std::io::Result<()> {
-        self.inner.sync_dir()
-    }
-    fn describe(&self, name: &str) -> String {
-        self.inner.describe(name)
     }
 }
 

@@ -55,23 +55,34 @@ impl Rng {
     }
 }
 
-/// One random write; returns its last LSN.
-fn random_write(s: &MMSBState, rng: &mut Rng, own: &mut Vec<PageId>, edged: &mut Vec<PageId>) -> mmsb::Result<u64> {
+/// One random write; returns an LSN that the write's acknowledgement covers, or `None` when it
+/// changed nothing. Calls that do not return their LSN (create, free, edges) acknowledge the LSN
+/// after the one read before the call: theirs is at least that, and the log is acknowledged in
+/// order. `s.lsn()` after the call would not do: with several writers it may be another
+/// thread's record, appended but not yet acknowledged, which a killed primary may lose.
+fn random_write(
+    s: &MMSBState,
+    rng: &mut Rng,
+    own: &mut Vec<PageId>,
+    edged: &mut Vec<PageId>,
+) -> mmsb::Result<Option<u64>> {
+    let before = s.lsn();
     if own.len() < 4 || rng.below(50) == 0 {
         let size = 64 + rng.below(8192);
         let id = s.create_page(size, Location::Cpu, PageMeta::default())?;
         own.push(id);
-        return Ok(s.lsn());
+        return Ok(Some(before + 1));
     }
     let pick = |rng: &mut Rng, own: &[PageId]| own[rng.below(own.len() as u64) as usize];
     match rng.below(20) {
         0 if own.len() > 6 => {
             // Pages with edges cannot be freed: free one without.
             let k = rng.below(own.len() as u64) as usize;
-            if !edged.contains(&own[k]) {
-                s.free_page(own.swap_remove(k))?;
+            if edged.contains(&own[k]) {
+                return Ok(None);
             }
-            Ok(s.lsn())
+            s.free_page(own.swap_remove(k))?;
+            Ok(Some(before + 1))
         }
         1 => {
             let (a, b) = (pick(rng, own), pick(rng, own));
@@ -80,8 +91,9 @@ fn random_write(s: &MMSBState, rng: &mut Rng, own: &mut Vec<PageId>, edged: &mut
             if a != b && s.add_dependency(a, b, EdgeKind::Data, copy).is_ok() {
                 edged.extend([a, b]);
                 s.propagate(&[a])?;
+                return Ok(Some(before + 1));
             }
-            Ok(s.lsn())
+            Ok(None)
         }
         2..=6 => {
             let mut deltas = Vec::new();
@@ -97,7 +109,7 @@ fn random_write(s: &MMSBState, rng: &mut Rng, own: &mut Vec<PageId>, edged: &mut
             }
             let ops: Vec<RouteOp<'_>> =
                 pages.iter().zip(&deltas).map(|(&page, delta)| RouteOp { page, delta, expected_epoch: None }).collect();
-            Ok(s.route_batch(&ops)?.end - 1)
+            Ok(Some(s.route_batch(&ops)?.end - 1))
         }
         _ => {
             let p = pick(rng, own);
@@ -105,7 +117,7 @@ fn random_write(s: &MMSBState, rng: &mut Rng, own: &mut Vec<PageId>, edged: &mut
             let len = 1 + rng.below(256.min(size));
             let off = rng.below(size - len + 1);
             let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-            s.update_page_at(p, off, &bytes, None)
+            s.update_page_at(p, off, &bytes, None).map(Some)
         }
     }
 }
@@ -122,8 +134,9 @@ fn workload(s: &Arc<MMSBState>, acks: &Path, seed: u64, ops: u64, writers: u64) 
                 let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (w + 1));
                 let (mut own, mut edged) = (Vec::new(), Vec::new());
                 for _ in 0..ops {
-                    let lsn = random_write(&s, &mut rng, &mut own, &mut edged)?;
-                    writeln!(out.lock().unwrap(), "{lsn}").unwrap();
+                    if let Some(lsn) = random_write(&s, &mut rng, &mut own, &mut edged)? {
+                        writeln!(out.lock().unwrap(), "{lsn}").unwrap();
+                    }
                 }
                 Ok(())
             })

@@ -25,14 +25,14 @@
 //!   (`runtime::extension::StateExtension`) registered with every state by `compose.rs`, which
 //!   hears of `create_page` / `free_page` / `close`; [`DeviceSyncRecords`], the log extension
 //!   that replays `DEVICE_SYNC` records;
-//! - the transaction log: `log_device_sync` (state_ext.rs) is called once per page and direction
+//! - the transaction log: `log_device_sync` (api.rs) is called once per page and direction
 //!   after the doorbell rang, with a [`DeviceSyncRecord`] whose body
 //!   [`encode_sync_record`] / [`decode_sync_record`] serialize: the sync takes one LSN (through
-//!   `MMSBState::commit_locked`, with or without a log, as every change does), a state with a
+//!   the commit entry point `MMSBState::commit`, with or without a log, as every change does), a state with a
 //!   log writes it as an extension record of kind `tlog::ext_kind::DEVICE_SYNC`, and every state keeps the last
 //!   ones in a bounded journal (`MMSBState::take_device_sync_records`). Device→host syncs and
-//!   `apply_on_device` route their deltas with `router::validate`/`router::apply` under the core lock, as
-//!   `update_page_at` does, so they are logged wherever that path is;
+//!   `apply_on_device` route their deltas through the commit entry point's `Txn::route`, as
+//!   `update_page_at` does, so they are logged and observed wherever that path is;
 //! - recovery: pages materialized without `create_page` need `device_adopt_page`.
 //!
 //! [`Location::Gpu`]: crate::types::page::Location::Gpu
@@ -40,12 +40,10 @@
 //! [`PageId`]: crate::types::page::PageId
 
 pub use crate::types::dirty;
+pub mod api;
 pub mod kernels;
 pub mod plan;
 pub mod record;
-// Docs for this module's items come with the commit-path restructuring (issue 16), which
-// rewrites it; `missing_docs` is denied everywhere else.
-pub mod state_ext;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -56,10 +54,10 @@ use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 
+pub use api::{PageDeviceStatus, SyncReport};
 pub use dirty::DirtySet;
 pub use plan::{CommandBuffer, CopyOp, Plan, PlannerConfig, SyncCommand, SyncDirection};
 pub use record::{decode_sync_record, encode_sync_record, DeviceSyncRecord, DeviceSyncRecords};
-pub use state_ext::{PageDeviceStatus, SyncReport};
 
 use crate::types::page::{Location, PageId};
 use crate::types::IdHasher;

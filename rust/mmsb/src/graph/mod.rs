@@ -7,16 +7,17 @@
 //! - [`events`]: bounded, filtered subscriptions to what the state does (defined in
 //!   `runtime::events`, re-exported);
 //! - [`persist`]: postcard records and snapshots of the graph for the log and checkpoints;
-//! - [`state_ext`]: the graph and event methods of `MMSBState`.
+//! - [`api`]: the graph and event methods of `MMSBState` (edits and rounds go through the
+//!   state's commit entry point).
 
+#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
+pub mod api;
 #[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod command;
 pub mod persist;
 #[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod propagation;
 pub mod shadow_graph;
-#[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
-pub mod state_ext;
 
 /// The event hub lives in `runtime` (every layer emits through it); re-exported here, where the
 /// seed places the EventSystem.

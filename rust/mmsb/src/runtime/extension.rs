@@ -29,8 +29,9 @@ pub type PageSizes<'a> = &'a dyn Fn(PageId) -> Option<u64>;
 /// State an upper layer keeps under the state's lock, with its own log records.
 ///
 /// Every method runs under the state's exclusive lock, in LSN order. An extension that appends
-/// records does so through the state's commit step (`MMSBState::commit_locked`), so they get
-/// LSNs like every other change; this trait is the way back in, on recovery and replay.
+/// records does so through the state's commit entry point (`MMSBState::commit`, with
+/// `Txn::log_extension`), so they get LSNs like every other change; this trait is the way back
+/// in, on recovery and replay.
 pub trait LogExtension: Any + Send + Sync + Debug {
     /// The extension record kinds (`runtime::tlog::ext_kind`) this extension writes and
     /// replays. No two registered extensions share a kind.
@@ -150,11 +151,8 @@ mod tests {
         assert!(err.to_string().contains("the tally holds it"), "{err}");
         s.free_page(free).unwrap();
         let body = 7u64.to_le_bytes();
-        {
-            let mut core = s.core.write();
-            let (lsns, _pending) = s.commit_locked(&mut core, 1, |s, c| s.tlog_extension(c, 200, &body)).unwrap();
-            assert_eq!(lsns, 4..5);
-        }
+        let lsn = s.commit(|txn| txn.log_extension(200, &body)).unwrap();
+        assert_eq!(lsn, 4);
         let snap = s.replay_to(4).unwrap();
         let replayed = snap.core.read().extension::<Tally>().map(|t| t.replayed.clone());
         assert_eq!(replayed, Some(vec![body.to_vec()]), "a fresh instance, fed the log's record");

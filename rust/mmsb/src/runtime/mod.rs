@@ -1,5 +1,7 @@
 //! Layer 02: the state, the delta router, the transaction log and replay.
 
+/// The one entry point of every change (`MMSBState::commit`) and the change observers.
+pub(crate) mod commit;
 pub mod events;
 pub mod extension;
 // Issue 21: the dense page registry (`Core::pages`).
@@ -11,13 +13,9 @@ pub mod reader;
 pub(crate) mod reentry;
 /// Replication hook (issue 22).
 pub mod replica_hook;
-// Docs for this module's items come with the commit-path restructuring (issue 16), which
-// rewrites it; `missing_docs` is denied everywhere else.
 pub mod router;
 /// The shared header and page table (layout) and the writer's side of it.
 pub mod shared;
-// Docs for this module's items come with the commit-path restructuring (issue 16), which
-// rewrites it; `missing_docs` is denied everywhere else.
 #[allow(clippy::cast_possible_truncation)] // casts not reviewed yet: only the log paths are
 pub mod state;
 pub mod stats;

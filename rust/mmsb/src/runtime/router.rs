@@ -28,7 +28,7 @@ pub(crate) fn validate(core: &Core, ops: &[RouteOp<'_>]) -> Result<()> {
 }
 
 /// Applies ops already accepted by [`validate`], whose LSNs the caller has assigned (one per
-/// op, through `MMSBState::commit_locked`).
+/// op, through `Txn::log`; `Txn::route` in runtime/commit.rs is the one caller).
 pub(crate) fn apply(core: &mut Core, ops: &[RouteOp<'_>]) {
     for op in ops {
         let e = core.pages.entry(op.page).expect("validated page exists");

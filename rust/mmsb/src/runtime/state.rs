@@ -12,8 +12,7 @@ use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::monitoring::RouteProbe;
 use crate::runtime::events::EventSystem;
 use crate::runtime::extension::{Extensions, LogExtension, StateExtension};
-use crate::runtime::router::{self, RouteOp};
-use crate::runtime::tlog::Pending;
+use crate::runtime::router::RouteOp;
 use crate::types::delta::Delta;
 use crate::types::error::{PageError, Result, StateError};
 use crate::types::event::Event;
@@ -164,11 +163,11 @@ impl Core {
         self.lsn + 1
     }
 
-    /// Assigns the next `n` LSNs. The only place the LSN advances (recovery sets it to what it
-    /// replayed); called by [`MMSBState::commit_locked`] once the record is in the log, so a
-    /// failed append assigns nothing, and the same way whether or not the state has a log.
+    /// Assigns the next `n` LSNs. Called only by `Txn::log` (runtime/commit.rs), the one place
+    /// the LSN advances (recovery sets it to what it replayed), once the record is in the log,
+    /// so a failed append assigns nothing, and the same way whether or not the state has a log.
     #[inline]
-    fn assign_lsns(&mut self, n: u64) -> std::ops::Range<Lsn> {
+    pub(super) fn assign_lsns(&mut self, n: u64) -> std::ops::Range<Lsn> {
         let start = self.lsn + 1;
         self.lsn += n;
         start..start + n
@@ -352,7 +351,8 @@ impl MMSBState {
         self.events.close();
     }
 
-    fn check_open(&self) -> Result<()> {
+    /// Fails with `Reentrant` inside one of this state's callbacks, `Closed` once closed.
+    pub(crate) fn check_open(&self) -> Result<()> {
         crate::runtime::reentry::check(self.core.key())?;
         if self.is_closed() {
             return Err(StateError::Closed.into());
@@ -362,14 +362,15 @@ impl MMSBState {
 
     /// `check_open` again once the lock is held (a concurrent `close` may have run meanwhile);
     /// no re-entry check there: the caller made it before taking the lock.
-    fn check_still_open(&self) -> Result<()> {
+    pub(crate) fn check_still_open(&self) -> Result<()> {
         if self.is_closed() {
             return Err(StateError::Closed.into());
         }
         Ok(())
     }
 
-    fn check_writable(&self) -> Result<()> {
+    /// `check_open`, and `ReadOnly` on a snapshot or replica.
+    pub(crate) fn check_writable(&self) -> Result<()> {
         self.check_open()?;
         if self.read_only {
             return Err(StateError::ReadOnly.into());
@@ -387,44 +388,28 @@ impl MMSBState {
         // Allocate before taking the lock: mapping memory may be slow. A page file is named by
         // the page's id, known only under the lock.
         let anon = if self.pagefiles.is_none() { Some(self.allocate(PageId(0), size)?) } else { None };
-        let mut core = self.core.write();
-        self.check_still_open()?;
-        let id = PageId(core.next_page_id);
-        let buf = match anon {
-            Some(b) => b,
-            None => self.allocate(id, size)?,
-        };
-        // SHARED HEADER HOOK: a table slot for the page, before anything is logged.
-        if let Some(sh) = &self.shared {
-            sh.reserve()?;
-        }
-        // TLog hook: log before the registry changes; a failed append changes nothing.
-        let logged = self.commit_locked(&mut core, 1, |s, c| s.tlog_create(c, id, size, location, &meta));
-        let (_, pending) = logged.inspect_err(|_| {
-            // PAGE FILES HOOK: the page does not exist; neither does its file.
-            if let Some(pf) = &self.pagefiles {
-                pf.remove(id);
-            }
-        })?;
-        if let Some(pf) = &self.pagefiles {
-            pf.created(id); // PAGE FILES HOOK
-        }
-        if let Some(sh) = &self.shared {
-            sh.page_added(id, size, core.lsn); // SHARED HEADER HOOK: readers see the page
-        }
-        core.next_page_id += 1;
-        self.monitor.page_created(buf.capacity() as u64); // monitoring hook
-        core.pages.insert(id, Page::new(id, location, meta, buf));
-        let lsn = core.lsn;
-        drop(core);
-        // Extensions (device mirrors) may be slow, so they hear of it outside the core lock.
-        for e in &self.extensions {
-            e.on_page_created(id, location, size);
-        }
-        // TLog hook: wait for durability (group commit) outside the lock.
-        self.tlog_commit(pending)?;
-        self.shared_durable(lsn); // SHARED HEADER HOOK
-        Ok(id)
+        self.commit(|txn| {
+            let id = PageId(txn.core().next_page_id);
+            let buf = match anon {
+                Some(b) => b,
+                None => self.allocate(id, size)?,
+            };
+            txn.before_create()?;
+            // Logged before the registry changes; a failed append changes nothing.
+            let logged = txn.log(1, |s, c| s.tlog_create(c, id, size, location, &meta));
+            let lsns = logged.inspect_err(|_| {
+                // The page does not exist; neither does its file.
+                if let Some(pf) = &self.pagefiles {
+                    pf.remove(id);
+                }
+            })?;
+            let core = txn.core_mut();
+            core.next_page_id += 1;
+            self.monitor.page_created(buf.capacity() as u64); // monitoring hook
+            core.pages.insert(id, Page::new(id, location, meta, buf));
+            txn.page_created(id, location, size, lsns.start);
+            Ok(id)
+        })
     }
 
     /// The backing of page `id`: a new page file when pages are file-backed, else anonymous.
@@ -437,39 +422,24 @@ impl MMSBState {
 
     /// Removes a page. Views of it stay readable until dropped.
     pub fn free_page(&self, id: PageId) -> Result<()> {
-        self.check_writable()?;
-        let mut core = self.core.write();
-        self.check_still_open()?;
-        if !core.pages.contains_key(&id) {
-            return Err(PageError::UnknownPage(id).into());
-        }
-        // An extension may hold the page (the graph: edges must be removed first).
-        if let Some(reason) = core.ext.iter().find_map(|e| e.blocks_free(id)) {
-            return Err(PageError::InUse { page: id, reason }.into());
-        }
-        // PAGE FILES HOOK: recovery from the last checkpoint may need the page's bytes.
-        if let Some(pf) = &self.pagefiles {
-            pf.before_change(&core, std::iter::once(id))?;
-        }
-        // TLog hook: log before the registry changes.
-        let (_, pending) = self.commit_locked(&mut core, 1, |s, c| s.tlog_free(c, id))?;
-        if let Some(page) = core.pages.remove(&id) {
-            self.monitor.page_freed(page.buf().capacity() as u64); // monitoring hook
-        }
-        if let Some(pf) = &self.pagefiles {
-            pf.remove(id); // PAGE FILES HOOK
-        }
-        if let Some(sh) = &self.shared {
-            sh.page_removed(id, core.lsn); // SHARED HEADER HOOK
-        }
-        let lsn = core.lsn;
-        drop(core);
-        for e in &self.extensions {
-            e.on_page_freed(id);
-        }
-        self.tlog_commit(pending)?;
-        self.shared_durable(lsn); // SHARED HEADER HOOK
-        Ok(())
+        self.commit(|txn| {
+            if !txn.core().pages.contains_key(&id) {
+                return Err(PageError::UnknownPage(id).into());
+            }
+            // An extension may hold the page (the graph: edges must be removed first).
+            if let Some(reason) = txn.core().ext.iter().find_map(|e| e.blocks_free(id)) {
+                return Err(PageError::InUse { page: id, reason }.into());
+            }
+            // The page files image it: recovery from the last checkpoint may need its bytes.
+            txn.before_free(id)?;
+            // Logged before the registry changes.
+            let lsns = txn.log(1, |s, c| s.tlog_free(c, id))?;
+            if let Some(page) = txn.core_mut().pages.remove(&id) {
+                self.monitor.page_freed(page.buf().capacity() as u64); // monitoring hook
+            }
+            txn.page_freed(id, lsns.start);
+            Ok(())
+        })
     }
 
     /// Routes one delta; returns its LSN. With `expected_epoch`, the write happens only if the
@@ -487,71 +457,7 @@ impl MMSBState {
             self.check_writable()?;
             return Ok(0..0);
         }
-        self.write_routed(RouteProbe::start(&self.monitor, ops), |s, core, _| s.route_locked(core, ops))
-    }
-
-    /// The caller-facing write path, shared by [`MMSBState::route_batch`] and
-    /// [`MMSBState::update_page_at`]: checks, the exclusive lock, `write` (which routes through
-    /// [`MMSBState::route_locked`], building its batch under the lock if it needs the current
-    /// bytes, and counts what it built on the probe), the route counters, unlock, the latency,
-    /// then the durability wait. `probe` starts before the lock so its timer and byte sums add
-    /// nothing to the critical section.
-    #[inline]
-    fn write_routed(
-        &self,
-        mut probe: RouteProbe,
-        write: impl FnOnce(&Self, &mut Core, &mut RouteProbe) -> Result<(std::ops::Range<Lsn>, Pending)>,
-    ) -> Result<std::ops::Range<Lsn>> {
-        self.check_writable()?;
-        let mut core = self.core.write();
-        self.check_still_open()?;
-        let (lsns, pending) = write(self, &mut core, &mut probe)?;
-        probe.commit(&mut core.routed, &self.monitor); // exact counters, under the lock
-        drop(core);
-        probe.finish(&self.monitor); // after unlock, so a budget sink never runs under it
-        self.tlog_commit(pending)?;
-        self.shared_durable(lsns.end - 1); // SHARED HEADER HOOK
-        Ok(lsns)
-    }
-
-    /// The steps every logged change shares, under the exclusive lock: append its record (`log`
-    /// writes it with LSNs from `core.next_lsn()`, `count` of them) and, only once that
-    /// succeeded, assign those LSNs. The caller then applies the change under the same lock and
-    /// passes the returned `Pending` to `tlog_commit` after releasing it. A failed append
-    /// returns the error with nothing assigned, so the caller can leave everything unchanged.
-    #[inline]
-    pub(crate) fn commit_locked(
-        &self,
-        core: &mut Core,
-        count: u64,
-        log: impl FnOnce(&Self, &Core) -> Result<Pending>,
-    ) -> Result<(std::ops::Range<Lsn>, Pending)> {
-        let pending = log(self, core)?;
-        Ok((core.assign_lsns(count), pending))
-    }
-
-    /// The one path by which deltas reach pages, for every caller that holds the exclusive
-    /// lock (routing, `update_page`, propagation, device syncs): validate everything, log the
-    /// batch as one record, apply, and emit `DeltaApplied` events. Nothing changes if validation
-    /// or the log append fails. The caller passes the returned `Pending` to `tlog_commit` after
-    /// releasing the lock.
-    pub(crate) fn route_locked(&self, core: &mut Core, ops: &[RouteOp<'_>]) -> Result<(std::ops::Range<Lsn>, Pending)> {
-        router::validate(core, ops)?;
-        // PAGE FILES HOOK: first change to a page since the interval began: image it first.
-        if let Some(pf) = &self.pagefiles {
-            pf.before_change(core, ops.iter().map(|o| o.page))?;
-        }
-        // TLog hook: one record for the whole batch, written before any page changes.
-        let (lsns, pending) = self.commit_locked(core, ops.len() as u64, |s, c| s.tlog_batch(c, ops))?;
-        // SHARED HEADER HOOK: readers' seqlocks around the bytes changing.
-        let write = self.shared.as_ref().map(|sh| sh.begin_write(ops.iter().map(|o| o.page)));
-        router::apply(core, ops);
-        if let (Some(sh), Some(write)) = (&self.shared, write) {
-            sh.end_write(write, core, lsns.end - 1);
-        }
-        // EVENT HOOK (graph): DeltaApplied for each routed delta; one atomic load with no subscriber.
-        self.events.emit_deltas(core, lsns.clone(), ops);
-        Ok((lsns, pending))
+        self.commit_probed(Some(RouteProbe::start(&self.monitor, ops)), |txn| txn.route(ops))
     }
 
     /// Writes `bytes` at offset 0 as the smallest delta from the page's current bytes.
@@ -565,8 +471,8 @@ impl MMSBState {
     /// write: `offset + bytes.len()` at most the page size, also for an empty `bytes`.
     pub fn update_page_at(&self, page: PageId, offset: u64, bytes: &[u8], expected_epoch: Option<u64>) -> Result<Lsn> {
         let probe = RouteProbe::start(&self.monitor, &[]);
-        let lsns = self.write_routed(probe, |s, core, probe| {
-            let p = core.pages.get(&page).ok_or(PageError::UnknownPage(page))?;
+        let lsns = self.commit_probed(Some(probe), |txn| {
+            let p = txn.core().pages.get(&page).ok_or(PageError::UnknownPage(page))?;
             let end = offset
                 .checked_add(bytes.len() as u64)
                 .ok_or(crate::types::error::DeltaError::Overflow { offset, len: bytes.len() as u64 })?;
@@ -582,8 +488,8 @@ impl MMSBState {
             let current = unsafe { &p.buf().as_slice()[offset as usize..end as usize] };
             let delta = Delta::diff_at(offset, current, bytes)?;
             let ops = [RouteOp { page, delta: &delta, expected_epoch }];
-            probe.add_ops(&ops); // the delta exists only now, under the lock
-            s.route_locked(core, &ops)
+            txn.count_route(&ops); // the delta exists only now, under the lock
+            txn.route(&ops)
         })?;
         Ok(lsns.start)
     }
@@ -652,14 +558,6 @@ impl MMSBState {
             self.shared = Some(crate::runtime::shared::SharedWriter::open(pf.dir())?);
         }
         Ok(())
-    }
-
-    /// SHARED HEADER HOOK: `lsn` was acknowledged to its caller.
-    #[inline]
-    fn shared_durable(&self, lsn: Lsn) {
-        if let Some(sh) = &self.shared {
-            sh.publish_durable(lsn);
-        }
     }
 
     /// The last LSN assigned (0 before the first delta). Infallible: after [`MMSBState::close`]

@@ -116,6 +116,21 @@ pub struct LogSlice {
 #[must_use]
 pub(crate) struct Pending(Option<Ticket>, Lsn);
 
+impl Pending {
+    /// Nothing to wait for (no record appended, or no log).
+    pub(crate) const NONE: Pending = Pending(None, 0);
+
+    /// Takes in the handle of a later record of the same change: one wait then covers both
+    /// (the log is sequential, so the later record durable means the earlier one is).
+    #[inline]
+    pub(crate) fn absorb(&mut self, later: Pending) {
+        if let Some(t) = later.0 {
+            self.0 = Some(self.0.map_or(t, |mine| mine.merge(t)));
+            self.1 = self.1.max(later.1);
+        }
+    }
+}
+
 impl MMSBState {
     /// Opens the log (recovering from the directory) when logging is on. Called by `open`.
     pub(crate) fn tlog_attach(&mut self) -> Result<()> {
@@ -188,8 +203,8 @@ impl MMSBState {
     }
 
     /// Hook for other layers: logs an extension record of `kind` (one LSN, `core.next_lsn()`).
-    /// Called through [`MMSBState::commit_locked`], which assigns the LSN; the caller applies its
-    /// change and calls [`MMSBState::tlog_commit`] after releasing the lock. Recovery hands the
+    /// Called through `Txn::log` (`MMSBState::commit`), which assigns the LSN and calls
+    /// [`MMSBState::tlog_commit`] after releasing the lock. Recovery hands the
     /// record to `MMSBState::apply_log_extension`.
     pub(crate) fn tlog_extension(&self, core: &Core, kind: u8, body: &[u8]) -> Result<Pending> {
         let Some(log) = &self.tlog else { return Ok(Pending(None, 0)) };
@@ -330,6 +345,7 @@ impl recover::Recoverable for MMSBState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::tlog::fault::{DelegatingFile, DelegatingStorage};
     use crate::runtime::tlog::storage::{MemStorage, StorageFile};
     use crate::types::error::{Error, LogError};
     use std::sync::atomic::{AtomicI64, Ordering};
@@ -343,11 +359,8 @@ mod tests {
         let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
         let s = MMSBState::open_with_storage(mem(), storage.clone()).unwrap();
         s.create_page(8, Location::Cpu, PageMeta::default()).unwrap();
-        let mut core = s.core.write();
-        let (lsns, p) = s.commit_locked(&mut core, 1, |s, c| s.tlog_extension(c, 200, b"graph bytes")).unwrap();
-        assert_eq!(lsns, 2..3);
-        drop(core);
-        s.tlog_commit(p).unwrap();
+        let lsn = s.commit(|txn| txn.log_extension(200, b"graph bytes")).unwrap();
+        assert_eq!(lsn, 2);
         let slice: Vec<_> = s.log_records(2..3).unwrap().map(Result::unwrap).collect();
         assert_eq!(slice[0].op, LogOp::Extension { kind: 200, body: b"graph bytes".to_vec() });
         // Compaction keeps extension records as they are.
@@ -378,25 +391,16 @@ mod tests {
         sync_fail: Arc<AtomicI64>,
     }
 
-    impl StorageFile for FlakyFile {
+    impl DelegatingFile for FlakyFile {
+        fn inner(&self) -> &dyn StorageFile {
+            &*self.inner
+        }
         fn write_at(&self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
             if self.fail.fetch_sub(1, Ordering::SeqCst) > 0 {
                 self.inner.write_at(offset, &buf[..buf.len() / 2])?;
                 return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
             }
             self.inner.write_at(offset, buf)
-        }
-        fn append(&self, buf: &[u8]) -> std::io::Result<u64> {
-            self.inner.append(buf)
-        }
-        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-            self.inner.read_at(offset, buf)
-        }
-        fn len(&self) -> std::io::Result<u64> {
-            self.inner.len()
-        }
-        fn truncate(&self, len: u64) -> std::io::Result<()> {
-            self.inner.truncate(len)
         }
         fn sync(&self) -> std::io::Result<()> {
             if self.sync_fail.fetch_sub(1, Ordering::SeqCst) > 0 {
@@ -406,38 +410,12 @@ mod tests {
         }
     }
 
-    impl Storage for Flaky {
-        fn create(&self, name: &str) -> std::io::Result<Arc<dyn StorageFile>> {
-            Ok(Arc::new(FlakyFile {
-                inner: self.inner.create(name)?,
-                fail: self.fail.clone(),
-                sync_fail: self.sync_fail.clone(),
-            }))
+    impl DelegatingStorage for Flaky {
+        fn inner(&self) -> &dyn Storage {
+            &self.inner
         }
-        fn open(&self, name: &str) -> std::io::Result<Arc<dyn StorageFile>> {
-            Ok(Arc::new(FlakyFile {
-                inner: self.inner.open(name)?,
-                fail: self.fail.clone(),
-                sync_fail: self.sync_fail.clone(),
-            }))
-        }
-        fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
-            self.inner.read(name)
-        }
-        fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
-            self.inner.rename(from, to)
-        }
-        fn remove(&self, name: &str) -> std::io::Result<()> {
-            self.inner.remove(name)
-        }
-        fn list(&self) -> std::io::Result<Vec<String>> {
-            self.inner.list()
-        }
-        fn sync_dir(&self) -> std::io::Result<()> {
-            self.inner.sync_dir()
-        }
-        fn describe(&self, name: &str) -> String {
-            self.inner.describe(name)
+        fn wrap(&self, inner: Arc<dyn StorageFile>) -> Arc<dyn StorageFile> {
+            Arc::new(FlakyFile { inner, fail: self.fail.clone(), sync_fail: self.sync_fail.clone() })
         }
     }
 
@@ -508,21 +486,9 @@ mod tests {
     #[derive(Debug)]
     struct SlowFile(Arc<dyn StorageFile>);
 
-    impl StorageFile for SlowFile {
-        fn write_at(&self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-            self.0.write_at(offset, buf)
-        }
-        fn append(&self, buf: &[u8]) -> std::io::Result<u64> {
-            self.0.append(buf)
-        }
-        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-            self.0.read_at(offset, buf)
-        }
-        fn len(&self) -> std::io::Result<u64> {
-            self.0.len()
-        }
-        fn truncate(&self, len: u64) -> std::io::Result<()> {
-            self.0.truncate(len)
+    impl DelegatingFile for SlowFile {
+        fn inner(&self) -> &dyn StorageFile {
+            &*self.0
         }
         fn sync(&self) -> std::io::Result<()> {
             std::thread::sleep(std::time::Duration::from_micros(300));
@@ -530,30 +496,12 @@ mod tests {
         }
     }
 
-    impl Storage for SlowSync {
-        fn create(&self, name: &str) -> std::io::Result<Arc<dyn StorageFile>> {
-            Ok(Arc::new(SlowFile(self.0.create(name)?)))
+    impl DelegatingStorage for SlowSync {
+        fn inner(&self) -> &dyn Storage {
+            &self.0
         }
-        fn open(&self, name: &str) -> std::io::Result<Arc<dyn StorageFile>> {
-            Ok(Arc::new(SlowFile(self.0.open(name)?)))
-        }
-        fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
-            self.0.read(name)
-        }
-        fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
-            self.0.rename(from, to)
-        }
-        fn remove(&self, name: &str) -> std::io::Result<()> {
-            self.0.remove(name)
-        }
-        fn list(&self) -> std::io::Result<Vec<String>> {
-            self.0.list()
-        }
-        fn sync_dir(&self) -> std::io::Result<()> {
-            self.0.sync_dir()
-        }
-        fn describe(&self, name: &str) -> String {
-            self.0.describe(name)
+        fn wrap(&self, file: Arc<dyn StorageFile>) -> Arc<dyn StorageFile> {
+            Arc::new(SlowFile(file))
         }
     }
 

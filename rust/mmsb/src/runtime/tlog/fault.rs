@@ -358,6 +358,152 @@ impl Storage for FaultStorage {
     }
 }
 
+/// A test storage that wraps another and changes only some of what it does: implement
+/// [`inner`](Self::inner) and override the methods that differ; every other one forwards to
+/// `inner()` (a blanket impl makes it a [`Storage`]). [`wrap`](Self::wrap) wraps the files
+/// `create` and `open` return (for example in a [`DelegatingFile`]). `release` and
+/// `quarantine` keep `Storage`'s defaults, as a hand-written wrapper's would.
+pub trait DelegatingStorage: Send + Sync + std::fmt::Debug {
+    /// The storage every method not overridden goes to.
+    fn inner(&self) -> &dyn Storage;
+    /// Wraps each file `create` and `open` return (default: as it is).
+    fn wrap(&self, file: Arc<dyn StorageFile>) -> Arc<dyn StorageFile> {
+        file
+    }
+    /// [`Storage::create`].
+    fn create(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(self.wrap(self.inner().create(name)?))
+    }
+    /// [`Storage::open`].
+    fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(self.wrap(self.inner().open(name)?))
+    }
+    /// [`Storage::read`].
+    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        self.inner().read(name)
+    }
+    /// [`Storage::rename`].
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.inner().rename(from, to)
+    }
+    /// [`Storage::remove`].
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.inner().remove(name)
+    }
+    /// [`Storage::list`].
+    fn list(&self) -> io::Result<Vec<String>> {
+        self.inner().list()
+    }
+    /// [`Storage::sync_dir`].
+    fn sync_dir(&self) -> io::Result<()> {
+        self.inner().sync_dir()
+    }
+    /// [`Storage::describe`].
+    fn describe(&self, name: &str) -> String {
+        self.inner().describe(name)
+    }
+}
+
+impl<T: DelegatingStorage> Storage for T {
+    fn create(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        DelegatingStorage::create(self, name)
+    }
+    fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        DelegatingStorage::open(self, name)
+    }
+    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        DelegatingStorage::read(self, name)
+    }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        DelegatingStorage::rename(self, from, to)
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        DelegatingStorage::remove(self, name)
+    }
+    fn list(&self) -> io::Result<Vec<String>> {
+        DelegatingStorage::list(self)
+    }
+    fn sync_dir(&self) -> io::Result<()> {
+        DelegatingStorage::sync_dir(self)
+    }
+    fn describe(&self, name: &str) -> String {
+        DelegatingStorage::describe(self, name)
+    }
+}
+
+/// A test file that wraps another and changes only some of what it does (see
+/// [`DelegatingStorage`]). `write_vectored_at` defaults to one `write_at` per part, as
+/// [`StorageFile`]'s default does, so an overridden `write_at` sees vectored writes too;
+/// `preallocate` keeps `StorageFile`'s default.
+pub trait DelegatingFile: Send + Sync + std::fmt::Debug {
+    /// The file every method not overridden goes to.
+    fn inner(&self) -> &dyn StorageFile;
+    /// [`StorageFile::write_at`].
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.inner().write_at(offset, buf)
+    }
+    /// [`StorageFile::write_vectored_at`].
+    fn write_vectored_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
+        let mut at = offset;
+        for p in parts {
+            DelegatingFile::write_at(self, at, p)?;
+            at += p.len() as u64;
+        }
+        Ok(())
+    }
+    /// [`StorageFile::append`].
+    fn append(&self, buf: &[u8]) -> io::Result<u64> {
+        self.inner().append(buf)
+    }
+    /// [`StorageFile::read_at`].
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.inner().read_at(offset, buf)
+    }
+    /// [`StorageFile::len`].
+    fn len(&self) -> io::Result<u64> {
+        self.inner().len()
+    }
+    /// [`StorageFile::is_empty`] (from `len`, as its default).
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(DelegatingFile::len(self)? == 0)
+    }
+    /// [`StorageFile::truncate`].
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.inner().truncate(len)
+    }
+    /// [`StorageFile::sync`].
+    fn sync(&self) -> io::Result<()> {
+        self.inner().sync()
+    }
+}
+
+impl<T: DelegatingFile> StorageFile for T {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        DelegatingFile::write_at(self, offset, buf)
+    }
+    fn write_vectored_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
+        DelegatingFile::write_vectored_at(self, offset, parts)
+    }
+    fn append(&self, buf: &[u8]) -> io::Result<u64> {
+        DelegatingFile::append(self, buf)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        DelegatingFile::read_at(self, offset, buf)
+    }
+    fn len(&self) -> io::Result<u64> {
+        DelegatingFile::len(self)
+    }
+    fn is_empty(&self) -> io::Result<bool> {
+        DelegatingFile::is_empty(self)
+    }
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        DelegatingFile::truncate(self, len)
+    }
+    fn sync(&self) -> io::Result<()> {
+        DelegatingFile::sync(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,12 @@ impl Ticket {
     pub(crate) fn ready() -> Ticket {
         Ticket { pos: 0, lead: false }
     }
+
+    /// One ticket for two records of the same change: durable once the later one is, and
+    /// leading if either completed a batch.
+    pub(crate) fn merge(self, later: Ticket) -> Ticket {
+        Ticket { pos: self.pos.max(later.pos), lead: self.lead || later.lead }
+    }
 }
 
 /// Waiters yield in a loop for at most this long (and at most two recent fsyncs) before they

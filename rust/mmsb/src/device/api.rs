@@ -1,5 +1,9 @@
 //! `MMSBState` methods of the device layer: syncs, kernel application, status and counters.
 //!
+//! Every change a sync makes (the delta a device→host sync routes, `apply_on_device`'s delta,
+//! the sync's own record) is a closure passed to the state's commit entry point
+//! (`runtime/commit.rs`), like every other change.
+//!
 //! Lock order: the device manager's lock, then the state's core lock (never the reverse; the
 //! router only touches `Page::dirty`, under the core lock).
 
@@ -286,19 +290,12 @@ impl MMSBState {
         }
         self.events.emit(crate::types::event::Event::DeviceSync { page: rec.page, direction: rec.direction });
         let body = encode_sync_record(rec);
-        let mut core = self.core.write();
-        // Again under the lock, as every logged change does: `close` sets the flag under it.
-        if self.is_closed() {
-            return false;
-        }
         let kind = crate::runtime::tlog::ext_kind::DEVICE_SYNC;
-        match self.commit_locked(&mut core, 1, |s, c| s.tlog_extension(c, kind, &body)) {
-            Ok((_, pending)) => {
-                drop(core);
-                if let Err(e) = self.tlog_commit(pending) {
-                    self.device_manager().note_log_failure(e.to_string());
-                }
-            }
+        match self.commit(|txn| txn.log_extension(kind, &body)) {
+            Ok(_) => {}
+            // Closed meanwhile (the commit entry point checks again under the lock, where
+            // `close` sets the flag): nothing was recorded.
+            Err(e) if e.code() == crate::types::error::ErrorCode::Closed => return false,
             Err(e) => self.device_manager().note_log_failure(e.to_string()),
         }
         self.device_manager().journal_push(body);
@@ -498,16 +495,13 @@ mod gpu_impl {
                     }
                 }
                 let mut results: HashMap<PageId, (u64, Option<Lsn>), IdHasher> = HashMap::default();
-                let mut pending = Vec::new();
-                {
-                    let mut core = self.core.write();
-                    self.device_check(true)?;
+                self.commit(|txn| {
                     let mut i = 0;
                     while i < d2h.len() {
                         let page = d2h[i].page;
                         let group: Vec<&CopyOp> = d2h[i..].iter().take_while(|o| o.page == page).copied().collect();
                         i += group.len();
-                        let p = core.pages.get(&page).ok_or(PageError::UnknownPage(page))?;
+                        let p = txn.core().pages.get(&page).ok_or(PageError::UnknownPage(page))?;
                         let mut delta = Delta::empty();
                         for c in &group {
                             for &(s, e) in &c.parts {
@@ -521,12 +515,9 @@ mod gpu_impl {
                         let lsn = if delta.is_empty() {
                             None
                         } else {
-                            let ops = [RouteOp { page, delta: &delta, expected_epoch: None }];
-                            let (lsns, p) = self.route_locked(&mut core, &ops)?;
-                            pending.push(p);
-                            Some(lsns.start)
+                            Some(txn.route(&[RouteOp { page, delta: &delta, expected_epoch: None }])?.start)
                         };
-                        let p = core.pages.get_mut(&page).ok_or(PageError::UnknownPage(page))?;
+                        let p = txn.core_mut().pages.get_mut(&page).ok_or(PageError::UnknownPage(page))?;
                         // Both sides now hold the device's bytes over the requested ranges.
                         if let Some(d) = p.dirty.as_mut() {
                             for c in &group {
@@ -538,10 +529,8 @@ mod gpu_impl {
                         results.insert(page, (p.epoch, lsn));
                         report.delta_lsns.extend(lsn);
                     }
-                }
-                for p in pending {
-                    self.tlog_commit(p)?;
-                }
+                    Ok(())
+                })?;
                 self.finish_sync(&mut report, &d2h, |p| results.get(&p).copied().unwrap_or((0, None)));
             }
             Ok(report)
@@ -556,31 +545,26 @@ mod gpu_impl {
         ) -> Result<Lsn> {
             let g = crate::device::gpu().map_err(|e| DeviceError::NoDevice(e.to_string()))?;
             let args = KernelArgs::from_delta(delta);
-            let pending;
-            let lsn = {
-                let mut core = self.core.write();
-                self.device_check(true)?;
+            let lsn = self.commit(|txn| {
                 let ops = [RouteOp { page, delta, expected_epoch }];
-                router::validate(&core, &ops)?;
-                if m.len() as u64 != core.pages.get(&page).map_or(0, |p| p.size()) {
+                router::validate(txn.core(), &ops)?;
+                if m.len() as u64 != txn.core().pages.get(&page).map_or(0, |p| p.size()) {
                     return Err(DeviceError::Invalid(format!("mirror of page {page} has the wrong size")).into());
                 }
                 // The CPU copy is canonical: log and apply there first (the router marks the bytes
                 // dirty); the kernel then clears them. A failed launch leaves them dirty for sync.
-                let (lsns, p) = self.route_locked(&mut core, &ops)?;
-                pending = p;
-                let lsn = lsns.start;
+                let lsn = txn.route(&ops)?.start;
                 if let Some(a) = &args {
                     g.launch_delta(m, a)?;
                 }
                 if args.is_some() {
-                    if let Some(d) = core.pages.get_mut(&page).and_then(|p| p.dirty.as_mut()) {
+                    if let Some(d) = txn.core_mut().pages.get_mut(&page).and_then(|p| p.dirty.as_mut()) {
                         // The kernel wrote exactly these bytes on the device: not dirty.
                         delta.for_each_run(|o, b| d.subtract(o, o + b.len() as u64));
                     }
                 }
-                lsn
-            };
+                Ok(lsn)
+            })?;
             if args.is_some() {
                 if let Err(e) = g.doorbell_copy().and_then(|b| b.wait()) {
                     if let Some(d) = self.core.write().pages.get_mut(&page).and_then(|p| p.dirty.as_mut()) {
@@ -590,7 +574,6 @@ mod gpu_impl {
                 }
                 crate::device::Counters::add(&self.device_manager().counters.kernels, 1);
             }
-            self.tlog_commit(pending)?;
             Ok(lsn)
         }
     }

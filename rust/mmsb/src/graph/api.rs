@@ -1,7 +1,8 @@
 //! The graph and event methods of [`MMSBState`].
 //!
-//! Graph edits and propagation rounds take the state's write lock, so concurrent routes see
-//! whole rounds or none of them. Callbacks run on the calling thread, under that lock: a call
+//! Graph edits and propagation rounds are changes like any other: closures passed to the
+//! state's commit entry point (`runtime/commit.rs`), which checks, locks, assigns LSNs and
+//! waits for durability; concurrent routes see whole rounds or none of them. Callbacks run on the calling thread, under that lock: a call
 //! they make back into the same state is refused with `Reentrant` (see `runtime::reentry`)
 //! and fails the round with that error, instead of waiting forever for the lock.
 
@@ -12,36 +13,31 @@ use crate::graph::events::{Event, EventSystem, OverflowPolicy, Subscription};
 use crate::graph::persist::{self, EdgeRecord, GraphSnapshot};
 use crate::graph::propagation::{PageStore, PropagationEngine, RoundStats};
 use crate::graph::shadow_graph::{EdgeId, EdgeKind, ShadowPageGraph};
+use crate::runtime::commit::Txn;
 use crate::runtime::extension::{LogExtension, PageSizes};
 use crate::runtime::router::RouteOp;
 use crate::runtime::state::{Core, Lsn, MMSBState};
-use crate::runtime::tlog::{ext_kind, Pending};
+use crate::runtime::tlog::ext_kind;
 use crate::types::delta::Delta;
-use crate::types::error::{PageError, Result, StateError};
+use crate::types::error::{PageError, Result};
 use crate::types::page::PageId;
 
-/// The state's pages as a [`PageStore`]: deltas go through the DeltaRouter (validated,
-/// logged, applied, announced), exactly like routed ones.
-struct CoreStore<'a> {
-    state: &'a MMSBState,
-    core: &'a mut Core,
-    /// Log records to wait for (group commit) once the lock is released.
-    pending: Vec<Pending>,
+/// The state's pages as a [`PageStore`]: deltas go through the transaction's route (validated,
+/// logged, applied, observed), exactly like routed ones.
+struct TxnStore<'t, 'a> {
+    txn: &'t mut Txn<'a>,
 }
 
-impl PageStore for CoreStore<'_> {
+impl PageStore for TxnStore<'_, '_> {
     fn bytes(&self, page: PageId) -> Result<&[u8]> {
-        let p = self.core.pages.get(&page).ok_or(PageError::UnknownPage(page))?;
-        // SAFETY: we hold the state's exclusive lock (through `&mut Core`), and `route` needs
+        let p = self.txn.core().pages.get(&page).ok_or(PageError::UnknownPage(page))?;
+        // SAFETY: we hold the state's exclusive lock (the transaction's), and `route` needs
         // `&mut self`, so no write can happen while this borrow lives.
         Ok(unsafe { p.buf().as_slice() })
     }
 
     fn route(&mut self, page: PageId, delta: &Delta) -> Result<()> {
-        let ops = [RouteOp { page, delta, expected_epoch: None }];
-        let (_, pending) = self.state.route_locked(self.core, &ops)?;
-        self.pending.push(pending);
-        Ok(())
+        self.txn.route(&[RouteOp { page, delta, expected_epoch: None }]).map(|_| ())
     }
 }
 
@@ -100,75 +96,48 @@ impl LogExtension for ShadowPageGraph {
 }
 
 /// Puts the graph back into the core even if a callback panics mid-round.
-struct GraphOut<'a> {
-    core: &'a mut Core,
+struct GraphOut<'t, 'a> {
+    txn: &'t mut Txn<'a>,
     graph: ShadowPageGraph,
 }
 
-impl Drop for GraphOut<'_> {
+impl Drop for GraphOut<'_, '_> {
     fn drop(&mut self) {
-        *graph_mut(self.core) = std::mem::take(&mut self.graph);
+        *graph_mut(self.txn.core_mut()) = std::mem::take(&mut self.graph);
     }
 }
 
 impl MMSBState {
-    fn graph_check_open(&self) -> Result<()> {
-        crate::runtime::reentry::check(self.core.key())?;
-        if self.is_closed() {
-            return Err(StateError::Closed.into());
-        }
-        Ok(())
-    }
-
-    fn graph_check_writable(&self) -> Result<()> {
-        self.graph_check_open()?;
-        if self.is_read_only() {
-            return Err(StateError::ReadOnly.into());
-        }
-        Ok(())
-    }
-
     /// Adds the edge `from -> to`: `to` is recomputed from `from` by `commands` whenever
     /// `from` changes in a propagation round. The commands are checked against both pages'
     /// sizes now. Fails on unknown pages, a cycle (named), an existing edge between the pair,
     /// or an invalid command; nothing changes then.
     pub fn add_dependency(&self, from: PageId, to: PageId, kind: EdgeKind, commands: CommandList) -> Result<EdgeId> {
-        self.graph_check_writable()?;
-        let mut core = self.core.write();
-        self.graph_check_open()?;
-        let src = core.pages.get(&from).ok_or(PageError::UnknownPage(from))?.size();
-        let dst = core.pages.get(&to).ok_or(PageError::UnknownPage(to))?.size();
-        let id = graph_mut(&mut core).add_edge(from, to, kind, commands, src, dst)?;
-        let record = persist::GraphRecord::EdgeAdded(graph(&core).edge(id).expect("edge just added").into());
-        let body = persist::encode_record(&record);
-        let pending =
-            match self.commit_locked(&mut core, 1, |s, c| s.tlog_extension(c, ext_kind::GRAPH_EDGE_ADD, &body)) {
-                Ok((_, p)) => p,
-                Err(e) => {
-                    // The log refused the record: undo, so a failed call changes nothing.
-                    graph_mut(&mut core).remove_edge(id)?;
-                    return Err(e);
-                }
-            };
-        drop(core);
-        self.tlog_commit(pending)?;
-        Ok(id)
+        self.commit(|txn| {
+            let core = txn.core_mut();
+            let src = core.pages.get(&from).ok_or(PageError::UnknownPage(from))?.size();
+            let dst = core.pages.get(&to).ok_or(PageError::UnknownPage(to))?.size();
+            let id = graph_mut(core).add_edge(from, to, kind, commands, src, dst)?;
+            let record = persist::GraphRecord::EdgeAdded(graph(core).edge(id).expect("edge just added").into());
+            let body = persist::encode_record(&record);
+            if let Err(e) = txn.log_extension(ext_kind::GRAPH_EDGE_ADD, &body) {
+                // The log refused the record: undo, so a failed call changes nothing.
+                graph_mut(txn.core_mut()).remove_edge(id)?;
+                return Err(e);
+            }
+            Ok(id)
+        })
     }
 
     /// Removes an edge. Pages left without edges can be freed again.
     pub fn remove_dependency(&self, edge: EdgeId) -> Result<()> {
-        self.graph_check_writable()?;
-        let mut core = self.core.write();
-        self.graph_check_open()?;
-        graph(&core).edge(edge).ok_or(crate::types::error::GraphError::UnknownEdgeId(edge.0))?;
-        let record = persist::GraphRecord::EdgeRemoved { id: edge };
-        let body = persist::encode_record(&record);
-        let (_, pending) =
-            self.commit_locked(&mut core, 1, |s, c| s.tlog_extension(c, ext_kind::GRAPH_EDGE_REMOVE, &body))?;
-        graph_mut(&mut core).remove_edge(edge)?;
-        drop(core);
-        self.tlog_commit(pending)?;
-        Ok(())
+        self.commit(|txn| {
+            graph(txn.core()).edge(edge).ok_or(crate::types::error::GraphError::UnknownEdgeId(edge.0))?;
+            let record = persist::GraphRecord::EdgeRemoved { id: edge };
+            txn.log_extension(ext_kind::GRAPH_EDGE_REMOVE, &persist::encode_record(&record))?;
+            graph_mut(txn.core_mut()).remove_edge(edge)?;
+            Ok(())
+        })
     }
 
     /// Runs one propagation round from `changed` (see [`crate::graph::propagation`]): every
@@ -177,50 +146,40 @@ impl MMSBState {
     /// successful round. A failing callback ends the round with `GraphError::Callback`: the
     /// failing page is untouched, pages recomputed before it keep their (routed) new bytes.
     pub fn propagate(&self, changed: &[PageId]) -> Result<RoundStats> {
-        self.graph_check_writable()?;
-        let mut core = self.core.write();
-        self.graph_check_open()?;
-        if let Some(&p) = changed.iter().find(|p| !core.pages.contains_key(p)) {
-            return Err(PageError::UnknownPage(p).into());
-        }
-        let (stats, pending) = self.round_locked(&mut core, changed);
-        drop(core);
-        self.commit_all(pending)?;
-        stats
+        self.commit(|txn| {
+            if let Some(&p) = changed.iter().find(|p| !txn.core().pages.contains_key(p)) {
+                return Err(PageError::UnknownPage(p).into());
+            }
+            self.round(txn, changed)
+        })
     }
 
     /// Routes a batch and propagates from its pages under one lock: no other write can come
     /// between the batch and the round. If the round fails (a callback), the batch and the pages
     /// recomputed before the failure stay applied, as with [`MMSBState::propagate`].
     pub fn route_and_propagate(&self, ops: &[RouteOp<'_>]) -> Result<(Range<Lsn>, RoundStats)> {
-        self.graph_check_writable()?;
-        let mut core = self.core.write();
-        self.graph_check_open()?;
-        let (lsns, first) = self.route_locked(&mut core, ops)?;
-        let mut changed: Vec<PageId> = ops.iter().map(|o| o.page).collect();
-        changed.sort_unstable();
-        changed.dedup();
-        let (stats, mut pending) = self.round_locked(&mut core, &changed);
-        drop(core);
-        pending.insert(0, first);
-        self.commit_all(pending)?;
-        Ok((lsns, stats?))
+        self.commit(|txn| {
+            let lsns = txn.route(ops)?;
+            let mut changed: Vec<PageId> = ops.iter().map(|o| o.page).collect();
+            changed.sort_unstable();
+            changed.dedup();
+            Ok((lsns, self.round(txn, &changed)?))
+        })
     }
 
-    /// Runs a round under the caller's lock. Returns the log records it wrote even when the
-    /// round fails part-way (deltas routed before the failure stay applied and logged).
-    fn round_locked(&self, core: &mut Core, changed: &[PageId]) -> (Result<RoundStats>, Vec<Pending>) {
-        let taken = std::mem::take(graph_mut(core));
-        let mut out = GraphOut { core, graph: taken };
+    /// Runs a round inside the caller's transaction. Deltas routed before a failure stay
+    /// applied and logged (the commit entry point still waits for their records).
+    fn round(&self, txn: &mut Txn<'_>, changed: &[PageId]) -> Result<RoundStats> {
+        let taken = std::mem::take(graph_mut(txn.core_mut()));
+        let mut out = GraphOut { txn, graph: taken };
         let out = &mut out;
-        let mut store = CoreStore { state: self, core: &mut *out.core, pending: Vec::new() };
+        let mut store = TxnStore { txn: &mut *out.txn };
         let started = std::time::Instant::now();
         // Transforms run on this thread under our lock: calls they make into this state are
         // refused (`Reentrant`) rather than left waiting for that lock.
         let scope = crate::runtime::reentry::CallbackScope::enter(self.core.key());
         let stats = PropagationEngine::new().run(&mut out.graph, &mut store, changed);
         drop(scope);
-        let pending = store.pending;
         if let Ok(stats) = &stats {
             self.monitor.record(crate::monitoring::Metric::PropagationRound, started.elapsed().as_nanos() as u64);
             self.monitor.incr(crate::monitoring::Counter::PropagationRounds, 1);
@@ -231,17 +190,12 @@ impl MMSBState {
                 cutoff: stats.cutoff,
             });
         }
-        (stats, pending)
-    }
-
-    /// Waits for every log record of a round (group commit), outside the lock.
-    fn commit_all(&self, pending: Vec<Pending>) -> Result<()> {
-        pending.into_iter().try_for_each(|p| self.tlog_commit(p))
+        stats
     }
 
     /// Pages with an edge from `page`, ascending.
     pub fn dependents(&self, page: PageId) -> Result<Vec<PageId>> {
-        self.graph_check_open()?;
+        self.check_open()?;
         let core = self.core.read();
         core.pages.get(&page).ok_or(PageError::UnknownPage(page))?;
         Ok(graph(&core).dependents(page))
@@ -249,7 +203,7 @@ impl MMSBState {
 
     /// Pages with an edge into `page`, ascending.
     pub fn dependencies(&self, page: PageId) -> Result<Vec<PageId>> {
-        self.graph_check_open()?;
+        self.check_open()?;
         let core = self.core.read();
         core.pages.get(&page).ok_or(PageError::UnknownPage(page))?;
         Ok(graph(&core).sources(page))
@@ -257,13 +211,13 @@ impl MMSBState {
 
     /// The pages of the graph in propagation order (`(height, PageId)`: a topological order).
     pub fn topo_order(&self) -> Result<Vec<PageId>> {
-        self.graph_check_open()?;
+        self.check_open()?;
         Ok(graph(&self.core.read()).topo_order())
     }
 
     /// One edge, as it would be logged.
     pub fn dependency(&self, edge: EdgeId) -> Result<EdgeRecord> {
-        self.graph_check_open()?;
+        self.check_open()?;
         let core = self.core.read();
         let e = graph(&core).edge(edge).ok_or(crate::types::error::GraphError::UnknownEdgeId(edge.0))?;
         Ok(e.into())
@@ -271,7 +225,7 @@ impl MMSBState {
 
     /// Runs `f` on the graph under the shared lock.
     pub fn with_graph<R>(&self, f: impl FnOnce(&ShadowPageGraph) -> R) -> Result<R> {
-        self.graph_check_open()?;
+        self.check_open()?;
         Ok(f(graph(&self.core.read())))
     }
 
@@ -283,21 +237,23 @@ impl MMSBState {
     /// Replaces the graph by a restored snapshot (pages must exist); returns the ids of the
     /// callback edges that could not be restored.
     pub fn restore_graph(&self, snapshot: &GraphSnapshot) -> Result<Vec<EdgeId>> {
-        self.graph_check_writable()?;
-        let mut core = self.core.write();
-        self.graph_check_open()?;
-        let pages = &core.pages;
-        let (mut restored, dropped) = persist::restore(snapshot, |p| pages.get(&p).map(|pg| pg.size()))?;
-        let current = graph_mut(&mut core);
-        restored.round = current.round;
-        *current = restored;
-        Ok(dropped)
+        // A change without a log record (the snapshot is not logged), still through the commit
+        // entry point for its checks and lock.
+        self.commit(|txn| {
+            let core = txn.core_mut();
+            let pages = &core.pages;
+            let (mut restored, dropped) = persist::restore(snapshot, |p| pages.get(&p).map(|pg| pg.size()))?;
+            let current = graph_mut(core);
+            restored.round = current.round;
+            *current = restored;
+            Ok(dropped)
+        })
     }
 
     /// Subscribes to the events in `mask` (bits of [`crate::graph::EventKind`]); see
     /// [`OverflowPolicy`] for what happens when the subscriber falls behind.
     pub fn subscribe(&self, capacity: usize, policy: OverflowPolicy, mask: u32) -> Result<Subscription> {
-        self.graph_check_open()?;
+        self.check_open()?;
         self.events.subscribe(capacity, policy, mask)
     }
 
