@@ -22,7 +22,9 @@
 #    log, the figures before issue 19): pages (sizes as created, continuation
 #    pages included) and log bytes written by the workload's capture, from a
 #    child with a logged state.
-# 4. With `--tools` (after N): a fourth mode, "tools", as "on" with the
+# 4. The flush a REPL command starts with, when nothing new was compiled and
+#    after one definition (no goal; the walk of compiled instances).
+# 5. With `--tools` (after N): a fourth mode, "tools", as "on" with the
 #    options of issue 19 items 9–11 (`timing`, `invalidations` where the
 #    version has the log, `locations`), and its CPU against "on" and "off".
 # Timings come from one run on a shared machine: expect noise of 10-20%.
@@ -77,9 +79,19 @@ function child(mode::String, n::Int)
     c2, t2 = cpu_seconds(), time_ns()
     log1 = mode == "log" ? log_info(state).log_bytes : 0
     stats = on ? ir_bytes(state) : (instances = 0, text = 0, pages = 0)
-    @printf("RESULT cpuwarmup=%.4f cpuworkload=%.4f enable=%.4f first=%.4f workload=%.4f flush=%.4f captured=%d instances=%d text=%d pagebytes=%d logbytes=%d errors=%d\n",
+    # What a REPL command pays at its start: a flush with nothing new (the walk
+    # of compiled instances), and one after a definition (a new world).
+    t3 = time_ns()
+    on && flush_instrumentation(state)
+    t4 = time_ns()
+    Core.eval(Main, :(bench_defined_late(x) = x + 1))
+    t5 = time_ns()
+    on && flush_instrumentation(state)
+    t6 = time_ns()
+    @printf("RESULT cpuwarmup=%.4f cpuworkload=%.4f enable=%.4f first=%.4f workload=%.4f flush=%.4f captured=%d instances=%d text=%d pagebytes=%d logbytes=%d errors=%d emptyflush=%.4f defflush=%.4f\n",
             c1 - c0, c2 - c1, (te - t0) / 1e9, (t1 - te) / 1e9, (t2 - t1) / 1e9, (t2 - tc) / 1e9, captured,
-            stats.instances, stats.text, stats.pages, log1 - log0, on ? instrumentation_status(state).errors : 0)
+            stats.instances, stats.text, stats.pages, log1 - log0, on ? instrumentation_status(state).errors : 0,
+            (t4 - t3) / 1e9, (t6 - t5) / 1e9)
     on && disable_instrumentation(state)
 end
 
@@ -122,6 +134,8 @@ function main(n::Int, tools::Bool)
         @printf("%-34s %10.3f %10.3f %7.2fx\n", label, f(off), f(on), f(on) / f(off))
     end
     @printf("%-34s %10s %10.3f\n", "  of which the flush, wall", "", on[:flush])
+    @printf("%-34s %10s %10.3f\n", "flush with nothing new, wall", "", on[:emptyflush])
+    @printf("%-34s %10s %10.3f\n", "flush after one definition, wall", "", on[:defflush])
     inst = on[:instances]
     @printf("captured instances: %d (%d in the workload), errors: %d\n", inst, on[:captured], on[:errors])
     @printf("IR bytes per instance: %.0f text (source, lowered, typed, optimized, with headers), %.0f of pages\n",

@@ -25,6 +25,13 @@ const _HOOK_ERRORS = Threads.Atomic{Int}(0) # errors caught inside the hook (eve
 const _HOOK_FIRST_ERROR = Ref{Any}(nothing) # the first such exception (formatted later, outside)
 const _FAULT = Ref(:none)                   # test switch: :hook, :render, :warmup or :native throws on purpose
 const _HOOK_WORLDS = Dict{UInt,String}()    # world ages created by installing/removing the hook
+# 1.10+: MethodInstance => the optimized `CodeInfo` the compiler's entry point
+# returned for it (under `_QUEUE_LOCK`). The flush renders the optimized page
+# from it instead of inferring a second time (see `_compiled_code`); cleared by
+# every flush, and bounded, so code nobody flushes is not held for long.
+const _CODES = IdDict{Any,Any}()
+const _MAX_CODES = 20_000
+const _KEEP_SYSTEM_CODE = Ref(false)        # some state captures Core/Base too (`include_system`)
 
 """
     _typeinf_hook(args...)
@@ -35,8 +42,10 @@ point (so signature changes across Julia versions pass through).
 """
 function _typeinf_hook(args...)
     _record!(args)
-    _TIMING_HOOK[] && return _timed_typeinf(args) # issue 19 item 9 (timing.jl): entry points timed (1.5, 1.12)
-    return _ORIGINAL[](args...)
+    # issue 19 item 9 (timing.jl): entry points timed (1.5, 1.12)
+    src = _TIMING_HOOK[] ? _timed_typeinf(args) : _ORIGINAL[](args...)
+    _V15 || _record_code!(args[1], src)
+    return src
 end
 
 @noinline function _record!(args::Tuple)
@@ -61,6 +70,56 @@ end
         _hook_error!(err)
     finally
         @inbounds _IN_HOOK[tid] = false
+    end
+    return nothing
+end
+
+# Keeps what the compiler's entry point returned for `mi`: its optimized code
+# (1.10/1.11: `typeinf_ext` returns the `CodeInfo` it inferred or decompressed
+# from the cache). Only a reference is kept; nothing here copies or prints.
+@noinline function _record_code!(@nospecialize(mi), @nospecialize(src))
+    _RECORDING[] || return nothing
+    (mi isa Core.MethodInstance && src isa Core.CodeInfo) || return nothing
+    def = mi.def
+    def isa Method || return nothing
+    root = Base.moduleroot(def.module)
+    (root === Core || root === Base) && !_KEEP_SYSTEM_CODE[] && return nothing
+    tid = Threads.threadid()
+    tid <= length(_IN_HOOK) || return nothing
+    @inbounds _IN_HOOK[tid] && return nothing
+    @inbounds _IN_HOOK[tid] = true
+    try
+        lock(_QUEUE_LOCK)
+        try
+            length(_CODES) < _MAX_CODES && (_CODES[mi] = src)
+        finally
+            unlock(_QUEUE_LOCK)
+        end
+    catch err
+        _hook_error!(err)
+    finally
+        @inbounds _IN_HOOK[tid] = false
+    end
+    return nothing
+end
+
+"The optimized code the compiler returned for `mi` since the last flush, or `nothing`."
+function _recorded_code(mi::Core.MethodInstance)
+    lock(_QUEUE_LOCK)
+    try
+        return get(_CODES, mi, nothing)
+    finally
+        unlock(_QUEUE_LOCK)
+    end
+end
+
+"Forgets the recorded optimized code (what was not used by now is inferred again if needed)."
+function _clear_codes!()
+    lock(_QUEUE_LOCK)
+    try
+        empty!(_CODES)
+    finally
+        unlock(_QUEUE_LOCK)
     end
     return nothing
 end
@@ -124,7 +183,10 @@ function _install_hook!()
     precompile(_typeinf_hook, _hook_argtypes())
     args = _warmup_args()
     precompile(_record!, (typeof(args),))
+    precompile(_record_code!, (Any, Any))
     calls, errors, first_error = _HOOK_CALLS[], _HOOK_ERRORS[], _HOOK_FIRST_ERROR[]
+    keep = _KEEP_SYSTEM_CODE[]
+    _KEEP_SYSTEM_CODE[] = true # the warm-up instance is Base's: run the whole path of `_record_code!`
     _RECORDING[] = true
     try
         _typeinf_hook(args...)
@@ -133,10 +195,12 @@ function _install_hook!()
         _hook_error!(InstrumentationFault("warm-up")) # compiles the error path
     finally
         _RECORDING[] = false
+        _KEEP_SYSTEM_CODE[] = keep
         # Undo what the warm-up recorded, also when it threw (nothing is left behind).
         lock(_QUEUE_LOCK)
         try
             !isempty(_QUEUE) && _QUEUE[end] === args[1] && pop!(_QUEUE)
+            delete!(_CODES, args[1])
         finally
             unlock(_QUEUE_LOCK)
         end

@@ -39,7 +39,10 @@
 #   `SimpleVector` from 1.10 (`_foreach_specialization`); 1.12 keeps every
 #   method in one global table (`_method_tables`, untested);
 # - `_infer_ir` infers the instance's own method on 1.10/1.11
-#   (`Core.Compiler.typeinf_code(interp, method, atype, sparams, optimize)`);
+#   (`Core.Compiler.typeinf_code(interp, method, atype, sparams, optimize)`),
+#   unoptimized only when the compiler's optimized code is at hand
+#   (`_compiled_code`: what the entry point returned to the hook, which 1.5's
+#   `typeinf_ext` also returns, but 1.5 needs one inference for both forms anyway);
 # - the REPL's transform lists: `Base.active_repl_backend.ast_transforms` and
 #   `REPL.repl_ast_transforms` (stdlib/REPL/src/REPL.jl:90/126 on 1.10, 187/239 on 1.11, 114/288 on 1.12).
 
@@ -115,10 +118,11 @@ function _requirements()
     C = Core.Compiler
     MI, CI = Core.MethodInstance, isdefined(Core, :CodeInstance) ? Core.CodeInstance : Nothing
     reqs = Tuple{String,Function}[]
-    method(mod, name, types) = push!(reqs, (string("method ", mod, ".", name, types),
-                                            () -> isdefined(mod, name) && hasmethod(getfield(mod, name), Tuple{types...})))
-    field(T, name) = push!(reqs, (string("field ", T, ".", name), () -> T !== Nothing && hasfield(T, name)))
-    symbol(name) = push!(reqs, (string("C symbol ", name), () -> _c_symbol(name) != C_NULL))
+    # Callable structs, not closures: one compiled method each (a closure would
+    # be compiled anew for every tuple of argument types, at the first enable).
+    method(mod, name, types) = push!(reqs, (string("method ", mod, ".", name, types), _HasMethod(mod, name, Tuple{types...})))
+    field(T, name) = push!(reqs, (string("field ", T, ".", name), _HasField(T, name)))
+    symbol(name) = push!(reqs, (string("C symbol ", name), _HasSymbol(name)))
     symbol(:jl_set_typeinf_func)
     symbol(:jl_code_for_staged)
     method(Base, :_methods_by_ftype, (Any, Int, UInt))
@@ -143,10 +147,31 @@ function _requirements()
             method(C, :specialize_method, (Core.MethodMatch,))
         end
         _V111 && field(CI, :owner) # src/julia.h:416 (1.11), :440 (1.12)
+        if !_V112 # `_compiled_code`
+            field(CI, :inferred); field(CI, :min_world)
+            field(Core.CodeInfo, :min_world); field(Core.CodeInfo, :inferred); field(Core.CodeInfo, :ssavaluetypes)
+            method(C, :_uncompressed_ir, (CI, String)); method(C, :is_inlineable, (String,))
+        end
     end
     append!(reqs, _EXTRA_REQUIREMENTS)
     return reqs
 end
+
+struct _HasMethod <: Function
+    mod::Module
+    name::Symbol
+    tt::Any
+end
+(h::_HasMethod)() = isdefined(h.mod, h.name) && hasmethod(getfield(h.mod, h.name), h.tt)
+struct _HasField <: Function
+    T::Any
+    name::Symbol
+end
+(h::_HasField)() = h.T !== Nothing && hasfield(h.T, h.name)
+struct _HasSymbol <: Function
+    name::Symbol
+end
+(h::_HasSymbol)() = _c_symbol(h.name) != C_NULL
 
 "Test hook: requirements added to `_requirements()` (to fake a missing piece)."
 const _EXTRA_REQUIREMENTS = Tuple{String,Function}[]
@@ -219,15 +244,17 @@ function _invoke_target(@nospecialize(x))
 end
 
 """
-    _infer_ir(mi, world) -> (typed::CodeInfo, optimized::CodeInfo, return type)
+    _infer_ir(mi, world, compiled = nothing) -> (typed::CodeInfo, optimized::CodeInfo, return type)
 
 Runs inference on `mi` in `world` as `code_typed(...; optimize=false)` and
 `code_typed(...; optimize=true)` do, with line numbers removed
 (`debuginfo=:none`). On 1.5 one inference serves both: the typed code is
 copied before the optimizer rewrites it in place (exactly the steps of
-`Core.Compiler.typeinf_code`), which halves the cost of a capture.
+`Core.Compiler.typeinf_code`), which halves the cost of a capture. On 1.10
+and 1.11, `compiled` (from [`_compiled_code`](@ref)) is the optimized code
+the compiler itself produced: then only the unoptimized inference runs here.
 """
-function _infer_ir(mi::Core.MethodInstance, world::UInt)
+function _infer_ir(mi::Core.MethodInstance, world::UInt, @nospecialize(compiled = nothing))
     if _V15
         C = Core.Compiler
         ccall(:jl_typeinf_begin, Cvoid, ())
@@ -262,12 +289,71 @@ function _infer_ir(mi::Core.MethodInstance, world::UInt)
         C = Core.Compiler
         m = mi.def::Method
         typed, rt = C.typeinf_code(C.NativeInterpreter(world), m, mi.specTypes, mi.sparam_vals, false)
-        opt, _ = C.typeinf_code(C.NativeInterpreter(world), m, mi.specTypes, mi.sparam_vals, true)
+        # The compiler's own optimized code when it has it (a copy: remove_linenums! writes in place).
+        opt = compiled isa Core.CodeInfo ? _as_optimized(compiled) :
+              C.typeinf_code(C.NativeInterpreter(world), m, mi.specTypes, mi.sparam_vals, true)[1]
         (typed isa Core.CodeInfo && opt isa Core.CodeInfo) || error("inference of $mi did not succeed")
         Base.remove_linenums!(typed)
         Base.remove_linenums!(opt)
         return typed, opt, rt
     end
+end
+
+"""
+    _compiled_code(mi) -> Union{CodeInfo,Nothing}
+
+1.10, 1.11: the optimized code the compiler produced for `mi`, valid now,
+which is what `code_typed(...; optimize=true)` returns (the same pipeline:
+`typeinf_ext` and `typeinf_code` both run `typeinf` with the global cache,
+base/compiler/typeinfer.jl:1001/947 on 1.10): the `CodeInfo` the compiler's
+entry point returned to the hook (`_record_code!`), else the inferred source
+cached in the live `CodeInstance` (decompressed as `typeinf_ext` does). Not
+taken (`nothing`: the flush infers it) when the instance has no live code,
+when the code is from an older `CodeInstance` (`min_world` differs), or when
+it is the stand-in `return c` the compiler returns for a constant-return
+instance (`ssavaluetypes` is a count there, typeinfer.jl:1016 on 1.10). On
+1.5 one inference serves both forms already; 1.12 (untested) infers twice.
+"""
+function _compiled_code(mi::Core.MethodInstance)
+    (_V15 || _V112) && return nothing
+    ci = _live_code_instance(mi)
+    ci === nothing && return nothing
+    src = _recorded_code(mi)
+    if !(src isa Core.CodeInfo)
+        # Non-inlineable code is dropped from the cache once compiled (codegen's
+        # JL_DELETE_NON_INLINEABLE): then `inferred` is `nothing` and the flush infers.
+        inf = ci.inferred
+        src = inf isa String ? Core.Compiler._uncompressed_ir(ci, inf) : inf
+    end
+    src isa Core.CodeInfo || return nothing
+    (src.inferred && src.ssavaluetypes isa Vector{Any}) || return nothing
+    UInt(src.min_world) == UInt(ci.min_world) || return nothing
+    # A callee still `invoke`d although it is inlineable now was not inlineable
+    # when this code was optimized: a member of a recursion cycle (`fib` calling
+    # itself), not cached yet. `code_typed` now inlines it: infer again.
+    for callee in _invoked(src)
+        cci = _live_code_instance(callee)
+        cci === nothing && continue
+        inf = cci.inferred
+        inf isa Union{String,Core.CodeInfo} && Core.Compiler.is_inlineable(inf) && return nothing
+    end
+    return src
+end
+
+"""
+A copy of the compiler's optimized `code` as the optimizer leaves it: the
+optimizer keeps the argument slots only (`replace_code_newstyle!`,
+base/compiler/ssair/legacy.jl:71 on 1.10, :70 on 1.11), but decompressing
+from the cache restores every slot name of the method (`jl_uncompress_ir`),
+which the printer would then tell apart as `pos@_3`.
+"""
+function _as_optimized(code::Core.CodeInfo)
+    c = copy(code)
+    n = length(c.slotflags)
+    length(c.slotnames) > n && (c.slotnames = c.slotnames[1:n])
+    st = c.slottypes
+    st isa Vector{Any} && length(st) > n && (c.slottypes = st[1:n])
+    return c
 end
 
 "Calls `f(method)` for every method of the generic function `func`."

@@ -211,7 +211,8 @@ function Base.show(io::IOContext{TypeMemoIO}, @nospecialize(x::Type))
     s = get(memo, key, nothing)
     if s === nothing
         b = IOBuffer()
-        invoke(show, Tuple{IO,Type}, IOContext(b, io), x)
+        # Into an IO of ours again: the type's parameters reach the memo too.
+        invoke(show, Tuple{IO,Type}, IOContext(TypeMemoIO(b, memo), io), x)
         s = String(take!(b))
         memo[key] = s
     end
@@ -621,7 +622,7 @@ function _capture!(m::InstrumentationManager, mi::Core.MethodInstance, world::UI
     method_stale = ment === nothing || ment.method !== def || force
     src = method_stale ? _render_source(def, ctx.files) : ""
     low = method_stale ? _render(_lowered_ir(mi, world)) : ""
-    typed_code, opt_code, rt = _infer_ir(mi, world)
+    typed_code, opt_code, rt = _infer_ir(mi, world, _compiled_code(mi))
     callees = m.follow_invokes ? _invoked(opt_code) : Core.MethodInstance[]
     lowered = () -> _lowered_ir(mi, world)
     typed = _render_stable(typed_code, rt, def.module, ctx, lowered)
@@ -817,16 +818,40 @@ function _walk_tables(m::InstrumentationManager)
     return tables
 end
 
+# The in-scope methods found by the last visit of every method table, and what
+# that visit depended on. No method is added without advancing the world
+# counter, so while the world and the modules the walk starts from are
+# unchanged, a walk looks at these methods only: visiting every table costs
+# 30-100 ms per flush with a few standard libraries loaded (issue 19, item 14).
+mutable struct _WalkCache
+    world::UInt
+    nmods::Int
+    methods::Vector{Method}
+end
+const _WALK_CACHE = IdDict{InstrumentationManager,_WalkCache}()
+
+function _scope_methods(m::InstrumentationManager)
+    world = Base.get_world_counter() # read first: a method defined during the visit makes the next walk visit again
+    nmods = length(_walk_modules(m))
+    c = get(_WALK_CACHE, m, nothing)
+    (c !== nothing && c.world == world && c.nmods == nmods) && return c.methods
+    out = Method[]
+    for mt in _walk_tables(m)
+        Base.visit(mt) do meth
+            meth isa Method && _in_scope(m, meth) && push!(out, meth)
+        end
+    end
+    _WALK_CACHE[m] = _WalkCache(world, nmods, out)
+    return out
+end
+
 # Calls `f(mi, ci)` for every in-scope instance with a `CodeInstance` valid now
 # (compiled, or inferred only because every caller inlined it).
 function _foreach_compiled(f, m::InstrumentationManager)
-    for mt in _walk_tables(m)
-        Base.visit(mt) do meth
-            meth isa Method && _in_scope(m, meth) || return
-            _foreach_specialization(meth) do mi
-                ci = _live_code_instance(mi)
-                ci === nothing || f(mi, ci)
-            end
+    for meth in _scope_methods(m)
+        _foreach_specialization(meth) do mi
+            ci = _live_code_instance(mi)
+            ci === nothing || f(mi, ci)
         end
     end
     return nothing
@@ -1058,14 +1083,22 @@ flush_instrumentation() = Base.invokelatest(_flush_all)
 function _flush_state(state::MMSBState)
     m = _manager(state)
     _distribute!()
-    return _flush!(m)
+    try
+        return _flush!(m)
+    finally
+        _clear_codes!()
+    end
 end
 
 function _flush_all()
     _distribute!()
     n = 0
-    for m in _active_managers()
-        n += _flush!(m)
+    try
+        for m in _active_managers()
+            n += _flush!(m)
+        end
+    finally
+        _clear_codes!()
     end
     return n
 end
@@ -1144,6 +1177,9 @@ function enable_instrumentation(state::MMSBState; include_system::Bool = false,
             m.include_system, m.modules, m.follow_invokes = include_system, mods, follow_invokes
             m.max_per_flush = Int(max_per_flush)
         end
+        delete!(_WALK_CACHE, m) # the scope may have changed
+        # Optimized code of Core/Base instances is kept for the flush only when some state captures them.
+        (include_system || mods !== nothing) && (_KEEP_SYSTEM_CODE[] = true)
         m.enabled && return _tools_enable!(m, timing, invalidations, locations) # issue 19 items 9–13 (tools.jl)
         # Instances recorded for other states before now are not this state's business.
         _distribute!()
@@ -1198,6 +1234,7 @@ function disable_instrumentation(state::MMSBState)
     end
     Base.invokelatest(_flush!, m)
     _tools_disable!(m) # issue 19 items 9–10 (tools.jl): process-wide logging off when no state wants it
+    isempty(_active_managers()) && _clear_codes!() # nobody flushes what is still recorded
     return nothing
 end
 
@@ -1209,7 +1246,7 @@ end
 
 function _forget_closed!()
     for (s, m) in collect(_MANAGERS)
-        isopen(s) || (m.enabled = false; delete!(_MANAGERS, s))
+        isopen(s) || (m.enabled = false; delete!(_MANAGERS, s); delete!(_WALK_CACHE, m))
     end
     if isempty(_active_managers())
         _uninstall_hook!()

@@ -15,6 +15,9 @@ let M = InstrumentationManager, S = MMSBState, MIs = Vector{Core.MethodInstance}
     precompile(_reanalyze_stale!, (M,))
     precompile(_note_modules!, (M, MIs))
     precompile(_infer_ir, (Core.MethodInstance, UInt))
+    precompile(_infer_ir, (Core.MethodInstance, UInt, Any))
+    precompile(_compiled_code, (Core.MethodInstance,))
+    precompile(_clear_codes!, ())
     precompile(_lowered_ir, (Core.MethodInstance, UInt))
     precompile(_render, (Core.CodeInfo,))
     precompile(_render, (Core.CodeInfo, Any))
@@ -60,6 +63,7 @@ function _precompile_sample(v::Vector{Float64})
     return s
 end
 try
+    _self_check() # compiles the checks `enable_instrumentation` runs first
     for optimize in (false, true)
         code, rt = first(code_typed(_precompile_sample, (Vector{Float64},); optimize = optimize, debuginfo = :none))
         _render(code, rt, Dict{Any,String}())
@@ -68,4 +72,27 @@ try
     _render(first(code_lowered(_precompile_sample, (Vector{Float64},))))
 catch
     # Only a speed-up: a failure here must not stop the package from loading.
+end
+
+# What the first flush still compiled at run time (Base's IR and type printing
+# reached by run-time dispatch, and specializations of Base methods on our
+# types): code reached only by dynamic dispatch is not cached in the package
+# image unless a `precompile` statement names it. The lists are the output of
+# `julia --trace-compile` for the first `enable_instrumentation` and flush
+# (benchmark/instrumentation_bench.jl's workload), one per Julia version, with
+# our own closures and the workload's methods left out; a statement that does
+# not apply (another patch release names Base's closures differently) is skipped.
+# Every supported version has a file (empty where no list was made), so the
+# package image depends on it and is rebuilt when it changes.
+let file = joinpath(_INSTRUMENTATION_DIR, "precompile", "julia-$(VERSION.major).$(VERSION.minor).txt")
+    if isfile(file)
+        include_dependency(file)
+        for line in eachline(file)
+            startswith(line, "precompile(") || continue
+            try
+                Core.eval(@__MODULE__, Meta.parse(line))
+            catch
+            end
+        end
+    end
 end
