@@ -123,11 +123,13 @@ fn maintenance_threads() -> usize {
     n
 }
 
-/// Bytes of every file under `dir`.
+/// Bytes of every file under `dir`. The maintenance thread removes files while we look: one
+/// gone between the listing and its metadata counts nothing.
 fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     let mut n = 0;
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let m = e.metadata().unwrap();
+    for e in entries.flatten() {
+        let Ok(m) = e.metadata() else { continue };
         n += if m.is_dir() { dir_bytes(&e.path()) } else { m.len() };
     }
     n
