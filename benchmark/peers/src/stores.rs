@@ -84,6 +84,10 @@ impl MmsbStore {
         let config = Config {
             dir: logged.then(|| dir.join("mmsb")),
             durability: if o.durable { Durability::GroupCommit } else { Durability::None },
+            log_size_cap: std::env::var("PEERS_MMSB_CAP")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(mmsb::runtime::state::DEFAULT_LOG_SIZE_CAP),
             ..Config::default()
         };
         let state = MMSBState::open(config).expect("mmsb open");
