@@ -16,7 +16,7 @@
 
 #[path = "support/stats.rs"]
 mod stats;
-use stats::{mean_ns, quantile};
+use stats::{quantile, time_ratio};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -247,10 +247,7 @@ fn main() {
     }
     benches();
     Criterion::default().configure_from_args().final_summary();
-    let ratio = |g: &str, a: &str, b: &str| match (mean_ns(g, a), mean_ns(g, b)) {
-        (Some(x), Some(y)) => format!("{:.2}", x / y),
-        _ => "n/a".into(),
-    };
+    let ratio = time_ratio;
     println!("\nFile-backed pages (time ratios, same run):");
     println!(
         "  route_64b        file_backed/anonymous          = {} (goal <= 1.2)",

@@ -18,7 +18,7 @@
 
 #[path = "support/stats.rs"]
 mod stats;
-use stats::{mean_ns, quantile};
+use stats::{mean_ns, quantile, time_ratio};
 
 use std::fs::File;
 use std::io::Write;
@@ -514,10 +514,8 @@ struct GroupRatios {
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    let ratio = |g: &str, a: &str, b: &str| match (mean_ns(g, a), mean_ns(g, b)) {
-        (Some(x), Some(y)) => format!("{:.2}", y / x),
-        _ => "n/a".into(),
-    };
+    // Throughput of `a` over `b`: the time ratio the other way round.
+    let ratio = |g: &str, a: &str, b: &str| time_ratio(g, b, a);
     println!("\nTLog ratios (throughput of the TLog side / throughput of the baseline, same run):");
     println!(
         "  append_64k   tlog/raw_write         = {} (target >= 0.70)",

@@ -20,3 +20,13 @@ pub fn mean_ns(group: &str, bench: &str) -> Option<f64> {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     v["mean"]["point_estimate"].as_f64()
 }
+
+/// `mean(a) / mean(b)` of two finished benchmarks of `group`, formatted, or "n/a" when either
+/// has no estimate: a time ratio (a throughput ratio with `a` and `b` swapped).
+#[allow(dead_code)] // each bench includes this file; not every bench uses every helper
+pub fn time_ratio(group: &str, a: &str, b: &str) -> String {
+    match (mean_ns(group, a), mean_ns(group, b)) {
+        (Some(x), Some(y)) => format!("{:.2}", x / y),
+        _ => "n/a".into(),
+    }
+}
