@@ -156,61 +156,29 @@ fn route_curve(sizes: &[usize], rounds: usize) -> Curve {
             m[0] = 1;
         }
         let (mut i, mut j, mut k) = (0usize, 0usize, 0usize);
+        // The three workloads, each timed against another below (one closure each, passed by
+        // `&mut`, so the indices carry on across the pairs).
+        let mut route_n = || {
+            i = (i + 1) & 0xFFFF;
+            state.route_delta(pages[order[i] % n], &d[i & 1], None).unwrap();
+        };
+        let mut route_10 = || {
+            j = (j + 1) & 0xFFFF;
+            small.route_delta(small_pages[order[j] % 10], &d[j & 1], None).unwrap();
+        };
+        let mut copy = || {
+            k = (k + 1) & 0xFFFF;
+            let m = &mut maps[order[k] % n];
+            m[128..192].fill(k as u8);
+            black_box(&m[128]);
+        };
         let iters = 4096;
-        let (t_n, t_10) = ab::interleaved(
-            rounds,
-            iters,
-            || {
-                i = (i + 1) & 0xFFFF;
-                state.route_delta(pages[order[i] % n], &d[i & 1], None).unwrap();
-            },
-            || {
-                j = (j + 1) & 0xFFFF;
-                small.route_delta(small_pages[order[j] % 10], &d[j & 1], None).unwrap();
-            },
-        );
-        let (t_n2, t_copy) = ab::interleaved(
-            rounds,
-            iters,
-            || {
-                i = (i + 1) & 0xFFFF;
-                state.route_delta(pages[order[i] % n], &d[i & 1], None).unwrap();
-            },
-            || {
-                k = (k + 1) & 0xFFFF;
-                let m = &mut maps[order[k] % n];
-                m[128..192].fill(k as u8);
-                black_box(&m[128]);
-            },
-        );
+        let (t_n, t_10) = ab::interleaved(rounds, iters, &mut route_n, &mut route_10);
+        let (t_n2, t_copy) = ab::interleaved(rounds, iters, &mut route_n, &mut copy);
         let t_n = t_n.min(t_n2);
         // The same two ratios in CPU time (see `thread_cpu_ns`).
-        let (c_n, c_10) = interleaved_cpu(
-            rounds,
-            iters,
-            || {
-                i = (i + 1) & 0xFFFF;
-                state.route_delta(pages[order[i] % n], &d[i & 1], None).unwrap();
-            },
-            || {
-                j = (j + 1) & 0xFFFF;
-                small.route_delta(small_pages[order[j] % 10], &d[j & 1], None).unwrap();
-            },
-        );
-        let (c_n2, c_copy) = interleaved_cpu(
-            rounds,
-            iters,
-            || {
-                i = (i + 1) & 0xFFFF;
-                state.route_delta(pages[order[i] % n], &d[i & 1], None).unwrap();
-            },
-            || {
-                k = (k + 1) & 0xFFFF;
-                let m = &mut maps[order[k] % n];
-                m[128..192].fill(k as u8);
-                black_box(&m[128]);
-            },
-        );
+        let (c_n, c_10) = interleaved_cpu(rounds, iters, &mut route_n, &mut route_10);
+        let (c_n2, c_copy) = interleaved_cpu(rounds, iters, &mut route_n, &mut copy);
         let c_n = c_n.min(c_n2);
         println!("{n:>8} {t_n:>10.1} {t_copy:>10.1} {t_10:>10.1} {:>12.2} {:>14.1}", t_n / t_10, t_n - t_copy);
         println!(
