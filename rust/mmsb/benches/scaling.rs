@@ -49,6 +49,36 @@ fn in_memory_pages(n: usize) -> (MMSBState, Vec<PageId>) {
     (s, pages)
 }
 
+/// This thread's CPU time, ns: unlike the wall clock it stops while the thread is descheduled,
+/// which on a loaded machine (load 10+ on 2 cores) lands in rounds of slow operations more than
+/// in rounds of fast ones and so inflated the route ratio.
+fn thread_cpu_ns() -> f64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid timespec to write; CLOCK_THREAD_CPUTIME_ID exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 * 1e9 + t.tv_nsec as f64
+}
+
+/// Like `ab::interleaved`, timed in this thread's CPU time: median ns per call of `a` and `b`.
+fn interleaved_cpu(rounds: usize, iters: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    let mut t = [Vec::new(), Vec::new()];
+    for r in 0..rounds {
+        for k in if r % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let start = thread_cpu_ns();
+            for _ in 0..iters {
+                if k == 0 {
+                    a()
+                } else {
+                    b()
+                }
+            }
+            t[k].push((thread_cpu_ns() - start) / iters as f64);
+        }
+    }
+    let [ta, tb] = t;
+    (median(ta), median(tb))
+}
+
 /// Resident set size of this process, bytes.
 fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -56,8 +86,6 @@ fn rss() -> u64 {
     pages * 4096
 }
 
-/// Route 64 B to a random page among `n`, against the same at 10 pages and against a bare 64 B
-/// copy into `n` separately mapped 4 KiB pages visited in the same order (the memory's own cost).
 /// One curve for the plot: its name, axis labels and points `(x, y)`, and a second series drawn
 /// beside it (the baseline: the bare copy, the read of the log files), if any.
 struct Curve {
@@ -70,6 +98,17 @@ struct Curve {
 }
 
 impl Curve {
+    /// An empty curve: its name, axis labels and the baseline's name ("" when it has none).
+    fn new(name: &'static str, x: &'static str, y: &'static str, base_name: &'static str) -> Curve {
+        Curve { name, x, y, points: Vec::new(), base_name, base: Vec::new() }
+    }
+
+    /// Adds a point, and the baseline's at the same x when there is one.
+    fn push(&mut self, x: f64, y: f64, base: Option<f64>) {
+        self.points.push((x, y));
+        self.base.extend(base.map(|b| (x, b)));
+    }
+
     fn json(&self) -> serde_json::Value {
         let pts = |v: &[(f64, f64)]| v.iter().map(|&(x, y)| serde_json::json!([x, y])).collect::<Vec<_>>();
         serde_json::json!({
@@ -79,15 +118,28 @@ impl Curve {
     }
 }
 
+/// Milliseconds `f` took.
+fn time_ms(f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// The middle value (of three timings: one slow outlier on a loaded machine is dropped).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The median of three calls of `f`.
+fn median3(mut f: impl FnMut() -> f64) -> f64 {
+    median(vec![f(), f(), f()])
+}
+
+/// Route 64 B to a random page among `n`, against the same at 10 pages and against a bare 64 B
+/// copy into `n` separately mapped 4 KiB pages visited in the same order (the memory's own cost).
 fn route_curve(sizes: &[usize], rounds: usize) -> Curve {
-    let mut curve = Curve {
-        name: "route 64 B vs pages",
-        x: "pages",
-        y: "ns per route",
-        points: Vec::new(),
-        base_name: "bare 64 B copy",
-        base: Vec::new(),
-    };
+    let mut curve = Curve::new("route 64 B vs pages", "pages", "ns per route", "bare 64 B copy");
     println!("\n== route 64 B to a random page among N (in memory) ==");
     println!(
         "{:>8} {:>10} {:>10} {:>10} {:>12} {:>14}",
@@ -104,40 +156,47 @@ fn route_curve(sizes: &[usize], rounds: usize) -> Curve {
             m[0] = 1;
         }
         let (mut i, mut j, mut k) = (0usize, 0usize, 0usize);
+        // The three workloads, each timed against another below (one closure each, passed by
+        // `&mut`, so the indices carry on across the pairs).
+        let mut route_n = || {
+            i = (i + 1) & 0xFFFF;
+            state.route_delta(pages[order[i] % n], &d[i & 1], None).unwrap();
+        };
+        let mut route_10 = || {
+            j = (j + 1) & 0xFFFF;
+            small.route_delta(small_pages[order[j] % 10], &d[j & 1], None).unwrap();
+        };
+        let mut copy = || {
+            k = (k + 1) & 0xFFFF;
+            let m = &mut maps[order[k] % n];
+            m[128..192].fill(k as u8);
+            black_box(&m[128]);
+        };
         let iters = 4096;
-        let (t_n, t_10) = ab::interleaved(
-            rounds,
-            iters,
-            || {
-                i = (i + 1) & 0xFFFF;
-                state.route_delta(pages[order[i] % n], &d[i & 1], None).unwrap();
-            },
-            || {
-                j = (j + 1) & 0xFFFF;
-                small.route_delta(small_pages[order[j] % 10], &d[j & 1], None).unwrap();
-            },
-        );
-        let (t_n2, t_copy) = ab::interleaved(
-            rounds,
-            iters,
-            || {
-                i = (i + 1) & 0xFFFF;
-                state.route_delta(pages[order[i] % n], &d[i & 1], None).unwrap();
-            },
-            || {
-                k = (k + 1) & 0xFFFF;
-                let m = &mut maps[order[k] % n];
-                m[128..192].fill(k as u8);
-                black_box(&m[128]);
-            },
-        );
+        let (t_n, t_10) = ab::interleaved(rounds, iters, &mut route_n, &mut route_10);
+        let (t_n2, t_copy) = ab::interleaved(rounds, iters, &mut route_n, &mut copy);
         let t_n = t_n.min(t_n2);
+        // The same two ratios in CPU time (see `thread_cpu_ns`).
+        let (c_n, c_10) = interleaved_cpu(rounds, iters, &mut route_n, &mut route_10);
+        let (c_n2, c_copy) = interleaved_cpu(rounds, iters, &mut route_n, &mut copy);
+        let c_n = c_n.min(c_n2);
         println!("{n:>8} {t_n:>10.1} {t_copy:>10.1} {t_10:>10.1} {:>12.2} {:>14.1}", t_n / t_10, t_n - t_copy);
+        println!(
+            "{:>8} {c_n:>10.1} {c_copy:>10.1} {c_10:>10.1} {:>12.2} {:>14.1}   (CPU time)",
+            "",
+            c_n / c_10,
+            c_n - c_copy
+        );
         if n == *sizes.last().unwrap() {
-            println!("goal 4: route at {n} pages / route at 10 pages = {:.2} (target <= 2)", t_n / t_10);
+            println!(
+                "goal 4: route at {n} pages / route at 10 pages = {:.2} wall clock, {:.2} CPU time (target <= 2); route / copy at {n} pages = {:.1} wall, {:.1} CPU",
+                t_n / t_10,
+                c_n / c_10,
+                t_n / t_copy,
+                c_n / c_copy
+            );
         }
-        curve.points.push((n as f64, t_n));
-        curve.base.push((n as f64, t_copy));
+        curve.push(n as f64, t_n, Some(t_copy));
     }
     curve
 }
@@ -145,14 +204,7 @@ fn route_curve(sizes: &[usize], rounds: usize) -> Curve {
 /// Resident bytes per page of 4 KiB (after one write each), and the registry's share above the
 /// page's own 4 KiB.
 fn memory_curve(sizes: &[usize]) -> Curve {
-    let mut curve = Curve {
-        name: "memory per 4 KiB page",
-        x: "pages",
-        y: "resident bytes per page",
-        points: Vec::new(),
-        base_name: "the page's 4 KiB",
-        base: Vec::new(),
-    };
+    let mut curve = Curve::new("memory per 4 KiB page", "pages", "resident bytes per page", "the page's 4 KiB");
     println!("\n== memory per 4 KiB page (resident, after one write to each) ==");
     println!("{:>8} {:>14} {:>18}", "N", "bytes/page", "above the 4 KiB");
     for &n in sizes {
@@ -161,8 +213,7 @@ fn memory_curve(sizes: &[usize]) -> Curve {
         let per = (rss().saturating_sub(before)) as f64 / n as f64;
         println!("{n:>8} {per:>14.0} {:>18.0}", per - PAGE as f64);
         drop(state);
-        curve.points.push((n as f64, per));
-        curve.base.push((n as f64, PAGE as f64));
+        curve.push(n as f64, per, Some(PAGE as f64));
     }
     curve
 }
@@ -173,14 +224,7 @@ fn logged(dir: &std::path::Path) -> MMSBState {
 
 /// Milliseconds to open a logged state of `n` pages of 4 KiB (each written once), closed cleanly.
 fn open_curve(sizes: &[usize]) -> Curve {
-    let mut curve = Curve {
-        name: "open after a clean close vs state size",
-        x: "MiB",
-        y: "ms to open",
-        points: Vec::new(),
-        base_name: "",
-        base: Vec::new(),
-    };
+    let mut curve = Curve::new("open after a clean close vs state size", "MiB", "ms to open", "");
     println!("\n== open after a clean close against state size (pages of 4 KiB, each written once) ==");
     println!("{:>8} {:>10} {:>12}", "N", "MiB", "open ms");
     for &n in sizes {
@@ -193,20 +237,15 @@ fn open_curve(sizes: &[usize]) -> Curve {
                 s.route_delta(p, &full, None).unwrap();
             }
         }
-        let mut times: Vec<f64> = (0..3)
-            .map(|_| {
-                let t = Instant::now();
-                let s = logged(dir.path());
-                black_box(s.lsn());
-                let ms = t.elapsed().as_secs_f64() * 1e3;
-                drop(s);
-                ms
-            })
-            .collect();
-        times.sort_by(f64::total_cmp);
+        let ms = median3(|| {
+            let mut s = None;
+            let ms = time_ms(|| s = Some(black_box(logged(dir.path()))));
+            drop(s); // closing is not part of the open
+            ms
+        });
         let mib = (n as u64 * PAGE) as f64 / (1 << 20) as f64;
-        println!("{n:>8} {mib:>10.1} {:>12.2}", times[1]);
-        curve.points.push((mib, times[1]));
+        println!("{n:>8} {mib:>10.1} {ms:>12.2}");
+        curve.push(mib, ms, None);
     }
     curve
 }
@@ -216,14 +255,7 @@ fn open_curve(sizes: &[usize]) -> Curve {
 /// page files) against anonymous pages (open replays the log since the last checkpoint), timed
 /// alternately in the same run, median of three each.
 fn open_file_backed_curve(sizes_mib: &[usize]) -> Curve {
-    let mut curve = Curve {
-        name: "reopen after a clean close, file-backed",
-        x: "MiB",
-        y: "ms to open",
-        points: Vec::new(),
-        base_name: "anonymous pages",
-        base: Vec::new(),
-    };
+    let mut curve = Curve::new("reopen after a clean close, file-backed", "MiB", "ms to open", "anonymous pages");
     println!("\n== reopen after a clean close, pages of 1 MiB: file-backed against anonymous ==");
     println!("{:>8} {:>14} {:>14} {:>10}", "MiB", "file-backed ms", "anonymous ms", "fb / anon");
     const MIB: u64 = 1 << 20;
@@ -244,22 +276,17 @@ fn open_file_backed_curve(sizes_mib: &[usize]) -> Curve {
                 s.route_delta(p, &full, None).unwrap();
             }
         }
-        let mut t = [Vec::new(), Vec::new()];
-        for _ in 0..3 {
-            for (k, tk) in t.iter_mut().enumerate() {
-                let start = Instant::now();
-                let s = MMSBState::open(cfg(k)).unwrap();
-                black_box(s.lsn());
-                tk.push(start.elapsed().as_secs_f64() * 1e3);
-                drop(s);
-            }
-        }
-        for tk in &mut t {
-            tk.sort_by(f64::total_cmp);
-        }
-        println!("{mib:>8} {:>14.2} {:>14.2} {:>10.3}", t[0][1], t[1][1], t[0][1] / t[1][1]);
-        curve.points.push((mib as f64, t[0][1]));
-        curve.base.push((mib as f64, t[1][1]));
+        let open_ms = |k: usize| {
+            let mut s = None;
+            let ms = time_ms(|| s = Some(black_box(MMSBState::open(cfg(k)).unwrap())));
+            drop(s); // closing is not part of the open
+            ms
+        };
+        // Alternating file-backed, anonymous, file-backed, ...: load changes hit both alike.
+        let (fb, anon): (Vec<f64>, Vec<f64>) = (0..3).map(|_| (open_ms(0), open_ms(1))).unzip();
+        let (fb, anon) = (median(fb), median(anon));
+        println!("{mib:>8} {fb:>14.2} {anon:>14.2} {:>10.3}", fb / anon);
+        curve.push(mib as f64, fb, Some(anon));
     }
     println!("goal 2: reopen of a cleanly closed 1 GiB state <= 5 ms (the full run's last row)");
     curve
@@ -281,14 +308,7 @@ fn read_all(dir: &std::path::Path) -> u64 {
 
 /// Open (= replay) of a log of `n` 64 B deltas over 64 pages, against reading the same files.
 fn replay_curve(sizes: &[usize]) -> Curve {
-    let mut curve = Curve {
-        name: "replay of 64 B deltas vs log size",
-        x: "log MiB",
-        y: "ms",
-        points: Vec::new(),
-        base_name: "read of the log files",
-        base: Vec::new(),
-    };
+    let mut curve = Curve::new("replay of 64 B deltas vs log size", "log MiB", "ms", "read of the log files");
     println!("\n== replay of 64 B deltas (open after a clean close) against reading the log files ==");
     println!(
         "{:>9} {:>10} {:>12} {:>12} {:>10} {:>16}",
@@ -328,8 +348,7 @@ fn replay_curve(sizes: &[usize]) -> Curve {
             read / replay
         );
         let mib = bytes as f64 / (1 << 20) as f64;
-        curve.points.push((mib, replay * 1e3));
-        curve.base.push((mib, read * 1e3));
+        curve.push(mib, replay * 1e3, Some(read * 1e3));
     }
     println!("goal 5: read / replay at the largest log >= 0.5");
     curve
