@@ -151,11 +151,14 @@ function _from_events(events)
         kids = Any[conv(c) for c in n[4]]
         n[5] isa Core.CodeInstance && append!(kids, lock(() -> _ci_children(n[5]), _TIMING_SEEN_LOCK))
         incl = UInt64(n[2] - n[3])
-        excl = incl
+        inner = UInt64(0)
         for k in kids
-            excl -= min(excl, k[2])
+            inner += k[2]
         end
-        return (_any_label(n[1]), incl, excl, kids)
+        # 1.12's callee times are the compiler's (Float16: 3 significant digits):
+        # never more than the entry they ran in, so inclusive = exclusive + children.
+        incl = max(incl, inner)
+        return (_any_label(n[1]), incl, incl - inner, kids)
     end
     return Any[conv(r) for r in roots if !_ours(r[1])]
 end
@@ -182,12 +185,12 @@ function _ci_children(ci)
         total = _ci_seconds(c, :time_infer_total)
         (isfinite(total) && total > 0) || continue
         kids = _ci_children(c)
-        incl = round(UInt64, total * 1e9)
-        excl = incl
+        inner = UInt64(0)
         for k in kids
-            excl -= min(excl, k[2])
+            inner += k[2]
         end
-        _ours(mi) || push!(out, (_any_label(mi), incl, excl, kids))
+        incl = max(round(UInt64, total * 1e9), inner)
+        _ours(mi) || push!(out, (_any_label(mi), incl, incl - inner, kids))
     end
     return out
 end
