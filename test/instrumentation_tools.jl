@@ -18,8 +18,24 @@ enable_instrumentation(state; opts...)
 # What the queries gave on the live state, checked again after the close.
 seen = Dict{Symbol,Any}()
 
-@testset "nothing stored: empty results" begin
-    @test isempty(invalidation_trees(mmsb_start()).trees)   # an empty result, never a guessed one
+@testset "an option whose internals are missing is refused by name, before anything is installed" begin
+    # Every option works on the versions run here; a missing piece is faked.
+    push!(MMSB._EXTRA_TOOLS_MISSING, :locations => "a faked piece")
+    s2 = mmsb_start()
+    try
+        err = try
+            enable_instrumentation(s2; timing = true, locations = true)
+            nothing
+        catch e
+            e
+        end
+        @test err isa MMSB.InstrumentationUnsupported && occursin("a faked piece (locations = true)", sprint(showerror, err))
+        @test MMSB.instrumentation_manager(s2) === nothing
+    finally
+        empty!(MMSB._EXTRA_TOOLS_MISSING)
+        close(s2)
+    end
+    @test isempty(invalidation_trees(mmsb_start()).trees)   # nothing stored: an empty result, never a guessed one
 end
 
 @testset "item 12: precompile_statements from the index page" begin

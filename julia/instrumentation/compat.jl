@@ -645,6 +645,7 @@ function _tools_missing(timing::Bool, invalidations::Bool, locations::Bool)
             isdefined(Core.Compiler.Timings, name) || push!(out, "Core.Compiler.Timings.$name (timing = true)")
         end
     end
+    timing && _V112 && !_HAS_CI_TIMES && push!(out, "CodeInstance.time_infer_total/time_infer_self/edges (timing = true)")
     if invalidations
         _c_symbol(:jl_debug_method_invalidation) == C_NULL &&
             push!(out, "C symbol jl_debug_method_invalidation (invalidations = true)")
@@ -656,8 +657,15 @@ function _tools_missing(timing::Bool, invalidations::Bool, locations::Bool)
         _V112 ? append!(out, _debuginfo_missing()) :
         push!(out, "CodeInfo.codelocs/linetable (locations = true)")
     end
+    for (opt, what) in _EXTRA_TOOLS_MISSING
+        (opt === :timing ? timing : opt === :invalidations ? invalidations : opt === :locations && locations) &&
+            push!(out, string(what, " (", opt, " = true)"))
+    end
     return out
 end
+
+"Test hook: pieces `_tools_missing` reports as missing for an option (`:timing`, `:invalidations`, `:locations` => description)."
+const _EXTRA_TOOLS_MISSING = Pair{Symbol,String}[]
 
 "Turns `Core.Compiler.Timings` measuring on or off (1.10, 1.11)."
 _set_measure_typeinf!(on::Bool) = (Core.Compiler.__set_measure_typeinf(on); nothing)
