@@ -318,6 +318,10 @@ function _parse_invalidations15(m::InstrumentationManager, lines::Vector{String}
 end
 
 function _sync_invalidations15!(m::InstrumentationManager, t::ToolsState, log::_InvalidationText15)
+    if t.inval_log !== log   # a new log (logging was off meanwhile): read it from its start
+        t.inval_log = log
+        t.inval_seen = 0
+    end
     _pull_invalidation_text15!(log)
     if log.lost && !t.inval_lost
         t.inval_lost = true
