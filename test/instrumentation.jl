@@ -577,7 +577,7 @@ Base.include(@__MODULE__, joinpath(@__DIR__, "repl", "repl_driver.jl"))
         @info "skipping the REPL test: the `script` command (util-linux) is not installed"
         @test_skip false
     else
-        res = run_repl_session(; julia = Base.julia_cmd(), project = ROOT, timeout = 60)
+        res = run_repl_session(; julia = Base.julia_cmd(), project = ROOT) # generous per-step limits: see repl_driver.jl
         res.ok || println(stderr, "REPL transcript:\n", res.transcript)
         for (marker, expected) in REPL_EXPECTED
             @test get(res.markers, marker, nothing) == expected

@@ -29,20 +29,23 @@
 #   (mi, world, cache) on 1.12 (see `_lowered_ir`);
 # - `CodeInstance` has an `owner` from 1.11: only the native compiler's
 #   (`owner === nothing`) count for invalidations (see `_closed_worlds`);
-# - invalidations: `jl_debug_method_invalidation` is a C `int` on 1.5 whose
-#   only effect is printing to stdout (not capturable cheaply), and a function
-#   returning a list from 1.6. We use neither: an invalidation is detected on
-#   every version by a captured instance's `CodeInstance` getting a finite
-#   `max_world` (see `_closed_worlds`);
+# - invalidations: the world page detects one on every version by a captured
+#   instance's `CodeInstance` getting a finite `max_world` (see `_closed_worlds`).
+#   The trees of `invalidations = true` come from `jl_debug_method_invalidation`:
+#   a function returning a list from 1.6, a C `int` on 1.5 that makes the
+#   runtime print them to `jl_uv_stdout`, which we point at a file of ours
+#   while logging (`_InvalidationText15`);
 # - `Method.specializations` (read by the walk of compiled instances) is a
 #   `SimpleVector` with unassigned slots on 1.5, one `MethodInstance` or a
 #   `SimpleVector` from 1.10 (`_foreach_specialization`); 1.12 keeps every
 #   method in one global table (`_method_tables`, untested);
 # - `_infer_ir` infers the instance's own method on 1.10/1.11
-#   (`Core.Compiler.typeinf_code(interp, method, atype, sparams, optimize)`),
+#   (`Core.Compiler.typeinf_code(interp, method, atype, sparams, optimize)`;
+#   1.12: `typeinf_code(interp, mi, optimize)`, Compiler/src/typeinfer.jl:1076),
 #   unoptimized only when the compiler's optimized code is at hand
 #   (`_compiled_code`: what the entry point returned to the hook, which 1.5's
-#   `typeinf_ext` also returns, but 1.5 needs one inference for both forms anyway);
+#   `typeinf_ext` also returns, but 1.5 needs one inference for both forms anyway;
+#   1.12's returns a `CodeInstance`, whose cached code is read instead);
 # - the REPL's transform lists: `Base.active_repl_backend.ast_transforms` and
 #   `REPL.repl_ast_transforms` (stdlib/REPL/src/REPL.jl:90/126 on 1.10, 187/239 on 1.11, 114/288 on 1.12).
 
@@ -143,6 +146,10 @@ function _requirements()
         _V112 || method(C, :typeinf_code, (C.NativeInterpreter, Method, Any, Core.SimpleVector, Bool))
         if _V112
             method(C, :specialize_method, (Method, Any, Core.SimpleVector))
+            # `_infer_ir`: Compiler/src/typeinfer.jl:1076 infers one instance; the
+            # return type is the `rettype` of the CodeInfo (base/reflection.jl:306).
+            method(C, :typeinf_code, (C.NativeInterpreter, MI, Bool))
+            field(Core.CodeInfo, :rettype)
         else
             method(C, :specialize_method, (Core.MethodMatch,))
         end
@@ -250,9 +257,9 @@ Runs inference on `mi` in `world` as `code_typed(...; optimize=false)` and
 `code_typed(...; optimize=true)` do, with line numbers removed
 (`debuginfo=:none`). On 1.5 one inference serves both: the typed code is
 copied before the optimizer rewrites it in place (exactly the steps of
-`Core.Compiler.typeinf_code`), which halves the cost of a capture. On 1.10
-and 1.11, `compiled` (from [`_compiled_code`](@ref)) is the optimized code
-the compiler itself produced: then only the unoptimized inference runs here.
+`Core.Compiler.typeinf_code`), which halves the cost of a capture. On 1.10,
+1.11 and 1.12, `compiled` (from [`_compiled_code`](@ref)) is the optimized
+code the compiler itself produced: then only the unoptimized inference runs here.
 """
 function _infer_ir(mi::Core.MethodInstance, world::UInt, @nospecialize(compiled = nothing))
     if _V15
@@ -277,9 +284,18 @@ function _infer_ir(mi::Core.MethodInstance, world::UInt, @nospecialize(compiled 
         Base.remove_linenums!(opt)
         return typed, opt, rt
     elseif _V112
-        # As code_typed does (base/reflection.jl:278 on 1.12; untested): two inferences.
-        typed, rt = only(Base.code_typed_by_type(mi.specTypes; optimize = false, debuginfo = :none, world = world))
-        opt, _ = only(Base.code_typed_by_type(mi.specTypes; optimize = true, debuginfo = :none, world = world))
+        # The steps of code_typed for one match (base/reflection.jl:299-307 on 1.12:
+        # `typeinf_code(interp, match, optimize)`, whose return is the CodeInfo, its
+        # type in `rettype`), for `mi` itself (Compiler/src/typeinfer.jl:1076).
+        # Untested: 1.12 cannot run on the project's machines.
+        C = Core.Compiler
+        typed = C.typeinf_code(C.NativeInterpreter(world), mi, false)
+        typed isa Core.CodeInfo || error("inference of $mi did not succeed")
+        rt = typed.rettype
+        opt = compiled isa Core.CodeInfo ? _as_optimized(compiled) : C.typeinf_code(C.NativeInterpreter(world), mi, true)
+        opt isa Core.CodeInfo || error("inference of $mi did not succeed")
+        Base.remove_linenums!(typed)
+        Base.remove_linenums!(opt)
         return typed, opt, rt
     else
         # The steps of code_typed for one match (base/reflection.jl:1397-1407 on 1.10,
@@ -312,18 +328,31 @@ taken (`nothing`: the flush infers it) when the instance has no live code,
 when the code is from an older `CodeInstance` (`min_world` differs), or when
 it is the stand-in `return c` the compiler returns for a constant-return
 instance (`ssavaluetypes` is a count there, typeinfer.jl:1016 on 1.10). On
-1.5 one inference serves both forms already; 1.12 (untested) infers twice.
+1.5 one inference serves both forms already. 1.12 (untested) reads the
+cache only (its entry point returns a `CodeInstance`; see `_REUSE_112`).
 """
 function _compiled_code(mi::Core.MethodInstance)
-    (_V15 || _V112) && return nothing
+    _V15 && return nothing
+    _V112 && !_REUSE_112 && return nothing
     ci = _live_code_instance(mi)
     ci === nothing && return nothing
-    src = _recorded_code(mi)
+    # 1.12: the entry point returns a `CodeInstance`, not the code (nothing is
+    # recorded); the cache is read, as the compiler itself reads it back
+    # (Compiler/src/typeinfer.jl:1190, `_uncompressed_ir(code, inf)`).
+    src = _V112 ? nothing : _recorded_code(mi)
+    # The cache of the system image's code (Core, Base, the standard libraries)
+    # holds what the bootstrap compiler inferred when the image was built, not
+    # what `code_typed` infers now (the suite found `Base.show(::IO, ::Module)`
+    # cached with `Base.is_root_module::Any` where `code_typed` now has an
+    # `invoke`): only code the entry point returned in this process is taken there.
+    !(src isa Core.CodeInfo) && _is_system(Base.moduleroot((mi.def::Method).module)) && return nothing
     if !(src isa Core.CodeInfo)
         # Non-inlineable code is dropped from the cache once compiled (codegen's
-        # JL_DELETE_NON_INLINEABLE): then `inferred` is `nothing` and the flush infers.
+        # JL_DELETE_NON_INLINEABLE; on 1.12 already when inferred, unless inlineable:
+        # `maybe_compress_codeinfo`, Compiler/src/typeinfer.jl:307): then `inferred`
+        # is `nothing` and the flush infers.
         inf = ci.inferred
-        src = inf isa String ? Core.Compiler._uncompressed_ir(ci, inf) : inf
+        src = inf isa String ? (_V112 ? Base._uncompressed_ir(ci, inf) : Core.Compiler._uncompressed_ir(ci, inf)) : inf
     end
     src isa Core.CodeInfo || return nothing
     (src.inferred && src.ssavaluetypes isa Vector{Any}) || return nothing
@@ -339,6 +368,16 @@ function _compiled_code(mi::Core.MethodInstance)
     end
     return src
 end
+
+"""
+1.12: whether `_compiled_code` can read the compiler's cached code back
+(base/runtime_internals.jl:1424 `Base._uncompressed_ir(::CodeInstance, ::String)`,
+the `CodeInfo` fields it checks, and `is_inlineable`); when not, every capture
+infers twice, as before: slower, not wrong, so not a refusal.
+"""
+const _REUSE_112 = _V112 && isdefined(Core, :CodeInstance) && hasmethod(Base._uncompressed_ir, Tuple{Core.CodeInstance,String}) &&
+                   isdefined(Core.Compiler, :is_inlineable) && hasfield(Core.CodeInfo, :min_world) &&
+                   hasfield(Core.CodeInfo, :inferred) && hasfield(Core.CodeInstance, :inferred)
 
 """
 A copy of the compiler's optimized `code` as the optimizer leaves it: the
@@ -533,19 +572,65 @@ _is_mutable_type(@nospecialize(T)) = T isa DataType && (isdefined(Base, :ismutab
 # What the SnoopCompile/Cthulhu-style tools read from the compiler, by version:
 # | Julia      | inference timing                          | invalidation log                     | line tables            | backedges (callers)        |
 # |------------|-------------------------------------------|--------------------------------------|------------------------|----------------------------|
-# | 1.5        | entry points, timed in our hook           | none: a C `int` that only prints     | codelocs + linetable   | Vector of MethodInstance   |
+# | 1.5        | entry points, timed in our hook           | printed to jl_uv_stdout, captured (`_InvalidationText15`) | codelocs + linetable | Vector of MethodInstance |
 # | 1.10, 1.11 | Core.Compiler.Timings (every frame)       | jl_debug_method_invalidation(1) list | codelocs + linetable   | MethodInstance, or (sig, mi) |
-# | 1.12       | entry points (Timings is a stub: Compiler/src/typeinfer.jl:11-84) | the same list, `CodeInstance.def` entries | `debuginfo`: refused | CodeInstance entries |
+# | 1.12       | entry points + CodeInstance `edges` and `time_infer_*` (Timings is a stub: Compiler/src/typeinfer.jl:11-84) | the same list, `CodeInstance.def` entries | `debuginfo` via IRShow.buildLineInfoNode | CodeInstance entries |
 
 "Whether `Core.Compiler.Timings` measures every inference frame (1.10, 1.11; a stub on 1.12, absent on 1.5)."
 const _HAS_TIMINGS = !_V15 && !_V112 && isdefined(Core.Compiler, :Timings) &&
                      isdefined(Core.Compiler, :__set_measure_typeinf)
 
-"Whether `jl_debug_method_invalidation(1)` returns the runtime's invalidation list (from 1.6; on 1.5 it is an `int`)."
+"""
+1.12: whether each `CodeInstance` carries the compiler's own inference times
+(`time_infer_total`, `time_infer_self`: Float16 seconds, src/julia.h:477-479,
+stored by `finish!`, Compiler/src/typeinfer.jl:140-145) and its `edges` (the
+callees its inference used), from which timing.jl builds the tree below an
+entry point.
+"""
+const _HAS_CI_TIMES = _V112 && isdefined(Core, :CodeInstance) &&
+                      all(f -> hasfield(Core.CodeInstance, f), (:time_infer_total, :time_infer_self, :edges))
+
+"Seconds in a `CodeInstance` time field, read as the compiler reads them (`reinterpret(Float16, ...)`, Compiler/src/typeinfer.jl:841)."
+_ci_seconds(ci, field::Symbol) = Float64(reinterpret(Float16, getfield(ci, field)::UInt16))
+
+"The `CodeInstance`s among the `edges` of `ci` (1.12; the other entries are signatures and `MethodInstance`s of calls not inferred here)."
+function _ci_callees(ci)
+    out = Any[]
+    e = getfield(ci, :edges)
+    e isa Core.SimpleVector || return out
+    for x in e
+        x isa Core.CodeInstance && push!(out, x)
+    end
+    return out
+end
+
+"Whether `jl_debug_method_invalidation(1)` returns the runtime's invalidation list (from 1.6; on 1.5 it is an `int`: see `_InvalidationText15`)."
 const _HAS_INVALIDATION_LOG = !_V15
 
 "Whether `CodeInfo` has `codelocs` and `linetable` (1.5 – 1.11; 1.12 replaced them with `debuginfo`)."
 const _HAS_LINETABLE = hasfield(Core.CodeInfo, :codelocs) && hasfield(Core.CodeInfo, :linetable)
+
+"""
+1.12: the module that prints IR (`Base.IRShow`), whose `buildLineInfoNode(debuginfo,
+def, pc)` decodes a statement's compressed `DebugInfo` into its frames
+(Compiler/src/ssair/show.jl, 1.12), or `nothing`.
+"""
+function _irshow()
+    for M in (Base, Core.Compiler)
+        isdefined(M, :IRShow) || continue
+        S = getfield(M, :IRShow)
+        S isa Module && isdefined(S, :buildLineInfoNode) && return S
+    end
+    return nothing
+end
+
+"What `locations = true` lacks on 1.12 (`CodeInfo.debuginfo`, `IRShow.buildLineInfoNode`); empty when all is there."
+function _debuginfo_missing()
+    out = String[]
+    hasfield(Core.CodeInfo, :debuginfo) || push!(out, "CodeInfo.debuginfo (locations = true)")
+    _irshow() === nothing && push!(out, "Base.IRShow.buildLineInfoNode (locations = true)")
+    return out
+end
 
 """
     _tools_missing(timing, invalidations, locations) -> Vector{String}
@@ -560,17 +645,27 @@ function _tools_missing(timing::Bool, invalidations::Bool, locations::Bool)
             isdefined(Core.Compiler.Timings, name) || push!(out, "Core.Compiler.Timings.$name (timing = true)")
         end
     end
+    timing && _V112 && !_HAS_CI_TIMES && push!(out, "CodeInstance.time_infer_total/time_infer_self/edges (timing = true)")
     if invalidations
-        if !_HAS_INVALIDATION_LOG
-            push!(out, "an invalidation log (invalidations = true): jl_debug_method_invalidation returns one from Julia 1.6; on 1.5 it is a C int that only prints")
-        elseif _c_symbol(:jl_debug_method_invalidation) == C_NULL
+        _c_symbol(:jl_debug_method_invalidation) == C_NULL &&
             push!(out, "C symbol jl_debug_method_invalidation (invalidations = true)")
-        end
+        # 1.5: the printed log is captured through `jl_uv_stdout` (`_InvalidationText15`).
+        _V15 && _c_symbol(:jl_uv_stdout) == C_NULL && push!(out, "C symbol jl_uv_stdout (invalidations = true)")
+        _V15 && !(hasfield(IOStream, :handle)) && push!(out, "field IOStream.handle (invalidations = true)")
     end
-    locations && !_HAS_LINETABLE &&
-        push!(out, "CodeInfo.codelocs/linetable (locations = true): Julia $(VERSION.major).$(VERSION.minor) keeps line information in `debuginfo`, not read yet")
+    if locations && !_HAS_LINETABLE
+        _V112 ? append!(out, _debuginfo_missing()) :
+        push!(out, "CodeInfo.codelocs/linetable (locations = true)")
+    end
+    for (opt, what) in _EXTRA_TOOLS_MISSING
+        (opt === :timing ? timing : opt === :invalidations ? invalidations : opt === :locations && locations) &&
+            push!(out, string(what, " (", opt, " = true)"))
+    end
     return out
 end
+
+"Test hook: pieces `_tools_missing` reports as missing for an option (`:timing`, `:invalidations`, `:locations` => description)."
+const _EXTRA_TOOLS_MISSING = Pair{Symbol,String}[]
 
 "Turns `Core.Compiler.Timings` measuring on or off (1.10, 1.11)."
 _set_measure_typeinf!(on::Bool) = (Core.Compiler.__set_measure_typeinf(on); nothing)
@@ -593,11 +688,94 @@ function _take_timings!()
     return out
 end
 
-"Starts (or joins) the runtime's invalidation log and returns it (1.6+: src/gf.c:1596 on 1.10, :2004 on 1.12)."
-_start_invalidation_log!() = ccall(:jl_debug_method_invalidation, Any, (Cint,), 1)::Vector{Any}
+"""
+1.5's invalidation log, which the runtime prints rather than lists (src/gf.c at
+v1.5.3, `JL_DEBUG_METHOD_INVALIDATION`, exported as the C `int`
+`jl_debug_method_invalidation`): `invalidate_method_instance` prints each
+invalidated instance as `depth` spaces and its `jl_static_show`;
+`invalidate_mt_cache` prints `"-- "` and each dispatch-cache entry it drops;
+`jl_method_table_insert` closes a definition that invalidated compiled code
+with `">> "`, the method and its signature (`jl_method_table_disable`, i.e.
+`Base.delete_method`, closes with nothing). It all goes to `JL_STDOUT`, the C
+global `jl_uv_stdout`: while logging, that points to a file stream of ours
+(`io.handle`, an `ios_t`: `jl_uv_puts` writes into an `ios_t` when the
+stream's type field, at the offset of `ios_t.bm`, is past libuv's handle
+types, src/jl_uv.c). Julia's `stdout` is its own object and is not affected;
+C code printing to `JL_STDOUT` meanwhile (`Core.print`, `jl_static_show` to
+stdout) lands in the log as well (parsed as text, never shown). Only the
+main thread's printing is caught: `jl_uv_puts` sends other threads'
+`JL_STDOUT` output to file descriptor 1, where a definition on another thread
+prints its trees to the terminal. Read at each flush on the main thread.
+"""
+mutable struct _InvalidationText15
+    io::IOStream          # where the runtime prints (jl_uv_stdout points at its ios_t)
+    path::String
+    prev::Ptr{Cvoid}      # jl_uv_stdout before: restored at the stop, unless someone replaced ours
+    scratch::IOStream     # for `jl_static_show` of captured instances (the log's labels)
+    scratch_path::String
+    lines::Vector{String} # every line read so far (states read on from their own position)
+    lost::Bool            # `jl_uv_stdout` was replaced (a `redirect_stdout`): nothing more is caught
+end
+
+"Marks the end of what was read at once: lines before it that no `>>` closed belong to no definition."
+const _INV15_CUT = "<cut>"
+
+function _start_invalidation_text15!()
+    path, io = mktemp()
+    spath, sio = mktemp()
+    slot = cglobal(:jl_uv_stdout, Ptr{Cvoid})
+    log = _InvalidationText15(io, path, unsafe_load(slot), sio, spath, String[], false)
+    unsafe_store!(slot, io.handle)
+    unsafe_store!(cglobal(:jl_debug_method_invalidation, Cint), Cint(1))
+    return log
+end
+
+function _stop_invalidation_text15!(log::_InvalidationText15)
+    unsafe_store!(cglobal(:jl_debug_method_invalidation, Cint), Cint(0))
+    slot = cglobal(:jl_uv_stdout, Ptr{Cvoid})
+    unsafe_load(slot) == log.io.handle && unsafe_store!(slot, log.prev)
+    close(log.io); close(log.scratch)
+    rm(log.path; force = true); rm(log.scratch_path; force = true)
+    return nothing
+end
+
+"""
+Appends the lines printed into `log` since the last call to `log.lines`, then
+`_INV15_CUT`. Only on the main thread (the only one that prints into it: no
+definition is under way while it reads); elsewhere nothing is read this time.
+"""
+function _pull_invalidation_text15!(log::_InvalidationText15)
+    Threads.threadid() == 1 || return nothing
+    unsafe_load(cglobal(:jl_uv_stdout, Ptr{Cvoid})) == log.io.handle || (log.lost = true)
+    flush(log.io)
+    text = read(log.path, String)
+    isempty(text) && return nothing
+    truncate(log.io, 0)
+    seekstart(log.io)
+    append!(log.lines, split(text, '\n'; keepempty = false))
+    push!(log.lines, _INV15_CUT)
+    return nothing
+end
+
+"`jl_static_show` of `x`: how 1.5's invalidation log names it."
+function _static_show15(log::_InvalidationText15, @nospecialize(x))
+    io = log.scratch
+    truncate(io, 0); seekstart(io)
+    ccall(:jl_static_show, Csize_t, (Ptr{Cvoid}, Any), io.handle, x)
+    flush(io)
+    return read(log.scratch_path, String)
+end
+
+"Starts (or joins) the runtime's invalidation log and returns it (1.6+: src/gf.c:1596 on 1.10, :2004 on 1.12; 1.5: `_InvalidationText15`)."
+_start_invalidation_log!() = _V15 ? _start_invalidation_text15!() :
+                             ccall(:jl_debug_method_invalidation, Any, (Cint,), 1)::Vector{Any}
 
 "Stops the runtime's invalidation log."
-_stop_invalidation_log!() = (ccall(:jl_debug_method_invalidation, Any, (Cint,), 0); nothing)
+function _stop_invalidation_log!(@nospecialize(log))
+    log isa _InvalidationText15 && return _stop_invalidation_text15!(log)
+    ccall(:jl_debug_method_invalidation, Any, (Cint,), 0)
+    return nothing
+end
 
 "The `MethodInstance` an invalidation-log entry names (a `MethodInstance`, or from 1.12 a `CodeInstance`), or `nothing`."
 _log_instance(@nospecialize(x)) = _invoke_target(x)
@@ -643,7 +821,10 @@ function _infer_ir_lines(mi::Core.MethodInstance, world::UInt)
     if _V15 # base/reflection.jl (1.5) code_typed: typeinf_code(method, atypes, sparams, optimize, params)
         typed, _ = C.typeinf_code(m, mi.specTypes, mi.sparam_vals, false, C.Params(world))
         opt, _ = C.typeinf_code(m, mi.specTypes, mi.sparam_vals, true, C.Params(world))
-    else # as `_infer_ir` (1.10, 1.11); 1.12 is refused by `_tools_missing`
+    elseif _V112 # as `_infer_ir` (Compiler/src/typeinfer.jl:1076), the `debuginfo` kept
+        typed = C.typeinf_code(C.NativeInterpreter(world), mi, false)
+        opt = C.typeinf_code(C.NativeInterpreter(world), mi, true)
+    else # as `_infer_ir` (1.10, 1.11)
         typed, _ = C.typeinf_code(C.NativeInterpreter(world), m, mi.specTypes, mi.sparam_vals, false)
         opt, _ = C.typeinf_code(C.NativeInterpreter(world), m, mi.specTypes, mi.sparam_vals, true)
     end
@@ -659,9 +840,10 @@ frames, innermost first (where the statement's code is written; the last is
 the line in the method itself, the ones before it the functions inlined
 there). Empty when the statement has no location. 1.5 – 1.11: `codelocs[k]`
 indexes `linetable`, each `LineInfoNode` pointing to the node it was inlined
-at (`inlined_at`, 0 for none).
+at (`inlined_at`, 0 for none). 1.12: see `_debuginfo_frames`.
 """
 function _statement_frames(code::Core.CodeInfo, k::Int)
+    _HAS_LINETABLE || return _debuginfo_frames(code, k)
     out = Tuple{String,Int,String}[]
     locs, table = code.codelocs, code.linetable
     (table isa AbstractVector && 1 <= k <= length(locs)) || return out
@@ -669,11 +851,39 @@ function _statement_frames(code::Core.CodeInfo, k::Int)
     n = 0
     while 1 <= i <= length(table) && n < length(table)
         node = table[i]
-        meth = getfield(node, :method)
-        name = meth isa Method ? string(meth.name) : meth isa Core.MethodInstance ? string((meth.def::Method).name) : string(meth)
-        push!(out, (string(getfield(node, :file)), Int(getfield(node, :line)), name))
+        push!(out, (string(getfield(node, :file)), Int(getfield(node, :line)), _frame_name(getfield(node, :method))))
         i = Int(getfield(node, :inlined_at))
         n += 1
+    end
+    return out
+end
+
+"A frame's function name as `_statement_frames` gives it (a `Method`, a `MethodInstance`, or a name: `macro expansion`, a module)."
+function _frame_name(@nospecialize(meth))
+    meth isa Method && return string(meth.name)
+    meth isa Core.MethodInstance && return (d = meth.def; d isa Method ? string(d.name) : string(d))
+    return string(meth)
+end
+
+"""
+1.12 (untested: cannot run here): the frames of statement `k` from the
+compressed `debuginfo` of `code`, decoded by the printer's own
+`IRShow.buildLineInfoNode(debuginfo, def, k)` (Compiler/src/ssair/show.jl on
+1.12: `append_scopes!` follows `getdebugidx` = `jl_uncompress1_codeloc` of
+each `DebugInfo` into its `linetable` and inlining `edges`). It lists the
+frames outermost first (the method's own line first, as the printer reads
+them; `DILineInfoPrinter` reverses them): reversed here to innermost first.
+Empty when the statement has no location update (as the printer prints none).
+"""
+function _debuginfo_frames(code::Core.CodeInfo, k::Int)
+    out = Tuple{String,Int,String}[]
+    S = _irshow()
+    (S === nothing || !hasfield(Core.CodeInfo, :debuginfo)) && return out
+    di = getfield(code, :debuginfo)
+    1 <= k <= length(code.code) || return out
+    def = isdefined(code, :parent) ? getfield(code, :parent) : nothing
+    for node in Iterators.reverse(S.buildLineInfoNode(di, def, k))
+        push!(out, (string(getfield(node, :file)), Int(getfield(node, :line)), _frame_name(getfield(node, :method))))
     end
     return out
 end

@@ -20,7 +20,9 @@
 # instance, 0 for one not captured. `other` keeps entries of the runtime's log
 # this layout does not parse (package loading: `verify_methods`,
 # `insert_backedges_callee`), as text, rather than guessing. On only with
-# `enable_instrumentation(state; invalidations = true)`; refused on 1.5 (no log).
+# `enable_instrumentation(state; invalidations = true)`. 1.5 prints its log
+# instead of listing it: parsed from text into the same layout (see
+# `_parse_invalidations15` below).
 
 # A parsed event, while gathering: (world, reason, method label, location, roots, method)
 # root: (reason, label, page, nodes::Vector{(depth, label, page)})
@@ -98,6 +100,7 @@ end
 function _sync_invalidations!(m::InstrumentationManager, t::ToolsState, world::UInt)
     t.invalidations || return nothing
     list = _INVAL_LOG[]
+    list isa _InvalidationText15 && return _sync_invalidations15!(m, t, list)
     list isa Vector{Any} || return nothing
     if t.inval_log !== list   # a new log (logging was off meanwhile): read it from its start
         t.inval_log = list
@@ -119,6 +122,12 @@ function _sync_invalidations!(m::InstrumentationManager, t::ToolsState, world::U
         push!(other, _clean(string(r, ": ", label, " (", length(nodes), " callers)")))
     end
     t.inval_seen = hi
+    _write_invalidations!(m, t, events, other)
+    return nothing
+end
+
+"Appends parsed `events` (and `other` entries) to the invalidation log of `t`."
+function _write_invalidations!(m::InstrumentationManager, t::ToolsState, events, other)
     io = IOBuffer()
     for (w, reason, meth, loc, rs, _) in events
         print(io, "event\t", w, '\t', reason, '\t', meth, '\t', _clean(loc), '\n')
@@ -189,8 +198,10 @@ a reader), oldest first, as `@snoop_invalidations` gives them: for each
 definition that invalidated compiled code, the instances whose dispatch it
 changed and, below each, the callers invalidated through it. `other` holds
 log entries that are not a definition's (package loading), as text. Needs
-`enable_instrumentation(state; invalidations = true)` (1.10+; 1.5 has no
-such log and refuses the option): empty otherwise.
+`enable_instrumentation(state; invalidations = true)`: empty otherwise. On
+1.5 the trees are parsed from what the runtime prints, which names no root
+instance (the root is the new method's signature) and no deleted method
+(those callers are in `other`).
 """
 function invalidation_trees(src::PageSource)
     trees = InvalidationTree[]
@@ -218,3 +229,114 @@ function invalidation_trees(src::PageSource)
     return (trees = trees, other = other)
 end
 invalidation_trees() = invalidation_trees(default_instrumentation_state())
+
+# --- Julia 1.5: the printed log (see `_InvalidationText15` in compat.jl) -------
+
+"The method whose signature 1.5 printed after `>> `, or `nothing` (a signature that does not parse back)."
+function _method_of_signature15(text::AbstractString)
+    T = try
+        ex = Meta.parse(text; raise = false)
+        (ex isa Expr && ex.head in (:error, :incomplete)) ? nothing : Core.eval(Main, ex)
+    catch
+        nothing
+    end
+    T isa Type || return nothing
+    ms = try
+        Base._methods_by_ftype(T, -1, Base.get_world_counter())
+    catch
+        nothing
+    end
+    ms isa AbstractVector || return nothing
+    for x in ms
+        meth = x isa Core.SimpleVector ? x[3] : x.method
+        meth isa Method && meth.sig == T && return meth
+    end
+    return nothing
+end
+
+"""
+1.5: parses lines `lo:hi` of the printed log into the events of the 1.10
+layout (`_parse_invalidations`). Per `>> method signature` line, one event of
+the method (found by its signature: its world and location), whose roots are
+the lines printed since the previous one: a `-- ` line is a dropped dispatch
+cache entry (`invalidate_mt_cache`); a line at depth 0 is a caller through the
+method table's backedges (a call signature that had no method, `mt_backedges`:
+the root is the new method's signature, 1.5 prints not the call's), with its
+own callers below it; lines at depth 1 and more are the callers of an
+instance whose dispatch changed, which 1.5 does not print: their root is the
+new method's signature too. Lines that no `>>` closed before a `_INV15_CUT`
+(a `Base.delete_method`, whose disabling prints no closing line, or a
+definition that only dropped dispatch-cache entries) go to `other`.
+"""
+function _parse_invalidations15(m::InstrumentationManager, lines::Vector{String}, lo::Int, hi::Int, shows::Dict{String,Tuple{String,UInt64}})
+    events, other = Any[], String[]
+    pending = Tuple{Int,String}[]   # (depth, or -1 for `-- `; printed instance)
+    label(x) = get(shows, x, (_clean(x), UInt64(0)))
+    for i in lo:hi
+        line = lines[i]
+        if line == _INV15_CUT
+            isempty(pending) || push!(other, _clean(string("invalidated with no definition logged (Base.delete_method, or dispatch-cache entries only): ",
+                                                            join((p[2] for p in pending), ", "))))
+            empty!(pending)
+        elseif startswith(line, ">> ")
+            rest = line[4:end]
+            k = findfirst("(...) ", rest)
+            sigtext = k === nothing ? rest : rest[(last(k) + 1):end]
+            meth = _method_of_signature15(sigtext)
+            roots = Any[]
+            cur = nothing
+            for (d, x) in pending
+                l, p = label(x)
+                if d < 0
+                    push!(roots, ("invalidate_mt_cache", l, p, Any[])); cur = nothing
+                elseif d == 0
+                    cur = ("mt_backedges", _clean(sigtext), UInt64(0), Any[(1, l, p)]); push!(roots, cur)
+                elseif cur !== nothing && cur[1] == "mt_backedges"
+                    push!(cur[4], (d + 1, l, p))
+                else
+                    if cur === nothing
+                        cur = ("jl_method_table_insert", _clean(sigtext), UInt64(0), Any[]); push!(roots, cur)
+                    end
+                    push!(cur[4], (d, l, p))
+                end
+            end
+            empty!(pending)
+            if meth === nothing
+                push!(events, (UInt64(0), "jl_method_table_insert", _clean(rest), "", roots, nothing))
+            else
+                push!(events, (_method_world(meth), "jl_method_table_insert", _clean(string(meth.module, ".", meth.name, " ", meth.sig)),
+                               string(meth.file, ":", meth.line), roots, meth))
+            end
+        elseif startswith(line, "-- ")
+            push!(pending, (-1, line[4:end]))
+        else
+            d = something(findfirst(c -> c != ' ', line), 1) - 1
+            push!(pending, (d, line[(d + 1):end]))
+        end
+    end
+    return events, other
+end
+
+function _sync_invalidations15!(m::InstrumentationManager, t::ToolsState, log::_InvalidationText15)
+    if t.inval_log !== log   # a new log (logging was off meanwhile): read it from its start
+        t.inval_log = log
+        t.inval_seen = 0
+    end
+    _pull_invalidation_text15!(log)
+    if log.lost && !t.inval_lost
+        t.inval_lost = true
+        _write_invalidations!(m, t, Any[], ["log stopped: jl_uv_stdout was replaced (redirect_stdout); later invalidations are not caught"])
+    end
+    lines = log.lines
+    hi = length(lines)
+    hi > t.inval_seen || return nothing
+    # How the runtime prints each captured instance: its label and page when a line names it.
+    shows = Dict{String,Tuple{String,UInt64}}()
+    for e in values(m.instances)
+        shows[_static_show15(log, e.mi)] = (e.label, e.optimized.page.value)
+    end
+    events, other = _parse_invalidations15(m, lines, t.inval_seen + 1, hi, shows)
+    t.inval_seen = hi
+    _write_invalidations!(m, t, events, other)
+    return nothing
+end

@@ -14,8 +14,9 @@
 # (a statement with no location has no frame). The same as what
 # `code_typed(f, types; optimize = false/true, debuginfo = :source)` holds.
 # Computed by a second inference with the line information kept, so on only
-# with `enable_instrumentation(state; locations = true)` (1.5 – 1.11; 1.12
-# keeps it in another form and is refused).
+# with `enable_instrumentation(state; locations = true)` (1.5 – 1.11 read
+# `codelocs`/`linetable`; 1.12 decodes its compressed `debuginfo` with Julia's
+# own printer, see `_debuginfo_frames` in compat.jl, untested).
 
 function _lines_text(typed::Core.CodeInfo, opt::Core.CodeInfo)
     io = IOBuffer()

@@ -8,14 +8,23 @@
 # in pre-order (depth 1: an inference entry point; depth k+1: inferred while
 # inferring the node of depth k above it). <source> says what the version
 # gives: `frames` (1.10, 1.11: Core.Compiler.Timings times every inference
-# frame, with the tree of which inference triggered which) or `entries`
-# (1.5, 1.12: the entry points of inference, timed in our hook; a nested one
-# only when an inference reached the entry point again, as a generator does).
+# frame, with the tree of which inference triggered which), `entries` (1.5:
+# the entry points of inference, timed in our hook; a nested one only when an
+# inference reached the entry point again, as a generator does; 1.5 has no
+# per-frame timer: `Core.Compiler.Timings` came with 1.6, and its `typeinf`
+# calls callees' inference directly, never through the hook), or
+# `entries+edges` (1.12, whose `Timings` is an empty stub: the entry points
+# timed in our hook, and below each the callees its `CodeInstance` names in
+# `edges` with the compiler's own `time_infer_total`, see `_ci_children`).
 # On only with `enable_instrumentation(state; timing = true)`.
 
 const _TIMING_HOOK = Ref(false)   # our hook times entry points (1.5, 1.12)
 const _TIMING_DEPTH = zeros(Int, 1024)
-const _TIMING_EVENTS = Tuple{Core.MethodInstance,Int,Int,UInt64,UInt64}[]  # (mi, thread, depth, start, stop)
+const _TIMING_EVENTS = Tuple{Core.MethodInstance,Int,Int,UInt64,UInt64,Any}[]  # (mi, thread, depth, start, stop, returned)
+# 1.12: the CodeInstances already placed in a tree (each is shown once, under
+# the first entry point whose inference named it); bounded.
+const _TIMING_SEEN = Base.IdSet{Any}()
+const _TIMING_SEEN_LOCK = ReentrantLock()
 
 """
 Forwards one inference to the compiler's entry point and times it (1.5, 1.12).
@@ -28,14 +37,17 @@ Our own rendering (recording off on this thread) is not timed.
     mi isa Core.MethodInstance || return _ORIGINAL[](args...)
     d = (_TIMING_DEPTH[tid] += 1)
     t0 = time_ns()
+    ret = nothing
     try
-        return _ORIGINAL[](args...)
+        ret = _ORIGINAL[](args...)
+        return ret
     finally
         t1 = time_ns()
         _TIMING_DEPTH[tid] -= 1
         lock(_QUEUE_LOCK)
         try
-            push!(_TIMING_EVENTS, (mi, tid, d, t0, t1))
+            # 1.12: what the entry point returned (its `CodeInstance`: the tree below it).
+            push!(_TIMING_EVENTS, (mi, tid, d, t0, t1, _HAS_CI_TIMES ? ret : nothing))
         finally
             unlock(_QUEUE_LOCK)
         end
@@ -126,25 +138,61 @@ function _from_events(events)
     for tid in unique!(map(e -> e[2], events))
         evs = sort!(filter(e -> e[2] == tid, events); by = e -> (e[4], typemax(UInt64) - e[5]))
         stack = Any[]
-        for (mi, _, _, t0, t1) in evs
+        for (mi, _, _, t0, t1, ret) in evs
             while !isempty(stack) && stack[end][2] < t0
                 pop!(stack)
             end
-            node = Any[mi, t1, t0, Any[]]
+            node = Any[mi, t1, t0, Any[], ret]
             isempty(stack) ? push!(roots, node) : push!(stack[end][4], node)
             push!(stack, node)
         end
     end
     function conv(n)::_TNode
         kids = Any[conv(c) for c in n[4]]
+        n[5] isa Core.CodeInstance && append!(kids, lock(() -> _ci_children(n[5]), _TIMING_SEEN_LOCK))
         incl = UInt64(n[2] - n[3])
-        excl = incl
+        inner = UInt64(0)
         for k in kids
-            excl -= min(excl, k[2])
+            inner += k[2]
         end
-        return (_any_label(n[1]), incl, excl, kids)
+        # 1.12's callee times are the compiler's (Float16: 3 significant digits):
+        # never more than the entry they ran in, so inclusive = exclusive + children.
+        incl = max(incl, inner)
+        return (_any_label(n[1]), incl, incl - inner, kids)
     end
     return Any[conv(r) for r in roots if !_ours(r[1])]
+end
+
+"""
+1.12: the inferences below an entry point, from the compiler's own records: the
+callees in the `edges` of its `CodeInstance` that no earlier tree showed, each
+with its `time_infer_total` as inclusive time, recursively (an inference that
+triggered another names it among its edges). Exclusive: inclusive minus the
+children's. A callee inferred before timing was on, and not shown since, is
+taken as inferred here the first time a caller names it (the records have no
+time stamp to tell).
+"""
+function _ci_children(ci)
+    out = Any[]
+    _HAS_CI_TIMES || return out
+    length(_TIMING_SEEN) > 100_000 && empty!(_TIMING_SEEN)
+    push!(_TIMING_SEEN, ci)
+    for c in _ci_callees(ci)
+        c in _TIMING_SEEN && continue
+        push!(_TIMING_SEEN, c)
+        mi = _invoke_target(c)
+        mi === nothing && continue
+        total = _ci_seconds(c, :time_infer_total)
+        (isfinite(total) && total > 0) || continue
+        kids = _ci_children(c)
+        inner = UInt64(0)
+        for k in kids
+            inner += k[2]
+        end
+        incl = max(round(UInt64, total * 1e9), inner)
+        _ours(mi) || push!(out, (_any_label(mi), incl, incl - inner, kids))
+    end
+    return out
 end
 
 function _drain_timing!()
@@ -162,7 +210,7 @@ function _drain_timing!()
     finally
         unlock(_QUEUE_LOCK)
     end
-    return _from_events(evs), "entries"
+    return _from_events(evs), _HAS_CI_TIMES ? "entries+edges" : "entries"
 end
 
 function _timing_text(nodes, flush::Int, world::UInt, source::String)
@@ -192,8 +240,9 @@ state, or a reader), as `@snoop_inference` gives it: a root whose children
 are the inference entry points of every flush (in order), each with the
 inferences it triggered below it, and inclusive and exclusive seconds per
 node. What a version measures: 1.10/1.11 every inference frame
-(`Core.Compiler.Timings`), 1.5/1.12 only the entry points (timed in the
-type-inference hook). Needs `enable_instrumentation(state; timing = true)`;
+(`Core.Compiler.Timings`), 1.5 only the entry points (timed in the
+type-inference hook), 1.12 the entry points and below them the inferences
+their compiled code's edges name, with the compiler's own times (untested). Needs `enable_instrumentation(state; timing = true)`;
 an empty root when nothing was stored.
 """
 function inference_timings(src::PageSource)

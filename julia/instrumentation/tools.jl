@@ -45,6 +45,7 @@ mutable struct ToolsState
     lines::IdDict{Any,Tuple{Any,UInt,ToolText}}  # specTypes => (mi, world, line table text)
     inval_seen::Int                    # entries of the runtime's invalidation list already read
     inval_log::Any                     # that list (1.6+), while logging
+    inval_lost::Bool                   # 1.5: the printed log was cut off (reported once)
     flush::Int
 end
 
@@ -71,7 +72,7 @@ function _tools_enable!(m::InstrumentationManager, timing::Bool, invalidations::
     t = lock(_TOOLS_LOCK) do
         get!(_TOOLS, m) do
             ToolsState(false, false, false, nothing, Dict{Symbol,ToolText}(), Any[], IdDict{Any,String}(),
-                       IdDict{Any,String}(), IdDict{Any,Tuple{Any,UInt,ToolText}}(), 0, nothing, 0)
+                       IdDict{Any,String}(), IdDict{Any,Tuple{Any,UInt,ToolText}}(), 0, nothing, false, 0)
         end
     end
     lock(m.lock) do
@@ -109,8 +110,9 @@ function _tools_switches!()
     if want_inval && _INVAL_LOG[] === nothing
         _INVAL_LOG[] = _start_invalidation_log!()
     elseif !want_inval && _INVAL_LOG[] !== nothing
+        log = _INVAL_LOG[]
         _INVAL_LOG[] = nothing
-        _stop_invalidation_log!()
+        _stop_invalidation_log!(log)
     end
     return nothing
 end

@@ -46,12 +46,18 @@ const REPL_EXPECTED = [
 const _ANSI = r"\e\[[0-9;?]*[A-Za-z]|\e[()][A-Z0-9]|\e[>=]|\r"
 
 """
-    run_repl_session(; julia, project, timeout=60) -> (ok, markers, transcript)
+    run_repl_session(; julia, project, step_timeout=240, timeout=1200) -> (ok, markers, transcript)
 
 Runs `REPL_STEPS` in `julia -i` under `script`. `ok` is true when every step
-saw its pattern and the REPL exited within `timeout` seconds in all.
+saw its pattern within `step_timeout` seconds of being sent (the first
+prompt: of the start) and the REPL exited within `timeout` seconds in all.
+Both limits only bound a hung session: a session that works ends as soon as
+its last step does, so generous limits cost nothing. Per step, because the
+slow steps (start-up, `using MMSB` and the first enable, which compile) are
+slower still on a loaded machine (a 60 s limit for the whole session failed
+on Julia 1.11 at load average 10+), while the others take well under a second.
 """
-function run_repl_session(; julia::Cmd, project::AbstractString, timeout::Real = 60)
+function run_repl_session(; julia::Cmd, project::AbstractString, step_timeout::Real = 240, timeout::Real = 1200)
     jl = Base.shell_escape(`$julia --project=$project -i --banner=no --color=no --startup-file=no --history-file=no`)
     # A full REPL (LineEdit, history) needs a real terminal type; CI often has
     # TERM unset or "dumb", which gives the basic REPL without history.
@@ -66,10 +72,11 @@ function run_repl_session(; julia::Cmd, project::AbstractString, timeout::Real =
         end
     catch
     end
-    deadline = time() + timeout
+    session_deadline = time() + timeout
     output() = replace(lock(() -> String(copy(buf.data[1:buf.size])), lk), _ANSI => "")
     # Waits until `re` matches the output after `from`; returns the end of the match or nothing.
     function await(re::Regex, from::Int)
+        deadline = min(session_deadline, time() + step_timeout)
         while time() < deadline
             out = output()
             m = from <= ncodeunits(out) ? match(re, out, from) : nothing
@@ -101,7 +108,8 @@ function run_repl_session(; julia::Cmd, project::AbstractString, timeout::Real =
         end
     end
     ok && write(proc, "exit()\r")
-    while !process_exited(proc) && time() < deadline
+    exit_deadline = min(session_deadline, time() + step_timeout)
+    while !process_exited(proc) && time() < exit_deadline
         sleep(0.1)
     end
     if !process_exited(proc)
