@@ -281,13 +281,66 @@ Base.show(io::IOContext{TypeMemoIO}, x::Core.TypeofBottom) = invoke(show, Tuple{
 "`_render(code, rt)` with the types memoized in `memo` (falls back to plain printing should another package's `show` method for a type make ours ambiguous)."
 function _render(code::Core.CodeInfo, @nospecialize(rt), memo::IdDict{Any,String})
     io = TypeMemoIO(IOBuffer(), memo)
+    marked = _mark_invokes(code)
     try
-        show(io, code => rt)
+        show(io, (marked === nothing ? code : marked) => rt)
     catch err
         err isa MethodError || rethrow()
         return _render(code, rt)
     end
-    return String(take!(io.buf))
+    text = String(take!(io.buf))
+    marked === nothing && return text
+    text = replace(text, _INVOKE_PRINTED => s"\1")
+    # Anything else around a marker (a printer that changed): Base's printing as it is.
+    return occursin(r"[\x01\x02]", text) ? _render(code, rt, memo, false) : text
+end
+_render(code::Core.CodeInfo, @nospecialize(rt), memo::IdDict{Any,String}, marks::Bool) =
+    marks ? _render(code, rt, memo) : (io = TypeMemoIO(IOBuffer(), memo); show(io, code => rt); String(take!(io.buf)))
+
+# `:invoke` statements of optimized code, printed with memoized types. Base's
+# IR printer (`print_stmt`, base/compiler/ssair/show.jl:51-68 on 1.10 and
+# 1.11) prints each argument of an `invoke` and its type through a `sprint`
+# of its own, which no memo reaches: that was a sixth of a flush (issue 19,
+# item 14). Each such statement is replaced, in a copy, by a call of an
+# `_InvokeText` whose `show` prints what Base's branch prints (with the same
+# IO, so the same properties), between markers; its arguments are the
+# statement's SSA values, so the printer still sees them used (the `%n = `
+# of the statements defining them). The call's own `(` `)` and argument list
+# are cut from the text afterwards. 1.5 and 1.12 print with Base's code as it is.
+struct _InvokeText
+    stmt::Expr
+end
+
+function Base.show(io::IO, x::_InvokeText)
+    stmt = x.stmt
+    indent = 16
+    print(io, "\x01invoke ")
+    Base.show_unquoted(io, stmt.args[2], indent)
+    print(io, "(")
+    linfo = stmt.args[1]::Core.MethodInstance
+    sig = linfo.specTypes == Tuple ? Core.svec() : Base.unwrap_unionall(linfo.specTypes).parameters::Core.SimpleVector
+    for i in 3:length(stmt.args)
+        i > 3 && print(io, ", ")
+        Base.show_unquoted(io, stmt.args[i], indent)
+        (i - 1) <= length(sig) && print(io, "::", sig[i - 1])
+    end
+    print(io, ")\x02")
+    return nothing
+end
+
+# What Base prints for `Expr(:call, _InvokeText(...), %a, %b)`: `(`, the marked text, `)`, `(%a, %b)`.
+const _INVOKE_PRINTED = r"\(\x01([^\x01\x02]*)\x02\)\((?:%\d+(?:, %\d+)*)?\)"
+
+"A copy of `code` with its `:invoke` statements marked (see `_InvokeText`), or `nothing` (none, or not 1.10/1.11)."
+function _mark_invokes(code::Core.CodeInfo)
+    (_V15 || _V112) && return nothing
+    stmts = code.code
+    any(st -> Meta.isexpr(st, :invoke) && length(st.args) >= 2 && st.args[1] isa Core.MethodInstance, stmts) || return nothing
+    c = copy(code)
+    c.code = Any[(Meta.isexpr(st, :invoke) && length(st.args) >= 2 && st.args[1] isa Core.MethodInstance) ?
+                 Expr(:call, _InvokeText(st), Any[a for a in st.args[2:end] if a isa Core.SSAValue]...) : st
+                 for st in stmts]
+    return c
 end
 
 # Lowered code printed through the same IO type as typed code: the same
