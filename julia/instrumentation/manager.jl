@@ -292,10 +292,8 @@ function _render(code::Core.CodeInfo, @nospecialize(rt), memo::IdDict{Any,String
     marked === nothing && return text
     text = replace(text, _INVOKE_PRINTED => s"\1")
     # Anything else around a marker (a printer that changed): Base's printing as it is.
-    return occursin(r"[\x01\x02]", text) ? _render(code, rt, memo, false) : text
+    return occursin(r"[\x01\x02]", text) ? _render(code, rt) : text
 end
-_render(code::Core.CodeInfo, @nospecialize(rt), memo::IdDict{Any,String}, marks::Bool) =
-    marks ? _render(code, rt, memo) : (io = TypeMemoIO(IOBuffer(), memo); show(io, code => rt); String(take!(io.buf)))
 
 # `:invoke` statements of optimized code, printed with memoized types. Base's
 # IR printer (`print_stmt`, base/compiler/ssair/show.jl:51-68 on 1.10 and
