@@ -45,13 +45,14 @@ function _sync_index!(m::InstrumentationManager, t::ToolsState, world::UInt)
             get!(edges[pos[e]], pos[callee], :inferred)
         end
     end
+    memo = IdDict{Any,String}() # argument types repeat across signatures
     io = IOBuffer()
     println(io, INDEX_HEADER)
     for (i, spec) in enumerate(t.order)
         e = m.instances[spec]
         lines = get(t.lines, spec, nothing)
-        sig = get!(() -> _clean(sprint(show, spec; context = :module => Main)), t.spec_text, spec)
-        pc = get!(() -> _precompile_line(spec), t.precompile, spec)
+        sig = get!(() -> _clean(_memo_sprint(spec, memo, Main)), t.spec_text, spec)
+        pc = get!(() -> _precompile_line(spec, sig), t.precompile, spec)
         print(io, "i\t", e.method.source.page.value, '\t', e.method.lowered.page.value, '\t', e.typed.page.value, '\t',
               e.optimized.page.value, '\t', lines === nothing ? 0 : lines[3].head.value, '\t', _clean(e.label), '\t',
               sig, '\t', pc, '\n')
@@ -64,11 +65,17 @@ function _sync_index!(m::InstrumentationManager, t::ToolsState, world::UInt)
     return nothing
 end
 
-"The `precompile(...)` line for an instance signature, or \"\" (not concrete, or not nameable from Main)."
-function _precompile_line(@nospecialize(spec))
+"""
+The `precompile(...)` line for an instance signature, or \"\" (not concrete,
+or not nameable from Main). `sig`: the signature as printed from Main and
+cleaned, when the caller has it already (`_clean` maps characters one by one,
+so cleaning the line or its parts gives the same text).
+"""
+function _precompile_line(@nospecialize(spec), sig::Union{Nothing,String} = nothing)
     (spec isa DataType && Base.isdispatchtuple(spec)) || return ""
     _named_from_main(spec) || return ""
-    return _clean(string("precompile(", sprint(show, spec; context = :module => Main), ")"))
+    sig === nothing && (sig = _clean(sprint(show, spec; context = :module => Main)))
+    return string("precompile(", sig, ")")
 end
 
 # Whether every type in `T` lives in a module reachable from Main by names (so the printed form parses back).

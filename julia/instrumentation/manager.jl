@@ -163,14 +163,43 @@ end
 
 const _MAX_LABEL = 200
 
-function _instance_label(mi::Core.MethodInstance)
+function _instance_label(mi::Core.MethodInstance, memo::IdDict{Any,String} = IdDict{Any,String}())
     m = mi.def::Method
     s = try
-        string(m.module, ".", sprint(Base.show_tuple_as_call, m.name, mi.specTypes))
+        call = _call_label(mi.specTypes, memo)
+        string(m.module, ".", call === nothing ? sprint(Base.show_tuple_as_call, m.name, mi.specTypes) : call)
     catch
         string(m.module, ".", m.name, " ", mi.specTypes)
     end
     return truncate_utf8(s, _MAX_LABEL)
+end
+
+# What `Base.show_tuple_as_call(io, name, sig)` prints for the common case,
+# `f(::A, ::B)`: a function bound to its name (an identifier), no type
+# variables, no Varargs; `nothing` for anything else. Base prints each argument
+# type through a `sprint` of its own, which no memo reaches; here they go
+# through `memo` (issue 19, item 14: labels were a tenth of a flush).
+# Base's paths (base/show.jl): `show_signature_function` + `print_type_bicolor`
+# without color on 1.10/1.11, `print(io, "::", T)` on 1.5; 1.12 is not read: Base's.
+function _call_label(@nospecialize(sig), memo::IdDict{Any,String})
+    (_V112 || !(sig isa DataType)) && return nothing
+    params = sig.parameters
+    isempty(params) && return nothing
+    ft = params[1]
+    (ft isa DataType && ft <: Function && isempty(ft.parameters) && isdefined(ft.name, :mt)) || return nothing
+    name = ft.name.mt.name
+    mod = ft.name.module
+    (Base.isidentifier(name) && isdefined(mod, name) && ft === typeof(getfield(mod, name))) || return nothing
+    io = IOBuffer()
+    print(io, name, "(")
+    for i in 2:length(params)
+        p = params[i]
+        (p isa Type && !Base.isvarargtype(p)) || return nothing
+        i > 2 && print(io, ", ")
+        print(io, "::", _memo_sprint(p, memo))
+    end
+    print(io, ")")
+    return String(take!(io))
 end
 
 _method_label(m::Method) = truncate_utf8(string(m.module, ".", m.name, " ", m.sig), _MAX_LABEL)
@@ -187,17 +216,32 @@ _render(code::Core.CodeInfo, @nospecialize(rt)) = sprint(show, code => rt)
 # IO properties, once per type and properties.
 struct TypeMemoIO <: IO
     buf::IOBuffer
-    memo::Dict{Any,String}
+    memo::IdDict{Any,String}
 end
 Base.write(io::TypeMemoIO, x::UInt8) = write(io.buf, x)
 Base.unsafe_write(io::TypeMemoIO, p::Ptr{UInt8}, n::UInt) = unsafe_write(io.buf, p, n)
+
+# A type printed the same wherever it is nested: no `UnionAll` or `Vararg`
+# anywhere inside. 1.11 prints `Vector{T} where T<:S` as `Vector{<:S}` or not
+# depending on what encloses it, which the properties below do not show.
+function _plain_type(@nospecialize(x))
+    if x isa DataType
+        for p in x.parameters
+            Base.isvarargtype(p) && return false
+            p isa Type && !_plain_type(p) && return false
+        end
+        return true
+    end
+    x isa Union && return _plain_type(x.a) && _plain_type(x.b)
+    return x === Union{}
+end
 
 # The IO properties type printing reads; a type with free type variables (or
 # printed inside a `where`) depends on more, and is not memoized.
 const _TYPE_PROPERTIES = (:compact, :limit, :module, :typeinfo, :color)
 
 function _memo_key(io::IOContext, @nospecialize(x::Type))
-    Base.has_free_typevars(x) && return nothing
+    (Base.has_free_typevars(x) || !_plain_type(x)) && return nothing
     for (k, _) in io.dict
         k === :unionall_env && return nothing
     end
@@ -235,13 +279,94 @@ end
 Base.show(io::IOContext{TypeMemoIO}, x::Core.TypeofBottom) = invoke(show, Tuple{IO,Core.TypeofBottom}, io, x)
 
 "`_render(code, rt)` with the types memoized in `memo` (falls back to plain printing should another package's `show` method for a type make ours ambiguous)."
-function _render(code::Core.CodeInfo, @nospecialize(rt), memo::Dict{Any,String})
+function _render(code::Core.CodeInfo, @nospecialize(rt), memo::IdDict{Any,String})
     io = TypeMemoIO(IOBuffer(), memo)
+    marked = _mark_invokes(code)
     try
-        show(io, code => rt)
+        show(io, (marked === nothing ? code : marked) => rt)
     catch err
         err isa MethodError || rethrow()
         return _render(code, rt)
+    end
+    text = String(take!(io.buf))
+    marked === nothing && return text
+    text = replace(text, _INVOKE_PRINTED => s"\1")
+    # Anything else around a marker (a printer that changed): Base's printing as it is.
+    return occursin(r"[\x01\x02]", text) ? _render(code, rt) : text
+end
+
+# `:invoke` statements of optimized code, printed with memoized types. Base's
+# IR printer (`print_stmt`, base/compiler/ssair/show.jl:51-68 on 1.10 and
+# 1.11) prints each argument of an `invoke` and its type through a `sprint`
+# of its own, which no memo reaches: that was a sixth of a flush (issue 19,
+# item 14). Each such statement is replaced, in a copy, by a call of an
+# `_InvokeText` whose `show` prints what Base's branch prints (with the same
+# IO, so the same properties), between markers; its arguments are the
+# statement's SSA values, so the printer still sees them used (the `%n = `
+# of the statements defining them). The call's own `(` `)` and argument list
+# are cut from the text afterwards. 1.5 and 1.12 print with Base's code as it is.
+struct _InvokeText
+    stmt::Expr
+end
+
+function Base.show(io::IO, x::_InvokeText)
+    stmt = x.stmt
+    indent = 16
+    print(io, "\x01invoke ")
+    Base.show_unquoted(io, stmt.args[2], indent)
+    print(io, "(")
+    linfo = stmt.args[1]::Core.MethodInstance
+    sig = linfo.specTypes == Tuple ? Core.svec() : Base.unwrap_unionall(linfo.specTypes).parameters::Core.SimpleVector
+    for i in 3:length(stmt.args)
+        i > 3 && print(io, ", ")
+        Base.show_unquoted(io, stmt.args[i], indent)
+        (i - 1) <= length(sig) && print(io, "::", sig[i - 1])
+    end
+    print(io, ")\x02")
+    return nothing
+end
+
+# What Base prints for `Expr(:call, _InvokeText(...), %a, %b)`: `(`, the marked text, `)`, `(%a, %b)`.
+const _INVOKE_PRINTED = r"\(\x01([^\x01\x02]*)\x02\)\((?:%\d+(?:, %\d+)*)?\)"
+
+"A copy of `code` with its `:invoke` statements marked (see `_InvokeText`), or `nothing` (none, or not 1.10/1.11)."
+function _mark_invokes(code::Core.CodeInfo)
+    (_V15 || _V112) && return nothing
+    stmts = code.code
+    any(st -> Meta.isexpr(st, :invoke) && length(st.args) >= 2 && st.args[1] isa Core.MethodInstance, stmts) || return nothing
+    c = copy(code)
+    c.code = Any[(Meta.isexpr(st, :invoke) && length(st.args) >= 2 && st.args[1] isa Core.MethodInstance) ?
+                 Expr(:call, _InvokeText(st), Any[a for a in st.args[2:end] if a isa Core.SSAValue]...) : st
+                 for st in stmts]
+    return c
+end
+
+# Lowered code printed through the same IO type as typed code: the same
+# specializations of Base's IR printer serve both (on 1.5, which keeps no
+# native code from precompilation, each IO type meant seconds of compiling
+# on the first flush; issue 19, item 14). The text is `_render(code)`'s.
+function _render(code::Core.CodeInfo, memo::IdDict{Any,String})
+    io = TypeMemoIO(IOBuffer(), memo)
+    try
+        show(io, code)
+    catch err
+        err isa MethodError || rethrow()
+        return _render(code)
+    end
+    return String(take!(io.buf))
+end
+
+"""
+What `sprint(show, x)` prints (with `:module => mod` when `mod` is given),
+with the types memoized in `memo`.
+"""
+function _memo_sprint(@nospecialize(x), memo::IdDict{Any,String}, mod::Union{Nothing,Module} = nothing)
+    io = TypeMemoIO(IOBuffer(), memo)
+    try
+        show(mod === nothing ? IOContext(io) : IOContext(io, :module => mod), x)
+    catch err
+        err isa MethodError || rethrow()
+        return mod === nothing ? sprint(show, x) : sprint(show, x; context = :module => mod)
     end
     return String(take!(io.buf))
 end
@@ -621,7 +746,7 @@ function _capture!(m::InstrumentationManager, mi::Core.MethodInstance, world::UI
     ment = _lookup(m.methods, def.sig)
     method_stale = ment === nothing || ment.method !== def || force
     src = method_stale ? _render_source(def, ctx.files) : ""
-    low = method_stale ? _render(_lowered_ir(mi, world)) : ""
+    low = method_stale ? _render(_lowered_ir(mi, world), ctx.types) : ""
     typed_code, opt_code, rt = _infer_ir(mi, world, _compiled_code(mi))
     callees = m.follow_invokes ? _invoked(opt_code) : Core.MethodInstance[]
     lowered = () -> _lowered_ir(mi, world)
@@ -640,7 +765,7 @@ function _capture!(m::InstrumentationManager, mi::Core.MethodInstance, world::UI
             _write_slot!(m, ment.lowered, low)
         end
         if ent === nothing
-            label = _instance_label(mi)
+            label = _instance_label(mi, ctx.types)
             t = _new_slot!(m, :typed, label, typed); push!(fresh, t)
             o = _new_slot!(m, :optimized, label, opt); push!(fresh, o)
             _FAULT[] === :slots && throw(InstrumentationFault("fault injected after the pages of $(mi.def)"))
@@ -684,7 +809,7 @@ end
 
 # What one flush shares between captures: source files read, constant globals by module.
 _flush_context() = (files = Dict{String,Vector{String}}(), data = IdDict{Module,IdDict{Any,Symbol}}(),
-                    literals = Ref{Base.IdSet{Any}}(Base.IdSet{Any}()), types = Dict{Any,String}())
+                    literals = Ref{Base.IdSet{Any}}(Base.IdSet{Any}()), types = IdDict{Any,String}())
 
 # Captures the pending instances and, transitively, what they invoke. Returns
 # the number captured; a failure is counted in `failures` (and as an error),

@@ -22,6 +22,11 @@ let M = InstrumentationManager, S = MMSBState, MIs = Vector{Core.MethodInstance}
     precompile(_render, (Core.CodeInfo,))
     precompile(_render, (Core.CodeInfo, Any))
     precompile(_render, (Core.CodeInfo, Type))
+    precompile(_render, (Core.CodeInfo, IdDict{Any,String}))
+    precompile(_memo_sprint, (Any, IdDict{Any,String}))
+    precompile(_memo_sprint, (Any, IdDict{Any,String}, Module))
+    precompile(_call_label, (Any, IdDict{Any,String}))
+    precompile(_instance_label, (Core.MethodInstance, IdDict{Any,String}))
     precompile(_render_source, (Method, Dict{String,Vector{String}}))
     precompile(_reanalyze, (S, Any))
     precompile(_reanalyze, (S, Nothing))
@@ -46,6 +51,7 @@ let M = InstrumentationManager, S = MMSBState, MIs = Vector{Core.MethodInstance}
     precompile(_write_text!, (S, ToolText, String, String))
     precompile(_backedge_callers, (Core.MethodInstance,))
     precompile(_precompile_line, (Any,))
+    precompile(_precompile_line, (Any, String))
     # What the rendering prints: Base's IR printer for a `CodeInfo => type` pair.
     precompile(sprint, (typeof(show), Core.CodeInfo))
     precompile(sprint, (typeof(show), Pair{Core.CodeInfo,Any}))
@@ -64,12 +70,16 @@ function _precompile_sample(v::Vector{Float64})
 end
 try
     _self_check() # compiles the checks `enable_instrumentation` runs first
+    memo = IdDict{Any,String}()
     for optimize in (false, true)
         code, rt = first(code_typed(_precompile_sample, (Vector{Float64},); optimize = optimize, debuginfo = :none))
-        _render(code, rt, Dict{Any,String}())
-        _render(code, rt)
+        _render(code, rt, memo)
     end
-    _render(first(code_lowered(_precompile_sample, (Vector{Float64},))))
+    _render(first(code_lowered(_precompile_sample, (Vector{Float64},))), memo)
+    # The label and the index's signature of an instance (a fresh memo: the types are printed, not found).
+    sample = Tuple{typeof(_precompile_sample),Vector{Float64}}
+    _call_label(sample, IdDict{Any,String}())
+    _memo_sprint(sample, IdDict{Any,String}(), Main)
 catch
     # Only a speed-up: a failure here must not stop the package from loading.
 end
