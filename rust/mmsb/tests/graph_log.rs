@@ -173,3 +173,39 @@ fn a_restore_that_fails_validation_changes_and_logs_nothing() {
     assert_eq!(s.lsn(), lsn);
     assert_eq!(s.graph_snapshot().unwrap(), kept);
 }
+
+/// Keeps what a primary appends, for a replica to apply (no network).
+#[derive(Default)]
+struct Appended(std::sync::Mutex<Vec<(u64, u64, u8, Vec<u8>)>>);
+
+impl mmsb::runtime::replica_hook::RecordObserver for Appended {
+    fn admit(&self) -> mmsb::Result<()> {
+        Ok(())
+    }
+    fn appended(&self, r: mmsb::runtime::replica_hook::RawRecord<'_>) {
+        self.0.lock().unwrap().push((r.lsn, r.count, r.kind, r.body.to_vec()));
+    }
+    fn committed(&self, _: u64) {}
+    fn wait(&self, _: u64) -> mmsb::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_follower_applies_a_restore() {
+    use mmsb::runtime::replica_hook::{ObserverSlot, RawRecord, RecordObserver};
+    let obs = std::sync::Arc::new(Appended::default());
+    let slot = ObserverSlot(obs.clone() as std::sync::Arc<dyn RecordObserver>);
+    let primary = MMSBState::open(Config { record_observer: Some(slot), ..Config::default() }).unwrap();
+    let p = chain(&primary);
+    let old = primary.graph_snapshot().unwrap();
+    primary.add_dependency(p[0], p[2], EdgeKind::Data, copy_all(4)).unwrap();
+    primary.restore_graph(&old).unwrap();
+    let replica = MMSBState::replica(Config::default()).unwrap();
+    for (lsn, count, kind, body) in obs.0.lock().unwrap().iter() {
+        replica.apply_replicated(RawRecord { lsn: *lsn, count: *count, kind: *kind, body }).unwrap();
+    }
+    assert_eq!(replica.lsn(), primary.lsn());
+    assert_eq!(replica.graph_snapshot().unwrap(), primary.graph_snapshot().unwrap());
+    assert_eq!(replica.topo_order().unwrap(), p);
+}
