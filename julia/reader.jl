@@ -52,14 +52,7 @@ function mmsb_open(dir::AbstractString; readonly::Bool = true)
     return MMSBReader(out[], d)
 end
 
-function mmsb_open(f::Function, dir::AbstractString; kw...)
-    r = mmsb_open(dir; kw...)
-    try
-        return f(r)
-    finally
-        close(r)
-    end
-end
+mmsb_open(f::Function, dir::AbstractString; kw...) = with_close(f, mmsb_open(dir; kw...))
 
 "Runs `f(ptr)` on the live reader under its lock; throws the error of a failed status."
 function rcall(f, r::MMSBReader)

@@ -22,14 +22,8 @@ function mmsb_follow(url::AbstractString, stream::AbstractString; dir = nothing)
     return MMSBState(out[], (dir = nothing, durability = :none, logging = false, follow = (url = u, stream = s)))
 end
 
-function mmsb_follow(f::Function, url::AbstractString, stream::AbstractString; kw...)
-    st = mmsb_follow(url, stream; kw...)
-    try
-        return f(st)
-    finally
-        close(st)
-    end
-end
+mmsb_follow(f::Function, url::AbstractString, stream::AbstractString; kw...) =
+    with_close(f, mmsb_follow(url, stream; kw...))
 
 """
     promote!(follower; dir=nothing, durability=:replicated) -> MMSBState

@@ -224,14 +224,16 @@ function check_open(st::UInt32)
     throw(err)
 end
 
-function mmsb_start(f::Function; kw...)
-    state = mmsb_start(; kw...)
+# The do-block forms of the openers: `f(x)`, then `close(x)` even when `f` throws.
+function with_close(f, x)
     try
-        return f(state)
+        return f(x)
     finally
-        close(state)
+        close(x)
     end
 end
+
+mmsb_start(f::Function; kw...) = with_close(f, mmsb_start(; kw...))
 
 """
     close(state::MMSBState)

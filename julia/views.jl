@@ -63,14 +63,7 @@ function page_view(s::MMSBState, page::PageId)
 end
 
 # The do-block form, for a state and for a reader alike.
-function page_view(f::Function, s::Union{MMSBState,MMSBReader}, page::PageId)
-    v = page_view(s, page)
-    try
-        return f(v)
-    finally
-        close(v)
-    end
-end
+page_view(f::Function, s::Union{MMSBState,MMSBReader}, page::PageId) = with_close(f, page_view(s, page))
 
 """
     close(view::PageView)
