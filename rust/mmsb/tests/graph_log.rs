@@ -174,9 +174,12 @@ fn a_restore_that_fails_validation_changes_and_logs_nothing() {
     assert_eq!(s.graph_snapshot().unwrap(), kept);
 }
 
+/// One appended record: LSN, LSN count, type byte, body.
+type Rec = (u64, u64, u8, Vec<u8>);
+
 /// Keeps what a primary appends, for a replica to apply (no network).
 #[derive(Default)]
-struct Appended(std::sync::Mutex<Vec<(u64, u64, u8, Vec<u8>)>>);
+struct Appended(std::sync::Mutex<Vec<Rec>>);
 
 impl mmsb::runtime::replica_hook::RecordObserver for Appended {
     fn admit(&self) -> mmsb::Result<()> {
