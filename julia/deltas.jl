@@ -213,9 +213,14 @@ Routes a delta to a page (the delta itself is unchanged and can be reused).
 With `expected_epoch` it is a compare-and-set on the page's [`page_epoch`](@ref).
 """
 function route_delta!(s::MMSBState, page::PageId, d::Delta; expected_epoch::Union{Nothing,Integer} = nothing)
+    return route_with(LibMMSB.mmsb_route_delta, s, page, d, expected_epoch)
+end
+
+# `route_delta!` and `apply_on_device!` (device.jl): the same checks and arguments for `cfn`.
+function route_with(cfn, s::MMSBState, page::PageId, d::Delta, expected_epoch)
     e = epoch_arg(expected_epoch)
     isopen(d) || throw(closed_error("delta"))   # before the call is counted in
-    st, l = with_u64_out(out -> LibMMSB.mmsb_route_delta(enter(s), page.value, d, e, out))
+    st, l = with_u64_out(out -> cfn(enter(s), page.value, d, e, out))
     check(s, st)
     return Int(l)
 end

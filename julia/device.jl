@@ -87,11 +87,7 @@ Routes `delta` to `page` like [`route_delta!`](@ref) and, when the page has a
 device mirror, applies it there with a kernel too.
 """
 function apply_on_device!(s::MMSBState, page::PageId, d::Delta; expected_epoch::Union{Nothing,Integer} = nothing)
-    e = epoch_arg(expected_epoch)
-    isopen(d) || throw(closed_error("delta"))   # before the call is counted in
-    st, l = with_u64_out(out -> LibMMSB.mmsb_page_apply_on_device(enter(s), page.value, d, e, out))
-    check(s, st)
-    return Int(l)
+    return route_with(LibMMSB.mmsb_page_apply_on_device, s, page, d, expected_epoch)
 end
 
 """

@@ -31,14 +31,7 @@ function replay_log(s::MMSBState, lsn::Integer)
     return MMSBState(out[], (dir = nothing, durability = :none, logging = false, replay_lsn = Int(lsn)))
 end
 
-function replay_log(f::Function, s::MMSBState, lsn::Integer)
-    r = replay_log(s, lsn)
-    try
-        return f(r)
-    finally
-        close(r)
-    end
-end
+replay_log(f::Function, s::MMSBState, lsn::Integer) = with_close(f, replay_log(s, lsn))
 
 """
     open_at(dir; lsn = nothing) -> MMSBState
@@ -75,14 +68,7 @@ function open_at(dir::AbstractString; lsn::Union{Nothing,Integer} = nothing)
     return s
 end
 
-function open_at(f::Function, dir::AbstractString; kw...)
-    s = open_at(dir; kw...)
-    try
-        return f(s)
-    finally
-        close(s)
-    end
-end
+open_at(f::Function, dir::AbstractString; kw...) = with_close(f, open_at(dir; kw...))
 
 """
     compact_log!(state)

@@ -225,10 +225,15 @@ nothing changes (compare-and-set).
 """
 function update_page!(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UInt8},AbstractString};
                       at::Integer = 1, expected_epoch::Union{Nothing,Integer} = nothing)
+    return write_bytes(LibMMSB.mmsb_page_update, :update_page!, s, page, bytes, at, expected_epoch)
+end
+
+# `update_page!` and `write_page!`: the same arguments for `cfn`, the LSN back.
+function write_bytes(cfn, name::Symbol, s::MMSBState, page::PageId, bytes, at, expected_epoch)
     b = contiguous(bytes)
-    off, e = position_arg(at, nothing, :update_page!), epoch_arg(expected_epoch)
+    off, e = position_arg(at, nothing, name), epoch_arg(expected_epoch)
     l = scall_u64(s) do p, out
-        LibMMSB.mmsb_page_update(p, page.value, off, b, length(b), e, out)
+        cfn(p, page.value, off, b, length(b), e, out)
     end
     return Int(l)   # LSNs and epochs are Ints in Julia: they print in decimal
 end
@@ -265,12 +270,7 @@ bytes change). `expected_epoch` as for [`update_page!`](@ref).
 """
 function write_page!(s::MMSBState, page::PageId, bytes::Union{AbstractVector{UInt8},AbstractString};
                      at::Integer = 1, expected_epoch::Union{Nothing,Integer} = nothing)
-    b = contiguous(bytes)
-    off, e = position_arg(at, nothing, :write_page!), epoch_arg(expected_epoch)
-    l = scall_u64(s) do p, out
-        LibMMSB.mmsb_page_write(p, page.value, off, b, length(b), e, out)
-    end
-    return Int(l)
+    return write_bytes(LibMMSB.mmsb_page_write, :write_page!, s, page, bytes, at, expected_epoch)
 end
 
 # The mask as the C ABI takes it: one bit per data byte, least significant bit

@@ -52,14 +52,7 @@ function mmsb_open(dir::AbstractString; readonly::Bool = true)
     return MMSBReader(out[], d)
 end
 
-function mmsb_open(f::Function, dir::AbstractString; kw...)
-    r = mmsb_open(dir; kw...)
-    try
-        return f(r)
-    finally
-        close(r)
-    end
-end
+mmsb_open(f::Function, dir::AbstractString; kw...) = with_close(f, mmsb_open(dir; kw...))
 
 "Runs `f(ptr)` on the live reader under its lock; throws the error of a failed status."
 function rcall(f, r::MMSBReader)
@@ -169,15 +162,8 @@ function page_view(r::MMSBReader, page::PageId)
     out = Ref{Ptr{LibMMSB.MmsbReaderView}}(C_NULL)
     rcall(p -> LibMMSB.mmsb_reader_view(p, page.value, out), r)
     h = out[]
-    ptr = Ref{Ptr{UInt8}}(C_NULL)
-    len = Ref{Csize_t}(0)
-    st = LibMMSB.mmsb_reader_view_bytes(h, ptr, len)
-    if st != LibMMSB.MMSB_OK
-        err = last_error(st)
-        LibMMSB.mmsb_reader_view_free(h)
-        throw(err)
-    end
-    return PageView(h, ptr[], Int(len[]), page, r)
+    ptr, len = view_bytes(h, LibMMSB.mmsb_reader_view_bytes, LibMMSB.mmsb_reader_view_free)
+    return PageView(h, ptr, len, page, r)
 end
 
 """

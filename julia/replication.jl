@@ -22,14 +22,8 @@ function mmsb_follow(url::AbstractString, stream::AbstractString; dir = nothing)
     return MMSBState(out[], (dir = nothing, durability = :none, logging = false, follow = (url = u, stream = s)))
 end
 
-function mmsb_follow(f::Function, url::AbstractString, stream::AbstractString; kw...)
-    st = mmsb_follow(url, stream; kw...)
-    try
-        return f(st)
-    finally
-        close(st)
-    end
-end
+mmsb_follow(f::Function, url::AbstractString, stream::AbstractString; kw...) =
+    with_close(f, mmsb_follow(url, stream; kw...))
 
 """
     promote!(follower; dir=nothing, durability=:replicated) -> MMSBState
@@ -40,26 +34,15 @@ returns a new writable state (in `dir`, or in memory) that publishes to the
 stream. The follower stops following; close it.
 """
 function promote!(s::MMSBState; dir = nothing, durability::Symbol = :replicated)
-    haskey(DURABILITY, durability) ||
-        throw(ArgumentError("durability must be one of $(keys(DURABILITY)), not $(repr(durability))"))
-    cfgp = Ref{Ptr{LibMMSB.MmsbConfig}}(C_NULL)
-    check(LibMMSB.mmsb_config_new(cfgp))
-    cfg = cfgp[]
-    try
-        if dir !== nothing
-            d = String(dir)
-            check(LibMMSB.mmsb_config_set_dir(cfg, d, sizeof(d)))
-        else
-            check(LibMMSB.mmsb_config_set_logging(cfg, UInt8(1)))
-        end
-        check(LibMMSB.mmsb_config_set_durability(cfg, DURABILITY[durability]))
+    check_durability(durability)
+    with_config(dir, durability) do cfg
+        # In memory, the new primary still logs (it publishes its log).
+        dir === nothing && check(LibMMSB.mmsb_config_set_logging(cfg, UInt8(1)))
         out = Ref{Ptr{LibMMSB.MmsbState}}(C_NULL)
         scall(LibMMSB.mmsb_promote, s, cfg, out)
         replicate = get(s.config, :follow, nothing)
         return MMSBState(out[], (dir = dir === nothing ? nothing : String(dir), durability = durability,
                                  logging = true, replicate = replicate))
-    finally
-        LibMMSB.mmsb_config_free(cfg)
     end
 end
 

@@ -178,20 +178,11 @@ The do-block form runs `f(state)` and closes the state afterwards, also on error
 """
 function mmsb_start(; dir = nothing, durability::Symbol = :none, logging::Union{Nothing,Bool} = nothing,
                     replicate = nothing, options...)
-    haskey(DURABILITY, durability) ||
-        throw(ArgumentError("durability must be one of $(keys(DURABILITY)), not $(repr(durability))"))
+    check_durability(durability)
     dir === nothing || !isempty(String(dir)) ||
         throw(MMSBError(LibMMSB.MMSB_STATUS_CODE_INVALID_ARGUMENT,
                         "dir is empty; pass a directory, or leave dir out (nothing) for an in-memory state"))
-    cfgp = Ref{Ptr{LibMMSB.MmsbConfig}}(C_NULL)
-    check(LibMMSB.mmsb_config_new(cfgp))
-    cfg = cfgp[]
-    try
-        if dir !== nothing
-            d = String(dir)
-            check(LibMMSB.mmsb_config_set_dir(cfg, d, sizeof(d)))
-        end
-        check(LibMMSB.mmsb_config_set_durability(cfg, DURABILITY[durability]))
+    with_config(dir, durability) do cfg
         logging === nothing || check(LibMMSB.mmsb_config_set_logging(cfg, UInt8(logging)))
         if replicate !== nothing
             u, n = String(replicate.url), String(replicate.stream)
@@ -208,6 +199,28 @@ function mmsb_start(; dir = nothing, durability::Symbol = :none, logging::Union{
         config = merge((dir = dir === nothing ? nothing : String(dir), durability = durability,
                         logging = something(logging, dir !== nothing), replicate = replicate), values(options))
         return MMSBState(out[], config)
+    end
+end
+
+function check_durability(durability::Symbol)
+    haskey(DURABILITY, durability) ||
+        throw(ArgumentError("durability must be one of $(keys(DURABILITY)), not $(repr(durability))"))
+    return nothing
+end
+
+# `f(cfg)` on a new C config with `dir` (when not `nothing`) and `durability` set (`mmsb_start`,
+# `promote!`); the config is freed afterwards.
+function with_config(f, dir, durability::Symbol)
+    cfgp = Ref{Ptr{LibMMSB.MmsbConfig}}(C_NULL)
+    check(LibMMSB.mmsb_config_new(cfgp))
+    cfg = cfgp[]
+    try
+        if dir !== nothing
+            d = String(dir)
+            check(LibMMSB.mmsb_config_set_dir(cfg, d, sizeof(d)))
+        end
+        check(LibMMSB.mmsb_config_set_durability(cfg, DURABILITY[durability]))
+        return f(cfg)
     finally
         LibMMSB.mmsb_config_free(cfg)
     end
@@ -224,14 +237,16 @@ function check_open(st::UInt32)
     throw(err)
 end
 
-function mmsb_start(f::Function; kw...)
-    state = mmsb_start(; kw...)
+# The do-block forms of the openers: `f(x)`, then `close(x)` even when `f` throws.
+function with_close(f, x)
     try
-        return f(state)
+        return f(x)
     finally
-        close(state)
+        close(x)
     end
 end
+
+mmsb_start(f::Function; kw...) = with_close(f, mmsb_start(; kw...))
 
 """
     close(state::MMSBState)

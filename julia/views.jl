@@ -51,26 +51,26 @@ function page_view(s::MMSBState, page::PageId)
     out = Ref{Ptr{LibMMSB.MmsbView}}(C_NULL)
     scall(LibMMSB.mmsb_page_view, s, page.value, out)
     h = out[]
+    ptr, len = view_bytes(h, LibMMSB.mmsb_view_bytes, LibMMSB.mmsb_view_free)
+    return register_view!(s, PageView(h, ptr, len, page, s))
+end
+
+# A new view handle's `(pointer, length)` through `bytes_fn`; if that fails, the handle is freed
+# with `free_fn` and the error thrown (`page_view` of a state, and of a reader in reader.jl).
+function view_bytes(h, bytes_fn, free_fn)
     ptr = Ref{Ptr{UInt8}}(C_NULL)
     len = Ref{Csize_t}(0)
-    st = LibMMSB.mmsb_view_bytes(h, ptr, len)
+    st = bytes_fn(h, ptr, len)
     if st != LibMMSB.MMSB_OK
         err = last_error(st)
-        LibMMSB.mmsb_view_free(h)
+        free_fn(h)
         throw(err)
     end
-    return register_view!(s, PageView(h, ptr[], Int(len[]), page, s))
+    return ptr[], Int(len[])
 end
 
 # The do-block form, for a state and for a reader alike.
-function page_view(f::Function, s::Union{MMSBState,MMSBReader}, page::PageId)
-    v = page_view(s, page)
-    try
-        return f(v)
-    finally
-        close(v)
-    end
-end
+page_view(f::Function, s::Union{MMSBState,MMSBReader}, page::PageId) = with_close(f, page_view(s, page))
 
 """
     close(view::PageView)

@@ -7,7 +7,7 @@ use std::ffi::c_void;
 use std::time::Duration;
 
 use crate::state::{state_ref, MmsbState};
-use crate::{arg_ref, arg_slice, boundary, check_out, copy_u64s, write_out, FfiError, FfiResult, MmsbStatus};
+use crate::{arg_ref, arg_slice, boundary, check_out, write_out, write_page_ids, FfiError, FfiResult, MmsbStatus};
 use mmsb::graph::command::{Command, CommandList, Lane, SemiOp};
 use mmsb::graph::events::{Event, NotifyFn, OverflowPolicy, Subscription};
 use mmsb::graph::propagation::RoundStats;
@@ -348,13 +348,8 @@ pub unsafe extern "C" fn mmsb_dependents(
     cap: usize,
     out_count: *mut usize,
 ) -> MmsbStatus {
-    boundary(|| {
-        check_out(out_count, "out_count")?;
-        // SAFETY: forwarded contract.
-        let d = unsafe { state_ref(state) }?.dependents(PageId(page))?;
-        // SAFETY: forwarded contract; out_count checked.
-        unsafe { copy_u64s(d.iter().map(|p| p.0), d.len(), out, cap, out_count) }
-    })
+    // SAFETY: forwarded contract (the handle, `out` and `out_count`).
+    boundary(|| unsafe { write_page_ids(out, cap, out_count, || Ok(state_ref(state)?.dependents(PageId(page))?)) })
 }
 
 /// Writes every page of the graph in propagation order (a topological order: by height, then
@@ -369,13 +364,8 @@ pub unsafe extern "C" fn mmsb_topo_order(
     cap: usize,
     out_count: *mut usize,
 ) -> MmsbStatus {
-    boundary(|| {
-        check_out(out_count, "out_count")?;
-        // SAFETY: forwarded contract.
-        let order = unsafe { state_ref(state) }?.topo_order()?;
-        // SAFETY: forwarded contract; out_count checked.
-        unsafe { copy_u64s(order.iter().map(|p| p.0), order.len(), out, cap, out_count) }
-    })
+    // SAFETY: forwarded contract (the handle, `out` and `out_count`).
+    boundary(|| unsafe { write_page_ids(out, cap, out_count, || Ok(state_ref(state)?.topo_order()?)) })
 }
 
 /// Subscribes to the event kinds in `mask` (`MMSB_EVENT_*` bits) with room for `capacity`

@@ -501,6 +501,25 @@ pub(crate) unsafe fn copy_u64s(
     Ok(())
 }
 
+/// The tail of the calls that return a list of page ids in a caller's buffer: `out_count` is
+/// checked before `list` runs (a NULL one fails without the work), then the count is written
+/// and, when `cap` holds them, the ids ([`copy_u64s`]: `out == NULL` with `cap == 0` asks for
+/// the count only).
+///
+/// # Safety
+/// `out` NULL or valid for `cap` u64 writes; `out_count` NULL or writable.
+pub(crate) unsafe fn write_page_ids(
+    out: *mut u64,
+    cap: usize,
+    out_count: *mut usize,
+    list: impl FnOnce() -> FfiResult<Vec<mmsb::PageId>>,
+) -> FfiResult {
+    check_out(out_count, "out_count")?;
+    let ids = list()?;
+    // SAFETY: forwarded contract; out_count checked non-NULL above.
+    unsafe { copy_u64s(ids.iter().map(|p| p.0), ids.len(), out, cap, out_count) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,6 +548,53 @@ mod tests {
         }
         // Every number the header names is a core code (and the other way round, by `status_code`).
         assert_eq!(n, MmsbStatusCode::Replication as u32 + 1);
+    }
+
+    /// `write_page_ids` through the boundary: the status, `*out_count` and the buffer.
+    fn page_list(ids: &[u64], out: *mut u64, cap: usize, out_count: *mut usize) -> (u32, bool) {
+        let mut ran = false;
+        let list = || {
+            ran = true;
+            Ok(ids.iter().map(|&i| mmsb::PageId(i)).collect())
+        };
+        // SAFETY: the callers pass NULL or buffers valid for `cap` u64s, and NULL or a usize.
+        let st = boundary(|| unsafe { write_page_ids(out, cap, out_count, list) });
+        (st, ran)
+    }
+
+    #[test]
+    fn page_lists_fit_the_callers_buffer_or_say_how_much_room_they_need() {
+        const UNTOUCHED: u64 = 0xAAAA;
+        let ids = [3, 1, 4];
+        let mut n = usize::MAX;
+        // Length query: NULL buffer, no room.
+        assert_eq!(page_list(&ids, std::ptr::null_mut(), 0, &mut n), (ErrorCode::BufferTooSmall as u32, true));
+        assert_eq!(n, 3);
+        // ... of an empty list: nothing to write, so no error.
+        assert_eq!(page_list(&[], std::ptr::null_mut(), 0, &mut n), (MMSB_OK, true));
+        assert_eq!(n, 0);
+        // Too small: the count is written, the buffer is not.
+        let mut buf = [UNTOUCHED; 4];
+        assert_eq!(page_list(&ids, buf.as_mut_ptr(), 2, &mut n), (ErrorCode::BufferTooSmall as u32, true));
+        assert_eq!((n, buf), (3, [UNTOUCHED; 4]));
+        // Exact fit, then room to spare (the rest is left alone).
+        assert_eq!(page_list(&ids, buf.as_mut_ptr(), 3, &mut n), (MMSB_OK, true));
+        assert_eq!((n, buf), (3, [3, 1, 4, UNTOUCHED]));
+        let mut big = [UNTOUCHED; 5];
+        assert_eq!(page_list(&ids[..2], big.as_mut_ptr(), 5, &mut n), (MMSB_OK, true));
+        assert_eq!((n, big), (2, [3, 1, UNTOUCHED, UNTOUCHED, UNTOUCHED]));
+        // A NULL buffer that claims room is refused; the count is still written.
+        n = usize::MAX;
+        assert_eq!(page_list(&ids, std::ptr::null_mut(), 8, &mut n), (ErrorCode::NullPointer as u32, true));
+        assert_eq!(n, 3);
+        // A NULL `out_count` fails before the list is built.
+        assert_eq!(page_list(&ids, buf.as_mut_ptr(), 3, std::ptr::null_mut()), (ErrorCode::NullPointer as u32, false));
+        // A failing list leaves `*out_count` alone.
+        n = 7;
+        let failing = || Err(FfiError::with_code(ErrorCode::Closed, "closed"));
+        // SAFETY: `buf` holds 4 u64s; `n` is a live usize.
+        let st = boundary(|| unsafe { write_page_ids(buf.as_mut_ptr(), 4, &mut n, failing) });
+        assert_eq!((st, n), (ErrorCode::Closed as u32, 7));
     }
 
     #[test]

@@ -385,13 +385,8 @@ pub unsafe extern "C" fn mmsb_page_list(
     cap: usize,
     out_count: *mut usize,
 ) -> MmsbStatus {
-    boundary(|| {
-        check_out(out_count, "out_count")?;
-        // SAFETY: forwarded contract.
-        let ids = unsafe { state_ref(state) }?.page_ids()?;
-        // SAFETY: forwarded contract.
-        unsafe { crate::copy_u64s(ids.iter().map(|p| p.0), ids.len(), out, cap, out_count) }
-    })
+    // SAFETY: forwarded contract (the handle, `out` and `out_count`).
+    boundary(|| unsafe { crate::write_page_ids(out, cap, out_count, || Ok(state_ref(state)?.page_ids()?)) })
 }
 
 /// Routes a single op; used by `mmsb_page_*` writers and the delta API.

@@ -348,13 +348,8 @@ pub unsafe extern "C" fn mmsb_reader_page_list(
     cap: usize,
     out_count: *mut usize,
 ) -> MmsbStatus {
-    boundary(|| {
-        check_out(out_count, "out_count")?;
-        // SAFETY: forwarded contract.
-        let ids = unsafe { reader_ref(r) }?.page_ids()?;
-        // SAFETY: forwarded contract.
-        unsafe { crate::copy_u64s(ids.iter().map(|p| p.0), ids.len(), out, cap, out_count) }
-    })
+    // SAFETY: forwarded contract (the reader, `out` and `out_count`).
+    boundary(|| unsafe { crate::write_page_ids(out, cap, out_count, || Ok(reader_ref(r)?.page_ids()?)) })
 }
 
 /// Opens a zero-copy, read-only view of page `page`'s mapped bytes (no snapshot isolation:

@@ -58,10 +58,14 @@ fn graph_mut(core: &mut Core) -> &mut ShadowPageGraph {
 /// with edges from being freed.
 impl LogExtension for ShadowPageGraph {
     fn record_kinds(&self) -> &'static [u8] {
-        &[ext_kind::GRAPH_EDGE_ADD, ext_kind::GRAPH_EDGE_REMOVE]
+        &[ext_kind::GRAPH_EDGE_ADD, ext_kind::GRAPH_EDGE_REMOVE, ext_kind::GRAPH_RESTORE]
     }
 
-    fn replay(&mut self, _kind: u8, body: &[u8], page_size: PageSizes<'_>) -> Result<()> {
+    fn replay(&mut self, kind: u8, body: &[u8], page_size: PageSizes<'_>) -> Result<()> {
+        if kind == ext_kind::GRAPH_RESTORE {
+            let snapshot = persist::decode_snapshot(body)?;
+            return persist::replace(self, &snapshot, page_size).map(|_| ());
+        }
         let record = persist::decode_record(body)?;
         persist::replay_record(self, &record, page_size).map(|_| ())
     }
@@ -236,17 +240,18 @@ impl MMSBState {
     }
 
     /// Replaces the graph by a restored snapshot (pages must exist); returns the ids of the
-    /// callback edges that could not be restored.
+    /// callback edges that could not be restored. The snapshot is logged as one record
+    /// (`ext_kind::GRAPH_RESTORE`), so a reopen, a replay and a follower see the restored graph.
+    /// A snapshot that fails validation, or a refused append, changes nothing and logs nothing.
     pub fn restore_graph(&self, snapshot: &GraphSnapshot) -> Result<Vec<EdgeId>> {
-        // A change without a log record (the snapshot is not logged), still through the commit
-        // entry point for its checks and lock.
         self.commit(|txn| {
-            let core = txn.core_mut();
-            let pages = &core.pages;
-            let (mut restored, dropped) = persist::restore(snapshot, |p| pages.get(&p).map(|pg| pg.size()))?;
-            let current = graph_mut(core);
-            restored.round = current.round;
-            *current = restored;
+            // Validated in full before the append: a snapshot that fails logs nothing.
+            let (restored, dropped) = {
+                let pages = &txn.core().pages;
+                persist::restore(snapshot, |p| pages.get(&p).map(|pg| pg.size()))?
+            };
+            txn.log_extension(ext_kind::GRAPH_RESTORE, &persist::snapshot_bytes(snapshot))?;
+            persist::install(graph_mut(txn.core_mut()), restored);
             Ok(dropped)
         })
     }

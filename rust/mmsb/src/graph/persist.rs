@@ -4,6 +4,9 @@
 //! - A [`GraphRecord`] is one change: an edge added (with its id, kind and commands) or removed.
 //!   Replaying the records of a log in order with [`replay_record`] rebuilds the graph.
 //! - A [`GraphSnapshot`] is every edge at one point, for checkpoints; [`restore`] rebuilds it.
+//!   `MMSBState::restore_graph` logs the snapshot it restores as one record
+//!   (`ext_kind::GRAPH_RESTORE`, the snapshot's bytes as in a checkpoint); [`replace`] applies
+//!   it, live and on replay alike.
 //!
 //! Edge ids are kept, so records after a checkpoint still name the right edges.
 //!
@@ -102,12 +105,23 @@ pub fn snapshot(graph: &ShadowPageGraph) -> GraphSnapshot {
 
 /// Encodes the snapshot of `graph`.
 pub fn encode_snapshot(graph: &ShadowPageGraph) -> Vec<u8> {
-    postcard::to_allocvec(&snapshot(graph)).expect("graph snapshots always serialize")
+    snapshot_bytes(&snapshot(graph))
+}
+
+/// Encodes a snapshot (a checkpoint's extension section, the body of a `GRAPH_RESTORE` record).
+pub fn snapshot_bytes(s: &GraphSnapshot) -> Vec<u8> {
+    postcard::to_allocvec(s).expect("graph snapshots always serialize")
 }
 
 /// Decodes a snapshot written by [`encode_snapshot`], checking its version.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<GraphSnapshot, GraphError> {
     let s: GraphSnapshot = postcard::from_bytes(bytes).map_err(|e| malformed("graph snapshot", e))?;
+    check_version(&s)?;
+    Ok(s)
+}
+
+/// Refuses a snapshot of a newer format than this build reads.
+fn check_version(s: &GraphSnapshot) -> Result<(), GraphError> {
     if s.version > GraphSnapshot::FORMAT_VERSION {
         return Err(GraphError::Malformed(format!(
             "graph snapshot has format version {}; this build reads up to {}",
@@ -115,16 +129,17 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<GraphSnapshot, GraphError> {
             GraphSnapshot::FORMAT_VERSION
         )));
     }
-    Ok(s)
+    Ok(())
 }
 
 /// Rebuilds a graph from a snapshot. `page_size` gives the size of each page the edges name
-/// (commands are validated again). Returns the graph and the ids of the callback edges that
-/// were dropped.
+/// (commands are validated again; a snapshot of a newer format is refused). Returns the graph
+/// and the ids of the callback edges that were dropped.
 pub fn restore(
     snapshot: &GraphSnapshot,
     page_size: impl Fn(PageId) -> Option<u64>,
 ) -> Result<(ShadowPageGraph, Vec<EdgeId>)> {
+    check_version(snapshot)?;
     let mut g = ShadowPageGraph::new();
     let mut dropped = Vec::new();
     for e in &snapshot.edges {
@@ -134,6 +149,28 @@ pub fn restore(
     }
     g.reserve_edge_ids(snapshot.next_edge_id);
     Ok((g, dropped))
+}
+
+/// Replaces `graph` by the restored `snapshot`: what `MMSBState::restore_graph` does and what
+/// its record replays to. The snapshot is checked in full (by [`restore`]) before anything
+/// changes, so an error leaves `graph` as it was. Returns the ids of the callback edges that
+/// were dropped.
+pub fn replace(
+    graph: &mut ShadowPageGraph,
+    snapshot: &GraphSnapshot,
+    page_size: impl Fn(PageId) -> Option<u64>,
+) -> Result<Vec<EdgeId>> {
+    let (restored, dropped) = restore(snapshot, page_size)?;
+    install(graph, restored);
+    Ok(dropped)
+}
+
+/// Puts `restored` in place of `graph`, keeping the round counter; the next edge id never goes
+/// down (ids are never reused, even after restoring an older snapshot).
+pub fn install(graph: &mut ShadowPageGraph, mut restored: ShadowPageGraph) {
+    restored.round = graph.round;
+    restored.reserve_edge_ids(graph.next_edge_id());
+    *graph = restored;
 }
 
 /// Applies one logged change to `graph` (see the module docs for callback edges).
@@ -272,10 +309,37 @@ mod tests {
     }
 
     #[test]
+    fn replace_checks_everything_before_it_changes_anything() {
+        let mut g = sample();
+        g.round = 7;
+        let before = encode_snapshot(&g);
+        let older = {
+            let mut o = ShadowPageGraph::new();
+            o.add_edge(PageId(2), PageId(4), EdgeKind::Data, CommandList::new(), 16, 16).unwrap();
+            snapshot(&o)
+        };
+        // An edge whose page is missing, placed after a valid one: the valid one is not kept.
+        let mut bad = older.clone();
+        bad.edges.push(EdgeRecord { id: EdgeId(9), from: PageId(4), to: PageId(5), ..older.edges[0].clone() });
+        let no_page_5 = |p: PageId| (p.0 != 5).then_some(16);
+        assert!(replace(&mut g, &bad, no_page_5).is_err());
+        assert_eq!(encode_snapshot(&g), before);
+        assert_eq!(g.round, 7);
+        // A valid older snapshot: its edges, the round kept, the next id not lowered.
+        let next = g.next_edge_id();
+        assert!(next > older.next_edge_id);
+        assert_eq!(replace(&mut g, &older, sizes).unwrap(), Vec::<EdgeId>::new());
+        assert_eq!(g.edges().into_iter().map(EdgeRecord::from).collect::<Vec<_>>(), older.edges);
+        assert_eq!((g.round, g.next_edge_id()), (7, next));
+    }
+
+    #[test]
     fn newer_versions_are_refused() {
         let mut s = snapshot(&sample());
         s.version = GraphSnapshot::FORMAT_VERSION + 1;
         let bytes = postcard::to_allocvec(&s).unwrap();
         assert!(matches!(decode_snapshot(&bytes), Err(GraphError::Malformed(m)) if m.contains("version")));
+        // Restoring one that was never encoded is refused the same way.
+        assert!(restore(&s, sizes).unwrap_err().to_string().contains("version"));
     }
 }

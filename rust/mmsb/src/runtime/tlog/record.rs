@@ -51,6 +51,8 @@ pub mod ext_kind {
     pub const GRAPH_EDGE_REMOVE: u8 = 2;
     /// Device layer: a host/device synchronisation completed.
     pub const DEVICE_SYNC: u8 = 3;
+    /// ShadowPageGraph: the whole graph was replaced by a restored snapshot.
+    pub const GRAPH_RESTORE: u8 = 4;
 }
 
 /// Body of a `PageCreate` record (postcard).
