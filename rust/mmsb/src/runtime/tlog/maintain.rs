@@ -648,9 +648,10 @@ pub(crate) fn slowdown(over: u64, span: u64) -> std::time::Duration {
     if span == 0 {
         return SLOWDOWN;
     }
-    let nanos = SLOWDOWN.as_nanos() as u64;
-    // u128: `over` and `nanos` are each far below 2^64, their product need not be.
-    std::time::Duration::from_nanos((u128::from(over.min(span)) * u128::from(nanos) / u128::from(span)) as u64)
+    // In u128: `over` times the delay's nanoseconds may pass 2^64; the quotient is at most
+    // `SLOWDOWN`'s nanoseconds.
+    let nanos = u128::from(over.min(span)) * SLOWDOWN.as_nanos() / u128::from(span);
+    std::time::Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 /// Past this many times `log_size_cap`, each write waits for the end of one maintenance pass:
 /// the hard bound on the log's size (a pass that fails releases it too).
