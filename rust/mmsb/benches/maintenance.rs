@@ -17,6 +17,16 @@
 //!     cargo bench -p mmsb --bench maintenance                       # 3 s per mode
 //!     cargo bench -p mmsb --bench maintenance -- --quick            # 1 s per mode
 //!     cargo bench -p mmsb --bench maintenance -- --quick --rounds 3
+//!
+//! `--large [MiB]` measures instead what a log size cap costs a sustained large writer (issue
+//! 21, goal 4): one writer routes 64 KiB whole-page writes round-robin into 64 pages
+//! (`Durability::None`, a directory) for MiB in all (default 1024), with a 64 MiB cap
+//! (`cap`: the maintenance thread) and with none (`no cap`), against raw sequential 64 KiB
+//! writes of the same bytes to one file (`raw`); the three alternate within each round, and
+//! the ratios are of the same round. The default cap's `--long` peers run (6 GiB, past the
+//! dirty-page limits) is `benchmark/peers`; this is the quick A/B of the same shape.
+//!
+//!     cargo bench -p mmsb --bench maintenance -- --large 1024 --rounds 3
 
 #![allow(clippy::cast_possible_truncation)] // benchmark sizes and timings: truncation is intended or impossible here
 
@@ -123,8 +133,104 @@ fn run(mode: Mode, secs: f64) -> Measured {
     }
 }
 
+/// The `--large` pages and cap: 64 pages of 64 KiB and 16 times their size, the ratio of the
+/// default 256 MiB cap to the peers' 256 pages, scaled down to a short run.
+const LARGE_PAGES: usize = 64;
+const LARGE_CAP: u64 = 64 << 20;
+
+/// MB/s of `bytes` written as 64 KiB whole-page routes into the pages of a logged state with
+/// `cap`; also the passes, slowed-down writes and waits of the maintenance thread.
+fn large_mmsb(cap: u64, bytes: u64) -> (f64, u64, u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = MMSBState::open(Config {
+        dir: Some(dir.path().to_path_buf()),
+        durability: Durability::None,
+        log_size_cap: cap,
+        ..Config::default()
+    })
+    .unwrap();
+    let pages: Vec<PageId> =
+        (0..LARGE_PAGES).map(|_| s.create_page(64 << 10, Location::Cpu, PageMeta::default()).unwrap()).collect();
+    let vals: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i + 1; 64 << 10]).collect();
+    let n = bytes / (64 << 10);
+    let t = Instant::now();
+    for i in 0..n as usize {
+        s.route_delta(pages[i % LARGE_PAGES], &Delta::write(0, &vals[i % 4]).unwrap(), None).unwrap();
+    }
+    let rate = bytes as f64 / t.elapsed().as_secs_f64() / 1e6;
+    let info = s.log_info().unwrap();
+    assert_eq!(info.maintenance_failures, 0, "{:?}", info.last_maintenance_error);
+    (rate, info.maintenance_passes, info.maintenance_slowdowns, info.maintenance_waits)
+}
+
+/// MB/s of `bytes` written to one file as sequential 64 KiB writes (no sync).
+fn large_raw(bytes: u64) -> f64 {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = std::fs::File::create(dir.path().join("raw")).unwrap();
+    let val = vec![7u8; 64 << 10];
+    let t = Instant::now();
+    for _ in 0..bytes / (64 << 10) {
+        f.write_all(&val).unwrap();
+    }
+    bytes as f64 / t.elapsed().as_secs_f64() / 1e6
+}
+
+/// The `--large` A/B (see the module docs).
+fn large(mib: u64, rounds: usize) {
+    let bytes = mib << 20;
+    println!(
+        "64 KiB writes, {mib} MiB per run, cap {} MiB, {rounds} round(s); MB/s and same-round ratios",
+        LARGE_CAP >> 20
+    );
+    println!(
+        "{:<6} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10} {:>7} {:>7} {:>6}",
+        "round", "raw", "no cap", "cap", "cap/raw", "nocap/raw", "cap/nocap", "passes", "slowed", "waits"
+    );
+    let mut r = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        // Alternate the order, so neither always runs on the other's dirty pages.
+        let (raw, nocap, cap) = if round % 2 == 0 {
+            let raw = large_raw(bytes);
+            let nocap = large_mmsb(0, bytes);
+            (raw, nocap, large_mmsb(LARGE_CAP, bytes))
+        } else {
+            let cap = large_mmsb(LARGE_CAP, bytes);
+            let nocap = large_mmsb(0, bytes);
+            (large_raw(bytes), nocap, cap)
+        };
+        let q = [cap.0 / raw, nocap.0 / raw, cap.0 / nocap.0];
+        println!(
+            "{:<6} {raw:>8.0} {:>8.0} {:>8.0} {:>9.2} {:>9.2} {:>10.2} {:>7} {:>7} {:>6}",
+            round + 1,
+            nocap.0,
+            cap.0,
+            q[0],
+            q[1],
+            q[2],
+            cap.1,
+            cap.2,
+            cap.3
+        );
+        for (v, x) in r.iter_mut().zip(q) {
+            v.push(x);
+        }
+    }
+    let range = |v: &[f64]| {
+        let (lo, hi) = v.iter().fold((f64::MAX, 0.0f64), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+        format!("{lo:.2}-{hi:.2}")
+    };
+    println!("range: cap/raw {}, nocap/raw {}, cap/nocap {}", range(&r[0]), range(&r[1]), range(&r[2]));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--large") {
+        let mib = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(if ab::is_bench_run() { 1024 } else { 64 });
+        let rounds = args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(1);
+        large(mib, rounds);
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let rounds: usize =
         args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(1);

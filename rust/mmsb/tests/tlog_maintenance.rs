@@ -303,3 +303,125 @@ fn a_route_returns_while_the_maintenance_thread_checkpoints() {
         assert_eq!((r.lsn(), r.read_page(p).unwrap()), want, "{mode:?}");
     }
 }
+
+/// Issue 21 (large writes): the thread's pass rebuilds its checkpoint from the previous one and
+/// only the segments after it, and drops old segments whole instead of compacting. That
+/// checkpoint holds exactly the state at its LSN (pages created, written and freed across passes
+/// included), as the same operations in a state without a log give it, and the state reopens to
+/// what was written.
+#[test]
+fn a_background_checkpoint_is_the_state_at_its_lsn() {
+    let _one = THREADS.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let config =
+        Config { dir: Some(tmp.path().join("s")), log_size_cap: 64 << 10, segment_size: 32 << 10, ..Config::default() };
+    let s = MMSBState::open(config.clone()).unwrap();
+    // Operation `i` of the run, applied to `s` (one LSN each): writes to 7 or 8 pages; every
+    // 97th operation frees the oldest page, and the next creates one in its place.
+    let step = |s: &MMSBState, pages: &mut Vec<mmsb::PageId>, i: u32| {
+        if i % 97 == 95 {
+            s.free_page(pages.remove(0)).unwrap();
+        } else if i % 97 == 96 {
+            pages.push(s.create_page(4096, Location::Cpu, PageMeta::default()).unwrap());
+        } else {
+            let p = pages[i as usize % pages.len()];
+            let at = u64::from(i % 16) * 256;
+            s.route_delta(p, &Delta::write(at, &[(i % 251) as u8 + 1; 256]).unwrap(), None).unwrap();
+        }
+    };
+    let mut pages: Vec<_> = (0..8).map(|_| s.create_page(4096, Location::Cpu, PageMeta::default()).unwrap()).collect();
+    let mut i = 0u32;
+    let t = std::time::Instant::now();
+    while s.log_info().unwrap().maintenance_passes < 3 {
+        assert!(t.elapsed() < Duration::from_secs(60), "the maintenance thread never ran 3 passes");
+        step(&s, &mut pages, i);
+        i += 1;
+    }
+    // Stop writing, let the pass in progress finish.
+    std::thread::sleep(Duration::from_millis(200));
+    let info = s.log_info().unwrap();
+    assert_eq!(info.maintenance_failures, 0, "{:?}", info.last_maintenance_error);
+    let k = info.last_checkpoint_lsn;
+    assert!(k > 8, "{info:?}");
+    // The same operations without a log, up to `k` (8 creates, then one LSN per operation).
+    let model = MMSBState::open(Config::default()).unwrap();
+    let mut mpages: Vec<_> =
+        (0..8).map(|_| model.create_page(4096, Location::Cpu, PageMeta::default()).unwrap()).collect();
+    for j in 0..(k - 8) as u32 {
+        step(&model, &mut mpages, j);
+    }
+    assert_eq!(model.lsn(), k);
+    let at_k = s.replay_to(k).unwrap();
+    let ids = |s: &MMSBState| {
+        let mut v = s.page_ids().unwrap();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(ids(&at_k), ids(&model), "pages at the checkpoint's LSN {k}");
+    for p in ids(&model) {
+        assert_eq!(at_k.read_page(p).unwrap(), model.read_page(p).unwrap(), "page {p:?} at LSN {k}");
+    }
+    let want: Vec<_> = ids(&s).into_iter().map(|p| (p, s.read_page(p).unwrap())).collect();
+    let lsn = s.lsn();
+    s.try_close().unwrap();
+    drop((s, at_k));
+    let r = MMSBState::open(config).unwrap();
+    assert_eq!(r.lsn(), lsn);
+    let got: Vec<_> = ids(&r).into_iter().map(|p| (p, r.read_page(p).unwrap())).collect();
+    assert_eq!(got, want, "reopened");
+}
+
+/// Storage whose renames (how checkpoints and compactions are published) all fail: every
+/// maintenance pass fails, while appends go through.
+#[derive(Debug)]
+struct NoRenames(Arc<FaultStorage>);
+
+impl DelegatingStorage for NoRenames {
+    fn inner(&self) -> &dyn Storage {
+        &*self.0
+    }
+    fn rename(&self, _from: &str, _to: &str) -> std::io::Result<()> {
+        Err(std::io::Error::other("renames refused by the test"))
+    }
+}
+
+/// Back-pressure never deadlocks when the thread's passes fail: a writer far past four times
+/// the cap (where each write waits for one pass) still completes every write, the failures are
+/// counted and reported, and the log keeps every write.
+#[test]
+fn back_pressure_releases_writers_when_passes_fail() {
+    let _one = THREADS.lock().unwrap_or_else(|e| e.into_inner());
+    let disk = Arc::new(FaultStorage::in_memory());
+    let fs = Arc::new(NoRenames(disk.clone()));
+    let cap = 4096u64;
+    let config = Config { logging: true, log_size_cap: cap, segment_size: 2048, ..Config::default() };
+    let s = MMSBState::open_with_storage(config.clone(), fs.clone() as Arc<dyn Storage>).unwrap();
+    s.start_maintenance_thread().unwrap();
+    let p = s.create_page(1024, Location::Cpu, PageMeta::default()).unwrap();
+    // Past STOP_AT (4) times the cap, then a few writes more: each waits for one failed pass
+    // (the thread backs off 50 ms, 100 ms, ... between them).
+    let mut i = 0u32;
+    while s.log_info().unwrap().bytes_since_checkpoint <= 4 * cap {
+        s.update_page_at(p, u64::from(i % 8) * 100, &[i as u8; 100], None).unwrap();
+        i += 1;
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|sc| {
+        let s = &s;
+        sc.spawn(move || {
+            for j in 0..4u32 {
+                s.update_page_at(p, 0, &[j as u8; 100], None).unwrap();
+            }
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(30)).expect("writers past the cap stayed blocked on failing passes");
+    });
+    let info = s.log_info().unwrap();
+    assert!(info.maintenance_failures > 0 && info.maintenance_waits > 0, "{info:?}");
+    assert!(info.bytes_since_checkpoint > 4 * cap, "no pass succeeded: {info:?}");
+    let want = (s.lsn(), s.read_page(p).unwrap());
+    assert!(s.try_close().is_err(), "try_close returns the failures");
+    drop(s);
+    let r = MMSBState::open_with_storage(config, disk as Arc<dyn Storage>).unwrap();
+    assert_eq!((r.lsn(), r.read_page(p).unwrap()), want);
+}

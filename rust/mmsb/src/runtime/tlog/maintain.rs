@@ -192,7 +192,7 @@ impl<'a> Maint<'a> {
         }
         drop(core);
         w.checkpoints.insert(k, name);
-        w.bytes_since_checkpoint = 0;
+        log.set_since_checkpoint(&mut w, 0);
         let doomed = prune_plan(log, &mut w, CHECKPOINT_GENERATIONS);
         drop(w);
         prune_files(log, doomed)?;
@@ -202,17 +202,19 @@ impl<'a> Maint<'a> {
     /// A checkpoint of anonymous pages that takes none of the state's locks: the log is rolled
     /// (under the log's writer lock, a hand-over as short as a writer's own roll) at LSN `k`,
     /// and the state at `k` is rebuilt from the newest checkpoint at or before `k` plus the log
-    /// up to `k` (replay's code path, `replay_to`'s result), off to the side, and written out.
-    /// The log is the truth the state was built from, so this is the state at `k` exactly; the
-    /// cost is a second copy of the pages in memory while it runs and the base checkpoint read
-    /// back. Copy-on-write of the live pages would need every route to check for a snapshot in
-    /// progress; copying in chunks under the lock would give a checkpoint of no one LSN.
+    /// from it up to `k` (replay's code path, `replay_to`'s result), off to the side, and written
+    /// out. Only the segments that hold records after that checkpoint and up to `k` are read: the
+    /// records since the last pass, once. The log is the truth the state was built from, so this
+    /// is the state at `k` exactly; the cost is a second copy of the pages in memory while it
+    /// runs and the base checkpoint read back. Copy-on-write of the live pages would need every
+    /// route to check for a snapshot in progress; copying in chunks under the lock would give a
+    /// checkpoint of no one LSN.
     fn checkpoint_from_log(&self) -> Result<Lsn> {
         let log = self.log;
         let storage = log.storage.as_ref();
         self.check_open()?;
         // Step 1: the hand-over in.
-        let (k, since_before, ckpts) = {
+        let (k, pos, ckpts) = {
             let mut w = log.w.lock();
             if let Some(why) = &w.poisoned {
                 return Err(LogError::Poisoned(why.clone()).into());
@@ -225,7 +227,7 @@ impl<'a> Maint<'a> {
             if w.offset > SEGMENT_HEADER_LEN as u64 {
                 try_roll(log, &mut w)?;
             }
-            (w.last_lsn, w.bytes_since_checkpoint, w.checkpoints.clone())
+            (w.last_lsn, w.pos, w.checkpoints.clone())
         };
         // Step 2: no lock. Empty extensions of this state's kinds, filled by the replay (a short
         // shared lock: `fresh` copies nothing).
@@ -233,6 +235,14 @@ impl<'a> Maint<'a> {
         let listing = list(storage)?;
         let chain_base = listing.chain.first().and_then(|s| s.header).map_or(0, |h| h.base_lsn);
         let base = crate::runtime::tlog::replay::base_checkpoint(storage, &ckpts, chain_base, k)?;
+        let b = base.as_ref().map_or(0, |c| c.lsn);
+        // Only the segments with records in `b + 1 ..= k`: those wholly at or before the base
+        // (the next one starts at or before it) and those that start at or after `k` (the
+        // writer's, large by now) are not read. Replay accepts a chain that starts mid-way.
+        let starts = |i: usize| listing.chain.get(i).and_then(|s| s.header).map(|h| h.base_lsn);
+        let first = (0..listing.chain.len()).find(|&i| starts(i + 1).is_none_or(|n| n > b)).unwrap_or(0);
+        let end = (first..listing.chain.len()).find(|&i| starts(i).is_some_and(|s| s >= k));
+        let chain = &listing.chain[first..end.unwrap_or(listing.chain.len())];
         let config = Config {
             dir: None,
             logging: false,
@@ -244,7 +254,7 @@ impl<'a> Maint<'a> {
         };
         let snap = crate::runtime::tlog::replay::replay_chain_to(
             storage,
-            &listing.chain,
+            chain,
             base.as_ref(),
             k,
             config,
@@ -263,7 +273,8 @@ impl<'a> Maint<'a> {
         let mut w = log.w.lock();
         w.checkpoints.insert(k, name);
         // What was appended after `k` counts towards the next checkpoint.
-        w.bytes_since_checkpoint = w.bytes_since_checkpoint.saturating_sub(since_before);
+        let since = w.pos.saturating_sub(pos);
+        log.set_since_checkpoint(&mut w, since);
         let doomed = prune_plan(log, &mut w, CHECKPOINT_GENERATIONS);
         drop(w);
         prune_files(log, doomed)?;
@@ -298,7 +309,7 @@ impl<'a> Maint<'a> {
             log.roll(&mut w)?;
         }
         w.checkpoints.insert(snap.lsn, name);
-        w.bytes_since_checkpoint = 0;
+        log.set_since_checkpoint(&mut w, 0);
         let doomed = prune_plan(log, &mut w, CHECKPOINT_GENERATIONS);
         let oldest = w.checkpoints.keys().next().copied().unwrap_or(snap.lsn);
         drop(w);
@@ -308,17 +319,25 @@ impl<'a> Maint<'a> {
     }
 
     /// One maintenance pass if the log is over its cap: checkpoint, then compaction up to it.
-    /// `background`: the maintenance thread, which checkpoints anonymous pages from the log.
+    /// `background`: the maintenance thread, which checkpoints anonymous pages from the log
+    /// ([`Maint::checkpoint_from_log`]) and does not compact: the checkpoint's prune drops the
+    /// segments wholly before the older retained checkpoint whole, and the records between the
+    /// two retained checkpoints stay as written (the fallback's replay, and `replay_to` any LSN
+    /// in them). Folding that interval, then writing a checkpoint that supersedes it, rewrote
+    /// about the pages' size per pass and read the interval a second time; a sustained 64 KiB
+    /// writer lost 70-90% of its rate to it (issue 21). The retained log stays bounded: two
+    /// intervals, each at most [`STOP_AT`] times the cap.
     fn pass(&self, background: bool) -> Result<()> {
         let log = self.log;
         let _m = log.maint.lock();
         if !log.over_cap_locked() {
             return Ok(());
         }
-        let k = self.checkpoint_announced(|m| match (m.pagefiles, background) {
-            (None, true) => m.checkpoint_from_log(),
-            _ => m.checkpoint_now(),
-        })?;
+        if background && self.pagefiles.is_none() {
+            self.checkpoint_announced(Maint::checkpoint_from_log)?;
+            return Ok(());
+        }
+        let k = self.checkpoint_announced(Maint::checkpoint_now)?;
         self.compact(Some(k))
     }
 
@@ -473,7 +492,8 @@ impl<'a> Maint<'a> {
         w.unsynced.retain(|u| u.segno > a);
         w.segments.retain(|&segno, _| segno > a);
         w.segments.insert(a, SegMeta { base_lsn: base, len: bytes.len() as u64, blob: 0 });
-        w.bytes_since_checkpoint = since_ckpt + w.bytes_since_checkpoint.saturating_sub(since_before);
+        let since = since_ckpt + w.bytes_since_checkpoint.saturating_sub(since_before);
+        log.set_since_checkpoint(&mut w, since);
         log.monitor.set(crate::monitoring::Counter::LogSegments, w.segments.len() as u64);
         drop(w);
         for s in &listing.chain[..end] {
@@ -611,12 +631,28 @@ pub(crate) struct Background {
     pub(crate) slowdowns: AtomicU64,
 }
 
-/// Past this many times `log_size_cap` since the newest checkpoint, each write sleeps
-/// [`SLOWDOWN`] after its commit.
+/// Past this many times `log_size_cap` since the newest checkpoint, each write sleeps after its
+/// commit (see [`slowdown`]).
 pub(crate) const SLOWDOWN_AT: u64 = 2;
-/// The delay of a slowed-down write: short enough to stay far below the 10 ms stall goal, long
-/// enough that two writers drop to a few thousand writes a second and the thread catches up.
+/// The longest delay of a slowed-down write, just before [`STOP_AT`]: short enough to stay far
+/// below the 10 ms stall goal, long enough that two writers drop to a few thousand writes a
+/// second and the thread catches up.
 pub(crate) const SLOWDOWN: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The delay of a write `over` bytes past [`SLOWDOWN_AT`] times the cap, of `span` bytes up to
+/// [`STOP_AT`] times it: proportional, from nothing to [`SLOWDOWN`]. A fixed 1 ms from the first
+/// byte over held a 64 KiB writer (16,000 writes a second unthrottled) to 64 MB/s while a pass
+/// ran; a ramp lets the writer settle at the rate the thread keeps up with, and gives the
+/// full delay only to a writer that keeps outrunning it.
+pub(crate) fn slowdown(over: u64, span: u64) -> std::time::Duration {
+    if span == 0 {
+        return SLOWDOWN;
+    }
+    // In u128: `over` times the delay's nanoseconds may pass 2^64; the quotient is at most
+    // `SLOWDOWN`'s nanoseconds.
+    let nanos = u128::from(over.min(span)) * SLOWDOWN.as_nanos() / u128::from(span);
+    std::time::Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
 /// Past this many times `log_size_cap`, each write waits for the end of one maintenance pass:
 /// the hard bound on the log's size (a pass that fails releases it too).
 pub(crate) const STOP_AT: u64 = 4;
@@ -650,13 +686,14 @@ impl Background {
     pub(crate) fn throttle(&self, log: &Tlog) {
         let seen = self.passes.load(Ordering::Acquire);
         self.request();
-        let since = log.w.lock().bytes_since_checkpoint;
-        if since <= log.log_size_cap.saturating_mul(SLOWDOWN_AT) {
+        let since = log.since_checkpoint.load(Ordering::Relaxed);
+        let (from, to) = (log.log_size_cap.saturating_mul(SLOWDOWN_AT), log.log_size_cap.saturating_mul(STOP_AT));
+        if since <= from {
             return;
         }
-        if since <= log.log_size_cap.saturating_mul(STOP_AT) {
+        if since <= to {
             self.slowdowns.fetch_add(1, Ordering::Relaxed);
-            std::thread::sleep(SLOWDOWN);
+            std::thread::sleep(slowdown(since - from, to - from));
             return;
         }
         self.waits.fetch_add(1, Ordering::Relaxed);
@@ -690,7 +727,10 @@ impl Background {
         let h = spawned.map_err(|e| LogError::io("start the maintenance thread", e))?;
         *handle = Some(h);
         log.bg.running.store(true, Ordering::Release);
-        // A log already over its cap at open is maintained right away.
+        // A log already over its cap at open is maintained right away (recovery set the writer's
+        // count after the log was made: refresh the copy the commits read).
+        let since = log.w.lock().bytes_since_checkpoint;
+        log.since_checkpoint.store(since, Ordering::Relaxed);
         if log.over_cap() {
             self.request();
         }
@@ -874,5 +914,24 @@ pub(crate) fn remove_segment(log: &Tlog, segno: u64) -> Result<()> {
 impl Tlog {
     fn over_cap_locked(&self) -> bool {
         self.log_size_cap > 0 && self.w.lock().bytes_since_checkpoint > self.log_size_cap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{slowdown, SLOWDOWN};
+    use std::time::Duration;
+
+    /// The back-pressure delay grows with the bytes past the slowdown point: none at it, the
+    /// full `SLOWDOWN` at the stop point and beyond, in proportion between.
+    #[test]
+    fn slowdown_is_proportional_to_the_bytes_over() {
+        let span = 512 << 20;
+        assert_eq!(slowdown(0, span), Duration::ZERO);
+        assert_eq!(slowdown(span / 4, span), SLOWDOWN / 4);
+        assert_eq!(slowdown(span / 2, span), SLOWDOWN / 2);
+        assert_eq!(slowdown(span, span), SLOWDOWN);
+        assert_eq!(slowdown(3 * span, span), SLOWDOWN);
+        assert_eq!(slowdown(u64::MAX, 0), SLOWDOWN);
     }
 }

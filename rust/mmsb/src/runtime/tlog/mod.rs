@@ -40,7 +40,7 @@ pub mod replica;
 pub mod storage;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -171,6 +171,10 @@ pub(crate) struct Tlog {
     /// `Config::blob_min`.
     pub(crate) blob_min: u64,
     pub(crate) w: Mutex<Writer>,
+    /// `Writer::bytes_since_checkpoint` as of the last append or maintenance step: what the
+    /// per-commit cap check reads ([`Tlog::over_cap`]) without taking the writer's lock, which
+    /// every commit's check took before (a hand-off per commit with several writers).
+    pub(crate) since_checkpoint: AtomicU64,
     sync: GroupSync,
     /// Serialises checkpoint, compaction and log readers against file removal.
     pub(crate) maint: Mutex<()>,
@@ -200,6 +204,7 @@ impl Tlog {
             segment_size: config.segment_size.max(SEGMENT_HEADER_LEN as u64 + RECORD_HEADER_LEN as u64),
             log_size_cap: config.log_size_cap,
             blob_min: config.blob_min,
+            since_checkpoint: AtomicU64::new(w.bytes_since_checkpoint),
             w: Mutex::new(w),
             sync: GroupSync::default(),
             maint: Mutex::new(()),
@@ -507,6 +512,7 @@ impl Tlog {
         w.pos += len + blob;
         w.last_lsn = lsn + count - 1;
         w.bytes_since_checkpoint += len + blob;
+        self.since_checkpoint.store(w.bytes_since_checkpoint, Ordering::Relaxed);
         let (segno, offset, blob_len) = (w.segno, w.offset, w.blob_len);
         if let Some(m) = w.segments.get_mut(&segno) {
             m.len = offset;
@@ -611,11 +617,19 @@ impl Tlog {
         Ok(())
     }
 
-    /// True when the log has grown past its cap since the newest checkpoint.
+    /// True when the log has grown past its cap since the newest checkpoint (as of the last
+    /// append or maintenance step: a commit's check, which takes no lock).
     pub(crate) fn over_cap(&self) -> bool {
         self.log_size_cap > 0
             && !self.auto_running.load(Ordering::Relaxed)
-            && self.w.lock().bytes_since_checkpoint > self.log_size_cap
+            && self.since_checkpoint.load(Ordering::Relaxed) > self.log_size_cap
+    }
+
+    /// Sets `Writer::bytes_since_checkpoint` (maintenance), keeping [`Tlog::since_checkpoint`]
+    /// in step.
+    pub(crate) fn set_since_checkpoint(&self, w: &mut Writer, bytes: u64) {
+        w.bytes_since_checkpoint = bytes;
+        self.since_checkpoint.store(bytes, Ordering::Relaxed);
     }
 }
 
