@@ -406,8 +406,7 @@ impl DirLog {
             scan.checkpoints.push(CheckpointInfo { name: name.clone(), lsn, bytes, pages, problem });
         }
         // An open loads the newest checkpoint that verifies and replays what follows it.
-        scan.replay.checkpoint_lsn =
-            scan.checkpoints.iter().filter(|c| c.problem.is_none()).last().map_or(0, |c| c.lsn);
+        scan.replay.checkpoint_lsn = scan.checkpoints.iter().rev().find(|c| c.problem.is_none()).map_or(0, |c| c.lsn);
         let (per_seg, runs, replay) = (&mut scan.per_seg, &mut scan.runs, &mut scan.replay);
         scan.walk = walk(&storage, &listing.chain, OnInvalid::Stop, |h, body, file, _| {
             if h.last_lsn() > replay.checkpoint_lsn {
