@@ -859,11 +859,7 @@ pub(crate) fn prune_files(log: &Tlog, doomed: Doomed) -> Result<()> {
     for &segno in &doomed.segments {
         remove_segment(log, segno)?;
     }
-    // Nothing removed, nothing to make durable: every open prunes, and this fsync of the
-    // directory was a fixed cost of each reopen (6-30 ms on a busy disk; issue 21).
-    if !doomed.checkpoints.is_empty() || !doomed.segments.is_empty() {
-        storage.sync_dir().map_err(io(log, "fsync the directory after pruning", ""))?;
-    }
+    storage.sync_dir().map_err(io(log, "fsync the directory after pruning", ""))?;
     Ok(())
 }
 
