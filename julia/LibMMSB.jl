@@ -325,6 +325,18 @@ mmsb_log_maintenance_error(state, buf, cap, out_len) = ccall((:mmsb_log_maintena
 mmsb_log_group_syncs(state, out) = ccall((:mmsb_log_group_syncs, libmmsb), MmsbStatus,
     (Ptr{MmsbState}, Ptr{UInt64}), state, out)
 
+mmsb_log_recovery_micros(state, out) = ccall((:mmsb_log_recovery_micros, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{UInt64}), state, out)
+
+mmsb_log_maintenance_passes(state, out) = ccall((:mmsb_log_maintenance_passes, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{UInt64}), state, out)
+
+mmsb_log_maintenance_waits(state, out) = ccall((:mmsb_log_maintenance_waits, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{UInt64}), state, out)
+
+mmsb_log_maintenance_slowdowns(state, out) = ccall((:mmsb_log_maintenance_slowdowns, libmmsb), MmsbStatus,
+    (Ptr{MmsbState}, Ptr{UInt64}), state, out)
+
 mmsb_log_compacted_runs(state, out, cap, out_count) = ccall((:mmsb_log_compacted_runs, libmmsb), MmsbStatus,
     (Ptr{MmsbState}, Ptr{UInt64}, Csize_t, Ptr{Csize_t}), state, out, cap, out_count)
 

@@ -94,7 +94,13 @@ The log's statistics, from [`log_info`](@ref), all `Int`s except the messages:
   none), `last_maintenance_status` (its status name, `""` if none) and
   `last_maintenance_lsn`;
 - `group_syncs`: fsyncs group commit has done since open (`GroupCommit`
-  durability; records per fsync show how well writers share them).
+  durability; records per fsync show how well writers share them);
+- `recovery_micros`: how long the open took to recover (load the newest
+  checkpoint, replay the log after it), in microseconds;
+- the maintenance thread since open: `maintenance_passes` (checkpoint +
+  compaction passes), `maintenance_waits` (writes that waited for a pass: the
+  log reached four times `log_size_cap`) and `maintenance_slowdowns` (writes
+  delayed by 1 ms: the log reached twice the cap).
 In the REPL it shows one field a line, in decimal, sizes also in KiB/MiB.
 """
 struct LogInfo
@@ -112,6 +118,10 @@ struct LogInfo
     last_maintenance_status::String
     last_maintenance_lsn::Int
     group_syncs::Int
+    recovery_micros::Int
+    maintenance_passes::Int
+    maintenance_waits::Int
+    maintenance_slowdowns::Int
 end
 
 """
@@ -136,11 +146,14 @@ function log_info(s::MMSBState)
         msg = String(buf[1:Int(len[])])
     end
     code = i.last_maintenance_status
-    syncs = Ref{UInt64}(0)
-    scall(LibMMSB.mmsb_log_group_syncs, s, syncs)
+    # the counters kept out of MmsbLogInfo (its layout is ABI): one getter each
+    counter(f) = (out = Ref{UInt64}(0); scall(f, s, out); Int(out[]))
     return LogInfo(i.lsn, i.log_bytes, i.segments, i.checkpoints, i.last_checkpoint_lsn, i.oldest_lsn,
                    i.skipped_regions, i.truncated_bytes, i.quarantined_files, i.maintenance_failures,
-                   msg, code == 0 ? "" : status_name(code), i.last_maintenance_lsn, syncs[])
+                   msg, code == 0 ? "" : status_name(code), i.last_maintenance_lsn,
+                   counter(LibMMSB.mmsb_log_group_syncs), counter(LibMMSB.mmsb_log_recovery_micros),
+                   counter(LibMMSB.mmsb_log_maintenance_passes), counter(LibMMSB.mmsb_log_maintenance_waits),
+                   counter(LibMMSB.mmsb_log_maintenance_slowdowns))
 end
 
 Base.show(io::IO, i::LogInfo) =
@@ -165,6 +178,11 @@ function Base.show(io::IO, ::MIME"text/plain", i::LogInfo)
               i.last_maintenance_status, ", ", i.last_maintenance_error, ")")
     end
     i.group_syncs > 0 && print(io, "\n  group_syncs          ", i.group_syncs, " (group commit fsyncs since open)")
+    print(io, "\n  recovery             ", round(i.recovery_micros / 1000; digits = 3), " ms (checkpoint load + replay at open)")
+    if i.maintenance_passes + i.maintenance_waits + i.maintenance_slowdowns > 0
+        print(io, "\n  maintenance          ", i.maintenance_passes, " passes, ", i.maintenance_waits, " waits, ",
+              i.maintenance_slowdowns, " slowdowns since open")
+    end
 end
 
 """

@@ -67,6 +67,11 @@ mktempdir() do dir
         @test p in page_ids(s)
         @test read_page(s, p) == final
         @test page_info(s, p).name == "logged"
+        # the open's recovery time and the maintenance thread's counters (nothing over the cap)
+        info = log_info(s)
+        @test info.recovery_micros > 0
+        @test info.maintenance_passes == 0 && info.maintenance_waits == 0 && info.maintenance_slowdowns == 0
+        @test occursin("recovery ", sprint(show, MIME"text/plain"(), info))
     end
 end
 

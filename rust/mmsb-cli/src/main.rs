@@ -27,13 +27,18 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// LSN range, segments with their LSNs and sizes, checkpoints, the replayable range,
-    /// compacted runs, sizes.
+    /// compacted runs, sizes, and what an open replays (records and bytes after the newest
+    /// valid checkpoint).
     Info {
         /// The state directory.
         dir: PathBuf,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Also time the recovery: rebuild the newest state read-only in memory (load the newest
+        /// checkpoint, replay the log after it) and print how long it took. Reads every page.
+        #[arg(long)]
+        time_recovery: bool,
     },
     /// Checks every checkpoint, every record (checksum, LSN order, decoding) and the segment
     /// chain as an open would, changing nothing. Exit 0 when sound, 1 when damaged (one line
@@ -112,7 +117,7 @@ fn main() -> ExitCode {
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let r = match cli.cmd {
-        Cmd::Info { dir, json } => info(&mut out, &dir, json),
+        Cmd::Info { dir, json, time_recovery } => info(&mut out, &dir, json, time_recovery),
         Cmd::Verify { dir } => verify(&mut out, &dir),
         Cmd::Dump { dir, from, to, json } => dump(&mut out, &dir, from, to, json),
         Cmd::Pages { dir, at, json } => pages(&mut out, &dir, at, json),
@@ -139,10 +144,23 @@ fn range_text(r: &Option<std::ops::RangeInclusive<Lsn>>) -> String {
     r.as_ref().map_or_else(|| "none".to_string(), |r| format!("{}..={}", r.start(), r.end()))
 }
 
-fn info(out: &mut Out, dir: &std::path::Path, json: bool) -> Result<ExitCode, Fail> {
+/// Microseconds to rebuild the newest state of `dir` read-only (`MMSBState::open_at`): what an
+/// open's recovery does, less the page files' mapping and the log's set-up.
+fn time_recovery(dir: &std::path::Path, lsn: Lsn) -> Result<u64, Fail> {
+    let t = std::time::Instant::now();
+    let s = MMSBState::open_at(dir, lsn)?;
+    let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+    drop(s);
+    Ok(us)
+}
+
+fn info(out: &mut Out, dir: &std::path::Path, json: bool, timed: bool) -> Result<ExitCode, Fail> {
     let i = read_dir(dir, |d| d.info())?;
+    let recovery_us = if timed && i.replayable.is_some() { Some(time_recovery(dir, i.last_lsn)?) } else { None };
     if json {
-        writeln!(out, "{}", info_json(&i))?;
+        let mut v = info_json(&i);
+        v["recovery_micros"] = json!(recovery_us);
+        writeln!(out, "{v}")?;
         return Ok(ExitCode::SUCCESS);
     }
     let runs: Vec<String> = i.compacted_runs.iter().map(|r| format!("{}..={}", r.start(), r.end())).collect();
@@ -167,6 +185,16 @@ fn info(out: &mut Out, dir: &std::path::Path, json: bool) -> Result<ExitCode, Fa
     writeln!(out, "compacted    {}", if runs.is_empty() { "none".to_string() } else { runs.join(", ") })?;
     writeln!(out, "log          {} segments, {} bytes", i.segments.len(), i.log_bytes)?;
     writeln!(out, "checkpoints  {}, {} bytes", i.checkpoints.len(), i.checkpoint_bytes)?;
+    let r = &i.replay;
+    let from = if r.checkpoint_lsn == 0 {
+        "the log's start (no valid checkpoint)".to_string()
+    } else {
+        format!("the checkpoint at LSN {}", r.checkpoint_lsn)
+    };
+    writeln!(out, "replay       {} records, {} bytes after {from} (what an open replays)", r.records, r.bytes)?;
+    if let Some(us) = recovery_us {
+        writeln!(out, "recovery     {:.3} ms (read-only rebuild: newest checkpoint + replay)", us as f64 / 1e3)?;
+    }
     if let Some(e) = &i.end {
         let what = if e.zeros { "zero fill from" } else { "readable log ends at" };
         writeln!(out, "end          {what} {} byte {} ({})", e.file, e.offset, e.reason)?;
@@ -222,6 +250,9 @@ fn info_json(i: &DirInfo) -> Value {
         })).collect::<Vec<_>>(),
         "stray_files": i.stray_files,
         "quarantined": i.quarantined,
+        "replay": json!({
+            "checkpoint_lsn": i.replay.checkpoint_lsn, "records": i.replay.records, "bytes": i.replay.bytes,
+        }),
     })
 }
 

@@ -332,6 +332,21 @@ fn dump_json_matches_the_writes_and_pages_at_matches_open_at() {
     assert_eq!(code, 0);
     assert_eq!(info["last_lsn"].as_u64(), Some(last));
     assert_eq!(info["segments"].as_array().unwrap().len(), segment_files(&dir).len());
+    // What an open replays: every record after the newest checkpoint; timed on request.
+    let d = mmsb::runtime::tlog::inspect::read_dir(&dir, |d| d.info()).unwrap();
+    let ckpt = d.checkpoints.iter().rev().find(|c| c.problem.is_none()).map_or(0, |c| c.lsn);
+    assert_eq!(info["replay"]["checkpoint_lsn"].as_u64(), Some(ckpt));
+    let after = ops.range(ckpt + 1..).count() as u64;
+    // One record per LSN, but the batch of two deltas is one record.
+    let records = info["replay"]["records"].as_u64().unwrap();
+    assert!(after > 1 && (after - 1..=after).contains(&records), "{records} records for {after} LSNs: {info}");
+    assert!(info["replay"]["bytes"].as_u64().unwrap() > 0, "{info}");
+    assert!(info["recovery_micros"].is_null(), "{info}");
+    let (code, out, _) = run(&["info", dir.to_str().unwrap(), "--time-recovery"]);
+    assert!(code == 0 && out.contains("replay       ") && out.contains("recovery     "), "{out}");
+    let (code, out, _) = run(&["info", dir.to_str().unwrap(), "--json", "--time-recovery"]);
+    let timed: Value = serde_json::from_str(&out).unwrap();
+    assert!(code == 0 && timed["recovery_micros"].as_u64().unwrap() > 0, "{out}");
     // An LSN past the end: exit 2 and the replayable range in the message.
     let (code, _, err) = run(&["pages", dir.to_str().unwrap(), "--at", &(last + 1).to_string()]);
     assert_eq!(code, 2);

@@ -912,6 +912,36 @@ MmsbStatus mmsb_log_maintenance_error(const struct MmsbState *state,
 // `state` a live handle; `out` writable.
 MmsbStatus mmsb_log_group_syncs(const struct MmsbState *state, uint64_t *out);
 
+// Writes to `*out` how long this state's open took to recover, in microseconds: load the
+// newest checkpoint and replay the log after it (a clean close leaves nothing to replay; after
+// a crash it is bounded by `log_size_cap`). Fails with `MMSB_STATUS_UNSUPPORTED` when the
+// state has no log.
+//
+// # Safety
+// `state` a live handle; `out` writable.
+MmsbStatus mmsb_log_recovery_micros(const struct MmsbState *state, uint64_t *out);
+
+// Writes to `*out` the maintenance passes (checkpoint + compaction) the maintenance thread
+// ran since open. Fails with `MMSB_STATUS_UNSUPPORTED` when the state has no log.
+//
+// # Safety
+// `state` a live handle; `out` writable.
+MmsbStatus mmsb_log_maintenance_passes(const struct MmsbState *state, uint64_t *out);
+
+// Writes to `*out` the writes that waited for a maintenance pass because the log reached four
+// times `log_size_cap`. Fails with `MMSB_STATUS_UNSUPPORTED` when the state has no log.
+//
+// # Safety
+// `state` a live handle; `out` writable.
+MmsbStatus mmsb_log_maintenance_waits(const struct MmsbState *state, uint64_t *out);
+
+// Writes to `*out` the writes delayed by 1 ms because the log reached twice `log_size_cap`.
+// Fails with `MMSB_STATUS_UNSUPPORTED` when the state has no log.
+//
+// # Safety
+// `state` a live handle; `out` writable.
+MmsbStatus mmsb_log_maintenance_slowdowns(const struct MmsbState *state, uint64_t *out);
+
 // Writes the compacted runs of the retained log as pairs `first, last` (ascending, 2 u64 per
 // run) to `out` (room for `cap` u64) and the number of u64 written (twice the runs) to
 // `*out_count`. `mmsb_state_replay` to an LSN in `first ..= last - 1` fails with

@@ -59,10 +59,10 @@ impl From<&LogInfo> for MmsbLogInfo {
             last_maintenance_code,
             last_maintenance_lsn,
             group_syncs: _,           // not in the C struct (its layout is ABI): `mmsb_log_group_syncs`
-            recovery_micros: _,       // not in the C struct either; Rust `LogInfo` only (no C getter yet)
-            maintenance_passes: _,    // likewise
-            maintenance_waits: _,     // likewise
-            maintenance_slowdowns: _, // likewise
+            recovery_micros: _,       // likewise: `mmsb_log_recovery_micros`
+            maintenance_passes: _,    // likewise: `mmsb_log_maintenance_passes`
+            maintenance_waits: _,     // likewise: `mmsb_log_maintenance_waits`
+            maintenance_slowdowns: _, // likewise: `mmsb_log_maintenance_slowdowns`
         } = i;
         MmsbLogInfo {
             lsn: *lsn,
@@ -199,6 +199,21 @@ pub unsafe extern "C" fn mmsb_log_maintenance_error(
     })
 }
 
+/// Writes one `LogInfo` counter to `*out`: the getters below, kept out of `MmsbLogInfo`, whose
+/// layout is ABI. Fails with `MMSB_STATUS_UNSUPPORTED` when the state has no log.
+///
+/// # Safety
+/// `state` a live handle; `out` writable.
+unsafe fn log_counter(state: *const MmsbState, out: *mut u64, field: fn(&LogInfo) -> u64) -> MmsbStatus {
+    boundary(|| {
+        check_out(out, "out")?;
+        // SAFETY: forwarded contract.
+        let n = field(&unsafe { state_ref(state) }?.log_info()?);
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(out, n, "out") }
+    })
+}
+
 /// Writes to `*out` the fsyncs group commit has done since open (`GroupCommit` durability;
 /// records per fsync tell how well concurrent writers share them). Kept out of `MmsbLogInfo`,
 /// whose layout is ABI. Fails with `MMSB_STATUS_UNSUPPORTED` when the state has no log.
@@ -207,13 +222,54 @@ pub unsafe extern "C" fn mmsb_log_maintenance_error(
 /// `state` a live handle; `out` writable.
 #[no_mangle]
 pub unsafe extern "C" fn mmsb_log_group_syncs(state: *const MmsbState, out: *mut u64) -> MmsbStatus {
-    boundary(|| {
-        check_out(out, "out")?;
-        // SAFETY: forwarded contract.
-        let n = unsafe { state_ref(state) }?.log_info()?.group_syncs;
-        // SAFETY: checked non-NULL above.
-        unsafe { write_out(out, n, "out") }
-    })
+    // SAFETY: forwarded contract.
+    unsafe { log_counter(state, out, |i| i.group_syncs) }
+}
+
+/// Writes to `*out` how long this state's open took to recover, in microseconds: load the
+/// newest checkpoint and replay the log after it (a clean close leaves nothing to replay; after
+/// a crash it is bounded by `log_size_cap`). Fails with `MMSB_STATUS_UNSUPPORTED` when the
+/// state has no log.
+///
+/// # Safety
+/// `state` a live handle; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_log_recovery_micros(state: *const MmsbState, out: *mut u64) -> MmsbStatus {
+    // SAFETY: forwarded contract.
+    unsafe { log_counter(state, out, |i| i.recovery_micros) }
+}
+
+/// Writes to `*out` the maintenance passes (checkpoint + compaction) the maintenance thread
+/// ran since open. Fails with `MMSB_STATUS_UNSUPPORTED` when the state has no log.
+///
+/// # Safety
+/// `state` a live handle; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_log_maintenance_passes(state: *const MmsbState, out: *mut u64) -> MmsbStatus {
+    // SAFETY: forwarded contract.
+    unsafe { log_counter(state, out, |i| i.maintenance_passes) }
+}
+
+/// Writes to `*out` the writes that waited for a maintenance pass because the log reached four
+/// times `log_size_cap`. Fails with `MMSB_STATUS_UNSUPPORTED` when the state has no log.
+///
+/// # Safety
+/// `state` a live handle; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_log_maintenance_waits(state: *const MmsbState, out: *mut u64) -> MmsbStatus {
+    // SAFETY: forwarded contract.
+    unsafe { log_counter(state, out, |i| i.maintenance_waits) }
+}
+
+/// Writes to `*out` the writes delayed by 1 ms because the log reached twice `log_size_cap`.
+/// Fails with `MMSB_STATUS_UNSUPPORTED` when the state has no log.
+///
+/// # Safety
+/// `state` a live handle; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_log_maintenance_slowdowns(state: *const MmsbState, out: *mut u64) -> MmsbStatus {
+    // SAFETY: forwarded contract.
+    unsafe { log_counter(state, out, |i| i.maintenance_slowdowns) }
 }
 
 /// Writes the compacted runs of the retained log as pairs `first, last` (ascending, 2 u64 per
@@ -339,6 +395,62 @@ mod tests {
         unsafe {
             let mut n = 0u64;
             assert_eq!(mmsb_log_group_syncs(st, &mut n), ErrorCode::Unsupported as u32);
+            mmsb_state_free(st);
+        }
+    }
+
+    #[test]
+    fn recovery_time_and_maintenance_counters_through_the_c_abi() {
+        let d = tempfile::tempdir().unwrap();
+        // A small cap, so the maintenance thread runs passes while the page is written.
+        let config = mmsb::Config { dir: Some(d.path().into()), log_size_cap: 4096, ..Default::default() };
+        let s = mmsb::MMSBState::open(config.clone()).unwrap();
+        let p = s.create_page(1024, Location::Cpu, PageMeta::default()).unwrap();
+        for i in 0..200u8 {
+            s.update_page(p, &[i; 1024]).unwrap();
+        }
+        drop(s);
+        let s = mmsb::MMSBState::open(config).unwrap();
+        for i in 0..50u8 {
+            s.update_page(p, &[i; 1024]).unwrap();
+        }
+        // The thread runs a pass once woken; wait for one (bounded).
+        let t = std::time::Instant::now();
+        while s.log_info().unwrap().maintenance_passes == 0 && t.elapsed() < std::time::Duration::from_secs(20) {
+            s.update_page(p, &[9; 1024]).unwrap();
+        }
+        let want = s.log_info().unwrap();
+        assert!(want.recovery_micros > 0 && want.maintenance_passes > 0, "{want:?}");
+        let st = crate::new_handle(MmsbState::plain(s));
+        type Getter = unsafe extern "C" fn(*const MmsbState, *mut u64) -> MmsbStatus;
+        let getters: [(Getter, u64); 4] = [
+            (mmsb_log_recovery_micros, want.recovery_micros),
+            (mmsb_log_maintenance_passes, want.maintenance_passes),
+            (mmsb_log_maintenance_waits, want.maintenance_waits),
+            (mmsb_log_maintenance_slowdowns, want.maintenance_slowdowns),
+        ];
+        // SAFETY: a live handle, valid or NULL out-pointers as each case says; freed once.
+        unsafe {
+            for (get, want) in getters {
+                let mut n = u64::MAX;
+                assert_eq!(get(st, &mut n), MMSB_OK);
+                // The counters only grow; the recovery time is fixed at open.
+                assert!(n >= want && n != u64::MAX, "{n} < {want}");
+                assert_eq!(get(st, std::ptr::null_mut()), ErrorCode::NullPointer as u32);
+                assert_eq!(get(std::ptr::null(), &mut n), ErrorCode::NullPointer as u32);
+            }
+            let mut n = 0;
+            assert_eq!(mmsb_log_recovery_micros(st, &mut n), MMSB_OK);
+            assert_eq!(n, want.recovery_micros);
+            assert_eq!(crate::state::mmsb_state_close(st), MMSB_OK);
+            assert_eq!(mmsb_log_recovery_micros(st, &mut n), ErrorCode::Closed as u32);
+            mmsb_state_free(st);
+        }
+        let st = crate::new_handle(MmsbState::plain(mmsb::MMSBState::open(mmsb::Config::default()).unwrap()));
+        // SAFETY: as above.
+        unsafe {
+            let mut n = 0u64;
+            assert_eq!(mmsb_log_recovery_micros(st, &mut n), ErrorCode::Unsupported as u32);
             mmsb_state_free(st);
         }
     }

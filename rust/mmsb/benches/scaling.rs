@@ -4,7 +4,7 @@
 //!
 //!     cargo bench -p mmsb --bench scaling            # full: up to 100k pages, 1M deltas
 //!     cargo bench -p mmsb --bench scaling -- --quick # up to 10k pages, 100k deltas
-//!     cargo bench -p mmsb --bench scaling -- --only replay   # one curve (route, memory, open, open-fb, replay)
+//!     cargo bench -p mmsb --bench scaling -- --only replay   # one curve (route, memory, open, open-fb, crash, replay)
 //!     cargo bench -p mmsb --bench scaling -- --json ../../benchmark/results/scaling.json
 //!
 //! `--json PATH` also writes the curves' points for the benchmark plot (`benchmark/benchmarks.jl`
@@ -279,45 +279,148 @@ fn open_curve(sizes: &[usize]) -> Curve {
     curve
 }
 
-/// Issue 21 goal 2: milliseconds to reopen a cleanly closed state of `mib` MiB in pages of 1 MiB
-/// (each written whole once), with file-backed pages (a clean close checkpoints; open maps the
-/// page files) against anonymous pages (open replays the log since the last checkpoint), timed
-/// alternately in the same run, median of three each.
-fn open_file_backed_curve(sizes_mib: &[usize]) -> Curve {
-    let mut curve = Curve::new("reopen after a clean close, file-backed", "MiB", "ms to open", "anonymous pages");
-    println!("\n== reopen after a clean close, pages of 1 MiB: file-backed against anonymous ==");
-    println!("{:>8} {:>14} {:>14} {:>10}", "MiB", "file-backed ms", "anonymous ms", "fb / anon");
+/// A logged state of `mib` MiB in pages of `page_mib` MiB, each written whole once; file-backed
+/// or anonymous pages, the default `log_size_cap` (its maintenance thread checkpoints while it
+/// is written).
+fn build_state(dir: &std::path::Path, mib: u64, page_mib: u64, file_backed: bool) -> MMSBState {
     const MIB: u64 = 1 << 20;
-    for &mib in sizes_mib {
-        let mib = mib as u64;
-        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-        let cfg = |k: usize| Config {
-            dir: Some(dirs[k].path().to_path_buf()),
-            durability: Durability::None,
-            file_backed_pages: k == 0,
-            ..Config::default()
-        };
-        for k in 0..2 {
-            let s = MMSBState::open(cfg(k)).unwrap();
-            let full = Delta::write(0, &vec![7; MIB as usize]).unwrap();
-            for _ in 0..mib {
-                let p = s.create_page(MIB, Location::Cpu, PageMeta::default()).unwrap();
-                s.route_delta(p, &full, None).unwrap();
+    let s = MMSBState::open(reopen_config(dir, file_backed)).unwrap();
+    let full = Delta::write(0, &vec![7; (page_mib * MIB) as usize]).unwrap();
+    for _ in 0..mib.div_ceil(page_mib) {
+        let p = s.create_page(page_mib * MIB, Location::Cpu, PageMeta::default()).unwrap();
+        s.route_delta(p, &full, None).unwrap();
+    }
+    s
+}
+
+fn reopen_config(dir: &std::path::Path, file_backed: bool) -> Config {
+    Config {
+        dir: Some(dir.to_path_buf()),
+        durability: Durability::None,
+        file_backed_pages: file_backed,
+        ..Config::default()
+    }
+}
+
+/// Copies a state directory as a crash of its writer leaves it: the files as they are, the
+/// page cache included (file-backed pages are the page files' current bytes), without `LOCK`.
+/// A file the writer's maintenance thread removes meanwhile is left out, as it would be gone.
+fn copy_as_crashed(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_as_crashed(&e.path(), &target);
+        } else if e.file_name() != "LOCK" {
+            match std::fs::copy(e.path(), target) {
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                r => {
+                    r.unwrap();
+                }
             }
         }
-        let open_ms = |k: usize| {
-            let mut s = None;
-            let ms = time_ms(|| s = Some(black_box(MMSBState::open(cfg(k)).unwrap())));
-            drop(s); // closing is not part of the open
-            ms
-        };
-        // Alternating file-backed, anonymous, file-backed, ...: load changes hit both alike.
-        let (fb, anon): (Vec<f64>, Vec<f64>) = (0..3).map(|_| (open_ms(0), open_ms(1))).unzip();
-        let (fb, anon) = (median(fb), median(anon));
-        println!("{mib:>8} {fb:>14.2} {anon:>14.2} {:>10.3}", fb / anon);
+    }
+}
+
+/// Issue 21 goal 2: milliseconds to reopen a cleanly closed state of `mib` MiB, timed
+/// alternately in the same run (median of three each): file-backed pages of 1 MiB (a clean close
+/// checkpoints; open maps the page files and reads none of the log the checkpoint covers), the
+/// same in pages of 64 MiB (the per-page cost of opening and mapping a file is about all that
+/// is left), and anonymous pages of 1 MiB (open loads the newest checkpoint and replays the log
+/// after it).
+fn open_file_backed_curve(sizes_mib: &[usize]) -> Curve {
+    let mut curve = Curve::new("reopen after a clean close, file-backed", "MiB", "ms to open", "anonymous pages");
+    println!("\n== reopen after a clean close: file-backed (1 MiB and 64 MiB pages) against anonymous (1 MiB) ==");
+    println!(
+        "{:>8} {:>12} {:>12} {:>12} {:>10} {:>12}",
+        "MiB", "fb 1M ms", "fb 64M ms", "anon ms", "fb / anon", "fb64 / anon"
+    );
+    for &mib in sizes_mib {
+        let mib = mib as u64;
+        let kinds = [(1, true), (64.min(mib), true), (1, false)];
+        let dirs: Vec<tempfile::TempDir> = kinds.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+        for (d, &(page_mib, fb)) in dirs.iter().zip(&kinds) {
+            build_state(d.path(), mib, page_mib, fb).close();
+        }
+        let mut t = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..3 {
+            for (k, tk) in t.iter_mut().enumerate() {
+                let start = Instant::now();
+                let s = MMSBState::open(reopen_config(dirs[k].path(), kinds[k].1)).unwrap();
+                black_box(s.lsn());
+                tk.push(start.elapsed().as_secs_f64() * 1e3);
+                drop(s);
+            }
+        }
+        for tk in &mut t {
+            tk.sort_by(f64::total_cmp);
+        }
+        let (fb, fb64, anon) = (t[0][1], t[1][1], t[2][1]);
+        println!("{mib:>8} {fb:>12.2} {fb64:>12.2} {anon:>12.2} {:>10.4} {:>12.4}", fb / anon, fb64 / anon);
         curve.push(mib as f64, fb, Some(anon));
     }
     println!("goal 2: reopen of a cleanly closed 1 GiB state <= 5 ms (the full run's last row)");
+    curve
+}
+
+/// Issue 21 goal 2, the crash half: milliseconds to open a state of `mib` MiB (pages of 1 MiB,
+/// default `log_size_cap`) whose writer crashed right after writing it (its directory copied
+/// while it was open), file-backed against anonymous pages, timed alternately (median of
+/// three), with the log the open replayed (written since the newest checkpoint) and the
+/// recovery time the state reports (`LogInfo::recovery_micros`).
+fn crash_curve(sizes_mib: &[usize]) -> Curve {
+    let mut curve = Curve::new("open after a crash, file-backed", "MiB", "ms to open", "anonymous pages");
+    println!("\n== open after a crash (default log_size_cap), pages of 1 MiB: file-backed against anonymous ==");
+    println!(
+        "{:>8} {:>10} {:>12} {:>10} {:>12} {:>12} {:>10}",
+        "MiB", "fb ms", "fb replay", "anon ms", "anon replay", "recovery ms", "fb / anon"
+    );
+    for &mib in sizes_mib {
+        let mib = mib as u64;
+        let crashed: Vec<(tempfile::TempDir, u64)> = [true, false]
+            .iter()
+            .map(|&fb| {
+                let live = tempfile::tempdir().unwrap();
+                let s = build_state(live.path(), mib, 1, fb);
+                let since = s.log_info().unwrap().bytes_since_checkpoint;
+                let copy = tempfile::tempdir().unwrap();
+                copy_as_crashed(live.path(), copy.path());
+                drop(s);
+                (copy, since)
+            })
+            .collect();
+        // Each open of a crashed copy recovers it and the close checkpoints it: time copies of
+        // the copy, so that every open replays the same log.
+        let mut t = [Vec::new(), Vec::new()];
+        let mut recovery = [0u64; 2];
+        for _ in 0..3 {
+            for (k, tk) in t.iter_mut().enumerate() {
+                let trial = tempfile::tempdir().unwrap();
+                copy_as_crashed(crashed[k].0.path(), trial.path());
+                let start = Instant::now();
+                let s = MMSBState::open(reopen_config(trial.path(), k == 0)).unwrap();
+                black_box(s.lsn());
+                tk.push(start.elapsed().as_secs_f64() * 1e3);
+                recovery[k] = s.log_info().unwrap().recovery_micros;
+                drop(s);
+            }
+        }
+        for tk in &mut t {
+            tk.sort_by(f64::total_cmp);
+        }
+        let mb = |b: u64| format!("{:.0} MiB", b as f64 / (1 << 20) as f64);
+        println!(
+            "{mib:>8} {:>10.2} {:>12} {:>10.2} {:>12} {:>12.2} {:>10.4}",
+            t[0][1],
+            mb(crashed[0].1),
+            t[1][1],
+            mb(crashed[1].1),
+            recovery[0] as f64 / 1e3,
+            t[0][1] / t[1][1]
+        );
+        curve.push(mib as f64, t[0][1], Some(t[1][1]));
+    }
+    println!("goal 2: open after a crash <= 100 ms at the default settings (the full run's last row)");
     curve
 }
 
@@ -395,6 +498,7 @@ fn main() {
         memory_curve(&[100]);
         open_curve(&[16]);
         open_file_backed_curve(&[2]);
+        crash_curve(&[2]);
         replay_curve(&[200]);
         return;
     }
@@ -412,6 +516,9 @@ fn main() {
     }
     if run("open-fb") {
         curves.push(open_file_backed_curve(pick(&[16, 64], &[64, 256, 1024])));
+    }
+    if run("crash") {
+        curves.push(crash_curve(pick(&[16, 64], &[64, 256, 1024])));
     }
     if run("replay") {
         curves.push(replay_curve(pick(&[10_000, 100_000], &[10_000, 100_000, 1_000_000])));

@@ -158,3 +158,71 @@ fn a_missing_page_file_is_a_named_error() {
     assert_eq!(e.code(), ErrorCode::Corrupt, "{e}");
     assert!(e.to_string().contains("page file"), "{e}");
 }
+
+/// Issue 21, fast open: after a clean close the open maps the page files and replays nothing,
+/// even when the maintenance thread left a long log behind its newest checkpoint (the open no
+/// longer reads the segments that checkpoint covers); the mapped pages read the bytes written
+/// and take new writes without touching the checkpoint; a reopen without writes leaves no file
+/// behind; a page file of the wrong length is refused with a named error.
+#[test]
+fn a_clean_reopen_maps_the_pages_replays_nothing_and_refuses_a_short_page_file() {
+    use mmsb::runtime::tlog::inspect::read_dir;
+    let d = tempfile::tempdir().unwrap();
+    // A checkpoint half way, then more writes over several small segments: the close's
+    // checkpoint covers them, and the log keeps them (history back to the older checkpoint).
+    let cfg = Config { log_size_cap: 0, segment_size: 16 << 10, ..config(d.path()) };
+    let s = MMSBState::open(cfg.clone()).unwrap();
+    let ids: Vec<PageId> = (0..6).map(|i| page(&s, 64 << 10, &format!("p{i}"))).collect();
+    for round in 0..8u8 {
+        for (i, &id) in ids.iter().enumerate() {
+            s.update_page_at(id, 512 * u64::from(round), &[round ^ i as u8; 3000], None).unwrap();
+        }
+        if round == 3 {
+            s.checkpoint().unwrap();
+        }
+    }
+    let want: Vec<Vec<u8>> = ids.iter().map(|&id| s.read_page(id).unwrap()).collect();
+    let lsn = s.lsn();
+    s.close();
+    let info = read_dir(d.path(), |l| l.info()).unwrap();
+    assert_eq!((info.replay.checkpoint_lsn, info.replay.records, info.replay.bytes), (lsn, 0, 0), "{info:?}");
+    assert!(info.segments.len() > 1, "the log keeps history behind the checkpoint: {info:?}");
+    let ckpt = d.path().join(&info.checkpoints.last().unwrap().name);
+    let ckpt_bytes = std::fs::read(&ckpt).unwrap();
+    let pages_dir = d.path().join("pages");
+    let files = || std::fs::read_dir(&pages_dir).unwrap().count();
+    let listed = files();
+
+    // Damage the history the checkpoint covers: a clean open does not read it.
+    let first = d.path().join(&info.segments[0].name);
+    let mut seg = std::fs::read(&first).unwrap();
+    let at = seg.len() - 1;
+    seg[at] ^= 0x20;
+    std::fs::write(&first, &seg).unwrap();
+
+    let s = MMSBState::open(cfg.clone()).unwrap();
+    let got: Vec<Vec<u8>> = ids.iter().map(|&id| s.read_page(id).unwrap()).collect();
+    assert!(got == want, "the reopened pages differ");
+    assert_eq!(s.log_info().unwrap().skipped_regions, 0);
+    s.update_page_at(ids[2], 7, b"after reopen", None).unwrap();
+    assert_eq!(std::fs::read(&ckpt).unwrap(), ckpt_bytes, "a write went into the checkpoint");
+    let want2 = s.read_page(ids[2]).unwrap();
+    drop(s);
+    let s = MMSBState::open(cfg.clone()).unwrap();
+    assert_eq!(s.read_page(ids[2]).unwrap(), want2);
+    drop(s);
+    // Reopens without writes leave no image file behind each.
+    for _ in 0..4 {
+        drop(MMSBState::open(cfg.clone()).unwrap());
+    }
+    assert!(files() <= listed + 1, "{} files in pages/ after reopens, {listed} before", files());
+
+    // A page file cut short (not the length its page needs): a named error, nothing changed.
+    let f = page_file(d.path(), ids[4]);
+    let len = std::fs::metadata(&f).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len - 4096).unwrap();
+    let e = MMSBState::open(cfg).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Corrupt, "{e}");
+    assert!(e.to_string().contains("page file") && e.to_string().contains(&format!("page {}", ids[4])), "{e}");
+    assert_eq!(std::fs::metadata(&f).unwrap().len(), len - 4096, "the refused open changed the file");
+}

@@ -562,6 +562,10 @@ int main(int argc, char **argv) {
         EXPECT(mmsb_topo_order(s, ids, 4, &n), MMSB_STATUS_CODE_CLOSED);
         EXPECT(mmsb_log_info(s, &log), MMSB_STATUS_CODE_CLOSED);
         EXPECT(mmsb_log_group_syncs(s, &lsn), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_log_recovery_micros(s, &lsn), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_log_maintenance_passes(s, &lsn), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_log_maintenance_waits(s, &lsn), MMSB_STATUS_CODE_CLOSED);
+        EXPECT(mmsb_log_maintenance_slowdowns(s, &lsn), MMSB_STATUS_CODE_CLOSED);
         EXPECT(mmsb_device_stats(s, &dev), MMSB_STATUS_CODE_CLOSED);
         EXPECT(mmsb_stats_json(s, NULL, 0, &n), MMSB_STATUS_CODE_CLOSED);
         EXPECT(mmsb_stats_prometheus(s, NULL, 0, &n), MMSB_STATUS_CODE_CLOSED);

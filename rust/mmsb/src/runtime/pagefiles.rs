@@ -213,6 +213,21 @@ impl PageFiles {
         Ok(Dirty { all, pages: old.imaged, created: old.created })
     }
 
+    /// Removes the image files of earlier intervals that hold no image (header only): they add
+    /// nothing to [`images_since`]. Called at open, where each open starts an interval: without
+    /// this, every reopen without a write left one more file for the next open to list and read.
+    pub(crate) fn prune_empty(&self) -> Result<()> {
+        let current = self.cur.lock().seq;
+        for (seq, _) in list_images(&self.dir)? {
+            let p = self.dir.join(image_file_name(seq));
+            let empty = std::fs::metadata(&p).is_ok_and(|m| m.len() <= IMAGE_HEADER_LEN as u64);
+            if seq < current && empty {
+                std::fs::remove_file(&p).map_err(io(format!("remove {}", p.display())))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the image files that no retained checkpoint needs (those of intervals that
     /// started before `oldest`, the oldest retained checkpoint), except the current one.
     pub(crate) fn prune(&self, oldest: Lsn) -> Result<()> {
@@ -420,5 +435,23 @@ mod tests {
         f.set_len(f.metadata().unwrap().len() - 1).unwrap();
         assert!(!images_since(&pf.dir, 6).unwrap().contains_key(&PageId(1)));
         assert_eq!(images_since(&pf.dir, 5).unwrap()[&PageId(1)], b"aaaaaaaa");
+    }
+
+    #[test]
+    fn prune_empty_removes_only_earlier_intervals_without_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let pf = PageFiles::open(dir.path(), Durability::None).unwrap();
+        let mut core = Core { next_page_id: 2, ..Core::default() };
+        let buf = pf.allocate(PageId(1), 8).unwrap();
+        core.pages.insert(PageId(1), Page::new(PageId(1), Default::default(), Default::default(), buf));
+        let _ = pf.start_interval(1).unwrap(); // 1: empty
+        let _ = pf.start_interval(1).unwrap(); // 2: one image
+        pf.before_change(&core, [PageId(1)].into_iter()).unwrap();
+        let _ = pf.start_interval(2).unwrap(); // 3: empty
+        let _ = pf.start_interval(2).unwrap(); // 4: current, empty
+        pf.prune_empty().unwrap();
+        let left: Vec<u64> = list_images(&pf.dir).unwrap().into_iter().map(|i| i.0).collect();
+        assert_eq!(left, [2, 4]);
+        assert_eq!(images_since(&pf.dir, 1).unwrap().len(), 1);
     }
 }

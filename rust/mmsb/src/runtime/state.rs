@@ -254,6 +254,7 @@ impl MMSBState {
         // PAGE FILES HOOK: changes from here on are imaged in a new interval.
         if let Some(pf) = &state.pagefiles {
             let _ = pf.start_interval(state.core.read().lsn)?;
+            pf.prune_empty()?;
             // What the recovery changed is flushed by the first checkpoint.
             pf.flush_all_next();
         }

@@ -198,6 +198,22 @@ pub struct DirInfo {
     pub stray_files: Vec<String>,
     /// Files in `quarantine/` (never read by MMSB; see `docs/log-format.md`).
     pub quarantined: Vec<String>,
+    /// What an open of this directory replays: the newest checkpoint that verifies (its LSN, 0
+    /// when none) and the readable records after it (their count and bytes, framing and blob
+    /// payloads included). Nothing after a clean close of file-backed pages; after a crash,
+    /// bounded by `log_size_cap`.
+    pub replay: ReplayInfo,
+}
+
+/// What an open replays after the newest valid checkpoint (see [`DirInfo::replay`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayInfo {
+    /// The LSN of the checkpoint the open loads (0: none, the log is replayed from its start).
+    pub checkpoint_lsn: Lsn,
+    /// Records after it.
+    pub records: u64,
+    /// Their bytes: record framing and payloads, inline or in blob files.
+    pub bytes: u64,
 }
 
 /// A record of the log, as [`DirLog::records`] passes it.
@@ -260,6 +276,7 @@ struct Scan {
     per_seg: BTreeMap<u64, (u64, Option<Lsn>, Lsn)>,
     runs: Vec<RangeInclusive<Lsn>>,
     checkpoints: Vec<CheckpointInfo>,
+    replay: ReplayInfo,
 }
 
 /// A state directory read without its writer (see the module docs): the listing taken at
@@ -388,8 +405,14 @@ impl DirLog {
             };
             scan.checkpoints.push(CheckpointInfo { name: name.clone(), lsn, bytes, pages, problem });
         }
-        let (per_seg, runs) = (&mut scan.per_seg, &mut scan.runs);
-        scan.walk = walk(&storage, &listing.chain, OnInvalid::Stop, |h, _, file, _| {
+        // An open loads the newest checkpoint that verifies and replays what follows it.
+        scan.replay.checkpoint_lsn = scan.checkpoints.iter().rev().find(|c| c.problem.is_none()).map_or(0, |c| c.lsn);
+        let (per_seg, runs, replay) = (&mut scan.per_seg, &mut scan.runs, &mut scan.replay);
+        scan.walk = walk(&storage, &listing.chain, OnInvalid::Stop, |h, body, file, _| {
+            if h.last_lsn() > replay.checkpoint_lsn {
+                replay.records += 1;
+                replay.bytes += (RECORD_HEADER_LEN + body.len()) as u64;
+            }
             let segno = crate::runtime::tlog::format::parse_segment_name(file).unwrap_or(0);
             let e = per_seg.entry(segno).or_insert((0, None, 0));
             e.0 += 1;
@@ -499,6 +522,7 @@ impl DirLog {
             end: self.end(),
             stray_files,
             quarantined,
+            replay: self.scan.replay,
         })
     }
 
