@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
@@ -25,7 +26,7 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{self, CheckpointHeader};
-use crate::nats::{block_on, last_message, retry, runtime, Target, REPLICATION_TIMEOUT};
+use crate::nats::{block_on, last_message, retry, runtime, Target, REPLICATION_TIMEOUT, REQUEST_TIMEOUT};
 use crate::wire::{self, Envelope, KIND_TERM};
 
 /// Messages sent and not yet acknowledged, at most.
@@ -76,6 +77,8 @@ pub(crate) struct Publisher {
     changed: Condvar,
     /// Messages published (acknowledged) since open.
     published: AtomicU64,
+    /// Stream messages copied back into the log at open.
+    copied_back: AtomicU64,
     /// The highest LSN the local log has made durable (`RecordObserver::committed`), for
     /// statistics: records are published as soon as they are appended, before their fsync, so
     /// the stream may run ahead of it (a restarted primary copies such records back, see
@@ -158,6 +161,13 @@ impl RecordObserver for Publisher {
                 ));
             }
         }
+    }
+
+    // Called by compaction (under the log's writer lock: `progress` is a leaf lock there).
+    // Records the stream has not acknowledged stay in the local log as logged, so a restart
+    // can publish them (`Primary::start_with` re-publishes the log past the stream's end).
+    fn retained_after(&self) -> Lsn {
+        self.progress.lock().acked_lsn
     }
 }
 
@@ -371,9 +381,52 @@ async fn stream_after(
             lo = mid + 1;
         }
     }
-    let mut out = Vec::new();
-    for seq in lo..=last_seq {
-        out.push((seq, get(seq).await?.1));
+    read_range(target, stream, lo, last_seq).await
+}
+
+/// The messages `from..=to` of the stream, read through one pull consumer (batches of up to
+/// `COPY_BATCH` per round trip; it used to be one direct get, so one round trip, per message).
+/// Purges only remove a prefix, so the sequences are consecutive; anything else is a transport
+/// failure (`retry` starts over).
+async fn read_range(
+    target: &Target,
+    stream: &stream::Stream,
+    from: u64,
+    to: u64,
+) -> mmsb::Result<Vec<(u64, bytes::Bytes)>> {
+    use futures_util::StreamExt;
+    const COPY_BATCH: usize = 512;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(10),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| target.failed("create a consumer to copy back", e))?;
+    let mut msgs = consumer
+        .stream()
+        .max_messages_per_batch(COPY_BATCH)
+        .expires(REQUEST_TIMEOUT)
+        .messages()
+        .await
+        .map_err(|e| target.failed("copy back", e))?;
+    let mut out = Vec::with_capacity(usize::try_from(to + 1 - from).unwrap_or(0));
+    let mut next = from;
+    while next <= to {
+        let m = match tokio::time::timeout(REQUEST_TIMEOUT, msgs.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return Err(target.failed("copy back", e)),
+            Ok(None) => return Err(target.failed("copy back", "the message stream ended")),
+            Err(_) => return Err(target.failed("copy back", format!("no message {next} within {REQUEST_TIMEOUT:?}"))),
+        };
+        let seq = m.info().map_err(|e| target.failed("copy back: message metadata", e))?.stream_sequence;
+        if seq != next {
+            return Err(target.failed("copy back", format!("expected stream sequence {next}, got {seq}")));
+        }
+        out.push((seq, m.payload.clone()));
+        next += 1;
     }
     Ok(out)
 }
@@ -510,6 +563,9 @@ pub struct PrimaryStats {
     pub term: u64,
     /// Messages acknowledged since open.
     pub published: u64,
+    /// Stream messages copied back into the local log at open (a log that ended before the
+    /// stream, see [`Primary::open`]).
+    pub copied_back: u64,
 }
 
 /// A state that replicates its log to a JetStream stream.
@@ -653,6 +709,7 @@ impl Primary {
             progress: Mutex::new(Progress { acked_lsn: 0, acked_seq: last_seq, fault: None }),
             changed: Condvar::new(),
             published: AtomicU64::new(0),
+            copied_back: AtomicU64::new(0),
             local_durable: AtomicU64::new(0),
             skip_through: AtomicU64::new(0),
         });
@@ -685,6 +742,7 @@ impl Primary {
                 publisher.skip_through.store(s, Ordering::Release);
                 let msgs = block_on(retry(|| stream_after(&target, &stream, lsn, last_seq)))?;
                 copy_back(&target, &state, id, &msgs, s)?;
+                publisher.copied_back.store(msgs.len() as u64, Ordering::Relaxed);
                 publisher.committed(state.lsn());
                 publisher.progress.lock().acked_lsn = s;
             }
@@ -770,6 +828,7 @@ impl Primary {
             acked_seq: p.acked_seq,
             term: self.publisher.term,
             published: self.publisher.published.load(Ordering::Relaxed),
+            copied_back: self.publisher.copied_back.load(Ordering::Relaxed),
         }
     }
 
