@@ -284,7 +284,7 @@ fn compaction_keeps_the_records_the_observer_does_not_hold() {
     let s = MMSBState::open(cfg.clone()).unwrap();
     let page = s.create_page(4096, Location::Cpu, PageMeta::default()).unwrap();
     for i in 0..40u64 {
-        s.update_page_at(page, i * 8, &[i as u8 + 1; 8], None).unwrap();
+        s.update_page_at(page, i * 8, &[u8::try_from(i + 1).unwrap(); 8], None).unwrap();
     }
     // The observer holds LSNs up to 10: 11..=41 must stay, one entry per LSN.
     *obs.held.lock().unwrap() = 10;
@@ -310,6 +310,6 @@ fn compaction_keeps_the_records_the_observer_does_not_hold() {
         let n = it.map(|e| e.unwrap()).filter(|e| !matches!(e.op, mmsb::LogOp::Compacted { .. })).count();
         assert!(n < unheld.len(), "nothing was compacted once the observer held it all");
     }
-    let expected: Vec<u8> = (0..40u64).flat_map(|i| [i as u8 + 1; 8]).collect();
+    let expected: Vec<u8> = (0..40u64).flat_map(|i| [u8::try_from(i + 1).unwrap(); 8]).collect();
     assert_eq!(&s.read_page(page).unwrap()[..320], &expected[..]);
 }
