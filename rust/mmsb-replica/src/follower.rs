@@ -72,7 +72,7 @@ pub struct Lag {
     /// what its durable position lacks).
     pub applied_since_open: u64,
     /// Failed writes of the durable position since open (also the state's
-    /// `replica_position_errors` counter). Nothing is lost: a restart resumes from an older
+    /// `replica_pos_errors` counter). Nothing is lost: a restart resumes from an older
     /// position and reads more of the stream.
     pub position_errors: u64,
 }
@@ -158,7 +158,7 @@ impl Shared {
     }
 
     /// A write of the durable position failed: counted in the state's stats
-    /// (`replica_position_errors`) and logged on stderr the first time. Applying goes on;
+    /// (`replica_pos_errors`) and logged on stderr the first time. Applying goes on;
     /// nothing is lost (a restart resumes from the older position and reads more of the
     /// stream), but a follower whose disk keeps failing resumes from further and further back.
     fn position_failed(&self, what: &str, e: &mmsb::Error) {
@@ -167,7 +167,7 @@ impl Shared {
             eprintln!(
                 "mmsb-replica: follower of stream {}: could not {what} its durable position: {e} \
                  (it keeps applying; a restart resumes from an older position; further failures \
-                 are only counted in replica_position_errors)",
+                 are only counted in replica_pos_errors)",
                 self.target.stream
             );
         }

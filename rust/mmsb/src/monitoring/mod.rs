@@ -209,7 +209,7 @@ numbered_names! {
         /// A replication follower: failed writes (appends, fsyncs, new bases) of its durable
         /// position (0 on other states). Nothing is lost: a restart resumes from an older
         /// position and reads more of the stream. Set by the `mmsb-replica` crate.
-        ReplicaPositionErrors = 13 => "replica_position_errors", "Follower: failed writes of its durable position";
+        ReplicaPositionErrors = 13 => "replica_pos_errors", "Follower: failed writes of its durable position";
     }
 }
 
