@@ -149,7 +149,9 @@ case "${1:-}" in
     node_arg "${2:-}"; ensure_server; d=$(dir_of) || die "no cluster"
     alive "$d" "$2" && die "$2 is running"
     start_node "$d" "$2"
-    for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$(cat "$d/$2.mport")/healthz" >/dev/null 2>&1 && exit 0; sleep 0.1; done
-    die "$2 did not become healthy in 10 s" ;;
+    # 30 s, as for start: a node restarted while another is down waits for a meta leader
+    # election with the rest, which took over 10 s on the loaded test machine.
+    for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$(cat "$d/$2.mport")/healthz" >/dev/null 2>&1 && exit 0; sleep 0.1; done
+    die "$2 did not become healthy in 30 s" ;;
   *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 1 ;;
 esac

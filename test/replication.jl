@@ -42,6 +42,8 @@ else
         st = get_stats(f)
         @test haskey(st.counters, :replica_lsn_behind) && haskey(st.counters, :replica_us_behind)
         @test st.counters[:replica_lsn_behind] == 0
+        # Failed writes of a follower's durable position are counted (none here).
+        @test st.counters[:replica_pos_errors] == 0
         e = try update_page!(f, p, UInt8[1]) catch x; x end
         @test e isa MMSBError && e.name == "read_only"
         io = IOBuffer()

@@ -195,8 +195,11 @@
 // A replication follower: microseconds behind its stream, 0 when caught up (gauge).
 #define MMSB_COUNTER_REPLICA_US_BEHIND 12
 
+// A replication follower: failed writes of its durable position (a restart re-reads more).
+#define MMSB_COUNTER_REPLICA_POSITION_ERRORS 13
+
 // Number of counters (valid numbers are `0..MMSB_COUNTER_COUNT`).
-#define MMSB_COUNTER_COUNT 13
+#define MMSB_COUNTER_COUNT 14
 
 // Budget kind for `mmsb_set_budget`: every recorded latency above the value is a violation.
 #define MMSB_BUDGET_LATENCY_MAX 0

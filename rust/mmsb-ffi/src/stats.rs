@@ -58,8 +58,10 @@ pub const MMSB_COUNTER_PAGES_RECOMPUTED: u32 = 10;
 pub const MMSB_COUNTER_REPLICA_LSN_BEHIND: u32 = 11;
 /// A replication follower: microseconds behind its stream, 0 when caught up (gauge).
 pub const MMSB_COUNTER_REPLICA_US_BEHIND: u32 = 12;
+/// A replication follower: failed writes of its durable position (a restart re-reads more).
+pub const MMSB_COUNTER_REPLICA_POSITION_ERRORS: u32 = 13;
 /// Number of counters (valid numbers are `0..MMSB_COUNTER_COUNT`).
-pub const MMSB_COUNTER_COUNT: u32 = 13;
+pub const MMSB_COUNTER_COUNT: u32 = 14;
 
 /// Budget kind for `mmsb_set_budget`: every recorded latency above the value is a violation.
 pub const MMSB_BUDGET_LATENCY_MAX: u32 = 0;
@@ -456,6 +458,7 @@ mod tests {
             MMSB_COUNTER_PAGES_RECOMPUTED,
             MMSB_COUNTER_REPLICA_LSN_BEHIND,
             MMSB_COUNTER_REPLICA_US_BEHIND,
+            MMSB_COUNTER_REPLICA_POSITION_ERRORS,
         ];
         assert_eq!(Counter::COUNT, MMSB_COUNTER_COUNT as usize);
         for (v, c) in counters.iter().zip(Counter::ALL) {

@@ -146,8 +146,54 @@ fn raw_publish(urls: &str, secs: f64) -> f64 {
     })
 }
 
-/// (follower apply rate, local replay rate) over `n` one-delta records.
-fn apply_vs_replay(urls: &str, n: u64) -> (f64, f64) {
+/// Records per second of a bare pull consumer reading the stream `stream` from its start to
+/// its last message (`records` LSNs in all), with the follower's consumer settings (no
+/// acknowledgements, batches of up to 1024 messages), timed from the first message: the
+/// transport's part of a follower's rate, without decoding, checking or applying.
+fn raw_pull(urls: &str, stream: &str, records: u64) -> f64 {
+    use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    use futures_util::StreamExt;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(urls.split(',').next().unwrap()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut s = js.get_stream(stream).await.unwrap();
+        let last = s.info().await.unwrap().state.last_sequence;
+        let c = s
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(10),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut msgs = c
+            .stream()
+            .max_messages_per_batch(1024)
+            .expires(Duration::from_secs(5))
+            .heartbeat(Duration::from_secs(1))
+            .messages()
+            .await
+            .unwrap();
+        let mut t0 = None;
+        let mut bytes = 0usize;
+        loop {
+            let m = msgs.next().await.unwrap().unwrap();
+            t0.get_or_insert_with(Instant::now);
+            bytes += m.payload.len();
+            if m.info().unwrap().stream_sequence >= last {
+                break;
+            }
+        }
+        assert!(bytes > 0);
+        records as f64 / t0.unwrap().elapsed().as_secs_f64()
+    })
+}
+
+/// (follower apply rate, local replay rate, raw pull rate of the same stream) over `n`
+/// one-delta records.
+fn apply_vs_replay(urls: &str, n: u64) -> (f64, f64, f64) {
     let dir = tempfile::tempdir_in(base_dir()).unwrap();
     let t = Target::new(urls, common::stream_name("bench-apply"));
     let cfg = Config { dir: Some(dir.path().join("s")), durability: Durability::None, ..Config::default() };
@@ -176,7 +222,8 @@ fn apply_vs_replay(urls: &str, n: u64) -> (f64, f64) {
     let r = s.replay_to(lsn).unwrap();
     let replay = lsn as f64 / t0.elapsed().as_secs_f64();
     assert_eq!(r.read_page(page).unwrap(), s.read_page(page).unwrap());
-    (apply, replay)
+    let pull = raw_pull(urls, &p.target().stream, lsn);
+    (apply, replay, pull)
 }
 
 /// Lag samples at `rate` writes/s, in seconds: (write's return to its LSN on the follower,
@@ -277,14 +324,17 @@ fn main() {
         ratios.push(ours / raw);
     }
     let n = if quick { 2000 } else { 200_000 };
-    let mut apply_ratios = Vec::new();
+    let (mut apply_ratios, mut pull_ratios) = (Vec::new(), Vec::new());
     for r in 0..if run("apply") { rounds } else { 0 } {
-        let (apply, replay) = apply_vs_replay(&c.urls, n);
+        let (apply, replay, pull) = apply_vs_replay(&c.urls, n);
         println!(
-            "round {r}: follower apply {apply:.0} records/s, local replay {replay:.0} records/s, ratio {:.2}",
-            apply / replay
+            "round {r}: follower apply {apply:.0} records/s, local replay {replay:.0} records/s, ratio {:.2}; \
+             raw pull consumer of the same stream {pull:.0} records/s, follower / raw pull {:.2}",
+            apply / replay,
+            apply / pull
         );
         apply_ratios.push(apply / replay);
+        pull_ratios.push(apply / pull);
     }
     let mut lag_rounds = Vec::new();
     for r in 0..if run("lag") { rounds } else { 0 } {
@@ -311,6 +361,8 @@ fn main() {
     }
     if !apply_ratios.is_empty() {
         println!("follower_apply / local_replay: {c2:.2} ..= {d:.2} over {rounds} rounds (goal >= 0.8)");
+        let (e, f) = minmax(&pull_ratios);
+        println!("follower_apply / raw_pull_consumer: {e:.2} ..= {f:.2} over {rounds} rounds (MMSB's part)");
     }
     let p50s: Vec<f64> = lag_rounds.iter().map(|l| l.0 * 1e3).collect();
     let p99s: Vec<f64> = lag_rounds.iter().map(|l| l.1 * 1e3).collect();

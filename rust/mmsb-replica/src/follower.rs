@@ -3,7 +3,7 @@
 //! promotion of a follower to primary.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,10 @@ pub struct Lag {
     /// Stream messages applied since this follower was opened (a resumed follower applies only
     /// what its durable position lacks).
     pub applied_since_open: u64,
+    /// Failed writes of the durable position since open (also the state's
+    /// `replica_pos_errors` counter). Nothing is lost: a restart resumes from an older
+    /// position and reads more of the stream.
+    pub position_errors: u64,
 }
 
 /// Why a follower stopped applying.
@@ -104,6 +108,8 @@ struct Shared {
     stop: AtomicBool,
     /// The durable position (with `FollowOptions::dir`), written by the follower's task.
     position: Mutex<Option<PositionLog>>,
+    /// Failed writes of the position; the first one is logged, later ones only counted.
+    position_errors: AtomicU64,
 }
 
 impl Shared {
@@ -127,6 +133,7 @@ impl Shared {
             applied_seq: st.next_seq.saturating_sub(1),
             term: st.term,
             applied_since_open: st.applied,
+            position_errors: self.position_errors.load(Ordering::Relaxed),
         }
     }
 
@@ -139,6 +146,31 @@ impl Shared {
         let us = Duration::try_from_secs_f64(l.seconds_behind)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         m.set(Counter::ReplicaMicrosBehind, us);
+    }
+
+    /// Appends applied messages `(seq, bytes)` to the durable position (if the follower keeps
+    /// one); a failure is reported, not returned (see `position_failed`).
+    fn append_position<'a>(&self, msgs: impl Iterator<Item = (u64, &'a [u8])>) {
+        let appended = self.position.lock().as_mut().map(|pos| pos.append(msgs));
+        if let Some(Err(e)) = appended {
+            self.position_failed("append to", &e);
+        }
+    }
+
+    /// A write of the durable position failed: counted in the state's stats
+    /// (`replica_pos_errors`) and logged on stderr the first time. Applying goes on;
+    /// nothing is lost (a restart resumes from the older position and reads more of the
+    /// stream), but a follower whose disk keeps failing resumes from further and further back.
+    fn position_failed(&self, what: &str, e: &mmsb::Error) {
+        self.state.monitor().incr(Counter::ReplicaPositionErrors, 1);
+        if self.position_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+            eprintln!(
+                "mmsb-replica: follower of stream {}: could not {what} its durable position: {e} \
+                 (it keeps applying; a restart resumes from an older position; further failures \
+                 are only counted in replica_pos_errors)",
+                self.target.stream
+            );
+        }
     }
 
     fn error(&self, f: &Fault) -> mmsb::Error {
@@ -375,11 +407,7 @@ impl Puller {
         st.stream_lsn = st.stream_lsn.max(at);
         drop(st);
         sh.changed.notify_all();
-        if let Some(pos) = sh.position.lock().as_mut() {
-            // A failed append is caught at the next fsync or base; a restart then resumes
-            // from an older position.
-            let _ = pos.append(taken_seqs.iter().copied().zip(msgs.iter().map(|m| &m.payload[..])));
-        }
+        sh.append_position(taken_seqs.iter().copied().zip(msgs.iter().map(|m| &m.payload[..])));
         self.maybe_save(sh, false);
         Ok(taken)
     }
@@ -401,7 +429,7 @@ impl Puller {
         }
         self.last_save = Instant::now();
         // A failed save keeps the older position: a restart re-applies a little more.
-        let _ = if pos.wants_fold() {
+        let saved = if pos.wants_fold() {
             let (state_id, term, next_seq) = {
                 let st = sh.status.lock();
                 (st.state_id, st.term, st.next_seq)
@@ -410,6 +438,9 @@ impl Puller {
         } else {
             pos.sync()
         };
+        if let Err(e) = saved {
+            sh.position_failed("save", &e);
+        }
     }
 }
 
@@ -510,6 +541,7 @@ impl Follower {
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
             position: Mutex::new(position),
+            position_errors: AtomicU64::new(0),
         });
         let puller = Puller {
             stream,
@@ -654,5 +686,36 @@ impl Follower {
 impl Drop for Follower {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed append of the durable position (the OS refuses the write: the log file is
+    /// open read-only) is counted in the lag and the state's stats, and logged once.
+    #[test]
+    fn a_failed_position_append_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = MMSBState::replica(Config::default()).unwrap();
+        let sh = Shared {
+            target: Target::new("nats://127.0.0.1:1", "s"),
+            state: Arc::new(state),
+            status: Mutex::new(Status::default()),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+            position: Mutex::new(Some(PositionLog::read_only_for_test(dir.path()))),
+            position_errors: AtomicU64::new(0),
+        };
+        let msg = wire::Envelope { state_id: 5, term: 1, lsn: 0, count: 0, kind: KIND_TERM, body: b"" }.encode();
+        sh.append_position([(1u64, &msg[..])].into_iter());
+        sh.append_position([(2u64, &msg[..])].into_iter());
+        assert_eq!(sh.lag().position_errors, 2);
+        assert_eq!(sh.state.monitor().counter(Counter::ReplicaPositionErrors), 2);
+        // Without a position nothing is written and nothing fails.
+        *sh.position.lock() = None;
+        sh.append_position([(3u64, &msg[..])].into_iter());
+        assert_eq!(sh.lag().position_errors, 2);
     }
 }

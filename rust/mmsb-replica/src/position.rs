@@ -164,6 +164,16 @@ impl PositionLog {
         Ok(())
     }
 
+    /// A position whose log file is open read-only, so every append fails (for tests of the
+    /// follower's error reporting).
+    #[cfg(test)]
+    pub(crate) fn read_only_for_test(dir: &Path) -> PositionLog {
+        let path = dir.join(LOG_FILE);
+        std::fs::write(&path, b"").unwrap();
+        let log = File::open(&path).unwrap();
+        PositionLog { dir: dir.to_path_buf(), log, log_len: 0, base_len: 0, dirty: false, buf: Vec::new() }
+    }
+
     /// True when the log should be folded into a new base.
     pub(crate) fn wants_fold(&self) -> bool {
         self.log_len > self.base_len.max(MIN_FOLD_BYTES)

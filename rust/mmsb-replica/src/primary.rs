@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
@@ -21,11 +22,11 @@ use mmsb::runtime::tlog::record::Record;
 use mmsb::runtime::tlog::storage::Storage;
 use mmsb::types::error::ReplicaError;
 use mmsb::{Config, LogOp, Lsn, MMSBState};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{self, CheckpointHeader};
-use crate::nats::{block_on, last_message, retry, runtime, Target, REPLICATION_TIMEOUT};
+use crate::nats::{block_on, last_message, retry, runtime, Target, REPLICATION_TIMEOUT, REQUEST_TIMEOUT};
 use crate::wire::{self, Envelope, KIND_TERM};
 
 /// Messages sent and not yet acknowledged, at most.
@@ -73,9 +74,14 @@ pub(crate) struct Publisher {
     /// Taken by `Primary::close`: the task ends once it has sent what was queued.
     tx: Mutex<Option<mpsc::UnboundedSender<Outgoing>>>,
     progress: Mutex<Progress>,
-    changed: Condvar,
+    /// Threads waiting in `wait` for an LSN's acknowledgement. Each acknowledgement wakes
+    /// only those it covers: with a condition variable every acknowledgement woke every
+    /// waiting writer (8 in the benchmark), most of them to sleep again, on a 2-core machine.
+    waiters: Mutex<Vec<(Lsn, std::thread::Thread)>>,
     /// Messages published (acknowledged) since open.
     published: AtomicU64,
+    /// Stream messages copied back into the log at open.
+    copied_back: AtomicU64,
     /// The highest LSN the local log has made durable (`RecordObserver::committed`), for
     /// statistics: records are published as soon as they are appended, before their fsync, so
     /// the stream may run ahead of it (a restarted primary copies such records back, see
@@ -109,7 +115,18 @@ impl Publisher {
             p.fault = Some(f);
         }
         drop(p);
-        self.changed.notify_all();
+        self.wake(Lsn::MAX);
+    }
+
+    /// Wakes the waiters whose LSN is acknowledged (`upto`; `Lsn::MAX`: all, after a fault).
+    /// Call after updating `progress`. A waiter removes itself when it returns, so one may be
+    /// woken more than once; `wait` re-checks the progress each time.
+    fn wake(&self, upto: Lsn) {
+        for (lsn, t) in self.waiters.lock().iter() {
+            if *lsn <= upto {
+                t.unpark();
+            }
+        }
     }
 }
 
@@ -143,21 +160,45 @@ impl RecordObserver for Publisher {
 
     fn wait(&self, last_lsn: Lsn) -> mmsb::Result<()> {
         let deadline = Instant::now() + REPLICATION_TIMEOUT;
-        let mut p = self.progress.lock();
-        loop {
-            if p.acked_lsn >= last_lsn {
-                return Ok(());
+        let me = std::thread::current();
+        let mut registered = false;
+        let r = loop {
+            {
+                let p = self.progress.lock();
+                if p.acked_lsn >= last_lsn {
+                    break Ok(());
+                }
+                if let Some(f) = &p.fault {
+                    break Err(self.error(f));
+                }
             }
-            if let Some(f) = &p.fault {
-                return Err(self.error(f));
+            if !registered {
+                // Registered, then checked again: an acknowledgement between the check above
+                // and the registration would otherwise be missed.
+                self.waiters.lock().push((last_lsn, me.clone()));
+                registered = true;
+                continue;
             }
-            if self.changed.wait_until(&mut p, deadline).timed_out() {
-                return Err(self.target.failed(
+            let now = Instant::now();
+            if now >= deadline {
+                break Err(self.target.failed(
                     "wait for the acknowledgement",
                     format!("LSN {last_lsn} not acknowledged within {REPLICATION_TIMEOUT:?}"),
                 ));
             }
+            std::thread::park_timeout(deadline - now);
+        };
+        if registered {
+            self.waiters.lock().retain(|(_, t)| t.id() != me.id());
         }
+        r
+    }
+
+    // Called by compaction (under the log's writer lock: `progress` is a leaf lock there).
+    // Records the stream has not acknowledged stay in the local log as logged, so a restart
+    // can publish them (`Primary::start_with` re-publishes the log past the stream's end).
+    fn retained_after(&self) -> Lsn {
+        self.progress.lock().acked_lsn
     }
 }
 
@@ -276,7 +317,7 @@ async fn publish_loop(
                         pr.acked_seq = last_seq;
                         drop(pr);
                         p.published.fetch_add(1, Ordering::Relaxed);
-                        p.changed.notify_all();
+                        p.wake(acked);
                         stalled_since = None;
                     }
                     Ok(ack) => error = Some((false, format!("acknowledged as sequence {} (duplicate: {}), expected {}", ack.sequence, ack.duplicate, last_seq + 1))),
@@ -306,7 +347,7 @@ async fn publish_loop(
                     pr.acked_lsn = pr.acked_lsn.max(have);
                     pr.acked_seq = seq;
                     drop(pr);
-                    p.changed.notify_all();
+                    p.wake(have);
                 }
                 Ok(e) => {
                     p.set_fault(Fault::Failed(format!(
@@ -371,9 +412,52 @@ async fn stream_after(
             lo = mid + 1;
         }
     }
-    let mut out = Vec::new();
-    for seq in lo..=last_seq {
-        out.push((seq, get(seq).await?.1));
+    read_range(target, stream, lo, last_seq).await
+}
+
+/// The messages `from..=to` of the stream, read through one pull consumer (batches of up to
+/// `COPY_BATCH` per round trip; it used to be one direct get, so one round trip, per message).
+/// Purges only remove a prefix, so the sequences are consecutive; anything else is a transport
+/// failure (`retry` starts over).
+async fn read_range(
+    target: &Target,
+    stream: &stream::Stream,
+    from: u64,
+    to: u64,
+) -> mmsb::Result<Vec<(u64, bytes::Bytes)>> {
+    use futures_util::StreamExt;
+    const COPY_BATCH: usize = 512;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(10),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| target.failed("create a consumer to copy back", e))?;
+    let mut msgs = consumer
+        .stream()
+        .max_messages_per_batch(COPY_BATCH)
+        .expires(REQUEST_TIMEOUT)
+        .messages()
+        .await
+        .map_err(|e| target.failed("copy back", e))?;
+    let mut out = Vec::with_capacity(usize::try_from(to + 1 - from).unwrap_or(0));
+    let mut next = from;
+    while next <= to {
+        let m = match tokio::time::timeout(REQUEST_TIMEOUT, msgs.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return Err(target.failed("copy back", e)),
+            Ok(None) => return Err(target.failed("copy back", "the message stream ended")),
+            Err(_) => return Err(target.failed("copy back", format!("no message {next} within {REQUEST_TIMEOUT:?}"))),
+        };
+        let seq = m.info().map_err(|e| target.failed("copy back: message metadata", e))?.stream_sequence;
+        if seq != next {
+            return Err(target.failed("copy back", format!("expected stream sequence {next}, got {seq}")));
+        }
+        out.push((seq, m.payload.clone()));
+        next += 1;
     }
     Ok(out)
 }
@@ -510,6 +594,9 @@ pub struct PrimaryStats {
     pub term: u64,
     /// Messages acknowledged since open.
     pub published: u64,
+    /// Stream messages copied back into the local log at open (a log that ended before the
+    /// stream, see [`Primary::open`]).
+    pub copied_back: u64,
 }
 
 /// A state that replicates its log to a JetStream stream.
@@ -651,8 +738,9 @@ impl Primary {
             term: id.term,
             tx: Mutex::new(Some(tx)),
             progress: Mutex::new(Progress { acked_lsn: 0, acked_seq: last_seq, fault: None }),
-            changed: Condvar::new(),
+            waiters: Mutex::new(Vec::new()),
             published: AtomicU64::new(0),
+            copied_back: AtomicU64::new(0),
             local_durable: AtomicU64::new(0),
             skip_through: AtomicU64::new(0),
         });
@@ -685,6 +773,7 @@ impl Primary {
                 publisher.skip_through.store(s, Ordering::Release);
                 let msgs = block_on(retry(|| stream_after(&target, &stream, lsn, last_seq)))?;
                 copy_back(&target, &state, id, &msgs, s)?;
+                publisher.copied_back.store(msgs.len() as u64, Ordering::Relaxed);
                 publisher.committed(state.lsn());
                 publisher.progress.lock().acked_lsn = s;
             }
@@ -770,6 +859,7 @@ impl Primary {
             acked_seq: p.acked_seq,
             term: self.publisher.term,
             published: self.publisher.published.load(Ordering::Relaxed),
+            copied_back: self.publisher.copied_back.load(Ordering::Relaxed),
         }
     }
 

@@ -206,6 +206,10 @@ numbered_names! {
         /// A replication follower: microseconds since the oldest unapplied message was
         /// published, 0 when caught up (gauge; 0 on other states).
         ReplicaMicrosBehind = 12 [gauge] => "replica_us_behind", "Follower: microseconds behind its stream";
+        /// A replication follower: failed writes (appends, fsyncs, new bases) of its durable
+        /// position (0 on other states). Nothing is lost: a restart resumes from an older
+        /// position and reads more of the stream. Set by the `mmsb-replica` crate.
+        ReplicaPositionErrors = 13 => "replica_pos_errors", "Follower: failed writes of its durable position";
     }
 }
 

@@ -42,6 +42,13 @@ pub trait RecordObserver: Send + Sync + 'static {
     /// After `committed`, for writes in `Durability::Replicated`: returns once the observer
     /// has made the record durable too.
     fn wait(&self, last_lsn: Lsn) -> Result<()>;
+    /// The highest LSN whose records the observer holds elsewhere (a primary: the LSN its
+    /// stream acknowledged). Compaction and checkpoint pruning keep every record past it as
+    /// it was logged (not folded, not removed), so a primary whose stream lagged behind can
+    /// still publish them after a restart. The default keeps nothing back.
+    fn retained_after(&self) -> Lsn {
+        Lsn::MAX
+    }
 }
 
 /// A `Config` slot for a [`RecordObserver`] (cloneable, printable).

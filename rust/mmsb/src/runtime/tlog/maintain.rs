@@ -369,7 +369,9 @@ impl<'a> Maint<'a> {
             let ckpts: BTreeSet<Lsn> = w.checkpoints.keys().copied().collect();
             (w.last_lsn, a, a_salt, ckpts, w.bytes_since_checkpoint)
         };
-        let upto = upto.unwrap_or(mark).min(mark);
+        // Records the replication observer does not hold yet stay as logged (issue 22).
+        let keep_after = retained_after(log);
+        let upto = upto.unwrap_or(mark).min(mark).min(keep_after);
 
         // Step 2: read back and fold, no lock held.
         let listing = list(storage)?;
@@ -392,7 +394,7 @@ impl<'a> Maint<'a> {
         let newest_ckpt = ckpts.last().copied().unwrap_or(0);
         // Records at or before the oldest retained checkpoint can never be replayed again (replay
         // starts from a checkpoint): the new chain starts there.
-        let base = ckpts.first().map_or(base, |&k| k.max(base));
+        let base = ckpts.first().map_or(base, |&k| k.max(base)).min(keep_after.max(base));
 
         // Fold, collecting the new segment's records as (lsn, count, kind, body).
         let mut out: Vec<(Lsn, u64, RecordType, Vec<u8>)> = Vec::new();
@@ -853,6 +855,8 @@ pub(crate) fn prune_plan(log: &Tlog, w: &mut Writer, keep: usize) -> Doomed {
         doomed.checkpoints.push(name);
     }
     let Some(&oldest) = w.checkpoints.keys().next() else { return doomed };
+    // Segments holding records the replication observer does not hold yet stay (issue 22).
+    let oldest = oldest.min(retained_after(log));
     doomed.leftovers_below = w.segments.keys().next().copied();
     // A segment is wholly before `oldest` when the next one starts at or before it.
     let segs: Vec<(u64, SegMeta)> = w.segments.iter().map(|(k, v)| (*k, *v)).collect();
@@ -909,6 +913,12 @@ pub(crate) fn remove_segment(log: &Tlog, segno: u64) -> Result<()> {
     let (seg, blob) = (segment_name(segno), blob_name(segno));
     log.storage.remove(&seg).map_err(io(log, "remove", &seg))?;
     log.storage.remove(&blob).map_err(io(log, "remove", &blob))
+}
+
+/// The LSN past which the replication observer wants every record kept as logged
+/// ([`RecordObserver::retained_after`](crate::runtime::replica_hook::RecordObserver::retained_after)).
+fn retained_after(log: &Tlog) -> Lsn {
+    log.observer.as_ref().map_or(Lsn::MAX, |o| o.0.retained_after())
 }
 
 impl Tlog {
