@@ -330,6 +330,7 @@ fn ext_name(kind: u8) -> &'static str {
         ext_kind::GRAPH_EDGE_ADD => "graph edge added",
         ext_kind::GRAPH_EDGE_REMOVE => "graph edge removed",
         ext_kind::DEVICE_SYNC => "device sync",
+        ext_kind::GRAPH_RESTORE => "graph restored",
         _ => "unknown",
     }
 }
@@ -520,4 +521,21 @@ fn stats(out: &mut impl Write, dir: &std::path::Path, json: bool) -> Result<Exit
         writeln!(out, "  pages         {} ({bytes} bytes)", ids.len())?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ext_name;
+    use mmsb::runtime::tlog::ext_kind;
+
+    #[test]
+    fn every_extension_kind_has_a_name() {
+        let kinds =
+            [ext_kind::GRAPH_EDGE_ADD, ext_kind::GRAPH_EDGE_REMOVE, ext_kind::DEVICE_SYNC, ext_kind::GRAPH_RESTORE];
+        for k in kinds {
+            assert_ne!(ext_name(k), "unknown", "extension kind {k}");
+        }
+        assert_eq!(ext_name(0), "unknown");
+        assert_eq!(ext_name(u8::MAX), "unknown");
+    }
 }
