@@ -849,14 +849,20 @@ impl Primary {
 
     /// Statistics: LSN, acknowledged LSN and sequence, term.
     pub fn stats(&self) -> PrimaryStats {
-        // The state's LSN first: `admit` takes `progress` under the state's lock, so holding
-        // `progress` while taking the state's lock deadlocks against a writer.
+        // `progress` copied and released before the state's LSN is read: `admit` takes
+        // `progress` under the state's lock, so holding it while taking the state's lock
+        // deadlocks against a writer; and reading the LSN second keeps `acked_lsn <= lsn`
+        // (records are acknowledged only after they are appended, and the LSN never goes back),
+        // which reading it first did not (an acknowledgement could land in between).
+        let (acked_lsn, acked_seq) = {
+            let p = self.publisher.progress.lock();
+            (p.acked_lsn, p.acked_seq)
+        };
         let lsn = self.state.lsn();
-        let p = self.publisher.progress.lock();
         PrimaryStats {
             lsn,
-            acked_lsn: p.acked_lsn,
-            acked_seq: p.acked_seq,
+            acked_lsn,
+            acked_seq,
             term: self.publisher.term,
             published: self.publisher.published.load(Ordering::Relaxed),
             copied_back: self.publisher.copied_back.load(Ordering::Relaxed),
