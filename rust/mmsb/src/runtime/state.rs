@@ -338,9 +338,12 @@ impl MMSBState {
     pub fn close(&self) {
         // TLog hook: the maintenance thread finishes its pass and exits before anything closes.
         self.stop_maintenance();
-        // PAGE FILES HOOK: a clean close checkpoints (no page bytes are copied), so the next open
-        // replays nothing. Best effort: without it the next open replays the log instead.
-        if self.pagefiles.is_some() && !self.is_closed() {
+        // A clean close of a state with a directory checkpoints, so the next open replays
+        // nothing: with page files no page bytes are copied; anonymous pages are written straight
+        // from memory (nobody writes meanwhile), and the next open maps them from the checkpoint
+        // (issue 21, fast open). Nothing is written when nothing was logged since the newest
+        // checkpoint. Best effort: without it the next open replays the log instead.
+        if self.config.dir.is_some() && self.tlog.is_some() && !self.read_only && !self.is_closed() {
             let _ = self.checkpoint();
         }
         let mut core = self.core.write();
