@@ -29,7 +29,8 @@ fn fill(s: &MMSBState, sizes: &[u64]) {
     }
 }
 
-const SIZES: &[u64] = &[1, 100, 4095, 4096, 4097, 10_000, 65_539, 1 << 20, 3];
+// More than `CLOSE_CHECKPOINT_MIN_LOG` of writes, so that a clean close checkpoints.
+const SIZES: &[u64] = &[1, 100, 4095, 4096, 4097, 10_000, 65_539, 1 << 20, 3, 1 << 20];
 
 #[test]
 fn clean_close_checkpoints_and_reopen_is_byte_identical() {
@@ -79,8 +80,11 @@ fn a_truncated_checkpoint_is_refused_before_mapping_and_the_older_one_used() {
     let s = MMSBState::open(disk_config(dir.path())).unwrap();
     fill(&s, SIZES);
     s.checkpoint().unwrap();
-    let id = s.page_ids().unwrap()[7];
-    s.update_page_at(id, 100, &[9; 4000], None).unwrap();
+    // More than `CLOSE_CHECKPOINT_MIN_LOG` after it, so the close writes a second one.
+    for k in [7, 9] {
+        let id = s.page_ids().unwrap()[k];
+        s.update_page(id, &vec![0xEE; 1 << 20]).unwrap();
+    }
     let want = snapshot(&s);
     s.close();
     let ck = checkpoints(dir.path());
@@ -107,4 +111,18 @@ fn replay_to_from_a_lazily_opened_state_is_right() {
     s.update_page_at(id, 0, &[1; 4096], None).unwrap();
     let snap = s.replay_to(mid.lsn).unwrap();
     assert_eq!(snapshot(&snap), mid);
+}
+
+#[test]
+fn a_close_after_a_small_log_leaves_it_to_replay() {
+    let dir = scratch();
+    let s = MMSBState::open(disk_config(dir.path())).unwrap();
+    fill(&s, &[100, 4096]);
+    let before = snapshot(&s);
+    s.close();
+    // Under `CLOSE_CHECKPOINT_MIN_LOG` of log: no checkpoint at close; the reopen replays it.
+    assert!(checkpoints(dir.path()).is_empty());
+    let s = MMSBState::open(disk_config(dir.path())).unwrap();
+    assert_eq!(s.log_info().unwrap().last_checkpoint_lsn, 0);
+    assert_eq!(snapshot(&s), before);
 }

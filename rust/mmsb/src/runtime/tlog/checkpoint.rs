@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::runtime::state::{Core, Lsn};
 use crate::runtime::tlog::checksum;
-use crate::runtime::tlog::format::{checkpoint_name, le32, le64, CHECKPOINT_HEADER_LEN, CHECKPOINT_MAGIC, TMP_SUFFIX};
+use crate::runtime::tlog::format::{
+    checkpoint_name, le32, le64, CHECKPOINT_HEADER_LEN, CHECKPOINT_MAGIC, FORMAT_VERSION, TMP_SUFFIX,
+};
 use crate::runtime::tlog::storage::{FileBytes, Storage, StorageFile};
 use crate::types::error::{LogError, PageError};
 use crate::types::page::{os_page_size, Location, PageBuf, PageId, PageMeta};
@@ -55,10 +57,10 @@ pub struct CheckpointData {
 /// take the checkpoint for invalid.
 pub const CKPT_FLAG_EXTERNAL: u32 = 1;
 
-/// Version of the checkpoint format written by this build (segments keep
-/// `format::FORMAT_VERSION`). Version 3 aligns page images to OS pages so that open can map
-/// them instead of reading them (`docs/log-format.md`, "Checkpoints"); this build reads 1..=3.
-pub const CHECKPOINT_VERSION: u32 = 3;
+/// Version of the checkpoint format written by this build: the log's `FORMAT_VERSION`, 3 since
+/// page images are aligned to OS pages so that open can map them instead of reading them
+/// (`docs/log-format.md`, "Checkpoints"); this build reads 1..=3.
+pub const CHECKPOINT_VERSION: u32 = FORMAT_VERSION;
 
 /// The header of a checkpoint, decoded.
 struct Header {
@@ -337,7 +339,9 @@ pub fn read(storage: &dyn Storage, name: &str) -> Result<Option<CheckpointData>,
     if checksum::crc32c(&raw[..end]) != le32(&raw[end..]) {
         return Ok(None);
     }
-    Ok(parse(FileBytes::Owned(raw), &h, None))
+    // The whole-file CRC covers the index and the extension section too (their own CRC is for
+    // the lazy open).
+    Ok(parse(FileBytes::Owned(raw), &h, None, false))
 }
 
 /// Opens a checkpoint without reading its page images (issue 21, fast open): the header, the
@@ -374,12 +378,12 @@ pub fn open_lazy(storage: &dyn Storage, name: &str) -> Result<Option<CheckpointD
     // above; a file cut by something outside MMSB meanwhile would fault (SIGBUS), the
     // assumption `Storage::read_exclusive` and page files make too.
     let map = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(ioe("map"))?;
-    Ok(parse(FileBytes::Mapped(map), &h, Some((file, h.align))))
+    Ok(parse(FileBytes::Mapped(map), &h, Some((file, h.align)), true))
 }
 
 /// The sections of a checkpoint whose length (and, for `read`, CRC) was checked. `None`: the
-/// index, the layout or the metadata CRC does not hold.
-fn parse(raw: FileBytes, h: &Header, lazy: Option<(std::fs::File, u64)>) -> Option<CheckpointData> {
+/// index, the layout or (`check_meta`) the index + extension CRC does not hold.
+fn parse(raw: FileBytes, h: &Header, lazy: Option<(std::fs::File, u64)>, check_meta: bool) -> Option<CheckpointData> {
     // Each length is at most `raw.len()` (their sum is), so these never fail; checked all the
     // same, as for every length read from a file.
     let [Ok(index_len), Ok(data_len), Ok(ext_len)] = h.lens.map(usize::try_from) else { return None };
@@ -387,7 +391,7 @@ fn parse(raw: FileBytes, h: &Header, lazy: Option<(std::fs::File, u64)>) -> Opti
     let ext_start = data_start + data_len;
     let index = &raw[CHECKPOINT_HEADER_LEN..data_start];
     let ext = &raw[ext_start..ext_start + ext_len];
-    if h.version >= 3 && checksum::crc32c_append(checksum::crc32c(index), ext) != h.meta_crc {
+    if check_meta && checksum::crc32c_append(checksum::crc32c(index), ext) != h.meta_crc {
         return None;
     }
     let pages = postcard::from_bytes::<Vec<CkptPage>>(index).ok()?;
