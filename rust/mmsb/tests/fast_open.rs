@@ -24,7 +24,7 @@ fn checkpoints(dir: &Path) -> Vec<PathBuf> {
 fn fill(s: &MMSBState, sizes: &[u64]) {
     for (k, &size) in sizes.iter().enumerate() {
         let id = s.create_page(size, Location::Cpu, PageMeta { name: format!("p{k}"), tags: vec![] }).unwrap();
-        let bytes: Vec<u8> = (0..size).map(|i| (i as usize * 31 + k * 7 + 1) as u8).collect();
+        let bytes: Vec<u8> = (0..size).map(|i| u8::try_from((i * 31 + k as u64 * 7 + 1) % 256).unwrap()).collect();
         s.update_page(id, &bytes).unwrap();
     }
 }
@@ -61,8 +61,8 @@ fn writes_after_a_lazy_open_never_reach_the_checkpoint_and_survive_reopen() {
     let ck_bytes: Vec<Vec<u8>> = ck.iter().map(|p| std::fs::read(p).unwrap()).collect();
     let s = MMSBState::open(disk_config(dir.path())).unwrap();
     for id in s.page_ids().unwrap() {
-        let size = s.page_info(id).unwrap().size as usize;
-        s.update_page_at(id, 0, &vec![0xAB; size.min(5000)], None).unwrap();
+        let size = s.page_info(id).unwrap().size.min(5000);
+        s.update_page_at(id, 0, &vec![0xAB; usize::try_from(size).unwrap()], None).unwrap();
     }
     let after = snapshot(&s);
     // The checkpoint the pages are mapped from is unchanged (copy-on-write).

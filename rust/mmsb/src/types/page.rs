@@ -212,7 +212,7 @@ impl PageBuf {
         let (_, cap, ulen) = sizes(len)?;
         let alloc_err = |source| PageError::AllocationFailed { size: len, source };
         let bad = |why: String| alloc_err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
-        if offset % os_page_size() as u64 != 0 {
+        if !offset.is_multiple_of(os_page_size() as u64) {
             return Err(bad(format!("offset {offset} is not a multiple of the OS page size {}", os_page_size())));
         }
         let flen = file.metadata().map_err(alloc_err)?.len();
@@ -421,7 +421,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("img");
         let mut bytes = vec![7u8; ps];
-        bytes.extend((0..ps + 10).map(|i| (i % 251) as u8));
+        bytes.extend((0..ps + 10).map(|i| u8::try_from(i % 251).unwrap()));
         std::fs::write(&p, &bytes).unwrap();
         let f = std::fs::File::open(&p).unwrap();
         let b = PageBuf::private_file(&f, ps as u64, ps as u64 + 10).unwrap();

@@ -364,7 +364,7 @@ pub fn open_lazy(storage: &dyn Storage, name: &str) -> Result<Option<CheckpointD
     }
     file.read_exact_at(&mut head, 0).map_err(ioe("read"))?;
     let Some(h) = Header::decode(&head, describe)? else { return Ok(None) };
-    if h.version < 3 || h.external || h.align == 0 || h.align % os_page_size() as u64 != 0 {
+    if h.version < 3 || h.external || h.align == 0 || !h.align.is_multiple_of(os_page_size() as u64) {
         return read(storage, name);
     }
     // The length the header promises, before anything is mapped: a truncated file is refused
@@ -432,7 +432,7 @@ mod tests {
             let buf = PageBuf::anonymous(size).unwrap();
             // SAFETY: not shared yet.
             let bytes = unsafe { buf.as_mut_slice() };
-            bytes.iter_mut().enumerate().for_each(|(i, b)| *b = (i * 13 + k) as u8);
+            bytes.iter_mut().enumerate().for_each(|(i, b)| *b = u8::try_from((i * 13 + k) % 256).unwrap());
             core.pages.insert(id, Page::new(id, Location::Cpu, PageMeta::default(), buf));
         }
         core
@@ -503,7 +503,7 @@ mod tests {
         std::fs::write(&path, &good[..good.len() - 1]).unwrap();
         assert!(open_lazy(&storage, &name).unwrap().is_none());
         assert!(read(&storage, &name).unwrap().is_none());
-        assert_eq!(size as usize, good.len());
+        assert_eq!(size, good.len() as u64);
     }
 
     /// A version 2 checkpoint (images contiguous, no metadata CRC), as earlier builds wrote it.
