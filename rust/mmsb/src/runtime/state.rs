@@ -74,6 +74,10 @@ pub const SEGMENT_SIZE_RANGE: std::ops::RangeInclusive<u64> = 256..=1 << 32;
 /// writers are slowed down past twice the cap and stopped at four times) and so the replay after
 /// a crash.
 pub const DEFAULT_LOG_SIZE_CAP: u64 = 256 << 20;
+/// Log bytes since the newest checkpoint from which a clean close of a state with anonymous
+/// pages writes a checkpoint (`MMSBState::close`): below it the next open replays the log (about
+/// a millisecond per MiB of small records), which is cheaper than writing every page at close.
+pub const CLOSE_CHECKPOINT_MIN_LOG: u64 = 1 << 20;
 /// The accepted range of a non-zero `Config::log_size_cap`.
 pub const LOG_SIZE_CAP_RANGE: std::ops::RangeInclusive<u64> = 256..=u64::MAX;
 
@@ -338,10 +342,18 @@ impl MMSBState {
     pub fn close(&self) {
         // TLog hook: the maintenance thread finishes its pass and exits before anything closes.
         self.stop_maintenance();
-        // PAGE FILES HOOK: a clean close checkpoints (no page bytes are copied), so the next open
-        // replays nothing. Best effort: without it the next open replays the log instead.
-        if self.pagefiles.is_some() && !self.is_closed() {
-            let _ = self.checkpoint();
+        // A clean close of a state with a directory checkpoints, so the next open replays
+        // nothing (issue 21, fast open). With page files no page bytes are copied. Anonymous
+        // pages are written straight from memory (nobody writes meanwhile) and the next open maps
+        // them from the checkpoint; that costs the whole state's bytes at close, so only when the
+        // log since the newest checkpoint is large enough for its replay to matter
+        // (`CLOSE_CHECKPOINT_MIN_LOG`). Best effort: without it the next open replays the log.
+        if self.config.dir.is_some() && self.tlog.is_some() && !self.read_only && !self.is_closed() {
+            let worth = self.pagefiles.is_some()
+                || self.log_info().is_ok_and(|i| i.bytes_since_checkpoint >= CLOSE_CHECKPOINT_MIN_LOG);
+            if worth {
+                let _ = self.checkpoint();
+            }
         }
         let mut core = self.core.write();
         let first = !self.closed.swap(true, Ordering::AcqRel);

@@ -198,6 +198,36 @@ impl PageBuf {
         Ok(PageBuf { ptr, len: ulen, capacity: cap, map })
     }
 
+    /// Maps `len` bytes of `file` at `offset` copy-on-write (`MAP_PRIVATE`): a page image inside
+    /// a checkpoint (`runtime::tlog::checkpoint::open_lazy`). Nothing is read now; each OS page
+    /// faults in from the file on first touch, and writes go to private copies, never to the
+    /// file. The mapping holds its own reference to the file, so closing `file` (or unlinking
+    /// it: retention removes old checkpoints) leaves it valid. `offset` must be a multiple of the
+    /// OS page size, and the file must hold `offset + len` bytes (checked here: a mapped range
+    /// past the end of a file is SIGBUS on first touch); the bytes from `len` up to the capacity
+    /// are whatever the file holds there (the checkpoint writer zeroes them). The file must not
+    /// be truncated or rewritten in place while mapped: checkpoints are written to new files and
+    /// renamed.
+    pub fn private_file(file: &std::fs::File, offset: u64, len: u64) -> Result<PageBuf, PageError> {
+        let (_, cap, ulen) = sizes(len)?;
+        let alloc_err = |source| PageError::AllocationFailed { size: len, source };
+        let bad = |why: String| alloc_err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+        if !offset.is_multiple_of(os_page_size() as u64) {
+            return Err(bad(format!("offset {offset} is not a multiple of the OS page size {}", os_page_size())));
+        }
+        let flen = file.metadata().map_err(alloc_err)?.len();
+        if offset.checked_add(len).is_none_or(|end| end > flen) {
+            return Err(bad(format!("the file holds {flen} bytes, a page of {len} bytes at {offset} needs more")));
+        }
+        // SAFETY: a private (copy-on-write) mapping: this process's writes never reach the file.
+        // The file covers `offset..offset + len` (checked above), so every OS page of the mapping
+        // but a partial last one lies inside the file, and the kernel zero-fills the partial
+        // one's tail. Callers map only files nobody truncates while mapped (see above).
+        let mut map = unsafe { MmapOptions::new().offset(offset).len(cap).map_copy(file) }.map_err(alloc_err)?;
+        let ptr = map.as_mut_ptr();
+        Ok(PageBuf { ptr, len: ulen, capacity: cap, map })
+    }
+
     /// Writes the mapping's dirty pages back to its file and waits (`msync(MS_SYNC)`); a no-op
     /// for anonymous buffers.
     pub fn flush(&self) -> std::io::Result<()> {
@@ -383,6 +413,28 @@ mod tests {
         assert_eq!(round_to_os_pages(ps), Some(ps));
         assert_eq!(round_to_os_pages(ps + 1), Some(2 * ps));
         assert_eq!(round_to_os_pages(u64::MAX), None);
+    }
+
+    #[test]
+    fn private_file_mapping_is_copy_on_write() {
+        let ps = os_page_size();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("img");
+        let mut bytes = vec![7u8; ps];
+        bytes.extend((0..ps + 10).map(|i| u8::try_from(i % 251).unwrap()));
+        std::fs::write(&p, &bytes).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let b = PageBuf::private_file(&f, ps as u64, ps as u64 + 10).unwrap();
+        drop(f);
+        assert_eq!(b.to_vec(), bytes[ps..]);
+        // SAFETY: the buffer is not shared.
+        (unsafe { b.as_mut_slice() })[0] = 99;
+        assert_eq!(b.to_vec()[0], 99);
+        assert_eq!(std::fs::read(&p).unwrap(), bytes, "writes never reach the file");
+        let f = std::fs::File::open(&p).unwrap();
+        // Past the end of the file, or not OS-page-aligned: refused, never mapped.
+        assert!(PageBuf::private_file(&f, ps as u64, ps as u64 + 11).is_err());
+        assert!(PageBuf::private_file(&f, 1, 10).is_err());
     }
 
     #[test]

@@ -9,8 +9,9 @@ use crate::runtime::tlog::checksum;
 use crate::types::error::LogError;
 
 /// Version of the segment and checkpoint formats written by this build. Version 2 added blob
-/// records (`RECORD_FLAG_BLOB`); this build reads versions 1 and 2.
-pub const FORMAT_VERSION: u32 = 2;
+/// records (`RECORD_FLAG_BLOB`); version 3 aligned checkpoint page images to OS pages so that
+/// open maps them (`checkpoint.rs`; segments are unchanged); this build reads versions 1..=3.
+pub const FORMAT_VERSION: u32 = 3;
 /// First bytes of every segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"MMSBLOG\0";
 /// First bytes of every checkpoint.

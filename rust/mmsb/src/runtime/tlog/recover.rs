@@ -538,14 +538,17 @@ fn list_and_clean(storage: &dyn Storage) -> Result<Listing> {
 }
 
 /// Step 2: the newest checkpoint that verifies (a newer format version is an error, not a
-/// fallback), and a check that the chain does not start after it.
+/// fallback), and a check that the chain does not start after it. Opened lazily
+/// ([`checkpoint::open_lazy`]): its page images are mapped, not read, and their CRC is not
+/// checked here (`docs/reliability.md`, "Fast open"); a checkpoint shorter than its header
+/// says, or whose index does not verify, is skipped for the previous generation.
 pub(crate) fn newest_checkpoint(
     storage: &dyn Storage,
     listing: &Listing,
 ) -> Result<Option<checkpoint::CheckpointData>> {
     let mut ckpt = None;
     for name in listing.checkpoints.values().rev() {
-        if let Some(c) = checkpoint::read(storage, name)? {
+        if let Some(c) = checkpoint::open_lazy(storage, name)? {
             ckpt = Some(c);
             break;
         }

@@ -43,10 +43,19 @@ pub(crate) fn load_checkpoint(state: &impl Recoverable, core: &mut Core, c: &Che
         })?;
         crate::runtime::pagefiles::load_external(state, core, c, &dir)?;
     }
-    for (p, bytes) in c.pages() {
-        let buf = state.allocate_page(p.id, p.size)?;
-        // SAFETY: the buffer was just allocated and is not shared yet.
-        unsafe { buf.as_mut_slice() }.copy_from_slice(bytes);
+    // A lazily opened checkpoint's aligned images are mapped copy-on-write (issue 21, fast
+    // open), unless pages must live in page files.
+    let map = !state.recovery_config().file_backed_pages;
+    for (i, (p, bytes)) in c.pages().enumerate() {
+        let buf = match c.mapped_page(i).filter(|_| map) {
+            Some(buf) => buf?,
+            None => {
+                let buf = state.allocate_page(p.id, p.size)?;
+                // SAFETY: the buffer was just allocated and is not shared yet.
+                unsafe { buf.as_mut_slice() }.copy_from_slice(bytes);
+                buf
+            }
+        };
         let mut page = Page::new(p.id, p.location, p.meta.clone(), buf);
         page.epoch = p.epoch;
         core.pages.insert(p.id, page);

@@ -85,6 +85,11 @@ pub trait Storage: Send + Sync + Debug {
     fn read_exclusive(&self, name: &str) -> io::Result<FileBytes> {
         self.read(name).map(FileBytes::Owned)
     }
+    /// The file itself, for a reader that maps parts of it (a lazily opened checkpoint,
+    /// `checkpoint::open_lazy`); `None` for storages without OS files (the default).
+    fn os_file(&self, _name: &str) -> io::Result<Option<File>> {
+        Ok(None)
+    }
     /// Atomically replaces `to` with `from`.
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Removes a file (a missing file is not an error).
@@ -369,6 +374,9 @@ impl Storage for FsStorage {
         // `populate` maps the whole file in one call instead of one fault per 64 KiB.
         let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
         Ok(FileBytes::Mapped(map))
+    }
+    fn os_file(&self, name: &str) -> io::Result<Option<File>> {
+        File::open(self.path(name)?).map(Some)
     }
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         std::fs::rename(self.path(from)?, self.path(to)?)
