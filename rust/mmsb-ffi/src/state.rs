@@ -330,6 +330,22 @@ mod tests {
         cfg
     }
 
+    /// `replay_budget` is an option by name: checked against its range at open.
+    #[test]
+    fn replay_budget_is_set_by_name_and_range_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        for (v, ok) in [(255u64, false), (1 << 20, true)] {
+            let cfg = config(Some(dir.path()), None);
+            let key = "replay_budget";
+            // SAFETY: a live config; the key is valid for its length.
+            assert_eq!(unsafe { mmsb_config_set_u64(cfg, key.as_ptr().cast(), key.len(), v) }, MMSB_OK);
+            // SAFETY: a fresh config, consumed by the call.
+            let (status, _) = unsafe { open_and_probe(cfg) };
+            let want = if ok { MMSB_OK } else { ErrorCode::InvalidArgument as u32 };
+            assert_eq!(status, want, "replay_budget {v}");
+        }
+    }
+
     #[test]
     fn a_directory_with_logging_turned_off_is_an_invalid_config() {
         let dir = tempfile::tempdir().unwrap();
