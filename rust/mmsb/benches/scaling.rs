@@ -388,11 +388,21 @@ fn crash_curve(sizes_mib: &[usize]) -> Curve {
                 if idle {
                     s.wait_for_maintenance().unwrap();
                 }
-                let since = s.log_info().unwrap().bytes_since_checkpoint;
-                let copy = tempfile::tempdir().unwrap();
-                copy_as_crashed(live.path(), copy.path());
-                drop(s);
-                (copy, since)
+                // A file-by-file copy of a live directory is not a crash image when a pass
+                // renames a checkpoint in and prunes segments between the listing and the copies
+                // (the copy then lacks both): copy again until the copy opens.
+                for _ in 0..5 {
+                    let since = s.log_info().unwrap().bytes_since_checkpoint;
+                    let copy = tempfile::tempdir().unwrap();
+                    copy_as_crashed(live.path(), copy.path());
+                    let probe = tempfile::tempdir().unwrap();
+                    copy_as_crashed(copy.path(), probe.path());
+                    match MMSBState::open(reopen_config(probe.path(), fb)) {
+                        Ok(_) => return (copy, since),
+                        Err(e) => println!("   (copy taken during a pass does not open, copied again: {e})"),
+                    }
+                }
+                panic!("no copy of the live directory opened in 5 tries")
             })
             .collect();
         // Each open of a crashed copy recovers it and the close checkpoints it: time copies of
