@@ -164,7 +164,10 @@ Starts a state. Keywords:
   without a log).
 - any other keyword is a numeric/boolean option of the core, passed by name:
   `max_page_size`, `log_size_cap` (default 256 MiB: past it a maintenance
-  thread checkpoints and compacts the log; 0 turns that off), `segment_size`, `blob_min` (payload bytes
+  thread checkpoints and compacts the log; 0 turns that off), `replay_budget`
+  (default 64 MiB: log since the newest checkpoint past which that thread
+  checkpoints, which bounds the replay after a crash; 0 leaves it to the cap),
+  `segment_size`, `blob_min` (payload bytes
   from which a log record keeps its payloads in the segment's blob file),
   `file_backed_pages`, `tolerant_recovery`, `gpu` (an unknown name throws an
   [`MMSBError`](@ref)).

@@ -394,7 +394,7 @@ fn writer_child() {
     loop {
         let n = s.lsn();
         s.update_page(page, &n.to_le_bytes()).unwrap();
-        if n % 8192 == 0 {
+        if n.is_multiple_of(8192) {
             s.compact_log().unwrap();
         }
     }

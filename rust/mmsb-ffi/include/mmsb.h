@@ -1276,7 +1276,9 @@ MmsbStatus mmsb_config_set_dir(struct MmsbConfig *cfg, const char *dir, size_t l
 MmsbStatus mmsb_config_set_durability(struct MmsbConfig *cfg, uint32_t mode);
 
 // Sets a numeric option by name: `max_page_size` (1 ..= 2^48), `log_size_cap` (0 = off, or
-// 256 ..= 2^64 - 1; default 256 MiB), `segment_size` (256 ..= 2^32), `blob_min` (any value: 0 and 1 put every
+// 256 ..= 2^64 - 1; default 256 MiB), `replay_budget` (log bytes since the newest checkpoint
+// past which the maintenance thread checkpoints, bounding the replay after a crash: 0 = off, or
+// 256 ..= 2^64 - 1; default 64 MiB), `segment_size` (256 ..= 2^32), `blob_min` (any value: 0 and 1 put every
 // payload into blob files, `UINT64_MAX` none), `file_backed_pages` (0/1), `tolerant_recovery`
 // (0/1), `gpu` (0/1), `logging` (0/1, as `mmsb_config_set_logging`). Ranges are checked by
 // `mmsb_state_open`, which fails with `MMSB_STATUS_CODE_INVALID_ARGUMENT` and a message naming the

@@ -120,7 +120,9 @@ pub unsafe extern "C" fn mmsb_config_set_durability(cfg: *mut MmsbConfig, mode: 
 }
 
 /// Sets a numeric option by name: `max_page_size` (1 ..= 2^48), `log_size_cap` (0 = off, or
-/// 256 ..= 2^64 - 1; default 256 MiB), `segment_size` (256 ..= 2^32), `blob_min` (any value: 0 and 1 put every
+/// 256 ..= 2^64 - 1; default 256 MiB), `replay_budget` (log bytes since the newest checkpoint
+/// past which the maintenance thread checkpoints, bounding the replay after a crash: 0 = off, or
+/// 256 ..= 2^64 - 1; default 64 MiB), `segment_size` (256 ..= 2^32), `blob_min` (any value: 0 and 1 put every
 /// payload into blob files, `UINT64_MAX` none), `file_backed_pages` (0/1), `tolerant_recovery`
 /// (0/1), `gpu` (0/1), `logging` (0/1, as `mmsb_config_set_logging`). Ranges are checked by
 /// `mmsb_state_open`, which fails with `MMSB_STATUS_CODE_INVALID_ARGUMENT` and a message naming the
@@ -148,6 +150,7 @@ pub unsafe extern "C" fn mmsb_config_set_u64(
         match key {
             "max_page_size" => cfg.config.max_page_size = value,
             "log_size_cap" => cfg.config.log_size_cap = value,
+            "replay_budget" => cfg.config.replay_budget = value,
             "segment_size" => cfg.config.segment_size = value,
             "blob_min" => cfg.config.blob_min = value,
             "file_backed_pages" => cfg.config.file_backed_pages = flag(value)?,
@@ -325,6 +328,22 @@ mod tests {
             }
         }
         cfg
+    }
+
+    /// `replay_budget` is an option by name: checked against its range at open.
+    #[test]
+    fn replay_budget_is_set_by_name_and_range_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        for (v, ok) in [(255u64, false), (1 << 20, true)] {
+            let cfg = config(Some(dir.path()), None);
+            let key = "replay_budget";
+            // SAFETY: a live config; the key is valid for its length.
+            assert_eq!(unsafe { mmsb_config_set_u64(cfg, key.as_ptr().cast(), key.len(), v) }, MMSB_OK);
+            // SAFETY: a fresh config, consumed by the call.
+            let (status, _) = unsafe { open_and_probe(cfg) };
+            let want = if ok { MMSB_OK } else { ErrorCode::InvalidArgument as u32 };
+            assert_eq!(status, want, "replay_budget {v}");
+        }
     }
 
     #[test]

@@ -27,6 +27,10 @@
 //! dirty-page limits) is `benchmark/peers`; this is the quick A/B of the same shape.
 //!
 //!     cargo bench -p mmsb --bench maintenance -- --large 1024 --rounds 3
+//!
+//! `--budget MiB` gives the `cap` runs that `replay_budget` and adds a run with the cap alone
+//! (`cap0`), so `cap/cap0` is what the budget costs the writer (16 MiB against the 64 MiB cap
+//! is the default 64 MiB against 256 MiB).
 
 #![allow(clippy::cast_possible_truncation)] // benchmark sizes and timings: truncation is intended or impossible here
 
@@ -140,12 +144,13 @@ const LARGE_CAP: u64 = 64 << 20;
 
 /// MB/s of `bytes` written as 64 KiB whole-page routes into the pages of a logged state with
 /// `cap`; also the passes, slowed-down writes and waits of the maintenance thread.
-fn large_mmsb(cap: u64, bytes: u64) -> (f64, u64, u64, u64) {
+fn large_mmsb(cap: u64, budget: u64, bytes: u64) -> (f64, u64, u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let s = MMSBState::open(Config {
         dir: Some(dir.path().to_path_buf()),
         durability: Durability::None,
         log_size_cap: cap,
+        replay_budget: budget,
         ..Config::default()
     })
     .unwrap();
@@ -176,32 +181,49 @@ fn large_raw(bytes: u64) -> f64 {
     bytes as f64 / t.elapsed().as_secs_f64() / 1e6
 }
 
-/// The `--large` A/B (see the module docs).
-fn large(mib: u64, rounds: usize) {
+/// The `--large` A/B (see the module docs). `budget`: the `replay_budget` of the `cap` runs
+/// (0: the cap alone); with `--budget`, a fourth run per round with the cap alone gives the
+/// budget's cost as `cap/cap0` (the same round).
+fn large(mib: u64, rounds: usize, budget: Option<u64>) {
     let bytes = mib << 20;
+    let b = budget.unwrap_or(0);
     println!(
-        "64 KiB writes, {mib} MiB per run, cap {} MiB, {rounds} round(s); MB/s and same-round ratios",
-        LARGE_CAP >> 20
+        "64 KiB writes, {mib} MiB per run, cap {} MiB, replay budget {} MiB, {rounds} round(s); MB/s and same-round ratios",
+        LARGE_CAP >> 20,
+        b >> 20
     );
     println!(
-        "{:<6} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10} {:>7} {:>7} {:>6}",
-        "round", "raw", "no cap", "cap", "cap/raw", "nocap/raw", "cap/nocap", "passes", "slowed", "waits"
+        "{:<6} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10} {:>7} {:>7} {:>6} {:>8} {:>9}",
+        "round",
+        "raw",
+        "no cap",
+        "cap",
+        "cap/raw",
+        "nocap/raw",
+        "cap/nocap",
+        "passes",
+        "slowed",
+        "waits",
+        "cap0",
+        "cap/cap0"
     );
-    let mut r = [Vec::new(), Vec::new(), Vec::new()];
+    let mut r = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for round in 0..rounds {
         // Alternate the order, so neither always runs on the other's dirty pages.
-        let (raw, nocap, cap) = if round % 2 == 0 {
+        let (raw, nocap, cap, cap0) = if round % 2 == 0 {
             let raw = large_raw(bytes);
-            let nocap = large_mmsb(0, bytes);
-            (raw, nocap, large_mmsb(LARGE_CAP, bytes))
+            let nocap = large_mmsb(0, 0, bytes);
+            let cap = large_mmsb(LARGE_CAP, b, bytes);
+            (raw, nocap, cap, budget.map(|_| large_mmsb(LARGE_CAP, 0, bytes)))
         } else {
-            let cap = large_mmsb(LARGE_CAP, bytes);
-            let nocap = large_mmsb(0, bytes);
-            (large_raw(bytes), nocap, cap)
+            let cap0 = budget.map(|_| large_mmsb(LARGE_CAP, 0, bytes));
+            let cap = large_mmsb(LARGE_CAP, b, bytes);
+            let nocap = large_mmsb(0, 0, bytes);
+            (large_raw(bytes), nocap, cap, cap0)
         };
-        let q = [cap.0 / raw, nocap.0 / raw, cap.0 / nocap.0];
+        let q = [cap.0 / raw, nocap.0 / raw, cap.0 / nocap.0, cap0.map_or(f64::NAN, |c| cap.0 / c.0)];
         println!(
-            "{:<6} {raw:>8.0} {:>8.0} {:>8.0} {:>9.2} {:>9.2} {:>10.2} {:>7} {:>7} {:>6}",
+            "{:<6} {raw:>8.0} {:>8.0} {:>8.0} {:>9.2} {:>9.2} {:>10.2} {:>7} {:>7} {:>6} {:>8.0} {:>9.2}",
             round + 1,
             nocap.0,
             cap.0,
@@ -210,7 +232,9 @@ fn large(mib: u64, rounds: usize) {
             q[2],
             cap.1,
             cap.2,
-            cap.3
+            cap.3,
+            cap0.map_or(f64::NAN, |c| c.0),
+            q[3]
         );
         for (v, x) in r.iter_mut().zip(q) {
             v.push(x);
@@ -220,7 +244,13 @@ fn large(mib: u64, rounds: usize) {
         let (lo, hi) = v.iter().fold((f64::MAX, 0.0f64), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
         format!("{lo:.2}-{hi:.2}")
     };
-    println!("range: cap/raw {}, nocap/raw {}, cap/nocap {}", range(&r[0]), range(&r[1]), range(&r[2]));
+    println!(
+        "range: cap/raw {}, nocap/raw {}, cap/nocap {}, cap/cap0 {}",
+        range(&r[0]),
+        range(&r[1]),
+        range(&r[2]),
+        range(&r[3])
+    );
 }
 
 fn main() {
@@ -228,7 +258,13 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--large") {
         let mib = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(if ab::is_bench_run() { 1024 } else { 64 });
         let rounds = args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(1);
-        large(mib, rounds);
+        // `--budget MiB`: the cap runs' replay budget, against the cap alone (default: none).
+        let budget = args
+            .iter()
+            .position(|a| a == "--budget")
+            .and_then(|i| args.get(i + 1)?.parse::<u64>().ok())
+            .map(|m| m << 20);
+        large(mib, rounds, budget);
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");

@@ -168,6 +168,8 @@ pub(crate) struct Tlog {
     pub(crate) durability: Durability,
     pub(crate) segment_size: u64,
     pub(crate) log_size_cap: u64,
+    /// `Config::replay_budget` (see `maintain::Tlog::maintain_at`).
+    pub(crate) replay_budget: u64,
     /// `Config::blob_min`.
     pub(crate) blob_min: u64,
     pub(crate) w: Mutex<Writer>,
@@ -203,6 +205,7 @@ impl Tlog {
             // `Config::validate` keeps it at 256 or more; the floor guards direct constructions.
             segment_size: config.segment_size.max(SEGMENT_HEADER_LEN as u64 + RECORD_HEADER_LEN as u64),
             log_size_cap: config.log_size_cap,
+            replay_budget: config.replay_budget,
             blob_min: config.blob_min,
             since_checkpoint: AtomicU64::new(w.bytes_since_checkpoint),
             w: Mutex::new(w),
@@ -622,7 +625,7 @@ impl Tlog {
     pub(crate) fn over_cap(&self) -> bool {
         self.log_size_cap > 0
             && !self.auto_running.load(Ordering::Relaxed)
-            && self.since_checkpoint.load(Ordering::Relaxed) > self.log_size_cap
+            && self.since_checkpoint.load(Ordering::Relaxed) > self.maintain_at()
     }
 
     /// Sets `Writer::bytes_since_checkpoint` (maintenance), keeping [`Tlog::since_checkpoint`]
