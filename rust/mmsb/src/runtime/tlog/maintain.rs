@@ -944,7 +944,7 @@ pub(crate) fn prune_files(log: &Tlog, doomed: Doomed) -> Result<()> {
 pub(crate) fn remove_segment(log: &Tlog, segno: u64) -> Result<()> {
     let (seg, blob) = (segment_name(segno), blob_name(segno));
     log.storage.remove(&seg).map_err(io(log, "remove", &seg))?;
-    log.storage.remove(&blob).map_err(io(log, "remove", &blob))
+    log.storage.retire(&blob).map_err(io(log, "retire", &blob))
 }
 
 /// The LSN past which the replication observer wants every record kept as logged

@@ -500,7 +500,17 @@ impl Tlog {
             return Ok(b.clone());
         }
         let name = blob_name(w.segno);
-        let file = self.storage.create(&name).map_err(self.io("create", &name))?;
+        // A spare (a pruned segment's blob file) is overwritten in place: its blocks and cached
+        // pages are reused instead of allocated. Its old bytes stay past the ones written; no
+        // record names them, and a record's CRC covers every blob byte it names.
+        let file = match self.storage.reuse(&name).map_err(self.io("reuse a spare file as", &name))? {
+            Some(f) => {
+                // Its blocks are allocated up to its old length: no preallocation needed there.
+                w.blob_reserved = f.len().unwrap_or(0);
+                f
+            }
+            None => self.storage.create(&name).map_err(self.io("create", &name))?,
+        };
         if self.durability != Durability::None {
             self.storage.sync_dir().map_err(self.io("fsync the directory of", &name))?;
         }

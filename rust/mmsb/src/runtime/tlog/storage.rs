@@ -100,6 +100,23 @@ pub trait Storage: Send + Sync + Debug {
     fn sync_dir(&self) -> io::Result<()>;
     /// Where the files live, for messages.
     fn describe(&self, name: &str) -> String;
+    /// Retires `name`, a file the log will never read again (the blob file of a pruned
+    /// segment): a storage that keeps spare files moves it into its pool for [`Storage::reuse`],
+    /// otherwise (and once the pool is full) it is removed. Only for files whose stale bytes
+    /// are harmless where they are reused: nothing reads a blob file but the ranges a record
+    /// names, and the record's CRC covers them (see `docs/log-format.md`, "Spare files").
+    /// Durable, like a removal, once `sync_dir` returns.
+    fn retire(&self, name: &str) -> io::Result<()> {
+        self.remove(name)
+    }
+    /// Renames a spare file (see [`Storage::retire`]) to `name` (replacing a file of that name,
+    /// as `create` would truncate it) and opens it with its old bytes still in it; `None` when the pool is empty. Overwriting a
+    /// file in place reuses its disk blocks and its cached pages, where a new file allocates
+    /// both (a sustained writer of a log that grows and is pruned behind it otherwise fills the
+    /// page cache with pages of files it then deletes).
+    fn reuse(&self, _name: &str) -> io::Result<Option<Arc<dyn StorageFile>>> {
+        Ok(None)
+    }
     /// Gives up exclusive use of the storage (the state closed), so another state may open it
     /// while this handle lingers. No file operation follows.
     fn release(&self) {}
@@ -121,6 +138,22 @@ pub trait Storage: Send + Sync + Debug {
 /// state directory (the name prefix of quarantined files in storages without subdirectories).
 pub const QUARANTINE_DIR: &str = "quarantine";
 
+/// A directory keeps at most this many spare files (see [`Storage::retire`]): a blob file is at
+/// most a segment (64 MiB by default), and a maintenance pass under the default 256 MiB cap
+/// prunes about four segments.
+pub const SPARE_MAX: usize = 4;
+
+/// Name of spare file `n`: a name the log never parses as one of its own files, so recovery
+/// leaves spares alone (they hold nothing it needs).
+fn spare_name(n: u64) -> String {
+    format!("spare-{n:020}.pool")
+}
+
+fn parse_spare_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("spare-")?.strip_suffix(".pool")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+}
+
 pub(crate) fn check_name(name: &str) -> io::Result<()> {
     if name.is_empty() || name.contains('/') || name.contains('\\') || name.contains("..") || name.contains('\0') {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid log file name {name:?}")));
@@ -136,6 +169,8 @@ pub struct FsStorage {
     dir: PathBuf,
     /// Holds the `flock`; `None` once released (closing the descriptor drops the lock).
     lock: parking_lot::Mutex<Option<File>>,
+    /// Spare files (see [`Storage::retire`]), by number, and the next free number.
+    spares: Mutex<(Vec<u64>, u64)>,
 }
 
 /// Name of the lock file (not one of the storage's files: `list` leaves it out).
@@ -184,7 +219,17 @@ impl FsStorage {
             }
             return Err(io::Error::new(e.kind(), format!("cannot lock {} ({e})", dir.display())));
         }
-        Ok(FsStorage { dir: dir.to_path_buf(), lock: parking_lot::Mutex::new(Some(lock)) })
+        // Spares left by an earlier open are reused first; any past the pool's size go.
+        let mut spares: Vec<u64> = list_files(dir)?.iter().filter_map(|n| parse_spare_name(n)).collect();
+        let next = spares.iter().max().map_or(0, |m| m + 1);
+        for n in spares.drain(SPARE_MAX.min(spares.len())..) {
+            let _ = std::fs::remove_file(dir.join(spare_name(n)));
+        }
+        Ok(FsStorage {
+            dir: dir.to_path_buf(),
+            lock: parking_lot::Mutex::new(Some(lock)),
+            spares: Mutex::new((spares, next)),
+        })
     }
 
     fn path(&self, name: &str) -> io::Result<PathBuf> {
@@ -390,6 +435,33 @@ impl Storage for FsStorage {
     fn list(&self) -> io::Result<Vec<String>> {
         list_files(&self.dir)
     }
+    fn retire(&self, name: &str) -> io::Result<()> {
+        let from = self.path(name)?;
+        let mut spares = self.spares.lock();
+        if spares.0.len() >= SPARE_MAX {
+            drop(spares);
+            return self.remove(name);
+        }
+        let n = spares.1;
+        match std::fs::rename(&from, self.path(&spare_name(n))?) {
+            Ok(()) => {
+                spares.0.push(n);
+                spares.1 += 1;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+    fn reuse(&self, name: &str) -> io::Result<Option<Arc<dyn StorageFile>>> {
+        let to = self.path(name)?;
+        let mut spares = self.spares.lock();
+        let Some(n) = spares.0.pop() else { return Ok(None) };
+        // A spare that cannot be taken (removed behind our back) leaves the pool either way.
+        std::fs::rename(self.path(&spare_name(n))?, &to)?;
+        drop(spares);
+        Ok(Some(self.open(name)?))
+    }
     fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.dir)?.sync_all()
     }
@@ -592,6 +664,50 @@ mod tests {
         }
         assert_eq!(std::fs::read(d.path().join("quarantine/x.seg.1")).unwrap(), [1]);
         assert_eq!(mem.quarantined(), [("quarantine/x.seg.0".into(), vec![0]), ("quarantine/x.seg.1".into(), vec![1])]);
+    }
+
+    /// A retired file keeps its bytes in the pool until `reuse` hands it out under a new
+    /// name; the pool holds at most `SPARE_MAX` (the rest are removed), survives a reopen of the
+    /// directory, and is never listed as one of the log's files. Without a pool (memory)
+    /// retiring removes.
+    #[test]
+    fn retired_files_are_reused_in_place() {
+        use super::super::format::{blob_name, parse_blob_name, parse_checkpoint_name, parse_segment_name};
+        let d = tempfile::tempdir().unwrap();
+        let fs = FsStorage::new(d.path()).unwrap();
+        assert!(fs.reuse(&blob_name(1)).unwrap().is_none(), "an empty pool");
+        for n in 0..SPARE_MAX as u64 + 2 {
+            fs.create(&blob_name(n)).unwrap().write_at(0, &[n as u8 + 1; 3]).unwrap();
+            fs.retire(&blob_name(n)).unwrap();
+        }
+        fs.retire(&blob_name(99)).unwrap(); // a missing file: nothing to retire
+        let names = fs.list().unwrap();
+        assert_eq!(names.len(), SPARE_MAX, "{names:?}");
+        for n in &names {
+            let log_file = parse_blob_name(n).or(parse_segment_name(n)).or(parse_checkpoint_name(n));
+            assert!(log_file.is_none() && parse_spare_name(n).is_some(), "{n}");
+        }
+        drop(fs);
+        let fs = FsStorage::new(d.path()).unwrap();
+        let mut seen = Vec::new();
+        for n in 10..10 + SPARE_MAX as u64 {
+            let f = fs.reuse(&blob_name(n)).unwrap().expect("a spare");
+            let mut b = [0u8; 3];
+            f.read_at(0, &mut b).unwrap();
+            f.write_at(1, b"x").unwrap();
+            seen.push(b[0]);
+        }
+        seen.sort();
+        assert_eq!(seen, [1, 2, 3, 4], "the first SPARE_MAX retired files, bytes intact");
+        assert!(fs.reuse(&blob_name(20)).unwrap().is_none(), "the pool is empty again");
+        assert_eq!(fs.read(&blob_name(10)).unwrap()[1], b'x');
+        assert_eq!(fs.list().unwrap().len(), SPARE_MAX);
+
+        let mem = MemStorage::new();
+        mem.create("a.blob").unwrap();
+        mem.retire("a.blob").unwrap();
+        assert!(mem.list().unwrap().is_empty());
+        assert!(mem.reuse("b.blob").unwrap().is_none());
     }
 
     #[test]
