@@ -45,7 +45,8 @@
 #   unoptimized only when the compiler's optimized code is at hand
 #   (`_compiled_code`: what the entry point returned to the hook, which 1.5's
 #   `typeinf_ext` also returns, but 1.5 needs one inference for both forms anyway;
-#   1.12's returns a `CodeInstance`, whose cached code is read instead);
+#   1.12's returns a `CodeInstance`: `_typeinf_112` runs its bridge itself to
+#   read the interpreter's codegen cache, else the `CodeInstance`'s cached code);
 # - the REPL's transform lists: `Base.active_repl_backend.ast_transforms` and
 #   `REPL.repl_ast_transforms` (stdlib/REPL/src/REPL.jl:90/126 on 1.10, 187/239 on 1.11, 114/288 on 1.12).
 
