@@ -570,6 +570,46 @@ end
     @test occursin("ATEXIT instances=2 hook=false", out)
 end
 
+@testset "REPL transform: the flush is deferred to idle time, queries run it first" begin
+    was_enabled = instrumentation_status(state).enabled
+    enable_instrumentation(state)
+    MMSB._IDLE_DEFER[] = true # as in a REPL (no backend here: idle between polls)
+    try
+        f0 = instrumentation_status(state).flushes
+        Core.eval(Main, MMSB._repl_transform(:(inst_idle(x) = x - 4)))
+        @test Core.eval(Main, MMSB._repl_transform(:(Base.invokelatest(inst_idle, 10)))) == 6
+        # The command returned without rendering: the flush is owed, the instance only queued.
+        @test MMSB._IDLE_PENDING[]
+        m = MMSB.instrumentation_manager(state) # a query: runs the owed flush first
+        @test !MMSB._IDLE_PENDING[] && m.flushes > f0
+        @test ir_text(state, ir_pages(state, Main.inst_idle, (Int,)).typed) == typed_text(Main.inst_idle, (Int,))
+        # Left alone, the idle task flushes by itself once the (absent) backend is quiet.
+        n0 = MMSB._IDLE_FLUSHES[]
+        Core.eval(Main, MMSB._repl_transform(:(inst_idle2(x) = x - 5)))
+        @test Core.eval(Main, MMSB._repl_transform(:(Base.invokelatest(inst_idle2, 10)))) == 5
+        @test MMSB._IDLE_PENDING[]
+        t0 = time()
+        while MMSB._IDLE_PENDING[] && time() - t0 < 60
+            sleep(0.05)
+        end
+        sleep(0.5) # the flush runs after the last idle poll
+        @test MMSB._IDLE_FLUSHES[] > n0
+        @test !MMSB._IDLE_PENDING[]
+        @test any(e -> e.mi.def.name === :inst_idle2, values(MMSB.instrumentation_manager(state).instances))
+        # A command typed while a flush is still owed runs it in its prefix (before compiling anything).
+        MMSB._IDLE_PENDING[] = true
+        f1 = MMSB.instrumentation_manager(state).flushes # (runs it: owed)
+        MMSB._IDLE_PENDING[] = true
+        Core.eval(Main, MMSB._repl_transform(:(1 + 1)))
+        @test MMSB.instrumentation_manager(state).flushes > f1
+    finally
+        MMSB._IDLE_DEFER[] = nothing
+        flush_instrumentation(state)
+        @test !MMSB._IDLE_PENDING[]
+        was_enabled || disable_instrumentation(state)
+    end
+end
+
 Base.include(@__MODULE__, joinpath(@__DIR__, "repl", "repl_driver.jl"))
 
 @testset "REPL session under a pseudo-terminal" begin

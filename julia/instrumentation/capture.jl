@@ -43,9 +43,19 @@ point (so signature changes across Julia versions pass through).
 function _typeinf_hook(args...)
     _record!(args)
     # issue 19 item 9 (timing.jl): entry points timed (1.5, 1.12)
-    src = _TIMING_HOOK[] ? _timed_typeinf(args) : _ORIGINAL[](args...)
-    _V15 || _record_code!(args[1], src)
+    src = _TIMING_HOOK[] ? _timed_typeinf(args) : _forward(args)
+    _V15 || _V112 || _record_code!(args[1], src)
     return src
+end
+
+# Calls the original entry point; on 1.12 the default one is run as
+# `_typeinf_112` (compat.jl), which records the optimized code it produced.
+@inline function _forward(args::Tuple)
+    @static if _V112
+        orig = _ORIGINAL[]
+        orig === Core.Compiler.typeinf_ext_toplevel && length(args) == 4 && return _typeinf_112(args...)
+    end
+    return _ORIGINAL[](args...)
 end
 
 @noinline function _record!(args::Tuple)
@@ -76,8 +86,9 @@ end
 
 # Keeps what the compiler's entry point returned for `mi`: its optimized code
 # (1.10/1.11: `typeinf_ext` returns the `CodeInfo` it inferred or decompressed
-# from the cache). Only a reference is kept; nothing here copies or prints.
-@noinline function _record_code!(@nospecialize(mi), @nospecialize(src))
+# from the cache; 1.12: `_typeinf_112` passes each code with its `CodeInstance`
+# `ci`, kept with it). Only references are kept; nothing here copies or prints.
+@noinline function _record_code!(@nospecialize(mi), @nospecialize(src), @nospecialize(ci = nothing))
     _RECORDING[] || return nothing
     (mi isa Core.MethodInstance && src isa Core.CodeInfo) || return nothing
     def = mi.def
@@ -91,7 +102,7 @@ end
     try
         lock(_QUEUE_LOCK)
         try
-            length(_CODES) < _MAX_CODES && (_CODES[mi] = src)
+            length(_CODES) < _MAX_CODES && (_CODES[mi] = ci === nothing ? src : (ci, src))
         finally
             unlock(_QUEUE_LOCK)
         end
@@ -184,6 +195,7 @@ function _install_hook!()
     args = _warmup_args()
     precompile(_record!, (typeof(args),))
     precompile(_record_code!, (Any, Any))
+    precompile(_record_code!, (Any, Any, Any))
     calls, errors, first_error = _HOOK_CALLS[], _HOOK_ERRORS[], _HOOK_FIRST_ERROR[]
     keep = _KEEP_SYSTEM_CODE[]
     _KEEP_SYSTEM_CODE[] = true # the warm-up instance is Base's: run the whole path of `_record_code!`
@@ -200,7 +212,8 @@ function _install_hook!()
         lock(_QUEUE_LOCK)
         try
             !isempty(_QUEUE) && _QUEUE[end] === args[1] && pop!(_QUEUE)
-            delete!(_CODES, args[1])
+            # (1.12: `_typeinf_112` records all it inferred; nobody else records before the install)
+            _V112 ? empty!(_CODES) : delete!(_CODES, args[1])
         finally
             unlock(_QUEUE_LOCK)
         end

@@ -45,7 +45,8 @@
 #   unoptimized only when the compiler's optimized code is at hand
 #   (`_compiled_code`: what the entry point returned to the hook, which 1.5's
 #   `typeinf_ext` also returns, but 1.5 needs one inference for both forms anyway;
-#   1.12's returns a `CodeInstance`, whose cached code is read instead);
+#   1.12's returns a `CodeInstance`: `_typeinf_112` runs its bridge itself to
+#   read the interpreter's codegen cache, else the `CodeInstance`'s cached code);
 # - the REPL's transform lists: `Base.active_repl_backend.ast_transforms` and
 #   `REPL.repl_ast_transforms` (stdlib/REPL/src/REPL.jl:90/126 on 1.10, 187/239 on 1.11, 114/288 on 1.12).
 
@@ -150,6 +151,14 @@ function _requirements()
             # return type is the `rettype` of the CodeInfo (base/reflection.jl:306).
             method(C, :typeinf_code, (C.NativeInterpreter, MI, Bool))
             field(Core.CodeInfo, :rettype)
+            # `_typeinf_112` (one inference per instance): the bridge it repeats
+            # (Compiler/src/typeinfer.jl:1441-1452) and the interpreter's codegen cache.
+            method(C, :typeinf_ext_toplevel, (C.NativeInterpreter, MI, UInt8))
+            method(C, :codegen_cache, (C.NativeInterpreter,))
+            push!(reqs, ("Core.Compiler.InferenceParams(; force_enable_inference)",
+                         () -> isdefined(C, :InferenceParams) && hasfield(C.InferenceParams, :force_enable_inference)))
+            push!(reqs, ("Core.Compiler.TRIM_NO", () -> isdefined(C, :TRIM_NO)))
+            field(CI, :def)
         else
             method(C, :specialize_method, (Core.MethodMatch,))
         end
@@ -328,18 +337,22 @@ taken (`nothing`: the flush infers it) when the instance has no live code,
 when the code is from an older `CodeInstance` (`min_world` differs), or when
 it is the stand-in `return c` the compiler returns for a constant-return
 instance (`ssavaluetypes` is a count there, typeinfer.jl:1016 on 1.10). On
-1.5 one inference serves both forms already. 1.12 (untested) reads the
-cache only (its entry point returns a `CodeInstance`; see `_REUSE_112`).
+1.5 one inference serves both forms already. 1.12 (untested): the code
+`_typeinf_112` recorded with the live `CodeInstance`, else the cache (its
+entry point returns a `CodeInstance`; see `_REUSE_112`).
 """
 function _compiled_code(mi::Core.MethodInstance)
     _V15 && return nothing
     _V112 && !_REUSE_112 && return nothing
     ci = _live_code_instance(mi)
     ci === nothing && return nothing
-    # 1.12: the entry point returns a `CodeInstance`, not the code (nothing is
-    # recorded); the cache is read, as the compiler itself reads it back
-    # (Compiler/src/typeinfer.jl:1190, `_uncompressed_ir(code, inf)`).
-    src = _V112 ? nothing : _recorded_code(mi)
+    # 1.12: the code `_typeinf_112` recorded with its `CodeInstance`, taken
+    # only if that is still the live one; else the cache is read, as the
+    # compiler itself reads it back (Compiler/src/typeinfer.jl:1190, `_uncompressed_ir(code, inf)`).
+    src = _recorded_code(mi)
+    if src isa Tuple
+        src = src[1] === ci ? src[2] : nothing
+    end
     # The cache of the system image's code (Core, Base, the standard libraries)
     # holds what the bootstrap compiler inferred when the image was built, not
     # what `code_typed` infers now (the suite found `Base.show(::IO, ::Module)`
@@ -367,6 +380,34 @@ function _compiled_code(mi::Core.MethodInstance)
         inf isa Union{String,Core.CodeInfo} && Core.Compiler.is_inlineable(inf) && return nothing
     end
     return src
+end
+
+"""
+    _typeinf_112(mi, world, source_mode, trim_mode) -> CodeInstance
+
+1.12: the compiler's entry point as its C bridge runs it,
+`typeinf_ext_toplevel(mi, world, source_mode, trim_mode)`
+(Compiler/src/typeinfer.jl:1448-1452, 1.12.1), made here so that the
+interpreter stays at hand: `finish!` (typeinfer.jl:94-160) puts the
+uncompressed optimized `CodeInfo` of every instance the call inferred into
+its codegen cache (`codegen[ci] = uncompressed`), also the non-inlineable
+code the global cache drops (`maybe_compress_codeinfo`, :306). Recorded
+(`_record_code!`), it spares the flush the second (optimized) inference for
+all code, as the `CodeInfo` `typeinf_ext` returns does on 1.10/1.11. Only
+used while the default entry point is the one we forward to (`_typeinf_hook`).
+"""
+function _typeinf_112(mi::Core.MethodInstance, world::UInt, source_mode::UInt8, trim_mode::UInt8)
+    C = Core.Compiler
+    interp = C.NativeInterpreter(world; inf_params = C.InferenceParams(; force_enable_inference = trim_mode != C.TRIM_NO))
+    ci = C.typeinf_ext_toplevel(interp, mi, source_mode)
+    if _RECORDING[]
+        codegen = C.codegen_cache(interp)
+        codegen === nothing || for (cci, src) in codegen
+            cmi = cci.def
+            cmi isa Core.MethodInstance && _record_code!(cmi, src, cci)
+        end
+    end
+    return ci
 end
 
 """
@@ -460,6 +501,20 @@ function _repl_backend_transforms()
     b = Base.active_repl_backend
     (b === nothing || !hasproperty(b, :ast_transforms)) && return nothing
     return b.ast_transforms
+end
+
+"Whether a REPL backend runs in this process (its prompt gives the idle time deferred flushes use)."
+_repl_backend_active() = isdefined(Base, :active_repl_backend) && Base.active_repl_backend !== nothing
+
+"""
+Whether the REPL backend is evaluating a command: its `in_eval` field
+(stdlib/REPL/src/REPL.jl:81 on 1.5, :88 on 1.10, :185 on 1.11, :112 on 1.12).
+A backend without the field counts as idle between polls.
+"""
+function _repl_backend_busy()
+    _repl_backend_active() || return false
+    b = Base.active_repl_backend
+    return hasproperty(b, :in_eval) && getproperty(b, :in_eval) === true
 end
 
 "The transforms a REPL backend started later picks up, or `nothing` when the REPL is not loaded."

@@ -111,8 +111,15 @@ function Base.show(io::IO, m::InstrumentationManager)
           length(m.instances), " instances, ", length(m.slots), " IR pages, ", length(m.edges), " edges)")
 end
 
-"The manager of `state`, or `nothing` if instrumentation was never enabled on it."
-instrumentation_manager(state::MMSBState) = lock(() -> get(_MANAGERS, state, nothing), _REGISTRY_LOCK)
+"""
+The manager of `state`, or `nothing` if instrumentation was never enabled on
+it. A flush the REPL deferred to idle time runs first (repl.jl): every query
+goes through here, so none sees stale pages.
+"""
+function instrumentation_manager(state::MMSBState)
+    _flush_owed!()
+    return lock(() -> get(_MANAGERS, state, nothing), _REGISTRY_LOCK)
+end
 
 function _manager(state::MMSBState)
     m = instrumentation_manager(state)
@@ -1216,6 +1223,7 @@ function _flush_state(state::MMSBState)
 end
 
 function _flush_all()
+    _IDLE_PENDING[] = false # this flush is the one the REPL deferred (repl.jl)
     _distribute!()
     n = 0
     try

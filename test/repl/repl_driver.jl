@@ -11,13 +11,18 @@
 #   julia --project=. test/repl/repl_driver.jl     # runs the session, prints the transcript
 
 """
-The session: `(command, pattern)` pairs. After sending `command` the driver
-waits until `pattern` (a Regex) matches the output printed since then.
+The session: `(command, pattern)` pairs, or `(command, pattern, delay)`.
+After sending `command` the driver waits until `pattern` (a Regex) matches
+the output printed since then; `delay` is how long to wait after the previous
+prompt before typing (0.3 s by default).
 """
 const REPL_STEPS = [
     ("using MMSB; enable_instrumentation(); println(\"MA\", \"RK1 \", instrumentation_status().enabled, \" \", MMSB.repl_attached())", r"MARK1 "),
     ("replf(x) = x * 7 + 1; println(\"MA\", \"RK2 \", \"defined\")", r"MARK2 "),
     ("println(\"MA\", \"RK3 \", replf(6))", r"MARK3 "),
+    # Typed 3 s after the prompt: the REPL was idle, so the deferred flush has
+    # started by then (it needs 0.15 s of idle; a running one is waited for).
+    ("println(\"MA\", \"RK3i \", MMSB._IDLE_FLUSHES[] > 0)", r"MARK3i ", 3.0),
     # The flush at the end of the previous command must have captured replf.
     ("p = ir_pages(replf, (Int,)); println(\"MA\", \"RK4 \", occursin(\"Base.mul_int(x, 7)\", ir_text(p.optimized)), \" \", occursin(\"replf(x) = x * 7 + 1\", ir_text(p.source)))", r"MARK4 "),
     ("e0 = page_epoch(MMSB.default_instrumentation_state(), p.typed); replf(x) = x * 9; println(\"MA\", \"RK5 \", replf(6))", r"MARK5 "),
@@ -35,6 +40,7 @@ const REPL_EXPECTED = [
     "MARK1" => "true true",    # enabled, transform attached to the running backend
     "MARK2" => "defined",
     "MARK3" => "43",
+    "MARK3i" => "true",        # a flush ran at idle time, not only in a command's prefix
     "MARK4" => "true true",    # optimized IR and REPL source text on pages after the command
     "MARK5" => "54",
     "MARK6" => "true true",    # redefinition reached the typed page as a delta
@@ -94,8 +100,9 @@ function run_repl_session(; julia::Cmd, project::AbstractString, step_timeout::R
     if pos === nothing
         ok = false
     else
-        for (cmd, pattern) in REPL_STEPS
-            sleep(0.3)
+        for step in REPL_STEPS
+            cmd, pattern = step[1], step[2]
+            sleep(length(step) > 2 ? step[3] : 0.3)
             for chunk in Iterators.partition(cmd, 40) # type in bursts, as a person would
                 write(proc, String(collect(chunk)))
                 sleep(0.02)
@@ -120,7 +127,7 @@ function run_repl_session(; julia::Cmd, project::AbstractString, step_timeout::R
     wait(reader)
     transcript = output()
     markers = Dict{String,String}()
-    for m in eachmatch(r"(MARK\d+) ([^\n]*)", transcript)
+    for m in eachmatch(r"(MARK\d+i?) ([^\n]*)", transcript)
         markers[m.captures[1]] = strip(m.captures[2])
     end
     return (ok = ok, markers = markers, transcript = transcript)
