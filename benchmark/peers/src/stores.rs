@@ -84,10 +84,8 @@ impl MmsbStore {
         let config = Config {
             dir: logged.then(|| dir.join("mmsb")),
             durability: if o.durable { Durability::GroupCommit } else { Durability::None },
-            log_size_cap: std::env::var("PEERS_MMSB_CAP")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(mmsb::runtime::state::DEFAULT_LOG_SIZE_CAP),
+            log_size_cap: env_u64("PEERS_MMSB_CAP").unwrap_or(mmsb::runtime::state::DEFAULT_LOG_SIZE_CAP),
+            replay_budget: env_u64("PEERS_MMSB_BUDGET").unwrap_or(mmsb::runtime::state::DEFAULT_REPLAY_BUDGET),
             ..Config::default()
         };
         let state = MMSBState::open(config).expect("mmsb open");
@@ -328,4 +326,9 @@ impl Drop for LmdbStore {
             (*env).prepare_for_closing().wait();
         }
     }
+}
+
+/// A byte count from the environment (`PEERS_MMSB_CAP`, `PEERS_MMSB_BUDGET`), if set and valid.
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
