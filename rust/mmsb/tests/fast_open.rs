@@ -126,3 +126,28 @@ fn a_close_after_a_small_log_leaves_it_to_replay() {
     assert_eq!(s.log_info().unwrap().last_checkpoint_lsn, 0);
     assert_eq!(snapshot(&s), before);
 }
+
+/// Mappings of this process (`/proc/self/maps` lines).
+fn vmas() -> usize {
+    std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count())
+}
+
+#[test]
+fn a_lazy_open_of_many_small_pages_does_not_take_a_mapping_per_page() {
+    // Each lazily mapped image is a VMA of its own and a process may have 65,530: small pages
+    // are read, not mapped, so a state of many small pages opens without spending them (and
+    // the large pages of the same state are still mapped and right).
+    let dir = scratch();
+    let s = MMSBState::open(disk_config(dir.path())).unwrap();
+    let mut sizes = vec![4096u64; 3000];
+    sizes.extend([1 << 20, 1 << 20, 65_536]);
+    fill(&s, &sizes);
+    let before = snapshot(&s);
+    s.close();
+    let n = vmas();
+    let s = MMSBState::open(disk_config(dir.path())).unwrap();
+    let grew = vmas().saturating_sub(n);
+    assert_eq!(s.log_info().unwrap().last_checkpoint_lsn, before.lsn, "the close checkpointed");
+    assert!(grew < 1000, "the open added {grew} mappings for 3,003 pages");
+    assert_eq!(snapshot(&s), before);
+}

@@ -16,6 +16,11 @@ use crate::types::delta::Delta;
 use crate::types::error::{LogError, Result, StateError};
 use crate::types::page::{Page, PageId};
 
+/// The smallest page image a lazy open maps instead of reading (see `load_checkpoint`).
+pub(crate) const LAZY_MIN_BYTES: u64 = 64 << 10;
+/// The most page images one open maps (each is a VMA: see `load_checkpoint`).
+pub(crate) const LAZY_MAX_MAPS: usize = 4096;
+
 /// Replaces `core` with the checkpoint's pages.
 pub(crate) fn load_checkpoint(state: &impl Recoverable, core: &mut Core, c: &CheckpointData) -> Result<()> {
     core.pages.clear();
@@ -44,11 +49,20 @@ pub(crate) fn load_checkpoint(state: &impl Recoverable, core: &mut Core, c: &Che
         crate::runtime::pagefiles::load_external(state, core, c, &dir)?;
     }
     // A lazily opened checkpoint's aligned images are mapped copy-on-write (issue 21, fast
-    // open), unless pages must live in page files.
-    let map = !state.recovery_config().file_backed_pages;
+    // open), unless pages must live in page files. Each such mapping is a VMA of its own (the
+    // kernel merges neighbouring anonymous maps but not file maps placed top-down at rising
+    // offsets), and a process has `vm.max_map_count` of them (65,530 by default): so only
+    // images of `LAZY_MIN_BYTES` or more are mapped, at most `LAZY_MAX_MAPS` per open, and a
+    // mapping that fails is read instead. Small images gain nothing from a map anyway: each
+    // costs one `mmap` either way.
+    let mut left = if state.recovery_config().file_backed_pages { 0 } else { LAZY_MAX_MAPS };
     for (i, (p, bytes)) in c.pages().enumerate() {
-        let buf = match c.mapped_page(i).filter(|_| map) {
-            Some(buf) => buf?,
+        let lazy = if left > 0 && p.size >= LAZY_MIN_BYTES { c.mapped_page(i).and_then(|r| r.ok()) } else { None };
+        let buf = match lazy {
+            Some(buf) => {
+                left -= 1;
+                buf
+            }
             None => {
                 let buf = state.allocate_page(p.id, p.size)?;
                 // SAFETY: the buffer was just allocated and is not shared yet.
