@@ -21,6 +21,14 @@ if isempty(URLS)
     @info "replication: MMSB_TEST_NATS_URLS not set; only the unsupported/invalid paths ran"
 else
     stream = "julia-$(getpid())-$(rand(UInt32))"
+    # A follower's LSN once it reaches `target`, or as far as it got in 20 s.
+    function wait_for_lsn(f, target)
+        t0 = time()
+        while lsn(f) < target && time() - t0 < 20
+            sleep(0.02)
+        end
+        return lsn(f)
+    end
     mktempdir() do dir
         old = mmsb_start(dir = joinpath(dir, "p"), durability = :replicated, replicate = (url = URLS, stream = stream))
         p = create_page(old, 256)
@@ -29,11 +37,7 @@ else
         end
         @test replica_lag(old).applied_lsn == lsn(old)
         f = mmsb_follow(URLS, stream)
-        t0 = time()
-        while lsn(f) < lsn(old) && time() - t0 < 20
-            sleep(0.02)
-        end
-        @test lsn(f) == lsn(old)
+        @test wait_for_lsn(f, lsn(old)) == lsn(old)
         @test read_page(f, p) == read_page(old, p)
         l = replica_lag(f)
         @test l.applied_lsn == lsn(old) && l.term == 1
@@ -57,11 +61,7 @@ else
         @test read_page(new, p)[1] == 42
         # A new follower follows the promoted primary: same bytes, term 2.
         f2 = mmsb_follow(URLS, stream)
-        t0 = time()
-        while lsn(f2) < lsn(new) && time() - t0 < 20
-            sleep(0.02)
-        end
-        @test lsn(f2) == lsn(new)
+        @test wait_for_lsn(f2, lsn(new)) == lsn(new)
         @test read_page(f2, p) == read_page(new, p)
         @test replica_lag(f2).term == 2
         close(old); close(f); close(new); close(f2)
